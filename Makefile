@@ -1,0 +1,53 @@
+# coviu-agent: the two commands a new machine needs are `make demo` and `make test`.
+# Only python3 (>= 3.11) and make are assumed; everything else is installed into .venv from uv.lock.
+
+PYTHON ?= python3
+VENV := .venv
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+UV_VERSION := 0.13.9
+BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export LANGGRAPH_CLI_NO_ANALYTICS := 1
+export LANGGRAPH_NO_VERSION_CHECK := true
+export LANGSMITH_TRACING := false
+
+.PHONY: install demo test lint typecheck unit studio bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed
+
+## make demo: the main job on the embedded sandbox (triage, then the nightly audit).
+demo: install
+	$(BIN)/coviu-agent tools
+	$(BIN)/coviu-agent triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
+	@if $(BIN)/coviu-agent audit --help >/dev/null 2>&1; then $(BIN)/coviu-agent audit --out reports; fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+## make test: lint, types, then the whole test suite.
+test: lint typecheck unit
+
+studio: install
+	$(BIN)/langgraph dev --no-browser
+
+bench: install
+	$(BIN)/python bench/audit_bench.py
+
+clean:
+	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache

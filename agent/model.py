@@ -1,0 +1,30 @@
+"""The chat model factory: langchain-openai's ChatOpenAI over the Chat Completions API.
+
+Any OpenAI-compatible server works through OPENAI_BASE_URL; the openai SDK's own retries honour 429s.
+"""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+
+from agent.settings import Settings
+
+MODEL_TIMEOUT_SECONDS = 60.0
+MODEL_MAX_RETRIES = 4  # the openai SDK backs off and honours retry-after on 429/5xx
+
+
+def make_model(settings: Settings) -> BaseChatModel | None:
+    """The configured model, or None when no OPENAI_API_KEY is set."""
+    if settings.openai_api_key is None:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=settings.model,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        timeout=MODEL_TIMEOUT_SECONDS,
+        max_retries=MODEL_MAX_RETRIES,
+        temperature=0,
+        use_responses_api=False,
+    )

@@ -1,0 +1,74 @@
+"""Builds the process's services from settings: the one Truto client (real or embedded sandbox),
+the tool catalog, the model, the clock. This is the only place that chooses the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+
+from agent.model import make_model
+from agent.settings import SANDBOX_BASE_URL, Settings
+from graphs.context import Services
+from tools.clock import Clock, SystemClock
+from tools.toolbox import open_toolbox
+
+log = logging.getLogger(__name__)
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
+    model: object | None = None,
+    report_dir: Path | None = None,
+    announce_sandbox: bool = True,
+) -> Services:
+    """Open the tool layer for this settings object. With no Truto key, the sandbox answers in-process."""
+    clock = clock or SystemClock()
+    team_id = settings.coviu_team_id
+    queue_id = settings.coviu_waiting_queue_id
+    collection_id = settings.coviu_intake_collection_id
+    if settings.uses_sandbox:
+        from sandbox import (
+            DEMO_ACCOUNT_ID,
+            DEMO_INTAKE_COLLECTION_ID,
+            DEMO_TEAM_ID,
+            DEMO_WAITING_QUEUE_ID,
+            SandboxConfig,
+            SandboxTransport,
+            create_sandbox,
+        )
+
+        if announce_sandbox:
+            sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
+        if transport is None:
+            transport = SandboxTransport(create_sandbox(SandboxConfig.from_env()))
+        base_url, api_key, account_id = SANDBOX_BASE_URL, "sandbox", DEMO_ACCOUNT_ID
+        team_id = team_id or DEMO_TEAM_ID
+        queue_id = queue_id or DEMO_WAITING_QUEUE_ID
+        collection_id = collection_id or DEMO_INTAKE_COLLECTION_ID
+    else:
+        assert settings.truto_api_key is not None and settings.truto_integrated_account_id is not None
+        base_url = settings.truto_base_url
+        api_key = settings.truto_api_key.get_secret_value()
+        account_id = settings.truto_integrated_account_id
+    toolbox = await open_toolbox(
+        base_url=base_url, api_key=api_key, integrated_account_id=account_id, transport=transport, clock=clock
+    )
+    log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
+    chat_model = model if model is not None else make_model(settings)
+    return Services(
+        toolbox=toolbox,
+        model=chat_model,  # type: ignore[arg-type]
+        zone=settings.zone,
+        team_id=team_id,
+        waiting_queue_id=queue_id,
+        collection_id=collection_id,
+        planner=settings.effective_planner if chat_model is not None else "rules",
+        report_dir=report_dir or Path("reports"),
+    )

@@ -1,0 +1,118 @@
+"""Every setting of the contract (§3) as one pydantic-settings model, read from env and `.env`.
+
+Secrets are `SecretStr`: they never appear in reprs, logs or output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from platformdirs import user_state_dir
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The embedded sandbox's demo ids (sandbox/seed.py uses the same values; a test checks they agree).
+SANDBOX_ACCOUNT_ID = "sandbox"
+SANDBOX_API_KEY = "sandbox"
+SANDBOX_BASE_URL = "http://sandbox.local"
+
+
+def default_state_path() -> str:
+    return str(Path(user_state_dir("coviu-agent")) / "checkpoints.sqlite")
+
+
+class Settings(BaseSettings):
+    """coviu-agent's configuration. CLI flags override these."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    truto_api_key: SecretStr | None = Field(default=None, validation_alias="TRUTO_API_KEY")
+    truto_integrated_account_id: str | None = Field(default=None, validation_alias="TRUTO_INTEGRATED_ACCOUNT_ID")
+    truto_base_url: str = Field(default="https://api.truto.one", validation_alias="TRUTO_BASE_URL")
+    truto_mcp_url: SecretStr | None = Field(default=None, validation_alias="TRUTO_MCP_URL")
+
+    coviu_team_id: str | None = Field(default=None, validation_alias="COVIU_TEAM_ID")
+    coviu_waiting_queue_id: str | None = Field(default=None, validation_alias="COVIU_WAITING_QUEUE_ID")
+    coviu_intake_collection_id: str | None = Field(default=None, validation_alias="COVIU_INTAKE_COLLECTION_ID")
+
+    timezone: str = Field(default="UTC", validation_alias="COVIU_AGENT_TIMEZONE")
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    model: str = Field(default="gpt-4o", validation_alias=AliasChoices("COVIU_AGENT_MODEL"))
+    planner: Literal["llm", "rules", "auto"] = Field(default="auto", validation_alias="COVIU_AGENT_PLANNER")
+
+    state: str = Field(default_factory=default_state_path, validation_alias="COVIU_AGENT_STATE")
+    log_level: str = Field(default="INFO", validation_alias="COVIU_AGENT_LOG_LEVEL")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"COVIU_AGENT_TIMEZONE={value!r} is not an IANA time zone (e.g. Australia/Sydney)"
+            ) from None
+        return value
+
+    @field_validator("planner", mode="before")
+    @classmethod
+    def _planner_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"COVIU_AGENT_LOG_LEVEL={value!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @field_validator("truto_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _account_with_key(self) -> Settings:
+        if self.truto_api_key is not None and not self.truto_api_key.get_secret_value().strip():
+            self.truto_api_key = None
+        if self.truto_api_key is not None and not self.truto_integrated_account_id:
+            raise ValueError("TRUTO_API_KEY is set but TRUTO_INTEGRATED_ACCOUNT_ID is not")
+        if self.truto_mcp_url is not None and not self.truto_mcp_url.get_secret_value().startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("TRUTO_MCP_URL is set but is not an http(s) URL")
+        if self.planner == "llm" and self.openai_api_key is None:
+            raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY")
+        return self
+
+    # --- derived ---------------------------------------------------------------------------------
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """No Truto key: the embedded sandbox answers in-process."""
+        return self.truto_api_key is None
+
+    @property
+    def effective_planner(self) -> Literal["llm", "rules"]:
+        if self.planner == "auto":
+            return "llm" if self.openai_api_key is not None else "rules"
+        return self.planner
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redaction filter."""
+        out = []
+        for secret in (self.truto_api_key, self.openai_api_key, self.truto_mcp_url):
+            if secret is not None and secret.get_secret_value():
+                out.append(secret.get_secret_value())
+        return out

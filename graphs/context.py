@@ -1,0 +1,96 @@
+"""The runtime context every graph receives: editable ids (Studio fields) plus injected services.
+
+Services (tool layer, model, clock, time zone) are injected by the CLI or tests; on a LangGraph
+server they come from the provider that `agent.server` registers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from langchain_core.language_models import BaseChatModel
+
+from tools.clock import Clock
+from tools.toolbox import Toolbox
+
+
+@dataclass
+class Services:
+    """Everything slow or external a graph uses, built once per process."""
+
+    toolbox: Toolbox
+    model: BaseChatModel | None = None
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    team_id: str | None = None
+    waiting_queue_id: str | None = None
+    collection_id: str | None = None
+    planner: Literal["llm", "rules"] = "rules"
+    report_dir: Path = Path("reports")
+    max_model_calls: int = 8
+    on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
+
+    @property
+    def clock(self) -> Clock:
+        return self.toolbox.clock
+
+
+ServicesProvider = Callable[[], Awaitable[Services]]
+_provider: ServicesProvider | None = None
+
+
+def set_services_provider(provider: ServicesProvider) -> None:
+    """Register how graphs get their services when the caller passed none (LangGraph server)."""
+    global _provider
+    _provider = provider
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Per-run context. The id fields show up in LangGraph Studio; `services` is injected."""
+
+    team_id: str | None = field(default=None, metadata={"description": "Coviu team id (default: settings)."})
+    waiting_queue_id: str | None = field(
+        default=None, metadata={"description": "Waiting queue id for triage (default: settings)."}
+    )
+    collection_id: str | None = field(
+        default=None, metadata={"description": "Intake collection id for the audit (default: settings)."}
+    )
+    planner: Literal["llm", "rules"] | None = field(
+        default=None, metadata={"description": "llm or rules (default: settings)."}
+    )
+    services: Services | None = field(default=None, repr=False, compare=False)
+
+
+async def resolve_services(context: Context | None) -> Services:
+    """The services for this run: the injected ones, or the registered provider's."""
+    if context is not None and context.services is not None:
+        return context.services
+    if _provider is None:
+        raise RuntimeError("no services injected and no provider registered (import agent.server)")
+    services = await _provider()
+    if context is not None:
+        context.services = services
+    return services
+
+
+def team_id(context: Context | None, services: Services) -> str | None:
+    return (context.team_id if context else None) or services.team_id
+
+
+def waiting_queue_id(context: Context | None, services: Services) -> str | None:
+    return (context.waiting_queue_id if context else None) or services.waiting_queue_id
+
+
+def collection_id(context: Context | None, services: Services) -> str | None:
+    return (context.collection_id if context else None) or services.collection_id
+
+
+def planner(context: Context | None, services: Services) -> Literal["llm", "rules"]:
+    chosen = (context.planner if context else None) or services.planner
+    if chosen == "llm" and services.model is None:
+        return "rules"
+    return chosen

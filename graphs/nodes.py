@@ -1,0 +1,344 @@
+"""The nodes every graph shares: `act` (the one tool-execution path) and `wait_and_retry`.
+
+`act` fills ids from state, validates, applies policy and temporal guards, checks lost creates,
+executes, and writes results back; any transient failure routes to `wait_and_retry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from graphs.context import Context, Services, resolve_services
+from tools.catalog import ToolSpec
+from tools.dedupe import find_created
+from tools.errors import (
+    RateLimitedError,
+    RetriesExhaustedError,
+    ToolArgumentError,
+    TransportError,
+    TrutoError,
+    UnknownToolError,
+    is_transient,
+)
+from tools.executor import render_for_model
+from tools.guards import TemporalGuard
+
+log = logging.getLogger(__name__)
+
+# Ids the graph owns: always taken from state when the schema asks (the model cannot redirect them).
+OWNED_IDS = ("team_id", "waiting_queue_id", "collection_id")
+# Ids the planner may choose; filled from state only when the call lacks them.
+DEFAULT_IDS = ("session_id",)
+MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with the refusal
+
+
+class RetryState(TypedDict, total=False):
+    """Retry bookkeeping carried in state (checkpointed)."""
+
+    attempts: int
+    delay: float
+    reason: str
+    resume: str
+    unverified: list[str]
+    waits: list[float]
+
+
+@dataclass
+class CallOutcome:
+    """What happened to one tool call."""
+
+    kind: Literal["ok", "error", "refused", "transient"]
+    name: str
+    arguments: dict[str, Any]
+    spec: ToolSpec | None = None
+    result: Any = None
+    text: str = ""
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Policy = Callable[[ToolSpec, Mapping[str, Any]], str | None]
+
+
+def allow_everything(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
+    return None
+
+
+def read_only(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
+    """The audit's policy: list/get only."""
+    if spec.is_read_only:
+        return None
+    return f"Refused: {spec.name} is a {spec.method}; this graph is read-only (list/get tools only)."
+
+
+def fill_ids(spec: ToolSpec, arguments: Mapping[str, Any], ids: Mapping[str, Any]) -> dict[str, Any]:
+    """Put the graph's ids into the call wherever the tool's schema asks for them."""
+    filled = dict(arguments)
+    for key in OWNED_IDS:
+        if spec.wants(key) and ids.get(key):
+            filled[key] = ids[key]
+    for key in DEFAULT_IDS:
+        if spec.wants(key) and not filled.get(key) and ids.get(key):
+            filled[key] = ids[key]
+    if (
+        spec.wants("id")
+        and not filled.get("id")
+        and spec.resource in ("sessions", "session_summaries")
+        and ids.get("session_id")
+    ):
+        filled["id"] = ids["session_id"]
+    return filled
+
+
+def idempotency_key(call_id: str, arguments: Mapping[str, Any]) -> str:
+    """Stable across retries and resumes of the same planned call, so Truto can dedupe too."""
+    digest = hashlib.sha256(f"{call_id}|{json.dumps(arguments, sort_keys=True, default=str)}".encode())
+    return digest.hexdigest()[:40]
+
+
+def error_text(error: BaseException) -> str:
+    if isinstance(error, ToolArgumentError):
+        return f"Invalid arguments, nothing was sent. {error}. Fix the argument and call the tool again."
+    if isinstance(error, UnknownToolError):
+        return f"{error}. Use one of the tools you were given."
+    if isinstance(error, TrutoError):
+        return f"Error: {error.describe()}"
+    return f"Error: {error}"
+
+
+async def execute_call(
+    services: Services,
+    name: str,
+    arguments: Mapping[str, Any],
+    *,
+    call_id: str,
+    ids: Mapping[str, Any],
+    policy: Policy = allow_everything,
+    known_sessions: Mapping[str, Mapping[str, Any]] | None = None,
+    unverified_write: bool = False,
+    extra_query: Mapping[str, Any] | None = None,
+) -> CallOutcome:
+    """Run one tool call through fill → validate → policy → guards → (lost-create check) → execute."""
+    executor = services.toolbox.executor
+    try:
+        spec = executor.spec(name)
+    except UnknownToolError as exc:
+        return CallOutcome("error", name, dict(arguments), text=error_text(exc), error=exc)
+    args = fill_ids(spec, arguments, ids)
+    try:
+        spec.validate(args)
+    except ToolArgumentError as exc:
+        return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc)
+    refusal = policy(spec, args)
+    if refusal:
+        return CallOutcome("refused", name, args, spec, text=refusal)
+    try:
+        if spec.method in ("create", "update", "delete"):
+            guard = TemporalGuard(executor, services.zone)
+            refusal = await guard.check(spec, args, services.clock.now(), known_sessions)
+            if refusal:
+                return CallOutcome("refused", name, args, spec, text=refusal)
+        if unverified_write and spec.method == "create":
+            try:
+                existing = await find_created(executor, spec, args)
+            except LookupError as exc:
+                msg = f"A {name} call may have been written but its response was lost, and {exc}; not retried."
+                return CallOutcome("error", name, args, spec, text=msg, error=exc)
+            if existing is not None:
+                log.info("lost create found on retry: %s", name)
+                return CallOutcome(
+                    "ok", name, args, spec, result=existing, text=render_for_model(existing), extra={"recovered": True}
+                )
+        result = await executor.run(
+            spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
+        )
+    except Exception as exc:
+        if is_transient(exc):
+            written = bool(getattr(exc, "may_have_written", False)) and spec.method == "create"
+            return CallOutcome("transient", name, args, spec, error=exc, extra={"may_have_written": written})
+        if isinstance(exc, TrutoError | ToolArgumentError):
+            return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc)
+        raise
+    return CallOutcome("ok", name, args, spec, result=result, text=render_for_model(result))
+
+
+def retry_update(
+    services: Services, retry: RetryState | None, outcome: CallOutcome, call_id: str, resume: str
+) -> RetryState:
+    """Bookkeeping for a transient failure: attempts, the wait the policy wants, lost-write markers."""
+    previous: RetryState = dict(retry or {})  # type: ignore[assignment]
+    attempts = int(previous.get("attempts", 0)) + 1
+    error = outcome.error or RuntimeError("transient failure")
+    delay = services.toolbox.retry_policy.delay_for(error, attempts, services.toolbox.governor)
+    unverified = list(previous.get("unverified", []))
+    if outcome.extra.get("may_have_written") and call_id not in unverified:
+        unverified.append(call_id)
+    return {
+        "attempts": attempts,
+        "delay": delay,
+        "reason": _reason(error),
+        "resume": resume,
+        "unverified": unverified,
+        "waits": list(previous.get("waits", [])),
+    }
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, RateLimitedError):
+        return "rate limited (429)"
+    if isinstance(error, TrutoError):
+        return f"upstream {error.status_code}"
+    if isinstance(error, TransportError):
+        return error.kind
+    return type(error).__name__
+
+
+def settled(retry: RetryState | None) -> RetryState:
+    """After progress: attempts reset, the history of waits kept."""
+    return {
+        "attempts": 0,
+        "delay": 0.0,
+        "reason": "",
+        "resume": "",
+        "unverified": [],
+        "waits": list((retry or {}).get("waits", [])),
+    }
+
+
+def pending_tool_calls(messages: list[AnyMessage]) -> tuple[AIMessage | None, list[dict[str, Any]]]:
+    """The last AI message's tool calls that have no ToolMessage answer yet."""
+    answered: set[str] = set()
+    for message in reversed(messages):
+        if isinstance(message, ToolMessage):
+            answered.add(message.tool_call_id)
+        elif isinstance(message, AIMessage):
+            calls = [dict(c) for c in message.tool_calls if c.get("id") not in answered]
+            return message, calls
+    return None, []
+
+
+ResultHandler = Callable[[CallOutcome, Mapping[str, Any], Services], dict[str, Any]]
+IdsFromState = Callable[[Mapping[str, Any]], dict[str, Any]]
+ApprovedCheck = Callable[[Mapping[str, Any], str], bool]
+
+
+def default_ids(state: Mapping[str, Any]) -> dict[str, Any]:
+    session = state.get("session") or {}
+    return {
+        "team_id": state.get("team_id"),
+        "waiting_queue_id": state.get("waiting_queue_id"),
+        "collection_id": state.get("collection_id"),
+        "session_id": state.get("session_id") or session.get("session_id"),
+    }
+
+
+def session_facts(result: Any) -> dict[str, dict[str, Any]]:
+    """Remember what we learned about sessions (phase facts only), for the temporal guards."""
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(result, Mapping) and result.get("session_id") and result.get("end_time"):
+        out[str(result["session_id"])] = {
+            k: result.get(k) for k in ("start_time", "end_time", "actual_end_time", "canceled_time")
+        }
+    return out
+
+
+def make_act_node(
+    *,
+    on_result: ResultHandler | None = None,
+    policy: Policy = allow_everything,
+    after: str = "plan",
+    ids_from_state: IdsFromState = default_ids,
+) -> Callable[[Any, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
+    """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling."""
+
+    async def act(state: Any, runtime: Runtime[Context]) -> Command[Any]:
+        services = await resolve_services(runtime.context)
+        messages: list[AnyMessage] = list(state.get("messages", []))
+        _, calls = pending_tool_calls(messages)
+        retry: RetryState = state.get("retry") or {}  # type: ignore[assignment]
+        new_messages: list[ToolMessage] = []
+        update: dict[str, Any] = {}
+        known = dict(state.get("known_sessions") or {})
+        refusals = int(state.get("refusals", 0))
+        for call in calls:
+            call_id = str(call.get("id"))
+            view = {**state, **update}
+            outcome = await execute_call(
+                services,
+                call["name"],
+                call.get("args") or {},
+                call_id=call_id,
+                ids=ids_from_state(view),
+                policy=policy,
+                known_sessions=known,
+                unverified_write=call_id in retry.get("unverified", []),
+            )
+            if outcome.kind == "transient":
+                return Command(
+                    goto="wait_and_retry",
+                    update={
+                        **update,
+                        "messages": new_messages,
+                        "known_sessions": known,
+                        "retry": retry_update(services, retry, outcome, call_id, "act"),
+                    },
+                )
+            if outcome.kind == "refused":
+                refusals += 1
+            status: Literal["success", "error"] = "success" if outcome.kind == "ok" else "error"
+            new_messages.append(
+                ToolMessage(content=outcome.text, tool_call_id=call_id, name=call["name"], status=status)
+            )
+            if outcome.kind == "ok":
+                known.update(session_facts(outcome.result))
+            if on_result is not None:
+                update.update(on_result(outcome, {**state, **update}, services))
+        return Command(
+            goto=after,
+            update={
+                **update,
+                "messages": new_messages,
+                "known_sessions": known,
+                "refusals": refusals,
+                "retry": settled(retry),
+            },
+        )
+
+    return act
+
+
+async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
+    """Every 429 and transient failure lands here: wait what the headers/governor say, then go back."""
+    services = await resolve_services(runtime.context)
+    retry: RetryState = dict(state.get("retry") or {})  # type: ignore[assignment]
+    attempts = int(retry.get("attempts", 1))
+    policy = services.toolbox.retry_policy
+    if attempts >= policy.max_attempts:
+        raise RetriesExhaustedError(
+            f"{retry.get('resume', 'act')} ({retry.get('reason', 'transient failure')})",
+            attempts,
+            RuntimeError(retry.get("reason", "transient failure")),
+        )
+    delay = max(
+        float(retry.get("delay", 0.0)),
+        services.toolbox.governor.wait_seconds() if retry.get("reason", "").startswith("rate") else 0.0,
+    )
+    log.info(
+        "waiting %.1fs before retrying (%s, attempt %d of %d)",
+        delay,
+        retry.get("reason"),
+        attempts,
+        policy.max_attempts,
+    )
+    await services.clock.sleep(delay)
+    waits = [*retry.get("waits", []), round(delay, 3)][-200:]
+    return Command(goto=retry.get("resume") or "act", update={"retry": {**retry, "waits": waits}})

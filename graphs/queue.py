@@ -1,0 +1,56 @@
+"""Waiting-queue arithmetic shared by triage and `queue watch`: who is waiting and for how long.
+
+A call is waiting when it has no `answeredAt`, `leftQueueAt` or `finishedAt`; wait = now − `joinedAt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypedDict
+
+from tools.catalog import parse_datetime
+
+DONE_FIELDS = ("answeredAt", "leftQueueAt", "finishedAt")
+
+
+class LongWait(TypedDict):
+    call_id: str
+    waited_minutes: float
+
+
+class QueueSummary(TypedDict):
+    waiting: int
+    longest_wait_minutes: float
+    over_threshold: list[LongWait]
+
+
+def is_waiting(call: Mapping[str, Any]) -> bool:
+    return not any(call.get(f) for f in DONE_FIELDS)
+
+
+def summarize_queue(calls: Iterable[Any], now: datetime, threshold_minutes: float) -> QueueSummary:
+    """Count waiting calls, the longest wait, and every call waiting longer than the threshold."""
+    waiting = 0
+    longest = 0.0
+    over: list[LongWait] = []
+    for call in calls:
+        if not isinstance(call, Mapping) or not is_waiting(call):
+            continue
+        joined = parse_datetime(str(call.get("joinedAt") or ""))
+        waiting += 1
+        if joined is None:
+            continue
+        minutes = round(max(0.0, (now - joined).total_seconds() / 60), 1)
+        longest = max(longest, minutes)
+        if minutes > threshold_minutes:
+            over.append({"call_id": str(call.get("callId") or call.get("id") or "?"), "waited_minutes": minutes})
+    over.sort(key=lambda c: -c["waited_minutes"])
+    return {"waiting": waiting, "longest_wait_minutes": longest, "over_threshold": over}
+
+
+def alert_lines(summary: QueueSummary, threshold_minutes: float) -> list[str]:
+    return [
+        f"Call {c['call_id']} has waited {c['waited_minutes']:.0f} min (over {threshold_minutes:g} min)"
+        for c in summary["over_threshold"]
+    ]

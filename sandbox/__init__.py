@@ -1,0 +1,37 @@
+"""The embedded Truto + Coviu simulator: an ASGI app with a faithful in-memory clinic account.
+
+Use it in-process (`SandboxTransport`) or over HTTP (`serve_sandbox`); see `create_sandbox`.
+"""
+
+from sandbox.app import RequestRecord, Sandbox, create_sandbox
+from sandbox.clock import Clock, SystemClock
+from sandbox.config import FaultConfig, SandboxConfig
+from sandbox.ids import (
+    DEMO_ACCOUNT_ID,
+    DEMO_CLIENT_ID,
+    DEMO_CONSENT_COLLECTION_ID,
+    DEMO_INTAKE_COLLECTION_ID,
+    DEMO_TEAM_ID,
+    DEMO_WAITING_QUEUE_ID,
+)
+from sandbox.server import build_server, serve_sandbox
+from sandbox.transport import SandboxTransport
+
+__all__ = [
+    "DEMO_ACCOUNT_ID",
+    "DEMO_CLIENT_ID",
+    "DEMO_CONSENT_COLLECTION_ID",
+    "DEMO_INTAKE_COLLECTION_ID",
+    "DEMO_TEAM_ID",
+    "DEMO_WAITING_QUEUE_ID",
+    "Clock",
+    "FaultConfig",
+    "RequestRecord",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxTransport",
+    "SystemClock",
+    "build_server",
+    "create_sandbox",
+    "serve_sandbox",
+]

@@ -1,0 +1,62 @@
+"""Settings of the simulated Truto account and the faults it injects.
+
+`SandboxConfig.from_env()` reads `COVIU_SANDBOX_CONFIG` and `COVIU_SANDBOX_FAULTS` (JSON objects).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AccountStatus = Literal["active", "needs_reauth", "blocked", "read_only", "missing_scopes"]
+
+
+class FaultConfig(BaseModel):
+    """Which faults the proxy injects, and how often; one seeded `random.Random` decides each one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: int = 0
+    rate_limit_storm: float = Field(default=0.0, ge=0.0, le=1.0)
+    server_errors: float = Field(default=0.0, ge=0.0, le=1.0)
+    slow: float = Field(default=0.0, ge=0.0, le=1.0)
+    slow_seconds: float = Field(default=2.0, ge=0.0)
+    drop: float = Field(default=0.0, ge=0.0, le=1.0)
+    malformed_json: float = Field(default=0.0, ge=0.0, le=1.0)
+    lost_response: float = Field(default=0.0, ge=0.0, le=1.0)
+    lost_response_next: int = Field(default=0, ge=0)
+    only_resources: list[str] | None = None
+
+
+class SandboxConfig(BaseModel):
+    """How the simulated Truto account behaves (formats, limits, account status, rules)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    integrated_account_id: str = "sandbox"
+    api_token: str | None = None
+    rate_limit: int = Field(default=50, ge=1)
+    rate_window_seconds: float = Field(default=10.0, gt=0.0)
+    ratelimit_reset_format: Literal["seconds", "unix"] = "seconds"
+    retry_after_format: Literal["seconds", "http-date"] = "seconds"
+    time_format: Literal["iso", "rfc1123"] = "iso"
+    tools_envelope: Literal["result", "results"] = "result"
+    id_location: Literal["query", "body"] = "query"
+    honour_idempotency_keys: bool = True
+    account_status: AccountStatus = "active"
+    participant_cancel_rule: Literal["finished", "started"] = "finished"
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
+        """Defaults, overridden by `COVIU_SANDBOX_CONFIG` then `COVIU_SANDBOX_FAULTS` when set."""
+        env = os.environ if environ is None else environ
+        raw_config = env.get("COVIU_SANDBOX_CONFIG", "").strip()
+        config = cls.model_validate(json.loads(raw_config)) if raw_config else cls()
+        raw_faults = env.get("COVIU_SANDBOX_FAULTS", "").strip()
+        if raw_faults:
+            config.faults = FaultConfig.model_validate(json.loads(raw_faults))
+        return config

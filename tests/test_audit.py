@@ -1,0 +1,183 @@
+"""The end-of-day audit on the sandbox: expected rows computed independently from the sandbox's data."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.audit import WindowError, build_audit_graph, resolve_window
+from graphs.context import Context, Services
+from graphs.nodes import execute_call, read_only
+from sandbox import DEMO_INTAKE_COLLECTION_ID, FaultConfig, Sandbox
+from tests.fakes import ScriptedChatModel
+from tools.clock import FakeClock
+
+YESTERDAY = date(2026, 11, 24)
+
+
+async def run_audit(services: Services, thread: str = "a1", **inputs: Any) -> dict[str, Any]:
+    graph = build_audit_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 1000, "max_concurrency": 4}
+    return dict(await graph.ainvoke(inputs, config, context=Context(services=services)))
+
+
+def expected_rows(sandbox: Sandbox, since: datetime, until: datetime, threshold: float = 10.0) -> dict[str, dict]:
+    """The contract's definitions applied straight to the sandbox's store (no agent code)."""
+    store = sandbox.store
+    out: dict[str, dict] = {}
+    for s in store.sessions.values():
+        if s.canceled_time is not None or not (since <= s.end_time < until):
+            continue
+        entries = [store.participants[p].entry_time for p in s.participant_ids if store.participants[p].entry_time]
+        actual_start = min(entries) if entries else s.start_time
+        subs = [
+            x
+            for x in store.submissions.values()
+            if x.session_id == s.session_id and x.collection_id == DEMO_INTAKE_COLLECTION_ID
+        ]
+        flags = []
+        if not subs:
+            flags.append("missing_form")
+        elif not any(x.locked_at for x in subs):
+            flags.append("pending_form")
+        billable = overrun = None
+        if s.actual_end_time is not None:
+            minutes = round((s.actual_end_time - actual_start).total_seconds() / 60 + 1e-9, 1)
+            billable = math.ceil(minutes)
+            overrun = round(max(0.0, (s.actual_end_time - s.end_time).total_seconds() / 60) + 1e-9, 1)
+            if overrun > threshold:
+                flags.append("overrun")
+        else:
+            flags.append("no_actual_end")
+        out[s.session_id] = {
+            "flags": flags,
+            "billable_minutes": billable,
+            "overrun_minutes": overrun,
+            "submission_ids": sorted(x.submission_id for x in subs),
+        }
+    return out
+
+
+def window(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: Sandbox):
+    state = await run_audit(services)
+    report = state["report"]
+    since, until = window(YESTERDAY)
+    expected = expected_rows(sandbox, since, until)
+    got = {r["session_id"]: r for r in report["sessions"]}
+    assert set(got) == set(expected)
+    for sid, exp in expected.items():
+        row = got[sid]
+        assert row["flags"] == exp["flags"], sid
+        assert row["billable_minutes"] == exp["billable_minutes"], sid
+        assert row["overrun_minutes"] == exp["overrun_minutes"], sid
+        assert row["submission_ids"] == exp["submission_ids"], sid
+    demo = sandbox.store.demo.sessions
+    assert "overrun" in got[demo["overrun"]]["flags"]
+    assert "overrun" not in got[demo["small_overrun"]]["flags"]
+    assert got[demo["no_show"]]["flags"] == ["missing_form", "no_actual_end"]
+    assert got[demo["missing_form"]]["flags"] == ["missing_form"]
+    assert got[demo["pending_form"]]["flags"] == ["pending_form"]
+    assert got[demo["late_form"]]["flags"] == []  # a form filed today still counts
+    assert demo["canceled"] not in got
+    assert demo["ends_at_yesterday_start"] in got  # end == since is inside [since, until)
+    assert demo["ends_at_today_start"] not in got  # end == until is outside
+    totals = report["totals"]
+    assert totals["sessions"] == len(expected)
+    assert totals["missing_forms"] == sum("missing_form" in e["flags"] for e in expected.values())
+    assert totals["billable_minutes"] == sum(e["billable_minutes"] or 0 for e in expected.values())
+    paths = state["report_paths"]
+    assert set(paths) == {"md", "json", "html"}
+    assert json.loads(Path(paths["json"]).read_text()) == report
+    assert Path(paths["md"]).name.startswith(f"audit-{report['team_id']}-2026-11-24")
+    assert set(report) == {"team_id", "collection_id", "window", "generated_at", "totals", "sessions"}
+
+
+async def test_audit_is_read_only(services: Services, sandbox: Sandbox):
+    outcome = await execute_call(
+        services,
+        "delete_a_coviu_session_by_id",
+        {"id": sandbox.store.demo.sessions["future"]},
+        call_id="x",
+        ids={},
+        policy=read_only,
+    )
+    assert outcome.kind == "refused" and "read-only" in outcome.text
+    assert sandbox.count(truto_method="delete") == 0
+
+
+async def test_rate_limit_storm_gives_the_identical_report(services: Services, sandbox: Sandbox, clock: FakeClock):
+    sandbox.store.generate_sessions(YESTERDAY, 120, seed=5)
+    clean = (await run_audit(services, "clean"))["report"]
+    sandbox.set_faults(FaultConfig(seed=11, rate_limit_storm=0.35, server_errors=0.05))
+    stormy_state = await run_audit(services, "storm")
+    stormy = stormy_state["report"]
+    assert sandbox.count(status=429) > 10
+    assert stormy_state["retry"]["waits"]  # the graph waited in wait_and_retry
+    clean.pop("generated_at")
+    stormy.pop("generated_at")
+    assert stormy == clean
+
+
+async def test_pagination_over_many_pages(services: Services, sandbox: Sandbox):
+    sandbox.store.generate_sessions(YESTERDAY, 450, seed=2)
+    report = (await run_audit(services))["report"]
+    since, until = window(YESTERDAY)
+    assert report["totals"]["sessions"] == len(expected_rows(sandbox, since, until))
+    assert sandbox.count(resource="sessions", truto_method="list") >= 3
+    summaries = sandbox.count(resource="session_summaries", truto_method="get", status=200)
+    assert summaries == report["totals"]["sessions"]  # each summary fetched exactly once
+
+
+async def test_narrative_sees_aggregates_only(services: Services, sandbox: Sandbox):
+    seen: list[str] = []
+
+    def script(messages: list, tools: list) -> Any:
+        from langchain_core.messages import AIMessage
+
+        seen.append(" ".join(str(m.content) for m in messages))
+        return AIMessage("Most sessions ran to time.")
+
+    services.model = ScriptedChatModel(script=script)
+    services.planner = "llm"
+    sandbox.store.generate_sessions(YESTERDAY, 60, seed=1)
+    state = await run_audit(services)
+    assert len(seen) == 1
+    names = [r["session_name"] for r in state["report"]["sessions"]]
+    assert not any(name in seen[0] for name in names if len(name) > 6)
+    assert "Most sessions ran to time." in Path(state["report_paths"]["md"]).read_text()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"day": "2026-13-01"}, "YYYY-MM-DD"),
+        ({"since": "2026-11-24T00:00:00Z"}, "both"),
+        ({"since": "2026-11-25T00:00:00Z", "until": "2026-11-24T00:00:00Z"}, "after"),
+        ({"day": "2026-11-24", "since": "2026-11-24T00:00:00Z", "until": "2026-11-25T00:00:00Z"}, "either"),
+    ],
+)
+def test_bad_windows_are_refused(kwargs: dict[str, str], message: str):
+    from zoneinfo import ZoneInfo
+
+    with pytest.raises(WindowError, match=message):
+        resolve_window(ZoneInfo("UTC"), datetime(2026, 11, 25, tzinfo=UTC), **kwargs)
+
+
+def test_date_is_a_clinic_local_day():
+    from zoneinfo import ZoneInfo
+
+    since, until, label = resolve_window(ZoneInfo("Australia/Sydney"), datetime(2026, 11, 25, 3, tzinfo=UTC))
+    assert label == "2026-11-24"  # 03:00Z is 14:00 in Sydney on the 25th: yesterday is the 24th
+    assert since.isoformat() == "2026-11-24T00:00:00+11:00"
+    assert until - since == timedelta(days=1)

@@ -1,0 +1,181 @@
+"""Triage graph on the sandbox: rules and LLM planners, id filling, 429s, lost creates, refusals."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.context import Context, Services
+from graphs.nodes import execute_call
+from graphs.triage import build_triage_graph, session_start
+from sandbox import DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, FaultConfig, Sandbox
+from tests.fakes import ScriptedChatModel
+from tools.catalog import parse_datetime
+from tools.clock import FakeClock
+
+
+async def run_triage(services: Services, **inputs: Any) -> dict[str, Any]:
+    graph = build_triage_graph().compile(checkpointer=InMemorySaver())
+    payload: dict[str, Any] = {"messages": [HumanMessage("A priority patient needs a duty nurse now")], **inputs}
+    config: Any = {"configurable": {"thread_id": "t1"}, "recursion_limit": 60}
+    return dict(await graph.ainvoke(payload, config, context=Context(services=services)))
+
+
+def writes(sandbox: Sandbox) -> dict[str, int]:
+    return {
+        "queue_lists": sandbox.count(resource="waiting_queue_calls", truto_method="list", status=200),
+        "session_creates": sandbox.count(resource="sessions", truto_method="create", status=200),
+        "participant_creates": sandbox.count(resource="participants", truto_method="create", status=200),
+    }
+
+
+async def test_rules_triage_makes_one_session_and_two_links(services: Services, sandbox: Sandbox, clock: FakeClock):
+    state = await run_triage(services, patient_name="Ava Jenkins")
+    assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
+    queue = state["queue"]
+    # demo queue: 5 waiting calls (3, 8, 17, 26, 40 min); answered and left calls do not count
+    assert queue["waiting"] == 5
+    assert queue["longest_wait_minutes"] >= 40
+    assert sorted(c["waited_minutes"] >= 15 for c in queue["over_threshold"]) == [True, True, True]
+    assert len(state["alerts"]) == 3
+    session = state["session"]
+    assert session["session_name"] == "Triage – Ava Jenkins"
+    start = parse_datetime(session["start_time"])
+    assert start == session_start(clock.now())
+    assert start is not None and start.second == 0 and start - clock.now() >= timedelta(seconds=30)
+    assert parse_datetime(session["end_time"]) == start + timedelta(minutes=30)
+    roles = {p["role"]: p for p in state["participants"]}
+    assert set(roles) == {"guest", "host"}
+    assert roles["guest"]["display_name"] == "Ava Jenkins"
+    for p in roles.values():
+        assert p["entry_url"].startswith("https://") and p["entry_url"] in state["reply"]
+    assert not state.get("failure")
+
+
+async def test_session_is_created_with_unique_entry_flag(services: Services, sandbox: Sandbox):
+    state = await run_triage(services, patient_name="Ava Jenkins")
+    created = await services.toolbox.executor.run(
+        "get_single_coviu_session_by_id", {"id": state["session"]["session_id"]}
+    )
+    assert "session;enforce-participant-uniqueness" in created["feature_flags"]
+    assert {p["role"] for p in created["participants"]} == {"GUEST", "HOST"}
+
+
+def scripted_llm_triage(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """A model that omits team_id, waiting_queue_id and session_id: the graph must fill them."""
+    done = [m for m in messages if isinstance(m, ToolMessage)]
+    system = str(messages[0].content)
+    if not done:
+        return AIMessage("", tool_calls=[{"name": "list_all_coviu_waiting_queue_calls", "args": {}, "id": "c1"}])
+    if len(done) == 1:
+        start = system.split("start_time `")[1].split("`")[0]
+        end = system.split("end_time `")[1].split("`")[0]
+        args = {
+            "session_name": "Triage – Noah",
+            "start_time": start,
+            "end_time": end,
+            "feature_flags": ["session;enforce-participant-uniqueness"],
+        }
+        return AIMessage("", tool_calls=[{"name": "create_a_coviu_session", "args": args, "id": "c2"}])
+    if len(done) == 2:
+        return AIMessage(
+            "",
+            tool_calls=[
+                {"name": "create_a_coviu_participant", "args": {"display_name": "Noah", "role": "guest"}, "id": "c3"},
+                {
+                    "name": "create_a_coviu_participant",
+                    "args": {"display_name": "Dr. Smith", "role": "host"},
+                    "id": "c4",
+                },
+            ],
+        )
+    return AIMessage("Done: the session and both links are ready.")
+
+
+async def test_llm_triage_fills_ids_the_model_omitted(services: Services, sandbox: Sandbox):
+    model = ScriptedChatModel(script=scripted_llm_triage)
+    services.model = model
+    services.planner = "llm"
+    state = await run_triage(services, patient_name="Noah", host_name="Dr. Smith")
+    assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
+    assert "create_a_coviu_session" in model.bound_tools
+    queue_calls = [r for r in sandbox.requests if r.resource == "waiting_queue_calls"]
+    assert queue_calls[0].query["team_id"] == DEMO_TEAM_ID
+    assert queue_calls[0].query["waiting_queue_id"] == DEMO_WAITING_QUEUE_ID
+    participant_calls = [r for r in sandbox.requests if r.resource == "participants"]
+    assert {r.query["session_id"] for r in participant_calls} == {state["session"]["session_id"]}
+    assert {p["display_name"] for p in state["participants"]} == {"Noah", "Dr. Smith"}
+
+
+async def test_rate_limit_storm_goes_through_wait_and_retry(services: Services, sandbox: Sandbox, clock: FakeClock):
+    sandbox.set_faults(FaultConfig(seed=3, rate_limit_storm=0.4))
+    graph = build_triage_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "storm"}, "recursion_limit": 100}
+    visited: list[str] = []
+    async for update in graph.astream(
+        {"messages": [HumanMessage("now")], "patient_name": "Ava Jenkins"},
+        config,
+        context=Context(services=services),
+        stream_mode="updates",
+    ):
+        visited.extend(update)
+    state = (await graph.aget_state(config)).values
+    rejected = sandbox.count(status=429)
+    assert rejected > 0
+    assert visited.count("wait_and_retry") >= 1
+    assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
+    # the waits the graph took are what the 429s' headers asked for (1-3 s), on the injected clock
+    waits = [w for w in clock.sleeps if w >= 1]
+    assert waits and all(w <= 3.5 for w in waits)
+    assert state["session"] and len(state["participants"]) == 2
+
+
+async def test_lost_create_response_makes_exactly_one_session(services: Services, sandbox: Sandbox):
+    sandbox.config.honour_idempotency_keys = False  # prove the lookup, not Truto's dedupe, prevents a duplicate
+    sandbox.set_faults(FaultConfig(lost_response_next=1, only_resources=["sessions"]))
+    state = await run_triage(services, patient_name="Ava Jenkins")
+    names = [r for r in sandbox.requests if r.resource == "sessions" and r.truto_method == "create"]
+    assert len(names) == 1  # written once, response lost, then found by the lookup instead of re-created
+    listed = await services.toolbox.executor.all_items(
+        "list_all_coviu_sessions", {"start_time": state["session"]["start_time"]}
+    )
+    assert sum(1 for s in listed if s["session_name"] == "Triage – Ava Jenkins") == 1
+    assert len(state["participants"]) == 2
+
+
+async def test_finished_session_refuses_participants_with_next_step(services: Services, sandbox: Sandbox):
+    finished = sandbox.store.demo.sessions["finished_today"]
+    before = len(sandbox.requests)
+    outcome = await execute_call(
+        services,
+        "create_a_coviu_participant",
+        {"display_name": "Late patient", "role": "guest"},
+        call_id="x",
+        ids={"session_id": finished},
+    )
+    assert outcome.kind == "refused"
+    assert "ended at" in outcome.text and "create a new session" in outcome.text.lower()
+    assert sandbox.count(resource="participants", truto_method="create") == 0
+    assert len(sandbox.requests) - before <= 1  # at most the session lookup
+
+
+async def test_clock_skew_moves_the_start_forward_once(services: Services, sandbox: Sandbox, clock: FakeClock):
+    # the sandbox's clock runs ahead of ours by 90 s: our first start is already past for Coviu
+    skewed = FakeClock(start=clock.now() + timedelta(seconds=90))
+    sandbox.clock = skewed  # type: ignore[attr-defined]
+    state = await run_triage(services, patient_name="Ava Jenkins")
+    creates = [r for r in sandbox.requests if r.resource == "sessions" and r.truto_method == "create"]
+    assert [r.status for r in creates] == [400, 200]
+    assert state["session"] and not state.get("failure")
+
+
+def test_session_start_is_first_whole_minute_30s_ahead():
+    base = datetime.fromisoformat("2026-11-25T09:00:29+00:00")
+    assert session_start(base).isoformat() == "2026-11-25T09:01:00+00:00"
+    base = datetime.fromisoformat("2026-11-25T09:00:31+00:00")
+    assert session_start(base).isoformat() == "2026-11-25T09:02:00+00:00"
+    assert json.dumps(session_start(base).isoformat())

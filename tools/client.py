@@ -1,0 +1,277 @@
+"""The one Truto client: one httpx.AsyncClient, bearer auth, typed errors, rate-limit pacing.
+
+Every request to Truto goes through `TrutoClient.request`; binary bodies are never read into memory here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tools.clock import Clock, SystemClock
+from tools.errors import RateLimitedError, TransportError, TrutoError
+from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+JSON_TYPES = ("application/json", "application/problem+json", "text/json")
+
+# Truto method name -> HTTP verb; anything else is a custom method (POST /proxy/{resource}/{method}).
+HTTP_VERBS = {"list": "GET", "get": "GET", "create": "POST", "update": "PATCH", "delete": "DELETE"}
+METHODS_WITH_ID = frozenset({"get", "update", "delete"})
+
+
+@dataclass(frozen=True)
+class BinaryBody:
+    """What a binary response is, without its bytes: the binary guard's answer."""
+
+    content_type: str
+    size: int | None
+    status_code: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"binary": True, "content_type": self.content_type, "size_bytes": self.size}
+
+
+def is_json_content_type(content_type: str) -> bool:
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base in JSON_TYPES or base.endswith("+json")
+
+
+def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | bool | None]]:
+    """Truto's query syntax: booleans as true/false, objects as foo[bar]=x, arrays as arr[]=1&arr[]=2."""
+    pairs: list[tuple[str, str | int | float | bool | None]] = []
+
+    def add(key: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                add(f"{key}[{k}]", v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                add(f"{key}[]", v)
+        else:
+            pairs.append((key, str(value)))
+
+    for k, v in params.items():
+        add(k, v)
+    return pairs
+
+
+class TrutoClient:
+    """Talks to Truto for one integrated account.
+
+    One instance per process (it owns one `httpx.AsyncClient`); the transport is injected, so the
+    embedded sandbox, a mock, or the real network are all the same code path.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        integrated_account_id: str,
+        governor: RateLimitGovernor,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Clock | None = None,
+    ) -> None:
+        self.integrated_account_id = integrated_account_id
+        self.governor = governor
+        self.clock: Clock = clock or governor.clock or SystemClock()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+        )
+        self.requests_sent = 0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> TrutoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- paths -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def proxy_path(resource: str, method: str, record_id: str | None) -> str:
+        """URL path for a tool's resource + Truto method (truto.md §3)."""
+        res = quote(resource, safe="")
+        if method == "list" or method == "create":
+            return f"/proxy/{res}"
+        if method in METHODS_WITH_ID:
+            if not record_id:
+                raise ValueError(f"{method} on {resource} needs an id")
+            return f"/proxy/{res}/{quote(str(record_id), safe='')}"
+        return f"/proxy/{res}/{quote(method, safe='')}"
+
+    # --- the one request path --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _send(
+        self,
+        verb: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        proxy: bool = True,
+    ) -> AsyncIterator[httpx.Response]:
+        """Pace, send, map errors. Yields a streaming 2xx response (body not read yet)."""
+        params = encode_query(
+            {**(query or {}), **({"integrated_account_id": self.integrated_account_id} if proxy else {})}
+        )
+        if proxy:
+            wait = self.governor.reserve()
+            if wait > 0:
+                log.debug("pacing %.2fs before %s %s", wait, verb, path)
+                await self.clock.sleep(wait)
+        request = self._http.build_request(
+            verb, path, params=params, json=body if body is not None else None, headers=dict(headers or {})
+        )
+        self.requests_sent += 1
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise TransportError("timeout", type(exc).__name__, method=verb, path=path, sent=sent) from exc
+        except httpx.ConnectError as exc:
+            raise TransportError("connect error", str(exc) or "refused", method=verb, path=path, sent=False) from exc
+        except httpx.TransportError as exc:
+            raise TransportError("connection dropped", type(exc).__name__, method=verb, path=path) from exc
+        try:
+            if proxy:
+                info = parse_rate_limit_headers(response.headers, self.clock.now())
+                hold = self.governor.observe(info, status_code=response.status_code)
+            else:
+                hold = 0.0
+            if response.status_code >= 400:
+                await self._raise_for_error(response, verb, path, hold)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _read_body(self, response: httpx.Response, verb: str, path: str) -> bytes:
+        try:
+            return await response.aread()
+        except httpx.TimeoutException as exc:
+            raise TransportError("timeout", "while reading the body", method=verb, path=path) from exc
+        except httpx.TransportError as exc:
+            raise TransportError("connection dropped", type(exc).__name__, method=verb, path=path) from exc
+
+    async def _raise_for_error(self, response: httpx.Response, verb: str, path: str, hold: float) -> None:
+        raw = await self._read_body(response, verb, path)
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"message": raw[:500].decode("utf-8", "replace")}
+        if not isinstance(payload, dict):
+            payload = {"raw_response": payload}
+        kwargs: dict[str, Any] = {
+            "truto_is_remote_error": bool(payload.get("truto_is_remote_error", False)),
+            "raw_response": payload.get("raw_response"),
+            "headers": dict(response.headers),
+            "method": verb,
+            "path": path,
+            "insight": payload.get("truto_error_insight"),
+        }
+        status = int(payload.get("statusCode") or response.status_code)
+        error = str(payload.get("error") or response.reason_phrase or "")
+        message = str(payload.get("message") or "")
+        if response.status_code == 429:
+            raise RateLimitedError(status, error, message, retry_after=hold, **kwargs)
+        raise TrutoError(response.status_code, error, message, **kwargs)
+
+    async def request_json(
+        self,
+        verb: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        proxy: bool = True,
+    ) -> Any | BinaryBody:
+        """Send one request; return parsed JSON, or `BinaryBody` metadata for a non-JSON body."""
+        async with self._send(verb, path, query=query, body=body, headers=headers, proxy=proxy) as response:
+            content_type = response.headers.get("content-type", "")
+            if response.status_code == 204:
+                return {}
+            if content_type and not is_json_content_type(content_type):
+                length = response.headers.get("content-length")
+                return BinaryBody(
+                    content_type.split(";")[0].strip(), int(length) if length else None, response.status_code
+                )
+            raw = await self._read_body(response, verb, path)
+            if not raw.strip():
+                return {}
+            try:
+                return json.loads(raw)
+            except ValueError as exc:
+                raise TransportError(
+                    "malformed JSON", f"{len(raw)} bytes could not be parsed", method=verb, path=path
+                ) from exc
+
+    async def proxy(
+        self,
+        resource: str,
+        method: str,
+        *,
+        record_id: str | None = None,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any | BinaryBody:
+        """Run one proxy call by Truto resource + method (list/get/create/update/delete/custom)."""
+        verb = HTTP_VERBS.get(method, "POST")
+        path = self.proxy_path(resource, method, record_id)
+        headers: dict[str, str] = {}
+        send_body: Any = None
+        if verb in ("POST", "PATCH", "PUT"):
+            send_body = dict(body or {})
+            headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+        return await self.request_json(verb, path, query=query, body=send_body, headers=headers)
+
+    @asynccontextmanager
+    async def stream_proxy(
+        self,
+        resource: str,
+        method: str,
+        *,
+        record_id: str | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A streaming GET for binaries (recordings worker): the caller iterates `aiter_bytes()`."""
+        path = self.proxy_path(resource, method, record_id)
+        async with self._send("GET", path, query=query, headers=headers) as response:
+            yield response
+
+    async def list_tools(self, *, methods: list[str] | None = None, tags: list[str] | None = None) -> Any:
+        """`GET /integrated-account/{id}/tools` (not proxied, not rate limited by the account)."""
+        query: dict[str, Any] = {}
+        if methods:
+            query["methods"] = ",".join(methods)
+        if tags:
+            query["tags"] = ",".join(tags)
+        path = f"/integrated-account/{quote(self.integrated_account_id, safe='')}/tools"
+        return await self.request_json("GET", path, query=query, proxy=False)

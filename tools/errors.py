@@ -1,0 +1,179 @@
+"""Typed errors for everything that can go wrong between the app and Truto.
+
+Each error says whether retrying can help and, for writes, whether the write may already have happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Transport-level failures that happen before a response arrives.
+RETRYABLE_STATUSES = frozenset({429, 502, 504})
+
+
+class CoviuAgentError(Exception):
+    """Base class for the app's own errors."""
+
+
+class ToolArgumentError(CoviuAgentError, ValueError):
+    """Arguments for a tool were invalid; nothing was sent."""
+
+    def __init__(self, tool: str, field: str, expected: str, got: Any = None) -> None:
+        self.tool = tool
+        self.field = field
+        self.expected = expected
+        self.got = got
+        where = f"`{field}`" if field else "the arguments"
+        super().__init__(f"{tool}: {where}: expected {expected}")
+
+
+class UnknownToolError(CoviuAgentError, KeyError):
+    """The catalog has no tool of that name (or resource/method)."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"no tool named {self.name!r} in this account's catalog ({len(self.known)} tools known)"
+
+
+class TrutoError(CoviuAgentError):
+    """An error response from Truto (or from Coviu passed through by Truto)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        message: str,
+        *,
+        truto_is_remote_error: bool = False,
+        raw_response: Any = None,
+        headers: Mapping[str, str] | None = None,
+        method: str = "",
+        path: str = "",
+        insight: Any = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error = error
+        self.message = message
+        self.truto_is_remote_error = truto_is_remote_error
+        self.raw_response = raw_response
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.method = method
+        self.path = path
+        self.insight = insight
+        super().__init__(self.describe())
+
+    @property
+    def provider_message(self) -> str:
+        """The provider's own message when Truto's is empty (Truto passes it in raw_response)."""
+        if self.message:
+            return self.message
+        raw = self.raw_response
+        if isinstance(raw, dict):
+            err = raw.get("error")
+            if isinstance(err, dict) and err.get("message"):
+                return str(err["message"])
+            if isinstance(err, str):
+                return err
+            if raw.get("message"):
+                return str(raw["message"])
+        return self.error
+
+    @property
+    def retryable(self) -> bool:
+        """429, 502, 504 and any Truto 5xx are worth retrying; other 4xx never."""
+        if self.status_code in RETRYABLE_STATUSES:
+            return True
+        if self.status_code == 503:  # the integrated account is blocked
+            return False
+        return self.status_code >= 500
+
+    @property
+    def may_have_written(self) -> bool:
+        """A 502/504 can come after the provider did the write (the response was lost)."""
+        return self.status_code in (502, 504) or (self.status_code >= 500 and not self.truto_is_remote_error)
+
+    def describe(self) -> str:
+        """A clear, actionable sentence for a human or a model."""
+        code = self.status_code
+        msg = self.provider_message
+        where = f" ({self.method} {self.path})" if self.method else ""
+        if code == 401 and self.truto_is_remote_error:
+            return (
+                f"401 from Coviu{where}: the integrated account needs re-authentication; reconnect it in Truto. {msg}"
+            )
+        if code == 401:
+            return f"401 from Truto{where}: the Truto API token was refused; check TRUTO_API_KEY. {msg}"
+        if code == 403:
+            scopes = _missing_scopes(self.insight)
+            extra = f" missing scopes: {', '.join(scopes)}." if scopes else ""
+            return f"403{where}: the account lacks permission for this call.{extra} {msg}".strip()
+        if code == 404:
+            return f"404{where}: not found. {msg}"
+        if code == 405:
+            return f"405{where}: this is a read-only (sandbox) integrated account; writes are refused. {msg}"
+        if code == 503:
+            return f"503{where}: the integrated account is blocked in Truto; unblock it there. {msg}"
+        if code == 429:
+            return f"429{where}: rate limited. {msg}"
+        if code in (400, 409, 422):
+            return f"{code} from Coviu{where}: {msg}"
+        return f"{code} {self.error}{where}: {msg}"
+
+
+def _missing_scopes(insight: Any) -> list[str]:
+    try:
+        scopes = insight["forbidden_error"]["value"]["missing_scopes"]
+    except (KeyError, TypeError):
+        return []
+    return [str(s) for s in scopes] if isinstance(scopes, list) else []
+
+
+class RateLimitedError(TrutoError):
+    """A 429. `retry_after` is how long the governor says every caller must now wait."""
+
+    def __init__(self, *args: Any, retry_after: float = 10.0, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(*args, **kwargs)
+
+
+class TransportError(CoviuAgentError):
+    """No usable response: connect error, timeout, dropped connection, malformed body.
+
+    `may_have_written` is true when the request was sent, so a write may have happened.
+    """
+
+    def __init__(self, kind: str, detail: str, *, method: str = "", path: str = "", sent: bool = True) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.method = method
+        self.path = path
+        self.sent = sent
+        super().__init__(f"{kind} on {method} {path}: {detail}")
+
+    retryable = True
+
+    @property
+    def may_have_written(self) -> bool:
+        return self.sent and self.method in ("POST", "PATCH", "PUT", "DELETE")
+
+
+class RetriesExhaustedError(CoviuAgentError):
+    """Retries ran out; the run fails with exit code 3."""
+
+    def __init__(self, what: str, attempts: int, last: Exception) -> None:
+        self.what = what
+        self.attempts = attempts
+        self.last = last
+        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last}")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying the same request can succeed."""
+    if isinstance(error, TrutoError):
+        return error.retryable
+    return isinstance(error, TransportError)

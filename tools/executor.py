@@ -1,0 +1,168 @@
+"""Runs catalog tools against Truto: validate, split, dispatch, paginate, guard binaries.
+
+This is the single execution path under every graph, the CLI and the LangChain tool wrappers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from langchain_core.tools import StructuredTool
+
+from tools.catalog import ToolCatalog, ToolSpec
+from tools.client import BinaryBody, TrutoClient
+from tools.errors import CoviuAgentError, ToolArgumentError
+
+log = logging.getLogger(__name__)
+
+MODEL_RESULT_CAP = 8000  # characters of a tool result a model may see
+MAX_PAGES = 10_000  # a bound on any pagination loop
+
+
+class PaginationError(CoviuAgentError):
+    """A list did not page the way Truto's envelope promises (e.g. a repeating cursor)."""
+
+
+def binary_summary(spec: ToolSpec, arguments: Mapping[str, Any], body: BinaryBody) -> dict[str, Any]:
+    """The binary guard's tool result: metadata and where the bytes will be fetched, never the bytes."""
+    return {
+        "binary": True,
+        "content_type": body.content_type,
+        "size_bytes": body.size,
+        "fetched_by": {"tool": spec.name, "arguments": dict(arguments)},
+        "note": (
+            "Binary media is not shown to the model. The recordings worker downloads it: "
+            "`coviu-agent recordings --download DIR` (by --date or --session-id)."
+        ),
+    }
+
+
+def render_for_model(value: Any, cap: int = MODEL_RESULT_CAP) -> str:
+    """Compact JSON for a model, capped at `cap` characters with a note saying what was cut."""
+    text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    if len(text) <= cap:
+        return text
+    if isinstance(value, Mapping) and isinstance(value.get("result"), list):
+        items = value["result"]
+        kept = len(items)
+        while kept > 0:
+            kept = kept // 2 if kept > 8 else kept - 1
+            trimmed = {
+                **value,
+                "result": items[:kept],
+                "note": f"cut: showing {kept} of {len(items)} items to fit {cap} characters; "
+                "narrow the query or page with a smaller limit",
+            }
+            text = json.dumps(trimmed, separators=(",", ":"), default=str, ensure_ascii=False)
+            if len(text) <= cap:
+                return text
+    note = f"…[cut: {len(text) - cap + 80} more characters not shown; narrow the request]"
+    return text[: max(0, cap - len(note))] + note
+
+
+class ToolExecutor:
+    """Executes tools by name: the one way any part of the app calls Coviu."""
+
+    def __init__(self, client: TrutoClient, catalog: ToolCatalog) -> None:
+        self.client = client
+        self.catalog = catalog
+
+    def spec(self, name: str) -> ToolSpec:
+        return self.catalog.get(name)
+
+    def validate(self, name: str, arguments: Mapping[str, Any]) -> ToolSpec:
+        spec = self.catalog.get(name)
+        spec.validate(arguments)
+        return spec
+
+    async def run(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Validate, then send. Returns the JSON body, or the binary guard's metadata dict."""
+        spec = self.validate(name, arguments)
+        record_id, query, body = spec.split(arguments)
+        if spec.method in ("get", "update", "delete") and not record_id:
+            raise ToolArgumentError(spec.name, "id", "the record's id (required for this tool)")
+        if extra_query:
+            query.update(extra_query)
+        log.debug("tool %s (%s %s) id=%s", spec.name, spec.resource, spec.method, record_id)
+        result = await self.client.proxy(
+            spec.resource,
+            spec.method,
+            record_id=record_id,
+            query=query,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+        if isinstance(result, BinaryBody):
+            return binary_summary(spec, arguments, result)
+        return result
+
+    async def pages(
+        self, name: str, arguments: Mapping[str, Any], *, cursor: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[tuple[list[Any], str | None]]:
+        """Yield (items, next_cursor) page by page, from `cursor`, until `next_cursor` is empty."""
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            extra: dict[str, Any] = {}
+            if cursor:
+                extra["next_cursor"] = cursor
+            if limit and not self.spec(name).wants("limit"):
+                extra["limit"] = limit
+            args = dict(arguments)
+            if limit and self.spec(name).wants("limit"):
+                args["limit"] = limit
+            page = await self.run(name, args, extra_query=extra)
+            items, next_cursor = list_envelope(page)
+            yield items, next_cursor
+            if not next_cursor:
+                return
+            if next_cursor in seen:
+                raise PaginationError(f"{name}: cursor repeated; stopping to avoid a loop")
+            seen.add(next_cursor)
+            cursor = next_cursor
+        raise PaginationError(f"{name}: more than {MAX_PAGES} pages")
+
+    async def all_items(self, name: str, arguments: Mapping[str, Any], *, limit: int | None = None) -> list[Any]:
+        items: list[Any] = []
+        async for page, _ in self.pages(name, arguments, limit=limit):
+            items.extend(page)
+        return items
+
+    def langchain_tools(self, names: list[str] | None = None) -> list[StructuredTool]:
+        """One StructuredTool per spec, for `bind_tools` (and usable on their own)."""
+        return [self._structured_tool(spec) for spec in self.catalog if names is None or spec.name in names]
+
+    def _structured_tool(self, spec: ToolSpec) -> StructuredTool:
+        async def _run(**kwargs: Any) -> str:
+            return render_for_model(await self.run(spec.name, kwargs))
+
+        return StructuredTool.from_function(
+            coroutine=_run,
+            name=spec.name,
+            description=spec.description or spec.name,
+            args_schema=spec.args_schema,
+        )
+
+
+def list_envelope(page: Any) -> tuple[list[Any], str | None]:
+    """Truto's list envelope: `result` (or `results`) and `next_cursor`."""
+    if isinstance(page, list):
+        return page, None
+    if not isinstance(page, Mapping):
+        raise PaginationError(f"expected a list envelope, got {type(page).__name__}")
+    items = page.get("result")
+    if items is None:
+        items = page.get("results", [])
+    if not isinstance(items, list):
+        raise PaginationError("list envelope without a `result` list")
+    cursor = page.get("next_cursor")
+    return items, (str(cursor) if cursor else None)

@@ -1,0 +1,86 @@
+"""A Toolbox bundles what every graph needs from the tool layer: client, catalog, executor, clock.
+
+It is built once per process (the CLI, the LangGraph server entry, or a test) and injected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from tools.catalog import ToolCatalog
+from tools.client import DEFAULT_TIMEOUT, TrutoClient
+from tools.clock import Clock, SystemClock
+from tools.executor import ToolExecutor
+from tools.ratelimit import GOVERNORS, RateLimitGovernor
+from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
+
+
+@dataclass
+class Toolbox:
+    """The tool layer, ready to use."""
+
+    client: TrutoClient
+    catalog: ToolCatalog
+    executor: ToolExecutor
+    clock: Clock
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+
+    @property
+    def governor(self) -> RateLimitGovernor:
+        return self.client.governor
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def fetch_catalog(
+    client: TrutoClient,
+    *,
+    methods: list[str] | None = None,
+    tags: list[str] | None = None,
+    clock: Clock | None = None,
+) -> ToolCatalog:
+    """`GET /integrated-account/{id}/tools`, retried like any read, turned into a catalog."""
+    payload = await call_with_retries(
+        "fetching the tool catalog",
+        lambda: client.list_tools(methods=methods, tags=tags),
+        clock=clock or client.clock,
+    )
+    return ToolCatalog.from_truto_response(payload, source="tools")
+
+
+async def open_toolbox(
+    *,
+    base_url: str,
+    api_key: str,
+    integrated_account_id: str,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
+    governor: RateLimitGovernor | None = None,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    catalog: ToolCatalog | None = None,
+    methods: list[str] | None = None,
+) -> Toolbox:
+    """Build the client (sharing the account's governor) and fetch the catalog unless one is given."""
+    clock = clock or SystemClock()
+    if governor is None:
+        governor = GOVERNORS.for_account(integrated_account_id)
+        governor.clock = clock
+    client = TrutoClient(
+        base_url=base_url,
+        api_key=api_key,
+        integrated_account_id=integrated_account_id,
+        governor=governor,
+        transport=transport,
+        timeout=timeout,
+        clock=clock,
+    )
+    try:
+        if catalog is None:
+            catalog = await fetch_catalog(client, methods=methods, clock=clock)
+    except BaseException:
+        await client.aclose()
+        raise
+    return Toolbox(client=client, catalog=catalog, executor=ToolExecutor(client, catalog), clock=clock)
