@@ -33,8 +33,8 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu
 app.add_typer(queue_app, name="queue")
 app.add_typer(sandbox_app, name="sandbox")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -327,6 +327,9 @@ def audit(
                         if collection_id:
                             inputs["collection_id"] = collection_id
                         state = await graph.ainvoke(inputs, config, context=context)  # type: ignore[call-overload]
+                if state.get("report_paths"):
+                    # the report is written: drop the thread's checkpoints (they hold patient data)
+                    await saver.adelete_thread(thread)
         finally:
             await services.toolbox.aclose()
         return dict(state)
@@ -431,16 +434,40 @@ def queue_watch(
 def sandbox_serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8765, "--port"),
+    synthetic_sessions: int = typer.Option(0, "--synthetic-sessions", help="Add N synthetic sessions to a day."),
+    synthetic_day: str | None = typer.Option(
+        None, "--synthetic-day", help="Their day (YYYY-MM-DD; default yesterday)."
+    ),
 ) -> None:
     """Serve the simulator over HTTP (then set TRUTO_BASE_URL, TRUTO_API_KEY=sandbox, ...=sandbox)."""
-    from sandbox import SandboxConfig, serve_sandbox
+    from datetime import date, timedelta
+
+    from sandbox import SandboxConfig, create_sandbox, serve_sandbox
+
+    if not 0 <= synthetic_sessions <= 100_000:
+        fail(EXIT_BAD_INPUT, f"--synthetic-sessions: expected 0 to 100000, got {synthetic_sessions}")
+    sandbox = create_sandbox(SandboxConfig.from_env())
+    if synthetic_sessions:
+        try:
+            day = (
+                date.fromisoformat(synthetic_day) if synthetic_day else (sandbox.clock.now().date() - timedelta(days=1))
+            )
+        except ValueError:
+            fail(EXIT_BAD_INPUT, f"--synthetic-day: expected YYYY-MM-DD, got {synthetic_day!r}")
+        sandbox.store.generate_sessions(day, synthetic_sessions)
 
     err.print(
         f"sandbox on http://{host}:{port}  (TRUTO_BASE_URL=http://{host}:{port} TRUTO_API_KEY=sandbox "
         "TRUTO_INTEGRATED_ACCOUNT_ID=sandbox)",
         highlight=False,
     )
-    serve_sandbox(host=host, port=port, config=SandboxConfig.from_env())
+    serve_sandbox(host=host, port=port, sandbox=sandbox)
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from agent import cli_assistant, cli_mcp, cli_recordings, cli_schedule  # noqa: E402
+
+__all__ = ["app", "cli_assistant", "cli_mcp", "cli_recordings", "cli_schedule", "main"]
 
 
 def main() -> None:

@@ -58,7 +58,12 @@ async def build_services(
         api_key = settings.truto_api_key.get_secret_value()
         account_id = settings.truto_integrated_account_id
     toolbox = await open_toolbox(
-        base_url=base_url, api_key=api_key, integrated_account_id=account_id, transport=transport, clock=clock
+        base_url=base_url,
+        api_key=api_key,
+        integrated_account_id=account_id,
+        transport=transport,
+        clock=clock,
+        rate_limit=settings.truto_rate_limit,
     )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     truto_integrated_account_id: str | None = Field(default=None, validation_alias="TRUTO_INTEGRATED_ACCOUNT_ID")
     truto_base_url: str = Field(default="https://api.truto.one", validation_alias="TRUTO_BASE_URL")
     truto_mcp_url: SecretStr | None = Field(default=None, validation_alias="TRUTO_MCP_URL")
+    truto_rate_limit: int = Field(default=50, ge=1, le=10_000, validation_alias="TRUTO_RATE_LIMIT_PER_10S")
 
     coviu_team_id: str | None = Field(default=None, validation_alias="COVIU_TEAM_ID")
     coviu_waiting_queue_id: str | None = Field(default=None, validation_alias="COVIU_WAITING_QUEUE_ID")

@@ -201,20 +201,28 @@ def test_ratelimit_limit_header_updates_the_limit() -> None:
     assert waits[19] == pytest.approx(10.0)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "tools/ratelimit.py:437-438: observe() adopts any `ratelimit-limit` as the per-10-s limit; the header is "
-        "the provider's quota (truto.md §3), so a provider limit above Truto's own 50 req/10 s per integrated "
-        "account lifts pacing past 50 sends per window and Truto answers 429"
-    ),
-    strict=True,
-)
 def test_a_provider_limit_above_trutos_own_does_not_raise_pacing_past_50_per_window() -> None:
+    # `ratelimit-limit` is the provider's quota; Truto's own 50 req/10 s per account still applies (truto.md §3).
     clock = FakeClock()
     gov = RateLimitGovernor(clock=clock)
     gov.observe(RateLimitInfo(limit=1000, remaining=999, reset_seconds=3600.0), status_code=200)
+    assert gov.limit == 50
     waits = [gov.reserve() for _ in range(100)]
     assert max_in_any_window(waits) <= 50
+
+
+def test_the_limit_follows_the_headers_down_and_back_up_to_the_ceiling() -> None:
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock)
+    gov.observe(RateLimitInfo(limit=20), status_code=200)
+    assert gov.limit == 20
+    gov.observe(RateLimitInfo(limit=35), status_code=200)
+    assert gov.limit == 35
+    gov.observe(RateLimitInfo(limit=500), status_code=200)
+    assert gov.limit == 50
+    gov.observe(RateLimitInfo(limit=0), status_code=200)
+    assert gov.limit == 50
+    assert RateLimitGovernor(limit=100, ceiling=50, clock=clock).limit == 50
 
 
 def test_server_remaining_zero_waits_for_the_reset() -> None:
@@ -295,6 +303,7 @@ def test_registry_shares_one_governor_per_account() -> None:
     a = registry.for_account(ACCOUNT_ID)
     assert registry.for_account(ACCOUNT_ID) is a
     assert registry.for_account("ia-other") is not a
+    assert GovernorRegistry(clock=FakeClock(), limit=30).for_account(ACCOUNT_ID).limit == 30
 
 
 _OPS = st.one_of(

@@ -194,7 +194,7 @@ class TrutoClient:
             "path": path,
             "insight": payload.get("truto_error_insight"),
         }
-        status = int(payload.get("statusCode") or response.status_code)
+        status = response.status_code
         error = str(payload.get("error") or response.reason_phrase or "")
         message = str(payload.get("message") or "")
         if response.status_code == 429:

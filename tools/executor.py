@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from langchain_core.tools import StructuredTool
 
@@ -26,9 +27,15 @@ class PaginationError(CoviuAgentError):
     """A list did not page the way Truto's envelope promises (e.g. a repeating cursor)."""
 
 
-def binary_summary(spec: ToolSpec, arguments: Mapping[str, Any], body: BinaryBody) -> dict[str, Any]:
+# Where a binary is (or will be) on disk, e.g. the recordings worker's manifest lookup.
+BinaryLocator = Callable[[ToolSpec, Mapping[str, Any]], Mapping[str, Any]]
+
+
+def binary_summary(
+    spec: ToolSpec, arguments: Mapping[str, Any], body: BinaryBody, locator: BinaryLocator | None = None
+) -> dict[str, Any]:
     """The binary guard's tool result: metadata and where the bytes will be fetched, never the bytes."""
-    return {
+    summary: dict[str, Any] = {
         "binary": True,
         "content_type": body.content_type,
         "size_bytes": body.size,
@@ -38,6 +45,9 @@ def binary_summary(spec: ToolSpec, arguments: Mapping[str, Any], body: BinaryBod
             "`coviu-agent recordings --download DIR` (by --date or --session-id)."
         ),
     }
+    if locator is not None:
+        summary.update(locator(spec, arguments))
+    return summary
 
 
 def render_for_model(value: Any, cap: int = MODEL_RESULT_CAP) -> str:
@@ -63,12 +73,61 @@ def render_for_model(value: Any, cap: int = MODEL_RESULT_CAP) -> str:
     return text[: max(0, cap - len(note))] + note
 
 
-class ToolExecutor:
-    """Executes tools by name: the one way any part of the app calls Coviu."""
+@dataclass(frozen=True)
+class ToolCall:
+    """One validated call, in both shapes a source may want: the proxy's split and the whole argument object."""
 
-    def __init__(self, client: TrutoClient, catalog: ToolCatalog) -> None:
+    arguments: Mapping[str, Any]  # validated arguments plus any extra query (cursor, limit): an MCP tools/call
+    record_id: str | None
+    query: Mapping[str, Any]
+    body: Mapping[str, Any]
+    idempotency_key: str | None = None
+
+
+class Dispatch(Protocol):
+    """How a validated call reaches Truto: the proxy (`/tools` source) or MCP `tools/call` (MCP source).
+
+    Returns the JSON body, or `BinaryBody` metadata (never bytes); raises the typed errors of `tools.errors`.
+    """
+
+    async def __call__(self, spec: ToolSpec, call: ToolCall) -> Any: ...
+
+
+class ProxyDispatch:
+    """The `/tools` source's dispatch: Truto's proxy API by resource + method."""
+
+    def __init__(self, client: TrutoClient) -> None:
+        self.client = client
+
+    async def __call__(self, spec: ToolSpec, call: ToolCall) -> Any:
+        return await self.client.proxy(
+            spec.resource,
+            spec.method,
+            record_id=call.record_id,
+            query=call.query,
+            body=call.body,
+            idempotency_key=call.idempotency_key,
+        )
+
+
+class ToolExecutor:
+    """Executes tools by name: the one way any part of the app calls Coviu.
+
+    Validation, the id check and the binary guard happen here whatever the source; only `dispatch`
+    (proxy or MCP) differs.
+    """
+
+    def __init__(
+        self,
+        client: TrutoClient,
+        catalog: ToolCatalog,
+        binary_locator: BinaryLocator | None = None,
+        dispatch: Dispatch | None = None,
+    ) -> None:
         self.client = client
         self.catalog = catalog
+        self.binary_locator = binary_locator
+        self.dispatch: Dispatch = dispatch or ProxyDispatch(client)
 
     def spec(self, name: str) -> ToolSpec:
         return self.catalog.get(name)
@@ -94,16 +153,16 @@ class ToolExecutor:
         if extra_query:
             query.update(extra_query)
         log.debug("tool %s (%s %s) id=%s", spec.name, spec.resource, spec.method, record_id)
-        result = await self.client.proxy(
-            spec.resource,
-            spec.method,
+        call = ToolCall(
+            arguments={**arguments, **(extra_query or {})},
             record_id=record_id,
             query=query,
             body=body,
             idempotency_key=idempotency_key,
         )
+        result = await self.dispatch(spec, call)
         if isinstance(result, BinaryBody):
-            return binary_summary(spec, arguments, result)
+            return binary_summary(spec, arguments, result, self.binary_locator)
         return result
 
     async def pages(

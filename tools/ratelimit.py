@@ -18,8 +18,9 @@ from tools.clock import Clock, SystemClock
 DEFAULT_LIMIT = 50
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_RETRY_AFTER = 10.0
-# A reset value above this is a Unix timestamp, not a number of seconds (about 11.5 days in seconds).
-_UNIX_THRESHOLD = 1_000_000
+# A reset value at or above this is a Unix timestamp (September 2001 onwards), not a number of seconds:
+# a delay that long (31 years) never occurs, while monthly quotas (~2.6 million seconds) stay delays.
+_UNIX_THRESHOLD = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,12 @@ class RateLimitGovernor:
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         headroom: int | None = None,
         clock: Clock | None = None,
+        ceiling: int | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
-        self.limit = limit
+        # Truto's own per-account limit caps whatever quota the provider's headers announce.
+        self.ceiling = ceiling if ceiling is not None else limit
+        self.limit = min(limit, self.ceiling)
         self.window = window_seconds
         self._headroom = headroom
         self._sends: deque[float] = deque()
@@ -157,8 +161,8 @@ class RateLimitGovernor:
         """Learn from a response. Returns the hold (seconds) now in force; > 0 after a 429."""
         with self._lock:
             now = self.clock.monotonic()
-            if info.limit and info.limit > 0 and info.limit != self.limit:
-                self.limit = info.limit
+            if info.limit and info.limit > 0:
+                self.limit = min(info.limit, self.ceiling)
             if info.remaining is not None:
                 self._server_remaining = info.remaining
                 self._sent_since_observation = 0
@@ -174,8 +178,9 @@ class RateLimitGovernor:
 class GovernorRegistry:
     """One governor per integrated account id, per process."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, limit: int = DEFAULT_LIMIT) -> None:
         self._clock = clock
+        self.limit = limit
         self._governors: dict[str, RateLimitGovernor] = {}
         self._lock = threading.Lock()
 
@@ -183,7 +188,7 @@ class GovernorRegistry:
         with self._lock:
             gov = self._governors.get(integrated_account_id)
             if gov is None:
-                gov = RateLimitGovernor(clock=self._clock)
+                gov = RateLimitGovernor(clock=self._clock, limit=self.limit)
                 self._governors[integrated_account_id] = gov
             return gov
 

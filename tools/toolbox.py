@@ -5,7 +5,8 @@ It is built once per process (the CLI, the LangGraph server entry, or a test) an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -17,6 +18,10 @@ from tools.ratelimit import GOVERNORS, RateLimitGovernor
 from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
 
 
+class AsyncResource(Protocol):
+    async def aclose(self) -> None: ...
+
+
 @dataclass
 class Toolbox:
     """The tool layer, ready to use."""
@@ -26,13 +31,19 @@ class Toolbox:
     executor: ToolExecutor
     clock: Clock
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    # Other things the toolbox owns and closes, e.g. the MCP source's session.
+    resources: list[AsyncResource] = field(default_factory=list)
 
     @property
     def governor(self) -> RateLimitGovernor:
         return self.client.governor
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        try:
+            for resource in reversed(self.resources):
+                await resource.aclose()
+        finally:
+            await self.client.aclose()
 
 
 async def fetch_catalog(
@@ -62,12 +73,15 @@ async def open_toolbox(
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     catalog: ToolCatalog | None = None,
     methods: list[str] | None = None,
+    rate_limit: int | None = None,
 ) -> Toolbox:
     """Build the client (sharing the account's governor) and fetch the catalog unless one is given."""
     clock = clock or SystemClock()
     if governor is None:
         governor = GOVERNORS.for_account(integrated_account_id)
         governor.clock = clock
+        if rate_limit is not None:
+            governor.ceiling = governor.limit = rate_limit
     client = TrutoClient(
         base_url=base_url,
         api_key=api_key,
