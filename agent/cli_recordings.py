@@ -1,0 +1,4 @@
+"""CLI commands registered on `agent.cli.app` (this module is imported by agent/cli.py).
+
+Placeholder until its issue lands.
+"""

@@ -1,0 +1,210 @@
+"""`coviu-agent schedule …`: nightly audits as LangGraph Server crons, registered through `langgraph_sdk`.
+
+The server (`langgraph dev`, `langgraph up`, or a deployment) runs the `audit` graph on the schedule, in the
+clinic's time zone; each run audits yesterday. Exit codes: 0 done; 2 bad input (the server refused it, or
+nothing was sent); 3 the server could not be reached or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import typer
+
+from agent.cli import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput, app, check_id, emit_json, fail, load_settings, out
+
+schedule_app = typer.Typer(no_args_is_help=True, help="Nightly audits as LangGraph Server crons.")
+app.add_typer(schedule_app, name="schedule")
+
+DEFAULT_SERVER = "http://127.0.0.1:2024"
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+_REFUSED = {400, 404, 409, 422}  # the server understood and said no: bad input, not an outage
+
+
+class ServerError(Exception):
+    """The LangGraph server could not be reached, or answered with an error."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_cron(expression: str) -> str:
+    """A five-field cron expression (minute hour day-of-month month day-of-week); the server checks the rest."""
+    fields = expression.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise BadInput(f"--cron: expected five fields (minute hour day-of-month month day-of-week), got {expression!r}")
+    return " ".join(fields)
+
+
+def check_timezone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"--timezone: {name!r} is not an IANA time zone (e.g. Australia/Sydney)") from None
+    return name
+
+
+def check_server(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise BadInput(f"--server: expected an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+async def _call(server: str, action: str, body: Any) -> Any:
+    """Run `body(client)` against the server; connection and HTTP errors become `ServerError`."""
+    import httpx
+    from langgraph_sdk import get_client
+    from langgraph_sdk.errors import APIStatusError
+
+    # One quick health check first: the SDK retries refused connections for several seconds.
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as probe:
+            await probe.get(f"{server}/ok")
+    except httpx.TransportError as exc:
+        raise ServerError(f"cannot reach the LangGraph server at {server} ({type(exc).__name__}: {exc})", 3) from None
+    client = get_client(url=server, timeout=30.0)
+    try:
+        return await body(client)
+    except APIStatusError as exc:
+        detail = str(exc).strip() or exc.__class__.__name__
+        code = EXIT_BAD_INPUT if exc.status_code in _REFUSED else EXIT_UPSTREAM
+        hint = " (set LANGSMITH_API_KEY for a deployed server)" if exc.status_code in (401, 403) else ""
+        message = f"the LangGraph server refused to {action}: HTTP {exc.status_code}: {detail}{hint}"
+        raise ServerError(message, code) from None
+    except httpx.TransportError as exc:
+        raise ServerError(f"lost the LangGraph server at {server} ({type(exc).__name__}: {exc})", 3) from None
+    finally:
+        await client.aclose()
+
+
+def _run(server: str, action: str, body: Any, as_json: bool) -> Any:
+    try:
+        return asyncio.run(_call(server, action, body))
+    except ServerError as exc:
+        fail(exc.code, str(exc), as_json=as_json)
+
+
+def _summary(cron: dict[str, Any], server: str) -> dict[str, Any]:
+    payload = cron.get("payload") or {}
+    return {
+        "cron_id": cron.get("cron_id"),
+        "assistant_id": cron.get("assistant_id"),
+        "schedule": cron.get("schedule"),
+        "timezone": cron.get("timezone") or payload.get("timezone") or "UTC",
+        "next_run_date": cron.get("next_run_date"),
+        "context": payload.get("context") or {},
+        "on_run_completed": cron.get("on_run_completed"),
+        "server": server,
+    }
+
+
+@schedule_app.command("audit")
+def schedule_audit(
+    cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 6 * * *" (06:00 every day).'),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
+    timezone: str | None = typer.Option(
+        None, "--timezone", help="Time zone of the schedule (default COVIU_AGENT_TIMEZONE, the clinic's)."
+    ),
+    assistant: str = typer.Option("audit", "--assistant", help="Assistant id or graph id to run."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default: the server's settings)."),
+    collection_id: str | None = typer.Option(
+        None, "--collection-id", help="Intake collection id (default: the server's settings)."
+    ),
+    keep_threads: bool = typer.Option(
+        False, "--keep-threads", help="Keep each run's thread (its report stays readable through the API)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Register a cron on a LangGraph server that runs the audit (of yesterday) on a schedule."""
+    try:
+        schedule = check_cron(cron)
+        url = check_server(server)
+        check_id("--team-id", team_id)
+        check_id("--collection-id", collection_id)
+        check_id("--assistant", assistant)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    if timezone is None:
+        timezone = load_settings(verbose, as_json).timezone
+    try:
+        zone = check_timezone(timezone)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    context = {k: v for k, v in (("team_id", team_id), ("collection_id", collection_id)) if v}
+
+    async def create(client: Any) -> Any:
+        return await client.crons.create(
+            assistant,
+            schedule=schedule,
+            input={},
+            context=context or None,
+            timezone=zone,
+            on_run_completed="keep" if keep_threads else "delete",
+        )
+
+    result = _summary(dict(_run(url, "create the cron", create, as_json)), url)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(
+        f"cron {result['cron_id']}: {assistant} at '{result['schedule']}' ({result['timezone']}) on {url}; "
+        f"next run {result['next_run_date']}",
+        highlight=False,
+    )
+
+
+@schedule_app.command("list")
+def schedule_list(
+    server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List the crons registered on a LangGraph server."""
+    try:
+        url = check_server(server)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+
+    async def search(client: Any) -> Any:
+        return await client.crons.search(limit=1000)
+
+    crons = [_summary(dict(c), url) for c in _run(url, "list crons", search, as_json)]
+    if as_json:
+        emit_json({"server": url, "count": len(crons), "crons": crons})
+        return
+    if not crons:
+        out.print(f"no crons on {url}", highlight=False)
+    for c in crons:
+        out.print(
+            f"{c['cron_id']}  '{c['schedule']}' ({c['timezone']})  assistant {c['assistant_id']}  "
+            f"next {c['next_run_date']}",
+            highlight=False,
+        )
+
+
+@schedule_app.command("delete")
+def schedule_delete(
+    cron_id: str = typer.Argument(..., help="The cron's id (from `schedule list`)."),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Delete a cron from a LangGraph server."""
+    try:
+        url = check_server(server)
+        check_id("CRON_ID", cron_id)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+
+    async def delete(client: Any) -> None:
+        await client.crons.delete(cron_id)
+
+    _run(url, "delete the cron", delete, as_json)
+    if as_json:
+        emit_json({"deleted": cron_id, "server": url})
+    else:
+        out.print(f"deleted cron {cron_id} on {url}", highlight=False)
