@@ -203,12 +203,27 @@ def triage(
                 }
                 if patient_name:
                     inputs["patient_name"] = patient_name
-                config: RunnableConfig = {
-                    "configurable": {"thread_id": thread_id or f"triage:{uuid.uuid4()}"},
-                    "recursion_limit": 60,
-                }
+                thread = thread_id or triage_thread(
+                    team_id or services.team_id,
+                    queue_id or services.waiting_queue_id,
+                    patient_name,
+                    request,
+                    services.clock.now().astimezone(services.zone).date().isoformat(),
+                )
+                config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": 60}
                 context = Context(team_id=team_id, waiting_queue_id=queue_id, services=services)
-                state = await graph.ainvoke(inputs, config, context=context)  # type: ignore[call-overload]
+                snapshot = await graph.aget_state(config)
+                if snapshot.next:
+                    # an interrupted run of the same triage (crash, kill): finish it, don't start a second
+                    err.print(f"resuming triage thread {thread}", highlight=False)
+                    state = await graph.ainvoke(None, config, context=context, durability="sync")
+                else:
+                    if snapshot.values and not thread_id:
+                        config = {
+                            "configurable": {"thread_id": f"{thread}:{uuid.uuid4().hex[:8]}"},
+                            "recursion_limit": 60,
+                        }
+                    state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
         finally:
             await services.toolbox.aclose()
         return dict(state)
@@ -315,7 +330,7 @@ def audit(
                 with progress:
                     if snapshot.next:
                         err.print(f"resuming audit thread {thread}", highlight=False)
-                        state = await graph.ainvoke(None, config, context=context)
+                        state = await graph.ainvoke(None, config, context=context, durability="sync")
                     else:
                         inputs: dict[str, Any] = {"overrun_threshold_minutes": overrun_threshold_minutes}
                         if day:
@@ -326,7 +341,7 @@ def audit(
                             inputs["team_id"] = team_id
                         if collection_id:
                             inputs["collection_id"] = collection_id
-                        state = await graph.ainvoke(inputs, config, context=context)  # type: ignore[call-overload]
+                        state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
                 if state.get("report_paths"):
                     # the report is written: drop the thread's checkpoints (they hold patient data)
                     await saver.adelete_thread(thread)
@@ -350,6 +365,17 @@ def audit(
     for kind in ("md", "json", "html"):
         if kind in paths:
             out.print(f"report ({kind}): {paths[kind]}", highlight=False)
+
+
+def triage_thread(team: str | None, queue: str | None, patient: str | None, request: str, day: str) -> str:
+    """The default triage thread: the same request on the same day resumes an interrupted run.
+
+    Hashed, so no patient name is stored in a thread id.
+    """
+    import hashlib
+
+    key = "|".join([team or "", queue or "", patient or "", request, day])
+    return f"triage:{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
 
 # --- queue watch ---------------------------------------------------------------------------------

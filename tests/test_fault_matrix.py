@@ -1,0 +1,156 @@
+"""Triage and the audit under every injected fault: the fault-free result, or a clear failure.
+
+Never a partial report presented as complete, never a duplicate write. In-process, on a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.audit import build_audit_graph
+from graphs.context import Context, Services
+from graphs.triage import build_triage_graph
+from sandbox import (
+    DEMO_ACCOUNT_ID,
+    DEMO_INTAKE_COLLECTION_ID,
+    DEMO_TEAM_ID,
+    DEMO_WAITING_QUEUE_ID,
+    FaultConfig,
+    Sandbox,
+    SandboxConfig,
+    SandboxTransport,
+    create_sandbox,
+)
+from tests.conftest import START
+from tools.clock import FakeClock
+from tools.errors import RetriesExhaustedError
+from tools.ratelimit import RateLimitGovernor
+from tools.toolbox import open_toolbox
+
+YESTERDAY = date(2026, 11, 24)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    faults: FaultConfig
+    config: dict[str, Any]
+
+
+CASES = [
+    Case("429 storm, reset in seconds", FaultConfig(seed=1, rate_limit_storm=0.35), {}),
+    Case(
+        "429 storm, reset as Unix time", FaultConfig(seed=2, rate_limit_storm=0.35), {"ratelimit_reset_format": "unix"}
+    ),
+    Case(
+        "429 storm, Retry-After as HTTP date",
+        FaultConfig(seed=3, rate_limit_storm=0.3),
+        {"retry_after_format": "http-date"},
+    ),
+    Case("502/504 burst", FaultConfig(seed=4, server_errors=0.3), {}),
+    Case("slow responses past the client timeout", FaultConfig(seed=5, slow=0.15, slow_seconds=0.6), {}),
+    Case("connections dropped mid-response", FaultConfig(seed=6, drop=0.25), {}),
+    Case("malformed JSON bodies", FaultConfig(seed=7, malformed_json=0.25), {}),
+    Case("lost response on a create", FaultConfig(seed=8, lost_response=0.5), {"honour_idempotency_keys": False}),
+]
+
+
+async def build(sandbox: Sandbox, clock: FakeClock, tmp: Path) -> Services:
+    toolbox = await open_toolbox(
+        base_url="http://sandbox.local",
+        api_key="sandbox",
+        integrated_account_id=DEMO_ACCOUNT_ID,
+        transport=SandboxTransport(sandbox),
+        clock=clock,
+        governor=RateLimitGovernor(clock=clock),
+        timeout=httpx.Timeout(0.25),
+    )
+    return Services(
+        toolbox=toolbox,
+        team_id=DEMO_TEAM_ID,
+        waiting_queue_id=DEMO_WAITING_QUEUE_ID,
+        collection_id=DEMO_INTAKE_COLLECTION_ID,
+        report_dir=tmp,
+    )
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, FakeClock, Path]]:
+    clock = FakeClock(start=START)
+    yield create_sandbox(clock=clock), clock, tmp_path
+
+
+async def triage(services: Services) -> dict[str, Any]:
+    graph = build_triage_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}, "recursion_limit": 200}
+    state = await graph.ainvoke(
+        {"messages": [HumanMessage("now")], "patient_name": "Mia Fault"}, config, context=Context(services=services)
+    )
+    return dict(state)
+
+
+async def audit(services: Services) -> dict[str, Any]:
+    graph = build_audit_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "a"}, "recursion_limit": 2000}
+    return dict(await graph.ainvoke({"date": YESTERDAY.isoformat()}, config, context=Context(services=services)))
+
+
+def sessions_named(sandbox: Sandbox, name: str) -> list[Any]:
+    return [s for s in sandbox.store.sessions.values() if s.session_name == name]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_triage_under_faults(case: Case, world: tuple[Sandbox, FakeClock, Path]):
+    _, clock, tmp = world
+    sandbox = create_sandbox(SandboxConfig(**case.config), clock=clock)
+    services = await build(sandbox, clock, tmp)
+    sandbox.set_faults(case.faults)
+    try:
+        state = await triage(services)
+    except RetriesExhaustedError as exc:
+        assert "gave up after" in str(exc)  # a clear failure (exit 3 in the CLI)
+        state = None
+    finally:
+        await services.toolbox.aclose()
+    made = sessions_named(sandbox, "Triage – Mia Fault")
+    assert len(made) <= 1, "never a duplicate session"
+    if state is not None:
+        assert not state.get("failure"), state.get("failure")
+        assert len(made) == 1 and state["session"]["session_id"] == made[0].session_id
+        participants = [sandbox.store.participants[p] for p in made[0].participant_ids]
+        assert sorted(p.role for p in participants) == ["GUEST", "HOST"], "never a duplicate participant"
+        assert state["queue"]["waiting"] == 5
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_audit_under_faults(case: Case, world: tuple[Sandbox, FakeClock, Path]):
+    _, clock, tmp = world
+    sandbox = create_sandbox(SandboxConfig(**case.config), clock=clock)
+    sandbox.store.generate_sessions(YESTERDAY, 80, seed=9)
+    services = await build(sandbox, clock, tmp / "clean")
+    clean = (await audit(services))["report"]
+    services.report_dir = tmp / "faulty"
+    sandbox.set_faults(case.faults)
+    try:
+        faulty = (await audit(services))["report"]
+    except RetriesExhaustedError:
+        assert not (tmp / "faulty").exists() or not any((tmp / "faulty").iterdir()), "no partial report"
+        return
+    finally:
+        await services.toolbox.aclose()
+    assert sandbox.count(truto_method="create") == 0
+    clean.pop("generated_at")
+    faulty.pop("generated_at")
+    assert faulty == clean
+    faults_seen = sum(1 for r in sandbox.requests if getattr(r, "fault", None))
+    if case.faults.lost_response == 0:  # the audit makes no creates, so a lost create cannot happen to it
+        assert faults_seen > 0, "the case injected no fault"
