@@ -44,6 +44,7 @@ class Case:
     name: str
     faults: FaultConfig
     config: dict[str, Any]
+    triage_faults: FaultConfig | None = None  # triage makes ~5 requests: denser faults so some land
 
 
 CASES = [
@@ -57,9 +58,16 @@ CASES = [
         {"retry_after_format": "http-date"},
     ),
     Case("502/504 burst", FaultConfig(seed=4, server_errors=0.3), {}),
-    Case("slow responses past the client timeout", FaultConfig(seed=5, slow=0.15, slow_seconds=0.6), {}),
-    Case("connections dropped mid-response", FaultConfig(seed=6, drop=0.25), {}),
-    Case("malformed JSON bodies", FaultConfig(seed=7, malformed_json=0.25), {}),
+    Case(
+        "slow responses past the client timeout",
+        FaultConfig(seed=5, slow=0.15, slow_seconds=0.6),
+        {},
+        FaultConfig(seed=3, slow=0.4, slow_seconds=0.6),
+    ),
+    Case("connections dropped mid-response", FaultConfig(seed=6, drop=0.25), {}, FaultConfig(seed=3, drop=0.4)),
+    Case(
+        "malformed JSON bodies", FaultConfig(seed=7, malformed_json=0.25), {}, FaultConfig(seed=3, malformed_json=0.6)
+    ),
     Case("lost response on a create", FaultConfig(seed=8, lost_response=0.5), {"honour_idempotency_keys": False}),
 ]
 
@@ -113,7 +121,7 @@ async def test_triage_under_faults(case: Case, world: tuple[Sandbox, FakeClock, 
     _, clock, tmp = world
     sandbox = create_sandbox(SandboxConfig(**case.config), clock=clock)
     services = await build(sandbox, clock, tmp)
-    sandbox.set_faults(case.faults)
+    sandbox.set_faults(case.triage_faults or case.faults)
     try:
         state = await triage(services)
     except RetriesExhaustedError as exc:
@@ -129,6 +137,7 @@ async def test_triage_under_faults(case: Case, world: tuple[Sandbox, FakeClock, 
         participants = [sandbox.store.participants[p] for p in made[0].participant_ids]
         assert sorted(p.role for p in participants) == ["GUEST", "HOST"], "never a duplicate participant"
         assert state["queue"]["waiting"] == 5
+    assert sum(1 for r in sandbox.requests if r.fault) > 0, "the case injected no fault"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -154,3 +163,13 @@ async def test_audit_under_faults(case: Case, world: tuple[Sandbox, FakeClock, P
     faults_seen = sum(1 for r in sandbox.requests if getattr(r, "fault", None))
     if case.faults.lost_response == 0:  # the audit makes no creates, so a lost create cannot happen to it
         assert faults_seen > 0, "the case injected no fault"
+
+
+async def test_retries_spent_is_a_clear_failure_with_nothing_doubled(world: tuple[Sandbox, FakeClock, Path]):
+    sandbox, clock, tmp = world
+    services = await build(sandbox, clock, tmp)
+    sandbox.set_faults(FaultConfig(seed=4, drop=0.4))  # five drops in a row on the queue list
+    with pytest.raises(RetriesExhaustedError, match="gave up after 5 attempts"):
+        await triage(services)
+    await services.toolbox.aclose()
+    assert sandbox.count(resource="sessions", truto_method="create") == 0
