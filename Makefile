@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/coviu-agent tools
 	$(BIN)/coviu-agent triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
-	@if $(BIN)/coviu-agent audit --help >/dev/null 2>&1; then $(BIN)/coviu-agent audit --out reports; fi
+	$(BIN)/coviu-agent audit --out reports
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,8 +43,14 @@ unit: install
 ## make test: lint, types, then the whole test suite.
 test: lint typecheck unit
 
+## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it.
+STUDIO_HOST ?= 127.0.0.1
+STUDIO_PORT ?= 2024
 studio: install
-	$(BIN)/langgraph dev --no-browser
+	@echo "LangGraph Studio: https://smith.langchain.com/studio/?baseUrl=http://$(STUDIO_HOST):$(STUDIO_PORT)"
+	@echo "(The UI is served by LangSmith: it needs a LangSmith login and the internet. The server runs here;"
+	@echo " analytics, version checks and tracing are off: see README, LangGraph Studio.)"
+	$(BIN)/langgraph dev --no-browser --host $(STUDIO_HOST) --port $(STUDIO_PORT)
 
 bench: install
 	$(BIN)/python bench/audit_bench.py

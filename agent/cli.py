@@ -501,4 +501,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from agent.cli import main as registered_main  # the imported module, where every command registered
+
+    registered_main()

@@ -1,4 +1,232 @@
-"""CLI commands registered on `agent.cli.app` (this module is imported by agent/cli.py).
+"""`coviu-agent mcp create|list|delete`: the account's Truto MCP servers (`/integrated-account/{id}/mcp`).
 
-Placeholder until its issue lands.
+An MCP server's URL carries its token, so it is a secret: `mcp create` prints it once (Truto shows it only at
+creation) and nothing logs it; `mcp list` never shows it. Set it as TRUTO_MCP_URL to run every command through
+MCP. Exit codes: 0 done; 2 bad input (nothing sent, or Truto refused it); 3 Truto unreachable or failing.
 """
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import typer
+
+from agent.cli import EXIT_BAD_INPUT, BadInput, app, check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.settings import SANDBOX_BASE_URL, Settings
+
+if TYPE_CHECKING:
+    from tools.client import TrutoClient
+
+mcp_app = typer.Typer(no_args_is_help=True, help="The account's Truto MCP servers (the MCP tool source).")
+app.add_typer(mcp_app, name="mcp")
+
+_METHOD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_REFUSED = {400, 409, 422}  # Truto understood the request and said no: bad input
+
+
+def split_list(option: str, value: str | None, pattern: re.Pattern[str]) -> list[str]:
+    """A comma-separated option (`read,write`), each item checked."""
+    if value is None:
+        return []
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise BadInput(f"{option}: expected a comma-separated list, got {value!r}")
+    for item in items:
+        if not pattern.match(item):
+            raise BadInput(f"{option}: {item!r} is not a valid entry")
+    return items
+
+
+def check_expires_at(value: str | None) -> str | None:
+    """ISO-8601 with a zone, or None (never expires)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"--expires-at: expected an ISO-8601 time such as 2026-12-31T00:00:00Z, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise BadInput(f"--expires-at: {value!r} has no time zone (add Z or an offset such as +10:00)")
+    return moment.isoformat()
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, str]]:
+    """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account id."""
+    from tools.client import TrutoClient
+    from tools.ratelimit import RateLimitGovernor
+
+    if settings.uses_sandbox:
+        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
+        from sandbox.mcp import DEMO_MCP_TOKEN
+
+        err.print(
+            "coviu-agent: TRUTO_API_KEY is not set; using the embedded sandbox, which forgets its MCP servers when "
+            f"this command ends (its demo server is always there: {SANDBOX_BASE_URL}/mcp/{DEMO_MCP_TOKEN}). "
+            "For lasting ones, run `coviu-agent sandbox serve` and point TRUTO_BASE_URL at it.",
+            highlight=False,
+        )
+        client = TrutoClient(
+            base_url=SANDBOX_BASE_URL,
+            api_key="sandbox",
+            integrated_account_id=DEMO_ACCOUNT_ID,
+            governor=RateLimitGovernor(),
+            transport=SandboxTransport(create_sandbox(SandboxConfig.from_env())),
+        )
+        account_id = DEMO_ACCOUNT_ID
+    else:
+        assert settings.truto_api_key is not None and settings.truto_integrated_account_id is not None
+        client = TrutoClient(
+            base_url=settings.truto_base_url,
+            api_key=settings.truto_api_key.get_secret_value(),
+            integrated_account_id=settings.truto_integrated_account_id,
+            governor=RateLimitGovernor(),
+        )
+        account_id = settings.truto_integrated_account_id
+    try:
+        yield client, account_id
+    finally:
+        await client.aclose()
+
+
+async def _admin(settings: Settings, verb: str, suffix: str = "", body: Any = None) -> Any:
+    from tools.errors import TrutoError
+
+    async with admin_client(settings) as (client, account_id):
+        path = f"/integrated-account/{quote(account_id, safe='')}/mcp{suffix}"
+        try:
+            return await client.request_json(verb, path, body=body, proxy=False)
+        except TrutoError as exc:
+            if exc.status_code in _REFUSED:
+                raise BadInput(f"Truto refused it: {exc.describe()}") from None
+            raise
+
+
+def _public(server: Any) -> dict[str, Any]:
+    """A listed server without anything secret (defensive: Truto's list has no token or URL anyway)."""
+    if not isinstance(server, dict):
+        return {"value": server}
+    config: dict[str, Any] = server["config"] if isinstance(server.get("config"), dict) else {}
+    return {
+        "id": server.get("id"),
+        "name": server.get("name"),
+        "methods": list(config.get("methods") or []),
+        "tags": list(config.get("tags") or []),
+        "expires_at": server.get("expires_at"),
+        "created_at": server.get("created_at"),
+    }
+
+
+@mcp_app.command("create")
+def mcp_create(
+    name: str = typer.Option("coviu-agent", "--name", help="A name to recognise the server by."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="Comma-separated: read, write, list, get, create, update, delete, custom."
+    ),
+    tags: str | None = typer.Option(None, "--tags", help="Comma-separated tool tags (AND with --methods)."),
+    expires_at: str | None = typer.Option(None, "--expires-at", help="ISO-8601 expiry (default: never)."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"id", "name", "url"}.'),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Create an MCP server for this account and print its URL once (a secret: store it as TRUTO_MCP_URL)."""
+    try:
+        if not name.strip() or len(name) > 200:
+            raise BadInput("--name: expected a non-empty name of at most 200 characters")
+        config: dict[str, Any] = {}
+        if methods is not None:
+            config["methods"] = split_list("--methods", methods, _METHOD)
+        if tags is not None:
+            config["tags"] = split_list("--tags", tags, _TAG)
+        expiry = check_expires_at(expires_at)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    settings = load_settings(verbose, as_json)
+
+    async def body() -> dict[str, Any]:
+        payload = {"name": name.strip(), "config": config, "expires_at": expiry}
+        created = await _admin(settings, "POST", body=payload)
+        if not isinstance(created, dict):
+            raise BadInput("Truto's answer has no MCP server in it")
+        url = created.get("url")
+        if not url and created.get("token"):
+            base = SANDBOX_BASE_URL if settings.uses_sandbox else settings.truto_base_url
+            url = f"{base}/mcp/{created['token']}"
+        if not url:
+            raise BadInput("Truto's answer has no URL or token for the new MCP server")
+        return {"id": created.get("id"), "name": created.get("name", name), "url": str(url)}
+
+    result = run_async(body, as_json=as_json)
+    if as_json:
+        emit_json(result)
+        return
+    err.print(
+        f"created MCP server {result['id']} ({result['name']}). Its URL is a secret and is shown only now: "
+        "store it as TRUTO_MCP_URL.",
+        highlight=False,
+    )
+    sys.stdout.write(result["url"] + "\n")
+
+
+@mcp_app.command("list")
+def mcp_list(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """List the account's MCP servers (never their URLs)."""
+    settings = load_settings(verbose, as_json)
+
+    async def body() -> list[dict[str, Any]]:
+        payload = await _admin(settings, "GET")
+        items = payload
+        if isinstance(payload, dict):
+            items = payload.get("result")
+            if items is None:
+                items = payload.get("results", [])
+        if not isinstance(items, list):
+            raise BadInput("Truto's answer has no list of MCP servers")
+        return [_public(s) for s in items]
+
+    servers = run_async(body, as_json=as_json)
+    if as_json:
+        emit_json({"count": len(servers), "servers": servers})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(servers)} MCP servers")
+    for col in ("id", "name", "methods", "tags", "expires_at"):
+        table.add_column(col)
+    for s in servers:
+        table.add_row(
+            str(s["id"]), str(s["name"]), ",".join(s["methods"]) or "all", ",".join(s["tags"]), str(s["expires_at"])
+        )
+    out.print(table)
+
+
+@mcp_app.command("delete")
+def mcp_delete(
+    mcp_id: str = typer.Argument(..., metavar="ID", help="The MCP server's id (from `mcp list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Delete an MCP server: its URL stops working at once."""
+    try:
+        check_id("ID", mcp_id)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    settings = load_settings(verbose, as_json)
+
+    async def body() -> None:
+        await _admin(settings, "DELETE", f"/{quote(mcp_id, safe='')}")
+
+    run_async(body, as_json=as_json)
+    if as_json:
+        emit_json({"deleted": mcp_id})
+    else:
+        out.print(f"deleted MCP server {mcp_id}", highlight=False)

@@ -1,4 +1,196 @@
-"""CLI commands registered on `agent.cli.app` (this module is imported by agent/cli.py).
+"""`coviu-agent recordings`: the background worker that streams recordings to disk, never into a model.
 
-Placeholder until its issue lands.
+Finds the intake collection's submissions (a clinic-local day, or one session), downloads, resumes, transcribes.
 """
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from agent.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_UPSTREAM,
+    BadInput,
+    app,
+    check_id,
+    emit_json,
+    err,
+    fail,
+    load_settings,
+    open_services,
+    out,
+    run_async,
+)
+from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from graphs.context import Services
+    from tools.recordings import RecordingsReport, Transcriber
+
+TRANSCRIPTION_OFF = "transcription is off: set OPENAI_API_KEY to transcribe audio (files were still downloaded)"
+
+
+@dataclass
+class RecordingsRun:
+    """A finished worker run and what it covered, ready to print."""
+
+    report: RecordingsReport
+    download_dir: Path | None
+    since: datetime | None
+    until: datetime | None
+    session_id: str | None
+    team_id: str
+    collection_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        files = [r.as_dict(self.download_dir) for r in self.report.results]
+        return {
+            "team_id": self.team_id,
+            "collection_id": self.collection_id,
+            "window": (
+                {"since": self.since.isoformat(), "until": self.until.isoformat()}
+                if self.since and self.until
+                else None
+            ),
+            "session_id": self.session_id,
+            "download_dir": str(self.download_dir) if self.download_dir else None,
+            "manifest": str(self.report.manifest_path) if self.report.manifest_path else None,
+            "transcription": self.report.transcription,
+            "totals": dict(Counter(r.status for r in self.report.results)),
+            "files": files,
+            "errors": list(self.report.errors),
+        }
+
+
+async def run_recordings(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    session_id: str | None = None,
+    download_dir: Path | None = None,
+    transcribe: bool = False,
+    transcriber: Transcriber | None = None,
+    team_id: str | None = None,
+    collection_id: str | None = None,
+) -> RecordingsRun:
+    """Find and fetch (or, without `download_dir`, only list) the recordings; tests inject `services`."""
+    from tools.recordings import OpenAITranscriber, RecordingsWorker
+
+    own_services = services is None
+    if services is None:
+        services = await open_services(settings)
+    try:
+        team = team_id or services.team_id
+        collection = collection_id or services.collection_id
+        if not team or not collection:
+            missing = "COVIU_TEAM_ID" if not team else "COVIU_INTAKE_COLLECTION_ID"
+            raise BadInput(f"recordings need a team and the intake collection: set {missing} (or pass it)")
+        if transcribe and transcriber is None and settings.openai_api_key is not None:
+            transcriber = OpenAITranscriber(
+                api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url
+            )
+        worker = RecordingsWorker(
+            services.toolbox,
+            team_id=team,
+            collection_id=collection,
+            download_dir=download_dir,
+            transcriber=transcriber if transcribe else None,
+            on_event=lambda message: err.print(message, highlight=False, markup=False),
+        )
+        report = await worker.run(since=since, until=until, session_id=session_id)
+        if transcribe:
+            if transcriber is None:
+                report.transcription = "off"
+                err.print(TRANSCRIPTION_OFF, highlight=False, markup=False)
+            else:
+                report.transcription = "on"
+                await worker.transcribe(report)
+        return RecordingsRun(report, download_dir, since, until, session_id, team, collection)
+    finally:
+        if own_services:
+            await services.toolbox.aclose()
+
+
+def print_run(run: RecordingsRun, *, as_json: bool) -> None:
+    """The run's result on stdout; exit 3 when a file or transcript failed (the rest is kept)."""
+    payload = run.as_dict()
+    if as_json:
+        emit_json(payload)
+    else:
+        for row in payload["files"]:
+            where = row.get("path") or f"{row.get('content_type') or ''} {row.get('size') or ''}".strip()
+            if row["status"] == "missing":
+                where = "no recording"
+            elif row["status"] == "failed":
+                where = f"failed: {row.get('error')}"
+            out.print(f"{row['status']:<10} {row['kind']:<5} {row['submission_id']} {where}", highlight=False)
+        totals = ", ".join(f"{n} {status}" for status, n in sorted(payload["totals"].items())) or "nothing found"
+        out.print(f"{totals}" + (f"; manifest: {payload['manifest']}" if payload["manifest"] else ""), highlight=False)
+    if run.report.errors:
+        for message in run.report.errors:
+            err.print(f"[bold red]error:[/] {message}", highlight=False)
+        raise typer.Exit(EXIT_UPSTREAM)
+
+
+@app.command()
+def recordings(
+    day: str | None = typer.Option(None, "--date", help="Submissions of this day (YYYY-MM-DD, clinic time zone)."),
+    session_id: str | None = typer.Option(None, "--session-id", help="Only the submissions naming this session."),
+    download: str | None = typer.Option(
+        None, "--download", help="Stream the files into this directory (without it: list them only)."
+    ),
+    transcribe: bool = typer.Option(False, "--transcribe", help="Transcribe downloaded audio (needs OPENAI_API_KEY)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    collection_id: str | None = typer.Option(
+        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Download recordings and submission files to disk (default: yesterday's), resuming partial files."""
+    settings = load_settings(verbose, as_json)
+    try:
+        from graphs.audit import WindowError, resolve_window
+        from tools.clock import SystemClock
+
+        if day and session_id:
+            raise BadInput("give either --date or --session-id, not both")
+        if transcribe and not download:
+            raise BadInput("--transcribe needs --download DIR (audio is transcribed from the downloaded file)")
+        check_id("--session-id", session_id)
+        check_id("--team-id", team_id)
+        check_id("--collection-id", collection_id)
+        since: datetime | None = None
+        until: datetime | None = None
+        if not session_id:
+            try:
+                since, until, _ = resolve_window(settings.zone, SystemClock().now(), day=day)
+            except WindowError as exc:
+                raise BadInput(str(exc)) from None
+        target = Path(download).expanduser() if download else None
+        if target is not None and target.exists() and not target.is_dir():
+            raise BadInput(f"--download: {target} exists and is not a directory")
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+
+    async def body() -> RecordingsRun:
+        return await run_recordings(
+            settings,
+            since=since,
+            until=until,
+            session_id=session_id,
+            download_dir=target,
+            transcribe=transcribe,
+            team_id=team_id,
+            collection_id=collection_id,
+        )
+
+    print_run(run_async(body, as_json=as_json), as_json=as_json)

@@ -108,9 +108,15 @@ def schedule_audit(
     cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 6 * * *" (06:00 every day).'),
     server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
     timezone: str | None = typer.Option(
-        None, "--timezone", help="Time zone of the schedule (default COVIU_AGENT_TIMEZONE, the clinic's)."
+        None,
+        "--timezone",
+        help="The clinic's time zone: of the schedule and of the audited day (default COVIU_AGENT_TIMEZONE; "
+        "the audited day then follows the server's or the assistant's setting).",
     ),
     assistant: str = typer.Option("audit", "--assistant", help="Assistant id or graph id to run."),
+    integrated_account_id: str | None = typer.Option(
+        None, "--integrated-account-id", help="The clinic's Truto integrated account (default: the server's)."
+    ),
     team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default: the server's settings)."),
     collection_id: str | None = typer.Option(
         None, "--collection-id", help="Intake collection id (default: the server's settings)."
@@ -125,18 +131,24 @@ def schedule_audit(
     try:
         schedule = check_cron(cron)
         url = check_server(server)
+        check_id("--integrated-account-id", integrated_account_id)
         check_id("--team-id", team_id)
         check_id("--collection-id", collection_id)
         check_id("--assistant", assistant)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    if timezone is None:
-        timezone = load_settings(verbose, as_json).timezone
+    explicit_zone = timezone is not None
     try:
-        zone = check_timezone(timezone)
+        zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    context = {k: v for k, v in (("team_id", team_id), ("collection_id", collection_id)) if v}
+    given = (
+        ("integrated_account_id", integrated_account_id),
+        ("team_id", team_id),
+        ("collection_id", collection_id),
+        ("timezone", zone if explicit_zone else None),
+    )
+    context = {k: v for k, v in given if v}
 
     async def create(client: Any) -> Any:
         return await client.crons.create(

@@ -42,5 +42,7 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for name in ("httpx", "httpcore", "openai", "langchain", "langgraph", "aiosqlite", "uvicorn", "mcp"):
-        logging.getLogger(name).setLevel(max(quiet, logging.getLogger(name).level or quiet))
+    for name in ("httpx", "httpcore", "openai", "langchain", "langgraph", "aiosqlite", "uvicorn"):
+        logging.getLogger(name).setLevel(quiet)
+    # the mcp library logs tool arguments (patient names) at DEBUG: never below INFO
+    logging.getLogger("mcp").setLevel(max(logging.INFO, quiet))

@@ -1,32 +1,122 @@
 """Graphs for LangGraph Server / Studio (`langgraph.json`): compiled without a checkpointer.
 
 Importing this module registers how graphs get their services (settings → sandbox or Truto), once per process.
+The server runs each graph with `ServerContext`: the editable ids of `Context` (Studio shows them as fields)
+plus the clinic's integrated account and time zone, so one server can serve many clinics (one assistant per
+integrated account). The injected `services` stay out of the JSON schema and cannot be set by an API caller.
+Services are built once per integrated account and shared by its runs.
+`COVIU_AGENT_REPORT_DIR` (server only, default `./reports`) is where the audit graph writes its report files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from langgraph.graph import StateGraph
+from pydantic.json_schema import SkipJsonSchema
 
 from agent.settings import Settings
+from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
-from graphs.context import Services, set_services_provider
+from graphs.context import Context, Services, set_services_provider
 from graphs.triage import build_triage_graph
 
-_services: Services | None = None
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_settings: Settings | None = None
+_by_account: dict[str, Services] = {}
 _lock = asyncio.Lock()
 
 
+@dataclass(kw_only=True)
+class ServerContext(Context):
+    """Per-run settings of the clinic; leave a field empty to use the server's (COVIU_TEAM_ID, ...)."""
+
+    integrated_account_id: str | None = field(
+        default=None,
+        metadata={"description": "Truto integrated account of the clinic (default: TRUTO_INTEGRATED_ACCOUNT_ID)."},
+    )
+    timezone: str | None = field(
+        default=None, metadata={"description": "Clinic time zone, IANA (default: COVIU_AGENT_TIMEZONE)."}
+    )
+    services: SkipJsonSchema[Any] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.services, Services):
+            self.services = None  # never from a request body
+        if self.integrated_account_id is not None and not _ACCOUNT_ID.match(self.integrated_account_id):
+            raise ValueError(f"integrated_account_id: expected an id, got {self.integrated_account_id!r}")
+        if self.timezone:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone") from None
+
+
+def _run_setting(name: str) -> str | None:
+    """A field of the calling run's context (None outside a run). Read by name: the server may load this
+    file once per graph, each time with its own `ServerContext` class."""
+    from langgraph.runtime import get_runtime
+
+    try:
+        context = get_runtime().context
+    except (RuntimeError, KeyError, AttributeError):
+        return None
+    value = getattr(context, name, None) if isinstance(context, Context) else None
+    return value if isinstance(value, str) and value else None
+
+
 async def _provide() -> Services:
-    global _services
+    """Services for the calling run's integrated account (built on first use), in the run's time zone."""
+    global _settings
+    account, zone = _run_setting("integrated_account_id"), _run_setting("timezone")
     async with _lock:
-        if _services is None:
+        if _settings is None:
+            # Settings() reads `.env`: file I/O stays off the server's event loop.
+            _settings = await asyncio.to_thread(Settings)
+        settings = _settings
+        account = account or settings.truto_integrated_account_id
+        key = "sandbox" if settings.uses_sandbox else str(account)
+        services = _by_account.get(key)
+        if services is None:
             from agent.services import build_services
 
-            _services = await build_services(Settings())
-        return _services
+            if not settings.uses_sandbox and account != settings.truto_integrated_account_id:
+                settings = settings.model_copy(update={"truto_integrated_account_id": account})
+            report_dir = Path(os.environ.get("COVIU_AGENT_REPORT_DIR") or "reports")
+            services = await build_services(settings, report_dir=report_dir)
+            _by_account[key] = services
+    if zone and zone != services.zone.key:
+        services = dataclasses.replace(services, zone=ZoneInfo(zone))
+    return services
+
+
+def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:
+    """Compile a graph builder for the server: no checkpointer (the server brings its own), `ServerContext`."""
+    builder.context_schema = ServerContext
+    return builder.compile(name=name)
+
+
+def _warm_prompts() -> None:
+    """Read every prompt once now (they are cached): no file reads later on the server's event loop."""
+    from importlib import resources
+
+    from prompts import load_prompt
+
+    for entry in resources.files("prompts").iterdir():
+        if entry.name.endswith(".md"):
+            load_prompt(entry.name.removesuffix(".md"))
 
 
 set_services_provider(_provide)
+_warm_prompts()
 
-triage = build_triage_graph().compile(name="triage")
-audit = build_audit_graph().compile(name="audit").with_config({"max_concurrency": 4})
+triage = for_server(build_triage_graph(), "triage")
+audit = for_server(build_audit_graph(), "audit").with_config({"max_concurrency": 4})
+assistant = for_server(build_assistant_graph(), "assistant")

@@ -1,5 +1,6 @@
 """Builds the process's services from settings: the one Truto client (real or embedded sandbox),
-the tool catalog, the model, the clock. This is the only place that chooses the transport.
+the tool catalog, the model, the clock. This is the only place that chooses the transport and the tool
+source (`/tools` + proxy, or Truto's MCP server when TRUTO_MCP_URL is set).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from agent.model import make_model
 from agent.settings import SANDBOX_BASE_URL, Settings
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
-from tools.toolbox import open_toolbox
+from tools.toolbox import Toolbox, open_toolbox
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,17 @@ async def build_services(
         base_url = settings.truto_base_url
         api_key = settings.truto_api_key.get_secret_value()
         account_id = settings.truto_integrated_account_id
-    toolbox = await open_toolbox(
-        base_url=base_url,
-        api_key=api_key,
-        integrated_account_id=account_id,
-        transport=transport,
-        clock=clock,
-        rate_limit=settings.truto_rate_limit,
-    )
+    if settings.truto_mcp_url is not None:
+        toolbox = await _open_mcp_toolbox(settings, base_url, api_key, account_id, transport, clock)
+    else:
+        toolbox = await open_toolbox(
+            base_url=base_url,
+            api_key=api_key,
+            integrated_account_id=account_id,
+            transport=transport,
+            clock=clock,
+            rate_limit=settings.truto_rate_limit,
+        )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)
     return Services(
@@ -76,4 +80,38 @@ async def build_services(
         collection_id=collection_id,
         planner=settings.effective_planner if chat_model is not None else "rules",
         report_dir=report_dir or Path("reports"),
+    )
+
+
+async def _open_mcp_toolbox(
+    settings: Settings,
+    base_url: str,
+    api_key: str,
+    account_id: str,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Clock,
+) -> Toolbox:
+    """TRUTO_MCP_URL is set: the catalog and every tool call go through Truto's MCP server (tools/mcp_source.py)."""
+    from agent.cli import BadInput
+    from tools.mcp_source import McpUrlError, check_mcp_url, open_mcp_toolbox
+
+    assert settings.truto_mcp_url is not None
+    url = settings.truto_mcp_url.get_secret_value()
+    try:
+        parsed = check_mcp_url(url)
+    except McpUrlError as exc:
+        raise BadInput(str(exc)) from None
+    if settings.uses_sandbox and parsed.host != httpx.URL(SANDBOX_BASE_URL).host:
+        raise BadInput(
+            "TRUTO_MCP_URL is set but TRUTO_API_KEY is not: set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID for "
+            "the same account (or use the embedded sandbox's http://sandbox.local/mcp/sandbox-mcp-demo)"
+        )
+    return await open_mcp_toolbox(
+        mcp_url=url,
+        base_url=base_url,
+        api_key=api_key,
+        integrated_account_id=account_id,
+        transport=transport,
+        clock=clock,
+        rate_limit=settings.truto_rate_limit,
     )

@@ -9,13 +9,14 @@ import math
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
@@ -410,12 +411,16 @@ async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, A
 
 async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Render Markdown, JSON and HTML; with an LLM, add one narrative paragraph from the totals only."""
+    import asyncio
+
     from graphs.report import write_reports
 
     services = await resolve_services(runtime.context)
     report = state["report"]
     narrative = await narrate(services, runtime.context, report)
-    paths = write_reports(
+    # Rendering and file writes are blocking work: keep them off the event loop (a LangGraph server shares it).
+    paths = await asyncio.to_thread(
+        write_reports,
         report,
         services.report_dir,
         state["day_label"],

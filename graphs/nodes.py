@@ -11,11 +11,12 @@ import json
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs.context import Context, Services, resolve_services
 from tools.catalog import ToolSpec
@@ -251,14 +252,33 @@ def session_facts(result: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def require_approval(policy: Policy, approved: bool) -> Policy:
+    """`policy`, plus: a destructive call (delete/cancel) is refused unless a human approved it."""
+
+    def check(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
+        if spec.is_destructive and not approved:
+            return (
+                f"Refused: {spec.name} is irreversible and was not approved by the user, so it was not sent. "
+                "Do not retry it; tell the user what you wanted to do and why."
+            )
+        return policy(spec, arguments)
+
+    return check
+
+
 def make_act_node(
     *,
     on_result: ResultHandler | None = None,
     policy: Policy = allow_everything,
     after: str = "plan",
     ids_from_state: IdsFromState = default_ids,
+    approved: ApprovedCheck | None = None,
 ) -> Callable[[Any, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
-    """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling."""
+    """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling.
+
+    With `approved`, destructive calls run only when `approved(state, call_id)` is true (defense in depth
+    behind a graph's approval step).
+    """
 
     async def act(state: Any, runtime: Runtime[Context]) -> Command[Any]:
         services = await resolve_services(runtime.context)
@@ -272,13 +292,14 @@ def make_act_node(
         for call in calls:
             call_id = str(call.get("id"))
             view = {**state, **update}
+            call_policy = policy if approved is None else require_approval(policy, approved(view, call_id))
             outcome = await execute_call(
                 services,
                 call["name"],
                 call.get("args") or {},
                 call_id=call_id,
                 ids=ids_from_state(view),
-                policy=policy,
+                policy=call_policy,
                 known_sessions=known,
                 unverified_write=call_id in retry.get("unverified", []),
             )

@@ -1,4 +1,5 @@
-"""The simulator as an ASGI app: Truto's `/tools` and `/proxy` routes in front of the simulated Coviu account.
+"""The simulator as an ASGI app: Truto's `/tools` and `/proxy` routes in front of the simulated Coviu account,
+plus its MCP servers (`/integrated-account/{id}/mcp` admin routes and the `/mcp/{token}` endpoint, sandbox/mcp.py).
 
 Auth, the integrated account's status, rate limits, idempotency keys, faults and a record of every request.
 """
@@ -95,6 +96,9 @@ class Sandbox:
         self._idempotent: dict[tuple[str, str], _IdempotentResult] = {}
         self._clock = clock
         self.clock = clock
+        from sandbox.mcp import SandboxMcp  # here: sandbox.mcp imports this module
+
+        self.mcp = SandboxMcp(self)
 
     @property
     def clock(self) -> Clock:
@@ -184,6 +188,11 @@ class Sandbox:
         if segments and segments[0] == "proxy":
             self._authenticate(request)
             return await self._proxy(request, record, segments[1:])
+        if len(segments) in (3, 4) and segments[0] == "integrated-account" and segments[2] == "mcp":
+            self._authenticate(request)
+            return await self.mcp.admin(request, segments[1], segments[3] if len(segments) == 4 else None)
+        if segments and segments[0] == "mcp" and len(segments) <= 2:
+            return await self.mcp.serve(request, segments[1] if len(segments) == 2 else "")
         raise TrutoError(404, f"route not found: {request.method} {request.url.path}")
 
     def _authenticate(self, request: Request) -> None:

@@ -18,7 +18,7 @@ from sandbox.server import build_server
 
 FAKE_TRUTO_TOKEN = "truto-secret-TOKEN-7f3a9c"
 FAKE_OPENAI_KEY = "sk-fake-openai-KEY-5b2e8d"
-CLI = [sys.executable, "-m", "agent.cli"]
+CLI = [sys.executable, "-m", "agent"]
 
 
 def free_port() -> int:
