@@ -60,9 +60,9 @@ CASES = [
     Case("502/504 burst", FaultConfig(seed=4, server_errors=0.3), {}),
     Case(
         "slow responses past the client timeout",
-        FaultConfig(seed=5, slow=0.15, slow_seconds=0.6),
+        FaultConfig(seed=5, slow=0.1, slow_seconds=1.5),
         {},
-        FaultConfig(seed=3, slow=0.4, slow_seconds=0.6),
+        FaultConfig(seed=3, slow=0.4, slow_seconds=1.5),
     ),
     Case("connections dropped mid-response", FaultConfig(seed=6, drop=0.25), {}, FaultConfig(seed=3, drop=0.4)),
     Case(
@@ -80,7 +80,7 @@ async def build(sandbox: Sandbox, clock: FakeClock, tmp: Path) -> Services:
         transport=SandboxTransport(sandbox),
         clock=clock,
         governor=RateLimitGovernor(clock=clock),
-        timeout=httpx.Timeout(0.25),
+        timeout=httpx.Timeout(0.5),
     )
     return Services(
         toolbox=toolbox,
