@@ -97,6 +97,8 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
     except CoviuAgentError as exc:
         fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
+    except ValueError as exc:  # a missing id or setting found by a graph's first node, before any request
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
@@ -22,6 +22,7 @@ from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import CallOutcome, RetryState, execute_call, read_only, retry_update, settled, wait_and_retry
 from tools.catalog import parse_datetime
+from tools.errors import CoviuAgentError
 from tools.executor import list_envelope
 
 log = logging.getLogger(__name__)
@@ -171,15 +172,40 @@ async def _page(
 
 def _fail_on_error(outcome: CallOutcome) -> None:
     if outcome.kind in ("error", "refused"):
-        from tools.errors import CoviuAgentError
-
         if outcome.error is not None and not isinstance(outcome.error, CoviuAgentError | ValueError):
             raise outcome.error
         raise _AuditFailure(outcome.text)
 
 
-class _AuditFailure(Exception):
+class _AuditFailure(CoviuAgentError):
     """An audit step was refused or failed for good (not transient)."""
+
+
+async def _walk_pages(
+    services: Services,
+    state: Mapping[str, Any],
+    tool: str,
+    args: dict[str, Any],
+    cursor: str | None,
+    tag: str,
+    take: Callable[[Any], None],
+) -> tuple[str | None, CallOutcome | None]:
+    """Page from `cursor` to the last page, handing each item to `take`.
+
+    Returns (None, None) when done, or (the failed page's cursor, its outcome) on a transient failure, so the
+    node can save its progress and go to wait_and_retry.
+    """
+    for _ in range(MAX_PAGES):
+        outcome = await _page(services, state, tool, args, cursor, tag)
+        if outcome.kind == "transient":
+            return cursor, outcome
+        _fail_on_error(outcome)
+        items, cursor = list_envelope(outcome.result)
+        for item in items:
+            take(item)
+        if not cursor:
+            return None, None
+    raise _AuditFailure(f"{tool}: more than {MAX_PAGES} pages")
 
 
 async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
@@ -189,25 +215,22 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     rows = list(state.get("sessions") or [])
     cursor = state.get("list_cursor")
     args = {"start_time": _z(since - SESSION_LOOKBACK), "end_time": _z(until)}
-    for _ in range(MAX_PAGES):
-        outcome = await _page(services, state, SESSIONS_TOOL, args, cursor, "sessions")
-        if outcome.kind == "transient":
-            return Command(
-                goto="wait_and_retry",
-                update={
-                    "sessions": rows,
-                    "list_cursor": cursor,
-                    "retry": retry_update(services, state.get("retry"), outcome, "sessions", "list_sessions"),
-                },
-            )
-        _fail_on_error(outcome)
-        items, cursor = list_envelope(outcome.result)
-        for session in items:
-            row = session_row(session, since, until)
-            if row is not None:
-                rows.append(row)
-        if not cursor:
-            break
+
+    def take(session: Any) -> None:
+        row = session_row(session, since, until)
+        if row is not None:
+            rows.append(row)
+
+    cursor, failed = await _walk_pages(services, state, SESSIONS_TOOL, args, cursor, "sessions", take)
+    if failed is not None:
+        return Command(
+            goto="wait_and_retry",
+            update={
+                "sessions": rows,
+                "list_cursor": cursor,
+                "retry": retry_update(services, state.get("retry"), failed, "sessions", "list_sessions"),
+            },
+        )
     rows.sort(key=lambda r: (r["scheduled_start"], r["session_id"]))
     log.info("audit: %d sessions in the window", len(rows))
     if services.on_progress:
@@ -310,25 +333,23 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
     cursor = state.get("submission_cursor")
     latest = min(until + FORM_SLACK, max(services.clock.now(), until))
     args = {"from": _z(since - FORM_SLACK), "until": _z(latest)}
-    for _ in range(MAX_PAGES if wanted else 0):
-        outcome = await _page(services, state, SUBMISSIONS_TOOL, args, cursor, "submissions")
-        if outcome.kind == "transient":
+
+    def take(submission: Any) -> None:
+        if isinstance(submission, Mapping) and str(submission.get("session_id")) in wanted:
+            sid = str(submission.get("item_submission_id") or submission.get("id") or "")
+            index.setdefault(str(submission["session_id"]), []).append([sid, bool(submission.get("locked_at"))])
+
+    if wanted:
+        cursor, failed = await _walk_pages(services, state, SUBMISSIONS_TOOL, args, cursor, "submissions", take)
+        if failed is not None:
             return Command(
                 goto="wait_and_retry",
                 update={
                     "submissions": index,
                     "submission_cursor": cursor,
-                    "retry": retry_update(services, state.get("retry"), outcome, "submissions", "list_submissions"),
+                    "retry": retry_update(services, state.get("retry"), failed, "submissions", "list_submissions"),
                 },
             )
-        _fail_on_error(outcome)
-        items, cursor = list_envelope(outcome.result)
-        for submission in items:
-            if isinstance(submission, Mapping) and str(submission.get("session_id")) in wanted:
-                sid = str(submission.get("item_submission_id") or submission.get("id") or "")
-                index.setdefault(str(submission["session_id"]), []).append([sid, bool(submission.get("locked_at"))])
-        if not cursor:
-            break
     log.info("audit: %d sessions have submissions", len(index))
     return Command(
         goto="reconcile", update={"submissions": index, "submission_cursor": None, "retry": settled(state.get("retry"))}
