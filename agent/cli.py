@@ -66,7 +66,7 @@ def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
 
 
 def check_id(name: str, value: str | None) -> None:
-    if value is not None and not _ID_PATTERN.match(value):
+    if value is not None and not _ID_PATTERN.fullmatch(value):
         raise BadInput(f"{name}: expected an id (letters, digits, '-', '_', '.', ':'; up to 128), got {value!r}")
 
 

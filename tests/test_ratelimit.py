@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -106,7 +107,7 @@ def test_capacity_keeps_headroom() -> None:
 
 async def test_two_hundred_requests_never_exceed_capacity_in_any_window_and_are_spread() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     start = clock.monotonic()
     sent_at: list[float] = []
     waits: list[float] = []
@@ -130,7 +131,7 @@ async def test_two_hundred_requests_never_exceed_capacity_in_any_window_and_are_
 
 def test_a_burst_booked_at_once_is_given_future_slots() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     waits = [gov.reserve() for _ in range(200)]
     assert Counter(waits) == {0.0: 48, 10.0: 48, 20.0: 48, 30.0: 48, 40.0: 8}
     assert waits == sorted(waits)
@@ -139,7 +140,7 @@ def test_a_burst_booked_at_once_is_given_future_slots() -> None:
 
 def test_wait_seconds_does_not_book_a_slot() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(limit=5, headroom=0, clock=clock)
+    gov = RateLimitGovernor(limit=5, headroom=0, clock=clock, smooth=False)
     for _ in range(5):
         assert gov.reserve() == 0.0
     assert gov.wait_seconds() == pytest.approx(10.0)
@@ -153,7 +154,7 @@ def test_wait_seconds_does_not_book_a_slot() -> None:
 
 def test_observe_429_holds_every_caller_until_the_reset() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     hold = gov.observe(RateLimitInfo(retry_after_seconds=7.0), status_code=429)
     assert hold == pytest.approx(7.0)
     assert gov.rate_limited_count == 1
@@ -192,7 +193,7 @@ def test_a_success_does_not_hold() -> None:
 
 def test_ratelimit_limit_header_updates_the_limit() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     gov.observe(parse_rate_limit_headers({"RateLimit-Limit": "20"}, clock.now()), status_code=200)
     assert gov.limit == 20
     assert gov.capacity == 19
@@ -235,7 +236,7 @@ def test_server_remaining_zero_waits_for_the_reset() -> None:
 
 def test_server_remaining_counts_down_with_sends() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     gov.observe(RateLimitInfo(remaining=2, reset_seconds=4.0), status_code=200)
     assert gov.reserve() == 0.0
     assert gov.reserve() == 0.0
@@ -256,7 +257,7 @@ def test_server_remaining_zero_after_the_reset_passed_does_not_wait() -> None:
 
 async def test_one_hundred_tasks_reserving_at_once_get_their_own_slots() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     start = clock.monotonic()
     go = asyncio.Event()
 
@@ -277,7 +278,7 @@ async def test_one_hundred_tasks_reserving_at_once_get_their_own_slots() -> None
 
 def test_threads_reserving_at_once_never_overbook() -> None:
     clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock)
+    gov = RateLimitGovernor(clock=clock, smooth=False)
     barrier = threading.Barrier(10)
     waits: list[float] = []
     lock = threading.Lock()
@@ -330,3 +331,30 @@ def test_property_no_window_is_overbooked_whatever_the_server_says(ops: list[tup
             if status == 429:  # a 429 holds every caller for at least its reset
                 assert gov.wait_seconds() >= reset - 1e-9
     assert not slots or max_in_any_window(slots) <= gov.capacity == 3
+
+
+# --- smooth pacing (the default) -------------------------------------------------------------------
+
+
+async def test_smooth_pacing_spaces_sends_evenly_and_keeps_the_window_capacity() -> None:
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock)
+    start = clock.monotonic()
+    sent_at: list[float] = []
+    for _ in range(200):
+        await clock.sleep(gov.reserve())
+        sent_at.append(clock.monotonic() - start)
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert min(gaps) >= gov.spacing - 1e-9 > 10 / 48
+    assert max(gaps) == pytest.approx(gov.spacing)  # never a pause longer than one gap: no bursts, no idling
+    assert max_in_any_window(sent_at) <= gov.capacity
+    assert sent_at[-1] == pytest.approx(199 * gov.spacing)  # 48 per 10 s: the audit's ratio to the floor ~1.04
+
+
+def test_smooth_pacing_still_holds_after_a_429() -> None:
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock)
+    assert gov.reserve() == 0.0
+    gov.observe(RateLimitInfo(retry_after_seconds=5.0), status_code=429)
+    assert gov.reserve() == pytest.approx(5.0)
+    assert gov.reserve() == pytest.approx(5.0 + gov.spacing)

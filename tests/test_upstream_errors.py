@@ -39,7 +39,7 @@ async def test_account_errors(status: str, tool: str, args: dict, words: list[st
         assert word.lower() in outcome.text.lower(), outcome.text
     proxied = [r for r in sandbox.requests[before:] if r.resource]
     assert len([r for r in proxied if r.truto_method == ("list" if "list" in tool else "delete")]) == 1  # not retried
-    assert clock.sleeps == [] or all(s == 0 for s in clock.sleeps)
+    assert all(s < 1 for s in clock.sleeps)  # pacing only, no retry wait
 
 
 async def test_404_names_the_id(services, sandbox):

@@ -32,7 +32,9 @@ class RetryPolicy:
 
     def delay_for(self, error: BaseException, attempt: int, governor: RateLimitGovernor | None = None) -> float:
         if isinstance(error, RateLimitedError):
-            wanted = max(error.retry_after, governor.wait_seconds() if governor else 0.0)
+            # The governor holds every caller until the reset it read from this 429's headers; what is left
+            # of that hold is the wait (the 429 may have arrived a while ago, e.g. early in an audit batch).
+            wanted = governor.wait_seconds() if governor else error.retry_after
             return min(self.max_rate_limit_wait, max(wanted, 0.0))
         return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
 
