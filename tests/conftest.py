@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from graphs.context import Services
@@ -44,7 +45,9 @@ def sandbox(clock: FakeClock, sandbox_config: SandboxConfig) -> Sandbox:
     return create_sandbox(config=sandbox_config, clock=clock)
 
 
-async def make_services(sandbox: Sandbox, clock: FakeClock, report_dir: Path, **kwargs: object) -> Services:
+async def make_services(
+    sandbox: Sandbox, clock: FakeClock, report_dir: Path, *, timeout: httpx.Timeout | None = None, **kwargs: object
+) -> Services:
     toolbox = await open_toolbox(
         base_url="http://sandbox.local",
         api_key="sandbox",
@@ -52,6 +55,7 @@ async def make_services(sandbox: Sandbox, clock: FakeClock, report_dir: Path, **
         transport=SandboxTransport(sandbox),
         clock=clock,
         governor=RateLimitGovernor(clock=clock),
+        **({"timeout": timeout} if timeout is not None else {}),  # type: ignore[arg-type]
     )
     return Services(
         toolbox=toolbox,

@@ -20,21 +20,14 @@ from graphs.audit import build_audit_graph
 from graphs.context import Context, Services
 from graphs.triage import build_triage_graph
 from sandbox import (
-    DEMO_ACCOUNT_ID,
-    DEMO_INTAKE_COLLECTION_ID,
-    DEMO_TEAM_ID,
-    DEMO_WAITING_QUEUE_ID,
     FaultConfig,
     Sandbox,
     SandboxConfig,
-    SandboxTransport,
     create_sandbox,
 )
-from tests.conftest import START
+from tests.conftest import START, make_services
 from tools.clock import FakeClock
 from tools.errors import RetriesExhaustedError
-from tools.ratelimit import RateLimitGovernor
-from tools.toolbox import open_toolbox
 
 YESTERDAY = date(2026, 11, 24)
 
@@ -73,22 +66,8 @@ CASES = [
 
 
 async def build(sandbox: Sandbox, clock: FakeClock, tmp: Path) -> Services:
-    toolbox = await open_toolbox(
-        base_url="http://sandbox.local",
-        api_key="sandbox",
-        integrated_account_id=DEMO_ACCOUNT_ID,
-        transport=SandboxTransport(sandbox),
-        clock=clock,
-        governor=RateLimitGovernor(clock=clock),
-        timeout=httpx.Timeout(0.5),
-    )
-    return Services(
-        toolbox=toolbox,
-        team_id=DEMO_TEAM_ID,
-        waiting_queue_id=DEMO_WAITING_QUEUE_ID,
-        collection_id=DEMO_INTAKE_COLLECTION_ID,
-        report_dir=tmp,
-    )
+    """The shared test services, with a short client timeout so slow responses time out."""
+    return await make_services(sandbox, clock, tmp, timeout=httpx.Timeout(0.5))
 
 
 @pytest.fixture
