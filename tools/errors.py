@@ -162,6 +162,16 @@ class TransportError(CoviuAgentError):
         return self.sent and self.method in ("POST", "PATCH", "PUT", "DELETE")
 
 
+class MalformedResponseError(TransportError):
+    """A 2xx (or 3xx) whose body is not what the call promises: empty, 204, `null`, HTML, an `error` object,
+    a list call without a list, a get without an object, a redirect. Never an empty result: retried like any
+    transient failure, and an error once retries are spent.
+    """
+
+    def __init__(self, detail: str, *, method: str = "", path: str = "", sent: bool = True) -> None:
+        super().__init__("malformed response", detail, method=method, path=path, sent=sent)
+
+
 class RetriesExhaustedError(CoviuAgentError):
     """Retries ran out; the run fails with exit code 3."""
 
