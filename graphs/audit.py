@@ -21,9 +21,9 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (g
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import CallOutcome, RetryState, execute_call, read_only, retry_update, settled, wait_and_retry
-from tools.catalog import parse_datetime
 from tools.errors import CoviuAgentError
 from tools.executor import list_envelope
+from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ def _window(state: Mapping[str, Any]) -> tuple[datetime, datetime]:
 def _dt(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
-    return parse_datetime(value) if isinstance(value, str) and value else None
+    return parse_time(value) if isinstance(value, str) and value else None
 
 
 def _z(moment: datetime | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
-from tools.catalog import parse_datetime
+from tools.timeparse import parse_time
 
 DONE_FIELDS = ("answeredAt", "leftQueueAt", "finishedAt")
 
@@ -39,7 +39,7 @@ def summarize_queue(calls: Iterable[Any], now: datetime, threshold_minutes: floa
     for call in calls:
         if not isinstance(call, Mapping) or not is_waiting(call):
             continue
-        joined = parse_datetime(str(call.get("joinedAt") or ""))
+        joined = parse_time(str(call.get("joinedAt") or ""))
         waiting += 1
         if joined is None:
             continue

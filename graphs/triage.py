@@ -23,7 +23,7 @@ from graphs.nodes import CallOutcome, RetryState, make_act_node, wait_and_retry
 from graphs.planning import llm_plan, rules_message, tool_call
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
-from tools.catalog import parse_datetime
+from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
     lines.extend(f"ALERT: {a}" for a in state.get("alerts", []))
     session = state.get("session")
     if session:
-        start = parse_datetime(str(session.get("start_time")))
+        start = parse_time(str(session.get("start_time")))
         when = start.astimezone(services.zone).strftime("%H:%M %Z") if start else session.get("start_time")
         lines.append(f"Session '{session['session_name']}' ({session['session_id']}) starts {when}.")
     by_role = {p["role"]: p for p in state.get("participants", [])}

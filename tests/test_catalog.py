@@ -12,8 +12,9 @@ from helpers_mock import COVIU_TOOLS, coviu_catalog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.catalog import MAX_STRING_LENGTH, ToolCatalog, ToolSpec, parse_datetime
+from tools.catalog import MAX_STRING_LENGTH, ToolCatalog, ToolSpec
 from tools.errors import ToolArgumentError, UnknownToolError
+from tools.timeparse import parse_time
 
 
 def spec(**entry: Any) -> ToolSpec:
@@ -273,7 +274,7 @@ def test_arguments_must_be_a_mapping() -> None:
 def test_iso_8601_and_rfc_1123_date_times_are_accepted(value: str) -> None:
     s = tool("list_all_coviu_sessions")
     s.validate({"start_time": value})
-    assert parse_datetime(value) == datetime(2026, 11, 25, 10, 0, tzinfo=UTC) + timedelta(
+    assert parse_time(value) == datetime(2026, 11, 25, 10, 0, tzinfo=UTC) + timedelta(
         microseconds=123456 if ".123456" in value else 0
     )
 
@@ -284,7 +285,7 @@ def test_iso_8601_and_rfc_1123_date_times_are_accepted(value: str) -> None:
 def test_naive_or_unparseable_date_times_are_refused(value: str) -> None:
     err = argument_error(tool("list_all_coviu_sessions"), {"start_time": value})
     assert err.field == "start_time"
-    assert parse_datetime(value) is None
+    assert parse_time(value, allow_naive=False) is None
 
 
 # --- property: wrong types for a required field always name that field ------------------------------
@@ -348,7 +349,7 @@ def test_property_both_date_forms_of_an_instant_validate_and_agree(moment: datet
     s = tool("list_all_coviu_sessions")
     s.validate({"start_time": iso})
     s.validate({"start_time": rfc})
-    assert parse_datetime(iso) == parse_datetime(rfc) == moment
+    assert parse_time(iso) == parse_time(rfc) == moment
 
 
 # --- split ------------------------------------------------------------------------------------------

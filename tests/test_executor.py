@@ -31,6 +31,7 @@ from tools.catalog import ToolCatalog, ToolSpec
 from tools.clock import FakeClock
 from tools.dedupe import find_created
 from tools.errors import (
+    MalformedResponseError,
     RateLimitedError,
     RetriesExhaustedError,
     ToolArgumentError,
@@ -235,12 +236,11 @@ async def test_pages_stop_on_a_cursor_cycle() -> None:
 def test_list_envelope_shapes() -> None:
     assert list_envelope({"result": [1], "next_cursor": "x"}) == ([1], "x")
     assert list_envelope({"results": [1], "next_cursor": ""}) == ([1], None)
-    assert list_envelope([1, 2]) == ([1, 2], None)
-    assert list_envelope({}) == ([], None)
-    with pytest.raises(PaginationError):
+    for not_an_envelope in ([1, 2], {}, None, "", {"result": None}, {"error": "x"}, {"data": []}):
+        with pytest.raises(MalformedResponseError):
+            list_envelope(not_an_envelope)
+    with pytest.raises(MalformedResponseError):
         list_envelope({"result": {"not": "a list"}})
-    with pytest.raises(PaginationError):
-        list_envelope("text")
 
 
 # --- what the model sees -----------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from graphs.nodes import execute_call
 from graphs.triage import build_triage_graph, session_start
 from sandbox import DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, FaultConfig, Sandbox
 from tests.fakes import ScriptedChatModel
-from tools.catalog import parse_datetime
 from tools.clock import FakeClock
+from tools.timeparse import parse_time
 
 
 async def run_triage(services: Services, **inputs: Any) -> dict[str, Any]:
@@ -44,10 +44,10 @@ async def test_rules_triage_makes_one_session_and_two_links(services: Services, 
     assert len(state["alerts"]) == 3
     session = state["session"]
     assert session["session_name"] == "Triage – Ava Jenkins"
-    start = parse_datetime(session["start_time"])
+    start = parse_time(session["start_time"])
     assert start == session_start(clock.now())
     assert start is not None and start.second == 0 and start - clock.now() >= timedelta(seconds=30)
-    assert parse_datetime(session["end_time"]) == start + timedelta(minutes=30)
+    assert parse_time(session["end_time"]) == start + timedelta(minutes=30)
     roles = {p["role"]: p for p in state["participants"]}
     assert set(roles) == {"guest", "host"}
     assert roles["guest"]["display_name"] == "Ava Jenkins"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any
 
@@ -18,6 +16,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from tools.errors import ToolArgumentError, UnknownToolError
+from tools.timeparse import parse_time
 
 READ_METHODS = frozenset({"list", "get"})
 MAX_STRING_LENGTH = 4096
@@ -27,25 +26,13 @@ FORMAT_CHECKER = FormatChecker()
 
 @FORMAT_CHECKER.checks("date-time", raises=(ValueError, TypeError))
 def _is_date_time(value: object) -> bool:
-    """ISO-8601 (with an offset or Z) or RFC-1123, the two forms Coviu uses."""
+    """ISO-8601 (with an offset or Z) or RFC-1123, the two forms Coviu takes; never a bare epoch number."""
     if not isinstance(value, str):
         return True
-    return parse_datetime(value) is not None
+    return not _EPOCH_TEXT.fullmatch(value.strip()) and parse_time(value, allow_naive=False) is not None
 
 
-def parse_datetime(value: str) -> datetime | None:
-    """Parse ISO-8601 or RFC-1123 into an aware datetime; None when it is neither (or naive)."""
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed
+_EPOCH_TEXT = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tools.catalog import ToolSpec, parse_datetime
+from tools.catalog import ToolSpec
 from tools.executor import ToolExecutor
+from tools.timeparse import parse_time
 
 
 def _same_instant(a: Any, b: Any) -> bool:
     if not isinstance(a, str) or not isinstance(b, str):
         return False
-    pa, pb = parse_datetime(a), parse_datetime(b)
+    pa, pb = parse_time(a), parse_time(b)
     return pa is not None and pb is not None and pa == pb
 
 

@@ -153,7 +153,7 @@ class TransportError(CoviuAgentError):
         self.method = method
         self.path = path
         self.sent = sent
-        super().__init__(f"{kind} on {method} {path}: {detail}")
+        super().__init__(f"{kind} on {method} {path}: {detail}" if method else f"{kind}: {detail}")
 
     retryable = True
 

@@ -15,16 +15,43 @@ from langchain_core.tools import StructuredTool
 
 from tools.catalog import ToolCatalog, ToolSpec
 from tools.client import BinaryBody, TrutoClient
-from tools.errors import CoviuAgentError, ToolArgumentError
+from tools.errors import MalformedResponseError, ToolArgumentError
+from tools.paging import MAX_PAGES, PageWalk, PaginationError, list_envelope
 
 log = logging.getLogger(__name__)
 
 MODEL_RESULT_CAP = 8000  # characters of a tool result a model may see
-MAX_PAGES = 10_000  # a bound on any pagination loop
+# Keys an error object carries; a 2xx body made only of these is an error, not a record.
+ERROR_ONLY_KEYS = frozenset({"error", "errors", "message", "status", "statusCode", "status_code", "code", "details"})
+
+__all__ = [
+    "MAX_PAGES",
+    "MODEL_RESULT_CAP",
+    "PaginationError",
+    "ToolCall",
+    "ToolExecutor",
+    "check_body",
+    "list_envelope",
+    "render_for_model",
+]
 
 
-class PaginationError(CoviuAgentError):
-    """A list did not page the way Truto's envelope promises (e.g. a repeating cursor)."""
+def check_body(spec: ToolSpec, body: Any) -> None:
+    """Valid or error: a list must be a list envelope, a get (or write) an object, and no 2xx may be an error object.
+
+    A body that fails is a `MalformedResponseError` (retried like other transient failures), never an empty result.
+    """
+    if spec.method == "delete":
+        return
+    if spec.method == "list":
+        list_envelope(body, tool=spec.name)
+        return
+    if body is None:
+        raise MalformedResponseError(f"{spec.name}: the response body is null")
+    if spec.method in ("get", "create", "update") and not isinstance(body, Mapping):
+        raise MalformedResponseError(f"{spec.name}: expected an object, got {type(body).__name__}")
+    if isinstance(body, Mapping) and ("error" in body or "errors" in body) and set(body) <= ERROR_ONLY_KEYS:
+        raise MalformedResponseError(f"{spec.name}: a success status carried an error object")
 
 
 # Where a binary is (or will be) on disk, e.g. the recordings worker's manifest lookup.
@@ -163,32 +190,34 @@ class ToolExecutor:
         result = await self.dispatch(spec, call)
         if isinstance(result, BinaryBody):
             return binary_summary(spec, arguments, result, self.binary_locator)
+        check_body(spec, result)
         return result
+
+    def page_arguments(
+        self, name: str, arguments: Mapping[str, Any], cursor: str | None, limit: int | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(arguments, extra query) for one page: `limit` and `next_cursor` go where the schema has them."""
+        spec = self.spec(name)
+        args = dict(arguments)
+        extra: dict[str, Any] = {}
+        for key, value in (("limit", limit), ("next_cursor", cursor)):
+            if value is None:
+                continue
+            if spec.wants(key):
+                args[key] = value
+            else:
+                extra[key] = value
+        return args, extra
 
     async def pages(
         self, name: str, arguments: Mapping[str, Any], *, cursor: str | None = None, limit: int | None = None
     ) -> AsyncIterator[tuple[list[Any], str | None]]:
-        """Yield (items, next_cursor) page by page, from `cursor`, until `next_cursor` is empty."""
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            extra: dict[str, Any] = {}
-            if cursor:
-                extra["next_cursor"] = cursor
-            if limit and not self.spec(name).wants("limit"):
-                extra["limit"] = limit
-            args = dict(arguments)
-            if limit and self.spec(name).wants("limit"):
-                args["limit"] = limit
-            page = await self.run(name, args, extra_query=extra)
-            items, next_cursor = list_envelope(page)
-            yield items, next_cursor
-            if not next_cursor:
-                return
-            if next_cursor in seen:
-                raise PaginationError(f"{name}: cursor repeated; stopping to avoid a loop")
-            seen.add(next_cursor)
-            cursor = next_cursor
-        raise PaginationError(f"{name}: more than {MAX_PAGES} pages")
+        """Yield (new rows, next_cursor) page by page until the list ends (the one pager: `PageWalk`)."""
+        walk = PageWalk(name, self.spec(name).resource, cursor=cursor)
+        while not walk.done:
+            args, extra = self.page_arguments(name, arguments, walk.cursor, limit)
+            rows = walk.take(await self.run(name, args, extra_query=extra))
+            yield rows, walk.cursor
 
     async def all_items(self, name: str, arguments: Mapping[str, Any], *, limit: int | None = None) -> list[Any]:
         items: list[Any] = []
@@ -210,18 +239,3 @@ class ToolExecutor:
             description=spec.description or spec.name,
             args_schema=spec.args_schema,
         )
-
-
-def list_envelope(page: Any) -> tuple[list[Any], str | None]:
-    """Truto's list envelope: `result` (or `results`) and `next_cursor`."""
-    if isinstance(page, list):
-        return page, None
-    if not isinstance(page, Mapping):
-        raise PaginationError(f"expected a list envelope, got {type(page).__name__}")
-    items = page.get("result")
-    if items is None:
-        items = page.get("results", [])
-    if not isinstance(items, list):
-        raise PaginationError("list envelope without a `result` list")
-    cursor = page.get("next_cursor")
-    return items, (str(cursor) if cursor else None)

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-from tools.catalog import ToolSpec, parse_datetime
+from tools.catalog import ToolSpec
 from tools.executor import ToolExecutor
+from tools.timeparse import parse_time
 
 
 def clinic_time(moment: datetime, zone: tzinfo) -> str:
@@ -30,7 +31,7 @@ def session_is_finished(session: Mapping[str, Any], now: datetime) -> tuple[bool
 
 
 def _time(value: Any) -> datetime | None:
-    return parse_datetime(value) if isinstance(value, str) and value else None
+    return parse_time(value)
 
 
 class TemporalGuard:
