@@ -21,7 +21,15 @@ from sandbox import demo as demo_data
 from sandbox.catalog import select_tools
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import FaultConfig, SandboxConfig
-from sandbox.coviu import BinaryReply, CoviuApi, JsonReply, PageReply, ProviderCall, ProviderReply
+from sandbox.coviu import (
+    SUMMARY_CUSTOM_METHOD,
+    BinaryReply,
+    CoviuApi,
+    JsonReply,
+    PageReply,
+    ProviderCall,
+    ProviderReply,
+)
 from sandbox.errors import CoviuError, TrutoError
 from sandbox.faults import ConnectionDropped, FaultEngine
 from sandbox.ids import DEMO_CLIENT_ID
@@ -77,10 +85,15 @@ class _IdempotentResult:
     reply: Reply
 
 
-def _error_reply(error: TrutoError, extra_headers: dict[str, str] | None = None) -> Reply:
+def _error_reply(
+    error: TrutoError, extra_headers: dict[str, str] | None = None, config: SandboxConfig | None = None
+) -> Reply:
     headers = dict(extra_headers or {})
     headers.update(error.headers)
-    return Reply.json(error.body(), error.status, headers)
+    body = error.body()
+    if config is not None and config.remote_error_message == "raw_response" and error.remote:
+        body["message"] = ""  # Truto may leave it empty for provider errors: the text is in raw_response
+    return Reply.json(body, error.status, headers)
 
 
 class Sandbox:
@@ -150,7 +163,7 @@ class Sandbox:
         try:
             reply = await self._route(request, record)
         except TrutoError as error:
-            reply = _error_reply(error)
+            reply = _error_reply(error, config=self.config)
         record.status = reply.status
         await self._deliver(reply, send, record)
 
@@ -207,8 +220,13 @@ class Sandbox:
     def _tools(self, account_id: str, query: dict[str, Any]) -> Reply:
         if account_id != self.config.integrated_account_id:
             raise TrutoError(404, f"integrated account not found: {account_id}")
-        tools = select_tools(self.config.id_location, _as_list(query.get("methods")), _as_list(query.get("tags")))
+        tools = self.tools(_as_list(query.get("methods")), _as_list(query.get("tags")))
         return Reply.json({self.config.tools_envelope: tools})
+
+    def tools(self, methods: list[str], tags: list[str]) -> list[dict[str, Any]]:
+        """The tools this account publishes (`/tools` and its MCP servers), as its settings shape them."""
+        custom = {("session_summaries", "get"): SUMMARY_CUSTOM_METHOD} if self.config.summary_method == "custom" else {}
+        return select_tools(self.config.id_location, methods, tags, custom_methods=custom)
 
     # ------------------------------------------------------------------ the proxy
 
@@ -234,7 +252,7 @@ class Sandbox:
         try:
             reply = await self._proxy_call(request, record, resource, record_id, truto_method, rate_headers)
         except TrutoError as error:
-            reply = _error_reply(error, rate_headers)
+            reply = _error_reply(error, rate_headers, self.config)
         return reply
 
     async def _proxy_call(
@@ -367,7 +385,7 @@ class Sandbox:
         if isinstance(provider_reply, PageReply):
             return Reply.json(
                 {
-                    "result": provider_reply.items,
+                    self.config.list_envelope: provider_reply.items,
                     "next_cursor": provider_reply.next_cursor,
                     "prev_cursor": None,
                     "result_count": len(provider_reply.items),
@@ -430,9 +448,8 @@ def _proxy_route(method: str, rest: list[str]) -> tuple[str, str | None, str]:
     if method == "GET":
         return resource, second, "get" if second else "list"
     if method == "POST":
-        if second is not None:
-            raise TrutoError(404, f"custom method `{second}` is not defined for resource `{resource}`")
-        return resource, None, "create"
+        # POST /proxy/{resource}/{method} runs a custom method (the provider says 404 if it has no such method)
+        return resource, None, second or "create"
     if method == "PATCH" and second is not None:
         return resource, second, "update"
     if method == "DELETE" and second is not None:

@@ -6,7 +6,7 @@ Each tool has Truto's fields: name, description, resource, method, query/body JS
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -80,7 +80,8 @@ class ToolSpec:
     tags: tuple[str, ...] = ()
     id_description: str | None = None
 
-    def to_json(self, id_location: IdLocation) -> dict[str, Any]:
+    def to_json(self, id_location: IdLocation, method: str | None = None) -> dict[str, Any]:
+        """Truto's tool JSON; `method` serves the tool as another (custom) method of the same resource."""
         query = copy.deepcopy(self.query)
         body = copy.deepcopy(self.body)
         required = list(self.required)
@@ -95,7 +96,7 @@ class ToolSpec:
             "name": self.name,
             "description": self.description,
             "resource": self.resource,
-            "method": self.method,
+            "method": method or self.method,
             "query_schema": {"type": "object", "properties": query},
             "body_schema": {"type": "object", "properties": body},
             "required": required,
@@ -424,8 +425,13 @@ def select_tools(
     id_location: IdLocation,
     methods: Iterable[str] = (),
     tags: Iterable[str] = (),
+    *,
+    custom_methods: Mapping[tuple[str, str], str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The tools as Truto lists them, filtered like `?methods=` (read, write, custom, names) and `?tags=`."""
+    """The tools as Truto lists them, filtered like `?methods=` (read, write, custom, names) and `?tags=`.
+
+    `custom_methods` maps a tool's (resource, method) to the custom method the account serves it as instead.
+    """
     wanted_methods = _split(methods)
     allowed: set[str] = set()
     for name in wanted_methods:
@@ -433,13 +439,14 @@ def select_tools(
     wanted_tags = _split(tags)
     selected = []
     for spec in TOOLS:
+        method = (custom_methods or {}).get((spec.resource, spec.method), spec.method)
         if wanted_methods:
-            is_custom = spec.method not in CRUD_METHODS
-            if spec.method not in allowed and not ("custom" in wanted_methods and is_custom):
+            is_custom = method not in CRUD_METHODS
+            if method not in allowed and not ("custom" in wanted_methods and is_custom):
                 continue
         if wanted_tags and not wanted_tags.intersection(spec.tags):
             continue
-        selected.append(spec.to_json(id_location))
+        selected.append(spec.to_json(id_location, method))
     return selected
 
 

@@ -58,6 +58,7 @@ ProviderReply = JsonReply | PageReply | BinaryReply
 Handler = Callable[[ProviderCall], ProviderReply]
 
 ROLES = {"host": "HOST", "guest": "GUEST"}
+SUMMARY_CUSTOM_METHOD = "summary"  # the summary's custom method name when the account serves it that way
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -198,6 +199,7 @@ class CoviuApi:
             ("sessions", "update"): self.update_session,
             ("sessions", "delete"): self.cancel_session,
             ("session_summaries", "get"): self.get_session_summary,
+            ("session_summaries", SUMMARY_CUSTOM_METHOD): self.summary_custom_method,
             ("participants", "list"): self.list_participants,
             ("participants", "get"): self.get_participant,
             ("participants", "create"): self.create_participant,
@@ -214,8 +216,15 @@ class CoviuApi:
         }
         self.resources = {resource for resource, _ in self.handlers}
 
+    def served(self, resource: str, method: str) -> bool:
+        """Whether this account serves (resource, method): the summary is a get or a custom method, never both."""
+        if resource == "session_summaries":
+            custom = self._config().summary_method == "custom"
+            return method == (SUMMARY_CUSTOM_METHOD if custom else "get")
+        return (resource, method) in self.handlers
+
     def handle(self, call: ProviderCall) -> ProviderReply:
-        handler = self.handlers.get((call.resource, call.method))
+        handler = self.handlers.get((call.resource, call.method)) if self.served(call.resource, call.method) else None
         if handler is None:
             if call.resource not in self.resources:
                 raise TrutoError(404, f"resource `{call.resource}` not found for integration coviu")
@@ -330,7 +339,7 @@ class CoviuApi:
         }
 
     def submission_json(self, submission: Submission) -> dict[str, Any]:
-        return {
+        payload = {
             "item_submission_id": submission.submission_id,
             "secure_collection_id": submission.collection_id,
             "session_id": submission.session_id,
@@ -341,6 +350,10 @@ class CoviuApi:
             "locked_at": self._t(submission.locked_at),
             "action_status": submission.action_status,
         }
+        if self._config().submission_layout == "sparse":
+            # the same fields, keys in another order, unset ones left out rather than null
+            return {key: payload[key] for key in sorted(payload) if payload[key] is not None}
+        return payload
 
     def file_json(self, media: MediaFile) -> dict[str, Any]:
         return {
@@ -358,10 +371,14 @@ class CoviuApi:
         start_from = _time(q, "start_time")
         end_until = _time(q, "end_time")
         order = _choice(q, "order", ("forward", "reverse"))
-        include_canceled = _bool(q, "include_canceled")
+        include_canceled = (
+            _bool(q, "include_canceled")
+            if q.get("include_canceled") not in (None, "")
+            else self._config().canceled_listed_by_default
+        )
         include_deleted = _bool(q, "deleted_participants")
         state = _opt_str(q, "state")
-        limit = parse_limit(q.get("limit"))
+        limit = self._limit(q)
         mode = ("start" if start_from or end_until else "created") + ":" + order
         after = cursor_key(decode_cursor(q.get("next_cursor"), call.resource), mode, call.resource)
         entries = self.store.iter_sessions(
@@ -374,6 +391,12 @@ class CoviuApi:
         )
         sessions, cursor = page_by_key(entries, limit, {"r": call.resource, "m": mode})
         return PageReply([self.session_json(s, include_deleted) for s in sessions], cursor)
+
+    def _limit(self, query: dict[str, Any]) -> int:
+        """The page size: `limit` (checked either way), unless the account pages by its own fixed size."""
+        limit = parse_limit(query.get("limit"))
+        fixed = self._config().page_size
+        return limit if fixed is None else fixed
 
     def _record_id(self, call: ProviderCall) -> str:
         if not call.record_id:
@@ -438,13 +461,21 @@ class CoviuApi:
     def get_session_summary(self, call: ProviderCall) -> ProviderReply:
         return JsonReply(self.summary_json(self.store.get_session(self._record_id(call))))
 
+    def summary_custom_method(self, call: ProviderCall) -> ProviderReply:
+        """The summary as a custom method (`POST /proxy/session_summaries/summary`): `id` in the body or query."""
+        body = _body(call, {"id"})
+        record_id = body.get("id", call.query.get("id"))
+        if not isinstance(record_id, str) or not record_id:
+            raise TrutoError(400, f"missing required parameter `id` for {call.resource}.{call.method}")
+        return JsonReply(self.summary_json(self.store.get_session(record_id)))
+
     # ------------------------------------------------------------------ participants
 
     def list_participants(self, call: ProviderCall) -> ProviderReply:
         session = self.store.get_session(_required_param(call, "session_id"))
         people = self.store.session_participants(session, _bool(call.query, "deleted_participants"))
         cursor = decode_cursor(call.query.get("next_cursor"), call.resource)
-        page, next_cursor = page_by_offset(people, parse_limit(call.query.get("limit")), cursor, call.resource)
+        page, next_cursor = page_by_offset(people, self._limit(call.query), cursor, call.resource)
         return PageReply([self.participant_json(p) for p in page], next_cursor)
 
     def get_participant(self, call: ProviderCall) -> ProviderReply:
@@ -476,7 +507,7 @@ class CoviuApi:
 
     def _page(self, call: ProviderCall, items: list[Any]) -> PageReply:
         cursor = decode_cursor(call.query.get("next_cursor"), call.resource)
-        page, next_cursor = page_by_offset(items, parse_limit(call.query.get("limit")), cursor, call.resource)
+        page, next_cursor = page_by_offset(items, self._limit(call.query), cursor, call.resource)
         return PageReply(page, next_cursor)
 
     def list_waiting_queue_calls(self, call: ProviderCall) -> ProviderReply:
@@ -506,7 +537,7 @@ class CoviuApi:
         created_until = _time(q, "until")
         order = _choice(q, "order", ("asc", "desc"))
         order_by = _choice(q, "orderBy", ("created_at",))
-        limit = parse_limit(q.get("limit"))
+        limit = self._limit(q)
         mode = f"{order_by}:{order}"
         after = cursor_key(decode_cursor(q.get("next_cursor"), call.resource), mode, call.resource)
         entries = self.store.iter_submissions(

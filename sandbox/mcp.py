@@ -32,7 +32,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from starlette.requests import Request
 
-from sandbox.catalog import CRUD_METHODS, METHOD_GROUPS, select_tools
+from sandbox.catalog import CRUD_METHODS, METHOD_GROUPS
 from sandbox.errors import TrutoError
 from sandbox.querystring import parse_query
 from sandbox.timefmt import TimeParseError, format_time, parse_time
@@ -226,7 +226,7 @@ class SandboxMcp:
                 raise TrutoError(400, f"`expires_at`: {exc}") from exc
             if expires_at <= self.sandbox.clock.now():
                 raise TrutoError(400, "`expires_at` must be in the future")
-        if not select_tools(self.sandbox.config.id_location, methods, tags):
+        if not self.sandbox.tools(methods, tags):
             raise TrutoError(400, "no AI-ready tool matches config.methods and config.tags; widen the filter")
         server = McpServerRecord(
             id=str(uuid.uuid4()),
@@ -312,7 +312,7 @@ class SandboxMcp:
 
     def _server(self, record: McpServerRecord) -> Server[Any, Any]:
         server: Server[Any, Any] = Server("truto-mcp-sandbox", instructions="Coviu tools of the sandbox account")
-        tools = {t["name"]: t for t in select_tools(self.sandbox.config.id_location, record.methods, record.tags)}
+        tools = {t["name"]: t for t in self.sandbox.tools(record.methods, record.tags)}
 
         @server.list_tools()
         async def list_tools() -> list[types.Tool]:
@@ -351,7 +351,8 @@ class SandboxMcp:
         if method in ("get", "update", "delete") and not record_id:
             return _error_result(TrutoError(400, f"missing required argument `id` for {tool['name']}"))
         verb = HTTP_VERBS.get(method, "POST")
-        rest = [tool["resource"]] + ([record_id] if record_id else [])
+        custom = method not in HTTP_VERBS  # a custom method: POST /proxy/{resource}/{method}
+        rest = [tool["resource"]] + ([record_id] if record_id else []) + ([method] if custom else [])
         raw_query = _encode_query({**query, "integrated_account_id": self.sandbox.config.integrated_account_id})
         content = json.dumps(body).encode() if verb in ("POST", "PATCH") else b""
         request = _internal_request(verb, "/proxy/" + "/".join(rest), raw_query, content, idempotency_key)
@@ -368,7 +369,7 @@ class SandboxMcp:
         try:
             reply = await self.sandbox._proxy(request, record, rest)
         except TrutoError as error:
-            reply = _error_reply(error)
+            reply = _error_reply(error, config=self.sandbox.config)
         record.status = reply.status
         if delivery is not None:
             delivery.headers.update({k: v for k, v in reply.headers.items() if k.lower() in FORWARDED_HEADERS})
