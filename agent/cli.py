@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from agent.redact import SafeConsole, run_guarded, styled
 from agent.settings import Settings
+from tools.textsafety import has_unsafe_chars
 
 if TYPE_CHECKING:
     from graphs.context import Services
@@ -27,14 +28,20 @@ T = TypeVar("T")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL = 0, 2, 3, 4
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run a telehealth clinic's Coviu account.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
+    help="Run a telehealth clinic's Coviu account.",
+)
 queue_app = typer.Typer(no_args_is_help=True, help="The waiting queue.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu simulator.")
 app.add_typer(queue_app, name="queue")
 app.add_typer(sandbox_app, name="sandbox")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Strings printed through these are text, never markup; secrets redacted, control/bidi characters escaped.
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -44,13 +51,16 @@ class BadInput(Exception):
 
 def fail(code: int, message: str, *, as_json: bool = False, extra: dict[str, Any] | None = None) -> NoReturn:
     if as_json:
-        sys.stdout.write(json.dumps({"error": message, "exit_code": code, **(extra or {})}) + "\n")
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        emit_json({"error": message, "exit_code": code, **(extra or {})})
+    err.print(styled("error:", "bold red", message), highlight=False)
     raise typer.Exit(code)
 
 
 def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+    """One JSON object on stdout: secrets redacted, bidi/C1 characters as \\u escapes (the same data)."""
+    from tools.textsafety import redact_value, safe_json
+
+    sys.stdout.write(safe_json(json.dumps(redact_value(payload), ensure_ascii=False, default=str)) + "\n")
 
 
 def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
@@ -176,6 +186,8 @@ def triage(
         for label, value in (("--patient-name", patient_name), ("--host-name", host_name)):
             if value is not None and (not value.strip() or len(value) > 120):
                 raise BadInput(f"{label}: expected a non-empty name of at most 120 characters")
+            if value is not None and has_unsafe_chars(value):
+                raise BadInput(f"{label}: control or bidi characters are not allowed in a display name")
         if len(request) > 4000:
             raise BadInput("REQUEST: expected at most 4000 characters")
         check_id("--team-id", team_id)
@@ -245,7 +257,7 @@ def triage(
         code = EXIT_BAD_INPUT if state.get("queue") is None and "404" in str(state.get("last_error")) else EXIT_UPSTREAM
         if as_json:
             emit_json({**result, "error": failure, "exit_code": code})
-        err.print(f"[bold red]triage did not finish:[/] {failure}", highlight=False)
+        err.print(styled("triage did not finish:", "bold red", str(failure)), highlight=False)
         raise typer.Exit(code)
     if as_json:
         emit_json(result)
@@ -441,7 +453,7 @@ def queue_watch(
                         highlight=False,
                     )
                     for line in new_alerts:
-                        out.print(f"[bold yellow]ALERT[/] {line}", highlight=False)
+                        out.print(styled("ALERT", "bold yellow", line), highlight=False)
                 checks += 1
                 if once or (max_checks and checks >= max_checks):
                     return
@@ -511,7 +523,7 @@ __all__ = ["app", "cli_assistant", "cli_mcp", "cli_recordings", "cli_schedule", 
 
 
 def main() -> None:
-    app()
+    run_guarded(app)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""`coviu-agent ask REQUEST`: the assistant graph at the command line, with approval for anything destructive.
+"""`coviu-agent ask REQUEST`: the assistant graph at the command line; every call that is not a list/get waits for
+approval.
 
-Approval: `--yes`, a yes/no prompt at a terminal, or exit 4 with the pending action as JSON and a resume command.
+The pending calls are a LangChain HITLRequest (the interrupt Studio and Agent Chat UI answer too). At the command
+line: a prompt per action at a terminal; else exit 4 with the request as JSON. Then `--thread-id T --yes` approves
+exactly the listed calls (anything the run asks next stops again), `--no` rejects, `--decisions FILE` answers each
+with approve / edit / reject.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import sys
 import uuid
@@ -45,18 +50,23 @@ RECURSION_LIMIT = 200  # a backstop only: the graph bounds model calls per reque
 MAX_APPROVAL_ROUNDS = 50
 MAX_REQUEST_CHARS = 4000
 
-# Given the pending destructive actions: True approves, False rejects, None means "nobody can answer now".
-Decide = Callable[[list[dict[str, Any]]], Awaitable[bool | None]]
+# Given the pending approval request (HITLRequest) and whether an earlier run listed it (exit 4), the decisions
+# (one approve/edit/reject per action, in order), or None when nobody can answer now (exit 4).
+Decide = Callable[[dict[str, Any], bool], Awaitable[list[dict[str, Any]] | None]]
 
 
 @dataclass
 class AskOutcome:
-    """How a request ended: an answer, or actions waiting for approval on `thread_id`."""
+    """How a request ended: an answer, or calls waiting for approval on `thread_id` (a HITLRequest)."""
 
     thread_id: str
     answer: str = ""
     tool_calls: int = 0
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self.request.get("action_requests") or [])
 
     @property
     def needs_approval(self) -> bool:
@@ -67,14 +77,25 @@ class AskOutcome:
         return f"coviu-agent ask --thread-id {shlex.quote(self.thread_id)} --yes"
 
 
-def pending_actions(snapshot: Any) -> list[dict[str, Any]]:
-    """The destructive calls a paused assistant thread is waiting on (from its interrupts)."""
-    actions: list[dict[str, Any]] = []
+def pending_request(snapshot: Any) -> dict[str, Any]:
+    """The approval request (HITLRequest) a paused assistant thread is waiting on; empty when none."""
     for pending in getattr(snapshot, "interrupts", ()) or ():
         value = getattr(pending, "value", None)
-        if isinstance(value, dict):
-            actions.extend(dict(a) for a in value.get("pending") or [])
-    return actions
+        if isinstance(value, dict) and value.get("action_requests"):
+            return dict(value)
+    return {}
+
+
+def load_decisions(path: Path) -> list[dict[str, Any]]:
+    """`--decisions FILE`: a HITLResponse (`{"decisions": [...]}`) or the bare list, as JSON."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"--decisions: cannot read {path} as JSON ({type(exc).__name__})") from None
+    decisions = data.get("decisions") if isinstance(data, dict) else data
+    if not isinstance(decisions, list) or not all(isinstance(d, dict) for d in decisions):
+        raise BadInput('--decisions: expected {"decisions": [{"type": "approve"|"edit"|"reject", ...}, ...]}')
+    return decisions
 
 
 def _summarize(messages: list[Any]) -> tuple[str, int]:
@@ -155,60 +176,77 @@ async def _run(
     context = Context(
         team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=services
     )
-    waiting = pending_actions(await graph.aget_state(config))
+    waiting = pending_request(await graph.aget_state(config))
     if waiting and request:
+        names = ", ".join(str(a.get("name", "?")) for a in waiting["action_requests"])
         raise BadInput(
-            f"thread {thread} is waiting for approval of {', '.join(a.get('tool', '?') for a in waiting)}; "
+            f"thread {thread} is waiting for approval of {names}; "
             f"answer it first: `coviu-agent ask --thread-id {thread} --yes` (or --no)"
         )
+    # what an earlier run showed (exit 4) and the user may now answer with --yes / --decisions; nothing else
+    listed = waiting
     if not waiting:
         if not request.strip():
             raise BadInput("REQUEST: say what to do (or give --thread-id of a thread waiting for approval)")
         await graph.ainvoke({"messages": [HumanMessage(content=request)]}, config, context=context)
     for _ in range(MAX_APPROVAL_ROUNDS):
         snapshot = await graph.aget_state(config)
-        waiting = pending_actions(snapshot)
+        waiting = pending_request(snapshot)
         if not waiting:
             answer, calls = _summarize(list(snapshot.values.get("messages", [])))
             return AskOutcome(thread, answer=answer, tool_calls=calls)
-        decision = await decide(waiting) if decide is not None else None
-        if decision is None:
-            return AskOutcome(thread, pending=waiting)
-        await graph.ainvoke(Command(resume={"approved": decision}), config, context=context)
+        decisions = await decide(waiting, waiting == listed) if decide is not None else None
+        listed = {}  # a listed request is answered once; whatever the run asks next was never shown
+        if decisions is None:
+            return AskOutcome(thread, request=waiting)
+        if len(decisions) != len(waiting["action_requests"]):
+            raise BadInput(
+                f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
+            )
+        await graph.ainvoke(Command(resume={"decisions": decisions}), config, context=context)
     raise BadInput(f"thread {thread}: too many approval rounds in one request")
 
 
 def report_outcome(outcome: AskOutcome, *, as_json: bool) -> None:
-    """Print the answer (exit 0), or the pending actions as JSON with the resume command (exit 4)."""
+    """Print the answer (exit 0), or the pending calls as JSON (a HITLRequest) with the resume command (exit 4)."""
     if outcome.needs_approval:
-        emit_json({"pending": outcome.pending, "thread_id": outcome.thread_id, "resume": outcome.resume})
+        emit_json({**outcome.request, "thread_id": outcome.thread_id, "resume": outcome.resume})
         err.print(
-            f"needs approval: {len(outcome.pending)} irreversible action(s) pending; run `{outcome.resume}` "
-            "to approve (or --no to reject)",
+            f"needs approval: {len(outcome.pending)} action(s) pending; run `{outcome.resume}` to approve exactly "
+            "these (or --no to reject, or --decisions FILE to approve/edit/reject each)",
             highlight=False,
-            markup=False,
         )
         raise typer.Exit(EXIT_APPROVAL)
     if as_json:
         emit_json({"answer": outcome.answer, "thread_id": outcome.thread_id, "tool_calls": outcome.tool_calls})
     else:
-        out.print(outcome.answer, highlight=False, markup=False)
+        out.print(outcome.answer, highlight=False)
 
 
-def terminal_decider(*, yes: bool, no: bool, interactive: bool) -> Decide:
-    """--yes / --no decide; otherwise ask at a terminal; with neither, nobody can answer (exit 4)."""
+def terminal_decider(
+    *, yes: bool, no: bool, interactive: bool, decisions: list[dict[str, Any]] | None = None
+) -> Decide:
+    """--no rejects everything; --yes and --decisions answer only the request an earlier run listed (exit 4);
+    otherwise each action is asked at a terminal; with none of these, nobody can answer (exit 4)."""
 
-    async def decide(pending: list[dict[str, Any]]) -> bool | None:
-        if yes:
-            return True
+    async def decide(request: dict[str, Any], listed: bool) -> list[dict[str, Any]] | None:
+        actions = list(request.get("action_requests") or [])
         if no:
-            return False
+            return [{"type": "reject", "message": "rejected with --no"} for _ in actions]
+        if decisions is not None and listed:
+            return decisions
+        if yes and listed:
+            return [{"type": "approve"} for _ in actions]
         if not interactive:
             return None
-        err.print("The assistant wants to do something irreversible:", highlight=False, markup=False)
-        for action in pending:
-            err.print(f"  - {action.get('action')}: {action.get('tool')} {action.get('arguments')}", markup=False)
-        return bool(await asyncio.to_thread(typer.confirm, "Approve?", default=False, err=True))
+        answers: list[dict[str, Any]] = []
+        err.print("The assistant wants to change the account:", highlight=False)
+        for action in actions:
+            args = json.dumps(action.get("args"), ensure_ascii=False, sort_keys=True)
+            err.print(f"  - {action.get('description')}: {action.get('name')} {args}", highlight=False)
+            approved = await asyncio.to_thread(typer.confirm, "Approve this one?", default=False, err=True)
+            answers.append({"type": "approve"} if approved else {"type": "reject"})
+        return answers
 
     return decide
 
@@ -216,8 +254,15 @@ def terminal_decider(*, yes: bool, no: bool, interactive: bool) -> Decide:
 @app.command()
 def ask(
     request: str = typer.Argument("", help="What to do, e.g. 'Billable minutes for session S'."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Approve cancelling/deleting without asking."),
-    no: bool = typer.Option(False, "--no", help="Reject any cancel/delete the assistant asks for."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Approve exactly the actions the previous run listed (exit 4); nothing new."
+    ),
+    no: bool = typer.Option(False, "--no", help="Reject every action the assistant asks approval for."),
+    decisions_file: str | None = typer.Option(
+        None,
+        "--decisions",
+        help='JSON {"decisions": [{"type": "approve"|"edit"|"reject", ...}]}, one per listed action (exit 4 output).',
+    ),
     thread_id: str | None = typer.Option(
         None, "--thread-id", help="Continue this conversation, or resume one waiting for approval."
     ),
@@ -234,8 +279,9 @@ def ask(
 ) -> None:
     """Free-form requests with every tool; anything irreversible waits for approval (exit 4 without one)."""
     try:
-        if yes and no:
-            raise BadInput("--yes and --no: give one of them")
+        if sum((yes, no, decisions_file is not None)) > 1:
+            raise BadInput("--yes, --no and --decisions: give one of them")
+        decisions = load_decisions(Path(decisions_file)) if decisions_file is not None else None
         if len(request) > MAX_REQUEST_CHARS:
             raise BadInput(f"REQUEST: expected at most {MAX_REQUEST_CHARS} characters")
         if not request.strip() and not thread_id:
@@ -249,12 +295,15 @@ def ask(
     settings = load_settings(verbose, as_json)
     if settings.openai_api_key is None:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
-    decide = terminal_decider(yes=yes, no=no, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    decide = terminal_decider(
+        yes=yes, no=no, decisions=decisions, interactive=sys.stdin.isatty() and sys.stderr.isatty()
+    )
 
     async def body() -> AskOutcome:
         from langchain_core.exceptions import ModelAuthenticationError, ModelError, ModelNotFoundError
 
         from tools.errors import CoviuAgentError
+        from tools.textsafety import error_record
 
         try:
             return await run_ask(
@@ -273,6 +322,6 @@ def ask(
                 "OPENAI_BASE_URL and COVIU_AGENT_MODEL"
             ) from None
         except ModelError as exc:  # after the openai SDK's own retries
-            raise CoviuAgentError(f"the LLM failed ({type(exc).__name__}): {str(exc)[:300]}") from None
+            raise CoviuAgentError(f"the LLM failed: {error_record(exc)[:300]}") from None
 
     report_outcome(run_async(body, as_json=as_json), as_json=as_json)

@@ -1,6 +1,7 @@
-"""Logging to stderr with secrets redacted from every record, whatever the level.
+"""Logging to stderr with secrets redacted from every record (message, arguments, traceback), whatever the level.
 
-Patient names are never logged at INFO by our code; ids and counts are.
+Patient names are never logged at INFO by our code; ids and counts are. Text from outside in a record is
+shown with control and bidi characters escaped, on one line.
 """
 
 from __future__ import annotations
@@ -9,36 +10,44 @@ import logging
 import sys
 from collections.abc import Iterable
 
-REDACTED = "[redacted]"
+from tools.textsafety import REDACTED, REDACTOR, clean_line, redact, register_secrets
+
+__all__ = ["REDACTED", "RedactSecrets", "RedactingFormatter", "configure_logging"]
 
 
 class RedactSecrets(logging.Filter):
-    """Replace any secret value that appears in a log record's message or arguments."""
+    """Render a record's message with its arguments, redacted and on one line, before any handler sees it."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        register_secrets(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self._scrub(record.getMessage())
-            record.args = None
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = clean_line(message)
+        record.args = None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """The formatted record, traceback included, passes through the redactor."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     """One stderr handler for the app; noisy libraries stay at WARNING unless DEBUG."""
+    register_secrets(secrets)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(REDACTOR.secrets))
     root.addHandler(handler)
     root.setLevel(level)
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING

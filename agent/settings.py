@@ -19,6 +19,23 @@ SANDBOX_API_KEY = "sandbox"
 SANDBOX_BASE_URL = "http://sandbox.local"
 
 
+def _insecure(url: str) -> bool:
+    """Plain http:// to a host that is not loopback (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def default_state_path() -> str:
     return str(Path(user_state_dir("coviu-agent")) / "checkpoints.sqlite")
 
@@ -33,6 +50,8 @@ class Settings(BaseSettings):
     truto_base_url: str = Field(default="https://api.truto.one", validation_alias="TRUTO_BASE_URL")
     truto_mcp_url: SecretStr | None = Field(default=None, validation_alias="TRUTO_MCP_URL")
     truto_rate_limit: int = Field(default=50, ge=1, le=10_000, validation_alias="TRUTO_RATE_LIMIT_PER_10S")
+    # plain http:// to a host other than loopback would send the token in clear: refused unless this is set
+    truto_allow_insecure: bool = Field(default=False, validation_alias="TRUTO_ALLOW_INSECURE")
 
     coviu_team_id: str | None = Field(default=None, validation_alias="COVIU_TEAM_ID")
     coviu_waiting_queue_id: str | None = Field(default=None, validation_alias="COVIU_WAITING_QUEUE_ID")
@@ -94,6 +113,17 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ---------------------------------------------------------------------------------
+        if not self.truto_allow_insecure:
+            if self.truto_api_key is not None and _insecure(self.truto_base_url):
+                raise ValueError(
+                    "TRUTO_BASE_URL is plain http:// to a non-loopback host: the token would be sent in clear "
+                    "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
+                )
+            if self.truto_mcp_url is not None and _insecure(self.truto_mcp_url.get_secret_value()):
+                raise ValueError(
+                    "TRUTO_MCP_URL is plain http:// to a non-loopback host: its token would be sent in clear "
+                    "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
+                )
 
     @property
     def uses_sandbox(self) -> bool:

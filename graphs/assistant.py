@@ -1,16 +1,20 @@
 """The assistant: a ReAct loop with every catalog tool bound to the LLM, made safe for a clinic.
 
-plan (LLM) → approve (a human approves anything destructive) → the shared act → plan, bounded per request.
+plan (LLM) → approve (a human approves every call that is not a list/get, bound to its exact arguments)
+→ the shared act → plan, bounded per request.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+from langchain.agents.middleware.human_in_the_loop import ActionRequest, DecisionType, HITLRequest, ReviewConfig
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -23,8 +27,10 @@ from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import (
     MAX_REFUSALS,
+    ApprovalGate,
     CallOutcome,
     RetryState,
+    call_fingerprint,
     default_ids,
     fill_ids,
     make_act_node,
@@ -34,6 +40,7 @@ from graphs.nodes import (
 )
 from graphs.planning import llm_plan
 from prompts import load_prompt
+from tools.catalog import ToolSpec
 from tools.errors import UnknownToolError
 
 log = logging.getLogger(__name__)
@@ -55,7 +62,7 @@ class AssistantState(TypedDict, total=False):
     waiting_queue_id: str | None
     collection_id: str | None
     session_id: str | None  # the last session this conversation created ("that session")
-    approved: list[str]  # tool-call ids a human approved in this request
+    approvals: list[str]  # fingerprints of exact calls a human approved in this request, each used once
     model_calls: int
     refusals: int
     last_refusal: str | None
@@ -63,56 +70,85 @@ class AssistantState(TypedDict, total=False):
     retry: RetryState
 
 
-class PendingAction(TypedDict):
-    """One destructive call waiting for a human's yes or no (the interrupt's payload)."""
+APPROVALS = ApprovalGate()  # anything but list/get, including custom methods, waits for a human
+ALLOWED_DECISIONS: list[DecisionType] = ["approve", "edit", "reject"]
 
-    call_id: str
-    tool: str
+
+@dataclass(frozen=True)
+class PendingCall:
+    """One call waiting for a human: the model's call, its tool, the arguments that will be sent, their fingerprint."""
+
+    call: dict[str, Any]
+    spec: ToolSpec
     arguments: dict[str, Any]
-    action: str
+    fingerprint: str
+
+    def request(self) -> ActionRequest:
+        return ActionRequest(
+            name=self.spec.name, args=self.arguments, description=_action_text(self.spec, self.arguments)
+        )
 
 
-def approval_granted(answer: Any) -> bool:
-    """The resume value: `{"approved": true}` (or a bare bool). Anything else means no."""
-    if isinstance(answer, Mapping):
-        return answer.get("approved") is True
-    return answer is True
-
-
-def _is_approved(state: Mapping[str, Any], call_id: str) -> bool:
-    return call_id in (state.get("approved") or [])
-
-
-def _action_text(name: str, spec_description: str, arguments: Mapping[str, Any]) -> str:
-    first = spec_description.split(". ")[0].rstrip(".") if spec_description else name
+def _action_text(spec: ToolSpec, arguments: Mapping[str, Any]) -> str:
+    first = spec.description.split(". ")[0].rstrip(".") if spec.description else spec.name
     target = arguments.get("id")
-    return f"{first} ({target})" if target else first
+    text = f"{first} ({target})" if target else first
+    return f"{text}: {spec.name} ({spec.method} {spec.resource})"
 
 
-def destructive_calls(services: Services, state: Mapping[str, Any]) -> list[PendingAction]:
-    """Pending destructive calls of the last model turn that nobody approved yet, with the ids that will be sent."""
+def calls_needing_approval(services: Services, state: Mapping[str, Any]) -> list[PendingCall]:
+    """Calls of the last model turn that need a human and have no unused approval, with what will be sent."""
     _, calls = pending_tool_calls(list(state.get("messages", [])))
-    approved = set(state.get("approved") or [])
+    granted = Counter(APPROVALS.granted(state))
     ids = default_ids(state)
-    out: list[PendingAction] = []
+    out: list[PendingCall] = []
     for call in calls:
-        call_id = str(call.get("id"))
         try:
             spec = services.toolbox.executor.spec(str(call.get("name")))
         except UnknownToolError:
             continue  # act answers it with an error; nothing is sent
-        if not spec.is_destructive or call_id in approved:
+        if not APPROVALS.needs(spec):
             continue
         arguments = fill_ids(spec, call.get("args") or {}, ids)
-        out.append(
-            PendingAction(
-                call_id=call_id,
-                tool=spec.name,
-                arguments=arguments,
-                action=_action_text(spec.name, spec.description, arguments),
-            )
-        )
+        fingerprint = call_fingerprint(spec.name, arguments)
+        if granted[fingerprint] > 0:
+            granted[fingerprint] -= 1
+            continue
+        out.append(PendingCall(call, spec, arguments, fingerprint))
     return out
+
+
+def approval_request(pending: list[PendingCall]) -> HITLRequest:
+    """The interrupt's payload, in LangChain's HumanInTheLoopMiddleware format (Studio and Agent Chat UI render it)."""
+    names = list(dict.fromkeys(p.spec.name for p in pending))
+    return HITLRequest(
+        action_requests=[p.request() for p in pending],
+        review_configs=[ReviewConfig(action_name=n, allowed_decisions=list(ALLOWED_DECISIONS)) for n in names],
+    )
+
+
+class DecisionError(ValueError):
+    """A resume value that is not one decision per pending action."""
+
+
+def parse_decisions(answer: Any, count: int) -> list[dict[str, Any]]:
+    """`{"decisions": [...]}` (HITLResponse) or the bare list: one approve/edit/reject per action, in order."""
+    decisions = answer.get("decisions") if isinstance(answer, Mapping) else answer
+    if not isinstance(decisions, list) or len(decisions) != count:
+        raise DecisionError(f"expected {count} decision(s) (approve, edit or reject), one per pending action")
+    for i, decision in enumerate(decisions):
+        kind = decision.get("type") if isinstance(decision, Mapping) else None
+        if kind not in ALLOWED_DECISIONS:
+            raise DecisionError(f"decisions[{i}].type: expected approve, edit or reject, got {kind!r}")
+        if kind == "edit":
+            action = decision.get("edited_action")
+            if not (isinstance(action, Mapping) and isinstance(action.get("name"), str)):
+                raise DecisionError(f"decisions[{i}].edited_action: expected {{'name': str, 'args': object}}")
+            if not isinstance(action.get("args", {}), Mapping):
+                raise DecisionError(f"decisions[{i}].edited_action.args: expected an object")
+        if kind == "reject" and not isinstance(decision.get("message", ""), str):
+            raise DecisionError(f"decisions[{i}].message: expected a string")
+    return [dict(d) for d in decisions]
 
 
 async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -122,7 +158,7 @@ async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str,
         "team_id": ctx.team_id(runtime.context, services),
         "waiting_queue_id": ctx.waiting_queue_id(runtime.context, services),
         "collection_id": ctx.collection_id(runtime.context, services),
-        "approved": [],
+        "approvals": [],
         "model_calls": 0,
         "refusals": 0,
         "last_refusal": None,
@@ -145,11 +181,20 @@ def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -
     )
 
 
-def _with_call_ids(message: AIMessage) -> AIMessage:
-    """Every tool call needs an id (its ToolMessage answers it); a few servers omit them."""
-    if all(call.get("id") for call in message.tool_calls):
+def _with_call_ids(message: AIMessage, history: list[AnyMessage]) -> AIMessage:
+    """Every tool call gets an id of its own: a missing id, or one the model reused (from an earlier call or twice in
+    this turn), is replaced, so a ToolMessage always answers exactly one call."""
+    used = {str(c.get("id")) for m in history if isinstance(m, AIMessage) for c in m.tool_calls}
+    used |= {m.tool_call_id for m in history if isinstance(m, ToolMessage)}
+    calls = []
+    for call in message.tool_calls:
+        call_id = str(call.get("id") or "")
+        if not call_id or call_id in used:
+            call_id = f"call_{uuid.uuid4().hex[:16]}"
+        used.add(call_id)
+        calls.append({**call, "id": call_id})
+    if [c["id"] for c in calls] == [c.get("id") for c in message.tool_calls]:
         return message
-    calls = [{**call, "id": call.get("id") or f"call_{uuid.uuid4().hex[:16]}"} for call in message.tool_calls]
     return message.model_copy(update={"tool_calls": calls})
 
 
@@ -170,7 +215,8 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
         text = "The assistant needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL / COVIU_AGENT_MODEL if needed)."
         return Command(goto=END, update={"messages": [AIMessage(content=text)]})
     system = system_prompt(state, services, services.clock.now())
-    message = _with_call_ids(await llm_plan(services, system, state.get("messages", [])))
+    history = list(state.get("messages", []))
+    message = _with_call_ids(await llm_plan(services, system, history), history)
     update: dict[str, Any] = {"messages": [message], "model_calls": calls + 1}
     if message.tool_calls:
         log.info("model asked for %s", ", ".join(str(c.get("name")) for c in message.tool_calls))
@@ -179,35 +225,61 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
 
 
 async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
-    """Destructive calls wait for a human: one interrupt for all of them; a no answers them with an error."""
+    """Calls that need a human wait in one interrupt (HITLRequest); each decision binds to its exact call.
+
+    approve: that call (tool + the arguments shown) may run once. edit: the edited call runs instead (approved as
+    edited). reject: the call is answered with an error carrying the reviewer's message; nothing is sent.
+    """
     services = await resolve_services(runtime.context)
-    pending = destructive_calls(services, state)
+    pending = calls_needing_approval(services, state)
     if not pending:
         return Command(goto="act")
-    answer = interrupt(
-        {
-            "question": "Approve these irreversible actions?",
-            "pending": pending,
-            "resume": {"approved": True},
-        }
-    )
-    ids = [p["call_id"] for p in pending]
-    if approval_granted(answer):
-        log.info("approved by the user: %s", ", ".join(p["tool"] for p in pending))
-        return Command(goto="act", update={"approved": [*(state.get("approved") or []), *ids]})
-    log.info("not approved by the user: %s", ", ".join(p["tool"] for p in pending))
-    rejected = [
-        ToolMessage(
-            content=f"{NOT_APPROVED}: {p['tool']} was not sent. Do not retry it; tell the user it was not done.",
-            tool_call_id=p["call_id"],
-            name=p["tool"],
-            status="error",
-        )
-        for p in pending
-    ]
-    _, calls = pending_tool_calls(list(state.get("messages", [])))
-    others = [c for c in calls if str(c.get("id")) not in ids]
-    return Command(goto="act" if others else "plan", update={"messages": rejected})
+    answer = interrupt(approval_request(pending))
+    try:
+        decisions = parse_decisions(answer, len(pending))
+    except DecisionError as exc:
+        log.info("approval answer not understood (%s): nothing approved", exc)
+        decisions = [{"type": "reject", "message": f"the answer was not understood ({exc})"} for _ in pending]
+    ai_message, _ = pending_tool_calls(list(state.get("messages", [])))
+    granted = APPROVALS.granted(state)
+    rejected: list[ToolMessage] = []
+    edits: dict[str, dict[str, Any]] = {}
+    for item, decision in zip(pending, decisions, strict=True):
+        call_id = str(item.call.get("id"))
+        if decision["type"] == "approve":
+            granted.append(item.fingerprint)
+        elif decision["type"] == "edit":
+            action = decision["edited_action"]
+            name, args = str(action["name"]), dict(action.get("args") or {})
+            edits[call_id] = {**item.call, "name": name, "args": args}
+            try:
+                spec = services.toolbox.executor.spec(name)
+            except UnknownToolError:
+                continue  # act answers the edited call with an error
+            granted.append(call_fingerprint(spec.name, fill_ids(spec, args, default_ids(state))))
+        else:
+            reason = str(decision.get("message") or "").strip()
+            rejected.append(
+                ToolMessage(
+                    content=f"{NOT_APPROVED}: {item.spec.name} was not sent."
+                    + (f" The user said: {reason}" if reason else "")
+                    + " Do not retry it; tell the user it was not done.",
+                    tool_call_id=call_id,
+                    name=item.spec.name,
+                    status="error",
+                )
+            )
+    kinds = Counter(str(d["type"]) for d in decisions)
+    log.info("approval decisions: %s", ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    update: dict[str, Any] = {"approvals": granted, "messages": []}
+    if edits and ai_message is not None:
+        calls = [edits.get(str(c.get("id")), dict(c)) for c in ai_message.tool_calls]
+        update["messages"].append(ai_message.model_copy(update={"tool_calls": calls}))
+    update["messages"].extend(rejected)
+    _, calls_left = pending_tool_calls(list(state.get("messages", [])))
+    answered = {m.tool_call_id for m in rejected}
+    others = [c for c in calls_left if str(c.get("id")) not in answered]
+    return Command(goto="act" if others else "plan", update=update)
 
 
 def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
@@ -228,8 +300,8 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
 
 
 def build_act_node() -> Any:
-    """The shared act node as the assistant uses it: destructive calls only with a recorded approval."""
-    return make_act_node(on_result=on_result, after="plan", ids_from_state=default_ids, approved=_is_approved)
+    """The shared act node as the assistant uses it: guarded calls only with an unused approval of that exact call."""
+    return make_act_node(on_result=on_result, after="plan", ids_from_state=default_ids, approved=APPROVALS)
 
 
 def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInput, AssistantState]:

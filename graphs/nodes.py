@@ -32,6 +32,7 @@ from tools.errors import (
 )
 from tools.executor import render_for_model
 from tools.guards import TemporalGuard
+from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,17 @@ def idempotency_key(call_id: str, arguments: Mapping[str, Any]) -> str:
 
 def error_text(error: BaseException) -> str:
     if isinstance(error, ToolArgumentError):
-        return f"Invalid arguments, nothing was sent. {error}. Fix the argument and call the tool again."
-    if isinstance(error, UnknownToolError):
-        return f"{error}. Use one of the tools you were given."
-    if isinstance(error, TrutoError):
-        return f"Error: {error.describe()}"
-    return f"Error: {error}"
+        text = f"Invalid arguments, nothing was sent. {error}. Fix the argument and call the tool again."
+    elif isinstance(error, UnknownToolError):
+        text = f"{error}. Use one of the tools you were given."
+    elif isinstance(error, TrutoError):
+        text = f"Error: {error.describe()}"
+    else:
+        text = f"Error: {error_record(error)}"
+    return redact(text)
 
 
+    """What a failed call tells the model and the state: text, secrets redacted (an upstream may echo the token)."""
 async def execute_call(
     services: Services,
     name: str,
@@ -229,7 +233,26 @@ def pending_tool_calls(messages: list[AnyMessage]) -> tuple[AIMessage | None, li
 
 ResultHandler = Callable[[CallOutcome, Mapping[str, Any], Services], dict[str, Any]]
 IdsFromState = Callable[[Mapping[str, Any]], dict[str, Any]]
-ApprovedCheck = Callable[[Mapping[str, Any], str], bool]
+
+
+def call_fingerprint(name: str, arguments: Mapping[str, Any]) -> str:
+    """The identity of one exact call (tool + canonical arguments as they will be sent): what an approval binds to.
+
+    Computed by the graph from the filled arguments, never from the model's tool-call id.
+    """
+    canonical = json.dumps({"tool": name, "args": arguments}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApprovalGate:
+    """Which calls need a human, and where a graph keeps the approvals (fingerprints, each used once)."""
+
+    needs: Callable[[ToolSpec], bool] = lambda spec: spec.needs_approval
+    key: str = "approvals"
+
+    def granted(self, state: Mapping[str, Any]) -> list[str]:
+        return [str(x) for x in (state.get(self.key) or [])]
 
 
 def default_ids(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,13 +275,14 @@ def session_facts(result: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def require_approval(policy: Policy, approved: bool) -> Policy:
-    """`policy`, plus: a destructive call (delete/cancel) is refused unless a human approved it."""
+def require_approval(policy: Policy, gate: ApprovalGate, granted: list[str]) -> Policy:
+    """`policy`, plus: a call the gate guards is refused unless this exact call (tool + filled arguments) was
+    approved."""
 
     def check(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
-        if spec.is_destructive and not approved:
+        if gate.needs(spec) and call_fingerprint(spec.name, arguments) not in granted:
             return (
-                f"Refused: {spec.name} is irreversible and was not approved by the user, so it was not sent. "
+                f"Refused: {spec.name} with these arguments was not approved by the user, so it was not sent. "
                 "Do not retry it; tell the user what you wanted to do and why."
             )
         return policy(spec, arguments)
@@ -272,12 +296,12 @@ def make_act_node(
     policy: Policy = allow_everything,
     after: str = "plan",
     ids_from_state: IdsFromState = default_ids,
-    approved: ApprovedCheck | None = None,
+    approved: ApprovalGate | None = None,
 ) -> Callable[[Any, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
     """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling.
 
-    With `approved`, destructive calls run only when `approved(state, call_id)` is true (defense in depth
-    behind a graph's approval step).
+    With `approved`, a call the gate guards runs only when its fingerprint is among the state's approvals
+    (defense in depth behind a graph's approval step); an approval is used up once the call is answered.
     """
 
     async def act(state: Any, runtime: Runtime[Context]) -> Command[Any]:
@@ -292,7 +316,8 @@ def make_act_node(
         for call in calls:
             call_id = str(call.get("id"))
             view = {**state, **update}
-            call_policy = policy if approved is None else require_approval(policy, approved(view, call_id))
+            granted = approved.granted(view) if approved is not None else []
+            call_policy = policy if approved is None else require_approval(policy, approved, granted)
             outcome = await execute_call(
                 services,
                 call["name"],
@@ -337,6 +362,11 @@ def make_act_node(
     return act
 
 
+            if approved is not None and outcome.spec is not None:
+                fingerprint = call_fingerprint(outcome.spec.name, outcome.arguments)
+                if fingerprint in granted:  # used once: the same call again needs a new approval
+                    granted.remove(fingerprint)
+                    update[approved.key] = granted
 async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
     """Every 429 and transient failure lands here: wait what the headers/governor say, then go back."""
     services = await resolve_services(runtime.context)

@@ -24,7 +24,7 @@ from langgraph.types import Command
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.cli_assistant import AskOutcome, report_outcome, run_ask
+from agent.cli_assistant import AskOutcome, report_outcome, run_ask, terminal_decider
 from agent.settings import Settings
 from graphs.assistant import NOT_APPROVED, build_act_node, build_assistant_graph
 from graphs.context import Context, Services
@@ -94,12 +94,17 @@ class Chat:
         return await self.values()
 
     async def resume(self, approved: bool) -> dict[str, Any]:
-        await self.graph.ainvoke(Command(resume={"approved": approved}), self.config, context=self.context)
+        """Answer the pending HITLRequest: approve (or reject) every action in it."""
+        decision = {"type": "approve"} if approved else {"type": "reject"}
+        return await self.decide([decision] * len(await self.pending()))
+
+    async def decide(self, decisions: list[dict[str, Any]]) -> dict[str, Any]:
+        await self.graph.ainvoke(Command(resume={"decisions": decisions}), self.config, context=self.context)
         return await self.values()
 
     async def pending(self) -> list[dict[str, Any]]:
         snapshot = await self.graph.aget_state(self.config)
-        return [a for i in snapshot.interrupts for a in i.value["pending"]]
+        return [a for i in snapshot.interrupts for a in i.value["action_requests"]]
 
     async def values(self) -> dict[str, Any]:
         return dict((await self.graph.aget_state(self.config)).values)
@@ -174,9 +179,12 @@ def booking_script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
 async def test_books_tomorrow_10_in_clinic_zone_then_two_links(services: Services, sandbox: Sandbox) -> None:
     services.zone = ZoneInfo("Australia/Sydney")  # now is 2026-11-25 09:00 UTC = 20:00 in Sydney
     chat = Chat(services, booking_script)
-    state = await chat.say(
+    await chat.say(
         "Create a session 'Intake - Jenkins' tomorrow at 10:00 for 45 minutes, enforcing unique participant entry"
     )
+    assert [p["name"] for p in await chat.pending()] == ["create_a_coviu_session"]  # a write waits for a human
+    assert not [s for s in sandbox.store.sessions.values() if s.session_name == "Intake - Jenkins"]
+    state = await chat.answer_all(approved=True)
     booked = [s for s in sandbox.store.sessions.values() if s.session_name == "Intake - Jenkins"]
     assert len(booked) == 1
     session = booked[0]
@@ -190,7 +198,8 @@ async def test_books_tomorrow_10_in_clinic_zone_then_two_links(services: Service
     assert "create_a_coviu_session" in chat.model.bound_tools
     assert "delete_a_coviu_session_by_id" in chat.model.bound_tools  # every catalog tool is bound
 
-    state = await chat.say("Generate two links for that session: the patient and Dr. Smith as host")
+    await chat.say("Generate two links for that session: the patient and Dr. Smith as host")
+    state = await chat.answer_all(approved=True)
     people = {
         sandbox.store.participants[p].display_name: sandbox.store.participants[p] for p in session.participant_ids
     }
@@ -220,6 +229,7 @@ def queue_script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     return AIMessage(f"{len(late)} waiting more than 15 minutes: {', '.join(late)}.")
 
 
+@pytest.mark.profiles("default")  # the scripted model reads the default formats
 async def test_queue_check_names_the_long_waits_and_writes_nothing(services: Services, sandbox: Sandbox) -> None:
     chat = Chat(services, queue_script)
     state = await chat.say(
@@ -253,6 +263,7 @@ def billing_script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     return AIMessage(f"Session {session_id}: {minutes} billable minutes.")
 
 
+@pytest.mark.profiles("default")  # the scripted model reads the default formats
 async def test_billable_minutes_come_from_the_summary(services: Services, sandbox: Sandbox) -> None:
     overrun = demo(sandbox).sessions["overrun"]  # entered 10:00, call completed 10:55 yesterday
     chat = Chat(services, billing_script)
@@ -276,6 +287,7 @@ def submissions_script(messages: list[BaseMessage], tools: list[str]) -> AIMessa
     return AIMessage(f"{len(locked)} locked submissions: {', '.join(locked)}")
 
 
+@pytest.mark.profiles("default")  # the scripted model reads the default formats
 async def test_locked_submissions_over_the_last_24_hours(
     services: Services, sandbox: Sandbox, clock: FakeClock
 ) -> None:
@@ -315,7 +327,7 @@ async def test_cancel_interrupts_and_runs_only_once_approved(services: Services,
     chat = Chat(services, cancel_script)
     await chat.say(f"The patient for session {future} cancelled: cancel it")
     pending = await chat.pending()
-    assert [(p["tool"], p["arguments"]["id"]) for p in pending] == [("delete_a_coviu_session_by_id", future)]
+    assert [(p["name"], p["args"]["id"]) for p in pending] == [("delete_a_coviu_session_by_id", future)]
     assert sandbox.store.sessions[future].canceled_time is None
     assert sandbox.count(resource="sessions", truto_method="delete") == 0
     state = await chat.resume(True)
@@ -355,12 +367,14 @@ async def test_ask_without_approval_exits_4_then_resumes_with_yes(
     printed = json.loads(capsys.readouterr().out)
     assert printed["thread_id"] == "ask:1"
     assert printed["resume"] == "coviu-agent ask --thread-id ask:1 --yes"
-    assert printed["pending"][0]["tool"] == "delete_a_coviu_session_by_id"
-    assert printed["pending"][0]["arguments"]["id"] == future
+    assert printed["action_requests"][0]["name"] == "delete_a_coviu_session_by_id"
+    assert printed["action_requests"][0]["args"]["id"] == future
+    assert printed["review_configs"] == [
+        {"action_name": "delete_a_coviu_session_by_id", "allowed_decisions": ["approve", "edit", "reject"]}
+    ]
     assert sandbox.store.sessions[future].canceled_time is None
 
-    async def yes(pending: list[dict[str, Any]]) -> bool:
-        return True
+    yes = terminal_decider(yes=True, no=False, interactive=False)
 
     # a new process: same checkpoint file, `--thread-id ask:1 --yes`, no request
     resumed = await run_ask(settings, "", services=services, thread_id="ask:1", decide=yes)
@@ -436,7 +450,7 @@ async def test_injected_delete_every_session_deletes_nothing_without_approval(
     chat = Chat(services, obedient_script)
     await chat.say("Check the waiting queue")
     pending = await chat.pending()
-    assert len(pending) > 3 and {p["tool"] for p in pending} == {"delete_a_coviu_session_by_id"}
+    assert len(pending) > 3 and {p["name"] for p in pending} == {"delete_a_coviu_session_by_id"}
     assert sandbox.count(resource="sessions", truto_method="delete") == 0  # stopped before anything was sent
     state = await chat.resume(False)
     assert sandbox.count(resource="sessions", truto_method="delete") == 0
@@ -460,7 +474,7 @@ async def test_act_refuses_an_unapproved_delete_even_without_the_approve_step(
             HumanMessage("cancel it"),
             AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": future}, "x1")]),
         ],
-        "approved": [],
+        "approvals": [],
     }
     command = await act(state, Runtime(context=Context(services=services)))
     message = command.update["messages"][0]

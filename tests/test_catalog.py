@@ -106,20 +106,21 @@ def test_wants_reports_schema_membership() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "read_only", "destructive"),
+    ("method", "read_only", "needs_approval"),
     [
         ("list", True, False),
         ("get", True, False),
-        ("create", False, False),
-        ("update", False, False),
+        ("create", False, True),
+        ("update", False, True),
         ("delete", False, True),
-        ("end", False, False),
+        ("end", False, True),
+        ("cancel", False, True),
     ],
 )
-def test_read_only_and_destructive_by_method(method: str, read_only: bool, destructive: bool) -> None:
+def test_read_only_and_needs_approval_by_method(method: str, read_only: bool, needs_approval: bool) -> None:
     s = spec(method=method)
     assert s.is_read_only is read_only
-    assert s.is_destructive is destructive
+    assert s.needs_approval is needs_approval
 
 
 # --- the /tools envelope ----------------------------------------------------------------------------

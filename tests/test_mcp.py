@@ -137,7 +137,7 @@ def triage_outcome(state: dict[str, Any]) -> dict[str, Any]:
 
 def comparable(catalog: ToolCatalog) -> dict[str, Any]:
     return {
-        s.name: (s.description, s.resource, s.method, s.tags, s.args_schema, s.is_read_only, s.is_destructive)
+        s.name: (s.description, s.resource, s.method, s.tags, s.args_schema, s.is_read_only, s.needs_approval)
         for s in catalog
     }
 

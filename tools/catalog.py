@@ -94,9 +94,10 @@ class ToolSpec:
         return self.method in READ_METHODS
 
     @property
-    def is_destructive(self) -> bool:
-        """Deletes (in Coviu: cancels, irreversible) need a human's approval."""
-        return self.method == "delete"
+    def needs_approval(self) -> bool:
+        """Anything but list/get may change the account (a custom method such as `cancel` too): a human approves
+        it in the assistant. Graphs that write on their own (triage) allow their tools by name instead."""
+        return not self.is_read_only
 
     @cached_property
     def _validator(self) -> Draft202012Validator:

@@ -1,0 +1,237 @@
+"""Text that leaves the process: secrets redacted, control and bidi characters shown escaped.
+
+Two concerns, one module, no dependencies on the rest of the app (tools, graphs and agent all import it):
+
+- `redact(text)` / `redact_value(obj)`: the configured secret values (registered once at start-up with
+  `register_secrets`) and anything that looks like a bearer token, an OpenAI-style key or an MCP URL token
+  become `[redacted]`. Every output path (stdout, stderr, logs, JSON, checkpoints, errors kept in state)
+  goes through this one step.
+- `safe_text(s)` / `safe_line(s)`: C0/C1 control characters (except newline and tab in `safe_text`),
+  DEL and the bidi overrides/isolates/marks are replaced by a visible escape (`\\x1b`, `\\u202e`), so
+  text from a user or the upstream cannot move the cursor, forge a line or reorder what a reader sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4
+
+# Things that look like credentials wherever they appear (an upstream echoing a header, an SDK error).
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
+    (
+        re.compile(r"(?i)\b((?:access_|api_|refresh_)?token|api[_-]?key)(=|[\"']\s*:\s*[\"'])[A-Za-z0-9._~+/-]{8,}"),
+        rf"\1\2{REDACTED}",
+    ),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
+    (re.compile(r"(/mcp/)[A-Za-z0-9._~%-]{8,}"), rf"\1{REDACTED}"),
+)
+
+# C0 (minus \t \n), DEL, C1, and the bidi controls: LRM/RLM, embeddings/overrides, isolates.
+_UNSAFE_ANY = "\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE_ANY}]")
+_UNSAFE_LINE = re.compile(f"[{_UNSAFE_ANY}\t\n]")
+# Only non-ASCII unsafe characters survive json.dumps(ensure_ascii=False): escape them inside JSON text.
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if match.group(0) == "\n":
+        return "\\n"
+    if match.group(0) == "\t":
+        return "\\t"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """`text` with control and bidi characters shown escaped; newlines and tabs kept (for multi-line text)."""
+    return _UNSAFE_MULTILINE.sub(_escape, text)
+
+
+def safe_line(text: str) -> str:
+    """Like `safe_text`, but newlines and tabs are escaped too: one value, one line (names, ids, table cells)."""
+    return _UNSAFE_LINE.sub(_escape, text)
+
+
+def has_unsafe_chars(text: str) -> bool:
+    """Whether a one-line value (a display name, an id) carries control or bidi characters (tab, newline too)."""
+    return _UNSAFE_LINE.search(text) is not None
+
+
+def safe_json(text: str) -> str:
+    """A JSON document with C1/DEL/bidi characters written as `\\uXXXX` escapes: the same data, safe to print."""
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+class Redactor:
+    """The secrets this process knows, the credential patterns, and the values it may show on purpose."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+        self._secret_bytes: tuple[bytes, ...] = ()
+        self._revealed: tuple[str, ...] = ()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    def register(self, values: Iterable[str | None]) -> None:
+        """Add secret values (longest first, so a URL is replaced before the token inside it)."""
+        with self._lock:
+            found = set(self._secrets)
+            for value in values:
+                if value and len(value.strip()) >= MIN_SECRET_LENGTH:
+                    found.add(value)
+                    found.add(value.strip())
+            self._secrets = tuple(sorted(found, key=len, reverse=True))
+            self._secret_bytes = tuple(s.encode() for s in self._secrets)
+
+    def forget(self) -> None:
+        """Drop every registered secret (tests)."""
+        with self._lock:
+            self._secrets, self._secret_bytes, self._revealed = (), (), ()
+
+    @contextmanager
+    def revealing(self, value: str) -> Iterator[None]:
+        """Let this exact value through while it is printed on purpose (`mcp create` shows its new URL once)."""
+        with self._lock:
+            self._revealed = (*self._revealed, value)
+        try:
+            yield
+        finally:
+            with self._lock:
+                items = list(self._revealed)
+                items.remove(value)
+                self._revealed = tuple(items)
+
+    def text(self, text: str) -> str:
+        """`text` with every secret value and credential-looking token replaced by `[redacted]`."""
+        if not text:
+            return text
+        kept: list[str] = []
+        for value in self._revealed:
+            if value and value in text:
+                kept.append(value)
+                text = text.replace(value, f"\x00{len(kept) - 1}\x00")
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        for index, value in enumerate(kept):
+            text = text.replace(f"\x00{index}\x00", value)
+        return text
+
+    def needs(self, data: bytes) -> bool:
+        """Whether serialized bytes may hold something to redact (a quick check before a structural pass)."""
+        if any(secret in data for secret in self._secret_bytes):
+            return True
+        sample = data.decode("utf-8", "replace")
+        return any(pattern.search(sample) for pattern, _ in _PATTERNS)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """Overwrite secret values in serialized bytes with `*` of the same length (lengths in the encoding hold)."""
+        for secret in self._secret_bytes:
+            if secret in data:
+                data = data.replace(secret, b"*" * len(secret))
+        return data
+
+    def value(self, obj: Any) -> Any:
+        """`obj` with every string inside it redacted; exceptions become `"ClassName: redacted message"`."""
+        return _redact_value(self, obj, 0)
+
+
+def error_record(error: BaseException) -> str:
+    """How an error is kept (state, checkpoints, JSON): its class name and its redacted message, never the object."""
+    message = redact(str(error)) or redact(repr(error))
+    return f"{type(error).__name__}: {message}"
+
+
+_MAX_DEPTH = 64
+
+
+def _redact_value(redactor: Redactor, obj: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        return obj
+    if isinstance(obj, str):
+        return redactor.text(obj)
+    if obj is None or isinstance(obj, bool | int | float | bytes | bytearray):
+        return obj
+    if isinstance(obj, BaseException):
+        return error_record(obj)
+    nested = depth + 1
+    if isinstance(obj, Mapping):
+        items = {_redact_value(redactor, k, nested): _redact_value(redactor, v, nested) for k, v in obj.items()}
+        try:
+            return type(obj)(items)  # type: ignore[call-arg]
+        except TypeError:
+            return items
+    if isinstance(obj, tuple):
+        values = [_redact_value(redactor, v, nested) for v in obj]
+        if hasattr(obj, "_fields"):  # a NamedTuple
+            return type(obj)(*values)
+        return tuple(values)
+    if isinstance(obj, list):
+        return [_redact_value(redactor, v, nested) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return type(obj)(_redact_value(redactor, v, nested) for v in obj)
+    model_fields = getattr(type(obj), "model_fields", None)
+    if isinstance(model_fields, Mapping) and hasattr(obj, "model_copy"):  # pydantic models, LangChain messages
+        update = {}
+        for name in model_fields:
+            current = getattr(obj, name, None)
+            cleaned = _redact_value(redactor, current, nested)
+            if cleaned is not current and cleaned != current:
+                update[name] = cleaned
+        return obj.model_copy(update=update) if update else obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            current = getattr(obj, f.name, None)
+            cleaned = _redact_value(redactor, current, nested)
+            if cleaned is not current and cleaned != current:
+                changes[f.name] = cleaned
+        if not changes:
+            return obj
+        try:
+            return dataclasses.replace(obj, **changes)
+        except (TypeError, ValueError):
+            return obj
+    return obj
+
+
+REDACTOR = Redactor()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Register the configured secret values (the settings' tokens, keys and URLs) for every output path."""
+    REDACTOR.register(values)
+
+
+def redact(text: str) -> str:
+    return REDACTOR.text(text)
+
+
+def redact_value(obj: Any) -> Any:
+    return REDACTOR.value(obj)
+
+
+def clean_text(text: str) -> str:
+    """Redacted and escaped: what a terminal or a report may show of text from outside (multi-line kept)."""
+    return safe_text(redact(text))
+
+
+def clean_line(text: str) -> str:
+    """Redacted and escaped to a single line."""
+    return safe_line(redact(text))
