@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
@@ -66,6 +67,7 @@ def session(
         "overrun_minutes": over,
         "submission_ids": [f"sub-{index:05d}"] if submissions is None else submissions,
         "flags": flags or [],
+        "problem": None,
     }
 
 
@@ -74,6 +76,8 @@ def make_report(sessions: list[dict[str, Any]], *, team_id: str = "team-1") -> d
         return sum(flag in s["flags"] for s in sessions)
 
     return {
+        "schema_version": 2,
+        "complete": not any("summary_unavailable" in s["flags"] for s in sessions),
         "team_id": team_id,
         "collection_id": "coll-1",
         "window": {"since": iso(SINCE), "until": iso(UNTIL)},
@@ -85,6 +89,8 @@ def make_report(sessions: list[dict[str, Any]], *, team_id: str = "team-1") -> d
             "overruns": count("overrun"),
             "no_actual_end": count("no_actual_end"),
             "billable_minutes": sum(s["billable_minutes"] or 0 for s in sessions),
+            "summary_unavailable": count("summary_unavailable"),
+            "implausible_times": count("implausible_times"),
         },
         "sessions": sessions,
     }
@@ -148,7 +154,7 @@ def test_json_round_trips(sample: dict[str, Any]) -> None:
     text = render_json(sample)
     assert json.loads(text) == sample
     assert text.endswith("}\n")
-    assert text.splitlines()[1].startswith('  "team_id"')  # indent=2
+    assert text.splitlines()[1:3] == ['  "schema_version": 2,', '  "complete": true,']  # indent=2
 
 
 def test_json_key_order_follows_the_contract_whatever_the_input_order(sample: dict[str, Any]) -> None:
@@ -184,7 +190,7 @@ def test_markdown_sections_in_order(sample: dict[str, Any]) -> None:
     markdown = render_markdown(sample, narrative=None, **OPTIONS)
     title = markdown.splitlines()[0]
     assert title.startswith("# ") and "team-1" in title and "2025-03-04" in title and "Australia/Sydney" in title
-    positions = [markdown.index(f"## {h}") for h in ("Summary", "Sessions needing attention", "All sessions")]
+    positions = [markdown.index(f"## {h}\n") for h in ("Summary", "To do", "All sessions")]
     assert positions == sorted(positions)
 
 
@@ -208,20 +214,162 @@ def test_markdown_narrative_is_under_summary(sample: dict[str, Any]) -> None:
     assert "steady day" not in render_markdown(sample, narrative=None, **OPTIONS)
 
 
-def test_markdown_flagged_table_has_exactly_the_flagged_sessions(sample: dict[str, Any]) -> None:
-    attention = section(render_markdown(sample, narrative=None, **OPTIONS), "Sessions needing attention")
-    columns = header(attention)
-    assert columns == ["Time", "Name", "Session ID", "Flags", "Overrun (min)", "Billable (min)", "Submissions"]
-    rows = table_rows(attention)
-    by_id = {row[columns.index("Session ID")]: row for row in rows}
-    expected = [s["session_id"] for s in sample["sessions"] if s["flags"]]
-    assert len(rows) == len(expected) and set(by_id) == set(expected)
-    assert by_id["sess-00001"][columns.index("Flags")] == "no intake form"
-    assert by_id["sess-00002"][columns.index("Flags")] == "intake form not locked"
-    assert by_id["sess-00002"][columns.index("Submissions")] == "sub-a, sub-b"
-    assert by_id["sess-00003"][columns.index("Overrun (min)")] == "25.5"
-    assert by_id["sess-00004"][columns.index("Flags")] == "no intake form; no recorded end"
-    assert by_id["sess-00004"][columns.index("Billable (min)")] == "—"
+def subsection(markdown: str, heading_start: str) -> str:
+    """The text under `### heading_start...`, up to the next heading."""
+    match = re.search(rf"^### {re.escape(heading_start)}[^\n]*\n(.*?)(?=^##|\Z)", markdown, re.M | re.S)
+    assert match, f"no subsection {heading_start!r}"
+    return match.group(1)
+
+
+def test_markdown_to_do_groups_sessions_by_action(sample: dict[str, Any]) -> None:
+    markdown = render_markdown(sample, narrative=None, **OPTIONS)
+    todo = section(markdown, "To do")
+    headings = re.findall(r"^### (.*)$", todo, re.M)
+    assert headings == [
+        "Chase intake forms (2 sessions)",
+        "Lock pending forms (1 session)",
+        "Check overruns (1 session)",
+        "Check missing ends (1 session)",
+    ]
+
+    def ids(title: str) -> list[str]:
+        text = subsection(todo, title)
+        return [row[header(text).index("Session ID")] for row in table_rows(text)]
+
+    assert ids("Chase intake forms") == ["sess-00001", "sess-00004"]
+    assert ids("Lock pending forms") == ["sess-00002"]
+    assert ids("Check overruns") == ["sess-00003"]
+    assert ids("Check missing ends") == ["sess-00004"]
+    pending = subsection(todo, "Lock pending forms")
+    assert table_rows(pending)[0][header(pending).index("Submissions")] == "sub-a, sub-b"
+    overruns = subsection(todo, "Check overruns")
+    assert table_rows(overruns)[0][header(overruns).index("Overrun (min)")] == "25.5"
+    assert "Sessions needing attention" not in markdown
+
+
+def test_markdown_to_do_when_nothing_is_flagged() -> None:
+    todo = section(render_markdown(make_report([session(0)]), narrative=None, **OPTIONS), "To do")
+    assert "Nothing to do" in todo and "###" not in todo
+
+
+def unreadable(index: int, problem: str) -> dict[str, Any]:
+    row = session(index)
+    row.update(
+        actual_start=None,
+        actual_end=None,
+        actual_minutes=None,
+        billable_minutes=None,
+        overrun_minutes=None,
+        flags=["summary_unavailable"],
+        problem=problem,
+    )
+    return row
+
+
+def implausible(index: int, raw_start: str | None, raw_end: str | None) -> dict[str, Any]:
+    row = session(index)
+    row.update(
+        actual_start=None,
+        actual_end=None,
+        actual_minutes=None,
+        billable_minutes=None,
+        overrun_minutes=None,
+        flags=["implausible_times"],
+        raw_times={"actual_start": raw_start, "actual_end": raw_end},
+    )
+    return row
+
+
+@pytest.fixture
+def incomplete() -> dict[str, Any]:
+    return make_report(
+        [
+            session(0),
+            unreadable(1, "UpstreamError: 403 forbidden"),
+            unreadable(2, "MalformedResponseError: HTML page"),
+            implausible(3, "2026-11-24T09:00:00Z", "9999-12-31T23:59:59Z"),
+        ]
+    )
+
+
+def test_incomplete_report_has_a_banner_at_the_top(incomplete: dict[str, Any]) -> None:
+    assert incomplete["complete"] is False
+    markdown = render_markdown(incomplete, narrative=None, **OPTIONS)
+    banner = markdown.index("Incomplete: 2 sessions could not be checked")
+    assert banner < markdown.index("## Summary")
+    html = render_html(incomplete, narrative=None, **OPTIONS)
+    assert html.index('class="banner"') < html.index("<h2>Summary</h2>")
+    assert "Incomplete: 2 sessions could not be checked" in html
+
+
+def test_complete_report_has_no_banner(sample: dict[str, Any]) -> None:
+    assert "Incomplete" not in render_markdown(sample, narrative=None, **OPTIONS)
+    del sample["complete"]  # a report from before schema 2
+    assert "Incomplete" not in render_html(sample, narrative=None, **OPTIONS)
+
+
+def test_could_not_be_checked_lists_the_problem(incomplete: dict[str, Any]) -> None:
+    markdown = render_markdown(incomplete, narrative=None, **OPTIONS)
+    text = subsection(section(markdown, "To do"), "Could not be checked")
+    columns = header(text)
+    rows = {row[columns.index("Session ID")]: row for row in table_rows(text)}
+    assert rows["sess-00001"][columns.index("Problem")] == "UpstreamError: 403 forbidden"
+    assert rows["sess-00002"][columns.index("Problem")] == "MalformedResponseError: HTML page"
+    totals = dict(table_rows(section(markdown, "Summary")))
+    assert totals["Could not be checked"] == "2"
+    assert "2 sessions could not be checked" in section(markdown, "Summary")
+    everything = section(markdown, "All sessions")
+    (row,) = [r for r in table_rows(everything) if r[header(everything).index("Session ID")] == "sess-00001"]
+    assert row[header(everything).index("Actual")] == "not checked"
+    assert row[header(everything).index("Billable (min)")] == "—"
+
+
+def test_implausible_times_show_the_raw_values(incomplete: dict[str, Any]) -> None:
+    markdown = render_markdown(incomplete, narrative=None, **OPTIONS)
+    text = subsection(section(markdown, "To do"), "Implausible times")
+    columns = header(text)
+    (row,) = table_rows(text)
+    assert row[columns.index("Recorded start")] == "2026-11-24T09:00:00Z"
+    assert row[columns.index("Recorded end")] == "9999-12-31T23:59:59Z"
+    html = render_html(incomplete, narrative=None, **OPTIONS)
+    assert "9999-12-31T23:59:59Z" in html.split('id="todo-implausible_times"')[1]
+
+
+def test_header_names_the_clinic_when_known(sample: dict[str, Any]) -> None:
+    sample["clinic_name"] = "Harbour Street Clinic"
+    markdown = render_markdown(sample, narrative=None, **OPTIONS)
+    assert markdown.splitlines()[0] == "# End-of-day audit: Harbour Street Clinic, 2025-03-04 (Australia/Sydney)"
+    assert "<h1>End-of-day audit: Harbour Street Clinic," in render_html(sample, narrative=None, **OPTIONS)
+    sample["clinic_name"] = None
+    assert (
+        render_markdown(sample, narrative=None, **OPTIONS)
+        .splitlines()[0]
+        .startswith("# End-of-day audit: team team-1,")
+    )
+
+
+def test_minutes_have_one_precision_everywhere(sample: dict[str, Any]) -> None:
+    sample["sessions"][0]["overrun_minutes"] = 25.0  # the demo's overrun: shown "25" beside "25.5" before
+    markdown = render_markdown(sample, narrative=None, **OPTIONS)
+    everything = section(markdown, "All sessions")
+    columns = header(everything)
+    for row in table_rows(everything):
+        for title in ("Scheduled (min)", "Actual (min)", "Overrun (min)"):
+            assert re.fullmatch(r"\d[\d,]*\.\d|—", row[columns.index(title)]), (title, row)
+        assert re.fullmatch(r"\d[\d,]*|—", row[columns.index("Billable (min)")]), row
+    overruns = subsection(section(markdown, "To do"), "Check overruns")
+    assert table_rows(overruns)[0][header(overruns).index("Overrun (min)")] in {"25.0", "25.5"}
+
+
+def test_summary_line_counts_in_words() -> None:
+    from graphs.report import summary_line
+
+    one = make_report([session(0, over=25.0, submissions=[], flags=["missing_form", "overrun"])])
+    line = summary_line(one)
+    assert line.startswith("1 session: 1 missing form, 0 pending forms, 1 overrun, 0 without an end;")
+    assert "1 overruns" not in line and line.endswith("; 55 billable minutes")
+    many = summary_line(make_report([session(0), session(1)]))
+    assert many.startswith("2 sessions: 0 missing forms, 0 pending forms, 0 overruns")
 
 
 def test_markdown_all_sessions_table_has_every_session(sample: dict[str, Any]) -> None:
@@ -252,6 +400,19 @@ def test_markdown_times_are_hh_mm_in_the_clinic_zone() -> None:
     assert row[columns.index("Time")] == "10:05–10:35"  # 23:05Z is 10:05 in Sydney (UTC+11)
 
 
+def test_markdown_rows_outside_the_day_show_their_date() -> None:
+    # Ended 23:58 the day before (Sydney) but scheduled to end in the window: listed first, with its date.
+    late = session(0, start=SINCE - timedelta(minutes=30), minutes=30, over=-2.0)
+    late["actual_end"] = iso(SINCE - timedelta(minutes=2))
+    report = make_report([session(1, start=datetime(2025, 3, 3, 23, 5, tzinfo=UTC)), late])
+    everything = section(render_markdown(report, narrative=None, **OPTIONS), "All sessions")
+    columns = header(everything)
+    first, second = table_rows(everything)
+    assert first[columns.index("Time")] == "2025-03-03 23:30–00:00"
+    assert first[columns.index("Actual")] == "2025-03-03 23:30–23:58"
+    assert second[columns.index("Time")] == "10:05–10:35"  # on the day: no date
+
+
 def test_markdown_multi_day_window_shows_dates() -> None:
     report = make_report([session(0, start=datetime(2025, 3, 3, 23, 5, tzinfo=UTC))])
     report["window"]["until"] = iso(UNTIL + timedelta(days=2))
@@ -262,7 +423,7 @@ def test_markdown_multi_day_window_shows_dates() -> None:
 def test_markdown_with_no_sessions() -> None:
     markdown = render_markdown(make_report([]), narrative=None, **OPTIONS)
     assert "No sessions ended in this window." in markdown
-    assert "No session needs attention." in markdown
+    assert "Nothing to do: no session needs attention." in markdown
     assert "No sessions in this window." in markdown
 
 
@@ -279,10 +440,10 @@ def test_html_escapes_untrusted_names(sample: dict[str, Any]) -> None:
 
 def test_html_has_the_same_content(sample: dict[str, Any]) -> None:
     html = render_html(sample, narrative="A steady day.", **OPTIONS)
-    for heading in ("Summary", "Sessions needing attention", "All sessions"):
+    for heading in ("Summary", "To do", "All sessions"):
         assert f"<h2>{heading}</h2>" in html
     assert "A steady day." in html
-    attention = html.split("<h2>Sessions needing attention</h2>")[1].split("<h2>All sessions</h2>")[0]
+    attention = html.split("<h2>To do</h2>")[1].split("<h2>All sessions</h2>")[0]
     everything = html.split("<h2>All sessions</h2>")[1]
     for s in sample["sessions"]:
         assert (s["session_id"] in attention) == bool(s["flags"])
@@ -293,7 +454,7 @@ def test_html_has_the_same_content(sample: dict[str, Any]) -> None:
 def test_html_chart_is_inline_svg_and_self_contained(sample: dict[str, Any]) -> None:
     html = render_html(sample, narrative=None, **OPTIONS)
     assert "<svg" in html and "</svg>" in html
-    assert "<figcaption>Scheduled vs actual minutes for each of the 6 sessions" in html
+    assert "<figcaption>Scheduled, actual and overrun minutes of each of the 6 sessions" in html
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"\s(src|href|xlink:href)=", html)
     assert "<!--" not in html
@@ -305,7 +466,7 @@ def test_html_chart_aggregates_many_sessions() -> None:
     svg = re.search(r"<svg.*?</svg>", html, re.S)
     assert svg
     bars = svg.group(0).count('class="rect reactive tooltip-trigger"')
-    assert 0 < bars <= 200
+    assert 0 < bars <= 3 * report_module.CHART_BUCKETS_MAX
     assert "per hour of scheduled start" in html
 
 
@@ -377,10 +538,95 @@ def test_ten_thousand_sessions_render(tmp_path: Path) -> None:
 
     paths = write_reports(report, tmp_path, "2025-03-04", narrative="Busy.", **OPTIONS)
     markdown = paths["md"].read_text(encoding="utf-8")
-    assert len(table_rows(section(markdown, "Sessions needing attention"))) == flagged
+    todo = section(markdown, "To do")
+    groups = {
+        title: [row[header(text).index("Session ID")] for row in table_rows(text)]
+        for title in ("Chase intake forms", "Check overruns", "Check missing ends")
+        for text in [subsection(todo, title)]
+    }
+    assert len(groups["Chase intake forms"]) == sum("missing_form" in s["flags"] for s in sessions)
+    assert len(groups["Check overruns"]) == sum("overrun" in s["flags"] for s in sessions)
+    assert len(groups["Check missing ends"]) == sum("no_actual_end" in s["flags"] for s in sessions)
+    assert flagged == len({sid for ids in groups.values() for sid in ids})
     assert len(table_rows(section(markdown, "All sessions"))) == 10_000
     html = paths["html"].read_text(encoding="utf-8")
     svg = re.search(r"<svg.*?</svg>", html, re.S)
-    assert svg and svg.group(0).count('class="rect reactive tooltip-trigger"') <= 200
+    assert svg and svg.group(0).count('class="rect reactive tooltip-trigger"') <= 3 * report_module.CHART_BUCKETS_MAX
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == report
     assert os.path.getsize(paths["html"]) < 10_000_000
+
+
+# --- untrusted text ------------------------------------------------------------------------------------
+
+HOSTILE = "# Heading `code` *bold* [x](https://evil.example) www.evil.example \u202egnp.exe\u202c \x1b[31m"
+
+
+def test_markdown_neutralises_untrusted_text(sample: dict[str, Any]) -> None:
+    sample["sessions"][1]["session_name"] = HOSTILE
+    sample["clinic_name"] = "# Clinic https://evil.example"
+    markdown = render_markdown(sample, narrative="# not a heading\n\nsee https://evil.example", **OPTIONS)
+    assert re.findall(r"^#+ ", markdown, re.M) == ["# ", "## ", "## ", "### ", "### ", "### ", "### ", "## "]
+    assert "https://" not in markdown and "www.evil" not in markdown  # no bare URL becomes a link
+    assert "https[:]//evil.example" in markdown.replace("\\[", "[").replace("\\]", "]")
+    assert re.search(r"(?<!\\)`", markdown) is None  # no code span
+    assert re.search(r"(?<!\\)\*", markdown.replace("**Incomplete", "")) is None
+    assert "\u202e" not in markdown and "\x1b" not in markdown  # bidi and control characters shown escaped
+    assert "\\u202egnp" in markdown.replace("\\\\", "\\")
+    assert "\\# not a heading" in markdown
+
+
+def test_html_shows_bidi_and_control_characters_escaped(sample: dict[str, Any]) -> None:
+    sample["sessions"][1]["session_name"] = HOSTILE
+    sample["sessions"][1]["flags"] = ["summary_unavailable"]
+    sample["sessions"][1]["problem"] = "UpstreamError: \u202eevil\x00"
+    html = render_html(sample, narrative=None, **OPTIONS)
+    assert "\u202e" not in html and "\x1b" not in html and "\x00" not in html
+    assert "\\u202egnp.exe" in html and "UpstreamError: \\u202eevil\\x00" in html
+
+
+# --- chart ---------------------------------------------------------------------------------------------
+
+
+def chart_svg(html: str) -> str:
+    svg = re.search(r"<svg.*?</svg>", html, re.S)
+    assert svg
+    return svg.group(0)
+
+
+def series_colours(svg: str) -> list[str]:
+    return re.findall(r"\.color-\d+ a:visited\{stroke:(#[0-9a-fA-F]{6})", svg)
+
+
+def is_red(colour: str) -> bool:
+    """Hue within 20 degrees of pure red, clearly saturated (pygal's default first series is #F44336)."""
+    hue, lightness, saturation = colorsys.rgb_to_hls(*(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)))
+    return (hue * 360 < 20 or hue * 360 > 340) and saturation > 0.4 and 0.2 < lightness < 0.85
+
+
+def test_chart_colours_are_neutral_not_red(sample: dict[str, Any]) -> None:
+    colours = series_colours(chart_svg(render_html(sample, narrative=None, **OPTIONS)))
+    assert len(colours) >= 3
+    assert not any(is_red(c) for c in colours), colours
+    assert colours[0].lower() == report_module.CHART_COLORS[0]  # scheduled: neutral
+
+
+@pytest.mark.parametrize("count", [1, 8, 24])
+def test_few_sessions_chart_one_labelled_row_each(count: int) -> None:
+    rows = [session(i, name=f"Patient with a rather long name number {i}") for i in range(count)]
+    svg = chart_svg(render_html(make_report(rows), narrative=None, **OPTIONS))
+    assert 'class="graph horizontalbar-graph' in svg  # labels on the vertical axis: one line per session, never side by side
+    assert svg.count('class="rect reactive tooltip-trigger"') == 3 * count
+    labels = re.findall(r"<text[^>]*>([^<]*Patient[^<]*)</text>", svg)
+    assert len(labels) == count and all(len(label) <= report_module.CHART_LABEL_MAX + 6 for label in labels)
+
+
+@pytest.mark.parametrize("count", [25, 500, 10_000])
+def test_many_sessions_chart_hours_with_few_labels(count: int) -> None:
+    rows = [session(i, over=float(i % 20)) for i in range(count)]
+    svg = chart_svg(render_html(make_report(rows), narrative=None, **OPTIONS))
+    assert 'class="graph bar-graph vertical"' in svg
+    bars = svg.count('class="rect reactive tooltip-trigger"')
+    assert 0 < bars <= 3 * report_module.CHART_BUCKETS_MAX
+    written = re.findall(r'<text[^>]*class="major"[^>]*>([^<]*)</text>', svg)
+    hours = [t for t in written if re.fullmatch(r"\d\d:00", t)]
+    assert 0 < len(hours) <= report_module.CHART_X_LABELS_MAX
