@@ -340,6 +340,11 @@ def make_act_node(
                 )
             if outcome.kind == "refused":
                 refusals += 1
+            if approved is not None and outcome.spec is not None:
+                fingerprint = call_fingerprint(outcome.spec.name, outcome.arguments)
+                if fingerprint in granted:  # used once: the same call again needs a new approval
+                    granted.remove(fingerprint)
+                    update[approved.key] = granted
             status: Literal["success", "error"] = "success" if outcome.kind == "ok" else "error"
             new_messages.append(
                 ToolMessage(content=outcome.text, tool_call_id=call_id, name=call["name"], status=status)
@@ -362,11 +367,6 @@ def make_act_node(
     return act
 
 
-            if approved is not None and outcome.spec is not None:
-                fingerprint = call_fingerprint(outcome.spec.name, outcome.arguments)
-                if fingerprint in granted:  # used once: the same call again needs a new approval
-                    granted.remove(fingerprint)
-                    update[approved.key] = granted
 async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
     """Every 429 and transient failure lands here: wait what the headers/governor say, then go back."""
     services = await resolve_services(runtime.context)
