@@ -179,10 +179,13 @@ async def execute_call(
 def retry_update(
     services: Services, retry: RetryState | None, outcome: CallOutcome, call_id: str, resume: str
 ) -> RetryState:
-    """Bookkeeping for a transient failure: attempts, the wait the policy wants, lost-write markers."""
+    """Bookkeeping for a transient failure: attempts, the wait the policy wants, lost-write markers.
+
+    A 429 is not an attempt: it is waited out by time (the run's rate-limit budget), however many come.
+    """
     previous: RetryState = dict(retry or {})  # type: ignore[assignment]
-    attempts = int(previous.get("attempts", 0)) + 1
     error = outcome.error or RuntimeError("transient failure")
+    attempts = int(previous.get("attempts", 0)) + (0 if isinstance(error, RateLimitedError) else 1)
     delay = services.toolbox.retry_policy.delay_for(error, attempts, services.toolbox.governor)
     unverified = list(previous.get("unverified", []))
     if outcome.extra.get("may_have_written") and call_id not in unverified:
@@ -368,28 +371,35 @@ def make_act_node(
 
 
 async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
-    """Every 429 and transient failure lands here: wait what the headers/governor say, then go back."""
+    """Every 429 and transient failure lands here: wait what the headers/governor say, then go back.
+
+    429s wait as long as the run's rate-limit budget allows (`RateLimitBudgetError`, exit 3, when a wait would
+    not fit); other transient failures are retried up to the policy's attempt count.
+    """
     services = await resolve_services(runtime.context)
     retry: RetryState = dict(state.get("retry") or {})  # type: ignore[assignment]
     attempts = int(retry.get("attempts", 1))
     policy = services.toolbox.retry_policy
-    if attempts >= policy.max_attempts:
+    rate_limited = str(retry.get("reason", "")).startswith("rate")
+    if not rate_limited and attempts >= policy.max_attempts:
         raise RetriesExhaustedError(
             f"{retry.get('resume', 'act')} ({retry.get('reason', 'transient failure')})",
             attempts,
             RuntimeError(retry.get("reason", "transient failure")),
         )
-    delay = max(
-        float(retry.get("delay", 0.0)),
-        services.toolbox.governor.wait_seconds() if retry.get("reason", "").startswith("rate") else 0.0,
-    )
-    log.info(
-        "waiting %.1fs before retrying (%s, attempt %d of %d)",
-        delay,
-        retry.get("reason"),
-        attempts,
-        policy.max_attempts,
-    )
+    governor = services.toolbox.governor
+    delay = max(float(retry.get("delay", 0.0)), governor.wait_seconds() if rate_limited else 0.0)
+    if rate_limited:
+        governor.claim_wait(delay, f"retrying {retry.get('resume') or 'act'}")  # said at INFO when long
+        log.debug("waiting %.1fs before retrying (%s)", delay, retry.get("reason"))
+    else:
+        log.info(
+            "waiting %.1fs before retrying (%s, attempt %d of %d)",
+            delay,
+            retry.get("reason"),
+            attempts,
+            policy.max_attempts,
+        )
     await services.clock.sleep(delay)
     waits = [*retry.get("waits", []), round(delay, 3)][-200:]
     return Command(goto=retry.get("resume") or "act", update={"retry": {**retry, "waits": waits}})

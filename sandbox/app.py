@@ -31,7 +31,7 @@ from sandbox.coviu import (
     ProviderReply,
 )
 from sandbox.errors import CoviuError, TrutoError
-from sandbox.faults import ConnectionDropped, FaultEngine
+from sandbox.faults import ConnectionDropped, FaultEngine, stream_faulty_body
 from sandbox.ids import DEMO_CLIENT_ID
 from sandbox.media import webm_bytes
 from sandbox.querystring import parse_query
@@ -72,6 +72,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     slow_seconds: float = 0.0
     drop: bool = False
+    drip_seconds: float = 0.0  # bounds faults (sandbox/faults.py): one byte every drip_seconds
+    pad_to: int = 0  # a JSON body padded to this many bytes, streamed without a Content-Length
+    endless: bool = False  # a body that never ends, without a Content-Length
 
     @classmethod
     def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
@@ -178,11 +181,16 @@ class Sandbox:
 
     async def _deliver(self, reply: Reply, send: Send, record: RequestRecord) -> None:
         headers = {"date": http_date(self.clock.now()), "content-type": reply.content_type, **reply.headers}
-        headers["content-length"] = str(len(reply.body))
+        if not (reply.pad_to or reply.endless):
+            headers["content-length"] = str(len(reply.body))
         raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if reply.slow_seconds > 0:
             await asyncio.sleep(reply.slow_seconds)
         await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+        if reply.drip_seconds or reply.pad_to or reply.endless:
+            drip, pad_to, endless = reply.drip_seconds, reply.pad_to, reply.endless
+            await stream_faulty_body(reply.body, send, drip=drip, pad_to=pad_to, endless=endless)
+            return
         if reply.drop:
             partial = reply.body[: max(1, len(reply.body) // 2)] if reply.body else b""
             await send({"type": "http.response.body", "body": partial, "more_body": True})
@@ -302,8 +310,8 @@ class Sandbox:
                     headers={
                         "ratelimit-limit": "100",
                         "ratelimit-remaining": "0",
-                        "ratelimit-reset": self._reset_value(storm_reset),
-                        "retry-after": self._retry_after(storm_reset),
+                        "ratelimit-reset": faults.retry_after_value or self._reset_value(storm_reset),
+                        "retry-after": faults.retry_after_value or self._retry_after(storm_reset),
                     },
                 )
             status = self.faults.server_error(faults)
@@ -346,7 +354,16 @@ class Sandbox:
         if not faulty:
             return reply
         json_get = method == "GET" and reply.status == 200 and reply.content_type == "application/json"
-        after = self.faults.after(faults, json_get=json_get)
+        is_json = reply.content_type == "application/json"
+        after = self.faults.after(faults, json_get=json_get, json=is_json, binary=not is_json and reply.status < 300)
+        if after.exhausted_reset is not None:
+            reply.headers.update({"ratelimit-remaining": "0", "ratelimit-reset": after.exhausted_reset})
+        if after.drip_seconds > 0:
+            record.fault, reply.drip_seconds = "drip", after.drip_seconds
+        if after.pad_to > len(reply.body):
+            record.fault, reply.pad_to = "oversized", after.pad_to
+        if after.endless:
+            record.fault, reply.endless = "endless", True
         if after.malformed_json:
             record.fault = "malformed_json"
             reply = Reply(reply.status, reply.body[: max(1, len(reply.body) // 2)], reply.content_type, reply.headers)

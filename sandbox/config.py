@@ -31,6 +31,19 @@ class FaultConfig(BaseModel):
     lost_response: float = Field(default=0.0, ge=0.0, le=1.0)
     lost_response_next: int = Field(default=0, ge=0)
     only_resources: list[str] | None = None
+    # Bounds (issue 13). A storm of the next N proxy calls: each a remote 429 with Retry-After 1-2 s (as seconds or
+    # an HTTP date, per `retry_after_format`).
+    rate_limit_storm_next: int = Field(default=0, ge=0)
+    # A raw value for the storm 429s' Retry-After and ratelimit-reset (e.g. "3600", "inf", "1e400", "soon").
+    retry_after_value: str | None = Field(default=None, max_length=200)
+    # Successful proxy replies say `ratelimit-remaining: 0` with this raw `ratelimit-reset` (e.g. "86400").
+    exhausted_reset: str | None = Field(default=None, max_length=200)
+    # Faulty JSON replies are sent one byte every `drip_seconds` (0: off); the Content-Length is honest.
+    drip_seconds: float = Field(default=0.0, ge=0.0)
+    # Faulty JSON GET replies are padded to this many bytes, streamed without a Content-Length (0: off).
+    oversized_bytes: int = Field(default=0, ge=0)
+    # Binary replies never end: after the file's bytes, filler forever, without a Content-Length.
+    endless_media: bool = False
 
 
 class SandboxConfig(BaseModel):

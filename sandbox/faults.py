@@ -1,12 +1,16 @@
-"""Fault injection on proxy calls: provider 429 storms, 502/504s, slow and dropped responses, bad JSON, lost writes.
+"""Fault injection on proxy calls: provider 429 storms, 502/504s, slow and dropped responses, bad JSON, lost writes,
+and the bounds faults: long storms, huge or broken Retry-After values, dripped, oversized and endless bodies.
 
 One `random.Random(seed)` makes every decision, so a run with the same config and requests is reproducible.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from sandbox.config import FaultConfig
 
@@ -22,6 +26,10 @@ class AfterFaults:
     malformed_json: bool = False
     drop: bool = False
     slow_seconds: float = 0.0
+    drip_seconds: float = 0.0
+    pad_to: int = 0
+    endless: bool = False
+    exhausted_reset: str | None = None
 
 
 class FaultEngine:
@@ -31,12 +39,14 @@ class FaultEngine:
         self._faults: FaultConfig | None = None
         self._rng = random.Random(0)
         self._lost_left = 0
+        self._storm_left = 0
 
     def sync(self, faults: FaultConfig) -> FaultConfig:
         if faults is not self._faults:
             self._faults = faults
             self._rng = random.Random(faults.seed)
             self._lost_left = faults.lost_response_next
+            self._storm_left = faults.rate_limit_storm_next
         return faults
 
     def _hit(self, rate: float) -> bool:
@@ -48,6 +58,9 @@ class FaultEngine:
 
     def storm(self, faults: FaultConfig) -> int | None:
         """Seconds until the provider's window resets when a storm 429 hits this request, else None."""
+        if self._storm_left > 0:
+            self._storm_left -= 1
+            return self._rng.randint(1, 2)
         if self._hit(faults.rate_limit_storm):
             return self._rng.randint(1, 3)
         return None
@@ -65,8 +78,61 @@ class FaultEngine:
             return True
         return self._hit(faults.lost_response)
 
-    def after(self, faults: FaultConfig, *, json_get: bool) -> AfterFaults:
+    def after(self, faults: FaultConfig, *, json_get: bool, json: bool = True, binary: bool = False) -> AfterFaults:
         malformed = json_get and self._hit(faults.malformed_json)
         drop = self._hit(faults.drop)
         slow = faults.slow_seconds if self._hit(faults.slow) else 0.0
-        return AfterFaults(malformed_json=malformed, drop=drop, slow_seconds=slow)
+        return AfterFaults(
+            malformed_json=malformed,
+            drop=drop,
+            slow_seconds=slow,
+            drip_seconds=faults.drip_seconds if json else 0.0,
+            pad_to=faults.oversized_bytes if json_get else 0,
+            endless=faults.endless_media and binary,
+            exhausted_reset=faults.exhausted_reset,
+        )
+
+
+FILLER_CHUNK = 64 * 1024
+
+
+async def stream_faulty_body(
+    body: bytes,
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    *,
+    drip: float = 0.0,
+    pad_to: int = 0,
+    endless: bool = False,
+) -> None:
+    """Send a body as the bounds faults shape it (ASGI `http.response.body` messages).
+
+    - `drip`: one byte every `drip` seconds (the read timeout resets on every byte).
+    - `pad_to`: a JSON object `{"result": [], "padding": "xxx..."}` of that many bytes, in 64 KiB chunks.
+    - `endless`: the body, then filler forever.
+    Only the served sandbox (uvicorn) streams these as they are sent; `httpx.ASGITransport` buffers a whole body.
+    """
+
+    async def part(data: bytes, more: bool = True) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+
+    if drip > 0:
+        for index in range(len(body)):
+            await part(body[index : index + 1], index < len(body) - 1)
+            await asyncio.sleep(drip)
+        return
+    if pad_to:
+        head, tail = b'{"result":[],"padding":"', b'"}'
+        await part(head)
+        left = max(0, pad_to - len(head) - len(tail))
+        while left > 0:
+            size = min(FILLER_CHUNK, left)
+            await part(b"x" * size)
+            left -= size
+            await asyncio.sleep(0)
+        await part(tail, False)
+        return
+    await part(body)
+    filler = random.Random(0).randbytes(FILLER_CHUNK)
+    while endless:
+        await part(filler)
+        await asyncio.sleep(0)

@@ -382,7 +382,7 @@ async def test_malformed_json_is_a_transport_error() -> None:
     bad = httpx.Response(200, content=b'{"result": [', headers={"content-type": "application/json"})
     with pytest.raises(TransportError) as info:
         await call(MockTruto(responses=[bad]))
-    assert info.value.kind == "malformed JSON"
+    assert info.value.kind == "malformed response"
     assert "12 bytes" in info.value.detail
     assert "/proxy/sessions" in str(info.value)
 

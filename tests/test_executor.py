@@ -32,6 +32,7 @@ from tools.clock import FakeClock
 from tools.dedupe import find_created
 from tools.errors import (
     MalformedResponseError,
+    RateLimitBudgetError,
     RateLimitedError,
     RetriesExhaustedError,
     ToolArgumentError,
@@ -41,7 +42,7 @@ from tools.errors import (
 )
 from tools.executor import MODEL_RESULT_CAP, PaginationError, ToolExecutor, list_envelope, render_for_model
 from tools.guards import TemporalGuard
-from tools.ratelimit import RateLimitGovernor, RateLimitInfo
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, RateLimitInfo
 from tools.retry import RetryPolicy, call_with_retries
 from tools.toolbox import open_toolbox
 
@@ -375,20 +376,19 @@ async def test_retry_recovers_from_a_transport_error() -> None:
     assert clock.sleeps == [0.5]
 
 
-async def test_retry_caps_a_long_rate_limit_wait_but_the_governor_still_holds() -> None:
+async def test_a_rate_limit_wait_is_bounded_by_the_runs_budget_not_a_per_wait_cap() -> None:
     clock = FakeClock()
     governor = RateLimitGovernor(clock=clock)
+    governor.budget = RateLimitBudget(600)
     mock = MockTruto(responses=[truto_error(429, headers={"Retry-After": "500"}), list_page([])])
     async with make_client(mock, clock=clock, governor=governor) as client:
-        await call_with_retries(
-            "listing",
-            lambda: client.proxy("sessions", "list"),
-            clock=clock,
-            governor=governor,
-            policy=RetryPolicy(max_rate_limit_wait=120.0),
-        )
-    assert clock.sleeps[0] == pytest.approx(120.0)
+        await call_with_retries("listing", lambda: client.proxy("sessions", "list"), clock=clock, governor=governor)
     assert sum(clock.sleeps) == pytest.approx(500.0)
+    governor.budget = RateLimitBudget(120)
+    mock = MockTruto(responses=[truto_error(429, headers={"Retry-After": "500"}), list_page([])])
+    async with make_client(mock, clock=clock, governor=governor) as client:
+        with pytest.raises(RateLimitBudgetError):
+            await call_with_retries("listing", lambda: client.proxy("sessions", "list"), clock=clock, governor=governor)
 
 
 def test_policy_delay_for_a_429_is_the_larger_of_error_and_governor() -> None:

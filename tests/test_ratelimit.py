@@ -39,7 +39,7 @@ def max_in_any_window(times: list[float], window: float = 10.0) -> int:
 # --- header parsing --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("30", 30.0), ("2.5", 2.5), (" 7 ", 7.0), ("0", 0.0), ("-4", 0.0)])
+@pytest.mark.parametrize(("value", "seconds"), [("30", 30.0), ("2.5", 2.5), (" 7 ", 7.0), ("0", 0.0)])
 def test_parse_reset_seconds(value: str, seconds: float) -> None:
     assert parse_reset(value, CLOCK_NOW) == seconds
 
@@ -58,12 +58,12 @@ def test_parse_reset_tells_a_long_delay_from_a_timestamp() -> None:
     assert parse_reset("1795597260", CLOCK_NOW) == pytest.approx(60.0)
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", "soon", "Wed, 25 Nov 2026 09:00:30 GMT"])
+@pytest.mark.parametrize("value", [None, "", "   ", "soon", "Wed, 25 Nov 2026 09:00:30 GMT", "-4", "inf"])
 def test_parse_reset_unusable_values(value: str | None) -> None:
     assert parse_reset(value, CLOCK_NOW) is None
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("10", 10.0), ("0", 0.0), ("1.5", 1.5), ("-3", 0.0)])
+@pytest.mark.parametrize(("value", "seconds"), [("10", 10.0), ("0", 0.0), ("1.5", 1.5)])
 def test_parse_retry_after_seconds(value: str, seconds: float) -> None:
     assert parse_retry_after(value, CLOCK_NOW) == seconds
 
@@ -76,7 +76,7 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(earlier, CLOCK_NOW) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "later", "Wed, 99 Nov 2026 09:00:30 GMT"])
+@pytest.mark.parametrize("value", [None, "", "later", "Wed, 99 Nov 2026 09:00:30 GMT", "-3", "1e400"])
 def test_parse_retry_after_unusable_values(value: str | None) -> None:
     assert parse_retry_after(value, CLOCK_NOW) is None
 

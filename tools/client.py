@@ -1,10 +1,14 @@
 """The one Truto client: one httpx.AsyncClient, bearer auth, typed errors, rate-limit pacing.
 
-Every request to Truto goes through `TrutoClient.request`; binary bodies are never read into memory here.
+Every request to Truto goes through `TrutoClient._send`; binary bodies are never read into memory here.
+Every JSON request ends: a total deadline covers the send and the whole body (the read timeout alone resets
+on every byte), and a JSON body over a cap is stopped while streaming. A 2xx is valid or an error
+(`MalformedResponseError`): never `{}` for an empty body, a 204, `null`, HTML; a 3xx is never followed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -17,13 +21,31 @@ from urllib.parse import quote
 import httpx
 
 from tools.clock import Clock, SystemClock
-from tools.errors import RateLimitedError, TransportError, TrutoError
+from tools.errors import MalformedResponseError, RateLimitedError, ResponseTooLargeError, TransportError, TrutoError
 from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# Every JSON request ends within this many seconds (send + the whole body), whatever the server drips.
+DEFAULT_REQUEST_DEADLINE = 60.0
+# A JSON body longer than this is an upstream error, stopped while streaming (binaries are streamed to disk).
+DEFAULT_MAX_JSON_BYTES = 32 * 1024 * 1024
 JSON_TYPES = ("application/json", "application/problem+json", "text/json")
+# What the binary guard answers with metadata: media and documents. Any other non-JSON type on a 2xx
+# (text/html login pages, text/plain, XML) is a malformed response, not a binary.
+BINARY_PREFIXES = ("audio/", "video/", "image/", "font/")
+BINARY_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "application/pdf",
+        "application/zip",
+        "application/gzip",
+        "application/msword",
+        "application/rtf",
+        "application/dicom",
+    }
+)
 
 # Truto method name -> HTTP verb; anything else is a custom method (POST /proxy/{resource}/{method}).
 HTTP_VERBS = {"list": "GET", "get": "GET", "create": "POST", "update": "PATCH", "delete": "DELETE"}
@@ -45,6 +67,17 @@ class BinaryBody:
 def is_json_content_type(content_type: str) -> bool:
     base = content_type.split(";", 1)[0].strip().lower()
     return base in JSON_TYPES or base.endswith("+json")
+
+
+def is_binary_content_type(content_type: str) -> bool:
+    """Media and document types (the binary guard's business); text/* and the like are not binary."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return (
+        base.startswith(BINARY_PREFIXES)
+        or base in BINARY_TYPES
+        or base.startswith("application/vnd.openxmlformats")
+        or base.startswith("application/vnd.ms-")
+    )
 
 
 def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | bool | None]]:
@@ -87,7 +120,13 @@ class TrutoClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Clock | None = None,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
     ) -> None:
+        if not request_deadline > 0 or max_json_bytes < 1:
+            raise ValueError("request_deadline and max_json_bytes must be positive")
+        self.request_deadline = float(request_deadline)
+        self.max_json_bytes = int(max_json_bytes)
         self.integrated_account_id = integrated_account_id
         self.governor = governor
         self.clock: Clock = clock or governor.clock or SystemClock()
@@ -135,13 +174,18 @@ class TrutoClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         proxy: bool = True,
+        deadline: float | None = None,
     ) -> AsyncIterator[httpx.Response]:
-        """Pace, send, map errors. Yields a streaming 2xx response (body not read yet)."""
+        """Pace, send, map errors. Yields a streaming 2xx response (body not read yet).
+
+        With `deadline`, everything after the pacing wait (send, headers, and whatever the caller reads
+        inside the block) must finish within that many seconds, or a `TransportError` (timeout) is raised.
+        """
         params = encode_query(
             {**(query or {}), **({"integrated_account_id": self.integrated_account_id} if proxy else {})}
         )
         if proxy:
-            wait = self.governor.reserve()
+            wait = self.governor.reserve(f"{verb} {path}")
             if wait > 0:
                 log.debug("pacing %.2fs before %s %s", wait, verb, path)
                 await self.clock.sleep(wait)
@@ -149,6 +193,25 @@ class TrutoClient:
             verb, path, params=params, json=body if body is not None else None, headers=dict(headers or {})
         )
         self.requests_sent += 1
+        if deadline is None:
+            async with self._exchange(request, verb, path, proxy) as response:
+                yield response
+            return
+        timer = asyncio.timeout(deadline)
+        try:
+            async with timer, self._exchange(request, verb, path, proxy) as response:
+                yield response
+        except TimeoutError as exc:
+            if not timer.expired():
+                raise
+            raise TransportError(
+                "timeout", f"no complete answer within the {deadline:g} s request deadline", method=verb, path=path
+            ) from exc
+
+    @asynccontextmanager
+    async def _exchange(
+        self, request: httpx.Request, verb: str, path: str, proxy: bool
+    ) -> AsyncIterator[httpx.Response]:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TimeoutException as exc:
@@ -166,13 +229,31 @@ class TrutoClient:
                 hold = 0.0
             if response.status_code >= 400:
                 await self._raise_for_error(response, verb, path, hold)
+            if 300 <= response.status_code < 400:
+                # Never followed: the bearer token must not leave the configured host, and a redirect is not
+                # what Truto's API answers. The Location is not repeated (it may carry anything).
+                raise MalformedResponseError(
+                    f"{response.status_code} redirect was not followed (redirects are never followed)",
+                    method=verb,
+                    path=path,
+                )
             yield response
         finally:
             await response.aclose()
 
     async def _read_body(self, response: httpx.Response, verb: str, path: str) -> bytes:
+        """The whole body, up to `max_json_bytes`: a longer one is stopped while streaming."""
+        cap = self.max_json_bytes
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > cap:
+            raise ResponseTooLargeError(cap, method=verb, path=path, announced=int(length))
+        body = bytearray()
         try:
-            return await response.aread()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise ResponseTooLargeError(cap, method=verb, path=path)
+            return bytes(body)
         except httpx.TimeoutException as exc:
             raise TransportError("timeout", "while reading the body", method=verb, path=path) from exc
         except httpx.TransportError as exc:
@@ -211,25 +292,46 @@ class TrutoClient:
         headers: Mapping[str, str] | None = None,
         proxy: bool = True,
     ) -> Any | BinaryBody:
-        """Send one request; return parsed JSON, or `BinaryBody` metadata for a non-JSON body."""
-        async with self._send(verb, path, query=query, body=body, headers=headers, proxy=proxy) as response:
+        """Send one request; return parsed JSON, or `BinaryBody` metadata for a media/document body.
+
+        Valid or error: a 2xx with no body (204, empty), `null`, unparsable JSON or a text/HTML page raises
+        `MalformedResponseError` (transient: retried), except that a DELETE may answer empty (`{}`).
+        """
+        async with self._send(
+            verb, path, query=query, body=body, headers=headers, proxy=proxy, deadline=self.request_deadline
+        ) as response:
             content_type = response.headers.get("content-type", "")
-            if response.status_code == 204:
-                return {}
-            if content_type and not is_json_content_type(content_type):
-                length = response.headers.get("content-length")
-                return BinaryBody(
-                    content_type.split(";")[0].strip(), int(length) if length else None, response.status_code
+            status = response.status_code
+            if status == 204:
+                if verb == "DELETE":
+                    return {}
+                raise MalformedResponseError(
+                    f"{status} No Content where a JSON body was expected", method=verb, path=path
                 )
+            if content_type and not is_json_content_type(content_type):
+                base = content_type.split(";")[0].strip()
+                if not is_binary_content_type(base):
+                    raise MalformedResponseError(
+                        f"{status} with a {base or 'typeless'} body where JSON was expected", method=verb, path=path
+                    )
+                length = response.headers.get("content-length", "")
+                return BinaryBody(base, int(length) if length.isdigit() else None, status)
             raw = await self._read_body(response, verb, path)
             if not raw.strip():
-                return {}
+                if verb == "DELETE":
+                    return {}
+                raise MalformedResponseError(
+                    f"{status} with an empty body where JSON was expected", method=verb, path=path
+                )
             try:
-                return json.loads(raw)
+                payload = json.loads(raw)
             except ValueError as exc:
-                raise TransportError(
-                    "malformed JSON", f"{len(raw)} bytes could not be parsed", method=verb, path=path
+                raise MalformedResponseError(
+                    f"{len(raw)} bytes could not be parsed as JSON", method=verb, path=path
                 ) from exc
+            if payload is None:
+                raise MalformedResponseError(f"{status} with a JSON `null` body", method=verb, path=path)
+            return payload
 
     async def proxy(
         self,

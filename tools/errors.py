@@ -6,6 +6,7 @@ Each error says whether retrying can help and, for writes, whether the write may
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 # Transport-level failures that happen before a response arrives.
@@ -170,6 +171,51 @@ class MalformedResponseError(TransportError):
 
     def __init__(self, detail: str, *, method: str = "", path: str = "", sent: bool = True) -> None:
         super().__init__("malformed response", detail, method=method, path=path, sent=sent)
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """A JSON body longer than the configured cap: stopped while streaming, never read into memory whole."""
+
+    def __init__(self, limit: int, *, method: str = "", path: str = "", announced: int | None = None) -> None:
+        self.limit = limit
+        self.announced = announced
+        said = f"announced {announced} bytes" if announced is not None else "the body kept coming"
+        super().__init__(
+            f"{said}, over the {limit}-byte cap for a JSON body (COVIU_AGENT_MAX_RESPONSE_BYTES); not read further",
+            method=method,
+            path=path,
+        )
+
+
+class RateLimitBudgetError(CoviuAgentError):
+    """A rate-limit wait longer than what is left of the run's wait budget: not started, the run ends (exit 3).
+
+    `until` (aware, UTC) is when the account is expected to accept requests again.
+    """
+
+    def __init__(
+        self, until: datetime, *, wait: float, left: float, budget: float, why: str = "", zone: tzinfo | None = None
+    ) -> None:
+        self.until = until
+        self.wait = wait
+        self.left = left
+        self.budget = budget
+        self.why = why
+        self.zone = zone
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        if self.zone is not None:
+            local = self.until.astimezone(self.zone)
+            when = f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''} (clinic time)".replace("  ", " ")
+        else:
+            when = f"{self.until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        reason = f" ({self.why})" if self.why else ""
+        return (
+            f"the account is rate limited until {when}{reason}: waiting {self.wait:.0f} s would exceed what is left "
+            f"of this run's {self.budget:.0f} s rate-limit wait budget ({self.left:.0f} s left), so the wait was not "
+            "started. Run again after that time, or allow longer waits with --max-wait / COVIU_AGENT_MAX_WAIT."
+        )
 
 
 class RetriesExhaustedError(CoviuAgentError):

@@ -1,5 +1,9 @@
 """The retry policy every caller shares: what is retried, how long to wait, how many times.
 
+A 429 is a schedule, not a failure: it is waited out as long as the run's rate-limit wait budget
+(`RateLimitBudget`, on the account's governor) allows, however many 429s come. Attempt counts apply only to
+the other transient failures (502/504, timeouts, resets, malformed responses).
+
 Graphs apply it in their `wait_and_retry` node; non-graph callers (CLI listing, recordings) use
 `call_with_retries`, which applies the same rules.
 """
@@ -12,22 +16,25 @@ from typing import TypeVar
 
 from tools.clock import Clock
 from tools.errors import RateLimitedError, RetriesExhaustedError, is_transient
-from tools.ratelimit import RateLimitGovernor
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """429s wait what the headers and governor say; 502/504/timeouts back off exponentially, capped."""
+    """429s wait what the headers and governor say (bounded by the budget); other transient failures back off
+    exponentially, capped, for at most `max_attempts` attempts.
+    """
 
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
-    max_rate_limit_wait: float = 120.0
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
-        """`attempt` counts attempts already made (1 after the first failure)."""
+        """`attempt` counts the non-rate-limit attempts already made (1 after the first such failure)."""
+        if isinstance(error, RateLimitedError):
+            return True  # bounded by time (the budget), not by count
         return is_transient(error) and attempt < self.max_attempts
 
     def delay_for(self, error: BaseException, attempt: int, governor: RateLimitGovernor | None = None) -> float:
@@ -35,11 +42,21 @@ class RetryPolicy:
             # The governor holds every caller until the reset it read from this 429's headers; what is left
             # of that hold is the wait (the 429 may have arrived a while ago, e.g. early in an audit batch).
             wanted = governor.wait_seconds() if governor else error.retry_after
-            return min(self.max_rate_limit_wait, max(wanted, 0.0))
+            return max(wanted, 0.0)
         return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
+def claim_rate_limit_wait(
+    delay: float, clock: Clock, governor: RateLimitGovernor | None, budget: RateLimitBudget, what: str
+) -> None:
+    """Book a rate-limit wait against the run's budget before sleeping it (raises `RateLimitBudgetError`)."""
+    if governor is not None:
+        governor.claim_wait(delay, what)
+    else:
+        budget.claim(delay, clock, what=what, why="rate limited (429)")
 
 
 async def call_with_retries(
@@ -53,19 +70,25 @@ async def call_with_retries(
 ) -> T:
     """Run `fn`, retrying transient failures per `policy`; raise `RetriesExhaustedError` when spent.
 
-    Only for idempotent calls (reads): writes go through the graphs, which check before retrying.
+    429s are retried while the governor's rate-limit budget lasts (`RateLimitBudgetError` when a wait would
+    not fit). Only for idempotent calls (reads): writes go through the graphs, which check before retrying.
     """
+    budget = governor.budget if governor is not None else RateLimitBudget()
     attempt = 0
     while True:
-        attempt += 1
         try:
             return await fn()
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            rate_limited = isinstance(exc, RateLimitedError)
+            if not rate_limited:
+                attempt += 1
             if not policy.should_retry(exc, attempt):
                 raise RetriesExhaustedError(what, attempt, exc) from exc
             delay = policy.delay_for(exc, attempt, governor)
+            if rate_limited:
+                claim_rate_limit_wait(delay, clock, governor, budget, what)
             if on_wait:
                 on_wait(delay, exc)
             await clock.sleep(delay)

@@ -6,16 +6,30 @@ It is built once per process (the CLI, the LangGraph server entry, or a test) an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Protocol
 
 import httpx
 
 from tools.catalog import ToolCatalog
-from tools.client import DEFAULT_TIMEOUT, TrutoClient
+from tools.client import DEFAULT_MAX_JSON_BYTES, DEFAULT_REQUEST_DEADLINE, DEFAULT_TIMEOUT, TrutoClient
 from tools.clock import Clock, SystemClock
 from tools.executor import ToolExecutor
-from tools.ratelimit import GOVERNORS, RateLimitGovernor
+from tools.ratelimit import DEFAULT_MAX_WAIT, GOVERNORS, RateLimitBudget, RateLimitGovernor
 from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How long anything may take: the run's rate-limit wait budget, each request's deadline, the JSON cap.
+
+    `zone` is the clinic's time zone, so "rate limited until ..." is said in clinic time.
+    """
+
+    max_wait: float = DEFAULT_MAX_WAIT
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    zone: tzinfo | None = None
 
 
 class AsyncResource(Protocol):
@@ -38,6 +52,16 @@ class Toolbox:
     def governor(self) -> RateLimitGovernor:
         return self.client.governor
 
+    @property
+    def budget(self) -> RateLimitBudget:
+        """The run's rate-limit wait budget (on the account's governor, so its pacing obeys it too)."""
+        return self.client.governor.budget
+
+    @property
+    def rate_limit_waits(self) -> dict[str, float | int]:
+        """For `--json`: how many rate-limit waits this run sat out, and their total seconds."""
+        return self.budget.as_dict()
+
     async def aclose(self) -> None:
         try:
             for resource in reversed(self.resources):
@@ -58,6 +82,7 @@ async def fetch_catalog(
         "fetching the tool catalog",
         lambda: client.list_tools(methods=methods, tags=tags),
         clock=clock or client.clock,
+        governor=client.governor,
     )
     return ToolCatalog.from_truto_response(payload, source="tools")
 
@@ -74,14 +99,21 @@ async def open_toolbox(
     catalog: ToolCatalog | None = None,
     methods: list[str] | None = None,
     rate_limit: int | None = None,
+    bounds: Bounds | None = None,
 ) -> Toolbox:
-    """Build the client (sharing the account's governor) and fetch the catalog unless one is given."""
+    """Build the client (sharing the account's governor) and fetch the catalog unless one is given.
+
+    `bounds` (default: `Bounds()`) gives the run a fresh rate-limit wait budget on the governor, and the
+    client its request deadline and JSON cap.
+    """
     clock = clock or SystemClock()
+    bounds = bounds or Bounds()
     if governor is None:
         governor = GOVERNORS.for_account(integrated_account_id)
         governor.clock = clock
         if rate_limit is not None:
             governor.ceiling = governor.limit = rate_limit
+    governor.budget = RateLimitBudget(bounds.max_wait, zone=bounds.zone)
     client = TrutoClient(
         base_url=base_url,
         api_key=api_key,
@@ -90,6 +122,8 @@ async def open_toolbox(
         transport=transport,
         timeout=timeout,
         clock=clock,
+        request_deadline=bounds.request_deadline,
+        max_json_bytes=bounds.max_json_bytes,
     )
     try:
         if catalog is None:
