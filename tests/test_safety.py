@@ -1,0 +1,320 @@
+"""Issue 14: approvals that cannot be bypassed, secrets that cannot leak, text that cannot crash or forge output,
+patient files that only their owner can read."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from rich.table import Table
+
+from agent.checkpoint import open_checkpointer
+from agent.cli import emit_json, fail
+from agent.cli_assistant import report_outcome, run_ask, terminal_decider
+from agent.logging import configure_logging
+from agent.redact import SafeConsole, run_guarded
+from agent.settings import Settings
+from graphs.context import Services
+from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, Sandbox
+from tests.fakes import ScriptedChatModel
+from tests.test_assistant import Chat, call, demo, offline_settings, request_of, results
+from tools.recordings import MANIFEST_NAME, RecordingsWorker
+from tools.textsafety import REDACTOR, register_secrets, safe_line, safe_text
+
+SECRET = "truto-secret-TOKEN-7f3a9c"
+KEY = "sk-fake-openai-KEY-5b2e8d"
+
+
+@pytest.fixture(autouse=True)
+def secrets() -> Iterator[None]:
+    register_secrets([SECRET, KEY])
+    yield
+    REDACTOR.forget()
+
+
+# --- approvals -------------------------------------------------------------------------------------
+
+
+def two_cancels_same_id(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Cancel A (id k1); once approved and done, cancel B reusing the approved call's id k1."""
+    first, second = request_of(messages).split()[-2:]
+    done = results(messages)
+    if not done:
+        return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": first}, "k1")])
+    if len(done) == 1:
+        return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": second}, "k1")])
+    return AIMessage("Done.")
+
+
+async def test_a_reused_tool_call_id_does_not_carry_an_approval(services: Services, sandbox: Sandbox) -> None:
+    ids = demo(sandbox).sessions
+    a, b = ids["future"], ids["scheduled_today"] if "scheduled_today" in ids else ids["ontime"]
+    chat = Chat(services, two_cancels_same_id)
+    await chat.say(f"cancel {a} {b}")
+    assert [p["args"]["id"] for p in await chat.pending()] == [a]
+    await chat.resume(True)
+    assert sandbox.store.sessions[a].canceled_time is not None
+    # the second cancel (same model id, other session) stops for its own approval
+    assert [p["args"]["id"] for p in await chat.pending()] == [b]
+    assert sandbox.count(resource="sessions", truto_method="delete") == 1
+
+
+def cancel_a_then_b(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    first, second = request_of(messages).split()[-2:]
+    done = results(messages)
+    if not done:
+        return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": first}, "x1")])
+    if len(done) == 1:
+        return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": second}, "x2")])
+    return AIMessage("Both cancelled.")
+
+
+async def test_yes_approves_only_what_exit_4_listed(
+    services: Services, sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = demo(sandbox).sessions["future"]
+    b = next(
+        sid
+        for sid, s in sandbox.store.sessions.items()
+        if sid != a and s.canceled_time is None and s.start_time > services.clock.now()
+    )
+    services.model = ScriptedChatModel(script=cancel_a_then_b)
+    settings = offline_settings(tmp_path)
+    first = await run_ask(settings, f"cancel {a} {b}", services=services, thread_id="ask:y")
+    assert [p["args"]["id"] for p in first.pending] == [a]
+    yes = terminal_decider(yes=True, no=False, interactive=False)
+    second = await run_ask(settings, "", services=services, thread_id="ask:y", decide=yes)
+    assert sandbox.store.sessions[a].canceled_time is not None
+    assert sandbox.store.sessions[b].canceled_time is None  # never shown: stops again
+    assert [p["args"]["id"] for p in second.pending] == [b]
+    with pytest.raises(typer.Exit) as exited:
+        report_outcome(second, as_json=True)
+    assert exited.value.exit_code == 4
+    assert json.loads(capsys.readouterr().out)["action_requests"][0]["args"]["id"] == b
+
+
+async def test_a_custom_method_write_needs_approval(services: Services, sandbox: Sandbox) -> None:
+    custom = [s for s in services.toolbox.catalog if not s.is_read_only and s.method not in ("create", "update")]
+    assert custom  # delete, and any custom method the account serves
+    for spec in custom:
+        assert spec.needs_approval
+    # a custom method is judged by what it is not (list/get), never by its name
+    from tools.catalog import ToolSpec
+
+    cancel = ToolSpec(name="cancel_a_coviu_session", description="", resource="sessions", method="cancel")
+    assert cancel.needs_approval and not cancel.is_read_only
+
+
+async def test_interrupt_is_a_hitl_request_and_edit_runs_the_edited_call(services: Services, sandbox: Sandbox) -> None:
+    future = demo(sandbox).sessions["future"]
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if not results(messages):
+            return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": "WRONG"}, "e1")])
+        return AIMessage("ok")
+
+    chat = Chat(services, script)
+    await chat.say("cancel the session")
+    snapshot = await chat.graph.aget_state(chat.config)
+    request = snapshot.interrupts[0].value
+    assert request["review_configs"] == [
+        {"action_name": "delete_a_coviu_session_by_id", "allowed_decisions": ["approve", "edit", "reject"]}
+    ]
+    action = request["action_requests"][0]
+    assert action["name"] == "delete_a_coviu_session_by_id" and action["args"] == {"id": "WRONG"}
+    assert "delete_a_coviu_session_by_id" in action["description"]
+    edited = {"type": "edit", "edited_action": {"name": "delete_a_coviu_session_by_id", "args": {"id": future}}}
+    await chat.decide([edited])
+    assert sandbox.store.sessions[future].canceled_time is not None
+    deletes = [r for r in sandbox.requests if r.truto_method == "delete"]
+    assert len(deletes) == 1 and future in json.dumps(deletes[0].query) + str(deletes[0].path)
+
+
+async def test_reject_carries_the_reviewers_message(services: Services, sandbox: Sandbox) -> None:
+    future = demo(sandbox).sessions["future"]
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if not results(messages):
+            return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": future}, "r1")])
+        return AIMessage("not done")
+
+    chat = Chat(services, script)
+    await chat.say("cancel it")
+    state = await chat.decide([{"type": "reject", "message": "the patient rebooked"}])
+    answer = next(m for m in state["messages"] if isinstance(m, ToolMessage))
+    assert answer.status == "error" and "the patient rebooked" in str(answer.content)
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+async def test_checkpoint_writes_are_redacted_and_errors_are_text(tmp_path: Path) -> None:
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    class S(TypedDict, total=False):
+        note: str
+
+    def leaky(state: S) -> S:
+        return {"note": f"upstream said: invalid token {SECRET}"}
+
+    def crash(state: S) -> S:
+        raise RuntimeError(f"401 from upstream, echoing Authorization: Bearer {SECRET} and key {KEY}")
+
+    builder = StateGraph(S)
+    builder.add_node("leaky", leaky)
+    builder.add_node("crash", crash)
+    builder.add_edge(START, "leaky")
+    builder.add_edge("leaky", "crash")
+    builder.add_edge("crash", END)
+    path = tmp_path / "state.sqlite"
+    async with open_checkpointer(str(path)) as saver:
+        assert isinstance(saver, AsyncSqliteSaver)
+        graph = builder.compile(checkpointer=saver)
+        with pytest.raises(RuntimeError):
+            await graph.ainvoke({}, {"configurable": {"thread_id": "t"}}, durability="sync")
+        state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+        assert state.values["note"] == "upstream said: invalid token [redacted]"
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert SECRET.encode() not in data and KEY.encode() not in data
+    with sqlite3.connect(path) as db:
+        errors = [row for row in db.execute("select type, value from writes where channel = '__error__'")]
+    assert errors and all(kind != "pickle" for kind, _ in errors)
+    assert b"RuntimeError: 401 from upstream" in errors[0][1]
+
+
+def test_logs_json_and_errors_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    configure_logging("DEBUG", [SECRET])
+    try:
+        logging.getLogger("tools.client").debug("sent Bearer %s", SECRET)
+        try:
+            raise ValueError(f"echo {KEY}")
+        except ValueError:
+            logging.getLogger("x").exception("failed")
+        emit_json({"error": f"invalid token {SECRET}", "nested": [{"k": KEY}]})
+        with pytest.raises(typer.Exit):
+            fail(3, f"upstream said {SECRET}", as_json=True)
+    finally:
+        logging.getLogger().handlers.clear()
+    captured = capsys.readouterr()
+    assert SECRET not in captured.out + captured.err and KEY not in captured.out + captured.err
+    assert "[redacted]" in captured.err and "[redacted]" in captured.out
+
+
+def test_a_crash_prints_one_redacted_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["coviu-agent", "ask"])
+
+    def boom() -> None:
+        raise RuntimeError(f"model endpoint said: bad key {KEY}")
+
+    with pytest.raises(SystemExit) as exited:
+        run_guarded(boom)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert KEY not in err and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: unexpected error (RuntimeError): model endpoint said: bad key [redacted]"
+    ]
+
+
+def test_plain_http_token_to_a_remote_host_is_bad_input() -> None:
+    base = {"_env_file": None, "TRUTO_API_KEY": SECRET, "TRUTO_INTEGRATED_ACCOUNT_ID": "acc"}
+    with pytest.raises(ValueError, match="TRUTO_ALLOW_INSECURE"):
+        Settings(**base, TRUTO_BASE_URL="http://truto.example.com")  # type: ignore[arg-type]
+    assert Settings(**base, TRUTO_BASE_URL="http://127.0.0.1:8765")  # type: ignore[arg-type]
+    assert Settings(**base, TRUTO_BASE_URL="http://truto.example.com", TRUTO_ALLOW_INSECURE="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="TRUTO_MCP_URL"):
+        Settings(_env_file=None, TRUTO_MCP_URL="http://mcp.example.com/mcp/abcdefghijkl")  # type: ignore[call-arg]
+
+
+# --- text from outside -----------------------------------------------------------------------------
+
+
+def console() -> tuple[SafeConsole, io.StringIO]:
+    buffer = io.StringIO()
+    return SafeConsole(file=buffer, width=200, force_terminal=False), buffer
+
+
+def test_markup_in_outside_text_is_printed_not_parsed() -> None:
+    out, buffer = console()
+    out.print("session [/x] Bob [bold]x[/bold]", highlight=False)
+    table = Table(title="[/x] tools")
+    table.add_column("name")
+    table.add_row("[/x]list_all")
+    out.print(table)
+    text = buffer.getvalue()
+    assert "session [/x] Bob [bold]x[/bold]" in text and "[/x]list_all" in text
+
+
+def test_control_and_bidi_characters_are_shown_escaped() -> None:
+    out, buffer = console()
+    out.print("Bob\x1b[2J\rALERT: forged\u202eevil\x00", highlight=False)
+    printed = buffer.getvalue()
+    assert "\x1b" not in printed and "\u202e" not in printed and "\x00" not in printed and "\r" not in printed
+    assert "\\x1b[2J\\x0dALERT" in printed and "\\u202e" in printed
+    assert safe_line("a\nALERT: b") == "a\\nALERT: b" and safe_text("a\nb") == "a\nb"
+
+
+def test_json_output_escapes_bidi_but_keeps_the_data(capsys: pytest.CaptureFixture[str]) -> None:
+    emit_json({"name": "Bob\u202eevil\x1b"})
+    printed = capsys.readouterr().out
+    assert "\u202e" not in printed and "\x1b" not in printed
+    assert json.loads(printed) == {"name": "Bob\u202eevil\x1b"}
+
+
+@pytest.mark.parametrize("name", ["Bob\x1b[31m", "Bob\u202e", "Bob\nALERT: x", "Bob\x00"])
+def test_a_display_name_with_control_characters_is_bad_input(name: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    result = CliRunner().invoke(app, ["triage", "now", "--patient-name", name, "--json"])
+    assert result.exit_code == 2
+    assert "--patient-name" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_recordings_transcripts_and_manifest_are_owner_only(
+    services: Services, sandbox: Sandbox, tmp_path: Path, umask_022: None
+) -> None:
+    class Transcriber:
+        name = "fake"
+
+        async def transcribe(self, path: Path, content_type: str) -> str:
+            return "transcript of a consultation"
+
+    root = tmp_path / "downloads"
+    worker = RecordingsWorker(
+        services.toolbox,
+        team_id=DEMO_TEAM_ID,
+        collection_id=DEMO_INTAKE_COLLECTION_ID,
+        download_dir=root,
+        transcriber=Transcriber(),  # type: ignore[arg-type]
+    )
+    report = await worker.run(session_id=demo(sandbox).sessions["ontime"])
+    await worker.transcribe(report)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    dirs = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    assert (root / MANIFEST_NAME) in files and any(p.suffix == ".txt" for p in files) and len(files) >= 3
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {"0o700"}
