@@ -4,6 +4,7 @@ forms, reconciled into a Markdown + JSON + HTML report. Read-only, resumable, si
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -20,10 +21,19 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (g
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
-from graphs.nodes import CallOutcome, RetryState, execute_call, read_only, retry_update, settled, wait_and_retry
+from graphs.nodes import (
+    CallOutcome,
+    Policy,
+    RetryState,
+    allow_only,
+    execute_call,
+    retry_update,
+    settled,
+    wait_and_retry,
+)
 from tools.errors import CoviuAgentError
-from tools.executor import list_envelope
-from tools.timeparse import parse_time
+from tools.paging import PageWalk
+from tools.timeparse import is_plausible, parse_time, utc_z
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +45,12 @@ BATCH_SIZE = 250  # summaries per step: the unit of resumption after a crash (on
 FETCH_CONCURRENCY = 8  # summaries in flight (the governor paces them all to the account's limit)
 SESSION_LOOKBACK = timedelta(hours=24)  # longest session we expect: widen the API's start filter by this
 FORM_SLACK = timedelta(days=7)  # forms filed up to a week before or after the window still count
-MAX_PAGES = 10_000
-FLAG_ORDER = ("missing_form", "pending_form", "overrun", "no_actual_end")
+REPORT_SCHEMA_VERSION = 2
+DEFAULT_OVERRUN_THRESHOLD = 10.0
+# An actual time more than this far from the session's schedule cannot be right (never billable).
+PLAUSIBLE_DISTANCE = timedelta(days=1)
+# Permission by name: the audit's three reads, whatever their verb or custom method; nothing else.
+AUDIT_POLICY: Policy = allow_only(SESSIONS_TOOL, SUMMARY_TOOL, SUBMISSIONS_TOOL)
 
 
 def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,6 +66,13 @@ class AuditInput(TypedDict, total=False):
     overrun_threshold_minutes: float
 
 
+class AuditOutput(TypedDict, total=False):
+    """What a finished audit returns: the JSON report and the files written."""
+
+    report: dict[str, Any]
+    report_paths: dict[str, str]
+
+
 class AuditState(TypedDict, total=False):
     """The audit's state: ids, the window, derived per-session rows (never raw payloads)."""
 
@@ -65,9 +86,11 @@ class AuditState(TypedDict, total=False):
     day_label: str
     sessions: list[dict[str, Any]]
     list_cursor: str | None
+    list_seen_cursors: list[str]
     summaries: Annotated[dict[str, Any], merge_dicts]
     submissions: dict[str, list[list[Any]]]
     submission_cursor: str | None
+    submission_seen_cursors: list[str]
     report: dict[str, Any]
     report_paths: dict[str, str]
     retry: RetryState
@@ -81,6 +104,8 @@ def resolve_window(
     zone: ZoneInfo, now: datetime, *, day: str | None = None, since: str | None = None, until: str | None = None
 ) -> tuple[datetime, datetime, str]:
     """(since, until, label) per the contract: a clinic-local day, or an explicit [since, until)."""
+    if day is not None and not day.strip():
+        raise WindowError("--date: expected YYYY-MM-DD, 'today' or 'yesterday', got an empty value")
     if day and (since or until):
         raise WindowError("give either a date or since/until, not both")
     if since or until:
@@ -93,28 +118,45 @@ def resolve_window(
         if end - start > timedelta(days=31):
             raise WindowError("the window is longer than 31 days; audit a month at a time")
         return start, end, start.astimezone(zone).date().isoformat()
-    if day:
-        try:
-            the_day = date.fromisoformat(day)
-        except ValueError:
-            raise WindowError(f"date: expected YYYY-MM-DD, got {day!r}") from None
+    today = now.astimezone(zone).date()
+    if day is None or day.strip().lower() == "yesterday":
+        the_day = today - timedelta(days=1)
+    elif day.strip().lower() == "today":
+        the_day = today
     else:
-        the_day = now.astimezone(zone).date() - timedelta(days=1)
+        try:
+            the_day = date.fromisoformat(day.strip())
+        except ValueError:
+            raise WindowError(f"--date: expected YYYY-MM-DD, 'today' or 'yesterday', got {day!r}") from None
+    if not PLAUSIBLE_YEARS_FOR_DAYS[0] <= the_day.year <= PLAUSIBLE_YEARS_FOR_DAYS[1]:
+        raise WindowError(f"--date: expected a day between the years 2000 and 2100, got {day!r}")
     start = datetime.combine(the_day, time(0), tzinfo=zone)
     end = datetime.combine(the_day + timedelta(days=1), time(0), tzinfo=zone)
     return start, end, the_day.isoformat()
 
 
+PLAUSIBLE_YEARS_FOR_DAYS = (2000, 2100)
+
+
 def _parse_bound(name: str, value: str, zone: ZoneInfo) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise WindowError(f"{name}: expected an ISO-8601 date-time, got {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+        raise WindowError(f"--{name}: expected an ISO-8601 date-time, got {value!r}") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+    if not is_plausible(parsed):
+        raise WindowError(f"--{name}: expected a time between the years 2000 and 2100, got {value!r}")
+    return parsed
 
 
 def one_decimal(minutes: float) -> float:
     return float(Decimal(str(minutes)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def threshold_of(state: Mapping[str, Any]) -> float:
+    """The overrun threshold as given: 0 means 0 (only a missing value takes the default)."""
+    value = state.get("overrun_threshold_minutes")
+    return DEFAULT_OVERRUN_THRESHOLD if value is None else float(value)
 
 
 async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -122,9 +164,9 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
     services = await resolve_services(runtime.context)
     team = state.get("team_id") or ctx.team_id(runtime.context, services)
     collection = state.get("collection_id") or ctx.collection_id(runtime.context, services)
-    if not team or not collection:
-        missing = "COVIU_TEAM_ID" if not team else "COVIU_INTAKE_COLLECTION_ID"
-        raise WindowError(f"the audit needs a team and an intake collection: set {missing}")
+    missing = [n for n, v in (("COVIU_TEAM_ID", team), ("COVIU_INTAKE_COLLECTION_ID", collection)) if not v]
+    if missing:
+        raise WindowError(f"the audit needs a team and an intake collection: set {' and '.join(missing)}")
     since, until, label = resolve_window(
         services.zone, services.clock.now(), day=state.get("date"), since=state.get("since"), until=state.get("until")
     )
@@ -133,11 +175,13 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
         "collection_id": collection,
         "window": {"since": since.isoformat(), "until": until.isoformat()},
         "day_label": label,
-        "overrun_threshold_minutes": float(state.get("overrun_threshold_minutes") or 10.0),
+        "overrun_threshold_minutes": threshold_of(state),
         "sessions": [],
         "list_cursor": None,
+        "list_seen_cursors": [],
         "submissions": {},
         "submission_cursor": None,
+        "submission_seen_cursors": [],
     }
 
 
@@ -145,40 +189,8 @@ def _ids(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"team_id": state.get("team_id"), "collection_id": state.get("collection_id")}
 
 
-async def _page(
-    services: Services, state: Mapping[str, Any], tool: str, args: dict[str, Any], cursor: str | None, tag: str
-) -> CallOutcome:
-    """One list page through the shared execution path (read-only policy)."""
-    spec = services.toolbox.executor.spec(tool)
-    call_args = dict(args)
-    extra: dict[str, Any] = {}
-    for key, value in (("limit", PAGE_SIZE), ("next_cursor", cursor)):
-        if value is None:
-            continue
-        if spec.wants(key):
-            call_args[key] = value
-        else:
-            extra[key] = value
-    return await execute_call(
-        services,
-        tool,
-        call_args,
-        call_id=f"audit:{tag}:{cursor or 'first'}",
-        ids=_ids(state),
-        policy=read_only,
-        extra_query=extra,
-    )
-
-
-def _fail_on_error(outcome: CallOutcome) -> None:
-    if outcome.kind in ("error", "refused"):
-        if outcome.error is not None and not isinstance(outcome.error, CoviuAgentError | ValueError):
-            raise outcome.error
-        raise _AuditFailure(outcome.text)
-
-
-class _AuditFailure(CoviuAgentError):
-    """An audit step was refused or failed for good (not transient)."""
+class AuditFailure(CoviuAgentError):
+    """An audit list was refused or failed for good (not transient): the run ends with exit 3, nothing written."""
 
 
 async def _walk_pages(
@@ -186,26 +198,33 @@ async def _walk_pages(
     state: Mapping[str, Any],
     tool: str,
     args: dict[str, Any],
-    cursor: str | None,
-    tag: str,
+    walk: PageWalk,
     take: Callable[[Any], None],
-) -> tuple[str | None, CallOutcome | None]:
-    """Page from `cursor` to the last page, handing each item to `take`.
+) -> CallOutcome | None:
+    """Page from the walk's cursor to the last page (the one pager), handing each new row to `take`.
 
-    Returns (None, None) when done, or (the failed page's cursor, its outcome) on a transient failure, so the
-    node can save its progress and go to wait_and_retry.
+    Returns None when done, or the failed page's outcome on a transient failure: the walk then holds the cursor to
+    resume from, so the node can save its progress and go to wait_and_retry.
     """
-    for _ in range(MAX_PAGES):
-        outcome = await _page(services, state, tool, args, cursor, tag)
+    executor = services.toolbox.executor
+    while not walk.done:
+        call_args, extra = executor.page_arguments(tool, args, walk.cursor, PAGE_SIZE)
+        outcome = await execute_call(
+            services,
+            tool,
+            call_args,
+            call_id=f"audit:{tool}:{walk.cursor or 'first'}",
+            ids=_ids(state),
+            policy=AUDIT_POLICY,
+            extra_query=extra,
+        )
         if outcome.kind == "transient":
-            return cursor, outcome
-        _fail_on_error(outcome)
-        items, cursor = list_envelope(outcome.result)
-        for item in items:
+            return outcome
+        if outcome.kind in ("error", "refused"):
+            raise AuditFailure(f"the audit could not list {tool}: {outcome.text}")
+        for item in walk.take(outcome.result):
             take(item)
-        if not cursor:
-            return None, None
-    raise _AuditFailure(f"{tool}: more than {MAX_PAGES} pages")
+    return None
 
 
 async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
@@ -213,75 +232,164 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     services = await resolve_services(runtime.context)
     since, until = _window(state)
     rows = list(state.get("sessions") or [])
-    cursor = state.get("list_cursor")
-    args = {"start_time": _z(since - SESSION_LOOKBACK), "end_time": _z(until)}
+    walk = PageWalk(
+        SESSIONS_TOOL,
+        services.toolbox.executor.spec(SESSIONS_TOOL).resource,
+        cursor=state.get("list_cursor"),
+        seen_cursors=state.get("list_seen_cursors") or [],
+        seen_ids=[r["session_id"] for r in rows if r.get("session_id")],
+    )
+    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until)}
 
     def take(session: Any) -> None:
         row = session_row(session, since, until)
         if row is not None:
             rows.append(row)
 
-    cursor, failed = await _walk_pages(services, state, SESSIONS_TOOL, args, cursor, "sessions", take)
+    failed = await _walk_pages(services, state, SESSIONS_TOOL, args, walk, take)
     if failed is not None:
         return Command(
             goto="wait_and_retry",
             update={
                 "sessions": rows,
-                "list_cursor": cursor,
+                "list_cursor": walk.cursor,
+                "list_seen_cursors": walk.seen_cursors,
                 "retry": retry_update(services, state.get("retry"), failed, "sessions", "list_sessions"),
             },
         )
-    rows.sort(key=lambda r: (r["scheduled_start"], r["session_id"]))
-    log.info("audit: %d sessions in the window", len(rows))
+    rows.sort(key=lambda r: (r["scheduled_start"] or "", r["session_id"] or ""))
+    unchecked = sum(1 for r in rows if r.get("problem"))
+    log.info(
+        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable)",
+        len(rows),
+        walk.duplicates,
+        unchecked,
+    )
     if services.on_progress:
         services.on_progress("sessions", len(rows), len(rows))
     return Command(
-        goto="fetch_summaries", update={"sessions": rows, "list_cursor": None, "retry": settled(state.get("retry"))}
+        goto="fetch_summaries",
+        update={"sessions": rows, "list_cursor": None, "list_seen_cursors": [], "retry": settled(state.get("retry"))},
     )
 
 
 def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any] | None:
-    """The derived row for one listed session, or None when it is outside the window or canceled."""
-    if not isinstance(session, Mapping) or session.get("canceled_time"):
+    """The derived row for one listed session; None when it is outside the window or canceled.
+
+    A listed session the audit cannot read (not an object, no id, unreadable schedule) is kept with a `problem`:
+    it cannot be checked, and the report says so instead of dropping it.
+    """
+    if not isinstance(session, Mapping):
+        return _unchecked_row(None, "", None, None, f"the session list held a {type(session).__name__}, not a session")
+    if session.get("canceled_time"):
         return None
-    end = _dt(session.get("end_time"))
-    start = _dt(session.get("start_time"))
-    if end is None or start is None or not (since <= end < until):
+    raw_id = session.get("session_id")
+    session_id = str(raw_id) if raw_id not in (None, "") else None
+    name = str(session.get("session_name") or "")
+    end = parse_time(session.get("end_time"))
+    start = parse_time(session.get("start_time"))
+    if end is None or start is None or not (is_plausible(start) and is_plausible(end)):
+        raw = {"start_time": _raw(session.get("start_time")), "end_time": _raw(session.get("end_time"))}
+        return _unchecked_row(session_id, name, None, None, f"scheduled times could not be read: {raw}")
+    if not (since <= end < until):
         return None
+    if session_id is None:
+        return _unchecked_row(None, name, start, end, "the session list gave this session no id")
     return {
-        "session_id": str(session.get("session_id")),
-        "session_name": str(session.get("session_name") or ""),
-        "scheduled_start": _z(start),
-        "scheduled_end": _z(end),
+        "session_id": session_id,
+        "session_name": name,
+        "scheduled_start": utc_z(start),
+        "scheduled_end": utc_z(end),
     }
+
+
+def _unchecked_row(
+    session_id: str | None, name: str, start: datetime | None, end: datetime | None, problem: str
+) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "session_name": name,
+        "scheduled_start": utc_z(start) or None,
+        "scheduled_end": utc_z(end) or None,
+        "problem": problem,
+    }
+
+
+def _raw(value: Any) -> str | None:
+    return None if value is None else str(value)[:64]
 
 
 def summary_facts(summary: Any) -> dict[str, Any]:
-    """actual_start (earliest participant entry) and actual_end from a summary; nothing else is kept."""
+    """actual_start (earliest participant entry) and actual_end from a summary, or why they cannot be known.
+
+    `unavailable` is set when the summary is not a summary object or a time in it cannot be read: the session is
+    then "could not be checked", never "no recorded end".
+    """
     if not isinstance(summary, Mapping):
-        return {"actual_start": None, "actual_end": None}
+        return _unavailable(f"the summary is a {type(summary).__name__}, not an object")
     entries = []
     for participant in summary.get("participants") or []:
-        if isinstance(participant, Mapping):
-            entered = _dt(participant.get("entry_time"))
-            if entered is not None:
-                entries.append(entered)
-    actual_end = _dt(summary.get("actual_end_time"))
+        if not isinstance(participant, Mapping):
+            return _unavailable("a participant in the summary is not an object")
+        raw_entry = participant.get("entry_time")
+        if raw_entry in (None, ""):
+            continue
+        entered = parse_time(raw_entry)
+        if entered is None:
+            return _unavailable(f"a participant's entry_time could not be read: {_raw(raw_entry)!r}")
+        entries.append(entered)
+    raw_end = summary.get("actual_end_time")
+    actual_end = parse_time(raw_end)
+    if raw_end not in (None, "") and actual_end is None:
+        return _unavailable(f"actual_end_time could not be read: {_raw(raw_end)!r}")
+    earliest = min(entries, key=_sort_key) if entries else None
     return {
-        "actual_start": _z(min(entries)) if entries else None,
-        "actual_end": _z(actual_end) if actual_end else None,
+        "actual_start": _iso_or_raw(earliest),
+        "actual_end": _iso_or_raw(actual_end),
     }
+
+
+def _sort_key(moment: datetime) -> float:
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return float("-inf") if moment.year < 2000 else float("inf")
+
+
+def _iso_or_raw(moment: datetime | None) -> str | None:
+    """ISO text for state; a time so far out that it cannot be normalised keeps its own offset."""
+    if moment is None:
+        return None
+    try:
+        return utc_z(moment)
+    except (OverflowError, ValueError):
+        return moment.isoformat()
+
+
+def _unavailable(problem: str) -> dict[str, Any]:
+    return {"actual_start": None, "actual_end": None, "unavailable": problem}
+
+
+def _outcome_problem(outcome: CallOutcome) -> str:
+    """A short, id-free reason for the report: the error's class and what it said."""
+    error = outcome.error
+    label = type(error).__name__ if error is not None else outcome.kind
+    status = getattr(error, "status_code", None)
+    prefix = f"{label} {status}" if status else label
+    return f"{prefix}: {outcome.text.removeprefix('Error: ')}"[:300]
 
 
 async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
     """Fetch the next batch of summaries, several in flight under the governor; the batch is the unit
     of resumption. Transient failures go to wait_and_retry; what succeeded is kept.
     """
-    import asyncio
-
     services = await resolve_services(runtime.context)
     done = state.get("summaries") or {}
-    todo = [r["session_id"] for r in state.get("sessions", []) if r["session_id"] not in done]
+    todo = [
+        r["session_id"]
+        for r in state.get("sessions", [])
+        if r.get("session_id") and not r.get("problem") and r["session_id"] not in done
+    ]
     batch = todo[:BATCH_SIZE]
     facts: dict[str, Any] = {}
     failed: list[CallOutcome] = []
@@ -295,15 +403,15 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
                 SUMMARY_TOOL,
                 {"id": session_id},
                 call_id=f"audit:summary:{session_id}",
-                ids=ids,
-                policy=read_only,
+                ids={**ids, "session_id": session_id},
+                policy=AUDIT_POLICY,
             )
         if outcome.kind == "ok":
             facts[session_id] = summary_facts(outcome.result)
         elif outcome.kind == "transient":
             failed.append(outcome)
         else:
-            facts[session_id] = {"actual_start": None, "actual_end": None, "error": outcome.text[:300]}
+            facts[session_id] = _unavailable(_outcome_problem(outcome))
         if services.on_progress and outcome.kind != "transient":
             services.on_progress("summaries", 1, 0)
 
@@ -324,77 +432,148 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
     )
 
 
+def submission_session_id(submission: Mapping[str, Any]) -> str | None:
+    """The session a submission names: `session_id`, `sessionId`, or a nested `session` object."""
+    for key in ("session_id", "sessionId"):
+        value = submission.get(key)
+        if value not in (None, ""):
+            return str(value)
+    nested = submission.get("session")
+    if isinstance(nested, Mapping):
+        for key in ("session_id", "id"):
+            if nested.get(key) not in (None, ""):
+                return str(nested[key])
+    elif isinstance(nested, str) and nested:
+        return nested
+    return None
+
+
 async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
     """All submissions in the intake collection around the window, indexed by session id (ours only)."""
     services = await resolve_services(runtime.context)
     since, until = _window(state)
-    wanted = {r["session_id"] for r in state.get("sessions", [])}
+    wanted = {r["session_id"] for r in state.get("sessions", []) if r.get("session_id")}
     index: dict[str, list[list[Any]]] = {k: [list(x) for x in v] for k, v in (state.get("submissions") or {}).items()}
-    cursor = state.get("submission_cursor")
     latest = min(until + FORM_SLACK, max(services.clock.now(), until))
-    args = {"from": _z(since - FORM_SLACK), "until": _z(latest)}
+    args = {"from": utc_z(since - FORM_SLACK), "until": utc_z(latest)}
+    walk = PageWalk(
+        SUBMISSIONS_TOOL,
+        services.toolbox.executor.spec(SUBMISSIONS_TOOL).resource,
+        cursor=state.get("submission_cursor"),
+        seen_cursors=state.get("submission_seen_cursors") or [],
+        seen_ids=[str(s) for subs in index.values() for s, _ in subs if s],
+    )
 
     def take(submission: Any) -> None:
-        if isinstance(submission, Mapping) and str(submission.get("session_id")) in wanted:
+        if not isinstance(submission, Mapping):
+            return
+        session_id = submission_session_id(submission)
+        if session_id in wanted:
             sid = str(submission.get("item_submission_id") or submission.get("id") or "")
-            index.setdefault(str(submission["session_id"]), []).append([sid, bool(submission.get("locked_at"))])
+            index.setdefault(str(session_id), []).append([sid, bool(submission.get("locked_at"))])
 
     if wanted:
-        cursor, failed = await _walk_pages(services, state, SUBMISSIONS_TOOL, args, cursor, "submissions", take)
+        failed = await _walk_pages(services, state, SUBMISSIONS_TOOL, args, walk, take)
         if failed is not None:
             return Command(
                 goto="wait_and_retry",
                 update={
                     "submissions": index,
-                    "submission_cursor": cursor,
+                    "submission_cursor": walk.cursor,
+                    "submission_seen_cursors": walk.seen_cursors,
                     "retry": retry_update(services, state.get("retry"), failed, "submissions", "list_submissions"),
                 },
             )
     log.info("audit: %d sessions have submissions", len(index))
     return Command(
-        goto="reconcile", update={"submissions": index, "submission_cursor": None, "retry": settled(state.get("retry"))}
+        goto="reconcile",
+        update={
+            "submissions": index,
+            "submission_cursor": None,
+            "submission_seen_cursors": [],
+            "retry": settled(state.get("retry")),
+        },
     )
+
+
+def implausible_reason(
+    scheduled_start: datetime, scheduled_end: datetime, actual_start: datetime, actual_end: datetime | None
+) -> str | None:
+    """Why actual times cannot be right (outside 2000–2100, a day away from the schedule, end before start)."""
+    for label, moment in (("actual start", actual_start), ("actual end", actual_end)):
+        if moment is None:
+            continue
+        if not is_plausible(moment):
+            return f"{label} is outside the years 2000–2100"
+        if moment < scheduled_start - PLAUSIBLE_DISTANCE or moment > scheduled_end + PLAUSIBLE_DISTANCE:
+            return f"{label} is more than a day away from the schedule"
+    if actual_end is not None and actual_end < actual_start:
+        return "actual end is before actual start"
+    return None
 
 
 def reconcile_row(
     row: Mapping[str, Any], facts: Mapping[str, Any], submissions: list[list[Any]], threshold: float
 ) -> dict[str, Any]:
-    """One session's report row per the contract's definitions."""
-    scheduled_start = _dt(row["scheduled_start"])
-    scheduled_end = _dt(row["scheduled_end"])
-    actual_start = _dt(facts.get("actual_start")) or scheduled_start
-    actual_end = _dt(facts.get("actual_end"))
-    assert scheduled_start is not None and scheduled_end is not None and actual_start is not None
-    scheduled_minutes = one_decimal((scheduled_end - scheduled_start).total_seconds() / 60)
+    """One session's report row per the contract's definitions. Unknown is never "no": a row that could not be
+    checked gets `summary_unavailable`, times that cannot be right get `implausible_times`; neither is billable.
+    """
     flags: list[str] = []
-    if actual_end is not None:
-        actual_minutes: float | None = one_decimal(max(0.0, (actual_end - actual_start).total_seconds() / 60))
-        billable: int | None = math.ceil(actual_minutes) if actual_minutes is not None else None
-        overrun: float | None = one_decimal(max(0.0, (actual_end - scheduled_end).total_seconds() / 60))
-    else:
-        actual_minutes = billable = overrun = None
     if not submissions:
         flags.append("missing_form")
     elif not any(locked for _, locked in submissions):
         flags.append("pending_form")
-    if overrun is not None and overrun > threshold:
-        flags.append("overrun")
-    if actual_end is None:
-        flags.append("no_actual_end")
-    return {
+    out: dict[str, Any] = {
         "session_id": row["session_id"],
         "session_name": row["session_name"],
         "scheduled_start": row["scheduled_start"],
         "scheduled_end": row["scheduled_end"],
-        "actual_start": _z(actual_start),
-        "actual_end": _z(actual_end) if actual_end else None,
-        "scheduled_minutes": scheduled_minutes,
-        "actual_minutes": actual_minutes,
-        "billable_minutes": billable,
-        "overrun_minutes": overrun,
+        "actual_start": None,
+        "actual_end": None,
+        "scheduled_minutes": None,
+        "actual_minutes": None,
+        "billable_minutes": None,
+        "overrun_minutes": None,
         "submission_ids": sorted(str(s) for s, _ in submissions),
         "flags": flags,
+        "problem": None,
     }
+    scheduled_start = parse_time(row["scheduled_start"])
+    scheduled_end = parse_time(row["scheduled_end"])
+    if scheduled_start is not None and scheduled_end is not None:
+        out["scheduled_minutes"] = one_decimal((scheduled_end - scheduled_start).total_seconds() / 60)
+    problem = row.get("problem") or facts.get("unavailable")
+    if problem or scheduled_start is None or scheduled_end is None:
+        flags.append("summary_unavailable")
+        out["problem"] = problem or "the session's schedule could not be read"
+        return out
+    if not facts:
+        flags.append("summary_unavailable")
+        out["problem"] = "the summary was not fetched"
+        return out
+    actual_start = parse_time(facts.get("actual_start")) or scheduled_start
+    actual_end = parse_time(facts.get("actual_end"))
+    reason = implausible_reason(scheduled_start, scheduled_end, actual_start, actual_end)
+    if reason:
+        flags.append("implausible_times")
+        out["problem"] = reason
+        out["raw_times"] = {"actual_start": facts.get("actual_start"), "actual_end": facts.get("actual_end")}
+        return out
+    out["actual_start"] = utc_z(actual_start)
+    if actual_end is None:
+        flags.append("no_actual_end")
+        return out
+    actual_minutes = one_decimal(max(0.0, (actual_end - actual_start).total_seconds() / 60))
+    overrun = one_decimal(max(0.0, (actual_end - scheduled_end).total_seconds() / 60))
+    out.update(
+        actual_end=utc_z(actual_end),
+        actual_minutes=actual_minutes,
+        billable_minutes=math.ceil(actual_minutes),
+        overrun_minutes=overrun,
+    )
+    if overrun > threshold:
+        flags.insert(len(flags), "overrun")
+    return out
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -405,35 +584,45 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "overruns": sum("overrun" in r["flags"] for r in rows),
         "no_actual_end": sum("no_actual_end" in r["flags"] for r in rows),
         "billable_minutes": sum(r["billable_minutes"] or 0 for r in rows),
+        "summary_unavailable": sum("summary_unavailable" in r["flags"] for r in rows),
+        "implausible_times": sum("implausible_times" in r["flags"] for r in rows),
     }
 
 
 async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Join rows, summaries and submissions (dict lookups: O(N)) into the contract's report."""
     services = await resolve_services(runtime.context)
-    threshold = float(state.get("overrun_threshold_minutes", 10.0))
+    threshold = threshold_of(state)
     summaries = state.get("summaries") or {}
     index = state.get("submissions") or {}
     rows = [
-        reconcile_row(r, summaries.get(r["session_id"], {}), index.get(r["session_id"], []), threshold)
+        reconcile_row(r, summaries.get(r["session_id"] or "", {}), index.get(r["session_id"] or "", []), threshold)
         for r in state.get("sessions", [])
     ]
+    sums = totals(rows)
     report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "complete": sums["summary_unavailable"] == 0,
         "team_id": state["team_id"],
         "collection_id": state["collection_id"],
+        "clinic_name": services.clinic_name,
         "window": dict(state["window"]),
-        "generated_at": _z(services.clock.now()),
-        "totals": totals(rows),
+        "overrun_threshold_minutes": threshold,
+        "generated_at": utc_z(services.clock.now()),
+        "totals": sums,
         "sessions": rows,
     }
-    log.info("audit: %d sessions reconciled, %d flagged", len(rows), sum(1 for r in rows if r["flags"]))
+    log.info(
+        "audit: %d sessions reconciled, %d flagged, %d could not be checked",
+        len(rows),
+        sum(1 for r in rows if r["flags"]),
+        sums["summary_unavailable"],
+    )
     return {"report": report}
 
 
 async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Render Markdown, JSON and HTML; with an LLM, add one narrative paragraph from the totals only."""
-    import asyncio
-
     from graphs.report import write_reports
 
     services = await resolve_services(runtime.context)
@@ -447,7 +636,7 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
         state["day_label"],
         narrative=narrative,
         zone=services.zone,
-        overrun_threshold_minutes=float(state.get("overrun_threshold_minutes", 10.0)),
+        overrun_threshold_minutes=threshold_of(state),
     )
     return {"report_paths": {k: str(v) for k, v in paths.items()}}
 
@@ -458,6 +647,7 @@ def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
     overruns = [r["overrun_minutes"] for r in rows if "overrun" in r["flags"]]
     return {
         "window": report["window"],
+        "complete": report.get("complete", True),
         "totals": report["totals"],
         "longest_overrun_minutes": max(overruns) if overruns else 0,
         "flagged_sessions": sum(1 for r in rows if r["flags"]),
@@ -465,6 +655,7 @@ def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def narrate(services: Services, context: Context | None, report: Mapping[str, Any]) -> str | None:
+    """One optional paragraph from the model. A failing model never costs the report: it is written without it."""
     if ctx.planner(context, services) != "llm" or services.model is None:
         return None
     import json
@@ -472,36 +663,26 @@ async def narrate(services: Services, context: Context | None, report: Mapping[s
     from prompts import load_prompt
 
     prompt = load_prompt("audit", aggregates=json.dumps(aggregates(report), sort_keys=True))
-    reply = await services.model.ainvoke(prompt)
+    try:
+        reply = await services.model.ainvoke(prompt)
+    except Exception as exc:  # the narrative is optional: any model failure leaves it out
+        log.warning("audit: the report's narrative was left out: the model call failed (%s)", type(exc).__name__)
+        return None
     text = str(reply.content).strip()
     return text[:1500] if text else None
 
 
 def _window(state: Mapping[str, Any]) -> tuple[datetime, datetime]:
-    since = _dt(state["window"]["since"])
-    until = _dt(state["window"]["until"])
+    since = parse_time(state["window"]["since"])
+    until = parse_time(state["window"]["until"])
     if since is None or until is None:
         raise WindowError("the audit window is missing from state")
     return since, until
 
 
-def _dt(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    return parse_time(value) if isinstance(value, str) and value else None
-
-
-def _z(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    from datetime import UTC
-
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditState]:
+def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutput]:
     """The audit builder; compile it with or without a checkpointer."""
-    builder = StateGraph(AuditState, context_schema=Context, input_schema=AuditInput)
+    builder = StateGraph(AuditState, context_schema=Context, input_schema=AuditInput, output_schema=AuditOutput)
     builder.add_node("prepare", prepare)
     builder.add_node("list_sessions", list_sessions, destinations=("fetch_summaries", "wait_and_retry"))
     builder.add_node(
@@ -520,5 +701,5 @@ def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditStat
     return builder
 
 
-def compile_audit(checkpointer: Any = None) -> CompiledStateGraph[AuditState, Context, AuditInput, AuditState]:
+def compile_audit(checkpointer: Any = None) -> CompiledStateGraph[AuditState, Context, AuditInput, AuditOutput]:
     return build_audit_graph().compile(checkpointer=checkpointer, name="audit")

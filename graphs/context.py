@@ -28,6 +28,7 @@ class Services:
     team_id: str | None = None
     waiting_queue_id: str | None = None
     collection_id: str | None = None
+    clinic_name: str | None = None
     planner: Literal["llm", "rules"] = "rules"
     report_dir: Path = Path("reports")
     max_model_calls: int = 8

@@ -75,11 +75,20 @@ def allow_everything(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None
     return None
 
 
-def read_only(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
-    """The audit's policy: list/get only."""
-    if spec.is_read_only:
-        return None
-    return f"Refused: {spec.name} is a {spec.method}; this graph is read-only (list/get tools only)."
+def allow_only(*names: str) -> Policy:
+    """A graph's permission by tool name, whatever the tool's verb or custom method: anything else is refused.
+
+    The audit names its three reads this way, so an account that serves a read as a custom method (POST) still
+    works, and a write can never slip in under a read-looking verb.
+    """
+    allowed = frozenset(names)
+
+    def check(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
+        if spec.name in allowed:
+            return None
+        return f"Refused: {spec.name} is not one of this graph's tools ({', '.join(sorted(allowed))})."
+
+    return check
 
 
 def fill_ids(spec: ToolSpec, arguments: Mapping[str, Any], ids: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,6 +117,7 @@ def idempotency_key(call_id: str, arguments: Mapping[str, Any]) -> str:
 
 
 def error_text(error: BaseException) -> str:
+    """What a failed call tells the model and the state: text, secrets redacted (an upstream may echo the token)."""
     if isinstance(error, ToolArgumentError):
         text = f"Invalid arguments, nothing was sent. {error}. Fix the argument and call the tool again."
     elif isinstance(error, UnknownToolError):
@@ -119,7 +129,6 @@ def error_text(error: BaseException) -> str:
     return redact(text)
 
 
-    """What a failed call tells the model and the state: text, secrets redacted (an upstream may echo the token)."""
 async def execute_call(
     services: Services,
     name: str,
@@ -131,8 +140,13 @@ async def execute_call(
     known_sessions: Mapping[str, Mapping[str, Any]] | None = None,
     unverified_write: bool = False,
     extra_query: Mapping[str, Any] | None = None,
+    all_pages: bool = False,
 ) -> CallOutcome:
-    """Run one tool call through fill → validate → policy → guards → (lost-create check) → execute."""
+    """Run one tool call through fill → validate → policy → guards → (lost-create check) → execute.
+
+    With `all_pages`, a list call is walked to its last page by the one pager (rows de-duplicated), whatever the
+    planner asked for: a queue check that read only the first page would miss waiting patients.
+    """
     executor = services.toolbox.executor
     try:
         spec = executor.spec(name)
@@ -163,9 +177,13 @@ async def execute_call(
                 return CallOutcome(
                     "ok", name, args, spec, result=existing, text=render_for_model(existing), extra={"recovered": True}
                 )
-        result = await executor.run(
-            spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
-        )
+        if all_pages and spec.method == "list":
+            rows = [row async for page, _ in executor.pages(spec.name, args) for row in page]
+            result: Any = {"result": rows}
+        else:
+            result = await executor.run(
+                spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
+            )
     except Exception as exc:
         if is_transient(exc):
             written = bool(getattr(exc, "may_have_written", False)) and spec.method == "create"
@@ -330,6 +348,7 @@ def make_act_node(
                 policy=call_policy,
                 known_sessions=known,
                 unverified_write=call_id in retry.get("unverified", []),
+                all_pages=True,
             )
             if outcome.kind == "transient":
                 return Command(

@@ -11,7 +11,7 @@ from typing import Any
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
-from tools.timeparse import parse_time
+from tools.timeparse import is_plausible, parse_time
 
 DONE_FIELDS = ("answeredAt", "leftQueueAt", "finishedAt")
 
@@ -25,6 +25,7 @@ class QueueSummary(TypedDict):
     waiting: int
     longest_wait_minutes: float
     over_threshold: list[LongWait]
+    unknown_wait: list[str]  # waiting calls whose join time could not be read: unknown is never "short"
 
 
 def is_waiting(call: Mapping[str, Any]) -> bool:
@@ -32,27 +33,39 @@ def is_waiting(call: Mapping[str, Any]) -> bool:
 
 
 def summarize_queue(calls: Iterable[Any], now: datetime, threshold_minutes: float) -> QueueSummary:
-    """Count waiting calls, the longest wait, and every call waiting longer than the threshold."""
+    """Count waiting calls, the longest wait, and every call waiting longer than the threshold.
+
+    `joinedAt` is read in any form (ISO, RFC-1123, epoch seconds or ms; no zone = UTC). A waiting call whose join
+    time cannot be read is listed in `unknown_wait` and alerted on, never taken as a short wait.
+    """
     waiting = 0
     longest = 0.0
     over: list[LongWait] = []
+    unknown: list[str] = []
     for call in calls:
         if not isinstance(call, Mapping) or not is_waiting(call):
             continue
-        joined = parse_time(str(call.get("joinedAt") or ""))
         waiting += 1
-        if joined is None:
+        call_id = str(call.get("callId") or call.get("call_id") or call.get("id") or "?")
+        joined = parse_time(call.get("joinedAt"))
+        if joined is None or not is_plausible(joined):
+            unknown.append(call_id)
             continue
         minutes = round(max(0.0, (now - joined).total_seconds() / 60), 1)
         longest = max(longest, minutes)
         if minutes > threshold_minutes:
-            over.append({"call_id": str(call.get("callId") or call.get("id") or "?"), "waited_minutes": minutes})
+            over.append({"call_id": call_id, "waited_minutes": minutes})
     over.sort(key=lambda c: -c["waited_minutes"])
-    return {"waiting": waiting, "longest_wait_minutes": longest, "over_threshold": over}
+    return {"waiting": waiting, "longest_wait_minutes": longest, "over_threshold": over, "unknown_wait": unknown}
 
 
 def alert_lines(summary: QueueSummary, threshold_minutes: float) -> list[str]:
-    return [
+    lines = [
         f"Call {c['call_id']} has waited {c['waited_minutes']:.0f} min (over {threshold_minutes:g} min)"
         for c in summary["over_threshold"]
     ]
+    lines.extend(
+        f"Call {call_id} is waiting, but its wait could not be read (joinedAt unreadable): check it"
+        for call_id in summary.get("unknown_wait", [])
+    )
+    return lines

@@ -27,7 +27,15 @@ async def run_triage(services: Services, **inputs: Any) -> dict[str, Any]:
 
 def writes(sandbox: Sandbox) -> dict[str, int]:
     return {
-        "queue_lists": sandbox.count(resource="waiting_queue_calls", truto_method="list", status=200),
+        # queue checks: first pages only (a check reads every page; small-page profiles serve several)
+        "queue_lists": sum(
+            1
+            for r in sandbox.requests
+            if r.resource == "waiting_queue_calls"
+            and r.truto_method == "list"
+            and r.status == 200
+            and not r.query.get("next_cursor")
+        ),
         "session_creates": sandbox.count(resource="sessions", truto_method="create", status=200),
         "participant_creates": sandbox.count(resource="participants", truto_method="create", status=200),
     }
@@ -128,9 +136,10 @@ async def test_rate_limit_storm_goes_through_wait_and_retry(services: Services, 
     assert rejected > 0
     assert visited.count("wait_and_retry") >= 1
     assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
-    # the waits the graph took are what the 429s' headers asked for (1-3 s), on the injected clock
+    # the waits the graph took are what the 429s' headers asked for (1-3 s; up to 1 s more when Retry-After is an
+    # HTTP date, whose whole seconds are rounded up, never early), on the injected clock
     waits = [w for w in clock.sleeps if w >= 1]
-    assert waits and all(w <= 3.5 for w in waits)
+    assert waits and all(w <= 4.0 for w in waits)
     assert state["session"] and len(state["participants"]) == 2
 
 
