@@ -1,10 +1,17 @@
 """Shared fixtures: a fake clock, the in-process sandbox, and services wired to it.
 
 Every test runs against the sandbox (or mocks); nothing leaves loopback.
+
+Profiles: every test that uses `sandbox_profile` (directly or through `sandbox_config`, `sandbox`, `services`)
+runs once per sandbox profile (sandbox/profiles.py): `default`, `variant`, and `random-<seed>` for each seed in
+`COVIU_TEST_PROFILE_SEEDS` (default `1-2`; `make soak` runs more). A failing `random-<seed>` replays with
+`coviu-agent sandbox serve --profile random --seed <seed>`. `@pytest.mark.profiles("default")` pins a test that
+depends on one profile's exact format.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +30,42 @@ from sandbox import (
     SandboxTransport,
     create_sandbox,
 )
+from sandbox.profiles import Profile, parse_label, parse_seeds
 from tools.clock import FakeClock
 from tools.ratelimit import RateLimitGovernor
 from tools.toolbox import open_toolbox
 
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)
+
+
+def profile_labels() -> list[str]:
+    """The profiles every scenario test runs on: default, variant, and random-<seed> per test seed."""
+    seeds = parse_seeds(os.environ.get("COVIU_TEST_PROFILE_SEEDS", "1-2"))
+    return ["default", "variant", *(f"random-{seed}" for seed in seeds)]
+
+
+PROFILE_LABELS = profile_labels()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "profiles(*labels): run this test only on these sandbox profiles (e.g. 'default')"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that reaches `sandbox_profile` over the profiles (or those its marker names)."""
+    if "sandbox_profile" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("profiles")
+    labels = [str(label) for label in marker.args] if marker else PROFILE_LABELS
+    metafunc.parametrize("sandbox_profile", labels, indirect=True)
+
+
+@pytest.fixture
+def sandbox_profile(request: pytest.FixtureRequest) -> Profile:
+    """The sandbox profile of this test run (its label is in the test id, e.g. `[random-2]`)."""
+    return parse_label(str(getattr(request, "param", "default")))
 
 
 @pytest.fixture
@@ -36,8 +74,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sandbox_config() -> SandboxConfig:
-    return SandboxConfig()
+def sandbox_config(sandbox_profile: Profile) -> SandboxConfig:
+    return sandbox_profile.config
 
 
 @pytest.fixture

@@ -101,7 +101,15 @@ def source_of(services: Services) -> McpSource:
 
 def writes(sandbox: Sandbox) -> dict[str, int]:
     return {
-        "queue_lists": sandbox.count(resource="waiting_queue_calls", truto_method="list", status=200),
+        # queue checks: first pages only (a check reads every page; small-page profiles serve several)
+        "queue_lists": sum(
+            1
+            for r in sandbox.requests
+            if r.resource == "waiting_queue_calls"
+            and r.truto_method == "list"
+            and r.status == 200
+            and not r.query.get("next_cursor")
+        ),
         "session_creates": sandbox.count(resource="sessions", truto_method="create", status=200),
         "participant_creates": sandbox.count(resource="participants", truto_method="create", status=200),
     }
@@ -148,6 +156,7 @@ async def test_mcp_catalog_is_the_tools_catalog(services: Services, mcp_services
     assert comparable(mcp_services.toolbox.catalog) == comparable(services.toolbox.catalog)
 
 
+@pytest.mark.profiles("default")  # names can only tell CRUD methods: a custom method needs the tool's meta
 async def test_resource_and_method_inferred_from_names_when_meta_is_missing(mcp_services: Services):
     tools = await source_of(mcp_services).list_tools()
     bare = [t.model_copy(update={"meta": None}) for t in tools]
@@ -247,7 +256,8 @@ async def test_mcp_429_goes_through_wait_and_retry(mcp_services: Services, sandb
     assert visited.count("wait_and_retry") >= 1
     assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
     waits = [w for w in clock.sleeps if w >= 1]
-    assert waits and all(w <= 3.5 for w in waits)  # what the 429s' retry-after said (1-3 s)
+    # what the 429s' retry-after said (1-3 s; up to 1 s more as an HTTP date, whose seconds are rounded up)
+    assert waits and all(w <= 4.0 for w in waits)
     assert state["session"] and len(state["participants"]) == 2
     assert mcp_services.toolbox.governor.rate_limited_count >= 1
     assert source_of(mcp_services).sessions_opened == 1
@@ -406,6 +416,7 @@ async def test_the_mcp_url_never_appears_in_logs_output_or_checkpoints(
 # ------------------------------------------------------------------------------------------ admin routes
 
 
+@pytest.mark.profiles("default")  # the expected names assume the summary is a `get` (a read), not a custom method
 async def test_admin_routes_create_list_delete(sandbox: Sandbox, clock: FakeClock):
     created = await create_mcp_server(
         sandbox, name="reads", config={"methods": ["read"], "tags": ["sessions"]}, expires_at="2026-12-01T00:00:00Z"

@@ -681,7 +681,9 @@ class McpDispatch:
                 status = int(raw_status)
             except (TypeError, ValueError):
                 status = 400
-            if not payload.get("message"):
+            if not payload.get("message") and "statusCode" not in payload:
+                # not Truto's error body: the text is the message (Truto's own body may leave `message` empty,
+                # with the provider's text in raw_response: TrutoError.provider_message reads it there)
                 payload = {**payload, "message": text[:500]}
             hold = self._observe(headers, status)
             raise self._truto_error(status, payload, "", headers, hold, verb, path)
