@@ -559,8 +559,10 @@ def _build_view(
             else "Incomplete: some records could not be read"
         )
         incomplete_detail = (
-            "Their summaries could not be read, so they are left out of the totals and the billable minutes. "
-            'They are listed under "Could not be checked"; run the audit again later.'
+            "{} could not be read, so {} left out of the totals and the billable minutes. {} listed under "
+            '"Could not be checked"; run the audit again later.'
+        ).format(
+            *(("Its summary", "it is", "It is") if unavailable == 1 else ("Their summaries", "they are", "They are"))
         )
     team_id = _text(report.get("team_id"))
     clinic = _text(report.get("clinic_name")) or f"team {team_id}"
@@ -854,6 +856,7 @@ def _chart(view: View, zone: ZoneInfo) -> tuple[Markup, str] | None:
         "truncate_legend": -1,
         "margin": 16,
         "print_values": False,
+        "value_formatter": lambda value: f"{value:,g}",  # axis: 40,000
     }
     if data.per_session:
         # Horizontal bars: one line of label per session, first session at the top.
