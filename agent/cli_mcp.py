@@ -163,15 +163,19 @@ def mcp_create(
         return {"id": created.get("id"), "name": created.get("name", name), "url": str(url)}
 
     result = run_async(body, as_json=as_json)
-    if as_json:
-        emit_json(result)
-        return
-    err.print(
-        f"created MCP server {result['id']} ({result['name']}). Its URL is a secret and is shown only now: "
-        "store it as TRUTO_MCP_URL.",
-        highlight=False,
-    )
-    sys.stdout.write(result["url"] + "\n")
+    from tools.textsafety import REDACTOR
+
+    with REDACTOR.revealing(result["url"]):  # printed on purpose, once; every other output redacts MCP tokens
+        if as_json:
+            emit_json(result)
+            return
+        err.print(
+            f"created MCP server {result['id']} ({result['name']}). Its URL is a secret and is shown only now: "
+            "store it as TRUTO_MCP_URL.",
+            highlight=False,
+        )
+        sys.stdout.write(result["url"] + "\n")
+        sys.stdout.flush()
 
 
 @mcp_app.command("list")

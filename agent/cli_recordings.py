@@ -27,6 +27,7 @@ from agent.cli import (
     out,
     run_async,
 )
+from agent.redact import styled
 from agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def print_run(run: RecordingsRun, *, as_json: bool) -> None:
         out.print(f"{totals}" + (f"; manifest: {payload['manifest']}" if payload["manifest"] else ""), highlight=False)
     if run.report.errors:
         for message in run.report.errors:
-            err.print(f"[bold red]error:[/] {message}", highlight=False)
+            err.print(styled("error:", "bold red", message), highlight=False)
         raise typer.Exit(EXIT_UPSTREAM)
 
 

@@ -9,6 +9,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -229,11 +230,11 @@ def test_a_crash_prints_one_redacted_line(capsys: pytest.CaptureFixture[str], mo
 
 
 def test_plain_http_token_to_a_remote_host_is_bad_input() -> None:
-    base = {"_env_file": None, "TRUTO_API_KEY": SECRET, "TRUTO_INTEGRATED_ACCOUNT_ID": "acc"}
+    base: dict[str, Any] = {"_env_file": None, "TRUTO_API_KEY": SECRET, "TRUTO_INTEGRATED_ACCOUNT_ID": "acc"}
     with pytest.raises(ValueError, match="TRUTO_ALLOW_INSECURE"):
-        Settings(**base, TRUTO_BASE_URL="http://truto.example.com")  # type: ignore[arg-type]
-    assert Settings(**base, TRUTO_BASE_URL="http://127.0.0.1:8765")  # type: ignore[arg-type]
-    assert Settings(**base, TRUTO_BASE_URL="http://truto.example.com", TRUTO_ALLOW_INSECURE="1")  # type: ignore[arg-type]
+        Settings(**base, TRUTO_BASE_URL="http://truto.example.com")  # type: ignore[call-arg]
+    assert Settings(**base, TRUTO_BASE_URL="http://127.0.0.1:8765")  # type: ignore[call-arg]
+    assert Settings(**base, TRUTO_BASE_URL="http://truto.example.com", TRUTO_ALLOW_INSECURE="1")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="TRUTO_MCP_URL"):
         Settings(_env_file=None, TRUTO_MCP_URL="http://mcp.example.com/mcp/abcdefghijkl")  # type: ignore[call-arg]
 
@@ -309,7 +310,7 @@ async def test_recordings_transcripts_and_manifest_are_owner_only(
         team_id=DEMO_TEAM_ID,
         collection_id=DEMO_INTAKE_COLLECTION_ID,
         download_dir=root,
-        transcriber=Transcriber(),  # type: ignore[arg-type]
+        transcriber=Transcriber(),
     )
     report = await worker.run(session_id=demo(sandbox).sessions["ontime"])
     await worker.transcribe(report)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -35,6 +36,10 @@ MANIFEST_NAME = "manifest.json"
 CHUNK_SIZE = 256 * 1024
 PAGE_SIZE = 200
 DEFAULT_DOWNLOAD_DIR = Path("recordings")
+# A body with no announced size (no Content-Length, no size in the metadata) stops at this many bytes.
+MAX_UNANNOUNCED_BYTES = 16 * 1024**3
+# Free space a download must leave on the target disk.
+FREE_SPACE_RESERVE = 256 * 1024**2
 
 Kind = Literal["video", "audio", "file"]
 Status = Literal["downloaded", "resumed", "skipped", "missing", "listed", "failed"]
@@ -166,14 +171,38 @@ class Manifest:
         self.entries[entry.key] = entry
 
     def save(self, now: datetime) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         files = sorted(self.entries.values(), key=lambda e: (e.session_id or "", e.submission_id, e.kind, e.file_id))
         payload = {"updated_at": now.isoformat(), "files": [asdict(e) for e in files]}
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_private(temporary, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         os.replace(temporary, self.path)
         self._mtime = self.path.stat().st_mtime
         return self.path
+
+
+def _owner_only(path: str, flags: int) -> int:
+    """`open(..., opener=)`: new files are 0600 whatever the umask (recordings hold patient data)."""
+    return os.open(path, flags, 0o600)
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are)."""
+    missing = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a text file readable by its owner only (0600)."""
+    with open(path, "w", encoding="utf-8", opener=_owner_only) as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 class DownloadIndex:
@@ -308,7 +337,9 @@ class RecordingsWorker:
         download_dir: Path | None = None,
         transcriber: Transcriber | None = None,
         on_event: Callable[[str], None] | None = None,
+        max_unannounced_bytes: int = MAX_UNANNOUNCED_BYTES,
     ) -> None:
+        self.max_unannounced_bytes = max_unannounced_bytes
         self.toolbox = toolbox
         self.team_id = team_id
         self.collection_id = collection_id
@@ -433,7 +464,7 @@ class RecordingsWorker:
             for item in items:
                 report.results.append(await self.probe(item))
             return report
-        self.download_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.download_dir)
         self.manifest.load()
         for item in items:
             try:
@@ -455,7 +486,7 @@ class RecordingsWorker:
         assert self.download_dir is not None and self.manifest is not None
         relative = item.relative_path()
         target = self.download_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         part = target.with_name(target.name + ".part")
         known = self.manifest.find(item.submission_id, item.kind, item.file_id)
         expected = (
@@ -475,9 +506,13 @@ class RecordingsWorker:
             else:
                 os.replace(target, part)
         resumed_from = part.stat().st_size if part.is_file() else 0
+        ensure_free_space(part.parent, None if expected is None else expected - resumed_from, str(relative))
         state: dict[str, Any] = {}
         try:
             await self._read(f"downloading {relative}", lambda: self._fetch(item, part, expected, state))
+        except DownloadTooLargeError:
+            part.unlink(missing_ok=True)  # more bytes than announced: corrupt, never kept or resumed
+            raise
         except TrutoError as exc:
             if item.tool == AUDIO_GET and _no_recording(exc):
                 part.unlink(missing_ok=True)
@@ -550,8 +585,10 @@ class RecordingsWorker:
                     length = response.headers.get("content-length")
                     state["total"] = int(length) if length and length.isdigit() else None
                     state["resumed"] = False
-                with part.open(mode) as handle:
+                bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
+                with open(part, mode, opener=_owner_only) as handle:
                     async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                        bound.take(len(chunk))  # stops as soon as the bytes exceed the announced size
                         handle.write(chunk)
                         state["fetched"] = int(state.get("fetched", 0)) + len(chunk)
         except httpx.TransportError as exc:  # mid-body: the client maps errors only until the headers arrive
@@ -592,7 +629,7 @@ class RecordingsWorker:
                 report.errors.append(message)
                 continue
             temporary = transcript.with_name(transcript.name + ".tmp")
-            temporary.write_text(text, encoding="utf-8")
+            write_private(temporary, text)
             os.replace(temporary, transcript)
             entry.transcript_path = transcript.relative_to(self.download_dir).as_posix()
             self.manifest.put(entry)
@@ -616,3 +653,64 @@ def _content_range(header: str | None) -> tuple[int, int | None]:
 def _unsatisfied_total(header: str | None) -> int | None:
     match = _UNSATISFIED_RANGE.match(header or "")
     return int(match.group(1)) if match else None
+
+
+class DownloadTooLargeError(DownloadError):
+    """The server sent more bytes than it (or the metadata) announced: stopped, the partial file removed."""
+
+
+def ensure_free_space(directory: Path, needed: int | None, what: str) -> None:
+    """Refuse (before any byte is written) a download that would not fit on the target disk."""
+    if needed is None or needed <= 0:
+        return
+    free = shutil.disk_usage(directory).free
+    if needed + FREE_SPACE_RESERVE > free:
+        raise DownloadError(
+            f"{what}: needs {needed} bytes but the disk holding {directory} has {free} free "
+            f"(keeping {FREE_SPACE_RESERVE} spare); not downloaded"
+        )
+
+
+@dataclass
+class ByteBound:
+    """How many bytes one response may write: the smallest announced size, or a cap when none is announced."""
+
+    limit: int
+    announced: bool
+    what: str
+    taken: int = 0
+
+    @classmethod
+    def for_response(
+        cls,
+        response: httpx.Response,
+        offset: int,
+        expected: int | None,
+        state: Mapping[str, Any],
+        part: Path,
+        unannounced_cap: int,
+    ) -> ByteBound:
+        base = offset if state.get("resumed") else 0
+        announced: list[int] = []
+        length = response.headers.get("content-length", "")
+        if length.isdigit():
+            announced.append(int(length))
+        if isinstance(state.get("total"), int):
+            announced.append(int(state["total"]) - base)
+        if expected is not None:
+            announced.append(expected - base)
+        if announced:
+            limit = max(0, min(announced))
+            ensure_free_space(part.parent, limit, part.name)
+            return cls(limit, True, part.name)
+        free = shutil.disk_usage(part.parent).free - FREE_SPACE_RESERVE
+        return cls(max(0, min(unannounced_cap, free)), False, part.name)
+
+    def take(self, count: int) -> None:
+        self.taken += count
+        if self.taken > self.limit:
+            said = "announced" if self.announced else "allowed for a body of unannounced size (or free on disk)"
+            raise DownloadTooLargeError(
+                f"{self.what}: the server sent more than the {self.limit} bytes {said}; stopped, and the partial "
+                "file was removed as corrupt"
+            )
