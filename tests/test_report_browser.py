@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ def browser_path() -> str:
         )
         if os.environ.get("COVIU_TEST_BROWSER_REQUIRED") == "1":
             pytest.fail(reason)
+        warnings.warn(reason, UserWarning, stacklevel=1)  # listed in the run's warnings summary, not only with -rs
         pytest.skip(reason)
     return path
 
