@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL = 0, 2, 3, 4
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL, EXIT_INCOMPLETE = 0, 2, 3, 4, 5
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -292,6 +292,7 @@ def audit(
         check_id("--team-id", team_id)
         check_id("--collection-id", collection_id)
         check_id("--thread-id", thread_id)
+        check_report_dir(out_dir)
         try:
             w_since, w_until, _ = resolve_window(settings.zone, SystemClock().now(), day=day, since=since, until=until)
         except WindowError as exc:
@@ -330,7 +331,16 @@ def audit(
                 progress.advance(bar, count)
 
         services.on_progress = on_progress
-        thread = thread_id or f"audit:{team}:{w_since.isoformat()}:{w_until.isoformat()}"
+        collection = collection_id or services.collection_id
+        # Every argument that changes the result is in the thread id: a resume never mixes two runs' flags.
+        arguments = {
+            "team_id": team,
+            "collection_id": collection,
+            "since": w_since.isoformat(),
+            "until": w_until.isoformat(),
+            "overrun_threshold_minutes": overrun_threshold_minutes,
+        }
+        thread = thread_id or audit_thread(arguments)
         config: RunnableConfig = {
             "configurable": {"thread_id": thread},
             "recursion_limit": 10_000,
@@ -341,6 +351,8 @@ def audit(
             async with open_checkpointer(settings.state) as saver:
                 graph = compile_audit(saver)
                 snapshot = await graph.aget_state(config)
+                if snapshot.next:
+                    check_resumable(thread, snapshot.values, arguments)
                 with progress:
                     if snapshot.next:
                         err.print(f"resuming audit thread {thread}", highlight=False)
@@ -367,18 +379,63 @@ def audit(
     report, paths = state.get("report"), state.get("report_paths") or {}
     if not report or not paths:
         fail(EXIT_UPSTREAM, "the audit did not produce a report", as_json=as_json)
+    incomplete = not report.get("complete", True)
     if as_json:
         emit_json(report)
+        if incomplete:
+            raise typer.Exit(EXIT_INCOMPLETE)
         return
+    from graphs.report import summary_line
+
     t = report["totals"]
-    out.print(
-        f"{t['sessions']} sessions: {t['missing_forms']} missing forms, {t['pending_forms']} pending, "
-        f"{t['overruns']} overruns, {t['no_actual_end']} without an end; {t['billable_minutes']} billable minutes",
-        highlight=False,
-    )
+    out.print(summary_line(report), highlight=False)
     for kind in ("md", "json", "html"):
         if kind in paths:
             out.print(f"report ({kind}): {paths[kind]}", highlight=False)
+    if incomplete:
+        err.print(
+            f"audit incomplete: {t.get('summary_unavailable', 0)} sessions could not be checked "
+            "(see 'Could not be checked' in the report); exit 5",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def check_report_dir(out_dir: str) -> None:
+    """`--out` must name a directory (existing or to be made), checked before any request is sent."""
+    from pathlib import Path
+
+    if not out_dir.strip():
+        raise BadInput("--out: expected a directory for the report files, got an empty value")
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--out: expected a directory, but {out_dir!r} is a file")
+
+
+def audit_thread(arguments: dict[str, Any]) -> str:
+    """The default audit thread: the same arguments resume an interrupted run; other arguments start afresh."""
+    import hashlib
+
+    key = json.dumps(arguments, sort_keys=True)
+    return f"audit:{arguments['team_id']}:{arguments['since'][:10]}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def check_resumable(thread: str, values: dict[str, Any], arguments: dict[str, Any]) -> None:
+    """Refuse to resume a thread that was started with other arguments (exit 2, with a hint)."""
+    stored = {
+        "team_id": values.get("team_id"),
+        "collection_id": values.get("collection_id"),
+        "since": (values.get("window") or {}).get("since"),
+        "until": (values.get("window") or {}).get("until"),
+        "overrun_threshold_minutes": values.get("overrun_threshold_minutes"),
+    }
+    differing = sorted(k for k, v in stored.items() if v is not None and v != arguments[k])
+    if differing:
+        raise BadInput(
+            f"--thread-id: thread {thread} was started with other arguments ({', '.join(differing)}); "
+            "rerun with the same arguments to resume it, or drop --thread-id to start a new audit"
+        )
 
 
 def triage_thread(team: str | None, queue: str | None, patient: str | None, request: str, day: str) -> str:
@@ -442,8 +499,11 @@ def queue_watch(
                 )
                 summary = summarize_queue(calls, services.clock.now(), threshold_minutes)
                 fresh = [c for c in summary["over_threshold"] if c["call_id"] not in alerted]
+                unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
                 alerted.update(c["call_id"] for c in fresh)
-                new_alerts = alert_lines({**summary, "over_threshold": fresh}, threshold_minutes)
+                alerted.update(f"unknown:{c}" for c in unknown)
+                news = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
+                new_alerts = alert_lines(news, threshold_minutes)  # type: ignore[arg-type]
                 if as_json:
                     emit_json({"team_id": team, "queue_id": queue, "queue": summary, "alerts": new_alerts})
                 else:

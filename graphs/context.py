@@ -6,6 +6,7 @@ server they come from the provider that `agent.server` registers.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class Context:
         default=None, metadata={"description": "llm or rules (default: settings)."}
     )
     services: Services | None = field(default=None, repr=False, compare=False)
+    # One per run: a resumed thread (after a crash, or after retries were spent) starts its retry count afresh.
+    run_token: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False, compare=False)
 
 
 async def resolve_services(context: Context | None) -> Services:

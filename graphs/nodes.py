@@ -44,8 +44,9 @@ MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with
 
 
 class RetryState(TypedDict, total=False):
-    """Retry bookkeeping carried in state (checkpointed)."""
+    """Retry bookkeeping carried in state (checkpointed). `run` is the run that counted `attempts`."""
 
+    run: str
     attempts: int
     delay: float
     reason: str
@@ -209,6 +210,7 @@ def retry_update(
     if outcome.extra.get("may_have_written") and call_id not in unverified:
         unverified.append(call_id)
     return {
+        "run": str(previous.get("run", "")),
         "attempts": attempts,
         "delay": delay,
         "reason": _reason(error),
@@ -397,6 +399,10 @@ async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
     """
     services = await resolve_services(runtime.context)
     retry: RetryState = dict(state.get("retry") or {})  # type: ignore[assignment]
+    token = runtime.context.run_token if runtime.context is not None else ""
+    if retry.get("run") != token:  # a new run of this thread (a resume): its attempts start afresh
+        retry["attempts"] = 1
+        retry["run"] = token
     attempts = int(retry.get("attempts", 1))
     policy = services.toolbox.retry_policy
     rate_limited = str(retry.get("reason", "")).startswith("rate")

@@ -61,7 +61,8 @@ def test_audit_writes_three_files_and_prints_the_report(served, tmp_path: Path):
     result = run_cli(["audit", "--out", str(tmp_path / "r"), "--json"], cli_env(tmp_path, served.url), tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"team_id", "collection_id", "window", "generated_at", "totals", "sessions"}
+    assert {"schema_version", "complete", "team_id", "collection_id", "window", "generated_at", "totals"} <= set(report)
+    assert report["complete"] is True
     files = sorted(p.suffix for p in (tmp_path / "r").iterdir())
     assert files == [".html", ".json", ".md"]
     for p in (tmp_path / "r").iterdir():
@@ -78,6 +79,9 @@ def test_audit_writes_three_files_and_prints_the_report(served, tmp_path: Path):
         ["audit", "--date", "2026-02-30"],
         ["audit", "--since", "2026-11-25T00:00:00Z", "--until", "2026-11-24T00:00:00Z"],
         ["audit", "--since", "yesterday", "--until", "2026-11-24T00:00:00Z"],
+        ["audit", "--date", ""],
+        ["audit", "--out", ""],
+        ["audit", "--date", "0001-01-01"],
         ["queue", "watch", "--interval", "0"],
     ],
 )
