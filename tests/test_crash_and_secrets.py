@@ -11,6 +11,7 @@ import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,10 @@ from tests.e2e import CLI, FAKE_OPENAI_KEY, FAKE_TRUTO_TOKEN, cli_env, run_cli, 
 pytestmark = pytest.mark.e2e
 
 
-def test_triage_killed_between_session_and_participants_finishes_the_same_session(tmp_path: Path):
-    sandbox = create_sandbox()
+def test_triage_killed_between_session_and_participants_finishes_the_same_session(
+    tmp_path: Path, sandbox_config: SandboxConfig
+):
+    sandbox = create_sandbox(sandbox_config)
     # participant creates are written, then answered slowly: the kill lands between create and reply
     sandbox.set_faults(FaultConfig(slow=1.0, slow_seconds=30, only_resources=["participants"]))
     with serve(sandbox) as s:
@@ -47,8 +50,10 @@ def test_triage_killed_between_session_and_participants_finishes_the_same_sessio
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_audit_killed_at_a_random_point_gives_the_identical_report(tmp_path: Path, seed: int):
-    sandbox = create_sandbox(SandboxConfig(rate_limit=500))
+def test_audit_killed_at_a_random_point_gives_the_identical_report(
+    tmp_path: Path, seed: int, sandbox_config: SandboxConfig
+):
+    sandbox = create_sandbox(sandbox_config.model_copy(update={"rate_limit": 500}))
     yesterday = sandbox.clock.now().date() - timedelta(days=1)
     sandbox.store.generate_sessions(yesterday, 400, seed=seed)
     with serve(sandbox) as s:
@@ -131,3 +136,76 @@ def test_state_file_is_owner_only(tmp_path: Path):
         result = run_cli(["triage", "now", "--json"], cli_env(tmp_path, s.url), tmp_path)
     assert result.returncode == 0
     assert ((tmp_path / "state.sqlite").stat().st_mode & 0o777) == 0o600
+
+
+class EchoingUpstream:
+    """The sandbox, except that proxy calls answer 401 echoing the caller's token, and a chat-completions endpoint
+    answers 400 echoing the OpenAI key: an upstream that repeats what it is sent."""
+
+    def __init__(self, sandbox: Any) -> None:
+        self.sandbox = sandbox
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.sandbox(scope, receive, send)
+        path = scope["path"]
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        token = headers.get("authorization", "").partition(" ")[2]
+        if path.startswith("/proxy/"):
+            status, body = 401, {"error": {"message": f"token {token} is not valid for this account"}}
+        elif path.endswith("/chat/completions"):
+            status, body = 400, {"error": {"message": f"Incorrect API key provided: {token}", "code": "bad_key"}}
+        else:
+            return await self.sandbox(scope, receive, send)
+        data = json.dumps(body).encode()
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+def test_an_upstream_that_echoes_secrets_leaks_nothing_not_even_into_checkpoints(tmp_path: Path):
+    import threading
+
+    import uvicorn
+
+    from tests.e2e import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            EchoingUpstream(create_sandbox()), host="127.0.0.1", port=port, lifespan="off", log_level="error"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    outputs = []
+    try:
+        env = cli_env(tmp_path, url, OPENAI_API_KEY=FAKE_OPENAI_KEY, OPENAI_BASE_URL=f"{url}/v1")
+        for args, extra in (
+            (["triage", "now", "--patient-name", "Echo Test", "--json"], {"COVIU_AGENT_PLANNER": "rules"}),
+            (["triage", "now", "--patient-name", "Echo Test", "-v"], {"COVIU_AGENT_PLANNER": "llm"}),
+            (["ask", "Cancel session S", "--json"], {}),
+            (["ask", "Cancel session S", "-v"], {}),
+            (["audit", "--out", str(tmp_path / "reports"), "--json"], {}),
+        ):
+            result = run_cli(args, {**env, **extra}, tmp_path)
+            assert result.returncode != 0, (args, result.stdout)
+            assert "Traceback" not in result.stderr or "-v" in args
+            outputs.append(result.stdout + result.stderr)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    blobs = [o.encode() for o in outputs]
+    blobs += [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]  # the checkpoint DB's bytes too
+    assert (tmp_path / "state.sqlite").exists()
+    for blob in blobs:
+        assert FAKE_TRUTO_TOKEN.encode() not in blob
+        assert FAKE_OPENAI_KEY.encode() not in blob
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        kinds = {kind for (kind,) in db.execute("select distinct type from writes")}
+    assert "pickle" not in kinds
