@@ -78,6 +78,7 @@ async def build_services(
         team_id=team_id,
         waiting_queue_id=queue_id,
         collection_id=collection_id,
+        clinic_name=settings.coviu_clinic_name,
         planner=settings.effective_planner if chat_model is not None else "rules",
         report_dir=report_dir or Path("reports"),
     )

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     coviu_team_id: str | None = Field(default=None, validation_alias="COVIU_TEAM_ID")
     coviu_waiting_queue_id: str | None = Field(default=None, validation_alias="COVIU_WAITING_QUEUE_ID")
     coviu_intake_collection_id: str | None = Field(default=None, validation_alias="COVIU_INTAKE_COLLECTION_ID")
+    coviu_clinic_name: str | None = Field(
+        default=None, validation_alias="COVIU_CLINIC_NAME", description="The clinic's name for report headers."
+    )
 
     timezone: str = Field(default="UTC", validation_alias="COVIU_AGENT_TIMEZONE")
 
@@ -110,9 +113,6 @@ class Settings(BaseSettings):
             raise ValueError("TRUTO_MCP_URL is set but is not an http(s) URL")
         if self.planner == "llm" and self.openai_api_key is None:
             raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY")
-        return self
-
-    # --- derived ---------------------------------------------------------------------------------
         if not self.truto_allow_insecure:
             if self.truto_api_key is not None and _insecure(self.truto_base_url):
                 raise ValueError(
@@ -124,6 +124,9 @@ class Settings(BaseSettings):
                     "TRUTO_MCP_URL is plain http:// to a non-loopback host: its token would be sent in clear "
                     "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
                 )
+        return self
+
+    # --- derived ---------------------------------------------------------------------------------
 
     @property
     def uses_sandbox(self) -> bool:

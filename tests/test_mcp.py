@@ -37,7 +37,7 @@ from sandbox.testing import sandbox_client
 from tests.conftest import make_services
 from tools.catalog import ToolCatalog
 from tools.clock import FakeClock
-from tools.errors import RateLimitedError, TransportError, TrutoError
+from tools.errors import MalformedResponseError, RateLimitedError, TransportError, TrutoError
 from tools.mcp_source import (
     McpDispatch,
     McpRefusedError,
@@ -301,7 +301,7 @@ async def test_a_429_is_rate_limited_with_the_headers_wait(mcp_services: Service
     [
         (FaultConfig(server_errors=1.0), TrutoError),
         (FaultConfig(drop=1.0), TransportError),
-        (FaultConfig(malformed_json=1.0), TransportError),
+        (FaultConfig(malformed_json=1.0), MalformedResponseError),
     ],
 )
 async def test_faults_raise_what_the_proxy_raises(

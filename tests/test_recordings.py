@@ -354,7 +354,7 @@ def test_recordings_cli_rejects_contradictory_flags(keep_logging: None) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["recordings", "--date", "2026-11-24", "--session-id", "s"]).exit_code == 2
     assert runner.invoke(app, ["recordings", "--transcribe"]).exit_code == 2
-    assert runner.invoke(app, ["recordings", "--date", "yesterday"]).exit_code == 2
+    assert runner.invoke(app, ["recordings", "--date", "24/11/2026"]).exit_code == 2
 
 
 def test_file_names_are_built_from_safe_ids_only() -> None:

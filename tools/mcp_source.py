@@ -46,7 +46,7 @@ from mcp.shared.exceptions import McpError
 from tools.catalog import ToolCatalog, ToolSpec
 from tools.client import DEFAULT_TIMEOUT, HTTP_VERBS, BinaryBody
 from tools.clock import Clock, SystemClock
-from tools.errors import CoviuAgentError, RateLimitedError, TransportError, TrutoError
+from tools.errors import CoviuAgentError, MalformedResponseError, RateLimitedError, TransportError, TrutoError
 from tools.executor import ToolCall
 from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
 from tools.retry import call_with_retries
@@ -192,7 +192,11 @@ class _McpHttp(httpx.AsyncBaseTransport):
                 request,
                 rpc_id,
                 "malformed JSON from the MCP server",
-                {"transport": "malformed JSON", "detail": f"{len(content)} bytes could not be parsed", "sent": True},
+                {
+                    "transport": "malformed response",
+                    "detail": f"{len(content)} bytes of JSON could not be parsed",
+                    "sent": True,
+                },
             )
         kept = {k: v for k, v in response.headers.items() if k.lower() not in ("content-encoding", "content-length")}
         return httpx.Response(response.status_code, headers=kept, content=content, request=request)
@@ -357,7 +361,7 @@ class McpSource:
         if isinstance(error, McpError):
             data = _shim_data(error)
             if data and "transport" in data:
-                return TransportError(
+                return transport_error(
                     str(data["transport"]), str(data.get("detail", "")), method="POST", path=where, sent=False
                 )
             if data and isinstance(data.get("status"), int):
@@ -616,7 +620,7 @@ class McpDispatch:
     def _call_error(self, error: McpError, verb: str, path: str) -> Exception:
         data = _shim_data(error)
         if data and "transport" in data:
-            return TransportError(
+            return transport_error(
                 str(data["transport"]), str(data.get("detail", "")), method=verb, path=path, sent=bool(data.get("sent"))
             )
         if data and isinstance(data.get("status"), int):
@@ -694,15 +698,24 @@ class McpDispatch:
                 return binary
         text = _text(result.content)
         if not text.strip():
-            return result.structuredContent if result.structuredContent is not None else {}
+            if result.structuredContent is not None:
+                return result.structuredContent
+            raise MalformedResponseError("the tool result is empty", method=verb, path=path)
         try:
             return json.loads(text)
         except ValueError:
             if result.structuredContent is not None:
                 return result.structuredContent
-            raise TransportError(
-                "malformed JSON", f"{len(text)} characters could not be parsed", method=verb, path=path
+            raise MalformedResponseError(
+                f"malformed JSON: {len(text)} characters could not be parsed", method=verb, path=path
             ) from None
+
+
+def transport_error(kind: str, detail: str, *, method: str, path: str, sent: bool) -> TransportError:
+    """The typed transport error the proxy path would raise for the same failure."""
+    if kind in ("malformed response", "malformed JSON"):
+        return MalformedResponseError(detail, method=method, path=path, sent=sent)
+    return TransportError(kind, detail, method=method, path=path, sent=sent)
 
 
 # ----------------------------------------------------------------------------------------------- the toolbox
