@@ -1,0 +1,78 @@
+"""Issue 13: every download ends. An endless body stops at the announced size and leaves nothing behind; a
+download that would not fit on the disk is refused before a byte is fetched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from graphs.context import Services
+from sandbox import (
+    DEMO_ACCOUNT_ID,
+    DEMO_INTAKE_COLLECTION_ID,
+    DEMO_TEAM_ID,
+    FaultConfig,
+    Sandbox,
+    SandboxConfig,
+    create_sandbox,
+)
+from tests.e2e import serve
+from tools.ratelimit import RateLimitGovernor
+from tools.recordings import FILE_GET, RecordingsWorker
+from tools.toolbox import open_toolbox
+
+
+def worker(toolbox: Any, directory: Path, **kwargs: Any) -> RecordingsWorker:
+    return RecordingsWorker(
+        toolbox, team_id=DEMO_TEAM_ID, collection_id=DEMO_INTAKE_COLLECTION_ID, download_dir=directory, **kwargs
+    )
+
+
+async def test_an_endless_recording_never_grows_past_its_announced_size(tmp_path: Path) -> None:
+    sandbox = create_sandbox(SandboxConfig(faults=FaultConfig(endless_media=True, only_resources=["submission_files"])))
+    assert sandbox.store.demo is not None
+    session = sandbox.store.demo.sessions["ontime"]
+    with serve(sandbox) as served:
+        toolbox = await open_toolbox(
+            base_url=served.url,
+            api_key="sandbox",
+            integrated_account_id=DEMO_ACCOUNT_ID,
+            governor=RateLimitGovernor(),
+            timeout=httpx.Timeout(10.0),
+        )
+        try:
+            report = await worker(toolbox, tmp_path / "rec").run(session_id=session)
+        finally:
+            await toolbox.aclose()
+    video = next(r for r in report.results if r.item.tool == FILE_GET)
+    assert video.item.size is not None
+    assert video.status == "failed" and "more than the" in (video.error or "")
+    assert any("removed as corrupt" in e for e in report.errors)
+    assert not list((tmp_path / "rec").rglob("*.part")), "the partial file is removed"
+    for path in (tmp_path / "rec").rglob("*.webm"):
+        assert path.stat().st_size <= 50_000_000
+    assert next(r for r in report.results if r.item.kind == "audio").status == "downloaded"
+
+
+async def test_a_download_that_would_not_fit_is_refused_before_any_byte(
+    services: Services, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sandbox.store.demo is not None
+    session = sandbox.store.demo.sessions["ontime"]
+    real = shutil.disk_usage
+
+    def tiny(path: Any) -> Any:
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - 1000, 1000)
+
+    monkeypatch.setattr("tools.recordings.shutil.disk_usage", tiny)
+    report = await worker(services.toolbox, tmp_path / "rec").run(session_id=session)
+    video = next(r for r in report.results if r.item.tool == FILE_GET)
+    assert video.status == "failed" and "free" in (video.error or "")
+    assert sandbox.count(resource="submission_files") == 0, "nothing was fetched"
+    assert not list((tmp_path / "rec").rglob("*.part"))
