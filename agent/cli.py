@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from agent.redact import SafeConsole, run_guarded, styled
-from agent.settings import Settings
+from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from tools.textsafety import has_unsafe_chars
 
 if TYPE_CHECKING:
@@ -279,10 +279,14 @@ def audit(
     out_dir: str = typer.Option("reports", "--out", help="Directory for the report files."),
     thread_id: str | None = typer.Option(None, "--thread-id", help="Checkpoint thread (default from the window)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
+    max_wait: float | None = typer.Option(
+        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
     settings = load_settings(verbose, as_json)
+    settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     try:
         from graphs.audit import WindowError, resolve_window
         from tools.clock import SystemClock
@@ -461,6 +465,9 @@ def queue_watch(
     once: bool = typer.Option(False, "--once", help="Check once and exit."),
     max_checks: int = typer.Option(0, "--max-checks", help="Stop after this many checks (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
+    max_wait: float | None = typer.Option(
+        None, "--max-wait", min=1, help="Seconds each check may wait out rate limits (default: the interval)."
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Poll a waiting queue; alert once for each call that crosses the threshold."""
@@ -474,6 +481,7 @@ def queue_watch(
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(verbose, as_json)
+    settings.use_max_wait(max_wait, interval)
 
     async def body() -> None:
         from graphs.queue import alert_lines, summarize_queue
@@ -489,6 +497,7 @@ def queue_watch(
         checks = 0
         try:
             while True:
+                services.toolbox.budget.restart()  # each check may wait out rate limits for its own budget
                 calls = await call_with_retries(
                     "listing the waiting queue",
                     lambda: executor.all_items(

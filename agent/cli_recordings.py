@@ -28,7 +28,7 @@ from agent.cli import (
     run_async,
 )
 from agent.redact import styled
-from agent.settings import Settings
+from agent.settings import LONG_RUN_MAX_WAIT, Settings
 
 if TYPE_CHECKING:
     from graphs.context import Services
@@ -154,10 +154,14 @@ def recordings(
         None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    max_wait: float | None = typer.Option(
+        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     """Download recordings and submission files to disk (default: yesterday's), resuming partial files."""
     settings = load_settings(verbose, as_json)
+    settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     try:
         from graphs.audit import WindowError, resolve_window
         from tools.clock import SystemClock

@@ -68,6 +68,7 @@ async def build_services(
             transport=transport,
             clock=clock,
             rate_limit=settings.truto_rate_limit,
+            bounds=settings.bounds(),
         )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)
@@ -115,4 +116,5 @@ async def _open_mcp_toolbox(
         transport=transport,
         clock=clock,
         rate_limit=settings.truto_rate_limit,
+        bounds=settings.bounds(),
     )

@@ -6,12 +6,15 @@ Secrets are `SecretStr`: they never appear in reprs, logs or output.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_state_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from tools.toolbox import Bounds
 
 # The embedded sandbox's demo ids (sandbox/seed.py uses the same values; a test checks they agree).
 SANDBOX_ACCOUNT_ID = "sandbox"
@@ -34,6 +37,10 @@ def _insecure(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+# Default rate-limit wait budgets (seconds) of the long commands; triage and ask use tools.ratelimit's 120 s.
+LONG_RUN_MAX_WAIT = 1800.0
 
 
 def default_state_path() -> str:
@@ -69,6 +76,14 @@ class Settings(BaseSettings):
 
     state: str = Field(default_factory=default_state_path, validation_alias="COVIU_AGENT_STATE")
     log_level: str = Field(default="INFO", validation_alias="COVIU_AGENT_LOG_LEVEL")
+
+    # Bounds (README "Bounds"): the run's total rate-limit wait (unset: each command's default: audit and
+    # recordings 1800 s, triage and ask 120 s, queue watch one interval), each request's deadline, the JSON cap.
+    max_wait: float | None = Field(default=None, gt=0, le=7 * 86_400, validation_alias="COVIU_AGENT_MAX_WAIT")
+    request_deadline: float = Field(default=60.0, gt=0, le=3600, validation_alias="COVIU_AGENT_REQUEST_DEADLINE")
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, le=4 * 1024**3, validation_alias="COVIU_AGENT_MAX_RESPONSE_BYTES"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -142,6 +157,24 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def use_max_wait(self, flag: float | None, command_default: float) -> None:
+        """The command's rate-limit wait budget: `--max-wait`, else COVIU_AGENT_MAX_WAIT, else the command's default."""
+        if flag is not None:
+            self.max_wait = flag
+        elif self.max_wait is None:
+            self.max_wait = command_default
+
+    def bounds(self) -> Bounds:
+        """What the tool layer needs to bound every wait and request (tools.toolbox.Bounds)."""
+        from tools.toolbox import Bounds
+
+        return Bounds(
+            max_wait=self.max_wait if self.max_wait is not None else Bounds.max_wait,
+            request_deadline=self.request_deadline,
+            max_json_bytes=self.max_response_bytes,
+            zone=self.zone,
+        )
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redaction filter."""
