@@ -21,7 +21,13 @@ from urllib.parse import quote
 import httpx
 
 from tools.clock import Clock, SystemClock
-from tools.errors import MalformedResponseError, RateLimitedError, ResponseTooLargeError, TransportError, TrutoError
+from tools.errors import (
+    MalformedResponseError,
+    ResponseTooLargeError,
+    TransportError,
+    error_from_httpx,
+    error_from_payload,
+)
 from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
 
 log = logging.getLogger(__name__)
@@ -214,13 +220,8 @@ class TrutoClient:
     ) -> AsyncIterator[httpx.Response]:
         try:
             response = await self._http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            raise TransportError("timeout", type(exc).__name__, method=verb, path=path, sent=sent) from exc
-        except httpx.ConnectError as exc:
-            raise TransportError("connect error", str(exc) or "refused", method=verb, path=path, sent=False) from exc
         except httpx.TransportError as exc:
-            raise TransportError("connection dropped", type(exc).__name__, method=verb, path=path) from exc
+            raise error_from_httpx(exc, method=verb, path=path) from exc
         try:
             if proxy:
                 info = parse_rate_limit_headers(response.headers, self.clock.now())
@@ -267,20 +268,15 @@ class TrutoClient:
             payload = {"message": raw[:500].decode("utf-8", "replace")}
         if not isinstance(payload, dict):
             payload = {"raw_response": payload}
-        kwargs: dict[str, Any] = {
-            "truto_is_remote_error": bool(payload.get("truto_is_remote_error", False)),
-            "raw_response": payload.get("raw_response"),
-            "headers": dict(response.headers),
-            "method": verb,
-            "path": path,
-            "insight": payload.get("truto_error_insight"),
-        }
-        status = response.status_code
-        error = str(payload.get("error") or response.reason_phrase or "")
-        message = str(payload.get("message") or "")
-        if response.status_code == 429:
-            raise RateLimitedError(status, error, message, retry_after=hold, **kwargs)
-        raise TrutoError(response.status_code, error, message, **kwargs)
+        raise error_from_payload(
+            response.status_code,
+            payload,
+            reason=response.reason_phrase,
+            headers=response.headers,
+            method=verb,
+            path=path,
+            hold=hold,
+        )
 
     async def request_json(
         self,

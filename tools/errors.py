@@ -233,3 +233,46 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, TrutoError):
         return error.retryable
     return isinstance(error, TransportError)
+
+
+def error_from_payload(
+    status: int,
+    payload: Mapping[str, Any],
+    *,
+    reason: str = "",
+    headers: Mapping[str, str] | None = None,
+    method: str = "",
+    path: str = "",
+    hold: float = 0.0,
+) -> TrutoError:
+    """The typed error for a Truto error body (`error`, `message`, `truto_is_remote_error`, `raw_response`,
+    `truto_error_insight`): the one mapping the proxy client and the MCP source share.
+    """
+    kwargs: dict[str, Any] = {
+        "truto_is_remote_error": bool(payload.get("truto_is_remote_error", False)),
+        "raw_response": payload.get("raw_response"),
+        "headers": dict(headers or {}),
+        "method": method,
+        "path": path,
+        "insight": payload.get("truto_error_insight"),
+    }
+    error = str(payload.get("error") or reason or "")
+    message = str(payload.get("message") or "")
+    if status == 429:
+        return RateLimitedError(status, error, message, retry_after=hold, **kwargs)
+    return TrutoError(status, error, message, **kwargs)
+
+
+def error_from_httpx(exc: Exception, *, method: str = "", path: str = "") -> TransportError:
+    """The typed error for an httpx failure before or while a response arrives: the one mapping both sources share.
+
+    `sent` is false only when the request cannot have reached the server (connect errors, connect/pool timeouts).
+    """
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+        return TransportError("timeout", type(exc).__name__, method=method, path=path, sent=sent)
+    if isinstance(exc, httpx.ConnectError):
+        return TransportError("connect error", str(exc)[:200] or "refused", method=method, path=path, sent=False)
+    return TransportError("connection dropped", type(exc).__name__, method=method, path=path)

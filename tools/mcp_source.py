@@ -46,7 +46,15 @@ from mcp.shared.exceptions import McpError
 from tools.catalog import ToolCatalog, ToolSpec
 from tools.client import DEFAULT_TIMEOUT, HTTP_VERBS, BinaryBody
 from tools.clock import Clock, SystemClock
-from tools.errors import CoviuAgentError, MalformedResponseError, RateLimitedError, TransportError, TrutoError
+from tools.errors import (
+    CoviuAgentError,
+    MalformedResponseError,
+    RateLimitedError,
+    TransportError,
+    TrutoError,
+    error_from_httpx,
+    error_from_payload,
+)
 from tools.executor import ToolCall
 from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
 from tools.retry import call_with_retries
@@ -160,13 +168,9 @@ class _McpHttp(httpx.AsyncBaseTransport):
         is_rpc = method is not None
         try:
             response = await self._inner.handle_async_request(outgoing)
-        except httpx.TimeoutException as exc:
-            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            return self._failed(request, rpc_id, is_rpc, exc, "timeout", type(exc).__name__, sent)
-        except httpx.ConnectError as exc:
-            return self._failed(request, rpc_id, is_rpc, exc, "connect error", _short(exc) or "refused", False)
         except httpx.TransportError as exc:
-            return self._failed(request, rpc_id, is_rpc, exc, "connection dropped", type(exc).__name__, True)
+            mapped = error_from_httpx(exc)
+            return self._failed(request, rpc_id, is_rpc, exc, mapped.kind, mapped.detail, mapped.sent)
         if exchange is not None:
             exchange.status = response.status_code
             exchange.headers = {k.lower(): v for k, v in response.headers.items()}
@@ -653,19 +657,7 @@ class McpDispatch:
         verb: str,
         path: str,
     ) -> TrutoError:
-        kwargs: dict[str, Any] = {
-            "truto_is_remote_error": bool(payload.get("truto_is_remote_error", False)),
-            "raw_response": payload.get("raw_response"),
-            "headers": dict(headers),
-            "method": verb,
-            "path": path,
-            "insight": payload.get("truto_error_insight"),
-        }
-        error = str(payload.get("error") or reason)
-        message = str(payload.get("message") or "")
-        if status == 429:
-            return RateLimitedError(status, error, message, retry_after=hold, **kwargs)
-        return TrutoError(status, error, message, **kwargs)
+        return error_from_payload(status, payload, reason=reason, headers=headers, method=verb, path=path, hold=hold)
 
     def _result(self, result: types.CallToolResult, exchange: _Exchange, verb: str, path: str) -> Any:
         headers = exchange.headers
