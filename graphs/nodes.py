@@ -155,7 +155,9 @@ async def execute_call(
         return CallOutcome("error", name, dict(arguments), text=error_text(exc), error=exc)
     args = fill_ids(spec, arguments, ids)
     try:
-        spec.validate(args)
+        _, prepared = executor.prepare(
+            spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
+        )
     except ToolArgumentError as exc:
         return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc)
     refusal = policy(spec, args)
@@ -182,9 +184,7 @@ async def execute_call(
             rows = [row async for page, _ in executor.pages(spec.name, args) for row in page]
             result: Any = {"result": rows}
         else:
-            result = await executor.run(
-                spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
-            )
+            result = await executor.send(spec, prepared)
     except Exception as exc:
         if is_transient(exc):
             written = bool(getattr(exc, "may_have_written", False)) and spec.method == "create"

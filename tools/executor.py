@@ -164,6 +164,43 @@ class ToolExecutor:
         spec.validate(arguments)
         return spec
 
+    def prepare(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+    ) -> tuple[ToolSpec, ToolCall]:
+        """Validate (the one place arguments are checked) and split a call; nothing is sent.
+
+        Raises `ToolArgumentError` naming the field, or `UnknownToolError`.
+        """
+        spec = self.validate(name, arguments)
+        record_id, query, body = spec.split(arguments)
+        if spec.method in ("get", "update", "delete") and not record_id:
+            raise ToolArgumentError(spec.name, "id", "the record's id (required for this tool)")
+        if extra_query:
+            query.update(extra_query)
+        call = ToolCall(
+            arguments={**arguments, **(extra_query or {})},
+            record_id=record_id,
+            query=query,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+        return spec, call
+
+    async def send(self, spec: ToolSpec, call: ToolCall) -> Any:
+        """Send a prepared call. Returns the checked JSON body, or the binary guard's metadata dict."""
+        log.debug("tool %s (%s %s) id=%s", spec.name, spec.resource, spec.method, call.record_id)
+        result = await self.dispatch(spec, call)
+        if isinstance(result, BinaryBody):
+            arguments = {k: v for k, v in call.arguments.items() if k in spec.argument_names}  # not paging extras
+            return binary_summary(spec, arguments, result, self.binary_locator)
+        check_body(spec, result)
+        return result
+
     async def run(
         self,
         name: str,
@@ -173,25 +210,8 @@ class ToolExecutor:
         extra_query: Mapping[str, Any] | None = None,
     ) -> Any:
         """Validate, then send. Returns the JSON body, or the binary guard's metadata dict."""
-        spec = self.validate(name, arguments)
-        record_id, query, body = spec.split(arguments)
-        if spec.method in ("get", "update", "delete") and not record_id:
-            raise ToolArgumentError(spec.name, "id", "the record's id (required for this tool)")
-        if extra_query:
-            query.update(extra_query)
-        log.debug("tool %s (%s %s) id=%s", spec.name, spec.resource, spec.method, record_id)
-        call = ToolCall(
-            arguments={**arguments, **(extra_query or {})},
-            record_id=record_id,
-            query=query,
-            body=body,
-            idempotency_key=idempotency_key,
-        )
-        result = await self.dispatch(spec, call)
-        if isinstance(result, BinaryBody):
-            return binary_summary(spec, arguments, result, self.binary_locator)
-        check_body(spec, result)
-        return result
+        spec, call = self.prepare(name, arguments, idempotency_key=idempotency_key, extra_query=extra_query)
+        return await self.send(spec, call)
 
     def page_arguments(
         self, name: str, arguments: Mapping[str, Any], cursor: str | None, limit: int | None
