@@ -257,6 +257,12 @@ async def inspect(browser: str, html_path: Path, screenshot: Path | None = None)
     async with open_browser(browser) as connection:
         page = await load(connection, html_path.resolve().as_uri())
         layout = await page.evaluate(MEASURE)
+        # As printed: A4 landscape less 10 mm margins is 1047 CSS px wide; nothing may be cut off at the right.
+        await page.send("Emulation.setEmulatedMedia", media="print")
+        await page.send("Emulation.setDeviceMetricsOverride", deviceScaleFactor=1, mobile=False, width=1047, height=740)
+        layout["printWidth"] = await page.evaluate("document.documentElement.scrollWidth")
+        await page.send("Emulation.setEmulatedMedia", media="")
+        await page.send("Emulation.setDeviceMetricsOverride", deviceScaleFactor=1, mobile=False, **VIEWPORT)
         if screenshot is not None:
             metrics = await page.send("Page.getLayoutMetrics")
             height = min(int(metrics["cssContentSize"]["height"]), 3200)
@@ -334,6 +340,7 @@ async def test_demo_report_in_chromium(browser_path: str, demo_html: Path, tmp_p
     assert len(layout["yLabels"]) == 8  # one labelled row per session
     assert layout["banner"] is None
     assert layout["pageWidth"] <= VIEWPORT["width"], "the page scrolls sideways"
+    assert layout["printWidth"] <= 1047, "the printed page is cut off at the right"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
 
 
