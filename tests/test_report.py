@@ -614,7 +614,8 @@ def test_chart_colours_are_neutral_not_red(sample: dict[str, Any]) -> None:
 def test_few_sessions_chart_one_labelled_row_each(count: int) -> None:
     rows = [session(i, name=f"Patient with a rather long name number {i}") for i in range(count)]
     svg = chart_svg(render_html(make_report(rows), narrative=None, **OPTIONS))
-    assert 'class="graph horizontalbar-graph' in svg  # labels on the vertical axis: one line per session, never side by side
+    # Labels on the vertical axis: one line per session, never side by side.
+    assert 'class="graph horizontalbar-graph' in svg
     assert svg.count('class="rect reactive tooltip-trigger"') == 3 * count
     labels = re.findall(r"<text[^>]*>([^<]*Patient[^<]*)</text>", svg)
     assert len(labels) == count and all(len(label) <= report_module.CHART_LABEL_MAX + 6 for label in labels)
