@@ -47,6 +47,7 @@ class RetryState(TypedDict, total=False):
     """Retry bookkeeping carried in state (checkpointed). `run` is the run that counted `attempts`."""
 
     run: str
+    kind: Literal["rate_limit", "transient", ""]  # a 429 waits by the budget; other failures count attempts
     attempts: int
     delay: float
     reason: str
@@ -213,6 +214,7 @@ def retry_update(
         "run": str(previous.get("run", "")),
         "attempts": attempts,
         "delay": delay,
+        "kind": "rate_limit" if isinstance(error, RateLimitedError) else "transient",
         "reason": _reason(error),
         "resume": resume,
         "unverified": unverified,
@@ -235,6 +237,7 @@ def settled(retry: RetryState | None) -> RetryState:
     return {
         "attempts": 0,
         "delay": 0.0,
+        "kind": "",
         "reason": "",
         "resume": "",
         "unverified": [],
@@ -405,7 +408,7 @@ async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
         retry["run"] = token
     attempts = int(retry.get("attempts", 1))
     policy = services.toolbox.retry_policy
-    rate_limited = str(retry.get("reason", "")).startswith("rate")
+    rate_limited = retry.get("kind") == "rate_limit"
     if not rate_limited and attempts >= policy.max_attempts:
         raise RetriesExhaustedError(
             f"{retry.get('resume', 'act')} ({retry.get('reason', 'transient failure')})",
