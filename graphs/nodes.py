@@ -43,6 +43,15 @@ DEFAULT_IDS = ("session_id",)
 MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with the refusal
 
 
+class ActState(TypedDict, total=False):
+    """What the shared `act` and `wait_and_retry` nodes read and write: every graph's state has these keys."""
+
+    messages: list[AnyMessage]
+    retry: RetryState
+    known_sessions: dict[str, dict[str, Any]]
+    refusals: int
+
+
 class RetryState(TypedDict, total=False):
     """Retry bookkeeping carried in state (checkpointed). `run` is the run that counted `attempts`."""
 
@@ -203,7 +212,7 @@ def retry_update(
 
     A 429 is not an attempt: it is waited out by time (the run's rate-limit budget), however many come.
     """
-    previous: RetryState = dict(retry or {})  # type: ignore[assignment]
+    previous = RetryState(**(retry or {}))
     error = outcome.error or RuntimeError("transient failure")
     attempts = int(previous.get("attempts", 0)) + (0 if isinstance(error, RateLimitedError) else 1)
     delay = services.toolbox.retry_policy.delay_for(error, attempts, services.toolbox.governor)
@@ -323,18 +332,18 @@ def make_act_node(
     after: str = "plan",
     ids_from_state: IdsFromState = default_ids,
     approved: ApprovalGate | None = None,
-) -> Callable[[Any, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
+) -> Callable[[ActState, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
     """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling.
 
     With `approved`, a call the gate guards runs only when its fingerprint is among the state's approvals
     (defense in depth behind a graph's approval step); an approval is used up once the call is answered.
     """
 
-    async def act(state: Any, runtime: Runtime[Context]) -> Command[Any]:
+    async def act(state: ActState, runtime: Runtime[Context]) -> Command[Any]:
         services = await resolve_services(runtime.context)
         messages: list[AnyMessage] = list(state.get("messages", []))
         _, calls = pending_tool_calls(messages)
-        retry: RetryState = state.get("retry") or {}  # type: ignore[assignment]
+        retry = RetryState(**(state.get("retry") or {}))
         new_messages: list[ToolMessage] = []
         update: dict[str, Any] = {}
         known = dict(state.get("known_sessions") or {})
@@ -394,14 +403,14 @@ def make_act_node(
     return act
 
 
-async def wait_and_retry(state: Any, runtime: Runtime[Context]) -> Command[Any]:
+async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[Any]:
     """Every 429 and transient failure lands here: wait what the headers/governor say, then go back.
 
     429s wait as long as the run's rate-limit budget allows (`RateLimitBudgetError`, exit 3, when a wait would
     not fit); other transient failures are retried up to the policy's attempt count.
     """
     services = await resolve_services(runtime.context)
-    retry: RetryState = dict(state.get("retry") or {})  # type: ignore[assignment]
+    retry = RetryState(**(state.get("retry") or {}))
     token = runtime.context.run_token if runtime.context is not None else ""
     if retry.get("run") != token:  # a new run of this thread (a resume): its attempts start afresh
         retry["attempts"] = 1
