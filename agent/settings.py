@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from tools.toolbox import Bounds
 
-# The embedded sandbox's demo ids (sandbox/seed.py uses the same values; a test checks they agree).
+# The embedded sandbox's demo ids (sandbox/demo.py uses the same values; a test checks they agree).
 SANDBOX_ACCOUNT_ID = "sandbox"
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_BASE_URL = "http://sandbox.local"

@@ -34,7 +34,7 @@ from tools.textsafety import clean_line
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HTML_TEMPLATE = "report.html.j2"
 
-# Key order of the contract's JSON report (CONTRACT.md §4); keys it does not name follow, in input order.
+# Key order of the contract's JSON report (README: "The audit report"); keys it does not name follow, in input order.
 REPORT_KEYS = (
     "schema_version",
     "complete",

@@ -32,7 +32,7 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def list_page(items: list[Any], next_cursor: str | None = None, *, key: str = "result") -> httpx.Response:
-    """Truto's list envelope (truto.md §3)."""
+    """Truto's list envelope (`result`/`results` + `next_cursor`)."""
     return json_response(
         {key: items, "next_cursor": next_cursor, "prev_cursor": None, "result_count": len(items)},
     )

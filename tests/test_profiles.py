@@ -1,4 +1,4 @@
-"""Sandbox profiles: the variant account answers every alternative CONTRACT §5 allows; `random` replays by seed;
+"""Sandbox profiles: the variant account answers every alternative a real account allows; `random` replays by seed;
 the product never learns which profile it talks to.
 """
 

@@ -158,7 +158,7 @@ class TrutoClient:
 
     @staticmethod
     def proxy_path(resource: str, method: str, record_id: str | None) -> str:
-        """URL path for a tool's resource + Truto method (truto.md §3)."""
+        """URL path for a tool's resource + Truto method (README: "Tool sources")."""
         res = quote(resource, safe="")
         if method == "list" or method == "create":
             return f"/proxy/{res}"

@@ -18,7 +18,7 @@ the approval gate, the governor and the graphs' retry path do not know which sou
   binary guard then answers with metadata only, never bytes.
 
 Resource and method come from each tool's `_meta` (`truto.resource`/`truto.method`, or flat `resource`/`method`)
-when the server sends them. Otherwise they are inferred from Truto's naming convention (truto.md §2:
+when the server sends them. Otherwise they are inferred from Truto's naming convention (README, "Tool sources":
 `list_all_{integration}_{resource}`, `get_single_{integration}_{singular}_by_id`, `create_a_…`, `update_a_…_by_id`,
 `delete_a_…_by_id`), the singular mapped to a list tool's resource when one exists; any other name becomes a
 `custom` method (never read-only). Dispatch itself is by tool name.
