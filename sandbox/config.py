@@ -63,7 +63,7 @@ class SandboxConfig(BaseModel):
     honour_idempotency_keys: bool = True
     account_status: AccountStatus = "active"
     participant_cancel_rule: Literal["finished", "started"] = "finished"
-    # Readings of Truto and Coviu that a real account may differ by (README: sandbox profiles; sandbox/profiles.py turns them on).
+    # Readings of Truto and Coviu that a real account may differ by (sandbox/profiles.py turns them on).
     list_envelope: Literal["result", "results"] = "result"
     summary_method: Literal["get", "custom"] = "get"  # custom: POST /proxy/session_summaries/summary
     page_size: int | None = Field(default=None, ge=1)  # every list pages by this many rows; `limit` is ignored

@@ -1,7 +1,7 @@
 """Profiles: which reading of Truto and Coviu the simulated account plays.
 
 - `default`: the sandbox's own reading (ISO times, `result` envelopes, `id` in the query schema, pages of 25, ...).
-- `variant`: every alternative a real account may choose (the README's sandbox profiles), all at once: `results` envelopes from
+- `variant`: every alternative a real account may choose (README), all at once: `results` envelopes from
   `/tools` and lists, `id` in the body schema, the session summary served as a custom method (POST), RFC-1123
   times, `ratelimit-reset` as a Unix time and `Retry-After` as an HTTP date, pages of 2 rows on every list with
   `limit` ignored, canceled sessions listed unless filtered, sparse submissions, remote errors with an empty

@@ -203,7 +203,7 @@ def test_ratelimit_limit_header_updates_the_limit() -> None:
 
 
 def test_a_provider_limit_above_trutos_own_does_not_raise_pacing_past_50_per_window() -> None:
-    # `ratelimit-limit` is the provider's quota; Truto's own 50 req/10 s per account still applies (Truto's per-account limit).
+    # `ratelimit-limit` is the provider's quota; Truto's own 50 req/10 s per account still applies.
     clock = FakeClock()
     gov = RateLimitGovernor(clock=clock)
     gov.observe(RateLimitInfo(limit=1000, remaining=999, reset_seconds=3600.0), status_code=200)

@@ -19,7 +19,7 @@ from tools.errors import RateLimitBudgetError
 
 log = logging.getLogger(__name__)
 
-# Truto's own limit per integrated account (Truto's documented per-account limit; README: Bounds): 50 requests per 10 seconds.
+# Truto's own documented limit per integrated account: 50 requests per 10 seconds.
 DEFAULT_LIMIT = 50
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_RETRY_AFTER = 10.0
