@@ -134,6 +134,11 @@ class Settings(BaseSettings):
                     "TRUTO_BASE_URL is plain http:// to a non-loopback host: the token would be sent in clear "
                     "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
                 )
+            if self.openai_api_key is not None and self.openai_base_url and _insecure(self.openai_base_url):
+                raise ValueError(
+                    "OPENAI_BASE_URL is plain http:// to a non-loopback host: the OpenAI key would be sent in clear "
+                    "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
+                )
             if self.truto_mcp_url is not None and _insecure(self.truto_mcp_url.get_secret_value()):
                 raise ValueError(
                     "TRUTO_MCP_URL is plain http:// to a non-loopback host: its token would be sent in clear "

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from agent.checkpoint import open_checkpointer
 from agent.cli import emit_json, fail
-from agent.cli_assistant import report_outcome, run_ask, terminal_decider
+from agent.cli.assistant import report_outcome, run_ask, terminal_decider
 from agent.logging import configure_logging
 from agent.redact import SafeConsole, run_guarded
 from agent.settings import Settings
@@ -237,6 +237,9 @@ def test_plain_http_token_to_a_remote_host_is_bad_input() -> None:
     assert Settings(**base, TRUTO_BASE_URL="http://truto.example.com", TRUTO_ALLOW_INSECURE="1")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="TRUTO_MCP_URL"):
         Settings(_env_file=None, TRUTO_MCP_URL="http://mcp.example.com/mcp/abcdefghijkl")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="OPENAI_BASE_URL"):
+        Settings(_env_file=None, OPENAI_API_KEY="sk-x", OPENAI_BASE_URL="http://llm.example.com/v1")  # type: ignore[call-arg]
+    assert Settings(_env_file=None, OPENAI_API_KEY="sk-x", OPENAI_BASE_URL="http://127.0.0.1:11434/v1")  # type: ignore[call-arg]
 
 
 # --- text from outside -----------------------------------------------------------------------------
@@ -319,3 +322,18 @@ async def test_recordings_transcripts_and_manifest_are_owner_only(
     assert (root / MANIFEST_NAME) in files and any(p.suffix == ".txt" for p in files) and len(files) >= 3
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
     assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {"0o700"}
+
+
+@pytest.mark.e2e
+def test_a_patient_name_with_markup_is_printed_and_written_once(tmp_path: Path) -> None:
+    """`triage --patient-name "[/x] Bob"` crashed after creating the session and both links; each rerun made another."""
+    from sandbox import create_sandbox
+    from tests.e2e import cli_env, run_cli, serve
+
+    sandbox = create_sandbox()
+    with serve(sandbox) as served:
+        result = run_cli(["triage", "--patient-name", "[/x] Bob [bold]"], cli_env(tmp_path, served.url), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[/x] Bob [bold]" in result.stdout and "Traceback" not in result.stderr
+    creates = [r for r in sandbox.requests if r.truto_method == "create" and r.status == 200]
+    assert sorted(r.resource or "" for r in creates) == ["participants", "participants", "sessions"]
