@@ -54,6 +54,16 @@ class AssistantInput(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
+class AssistantOutput(TypedDict, total=False):
+    """What a run returns: the conversation (its last AI message is the answer) and the session it created, if any.
+
+    A run that stops for approval returns the conversation so far; the pending request is the interrupt.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    session_id: str | None
+
+
 class AssistantState(TypedDict, total=False):
     """The conversation plus per-request bookkeeping (bounds, approvals, refusals, retries)."""
 
@@ -304,13 +314,16 @@ def build_act_node() -> Any:
     return make_act_node(on_result=on_result, after="plan", ids_from_state=default_ids, approved=APPROVALS)
 
 
-def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInput, AssistantState]:
+def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInput, AssistantOutput]:
     """The assistant builder; compile it with a checkpointer (approvals interrupt the run)."""
-    builder = StateGraph(AssistantState, context_schema=Context, input_schema=AssistantInput)
+    builder = StateGraph(
+        AssistantState, context_schema=Context, input_schema=AssistantInput, output_schema=AssistantOutput
+    )
     builder.add_node("prepare", prepare)
     builder.add_node("plan", plan, destinations=("approve", END))
     builder.add_node("approve", approve, destinations=("act", "plan"))
-    builder.add_node("act", build_act_node(), destinations=("plan", "wait_and_retry"))
+    # act reads the whole state (ids, approvals): not only the keys its signature names
+    builder.add_node("act", build_act_node(), input_schema=AssistantState, destinations=("plan", "wait_and_retry"))
     builder.add_node("wait_and_retry", wait_and_retry, destinations=("act",))
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", "plan")
@@ -319,5 +332,5 @@ def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInpu
 
 def compile_assistant(
     checkpointer: Any = None,
-) -> CompiledStateGraph[AssistantState, Context, AssistantInput, AssistantState]:
+) -> CompiledStateGraph[AssistantState, Context, AssistantInput, AssistantOutput]:
     return build_assistant_graph().compile(checkpointer=checkpointer, name="assistant")

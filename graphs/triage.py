@@ -4,7 +4,9 @@ now with a patient (guest) and a clinician (host) link, and reply with the entry
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -15,14 +17,16 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
-from graphs.nodes import CallOutcome, RetryState, make_act_node, wait_and_retry
+from graphs.nodes import CallOutcome, RetryState, default_ids, fill_ids, make_act_node, settled, wait_and_retry
 from graphs.planning import llm_plan, rules_message, tool_call
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
+from tools.errors import ToolArgumentError
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -35,14 +39,70 @@ MAX_SESSION_CREATES = 2  # the first try, and one more with the start moved forw
 MAX_PLAN_STEPS = 8
 
 
+REQUIRED_TOOLS = (QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL)
+# "Patient: Ava Jenkins" or "patient name: Ava Jenkins" in the request: the name runs to the end of the line or to
+# `,` `;` `.` `(`; only letters, spaces, hyphens and apostrophes, at most six words (else it is not taken).
+_PATIENT_LABEL = re.compile(r"\bpatient(?:'s)?(?:\s+name)?\s*:\s*([^\n,;.(]*)", re.IGNORECASE)
+_NAME = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*(?: [^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*){0,5}")
+
+
+class TriageInputError(ValueError):
+    """Triage cannot start with what it was given (a missing id, patient name or tool); nothing was sent."""
+
+
+class MissingToolsError(TriageInputError):
+    """The tool source lacks tools triage needs (e.g. an MCP server created with `--methods read`)."""
+
+    def __init__(self, missing: list[str], source: str) -> None:
+        self.missing = missing
+        super().__init__(
+            f"triage needs the tools {', '.join(missing)}, which this account's tool source ({source}) does not "
+            "offer (an MCP server created with --methods read cannot write: create one with --methods read,write)"
+        )
+
+
 class TriageInput(TypedDict, total=False):
-    """What a caller gives triage (the server's input is just `messages`)."""
+    """What a caller gives triage: the request, and optionally the patient's name and the session's settings."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    patient_name: str
-    host_name: str
-    duration_minutes: int
-    wait_threshold_minutes: float
+    patient_name: Annotated[
+        str,
+        Field(
+            description="The patient's display name on their link. Default: read from the request "
+            "('... Patient: Ava Jenkins'); a triage without a patient name is refused."
+        ),
+    ]
+    host_name: Annotated[
+        str, Field(description="The clinician's display name on their link (default 'Duty clinician').")
+    ]
+    duration_minutes: Annotated[int, Field(description="Session length in minutes, 1 to 720 (default 30).")]
+    wait_threshold_minutes: Annotated[
+        float, Field(description="Alert on patients waiting longer than this many minutes (default 15).")
+    ]
+    dry_run: Annotated[
+        bool,
+        Field(
+            description="Plan without writing: the queue is read, the first write the planner asks for ends the "
+            "run, and every planned call is returned in planned_calls (nothing is created)."
+        ),
+    ]
+
+
+class TriageOutput(TypedDict, total=False):
+    """What a finished triage returns: the reply (also the last AI message), the queue, the session and its links."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    reply: str
+    team_id: str
+    waiting_queue_id: str
+    queue: QueueSummary | None
+    alerts: list[str]
+    session: dict[str, Any] | None
+    participants: list[dict[str, Any]]
+    failure: str | None
+    last_error: str | None
+    dry_run: bool
+    planned_calls: list[dict[str, Any]]
 
 
 class TriageState(TypedDict, total=False):
@@ -51,10 +111,13 @@ class TriageState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     team_id: str
     waiting_queue_id: str
-    patient_name: str
-    host_name: str
-    duration_minutes: int
-    wait_threshold_minutes: float
+    # a request's inputs: reset when the run ends, so the next request of a chat thread starts from its own
+    patient_name: str | None
+    host_name: str | None
+    duration_minutes: int | None
+    wait_threshold_minutes: float | None
+    dry_run: bool | None
+    planned_calls: list[dict[str, Any]]
     queue: QueueSummary | None
     alerts: list[str]
     session: dict[str, Any] | None
@@ -84,38 +147,92 @@ def iso(moment: datetime) -> str:
 
 
 def _request_text(state: Mapping[str, Any]) -> str:
-    for message in state.get("messages", []):
+    """The latest request (a chat thread holds earlier ones too)."""
+    for message in reversed(state.get("messages", [])):
         if isinstance(message, HumanMessage):
             return str(message.content)
     return ""
 
 
+def patient_from_request(text: str) -> str | None:
+    """The patient's name when the request labels it ("... Patient: Ava Jenkins"), else None.
+
+    Deliberately narrow: only a `Patient:` / `Patient name:` label, followed by at most six words of letters
+    (hyphens and apostrophes inside words), up to the end of the line or `,` `;` `.` `(`.
+    """
+    for match in _PATIENT_LABEL.finditer(text):
+        candidate = " ".join(match.group(1).split())
+        if candidate and len(candidate) <= 80 and _NAME.fullmatch(candidate):
+            return candidate
+    return None
+
+
+async def _patient_name(state: TriageState, runtime: Runtime[Context], services: Services) -> str | None:
+    given = (state.get("patient_name") or "").strip()
+    if given:
+        return given
+    text = _request_text(state)
+    found = patient_from_request(text)
+    if found or not text:
+        return found
+    if ctx.planner(runtime.context, services) == "llm" and services.model is not None:
+        answer = await services.model.ainvoke(load_prompt("triage_extract", request=text))
+        lines = str(answer.content).strip().splitlines() if answer.content else []
+        name = lines[0].strip().strip("`\"'")[:80] if lines else ""
+        if name and name.lower() != "patient":
+            return name
+    return None
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Resolve ids and defaults from input, context and settings; fail early when an id is missing."""
+    """Resolve ids, the patient and defaults; fail before any request when something is missing.
+
+    Each run of a thread is a new triage (a chat thread may ask for several): what an earlier run found is reset.
+    """
     services = await resolve_services(runtime.context)
     team = state.get("team_id") or ctx.team_id(runtime.context, services)
     queue = state.get("waiting_queue_id") or ctx.waiting_queue_id(runtime.context, services)
-    if not team or not queue:
-        missing = "COVIU_TEAM_ID" if not team else "COVIU_WAITING_QUEUE_ID"
-        raise ValueError(f"triage needs a team and a waiting queue: set {missing} (or pass it)")
-    patient = state.get("patient_name")
-    if not patient and ctx.planner(runtime.context, services) == "llm" and services.model is not None:
-        text = _request_text(state)
-        if text:
-            answer = await services.model.ainvoke(load_prompt("triage_extract", request=text))
-            patient = str(answer.content).strip().splitlines()[0][:80] if answer.content else None
+    missing = [name for name, value in (("COVIU_TEAM_ID", team), ("COVIU_WAITING_QUEUE_ID", queue)) if not value]
+    if missing:
+        raise TriageInputError(
+            f"triage needs a team and a waiting queue: set {' and '.join(missing)} (or pass them: --team-id, "
+            "--queue-id, or the run's context)"
+        )
+    catalog = services.toolbox.catalog
+    absent = [name for name in REQUIRED_TOOLS if name not in catalog]
+    if absent:
+        raise MissingToolsError(absent, catalog.source)
+    patient = await _patient_name(state, runtime, services)
+    if not patient:
+        raise TriageInputError(
+            "triage needs the patient's name: pass --patient-name (patient_name), or end the request with "
+            "'Patient: <name>'"
+        )
     return {
         "team_id": team,
         "waiting_queue_id": queue,
-        "patient_name": patient or "Patient",
+        "patient_name": patient,
         "host_name": state.get("host_name") or "Duty clinician",
-        "duration_minutes": int(state.get("duration_minutes") or 30),
-        "wait_threshold_minutes": float(state.get("wait_threshold_minutes") or 15),
-        "participants": state.get("participants") or [],
-        "alerts": state.get("alerts") or [],
+        "duration_minutes": int(_given(state.get("duration_minutes"), 30)),
+        "wait_threshold_minutes": float(_given(state.get("wait_threshold_minutes"), 15)),  # 0 means 0
+        "dry_run": bool(state.get("dry_run")),
+        "planned_calls": [],
+        "queue": None,
+        "alerts": [],
+        "session": None,
+        "participants": [],
+        "failure": None,
+        "last_error": None,
         "session_creates": 0,
         "participant_errors": 0,
         "plan_steps": 0,
+        "refusals": 0,
+        "known_sessions": {},
+        "retry": settled(state.get("retry")),
     }
 
 
@@ -134,7 +251,7 @@ def _progress(state: TriageState) -> str:
 
 def _session_args(state: TriageState, now: datetime) -> dict[str, Any]:
     start = session_start(now, extra_minutes=int(state.get("session_creates", 0)))
-    end = start + timedelta(minutes=int(state.get("duration_minutes", 30)))
+    end = start + timedelta(minutes=int(_given(state.get("duration_minutes"), 30)))
     return {
         "session_name": f"Triage – {state.get('patient_name', 'Patient')}",
         "start_time": iso(start),
@@ -201,9 +318,54 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
     else:
         message = rules_plan(state, now)
     steps = int(state.get("plan_steps", 0)) + 1
+    if state.get("dry_run") and message.tool_calls:
+        planned = planned_writes(services, state, message)
+        if planned:
+            # the first write ends a dry run: nothing is sent, the planned calls are the answer
+            return Command(goto="respond", update={"planned_calls": planned, "plan_steps": steps})
     if not message.tool_calls:
         return Command(goto="respond", update={"messages": [message], "plan_steps": steps})
     return Command(goto="act", update={"messages": [message], "plan_steps": steps})
+
+
+def planned_writes(services: Services, state: TriageState, message: AIMessage) -> list[dict[str, Any]]:
+    """In a dry run: when this step asks for any write, every call of the step as it would be sent (ids filled,
+    arguments validated), then the links the rules planner would create next. Empty when the step only reads."""
+    executor = services.toolbox.executor
+    specs = {
+        str(c.get("name")): executor.spec(str(c.get("name")))
+        for c in message.tool_calls
+        if c.get("name") in executor.catalog
+    }
+    if all(spec.is_read_only for spec in specs.values()) and len(specs) == len(message.tool_calls):
+        return []
+    ids = default_ids(state)
+    planned: list[dict[str, Any]] = []
+    for call in message.tool_calls:
+        name = str(call.get("name"))
+        spec = specs.get(name)
+        entry: dict[str, Any] = {"tool": name, "args": dict(call.get("args") or {})}
+        if spec is None:
+            entry["error"] = f"no tool named {name!r} in this account's catalog"
+        else:
+            entry["args"] = fill_ids(spec, entry["args"], ids)
+            entry["method"] = spec.method
+            try:
+                spec.validate(entry["args"])
+            except ToolArgumentError as exc:
+                entry["error"] = str(exc)
+        planned.append(entry)
+    if any(c.get("name") == SESSION_TOOL for c in message.tool_calls):
+        for role, display in (("guest", state.get("patient_name")), ("host", state.get("host_name"))):
+            planned.append(
+                {
+                    "tool": PARTICIPANT_TOOL,
+                    "args": {"session_id": "(the new session's id)", "display_name": display, "role": role},
+                    "method": "create",
+                    "after": SESSION_TOOL,
+                }
+            )
+    return planned
 
 
 def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
@@ -221,7 +383,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
     result = outcome.result if isinstance(outcome.result, Mapping) else {}
     if spec.resource == "waiting_queue_calls" and spec.method == "list":
         calls = outcome.result.get("result", []) if isinstance(outcome.result, Mapping) else outcome.result
-        threshold = float(state.get("wait_threshold_minutes", 15))
+        threshold = float(_given(state.get("wait_threshold_minutes"), 15))
         summary = summarize_queue(calls or [], services.clock.now(), threshold)
         log.info("queue: %d waiting, %d over %g min", summary["waiting"], len(summary["over_threshold"]), threshold)
         return {"queue": summary, "alerts": alert_lines(summary, threshold), "last_error": None}
@@ -260,19 +422,40 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         p = by_role.get(role)
         if p:
             lines.append(f"{label} link ({p['display_name']}): {p['entry_url']}")
+    planned = state.get("planned_calls") or []
+    if state.get("dry_run"):
+        lines.append(
+            f"Dry run: nothing was written. {len(planned)} planned call(s):"
+            if planned
+            else "Dry run: nothing was written."
+        )
+        for call in planned:
+            note = f" (after {call['after']})" if call.get("after") else ""
+            error = f"  [would be refused: {call['error']}]" if call.get("error") else ""
+            lines.append(
+                f"- {call['tool']} {json.dumps(call['args'], ensure_ascii=False, sort_keys=True)}{note}{error}"
+            )
     if state.get("failure"):
         lines.append(f"Could not finish: {state['failure']}")
-    return {"reply": "\n".join(lines)}
+    reply = "\n".join(lines)
+    # the reply is also the last AI message: a chat view (Studio, Agent Chat UI) shows it
+    return {"reply": reply, "messages": [AIMessage(content=reply)], **REQUEST_INPUTS_RESET}
 
 
-def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, TriageState]:
+REQUEST_INPUTS_RESET: dict[str, Any] = dict.fromkeys(
+    ("patient_name", "host_name", "duration_minutes", "wait_threshold_minutes", "dry_run")
+)
+
+
+def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, TriageOutput]:
     """The triage builder; compile it with or without a checkpointer."""
     act = make_act_node(on_result=on_result, after="plan")
 
-    builder = StateGraph(TriageState, context_schema=Context, input_schema=TriageInput)
+    builder = StateGraph(TriageState, context_schema=Context, input_schema=TriageInput, output_schema=TriageOutput)
     builder.add_node("prepare", prepare)
     builder.add_node("plan", plan, destinations=("act", "respond"))
-    builder.add_node("act", act, destinations=("plan", "wait_and_retry"))  # type: ignore[call-overload]
+    # act reads the whole state (ids, the queue threshold, what exists): not only the keys its signature names
+    builder.add_node("act", act, input_schema=TriageState, destinations=("plan", "wait_and_retry"))  # type: ignore[call-overload]
     builder.add_node("wait_and_retry", wait_and_retry, destinations=("act",))
     builder.add_node("respond", respond)
     builder.add_edge(START, "prepare")
@@ -281,5 +464,5 @@ def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, Triage
     return builder
 
 
-def compile_triage(checkpointer: Any = None) -> CompiledStateGraph[TriageState, Context, TriageInput, TriageState]:
+def compile_triage(checkpointer: Any = None) -> CompiledStateGraph[TriageState, Context, TriageInput, TriageOutput]:
     return build_triage_graph().compile(checkpointer=checkpointer, name="triage")
