@@ -94,7 +94,7 @@ async def _open_mcp_toolbox(
     clock: Clock,
 ) -> Toolbox:
     """TRUTO_MCP_URL is set: the catalog and every tool call go through Truto's MCP server (tools/mcp_source.py)."""
-    from agent.cli import BadInput
+    from agent.errors import BadInput
     from tools.mcp_source import McpUrlError, check_mcp_url, open_mcp_toolbox
 
     assert settings.truto_mcp_url is not None

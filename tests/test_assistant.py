@@ -24,7 +24,7 @@ from langgraph.types import Command
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.cli_assistant import AskOutcome, report_outcome, run_ask, terminal_decider
+from agent.cli.assistant import AskOutcome, report_outcome, run_ask, terminal_decider
 from agent.settings import Settings
 from graphs.assistant import NOT_APPROVED, build_act_node, build_assistant_graph
 from graphs.context import Context, Services

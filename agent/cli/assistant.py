@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agent.cli import (
+from agent.cli.common import (
     EXIT_APPROVAL,
     EXIT_BAD_INPUT,
-    BadInput,
-    app,
     check_id,
     emit_json,
     err,
@@ -35,6 +33,7 @@ from agent.cli import (
     out,
     run_async,
 )
+from agent.errors import BadInput
 from agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -251,7 +250,6 @@ def terminal_decider(
     return decide
 
 
-@app.command()
 def ask(
     request: str = typer.Argument("", help="What to do, e.g. 'Billable minutes for session S'."),
     yes: bool = typer.Option(

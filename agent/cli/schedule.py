@@ -13,10 +13,10 @@ from typing import Any
 
 import typer
 
-from agent.cli import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput, app, check_id, emit_json, fail, load_settings, out
+from agent.cli.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, check_id, emit_json, fail, load_settings, out
+from agent.errors import BadInput
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Nightly audits as LangGraph Server crons.")
-app.add_typer(schedule_app, name="schedule")
 
 DEFAULT_SERVER = "http://127.0.0.1:2024"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")

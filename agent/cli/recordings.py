@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agent.cli import (
+from agent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_UPSTREAM,
-    BadInput,
-    app,
     check_id,
     emit_json,
     err,
@@ -27,6 +25,7 @@ from agent.cli import (
     out,
     run_async,
 )
+from agent.errors import BadInput
 from agent.redact import styled
 from agent.settings import LONG_RUN_MAX_WAIT, Settings
 
@@ -141,7 +140,6 @@ def print_run(run: RecordingsRun, *, as_json: bool) -> None:
         raise typer.Exit(EXIT_UPSTREAM)
 
 
-@app.command()
 def recordings(
     day: str | None = typer.Option(None, "--date", help="Submissions of this day (YYYY-MM-DD, clinic time zone)."),
     session_id: str | None = typer.Option(None, "--session-id", help="Only the submissions naming this session."),

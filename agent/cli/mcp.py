@@ -17,14 +17,14 @@ from urllib.parse import quote
 
 import typer
 
-from agent.cli import EXIT_BAD_INPUT, BadInput, app, check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.errors import BadInput
 from agent.settings import SANDBOX_BASE_URL, Settings
 
 if TYPE_CHECKING:
     from tools.client import TrutoClient
 
 mcp_app = typer.Typer(no_args_is_help=True, help="The account's Truto MCP servers (the MCP tool source).")
-app.add_typer(mcp_app, name="mcp")
 
 _METHOD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

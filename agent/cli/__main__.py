@@ -1,0 +1,5 @@
+"""`python -m agent.cli`: the coviu-agent CLI."""
+
+from agent.cli import main
+
+main()

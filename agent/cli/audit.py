@@ -1,0 +1,197 @@
+"""`coviu-agent audit`: scenario 2, the end-of-day audit (cron-safe; resumes after a crash)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from agent.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_UPSTREAM,
+    check_id,
+    emit_json,
+    err,
+    fail,
+    load_settings,
+    open_services,
+    out,
+    run_async,
+)
+from agent.errors import BadInput
+from agent.settings import LONG_RUN_MAX_WAIT
+
+
+def audit(
+    day: str | None = typer.Option(None, "--date", help="Audit this day (YYYY-MM-DD, clinic time zone)."),
+    since: str | None = typer.Option(None, "--since", help="Window start (ISO-8601)."),
+    until: str | None = typer.Option(None, "--until", help="Window end, exclusive (ISO-8601)."),
+    team_id: str | None = typer.Option(None, "--team-id"),
+    collection_id: str | None = typer.Option(None, "--collection-id"),
+    overrun_threshold_minutes: float = typer.Option(10, "--overrun-threshold-minutes"),
+    out_dir: str = typer.Option("reports", "--out", help="Directory for the report files."),
+    thread_id: str | None = typer.Option(None, "--thread-id", help="Checkpoint thread (default from the window)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
+    max_wait: float | None = typer.Option(
+        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+    ),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
+    settings = load_settings(verbose, as_json)
+    settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
+    try:
+        from graphs.audit import WindowError, resolve_window
+        from tools.clock import SystemClock
+
+        if not 0 <= overrun_threshold_minutes <= 1440:
+            raise BadInput(f"--overrun-threshold-minutes: expected 0 to 1440, got {overrun_threshold_minutes}")
+        check_id("--team-id", team_id)
+        check_id("--collection-id", collection_id)
+        check_id("--thread-id", thread_id)
+        check_report_dir(out_dir)
+        try:
+            w_since, w_until, _ = resolve_window(settings.zone, SystemClock().now(), day=day, since=since, until=until)
+        except WindowError as exc:
+            raise BadInput(str(exc)) from None
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+
+    async def body() -> dict[str, Any]:
+        from pathlib import Path
+
+        from langchain_core.runnables import RunnableConfig
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from agent.checkpoint import open_checkpointer
+        from graphs.audit import compile_audit
+        from graphs.context import Context
+
+        services = await open_services(settings)
+        services.report_dir = Path(out_dir)
+        team = team_id or services.team_id
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        bar = progress.add_task("summaries", total=None)
+
+        def on_progress(kind: str, count: int, total: int) -> None:
+            if kind == "sessions":
+                progress.update(bar, total=total, description=f"summaries of {total} sessions")
+            else:
+                progress.advance(bar, count)
+
+        services.on_progress = on_progress
+        collection = collection_id or services.collection_id
+        # Every argument that changes the result is in the thread id: a resume never mixes two runs' flags.
+        arguments = {
+            "team_id": team,
+            "collection_id": collection,
+            "since": w_since.isoformat(),
+            "until": w_until.isoformat(),
+            "overrun_threshold_minutes": overrun_threshold_minutes,
+        }
+        thread = thread_id or audit_thread(arguments)
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread},
+            "recursion_limit": 10_000,
+            "max_concurrency": 4,
+        }
+        context = Context(team_id=team_id, collection_id=collection_id, services=services)
+        try:
+            async with open_checkpointer(settings.state) as saver:
+                graph = compile_audit(saver)
+                snapshot = await graph.aget_state(config)
+                if snapshot.next:
+                    check_resumable(thread, snapshot.values, arguments)
+                with progress:
+                    if snapshot.next:
+                        err.print(f"resuming audit thread {thread}", highlight=False)
+                        state = await graph.ainvoke(None, config, context=context, durability="sync")
+                    else:
+                        inputs: dict[str, Any] = {"overrun_threshold_minutes": overrun_threshold_minutes}
+                        if day:
+                            inputs["date"] = day
+                        if since and until:
+                            inputs["since"], inputs["until"] = since, until
+                        if team_id:
+                            inputs["team_id"] = team_id
+                        if collection_id:
+                            inputs["collection_id"] = collection_id
+                        state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
+                if state.get("report_paths"):
+                    # the report is written: drop the thread's checkpoints (they hold patient data)
+                    await saver.adelete_thread(thread)
+        finally:
+            await services.toolbox.aclose()
+        return dict(state)
+
+    state = run_async(body, as_json=as_json)
+    report, paths = state.get("report"), state.get("report_paths") or {}
+    if not report or not paths:
+        fail(EXIT_UPSTREAM, "the audit did not produce a report", as_json=as_json)
+    incomplete = not report.get("complete", True)
+    if as_json:
+        emit_json(report)
+        if incomplete:
+            raise typer.Exit(EXIT_INCOMPLETE)
+        return
+    from graphs.report import summary_line
+
+    t = report["totals"]
+    out.print(summary_line(report), highlight=False)
+    for kind in ("md", "json", "html"):
+        if kind in paths:
+            out.print(f"report ({kind}): {paths[kind]}", highlight=False)
+    if incomplete:
+        err.print(
+            f"audit incomplete: {t.get('summary_unavailable', 0)} sessions could not be checked "
+            "(see 'Could not be checked' in the report); exit 5",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def check_report_dir(out_dir: str) -> None:
+    """`--out` must name a directory (existing or to be made), checked before any request is sent."""
+    from pathlib import Path
+
+    if not out_dir.strip():
+        raise BadInput("--out: expected a directory for the report files, got an empty value")
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--out: expected a directory, but {out_dir!r} is a file")
+
+
+def audit_thread(arguments: dict[str, Any]) -> str:
+    """The default audit thread: the same arguments resume an interrupted run; other arguments start afresh."""
+    import hashlib
+
+    key = json.dumps(arguments, sort_keys=True)
+    return f"audit:{arguments['team_id']}:{arguments['since'][:10]}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def check_resumable(thread: str, values: dict[str, Any], arguments: dict[str, Any]) -> None:
+    """Refuse to resume a thread that was started with other arguments (exit 2, with a hint)."""
+    stored = {
+        "team_id": values.get("team_id"),
+        "collection_id": values.get("collection_id"),
+        "since": (values.get("window") or {}).get("since"),
+        "until": (values.get("window") or {}).get("until"),
+        "overrun_threshold_minutes": values.get("overrun_threshold_minutes"),
+    }
+    differing = sorted(k for k, v in stored.items() if v is not None and v != arguments[k])
+    if differing:
+        raise BadInput(
+            f"--thread-id: thread {thread} was started with other arguments ({', '.join(differing)}); "
+            "rerun with the same arguments to resume it, or drop --thread-id to start a new audit"
+        )

@@ -1,0 +1,102 @@
+"""What every command shares: the consoles, exit codes, `fail`, `emit_json`, settings loading, id checks and
+`run_async` (the app's errors → exit codes). Command modules import this; it imports no command module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from agent.errors import BadInput
+from agent.redact import SafeConsole, styled
+from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from graphs.context import Services
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL, EXIT_INCOMPLETE = 0, 2, 3, 4, 5
+
+# Strings printed through these are text, never markup; secrets redacted, control/bidi characters escaped.
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def fail(code: int, message: str, *, as_json: bool = False, extra: dict[str, Any] | None = None) -> NoReturn:
+    if as_json:
+        emit_json({"error": message, "exit_code": code, **(extra or {})})
+    err.print(styled("error:", "bold red", message), highlight=False)
+    raise typer.Exit(code)
+
+
+def emit_json(payload: Any) -> None:
+    """One JSON object on stdout: secrets redacted, bidi/C1 characters as \\u escapes (the same data)."""
+    from tools.textsafety import redact_value, safe_json
+
+    sys.stdout.write(safe_json(json.dumps(redact_value(payload), ensure_ascii=False, default=str)) + "\n")
+
+
+def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+        fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
+    from agent.logging import configure_logging
+
+    configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets())
+    return settings
+
+
+def check_id(name: str, value: str | None) -> None:
+    if value is not None and not _ID_PATTERN.fullmatch(value):
+        raise BadInput(f"{name}: expected an id (letters, digits, '-', '_', '.', ':'; up to 128), got {value!r}")
+
+
+def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
+    """Run a command body and turn the app's errors into exit codes and clear messages."""
+    from tools.errors import (
+        CoviuAgentError,
+        RetriesExhaustedError,
+        ToolArgumentError,
+        TransportError,
+        TrutoError,
+    )
+
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except typer.Exit:
+        raise
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    except ToolArgumentError as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    except RetriesExhaustedError as exc:
+        fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
+    except TrutoError as exc:
+        code = EXIT_BAD_INPUT if exc.status_code == 404 else EXIT_UPSTREAM
+        fail(code, exc.describe(), as_json=as_json)
+    except TransportError as exc:
+        fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
+    except CoviuAgentError as exc:
+        fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
+    except ValueError as exc:  # a missing id or setting found by a graph's first node, before any request
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+async def open_services(settings: Settings) -> Services:
+    from agent.services import build_services
+
+    return await build_services(settings)

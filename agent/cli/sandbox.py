@@ -1,0 +1,55 @@
+"""`coviu-agent sandbox serve`: the embedded Truto + Coviu simulator over HTTP."""
+
+from __future__ import annotations
+
+import typer
+
+from agent.cli.common import EXIT_BAD_INPUT, err, fail
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu simulator.")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port"),
+    synthetic_sessions: int = typer.Option(0, "--synthetic-sessions", help="Add N synthetic sessions to a day."),
+    synthetic_day: str | None = typer.Option(
+        None, "--synthetic-day", help="Their day (YYYY-MM-DD; default yesterday)."
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Account profile: default, variant or random (env COVIU_SANDBOX_PROFILE)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="The random profile's seed (env COVIU_SANDBOX_SEED; default: a new one, printed)."
+    ),
+) -> None:
+    """Serve the simulator over HTTP (then set TRUTO_BASE_URL, TRUTO_API_KEY=sandbox, ...=sandbox)."""
+    from datetime import date, timedelta
+
+    from sandbox import create_sandbox, serve_sandbox
+    from sandbox.profiles import ProfileError, serve_config
+
+    if not 0 <= synthetic_sessions <= 100_000:
+        fail(EXIT_BAD_INPUT, f"--synthetic-sessions: expected 0 to 100000, got {synthetic_sessions}")
+    try:
+        config, described = serve_config(profile, seed)
+    except ProfileError as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    sandbox = create_sandbox(config)
+    if synthetic_sessions:
+        try:
+            day = (
+                date.fromisoformat(synthetic_day) if synthetic_day else (sandbox.clock.now().date() - timedelta(days=1))
+            )
+        except ValueError:
+            fail(EXIT_BAD_INPUT, f"--synthetic-day: expected YYYY-MM-DD, got {synthetic_day!r}")
+        sandbox.store.generate_sessions(day, synthetic_sessions)
+
+    err.print(
+        f"sandbox on http://{host}:{port}  (TRUTO_BASE_URL=http://{host}:{port} TRUTO_API_KEY=sandbox "
+        "TRUTO_INTEGRATED_ACCOUNT_ID=sandbox)",
+        highlight=False,
+    )
+    err.print(f"sandbox profile: {described}", highlight=False)
+    serve_sandbox(host=host, port=port, sandbox=sandbox)
