@@ -12,7 +12,7 @@ export LANGGRAPH_CLI_NO_ANALYTICS := 1
 export LANGGRAPH_NO_VERSION_CHECK := true
 export LANGSMITH_TRACING := false
 
-.PHONY: install demo test lint typecheck unit studio bench clean
+.PHONY: install demo test check lint typecheck unit fast studio bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
@@ -40,8 +40,24 @@ typecheck: install
 unit: install
 	$(BIN)/pytest
 
-## make test: lint, types, then the whole test suite.
-test: lint typecheck unit
+## make test: lint, types, then the whole test suite (about 15 minutes on 2 cores); says how long it took.
+test:
+	@start=$$(date +%s); status=0; \
+	$(MAKE) --no-print-directory lint typecheck unit || status=$$?; \
+	elapsed=$$(( $$(date +%s) - start )); \
+	echo "make test: $$( [ $$status = 0 ] && echo passed || echo FAILED ) in $$((elapsed / 60)) min $$((elapsed % 60)) s"; \
+	exit $$status
+
+## make check: the quick loop: lint, types, and the tests that are neither end to end nor slow (about 3 minutes).
+check:
+	@start=$$(date +%s); status=0; \
+	$(MAKE) --no-print-directory lint typecheck fast || status=$$?; \
+	elapsed=$$(( $$(date +%s) - start )); \
+	echo "make check: $$( [ $$status = 0 ] && echo passed || echo FAILED ) in $$((elapsed / 60)) min $$((elapsed % 60)) s"; \
+	exit $$status
+
+fast: install
+	$(BIN)/pytest -q -m "not e2e and not slow"
 
 ## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it.
 STUDIO_HOST ?= 127.0.0.1
