@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 
 from agent.model import make_model
-from agent.settings import SANDBOX_BASE_URL, Settings
+from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_BASE_URL, Settings
+from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
 from tools.toolbox import Toolbox, open_toolbox
@@ -31,28 +32,15 @@ async def build_services(
 ) -> Services:
     """Open the tool layer for this settings object. With no Truto key, the sandbox answers in-process."""
     clock = clock or SystemClock()
-    team_id = settings.coviu_team_id
-    queue_id = settings.coviu_waiting_queue_id
-    collection_id = settings.coviu_intake_collection_id
+    team_id, queue_id, collection_id = clinic_ids(settings)
     if settings.uses_sandbox:
-        from sandbox import (
-            DEMO_ACCOUNT_ID,
-            DEMO_INTAKE_COLLECTION_ID,
-            DEMO_TEAM_ID,
-            DEMO_WAITING_QUEUE_ID,
-            SandboxConfig,
-            SandboxTransport,
-            create_sandbox,
-        )
+        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
 
         if announce_sandbox:
             sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
         if transport is None:
             transport = SandboxTransport(create_sandbox(SandboxConfig.from_env()))
         base_url, api_key, account_id = SANDBOX_BASE_URL, "sandbox", DEMO_ACCOUNT_ID
-        team_id = team_id or DEMO_TEAM_ID
-        queue_id = queue_id or DEMO_WAITING_QUEUE_ID
-        collection_id = collection_id or DEMO_INTAKE_COLLECTION_ID
     else:
         assert settings.truto_api_key is not None and settings.truto_integrated_account_id is not None
         base_url = settings.truto_base_url
@@ -82,7 +70,24 @@ async def build_services(
         clinic_name=settings.coviu_clinic_name,
         planner=settings.effective_planner if chat_model is not None else "rules",
         report_dir=report_dir or Path("reports"),
+        audit_store=open_audit_store(settings.state),  # side rows and summary cache, next to the checkpoints
     )
+
+
+def clinic_ids(settings: Settings) -> tuple[str | None, str | None, str | None]:
+    """The team, waiting queue and intake collection the graphs default to (COVIU_TEAM_ID, ...).
+
+    On a sandbox, whatever a setting leaves unset is the sandbox's demo id: the embedded sandbox (no TRUTO_API_KEY),
+    and a served sandbox's demo account (`coviu-agent sandbox serve`, TRUTO_INTEGRATED_ACCOUNT_ID=sandbox; no real
+    Truto account has that id). Any other account has no defaults.
+    """
+    ids = (settings.coviu_team_id, settings.coviu_waiting_queue_id, settings.coviu_intake_collection_id)
+    if not (settings.uses_sandbox or settings.truto_integrated_account_id == SANDBOX_ACCOUNT_ID):
+        return ids
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
+
+    team, queue, collection = ids
+    return team or DEMO_TEAM_ID, queue or DEMO_WAITING_QUEUE_ID, collection or DEMO_INTAKE_COLLECTION_ID
 
 
 async def _open_mcp_toolbox(
