@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import SandboxConfig, create_sandbox
+from sandbox.profiles import Profile
 from tests.e2e import CLI, FAKE_TRUTO_TOKEN, cli_env, free_port, run_cli, serve
 
 pytestmark = pytest.mark.e2e
@@ -107,10 +108,14 @@ def test_unreachable_truto_exits_3(tmp_path: Path):
     assert "connect" in json.loads(result.stdout)["error"]
 
 
-def test_queue_watch_once_alerts_on_the_embedded_sandbox(tmp_path: Path):
+def test_queue_watch_once_alerts_on_the_embedded_sandbox(tmp_path: Path, sandbox_profile: Profile):
     env = cli_env(tmp_path, "http://unused")
     for key in ("TRUTO_BASE_URL", "TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID"):
         env.pop(key)
+    # the embedded sandbox plays this run's profile (the product only sees how the account answers)
+    env["COVIU_SANDBOX_PROFILE"] = sandbox_profile.name
+    if sandbox_profile.seed is not None:
+        env["COVIU_SANDBOX_SEED"] = str(sandbox_profile.seed)
     result = run_cli(["queue", "watch", "--once", "--json"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     check = json.loads(result.stdout)
