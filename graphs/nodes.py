@@ -32,6 +32,7 @@ from tools.errors import (
 )
 from tools.executor import render_for_model
 from tools.guards import TemporalGuard
+from tools.ratelimit import retry_wait
 from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
@@ -425,7 +426,8 @@ async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[
             RuntimeError(retry.get("reason", "transient failure")),
         )
     governor = services.toolbox.governor
-    delay = max(float(retry.get("delay", 0.0)), governor.wait_seconds() if rate_limited else 0.0)
+    stored = float(retry.get("delay", 0.0))  # what the policy said when the failure was seen
+    delay = retry_wait(governor, stored) if rate_limited else stored  # a 429: what is left of the hold now
     if rate_limited:
         governor.claim_wait(delay, f"retrying {retry.get('resume') or 'act'}")  # said at INFO when long
         log.debug("waiting %.1fs before retrying (%s)", delay, retry.get("reason"))

@@ -8,14 +8,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import deque
+import weakref
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
+from tools.ratestore import AccountRate, MemoryRateStore, RateStore
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +198,29 @@ class RateLimitBudget:
         return {"count": self.count, "seconds": round(self.spent, 3)}
 
 
+# The slot this task last booked, so `observe` knows which send a response answers: (store, key, slot).
+_SLOT: ContextVar[tuple[RateStore, str, float] | None] = ContextVar("coviu_rate_slot", default=None)
+
+
 class RateLimitGovernor:
-    """Paces one integrated account's requests, shared by every caller in the process.
+    """Paces one integrated account's requests, shared by every caller of every process that shares its store.
 
     - `reserve()` books the next send slot and returns how long the caller must wait before sending.
-      Sends are spaced at least `window / capacity` apart, and a sliding log makes sure no window of
-      `window_seconds` ever holds more than `limit - headroom` sends; it also respects what the server
-      last said was remaining.
+      While the server's current window has room (its `ratelimit-remaining`, less the sends booked since the
+      request that reported it, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
+      an idle budget bursts (triage pays no spacing). When that room is spent it waits for the reset. Where the
+      server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
+      quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
+      `window_seconds` at `capacity` sends (`limit` less the headroom).
     - `observe()` learns from each response's headers; a 429 holds every caller until the reset.
-    - `wait_seconds()` is the wait it wants right now (used by the graphs' `wait_and_retry` node).
+    - `wait_seconds()` is the wait it wants right now, without booking (`retry_wait` uses it).
     - `budget` (a `RateLimitBudget`) bounds the waits the server's limits impose: the part of a `reserve()` wait
       that comes from a 429 hold or `remaining: 0` is claimed from it, and a slot past the budget is never
-      booked (`RateLimitBudgetError`). Its own even spacing is pacing, not a rate-limit wait, and is not counted.
-    Thread-safe and asyncio-safe: all state changes happen under a lock, with no awaiting inside.
+      booked (`RateLimitBudgetError`). Its own pacing is not a rate-limit wait, and is not counted.
+    The state lives in `store` (`tools/ratestore.py`) under `key`: in memory by default, or a SQLite/PostgreSQL
+    store that every process of a deployment shares, so they all spend one budget. The counters
+    (`requests_reserved`, `rate_limited_count`, `total_wait_seconds`) and the budget are this governor's own.
+    Thread-safe and asyncio-safe: every change is one store transaction, with no awaiting inside.
     """
 
     def __init__(
@@ -218,75 +232,150 @@ class RateLimitGovernor:
         clock: Clock | None = None,
         ceiling: int | None = None,
         smooth: bool = True,
+        store: RateStore | None = None,
+        key: str = "default",
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         # Truto's own per-account limit caps whatever quota the provider's headers announce.
         self.ceiling = ceiling if ceiling is not None else limit
-        self.limit = min(limit, self.ceiling)
+        self._configured_limit = min(limit, self.ceiling)
         self.smooth = smooth
         self.window = window_seconds
         self._headroom = headroom
-        self._sends: deque[float] = deque()
-        self._hold_until = 0.0
-        self._server_remaining: int | None = None
-        self._server_reset_at = 0.0
-        self._sent_since_observation = 0
-        self._lock = threading.Lock()
-        self._hold_reason = ""
+        self.store: RateStore = store if store is not None else MemoryRateStore()
+        self.key = key
         self.rate_limited_count = 0
         self.requests_reserved = 0
         self.total_wait_seconds = 0.0
         self.budget = RateLimitBudget()
 
+    def for_run(self, budget: RateLimitBudget) -> RateLimitGovernor:
+        """Another governor on the same account state (same store and key), with its own budget and counters."""
+        twin = RateLimitGovernor(
+            limit=self._configured_limit,
+            window_seconds=self.window,
+            headroom=self._headroom,
+            clock=self.clock,
+            ceiling=self.ceiling,
+            smooth=self.smooth,
+            store=self.store,
+            key=self.key,
+        )
+        twin.budget = budget
+        return twin
+
+    # --- time and limits -------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """Seconds on the store's clock: wall-clock Unix time when processes share it, else monotonic."""
+        return self.clock.now().timestamp() if self.store.shared else self.clock.monotonic()
+
+    def _limit(self, state: AccountRate) -> int:
+        learned = state.limit if state.limit is not None else self._configured_limit
+        return max(1, min(learned, self.ceiling))
+
+    @property
+    def limit(self) -> int:
+        """The limit in force: what the headers last announced, capped by `ceiling` (Truto's own 50)."""
+        return self.store.transact(self.key, self._limit)
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._configured_limit = min(value, self.ceiling)
+
+    def _capacity(self, state: AccountRate) -> int:
+        limit = self._limit(state)
+        return max(1, limit - self._headroom_for(limit))
+
+    def _headroom_for(self, limit: int) -> int:
+        return self._headroom if self._headroom is not None else (1 if limit > 1 else 0)
+
     @property
     def capacity(self) -> int:
-        """Sends allowed per window: the limit minus a small headroom for requests in flight."""
-        headroom = self._headroom if self._headroom is not None else max(1, self.limit // 25)
-        return max(1, self.limit - headroom)
-
-    def wait_seconds(self) -> float:
-        """How long a caller should wait before the next request, without booking a slot."""
-        with self._lock:
-            return self._next_slot(self.clock.monotonic()) - self.clock.monotonic()
+        """Sends allowed per window where the server's room is unknown: the limit minus one slot of headroom."""
+        return self.store.transact(self.key, self._capacity)
 
     @property
     def spacing(self) -> float:
-        """The smallest gap between two sends: the window spread evenly over its capacity.
+        """The smallest gap between two sends while the server's room is unknown: the window over its capacity.
 
         Even spacing (rather than a burst of `capacity` then a pause) keeps a server's fixed windows, whose
-        starts drift with network jitter, from ever catching more than the limit (measured: 58 429s in a
-        10,000-session audit with bursts, none with spacing). `smooth=False` allows bursts.
+        starts drift with network jitter, from ever catching more than the limit when nothing says where they
+        are (measured: 58 429s in a 10,000-session audit with blind bursts, none with spacing).
         """
-        return self.window / self.capacity + 0.001  # a hair more, so no closed window holds capacity + 1
+        return self._spacing(self.capacity)
 
-    def _next_slot(self, now: float) -> float:
-        slot = max(now, self._hold_until)
-        if self.smooth and self._sends:
-            slot = max(slot, self._sends[-1] + self.spacing)
-        while self._sends and self._sends[0] <= slot - self.window:
-            self._sends.popleft()
-        if len(self._sends) >= self.capacity:
-            slot = max(slot, self._sends[len(self._sends) - self.capacity] + self.window)
-        if (
-            self._server_remaining is not None
-            and self._server_remaining - self._sent_since_observation <= 0
-            and slot < self._server_reset_at
-        ):
-            slot = self._server_reset_at
+    def _spacing(self, capacity: int) -> float:
+        return self.window / capacity + 0.001  # a hair more, so no closed window holds capacity + 1
+
+    # --- the schedule ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unobserved(state: AccountRate) -> int:
+        """Sends the server's smallest `remaining` may not have counted: every send booked and not answered yet.
+
+        Every answered send of the window arrived no later than the one that reported the smallest `remaining`
+        (the count only grows), so it is in that count; an unanswered one may or may not be (counted, to be safe).
+        A send never answered (a timeout) leaves `pending` with the sends two windows later.
+        """
+        return len(state.pending)
+
+    def _short_window(self, state: AccountRate) -> bool:
+        """The server's `reset` is within one of our windows (Truto's own limit), not a longer quota."""
+        return state.reset_at - state.observed_at <= self.window + 1.0
+
+    def _room(self, state: AccountRate) -> int:
+        """Sends the server's current window still takes (its word, less what it has not seen yet)."""
+        remaining = state.remaining if state.remaining is not None else 0
+        if self._short_window(state):  # Truto's own window never holds more than its limit
+            remaining = min(remaining, self._limit(state))
+        return remaining - self._unobserved(state)
+
+    def _next_slot(self, state: AccountRate, now: float) -> float:
+        slot = max(now, state.hold_until)
+        if state.remaining is not None and slot < state.reset_at:
+            room = self._room(state) - self._headroom_for(self._limit(state))
+            if room <= 0:
+                slot = state.reset_at  # this window is spent: its reset is the next free moment
+            elif self._short_window(state):
+                return slot  # the server says this window has room: spend it now
+        capacity = self._capacity(state)
+        sends = state.sends
+        if self.smooth and sends:
+            slot = max(slot, sends[-1] + self._spacing(capacity))
+        recent = len(sends) - bisect_right(sends, slot - self.window)
+        if recent >= capacity:
+            slot = max(slot, sends[len(sends) - capacity] + self.window)
         return slot
 
-    def _server_wait(self, now: float) -> tuple[float, str]:
+    def _server_wait(self, state: AccountRate, now: float) -> tuple[float, str]:
         """The part of waiting that the server's limits impose (429 hold, `remaining: 0`), and why."""
         until, why = 0.0, ""
-        if self._hold_until > now:
-            until, why = self._hold_until, self._hold_reason or "429 from Truto"
+        if state.hold_until > now:
+            until, why = state.hold_until, state.hold_reason or "429 from Truto"
         if (
-            self._server_remaining is not None
-            and self._server_remaining - self._sent_since_observation <= 0
-            and self._server_reset_at > max(now, until)
+            state.remaining is not None
+            and self._room(state) <= 0
+            and state.reset_at > max(now, until)
+            and not self._short_window(state)  # waiting out Truto's own window is pacing, not a limit's wait
         ):
-            until, why = self._server_reset_at, "ratelimit-remaining 0 until ratelimit-reset"
+            until, why = state.reset_at, "ratelimit-remaining 0 until ratelimit-reset"
         return max(0.0, until - now), why
+
+    def _prune(self, state: AccountRate, now: float) -> None:
+        for times in (state.sends, state.pending):  # a request never answered (a timeout) drops out here
+            cut = bisect_right(times, now - 2 * self.window)
+            if cut:
+                del times[:cut]
+
+    def wait_seconds(self) -> float:
+        """How long a caller should wait before the next request, without booking a slot."""
+
+        def look(state: AccountRate) -> float:
+            now = self._now()
+            return max(0.0, self._next_slot(state, now) - now)
+
+        return self.store.transact(self.key, look)
 
     def reserve(self, what: str = "") -> float:
         """Book the next slot; return the seconds to wait before sending (0 when free).
@@ -294,63 +383,130 @@ class RateLimitGovernor:
         Raises `RateLimitBudgetError` (booking nothing) when the server-imposed part of the wait does not fit
         what is left of the budget.
         """
-        with self._lock:
-            now = self.clock.monotonic()
-            slot = self._next_slot(now)
-            server_wait, why = self._server_wait(now)
+
+        def book(state: AccountRate) -> tuple[float, float]:
+            now = self._now()
+            self._prune(state, now)
+            slot = self._next_slot(state, now)
+            server_wait, why = self._server_wait(state, now)
             if server_wait > 0:
                 self.budget.claim(server_wait, self.clock, what=what, why=why)
-            self._sends.append(slot)
-            self._sent_since_observation += 1
-            self.requests_reserved += 1
-            wait = max(0.0, slot - now)
-            self.total_wait_seconds += wait
-            return wait
+            insort(state.sends, slot)
+            insort(state.pending, slot)
+            return slot, now
+
+        slot, now = self.store.transact(self.key, book)
+        _SLOT.set((self.store, self.key, slot))
+        wait = max(0.0, slot - now)
+        self.requests_reserved += 1
+        self.total_wait_seconds += wait
+        return wait
 
     def claim_wait(self, seconds: float, what: str = "") -> float:
         """A retry path is about to sleep `seconds` on this account's limit: claim it from the budget (or raise)."""
-        with self._lock:
-            _, why = self._server_wait(self.clock.monotonic())
+
+        def reason(state: AccountRate) -> str:
+            return self._server_wait(state, self._now())[1]
+
+        why = self.store.transact(self.key, reason)
         return self.budget.claim(seconds, self.clock, what=what, why=why or "rate limited (429)")
 
     def observe(self, info: RateLimitInfo, *, status_code: int) -> float:
-        """Learn from a response. Returns the hold (seconds) now in force; > 0 after a 429."""
-        with self._lock:
-            now = self.clock.monotonic()
+        """Learn from a response. Returns the hold (seconds) now in force; > 0 after a 429.
+
+        The response answers the last slot this task booked (`reserve`): that send is no longer in flight.
+        """
+        booked = _SLOT.get()
+        _SLOT.set(None)
+
+        def learn(state: AccountRate) -> float:
+            now = self._now()
+            if booked is not None and booked[0] is self.store and booked[1] == self.key:
+                index = bisect_left(state.pending, booked[2])  # this request is answered: no longer in flight
+                if index < len(state.pending) and state.pending[index] == booked[2]:
+                    del state.pending[index]
             if info.limit and info.limit > 0:
-                self.limit = min(info.limit, self.ceiling)
+                state.limit = min(info.limit, self.ceiling)
             if info.remaining is not None:
-                self._server_remaining = info.remaining
-                self._sent_since_observation = 0
-                self._server_reset_at = now + (info.reset_seconds if info.reset_seconds is not None else 0.0)
+                reset_at = now + (info.reset_seconds if info.reset_seconds is not None else 0.0)
+                if state.remaining is None or now >= state.reset_at or reset_at > state.reset_at + self.window / 2:
+                    # a new window (or the first word): its count and end replace the old
+                    state.remaining, state.reset_at, state.observed_at = info.remaining, reset_at, now
+                elif reset_at >= state.reset_at - self.window / 2:
+                    # The same window. Its count only grows, so the smallest `remaining` is the latest count (the
+                    # responses may overtake each other); `reset` is whole seconds read after the request arrived,
+                    # an upper bound of the window's end, so the smallest one is the closest.
+                    state.remaining = min(state.remaining, info.remaining)
+                    state.reset_at = min(state.reset_at, reset_at)
+                # else: a straggler from a window already over says nothing about this one
             if status_code == 429:
-                self.rate_limited_count += 1
                 waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
                 hold = max(waits) if waits else DEFAULT_RETRY_AFTER
-                if now + hold > self._hold_until:
-                    self._hold_until = now + hold
+                if now + hold > state.hold_until:
+                    state.hold_until = now + hold
                     said = "Retry-After" if waits else "no usable Retry-After; default back-off"
-                    self._hold_reason = f"429 rate limited ({said})"
-            return max(0.0, self._hold_until - now)
+                    state.hold_reason = f"429 rate limited ({said})"
+            return max(0.0, state.hold_until - now)
+
+        if status_code == 429:
+            self.rate_limited_count += 1
+        return self.store.transact(self.key, learn)
+
+
+def retry_wait(governor: RateLimitGovernor | None, fallback: float | None) -> float:
+    """How long a 429 waits before its retry: the one place that says it (`RetryPolicy.delay_for` and the
+    graphs' `wait_and_retry` both ask).
+
+    With the account's governor: its `wait_seconds()` now, i.e. what is left of the hold (shared by every caller
+    and process) and of its schedule; the 429 may have arrived a while ago (early in an audit batch), so the
+    Retry-After it carried may be stale. Without one: `fallback` (the error's Retry-After).
+    """
+    if governor is not None:
+        return max(governor.wait_seconds(), 0.0)
+    return max(fallback or 0.0, 0.0)
 
 
 class GovernorRegistry:
-    """One governor per integrated account id, per process."""
+    """Builds the governors of this process, each with what it needs; one account state per account and clock.
+
+    `for_account` returns a new governor (its own budget and counters) on the account's shared state: in
+    `store` when given (a SQLite/PostgreSQL store every process reaches), else in this process's memory, one
+    state per clock (a test's `FakeClock` never sees another test's sends). Nothing is re-pointed: two callers
+    with different clocks or limits each get what they asked for.
+    """
 
     def __init__(self, clock: Clock | None = None, limit: int = DEFAULT_LIMIT) -> None:
         self._clock = clock
         self.limit = limit
-        self._governors: dict[str, RateLimitGovernor] = {}
+        self._system_store = MemoryRateStore()
+        self._stores: weakref.WeakKeyDictionary[Any, MemoryRateStore] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def for_account(self, integrated_account_id: str) -> RateLimitGovernor:
+    def _memory_store(self, clock: Clock) -> MemoryRateStore:
+        if isinstance(clock, SystemClock):
+            return self._system_store  # one monotonic clock for the whole process
         with self._lock:
-            gov = self._governors.get(integrated_account_id)
-            if gov is None:
-                gov = RateLimitGovernor(clock=self._clock, limit=self.limit)
-                self._governors[integrated_account_id] = gov
-            return gov
+            store = self._stores.get(clock)
+            if store is None:
+                store = self._stores[clock] = MemoryRateStore()
+            return store
+
+    def for_account(
+        self,
+        integrated_account_id: str,
+        *,
+        clock: Clock | None = None,
+        limit: int | None = None,
+        store: RateStore | None = None,
+        base_url: str = "",
+    ) -> RateLimitGovernor:
+        clock = clock or self._clock or SystemClock()
+        limit = limit if limit is not None else self.limit
+        key = f"{base_url.rstrip('/')}#{integrated_account_id}" if base_url else integrated_account_id
+        return RateLimitGovernor(
+            clock=clock, limit=limit, store=store if store is not None else self._memory_store(clock), key=key
+        )
 
 
-# The process-wide registry; clients built for the same account share its governor.
+# The process-wide registry: clients built for the same account share its state.
 GOVERNORS = GovernorRegistry()

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tools.clock import Clock
 from tools.errors import RateLimitedError, RetriesExhaustedError, is_transient
-from tools.ratelimit import RateLimitBudget, RateLimitGovernor
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, retry_wait
 
 T = TypeVar("T")
 
@@ -39,10 +39,7 @@ class RetryPolicy:
 
     def delay_for(self, error: BaseException, attempt: int, governor: RateLimitGovernor | None = None) -> float:
         if isinstance(error, RateLimitedError):
-            # The governor holds every caller until the reset it read from this 429's headers; what is left
-            # of that hold is the wait (the 429 may have arrived a while ago, e.g. early in an audit batch).
-            wanted = governor.wait_seconds() if governor else error.retry_after
-            return max(wanted, 0.0)
+            return retry_wait(governor, error.retry_after)
         return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
 
 

@@ -16,6 +16,7 @@ from tools.client import DEFAULT_MAX_JSON_BYTES, DEFAULT_REQUEST_DEADLINE, DEFAU
 from tools.clock import Clock, SystemClock
 from tools.executor import ToolExecutor
 from tools.ratelimit import DEFAULT_MAX_WAIT, GOVERNORS, RateLimitBudget, RateLimitGovernor
+from tools.ratestore import RateStore
 from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
 
 
@@ -100,19 +101,22 @@ async def open_toolbox(
     methods: list[str] | None = None,
     rate_limit: int | None = None,
     bounds: Bounds | None = None,
+    rate_store: RateStore | None = None,
 ) -> Toolbox:
     """Build the client (sharing the account's governor) and fetch the catalog unless one is given.
 
     `bounds` (default: `Bounds()`) gives the run a fresh rate-limit wait budget on the governor, and the
-    client its request deadline and JSON cap.
+    client its request deadline and JSON cap. `rate_store` (`tools/ratestore.py`, e.g. `shared_rate_store(state)`)
+    is where the account's pacing state lives when every process of a deployment must share one budget.
     """
     clock = clock or SystemClock()
     bounds = bounds or Bounds()
     if governor is None:
-        governor = GOVERNORS.for_account(integrated_account_id)
-        governor.clock = clock
-        if rate_limit is not None:
-            governor.ceiling = governor.limit = rate_limit
+        # A governor of this run's own (its clock, limit and budget) on the account's shared state: in
+        # `rate_store` when given (every process of the deployment), else in this process's memory.
+        governor = GOVERNORS.for_account(
+            integrated_account_id, clock=clock, limit=rate_limit, store=rate_store, base_url=base_url
+        )
     governor.budget = RateLimitBudget(bounds.max_wait, zone=bounds.zone)
     client = TrutoClient(
         base_url=base_url,

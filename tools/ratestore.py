@@ -1,0 +1,210 @@
+"""Where an account's rate-limit state lives, so every process of a deployment spends one budget.
+
+The governor (`tools/ratelimit.py`) keeps no pacing state of its own: it reads and changes an `AccountRate`
+inside `store.transact(key, change)`, one short transaction per `reserve`/`observe`. Three stores:
+
+- `MemoryRateStore`: one process (tests, the embedded sandbox, whose limit is per process anyway).
+- `SqliteRateStore`: a SQLite file every process on the machine reaches (by default beside the checkpoint DB);
+  `BEGIN IMMEDIATE` serialises the read-change-write across processes. Each transaction is well under a
+  millisecond, so the synchronous call does not hold the event loop for long.
+- `PostgresRateStore`: a PostgreSQL table (when `COVIU_AGENT_STATE` is a `postgresql://` URL), the row locked
+  with `SELECT ... FOR UPDATE` for the read-change-write: every worker of a LangGraph server on any machine.
+
+Times in a shared store are wall-clock Unix seconds (`Clock.now()`), the only clock all processes share;
+`MemoryRateStore` uses the process's monotonic clock (`shared = False`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TABLE = "coviu_rate_limit"
+
+
+@dataclass
+class AccountRate:
+    """One account's rate-limit state, as every process sees it.
+
+    `sends`: booked send times (sorted), the last two windows' worth. `remaining`/`reset_at`: what the server last
+    said about its current window (the smallest `remaining` of that window, and the earliest end its `reset`s
+    allow), `observed_at` when that window was first seen. `pending`: booked sends not answered yet.
+    `hold_until`: a 429's hold. `limit`: the limit the headers announced.
+    """
+
+    sends: list[float] = field(default_factory=list)
+    hold_until: float = 0.0
+    hold_reason: str = ""
+    limit: int | None = None
+    remaining: int | None = None
+    pending: list[float] = field(default_factory=list)
+    observed_at: float = 0.0
+    reset_at: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> AccountRate:
+        if not text:
+            return cls()
+        try:
+            data: dict[str, Any] = json.loads(text)
+            return cls(
+                sends=[float(t) for t in data.get("sends", [])],
+                hold_until=float(data.get("hold_until", 0.0)),
+                hold_reason=str(data.get("hold_reason", "")),
+                limit=None if data.get("limit") is None else int(data["limit"]),
+                remaining=None if data.get("remaining") is None else int(data["remaining"]),
+                pending=[float(t) for t in data.get("pending", [])],
+                observed_at=float(data.get("observed_at", 0.0)),
+                reset_at=float(data.get("reset_at", 0.0)),
+            )
+        except (ValueError, TypeError, AttributeError):
+            log.warning("the shared rate-limit state was unreadable; starting it afresh")
+            return cls()
+
+
+class RateStore(Protocol):
+    """Runs `change` on one account's state atomically (no other process or thread in between)."""
+
+    # True when other processes share it: its times are then wall-clock seconds.
+    shared: bool
+
+    def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
+        """Load `key`'s state, apply `change` (which mutates it), save it; if `change` raises, nothing is saved."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryRateStore:
+    """One process's state: a dict under a lock. The default, and the fast path for tests."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._states: dict[str, AccountRate] = {}
+        self._lock = threading.Lock()
+
+    def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
+        with self._lock:
+            state = self._states.get(key)
+            work = AccountRate.from_json(state.to_json()) if state is not None else AccountRate()
+            result = change(work)  # on an exception the stored state is untouched
+            self._states[key] = work
+            return result
+
+    def close(self) -> None:
+        return None
+
+
+class SqliteRateStore:
+    """The state in a SQLite file (WAL), each change one `BEGIN IMMEDIATE` transaction: safe across processes."""
+
+    shared = True
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            self.path.touch(mode=0o600)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)")
+
+    def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(f"SELECT state FROM {TABLE} WHERE account = ?", (key,)).fetchone()
+                state = AccountRate.from_json(row[0] if row else None)
+                result = change(state)
+                conn.execute(
+                    f"INSERT INTO {TABLE} (account, state) VALUES (?, ?) "
+                    "ON CONFLICT(account) DO UPDATE SET state = excluded.state",
+                    (key, state.to_json()),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class PostgresRateStore:
+    """The state in a PostgreSQL table; each change locks the account's row (`SELECT ... FOR UPDATE`)."""
+
+    shared = True
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._lock = threading.Lock()
+        self._conn = psycopg.connect(url, autocommit=False)
+        with self._lock, self._conn.transaction():
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)")
+
+    def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
+        with self._lock, self._conn.transaction():
+            self._conn.execute(
+                f"INSERT INTO {TABLE} (account, state) VALUES (%s, %s) ON CONFLICT (account) DO NOTHING",
+                (key, AccountRate().to_json()),
+            )
+            row = self._conn.execute(f"SELECT state FROM {TABLE} WHERE account = %s FOR UPDATE", (key,)).fetchone()
+            state = AccountRate.from_json(row[0] if row else None)
+            result = change(state)  # an exception rolls the transaction back
+            self._conn.execute(f"UPDATE {TABLE} SET state = %s WHERE account = %s", (state.to_json(), key))
+            return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def sqlite_rate_path(state: str) -> Path:
+    """The rate-limit file beside a SQLite checkpoint DB: `checkpoints.sqlite` -> `checkpoints.ratelimit.sqlite`."""
+    path = Path(state).expanduser()
+    return path.with_name(f"{path.stem}.ratelimit.sqlite")
+
+
+_OPENED: dict[str, RateStore] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def shared_rate_store(state: str) -> RateStore:
+    """The store every process of this deployment reaches, for `COVIU_AGENT_STATE` (one per process and state).
+
+    A `postgresql://` URL: a table in that database. Anything else is the checkpoint DB's path: a SQLite file
+    beside it.
+    """
+    with _OPENED_LOCK:
+        store = _OPENED.get(state)
+        if store is None:
+            if state.startswith(("postgresql://", "postgres://")):
+                store = PostgresRateStore(state)
+            else:
+                store = SqliteRateStore(sqlite_rate_path(state))
+            _OPENED[state] = store
+        return store
