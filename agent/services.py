@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
+from agent.errors import BadInput, ConfigError
 from agent.model import make_model
 from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_BASE_URL, Settings
 from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
 from tools.toolbox import Toolbox, open_toolbox
+
+if TYPE_CHECKING:
+    from tools.executor import BinaryLocator
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +36,24 @@ async def build_services(
     clock: Clock | None = None,
     model: object | None = None,
     report_dir: Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    recordings_dir: Path | None = None,
     announce_sandbox: bool = True,
 ) -> Services:
-    """Open the tool layer for this settings object. With no Truto key, the sandbox answers in-process."""
-    clock = clock or SystemClock()
-    team_id, queue_id, collection_id = clinic_ids(settings)
-    if settings.uses_sandbox:
-        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
+    """Open the tool layer for this settings object. With no Truto key, the sandbox answers in-process.
 
-        if announce_sandbox:
-            sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
-        if transport is None:
-            transport = SandboxTransport(create_sandbox(SandboxConfig.from_env()))
-        base_url, api_key, account_id = SANDBOX_BASE_URL, "sandbox", DEMO_ACCOUNT_ID
-    else:
-        assert settings.truto_api_key is not None and settings.truto_integrated_account_id is not None
-        base_url = settings.truto_base_url
-        api_key = settings.truto_api_key.get_secret_value()
-        account_id = settings.truto_integrated_account_id
+    `report_dir`: where the audit writes; `on_progress`: the audit's progress callback; `recordings_dir`: where
+    `coviu-agent recordings` downloads (binary tools then report local paths). The caller closes
+    `services.toolbox` (or uses `open_services`, which does)."""
+    clock = clock or SystemClock()
+    binary_locator = _download_index(recordings_dir)
+    team_id, queue_id, collection_id = clinic_ids(settings)
+    account = truto_account(settings, transport)
+    if account.embedded and announce_sandbox:
+        sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
+    base_url, api_key, account_id, transport = account.base_url, account.api_key, account.account_id, account.transport
     if settings.truto_mcp_url is not None:
-        toolbox = await _open_mcp_toolbox(settings, base_url, api_key, account_id, transport, clock)
+        toolbox = await _open_mcp_toolbox(settings, base_url, api_key, account_id, transport, clock, binary_locator)
     else:
         toolbox = await open_toolbox(
             base_url=base_url,
@@ -57,6 +63,7 @@ async def build_services(
             clock=clock,
             rate_limit=settings.truto_rate_limit,
             bounds=settings.bounds(),
+            binary_locator=binary_locator,
         )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)
@@ -70,8 +77,56 @@ async def build_services(
         clinic_name=settings.coviu_clinic_name,
         planner=settings.effective_planner if chat_model is not None else "rules",
         report_dir=report_dir or Path("reports"),
+        on_progress=on_progress,
         audit_store=open_audit_store(settings.state),  # side rows and summary cache, next to the checkpoints
     )
+
+
+@dataclass(frozen=True)
+class TrutoAccount:
+    """Where Truto answers for a settings object, and as which integrated account."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    account_id: str
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
+    embedded: bool = False  # the in-process sandbox (no TRUTO_API_KEY)
+
+
+def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> TrutoAccount:
+    """The one place that picks the embedded sandbox (no TRUTO_API_KEY) or the real Truto account."""
+    if settings.uses_sandbox:
+        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
+
+        if transport is None:
+            transport = SandboxTransport(create_sandbox(SandboxConfig.from_env()))
+        return TrutoAccount(SANDBOX_BASE_URL, "sandbox", DEMO_ACCOUNT_ID, transport, embedded=True)
+    if settings.truto_api_key is None or settings.truto_integrated_account_id is None:
+        raise ConfigError("set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID (or neither, for the embedded sandbox)")
+    return TrutoAccount(
+        settings.truto_base_url,
+        settings.truto_api_key.get_secret_value(),
+        settings.truto_integrated_account_id,
+        transport,
+    )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    report_dir: Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    recordings_dir: Path | None = None,
+) -> AsyncIterator[Services]:
+    """The process's services (`build_services`) for the length of a block; the tool layer is closed after it."""
+    services = await build_services(
+        settings, report_dir=report_dir, on_progress=on_progress, recordings_dir=recordings_dir
+    )
+    try:
+        yield services
+    finally:
+        await services.toolbox.aclose()
 
 
 def clinic_ids(settings: Settings) -> tuple[str | None, str | None, str | None]:
@@ -97,9 +152,9 @@ async def _open_mcp_toolbox(
     account_id: str,
     transport: httpx.AsyncBaseTransport | None,
     clock: Clock,
+    binary_locator: BinaryLocator | None,
 ) -> Toolbox:
     """TRUTO_MCP_URL is set: the catalog and every tool call go through Truto's MCP server (tools/mcp_source.py)."""
-    from agent.errors import BadInput
     from tools.mcp_source import McpUrlError, check_mcp_url, open_mcp_toolbox
 
     assert settings.truto_mcp_url is not None
@@ -122,4 +177,14 @@ async def _open_mcp_toolbox(
         clock=clock,
         rate_limit=settings.truto_rate_limit,
         bounds=settings.bounds(),
+        binary_locator=binary_locator,
     )
+
+
+def _download_index(recordings_dir: Path | None) -> BinaryLocator | None:
+    """Binary tools report where `coviu-agent recordings` put a file, when given its directory."""
+    if recordings_dir is None:
+        return None
+    from tools.recordings import DownloadIndex
+
+    return DownloadIndex(recordings_dir)

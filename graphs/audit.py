@@ -31,7 +31,7 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError
+from tools.errors import CoviuAgentError, RunInputError
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
 
@@ -96,7 +96,7 @@ class AuditState(TypedDict, total=False):
     retry: RetryState
 
 
-class WindowError(ValueError):
+class WindowError(RunInputError):
     """A date or window the audit cannot use (exit 2, nothing sent)."""
 
 

@@ -26,7 +26,7 @@ from graphs.nodes import CallOutcome, RetryState, default_ids, fill_ids, make_ac
 from graphs.planning import llm_plan, rules_message, tool_call
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
-from tools.errors import ToolArgumentError
+from tools.errors import RunInputError, ToolArgumentError, TrutoError
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ _PATIENT_LABEL = re.compile(r"\bpatient(?:'s)?(?:\s+name)?\s*:\s*([^\n,;.(]*)", 
 _NAME = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*(?: [^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*){0,5}")
 
 
-class TriageInputError(ValueError):
+class TriageInputError(RunInputError):
     """Triage cannot start with what it was given (a missing id, patient name or tool); nothing was sent."""
 
 
@@ -101,6 +101,7 @@ class TriageOutput(TypedDict, total=False):
     participants: list[dict[str, Any]]
     failure: str | None
     last_error: str | None
+    last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
     dry_run: bool
     planned_calls: list[dict[str, Any]]
 
@@ -125,6 +126,7 @@ class TriageState(TypedDict, total=False):
     reply: str
     failure: str | None
     last_error: str | None
+    last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
     session_creates: int
     participant_errors: int
     plan_steps: int
@@ -227,6 +229,7 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         "participants": [],
         "failure": None,
         "last_error": None,
+        "last_error_status": None,
         "session_creates": 0,
         "participant_errors": 0,
         "plan_steps": 0,
@@ -371,10 +374,11 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
 def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
     """Write what a tool call produced back into triage's state."""
     spec = outcome.spec
+    status = outcome.error.status_code if isinstance(outcome.error, TrutoError) else None
     if spec is None:
-        return {"last_error": outcome.text}
+        return {"last_error": outcome.text, "last_error_status": status}
     if outcome.kind != "ok":
-        update: dict[str, Any] = {"last_error": outcome.text}
+        update: dict[str, Any] = {"last_error": outcome.text, "last_error_status": status}
         if spec.resource == "sessions" and spec.method == "create":
             update["session_creates"] = int(state.get("session_creates", 0)) + 1
         if spec.resource == "participants" and spec.method == "create":
@@ -386,11 +390,21 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
         threshold = float(_given(state.get("wait_threshold_minutes"), 15))
         summary = summarize_queue(calls or [], services.clock.now(), threshold)
         log.info("queue: %d waiting, %d over %g min", summary["waiting"], len(summary["over_threshold"]), threshold)
-        return {"queue": summary, "alerts": alert_lines(summary, threshold), "last_error": None}
+        return {
+            "queue": summary,
+            "alerts": alert_lines(summary, threshold),
+            "last_error": None,
+            "last_error_status": None,
+        }
     if spec.resource == "sessions" and spec.method == "create":
         session = {k: result.get(k) for k in ("session_id", "session_name", "start_time", "end_time")}
         log.info("session created: %s", session["session_id"])
-        return {"session": session, "last_error": None, "session_creates": int(state.get("session_creates", 0)) + 1}
+        return {
+            "session": session,
+            "last_error": None,
+            "last_error_status": None,
+            "session_creates": int(state.get("session_creates", 0)) + 1,
+        }
     if spec.resource == "participants" and spec.method == "create":
         participant = {
             "role": str(result.get("role", outcome.arguments.get("role", ""))).lower(),
@@ -400,7 +414,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
         }
         log.info("participant created: %s (%s)", participant["participant_id"], participant["role"])
         others = [p for p in state.get("participants", []) if p["role"] != participant["role"]]
-        return {"participants": [*others, participant], "last_error": None}
+        return {"participants": [*others, participant], "last_error": None, "last_error_status": None}
     return {}
 
 

@@ -17,6 +17,14 @@ class CoviuAgentError(Exception):
     """Base class for the app's own errors."""
 
 
+class RunInputError(CoviuAgentError, ValueError):
+    """A run cannot start with what it was given (an id, a window, a patient name, a tool); nothing was sent."""
+
+
+class MissingSettingError(RunInputError):
+    """A setting the run needs is not set (COVIU_TEAM_ID, ...); the message names it; nothing was sent."""
+
+
 class ToolArgumentError(CoviuAgentError, ValueError):
     """Arguments for a tool were invalid; nothing was sent."""
 

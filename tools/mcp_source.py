@@ -750,12 +750,12 @@ async def open_mcp_toolbox(
             clock=clock,
             timeout=timeout,
             catalog=catalog,
+            dispatch=lambda governor, clock: McpDispatch(source, governor, clock),
             **toolbox_options,
         )
     except BaseException:
         await source.aclose()
         raise
-    toolbox.executor.dispatch = McpDispatch(source, toolbox.governor, toolbox.clock)
     toolbox.resources.append(source)
     log.info("MCP session open (%s): %d tools", source.server_name or "server", len(catalog))
     return toolbox

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from collections.abc import Callable
 from typing import Protocol
 
 import httpx
@@ -14,7 +15,7 @@ import httpx
 from tools.catalog import ToolCatalog
 from tools.client import DEFAULT_MAX_JSON_BYTES, DEFAULT_REQUEST_DEADLINE, DEFAULT_TIMEOUT, TrutoClient
 from tools.clock import Clock, SystemClock
-from tools.executor import ToolExecutor
+from tools.executor import BinaryLocator, Dispatch, ToolExecutor
 from tools.ratelimit import DEFAULT_MAX_WAIT, GOVERNORS, RateLimitBudget, RateLimitGovernor
 from tools.ratestore import RateStore
 from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
@@ -102,8 +103,13 @@ async def open_toolbox(
     rate_limit: int | None = None,
     bounds: Bounds | None = None,
     rate_store: RateStore | None = None,
+    binary_locator: BinaryLocator | None = None,
+    dispatch: Callable[[RateLimitGovernor, Clock], Dispatch] | None = None,
 ) -> Toolbox:
     """Build the client (sharing the account's governor) and fetch the catalog unless one is given.
+
+    `binary_locator` finds downloaded files for binary tools; `dispatch` builds how calls are sent (default: the
+    Truto proxy) from the account's governor and the clock.
 
     `bounds` (default: `Bounds()`) gives the run a fresh rate-limit wait budget on the governor, and the
     client its request deadline and JSON cap. `rate_store` (`tools/ratestore.py`, e.g. `shared_rate_store(state)`)
@@ -135,4 +141,7 @@ async def open_toolbox(
     except BaseException:
         await client.aclose()
         raise
-    return Toolbox(client=client, catalog=catalog, executor=ToolExecutor(client, catalog), clock=clock)
+    executor = ToolExecutor(
+        client, catalog, binary_locator=binary_locator, dispatch=dispatch(governor, clock) if dispatch else None
+    )
+    return Toolbox(client=client, catalog=catalog, executor=executor, clock=clock)

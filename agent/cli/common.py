@@ -67,6 +67,7 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
     from tools.errors import (
         CoviuAgentError,
         RetriesExhaustedError,
+        RunInputError,
         ToolArgumentError,
         TransportError,
         TrutoError,
@@ -78,7 +79,7 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         raise
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    except ToolArgumentError as exc:
+    except (ToolArgumentError, RunInputError) as exc:  # a missing id or setting, found before any request
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     except RetriesExhaustedError as exc:
         fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
@@ -89,8 +90,6 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
     except CoviuAgentError as exc:
         fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
-    except ValueError as exc:  # a missing id or setting found by a graph's first node, before any request
-        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None

@@ -1,0 +1,95 @@
+"""agent.runs: one run from start to typed result (thread, resume-or-start, checkpoint clean-up, exit code),
+and the CLI's error mapping (a bug is never 'bad input')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.cli.common import run_async
+from agent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UPSTREAM
+from agent.runs import AuditArgs, TriageArgs, TriageResult, run_audit, run_triage
+from agent.settings import Settings
+from graphs.context import Services
+from sandbox import Sandbox
+
+pytestmark = pytest.mark.profiles("default")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return Settings(_env_file=None, state=str(tmp_path / "state.db"))  # type: ignore[call-arg]
+
+
+async def test_triage_run_is_typed_and_a_second_run_gets_its_own_thread(settings: Settings, services: Services):
+    saver = InMemorySaver()
+    args = TriageArgs(request="A priority patient needs a duty nurse now", patient_name="Ava Jenkins")
+    first = await run_triage(settings, args, services=services, checkpointer=saver)
+    assert first.exit_code == EXIT_OK and first.failure is None and not first.resumed
+    assert first.thread_id.startswith("triage:") and "Ava" not in first.thread_id
+    assert first.as_dict()["session"]["session_name"] == "Triage – Ava Jenkins"
+    second = await run_triage(settings, args, services=services, checkpointer=saver)
+    assert second.thread_id.startswith(first.thread_id + ":")  # finished before: a new run beside it
+
+
+async def test_unknown_queue_is_bad_input_by_status_not_by_text(settings: Settings, services: Services):
+    args = TriageArgs(queue_id="00000000-0000-4000-8000-000000000404", patient_name="Ava Jenkins")
+    result = await run_triage(settings, args, services=services, checkpointer=InMemorySaver())
+    assert result.state.get("last_error_status") == 404
+    assert result.exit_code == EXIT_BAD_INPUT
+
+
+def test_a_404_in_an_error_text_is_not_a_404():
+    state: dict[str, Any] = {
+        "failure": "the waiting queue could not be read",
+        "queue": None,
+        "last_error": "HTTP 500 from /waiting_queues/q-404/calls",
+        "last_error_status": 500,
+    }
+    assert TriageResult("t", False, state).exit_code == EXIT_UPSTREAM
+
+
+async def test_audit_run_writes_where_asked_reports_progress_and_drops_its_thread(
+    settings: Settings, services: Services, sandbox: Sandbox, tmp_path: Path
+):
+    saver = InMemorySaver()
+    seen: list[str] = []
+    out = tmp_path / "elsewhere"
+    result = await run_audit(
+        settings,
+        AuditArgs(day="yesterday", out_dir=out),
+        services=services,
+        checkpointer=saver,
+        on_progress=lambda kind, count, total: seen.append(kind),
+    )
+    assert result.exit_code == EXIT_OK and result.produced and result.complete
+    assert all(Path(p).parent == out for p in result.paths.values())
+    assert "sessions" in seen
+    assert result.thread_id.startswith("audit:")
+    assert not [c async for c in saver.alist({"configurable": {"thread_id": result.thread_id}})]
+    assert services.report_dir != out  # the caller's services are not changed
+
+
+def test_a_bug_is_not_bad_input():
+    async def buggy() -> None:
+        raise ValueError("a bug deep inside")
+
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        run_async(buggy, as_json=False)
+
+
+def test_a_run_input_error_is_bad_input():
+    from tools.errors import MissingSettingError
+
+    async def missing() -> None:
+        raise MissingSettingError("set COVIU_TEAM_ID")
+
+    with pytest.raises(typer.Exit) as caught:
+        run_async(missing, as_json=False)
+    assert caught.value.exit_code == EXIT_BAD_INPUT
