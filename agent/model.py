@@ -5,9 +5,12 @@ Any OpenAI-compatible server works through OPENAI_BASE_URL; the openai SDK's own
 
 from __future__ import annotations
 
-from langchain_core.language_models import BaseChatModel
+from typing import TYPE_CHECKING
 
-from agent.settings import Settings
+if TYPE_CHECKING:  # langchain_core is heavy: imported where a model is made, not by `--help` or `tools`
+    from langchain_core.language_models import BaseChatModel
+
+    from agent.settings import Settings
 
 MODEL_TIMEOUT_SECONDS = 60.0
 MODEL_MAX_RETRIES = 4  # the openai SDK backs off and honours retry-after on 429/5xx

@@ -34,11 +34,11 @@ from agent.cli.common import (
     run_async,
 )
 from agent.errors import BadInput
-from agent.settings import Settings
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
+    from agent.settings import Settings
     from graphs.context import Services
 
 NO_LLM = (

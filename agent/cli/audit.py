@@ -21,7 +21,6 @@ from agent.cli.common import (
     run_async,
 )
 from agent.errors import BadInput
-from agent.settings import LONG_RUN_MAX_WAIT
 
 
 def audit(
@@ -41,6 +40,8 @@ def audit(
 ) -> None:
     """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
     settings = load_settings(verbose, as_json)
+    from agent.settings import LONG_RUN_MAX_WAIT
+
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     try:
         from graphs.audit import WindowError, resolve_window

@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 
 from agent.errors import BadInput
 from agent.redact import SafeConsole, styled
-from agent.settings import Settings
 
 if TYPE_CHECKING:
+    from agent.settings import Settings
     from graphs.context import Services
 
 T = TypeVar("T")
@@ -46,6 +45,10 @@ def emit_json(payload: Any) -> None:
 
 
 def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
+    from pydantic import ValidationError  # pydantic(-settings) only where settings are read: `--help` stays fast
+
+    from agent.settings import Settings
+
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -19,9 +19,9 @@ import typer
 
 from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import BadInput
-from agent.settings import SANDBOX_BASE_URL, Settings
 
 if TYPE_CHECKING:
+    from agent.settings import Settings
     from tools.client import TrutoClient
 
 mcp_app = typer.Typer(no_args_is_help=True, help="The account's Truto MCP servers (the MCP tool source).")
@@ -60,6 +60,7 @@ def check_expires_at(value: str | None) -> str | None:
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, str]]:
     """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account id."""
+    from agent.settings import SANDBOX_BASE_URL
     from tools.client import TrutoClient
     from tools.ratelimit import RateLimitGovernor
 
@@ -156,6 +157,8 @@ def mcp_create(
             raise BadInput("Truto's answer has no MCP server in it")
         url = created.get("url")
         if not url and created.get("token"):
+            from agent.settings import SANDBOX_BASE_URL
+
             base = SANDBOX_BASE_URL if settings.uses_sandbox else settings.truto_base_url
             url = f"{base}/mcp/{created['token']}"
         if not url:

@@ -27,9 +27,9 @@ from agent.cli.common import (
 )
 from agent.errors import BadInput
 from agent.redact import styled
-from agent.settings import LONG_RUN_MAX_WAIT, Settings
 
 if TYPE_CHECKING:
+    from agent.settings import Settings
     from graphs.context import Services
     from tools.recordings import RecordingsReport, Transcriber
 
@@ -159,6 +159,8 @@ def recordings(
 ) -> None:
     """Download recordings and submission files to disk (default: yesterday's), resuming partial files."""
     settings = load_settings(verbose, as_json)
+    from agent.settings import LONG_RUN_MAX_WAIT
+
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     try:
         from graphs.audit import WindowError, resolve_window
