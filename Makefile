@@ -12,14 +12,14 @@ export LANGGRAPH_CLI_NO_ANALYTICS := 1
 export LANGGRAPH_NO_VERSION_CHECK := true
 export LANGSMITH_TRACING := false
 
-.PHONY: install demo test check lint typecheck unit fast studio bench clean
+.PHONY: install demo test check lint typecheck unit fast soak studio bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed
@@ -58,6 +58,15 @@ check:
 
 fast: install
 	$(BIN)/pytest -q -m "not e2e and not slow"
+
+## make soak: the scenario tests on many random sandbox profiles (SOAK_SEEDS, default 1-50). `make test` runs
+## default, variant, random-1 and random-2; a failing random-<seed> replays with
+## `coviu-agent sandbox serve --profile random --seed <seed>`.
+SOAK_SEEDS ?= 1-50
+soak: install
+	COVIU_TEST_PROFILE_SEEDS=$(SOAK_SEEDS) $(BIN)/pytest -q -m "not e2e" -k "random-" \
+		tests/test_triage.py tests/test_audit.py tests/test_assistant.py tests/test_recordings.py \
+		tests/test_fault_matrix.py tests/test_mcp.py tests/test_upstream_errors.py
 
 ## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it.
 STUDIO_HOST ?= 127.0.0.1

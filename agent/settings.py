@@ -139,7 +139,12 @@ class Settings(BaseSettings):
                     "OPENAI_BASE_URL is plain http:// to a non-loopback host: the OpenAI key would be sent in clear "
                     "(use https://, or set TRUTO_ALLOW_INSECURE=1)"
                 )
-            if self.truto_mcp_url is not None and _insecure(self.truto_mcp_url.get_secret_value()):
+            # without a Truto key the MCP URL can only be the embedded sandbox's (in-process, never on the wire)
+            if (
+                self.truto_mcp_url is not None
+                and not self.uses_sandbox
+                and _insecure(self.truto_mcp_url.get_secret_value())
+            ):
                 raise ValueError(
                     "TRUTO_MCP_URL is plain http:// to a non-loopback host: its token would be sent in clear "
                     "(use https://, or set TRUTO_ALLOW_INSECURE=1)"

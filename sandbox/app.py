@@ -353,7 +353,8 @@ class Sandbox:
     ) -> Reply:
         if not faulty:
             return reply
-        json_get = method == "GET" and reply.status == 200 and reply.content_type == "application/json"
+        reads = method == "GET" or record.truto_method == SUMMARY_CUSTOM_METHOD  # a read served as a custom POST
+        json_get = reads and reply.status == 200 and reply.content_type == "application/json"
         is_json = reply.content_type == "application/json"
         after = self.faults.after(faults, json_get=json_get, json=is_json, binary=not is_json and reply.status < 300)
         if after.exhausted_reset is not None:
