@@ -21,6 +21,7 @@ from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_BASE_URL, Settings
 from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
+from tools.ratestore import RateStore, shared_rate_store
 from tools.toolbox import Toolbox, open_toolbox
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ async def build_services(
             rate_limit=settings.truto_rate_limit,
             bounds=settings.bounds(),
             binary_locator=binary_locator,
+            rate_store=_rate_store(settings, account, clock),
         )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)
@@ -91,6 +93,15 @@ class TrutoAccount:
     account_id: str
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     embedded: bool = False  # the in-process sandbox (no TRUTO_API_KEY)
+
+
+def _rate_store(settings: Settings, account: TrutoAccount, clock: Clock) -> RateStore | None:
+    """Where the account's rate-limit state lives: beside the checkpoints (SQLite file or PostgreSQL), so every
+    process of the deployment (CLI runs, cron jobs, server workers) spends one budget. The embedded sandbox's limit
+    is its own process's, and an injected clock (tests) is not one that other processes share: in memory then."""
+    if account.embedded or not isinstance(clock, SystemClock):
+        return None
+    return shared_rate_store(settings.state)
 
 
 def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> TrutoAccount:
