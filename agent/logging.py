@@ -39,8 +39,16 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """One stderr handler for the app; noisy libraries stay at WARNING unless DEBUG."""
+# Our packages' loggers: `-v` (or COVIU_AGENT_LOG_LEVEL=DEBUG) opens these to DEBUG; libraries stay at WARNING.
+OWN_LOGGERS = ("agent", "graphs", "tools", "sandbox", "prompts", "bench")
+
+
+def configure_logging(level: str, secrets: Iterable[str] = (), *, libraries_debug: bool = False) -> None:
+    """One stderr handler for the app, at `level` for coviu-agent's own loggers.
+
+    Libraries (httpx, httpcore, aiosqlite, openai, langgraph, ...) log at WARNING and above unless
+    `libraries_debug` (`-vv`), which opens every logger to `level`.
+    """
     register_secrets(secrets)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -49,9 +57,12 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(REDACTOR.secrets))
     root.addHandler(handler)
-    root.setLevel(level)
-    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for name in ("httpx", "httpcore", "openai", "langchain", "langgraph", "aiosqlite", "uvicorn"):
+    numeric = logging.getLevelName(level) if isinstance(logging.getLevelName(level), int) else logging.INFO
+    root.setLevel(numeric if libraries_debug else max(numeric, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(numeric)
+    quiet = numeric if libraries_debug else max(numeric, logging.WARNING)
+    for name in ("httpx", "httpcore", "openai", "langchain", "langgraph", "aiosqlite", "uvicorn", "asyncio"):
         logging.getLogger(name).setLevel(quiet)
     # the mcp library logs tool arguments (patient names) at DEBUG: never below INFO
     logging.getLogger("mcp").setLevel(max(logging.INFO, quiet))

@@ -45,7 +45,7 @@ def test_triage_json_matches_the_contract(served, tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"team_id", "queue_id", "queue", "alerts", "session", "participants", "reply"}
+    assert set(out) == {"team_id", "queue_id", "queue", "alerts", "session", "participants", "reply", "figures"}
     assert set(out["queue"]) == {"waiting", "longest_wait_minutes", "over_threshold"}
     assert set(out["session"]) == {"session_id", "session_name", "start_time", "end_time"}
     assert sorted(p["role"] for p in out["participants"]) == ["guest", "host"]
@@ -68,6 +68,8 @@ def test_audit_writes_three_files_and_prints_the_report(served, tmp_path: Path):
     assert files == [".html", ".json", ".md"]
     for p in (tmp_path / "r").iterdir():
         assert (p.stat().st_mode & 0o777) == 0o600
+    figures = report.pop("figures")  # the run's figures are printed, not written
+    assert set(figures["rate_limit_waits"]) == {"count", "seconds"}
     assert json.loads(next((tmp_path / "r").glob("*.json")).read_text()) == report
 
 

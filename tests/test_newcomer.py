@@ -224,3 +224,30 @@ async def test_a_read_only_mcp_server_is_named_missing_tools_not_planning_steps(
     assert "create_a_coviu_session" in str(caught.value) and "planning steps" not in str(caught.value)
     assert isinstance(caught.value, TriageInputError)
     assert not [r for r in sandbox.requests if r.resource in ("waiting_queue_calls", "sessions", "participants")]
+
+
+# --------------------------------------------------------------------------- the audit's progress under cron
+
+
+def test_audit_progress_logs_every_tenth_or_thirty_seconds_outside_a_terminal(caplog: pytest.LogCaptureFixture):
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from agent.cli.progress import AuditProgress
+
+    now = [0.0]
+    progress = AuditProgress(Console(file=io.StringIO()), clock=lambda: now[0], terminal=False)
+    with caplog.at_level(logging.INFO, logger="agent.progress"), progress:
+        progress("sessions", 500, 500)
+        for _ in range(100):  # 100 summaries at 5/s: 20% in 20 s, two lines
+            now[0] += 0.2
+            progress("summaries", 1, 0)
+        now[0] += 31  # a slow stretch: a line after 30 s, even without a new tenth
+        progress("summaries", 1, 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.progress"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("audit progress: 50/500 summaries (10%), 5.0/s, about 1 min 30 s left")
+    assert lines[1].startswith("audit progress: 100/500 summaries (20%)")
+    assert lines[2].startswith("audit progress: 101/500 summaries (20%)") and "left" in lines[2]

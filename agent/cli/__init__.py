@@ -29,6 +29,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
     help="Run a telehealth clinic's Coviu account.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("coviu-agent")
+        except PackageNotFoundError:
+            number = "unknown (not installed)"
+        typer.echo(f"coviu-agent {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run a telehealth clinic's Coviu account."""
+
+
 app.command()(tools)
 app.command()(triage)
 app.command()(audit)

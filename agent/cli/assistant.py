@@ -273,7 +273,7 @@ def ask(
         "recordings", "--recordings-dir", help="Where `coviu-agent recordings` downloads (to report local paths)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Free-form requests with every tool; anything irreversible waits for approval (exit 4 without one)."""
     try:

@@ -44,7 +44,9 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(safe_json(json.dumps(redact_value(payload), ensure_ascii=False, default=str)) + "\n")
 
 
-def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
+def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
+    """Settings from env and `.env` (a wrong one: exit 2, one line), and logging: `-v` DEBUG for coviu-agent's own
+    loggers, `-vv` for the libraries too."""
     from pydantic import ValidationError  # pydantic(-settings) only where settings are read: `--help` stays fast
 
     from agent.settings import Settings
@@ -56,7 +58,7 @@ def load_settings(verbose: bool = False, as_json: bool = False) -> Settings:
         fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
     from agent.logging import configure_logging
 
-    configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets())
+    configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets(), libraries_debug=int(verbose) >= 2)
     return settings
 
 

@@ -134,7 +134,7 @@ def mcp_create(
     tags: str | None = typer.Option(None, "--tags", help="Comma-separated tool tags (AND with --methods)."),
     expires_at: str | None = typer.Option(None, "--expires-at", help="ISO-8601 expiry (default: never)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"id", "name", "url"}.'),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Create an MCP server for this account and print its URL once (a secret: store it as TRUTO_MCP_URL)."""
     try:
@@ -184,7 +184,7 @@ def mcp_create(
 @mcp_app.command("list")
 def mcp_list(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """List the account's MCP servers (never their URLs)."""
     settings = load_settings(verbose, as_json)
@@ -220,7 +220,7 @@ def mcp_list(
 def mcp_delete(
     mcp_id: str = typer.Argument(..., metavar="ID", help="The MCP server's id (from `mcp list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Delete an MCP server: its URL stops working at once."""
     try:

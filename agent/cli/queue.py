@@ -17,15 +17,15 @@ queue_app = typer.Typer(no_args_is_help=True, help="The waiting queue.")
 def queue_watch(
     interval: float = typer.Option(30, "--interval", help="Seconds between checks."),
     threshold_minutes: float = typer.Option(15, "--threshold-minutes", help="Alert above this wait."),
-    team_id: str | None = typer.Option(None, "--team-id"),
-    queue_id: str | None = typer.Option(None, "--queue-id"),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
     once: bool = typer.Option(False, "--once", help="Check once and exit."),
     max_checks: int = typer.Option(0, "--max-checks", help="Stop after this many checks (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=1, help="Seconds each check may wait out rate limits (default: the interval)."
     ),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Poll a waiting queue; alert once for each call that crosses the threshold."""
     try:

@@ -155,7 +155,7 @@ def recordings(
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
     ),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Download recordings and submission files to disk (default: yesterday's), resuming partial files."""
     settings = load_settings(verbose, as_json)

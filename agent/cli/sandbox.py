@@ -11,8 +11,8 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8765, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on."),
     synthetic_sessions: int = typer.Option(0, "--synthetic-sessions", help="Add N synthetic sessions to a day."),
     synthetic_day: str | None = typer.Option(
         None, "--synthetic-day", help="Their day (YYYY-MM-DD; default yesterday)."
@@ -46,9 +46,16 @@ def sandbox_serve(
             fail(EXIT_BAD_INPUT, f"--synthetic-day: expected YYYY-MM-DD, got {synthetic_day!r}")
         sandbox.store.generate_sessions(day, synthetic_sessions)
 
+    from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
+
     err.print(
         f"sandbox on http://{host}:{port}  (TRUTO_BASE_URL=http://{host}:{port} TRUTO_API_KEY=sandbox "
-        "TRUTO_INTEGRATED_ACCOUNT_ID=sandbox)",
+        f"TRUTO_INTEGRATED_ACCOUNT_ID={DEMO_ACCOUNT_ID})",
+        highlight=False,
+    )
+    err.print(
+        f"demo account {DEMO_ACCOUNT_ID!r}, whose ids are the defaults: COVIU_TEAM_ID={DEMO_TEAM_ID} "
+        f"COVIU_WAITING_QUEUE_ID={DEMO_WAITING_QUEUE_ID} COVIU_INTAKE_COLLECTION_ID={DEMO_INTAKE_COLLECTION_ID}",
         highlight=False,
     )
     err.print(f"sandbox profile: {described}", highlight=False)

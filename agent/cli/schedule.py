@@ -125,7 +125,7 @@ def schedule_audit(
         False, "--keep-threads", help="Keep each run's thread (its report stays readable through the API)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Register a cron on a LangGraph server that runs the audit (of yesterday) on a schedule."""
     try:

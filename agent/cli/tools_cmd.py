@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from agent.cli.common import emit_json, load_settings, open_services, out, run_async
@@ -9,7 +11,7 @@ from agent.cli.common import emit_json, load_settings, open_services, out, run_a
 
 def tools(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """List the tools Truto serves for this account: name, resource, method, required args."""
     settings = load_settings(verbose, as_json)
@@ -30,15 +32,34 @@ def tools(
             if as_json:
                 emit_json({"source": catalog.source, "count": len(rows), "tools": rows})
                 return
-            from rich.table import Table
-
-            table = Table(title=f"{len(rows)} tools (source: {catalog.source})")
-            for col in ("name", "resource", "method", "required"):
-                table.add_column(col)
-            for r in rows:
-                table.add_row(r["name"], r["resource"], r["method"], ", ".join(r["required"]))
-            out.print(table)
+            print_tools(rows, str(catalog.source))
         finally:
             await services.toolbox.aclose()
 
     run_async(body, as_json=as_json)
+
+
+def print_tools(rows: list[dict[str, Any]], source: str) -> None:
+    """Tool names are never cut: at a terminal a table whose other columns wrap; in a pipe, one tab-separated line
+    per tool (name, resource, method, required), after a header line."""
+    if not out.is_terminal:
+        import sys
+
+        from tools.textsafety import clean_text, redact
+
+        lines = [f"# {len(rows)} tools (source: {source})", "name\tresource\tmethod\trequired"]
+        for r in rows:
+            fields = [r["name"], str(r["resource"]), str(r["method"]), ",".join(r["required"])]
+            lines.append("\t".join(redact(clean_text(f)) for f in fields))
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} tools (source: {source})")
+    longest = max((len(r["name"]) for r in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)
+    for col in ("resource", "method", "required"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["resource"], r["method"], ", ".join(r["required"]))
+    out.print(table)
