@@ -17,6 +17,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs import context as ctx
@@ -60,10 +61,24 @@ def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> di
 class AuditInput(TypedDict, total=False):
     """What starts an audit: a date, or a window (empty: yesterday in the clinic's time zone)."""
 
-    date: str
-    since: str
-    until: str
-    overrun_threshold_minutes: float
+    date: Annotated[
+        str,
+        Field(
+            description="The day to audit: YYYY-MM-DD, 'today' or 'yesterday', midnight to midnight in the clinic's "
+            "time zone (default: yesterday). Not with since/until."
+        ),
+    ]
+    since: Annotated[
+        str,
+        Field(
+            description="Window start, ISO-8601 (a time without a zone is in the clinic's time zone); with until, "
+            "instead of date. Sessions whose scheduled end is in [since, until) are audited; at most 31 days."
+        ),
+    ]
+    until: Annotated[str, Field(description="Window end, exclusive, ISO-8601; with since.")]
+    overrun_threshold_minutes: Annotated[
+        float, Field(description="A session ending more than this many minutes late is an overrun (default 10).")
+    ]
 
 
 class AuditOutput(TypedDict, total=False):

@@ -27,16 +27,20 @@ def audit(
     day: str | None = typer.Option(None, "--date", help="Audit this day (YYYY-MM-DD, clinic time zone)."),
     since: str | None = typer.Option(None, "--since", help="Window start (ISO-8601)."),
     until: str | None = typer.Option(None, "--until", help="Window end, exclusive (ISO-8601)."),
-    team_id: str | None = typer.Option(None, "--team-id"),
-    collection_id: str | None = typer.Option(None, "--collection-id"),
-    overrun_threshold_minutes: float = typer.Option(10, "--overrun-threshold-minutes"),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    collection_id: str | None = typer.Option(
+        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+    ),
+    overrun_threshold_minutes: float = typer.Option(
+        10, "--overrun-threshold-minutes", help="Flag sessions that end more than this many minutes late."
+    ),
     out_dir: str = typer.Option("reports", "--out", help="Directory for the report files."),
     thread_id: str | None = typer.Option(None, "--thread-id", help="Checkpoint thread (default from the window)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
     ),
-    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
     settings = load_settings(verbose, as_json)
@@ -64,33 +68,18 @@ def audit(
         from pathlib import Path
 
         from langchain_core.runnables import RunnableConfig
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from agent.checkpoint import open_checkpointer
+        from agent.cli.progress import AuditProgress
         from graphs.audit import compile_audit
         from graphs.context import Context
 
         services = await open_services(settings)
         services.report_dir = Path(out_dir)
         team = team_id or services.team_id
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        )
-        bar = progress.add_task("summaries", total=None)
-
-        def on_progress(kind: str, count: int, total: int) -> None:
-            if kind == "sessions":
-                progress.update(bar, total=total, description=f"summaries of {total} sessions")
-            else:
-                progress.advance(bar, count)
-
-        services.on_progress = on_progress
+        # a bar with ETA at a terminal (log lines above it); under cron, INFO lines every 10% or 30 s
+        progress = AuditProgress(err)
+        services.on_progress = progress
         collection = collection_id or services.collection_id
         # Every argument that changes the result is in the thread id: a resume never mixes two runs' flags.
         arguments = {
@@ -133,7 +122,8 @@ def audit(
                     await saver.adelete_thread(thread)
         finally:
             await services.toolbox.aclose()
-        return dict(state)
+            waits = services.toolbox.rate_limit_waits
+        return {**state, "figures": {"rate_limit_waits": waits}}
 
     state = run_async(body, as_json=as_json)
     report, paths = state.get("report"), state.get("report_paths") or {}
@@ -141,7 +131,8 @@ def audit(
         fail(EXIT_UPSTREAM, "the audit did not produce a report", as_json=as_json)
     incomplete = not report.get("complete", True)
     if as_json:
-        emit_json(report)
+        # the report as written, plus this run's figures (not in the file: they describe the run, not the day)
+        emit_json({**report, "figures": state.get("figures")})
         if incomplete:
             raise typer.Exit(EXIT_INCOMPLETE)
         return
