@@ -156,8 +156,14 @@ async def test_the_server_serves_the_graphs_with_editable_context(server: Server
             fields = set((schemas.get("context_schema") or {}).get("properties", {}))
             assert {"team_id", "waiting_queue_id", "collection_id", "planner"} <= fields, assistant["graph_id"]
             assert "services" not in fields
-            inputs = set((schemas.get("input_schema") or {}).get("properties", {}))  # Studio's input form
+            inputs = (schemas.get("input_schema") or {}).get("properties", {})  # Studio's input form
             assert inputs, f"no input schema for {assistant['graph_id']}"
+            if assistant["graph_id"] == "triage":
+                assert inputs["patient_name"].get("description") and "dry_run" in inputs
+            if assistant["graph_id"] == "audit":
+                assert all(inputs[k].get("description") for k in ("date", "since", "until"))
+            outputs = set((schemas.get("output_schema") or {}).get("properties", {}))
+            assert outputs and "retry" not in outputs, assistant["graph_id"]
 
 
 async def test_triage_on_the_server(server: Server) -> None:
@@ -165,11 +171,19 @@ async def test_triage_on_the_server(server: Server) -> None:
         state = await client.runs.wait(
             None,
             "triage",
-            input={"messages": [{"role": "user", "content": "A priority patient needs a duty nurse now"}]},
+            input={
+                "messages": [
+                    {"role": "user", "content": "A priority patient needs a duty nurse now. Patient: Ava Jenkins"}
+                ]
+            },
             context={"planner": "rules"},
         )
         assert isinstance(state, dict), state
         assert not state.get("failure"), state.get("failure")
+        # a chat view shows the last AI message: it is the reply; the output is the result, not bookkeeping
+        assert state["messages"][-1]["type"] == "ai" and state["messages"][-1]["content"] == state["reply"]
+        assert not {"retry", "plan_steps", "session_creates", "known_sessions"} & set(state)
+        assert state["session"]["session_name"] == "Triage – Ava Jenkins"
         session = state["session"]
         assert session["session_id"] and session["start_time"] and session["end_time"]
         participants = state["participants"]
