@@ -9,6 +9,7 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sandbox.ids import (
     DEMO_CLIENT_ID,
@@ -17,9 +18,11 @@ from sandbox.ids import (
     DEMO_TEAM_ID,
     DEMO_WAITING_QUEUE_ID,
 )
-from sandbox.models import Collection, MediaFile, Session, Submission, WaitingCall
-from sandbox.store import CoviuStore, DemoData, ParticipantDraft
+from sandbox.models import Collection, DemoData, MediaFile, ParticipantDraft, Session, Submission, WaitingCall
 from sandbox.timefmt import day_start
+
+if TYPE_CHECKING:
+    from sandbox.store import CoviuStore
 
 MINUTE = timedelta(minutes=1)
 DEMO_MEDIA_SIZES = (262_144, 786_432)  # a few hundred KB per file

@@ -35,10 +35,11 @@ from starlette.requests import Request
 from sandbox.catalog import CRUD_METHODS, METHOD_GROUPS
 from sandbox.errors import TrutoError
 from sandbox.querystring import parse_query
+from sandbox.replies import Reply, RequestRecord, error_reply
 from sandbox.timefmt import TimeParseError, format_time, parse_time
 
 if TYPE_CHECKING:
-    from sandbox.app import Reply, Sandbox
+    from sandbox.app import Sandbox
 
 # The embedded sandbox always has this MCP server, so `TRUTO_MCP_URL=http://sandbox.local/mcp/<this>` works offline.
 DEMO_MCP_TOKEN = "sandbox-mcp-demo"
@@ -93,7 +94,6 @@ class _Delivery:
 
 
 def _rpc_error(rpc_id: Any, code: int, message: str, status: int) -> Reply:
-    from sandbox.app import Reply
 
     return Reply.json({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}}, status)
 
@@ -168,7 +168,6 @@ class SandboxMcp:
         return next((s for s in self._live().values() if secrets.compare_digest(s.token, token)), None)
 
     async def admin(self, request: Request, account_id: str, mcp_id: str | None) -> Reply:
-        from sandbox.app import Reply
 
         if account_id != self.sandbox.config.integrated_account_id:
             raise TrutoError(404, f"integrated account not found: {account_id}")
@@ -190,7 +189,6 @@ class SandboxMcp:
         raise TrutoError(405, f"{request.method} is not allowed on /integrated-account/{{id}}/mcp/{{mcp_id}}")
 
     async def _create(self, request: Request) -> Reply:
-        from sandbox.app import Reply
 
         raw = await request.body()
         try:
@@ -246,7 +244,6 @@ class SandboxMcp:
 
     async def serve(self, request: Request, token: str) -> Reply:
         """One MCP HTTP request: the token's server answers it; the reply is delivered like a proxy reply."""
-        from sandbox.app import Reply
 
         body = await request.body()
         rpc_id = _rpc_id(body)
@@ -334,7 +331,6 @@ class SandboxMcp:
         self, tool: dict[str, Any], arguments: dict[str, Any], idempotency_key: str | None, delivery: _Delivery | None
     ) -> types.CallToolResult:
         """Run one tool through the proxy handler, exactly as `/proxy` would have run it."""
-        from sandbox.app import RequestRecord, _error_reply
 
         method = tool["method"]
         body_keys = set(tool["body_schema"].get("properties", {}))
@@ -369,7 +365,7 @@ class SandboxMcp:
         try:
             reply = await self.sandbox._proxy(request, record, rest)
         except TrutoError as error:
-            reply = _error_reply(error, config=self.sandbox.config)
+            reply = error_reply(error, config=self.sandbox.config)
         record.status = reply.status
         if delivery is not None:
             delivery.headers.update({k: v for k, v in reply.headers.items() if k.lower() in FORWARDED_HEADERS})

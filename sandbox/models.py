@@ -6,7 +6,7 @@ Compact `__slots__` dataclasses so that ten thousand sessions stay small; binari
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 
 @dataclass(slots=True)
@@ -132,3 +132,34 @@ class MediaFile:
     seed: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(slots=True)
+class ParticipantDraft:
+    """A participant to be added: what a create request carries."""
+
+    display_name: str
+    role: str
+    picture: str | None = None
+    state: str | None = None
+    phone: str | None = None
+
+
+@dataclass
+class DemoData:
+    """The ids of the seeded demo records, by the case they stand for (see `sandbox.demo`)."""
+
+    team_id: str
+    waiting_queue_id: str
+    collection_id: str
+    client_id: str
+    today: date | None = None
+    yesterday: date | None = None
+    sessions: dict[str, str] = field(default_factory=dict)
+    participants: dict[str, dict[str, str]] = field(default_factory=dict)
+    submissions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    audio_recordings: dict[str, str] = field(default_factory=dict)
+    waiting_calls: dict[str, str] = field(default_factory=dict)
+    collections: dict[str, str] = field(default_factory=dict)
+    injection_call_id: str | None = None

@@ -9,7 +9,6 @@ import bisect
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sandbox.clock import Clock
@@ -17,8 +16,10 @@ from sandbox.errors import CoviuError
 from sandbox.ids import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
 from sandbox.models import (
     Collection,
+    DemoData,
     MediaFile,
     Participant,
+    ParticipantDraft,
     Session,
     Submission,
     Team,
@@ -42,37 +43,6 @@ def micros(moment: datetime) -> int:
 
 def _iso(moment: datetime) -> str:
     return format_time(moment, "iso")
-
-
-@dataclass(slots=True)
-class ParticipantDraft:
-    """A participant to be added: what a create request carries."""
-
-    display_name: str
-    role: str
-    picture: str | None = None
-    state: str | None = None
-    phone: str | None = None
-
-
-@dataclass
-class DemoData:
-    """The ids of the seeded demo records, by the case they stand for (see `sandbox.demo`)."""
-
-    team_id: str
-    waiting_queue_id: str
-    collection_id: str
-    client_id: str
-    today: date | None = None
-    yesterday: date | None = None
-    sessions: dict[str, str] = field(default_factory=dict)
-    participants: dict[str, dict[str, str]] = field(default_factory=dict)
-    submissions: dict[str, str] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    audio_recordings: dict[str, str] = field(default_factory=dict)
-    waiting_calls: dict[str, str] = field(default_factory=dict)
-    collections: dict[str, str] = field(default_factory=dict)
-    injection_call_id: str | None = None
 
 
 class CoviuStore:

@@ -1,0 +1,160 @@
+"""The import layout: no import cycle among the project's modules, and imports only run down the layers.
+
+Layers (docs/architecture.md): agent → graphs → tools; prompts is read by graphs; sandbox is the simulator and
+imports none of the product. Every import counts, including those inside functions; imports under
+`if TYPE_CHECKING:` run never, so they count for the layers but not for cycles.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("agent", "tools", "graphs", "prompts", "sandbox")
+
+# package -> packages it must never import
+FORBIDDEN: dict[str, set[str]] = {
+    "tools": {"agent", "graphs", "sandbox"},
+    "graphs": {"agent", "sandbox"},
+    "prompts": {"agent", "graphs", "tools", "sandbox"},
+    "sandbox": {"agent", "graphs", "tools"},
+}
+
+
+# Known and not yet broken: `SandboxConfig.from_env` (sandbox/config.py) reads the profile from sandbox/profiles.py,
+# which builds `SandboxConfig`s. Breaking it moves `from_env` to profiles (its callers include tests of sandbox/).
+KNOWN_CYCLES = [["sandbox.config", "sandbox.profiles"]]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(node: ast.AST, typing_only: bool = False) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import statement under `node`, with whether it sits in an `if TYPE_CHECKING:` block."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Import | ast.ImportFrom):
+            yield child, typing_only
+        elif isinstance(child, ast.If) and _is_type_checking(child.test):
+            for stmt in child.body:
+                yield from _imports(ast.Module(body=[stmt], type_ignores=[]), True)
+            for stmt in child.orelse:
+                yield from _imports(ast.Module(body=[stmt], type_ignores=[]), typing_only)
+        else:
+            yield from _imports(child, typing_only)
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> Iterator[tuple[str, bool]]:
+    """(project module imported by `name`, typing only), resolving relative imports and `from pkg import mod`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for stmt, typing_only in _imports(tree):
+        if isinstance(stmt, ast.Import):
+            targets = [alias.name for alias in stmt.names]
+        else:
+            base = stmt.module or ""
+            if stmt.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (stmt.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in stmt.names]
+        for target in targets:
+            while target and target not in known:  # `import a.b.c` of a module: the deepest project module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                yield target, typing_only
+
+
+def import_graph(*, runtime_only: bool) -> dict[str, set[str]]:
+    modules = project_modules()
+    known = set(modules)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target, typing_only in imported_modules(name, path, known):
+            if not (runtime_only and typing_only):
+                graph[name].add(target)
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the components with more than one module (the import cycles)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_checker_finds_a_cycle_and_a_function_level_import(tmp_path: Path) -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected(graph) == [["a", "b", "c"]]
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x.y\n"
+        "def f():\n    from x import z\n    from . import w\n"
+    )
+    found = sorted(imported_modules("x.m", source, {"x", "x.y", "x.z", "x.w", "x.m"}))
+    assert found == [("x.w", False), ("x.y", True), ("x.z", False)]
+
+
+def test_no_import_cycles() -> None:
+    cycles = strongly_connected(import_graph(runtime_only=True))
+    listed = "\n".join(" <-> ".join(c) for c in cycles)
+    assert sorted(cycles) == KNOWN_CYCLES, f"import cycles (move the shared names down a layer):\n{listed}"
+
+
+def test_imports_run_down_the_layers() -> None:
+    wrong = sorted(
+        f"{source} imports {target}"
+        for source, targets in import_graph(runtime_only=False).items()
+        for target in targets
+        if target.partition(".")[0] in FORBIDDEN.get(source.partition(".")[0], set())
+    )
+    assert wrong == []
+
+
+def test_the_services_layer_does_not_import_the_cli() -> None:
+    graph = import_graph(runtime_only=False)
+    below_cli = [m for m in graph if m.startswith("agent.") and not m.startswith("agent.cli") and m != "agent.__main__"]
+    assert sorted(f"{m} imports {t}" for m in below_cli for t in graph[m] if t.startswith("agent.cli")) == []
