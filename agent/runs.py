@@ -97,7 +97,7 @@ class TriageArgs:
     duration_minutes: int = 30
     wait_threshold_minutes: float = 15
     thread_id: str | None = None
-    extra_inputs: Mapping[str, Any] = field(default_factory=dict)  # further TriageInput fields (e.g. dry_run)
+    dry_run: bool = False  # plan every write and send none
 
     def inputs(self) -> dict[str, Any]:
         from langchain_core.messages import HumanMessage
@@ -107,10 +107,11 @@ class TriageArgs:
             "host_name": self.host_name,
             "duration_minutes": self.duration_minutes,
             "wait_threshold_minutes": self.wait_threshold_minutes,
-            **self.extra_inputs,
         }
         if self.patient_name:
             inputs["patient_name"] = self.patient_name
+        if self.dry_run:
+            inputs["dry_run"] = True
         return inputs
 
 
@@ -121,6 +122,7 @@ class TriageResult:
     thread_id: str
     resumed: bool
     state: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)  # e.g. rate_limit_waits
 
     @property
     def failure(self) -> str | None:
@@ -138,7 +140,7 @@ class TriageResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result object of `triage --json` (README)."""
-        return {
+        result: dict[str, Any] = {
             "team_id": self.state.get("team_id"),
             "queue_id": self.state.get("waiting_queue_id"),
             "queue": self.state.get("queue"),
@@ -147,6 +149,11 @@ class TriageResult:
             "participants": self.state.get("participants", []),
             "reply": self.state.get("reply", ""),
         }
+        if self.state.get("dry_run"):
+            result["dry_run"] = True
+            result["planned_calls"] = self.state.get("planned_calls") or []
+        result["figures"] = self.figures
+        return result
 
 
 def triage_thread(team: str | None, queue: str | None, patient: str | None, request: str, day: str) -> str:
@@ -179,7 +186,7 @@ async def run_triage(
             args.team_id or svc.team_id,
             args.queue_id or svc.waiting_queue_id,
             args.patient_name,
-            args.request,
+            args.request + ("|dry-run" if args.dry_run else ""),
             svc.clock.now().astimezone(svc.zone).date().isoformat(),
         )
         config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
@@ -194,7 +201,8 @@ async def run_triage(
                 on_event(f"resuming triage thread {thread}")
 
         state, resumed = await _resume_or_start(graph, config, args.inputs(), context, before_resume=announce)
-    return TriageResult(thread, resumed, state)
+        figures = {"rate_limit_waits": svc.toolbox.rate_limit_waits}
+    return TriageResult(thread, resumed, state, figures)
 
 
 # --- audit ---------------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
     return settings
 
 
+def say(line: str) -> None:
+    """A status line on stderr, as text (a run's `on_event`)."""
+    err.print(line, highlight=False, markup=False)
+
+
 def check_id(name: str, value: str | None) -> None:
     if value is not None and not _ID_PATTERN.fullmatch(value):
         raise BadInput(f"{name}: expected an id (letters, digits, '-', '_', '.', ':'; up to 128), got {value!r}")

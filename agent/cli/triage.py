@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 import typer
 
-from agent.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_UPSTREAM,
-    check_id,
-    emit_json,
-    err,
-    fail,
-    load_settings,
-    open_services,
-    out,
-    run_async,
-)
+from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import BadInput
 from agent.redact import styled
+from agent.runs import TriageArgs, run_triage
 from tools.textsafety import has_unsafe_chars
 
 
@@ -78,93 +65,31 @@ def triage(
             as_json=as_json,
         )
 
-    async def body() -> dict[str, Any]:
-        from langchain_core.messages import HumanMessage
-        from langchain_core.runnables import RunnableConfig
-
-        from agent.checkpoint import open_checkpointer
-        from graphs.context import Context
-        from graphs.triage import compile_triage
-
-        services = await open_services(settings)
-        try:
-            async with open_checkpointer(settings.state) as saver:
-                graph = compile_triage(saver)
-                inputs: dict[str, Any] = {
-                    "messages": [HumanMessage(content=request or "Triage the waiting queue now.")],
-                    "host_name": host_name,
-                    "duration_minutes": duration_minutes,
-                    "wait_threshold_minutes": wait_threshold_minutes,
-                }
-                if patient_name:
-                    inputs["patient_name"] = patient_name
-                if dry_run:
-                    inputs["dry_run"] = True
-                thread = thread_id or triage_thread(
-                    team_id or services.team_id,
-                    queue_id or services.waiting_queue_id,
-                    patient_name,
-                    request + ("|dry-run" if dry_run else ""),
-                    services.clock.now().astimezone(services.zone).date().isoformat(),
-                )
-                config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": 60}
-                context = Context(team_id=team_id, waiting_queue_id=queue_id, services=services)
-                snapshot = await graph.aget_state(config)
-                if snapshot.next:
-                    # an interrupted run of the same triage (crash, kill): finish it, don't start a second
-                    err.print(f"resuming triage thread {thread}", highlight=False)
-                    state = await graph.ainvoke(None, config, context=context, durability="sync")
-                else:
-                    if snapshot.values and not thread_id:
-                        config = {
-                            "configurable": {"thread_id": f"{thread}:{uuid.uuid4().hex[:8]}"},
-                            "recursion_limit": 60,
-                        }
-                    state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
-            waits = services.toolbox.rate_limit_waits
-        finally:
-            await services.toolbox.aclose()
-        return {**state, "figures": {"rate_limit_waits": waits}}
-
-    state = run_async(body, as_json=as_json)
-    result = {
-        "team_id": state.get("team_id"),
-        "queue_id": state.get("waiting_queue_id"),
-        "queue": state.get("queue"),
-        "alerts": state.get("alerts", []),
-        "session": state.get("session"),
-        "participants": state.get("participants", []),
-        "reply": state.get("reply", ""),
-    }
-    if dry_run:
-        result["dry_run"] = True
-        result["planned_calls"] = state.get("planned_calls") or []
-    result["figures"] = state.get("figures")
-    failure = state.get("failure")
-    if failure:
-        code = EXIT_BAD_INPUT if state.get("queue") is None and "404" in str(state.get("last_error")) else EXIT_UPSTREAM
+    args = TriageArgs(
+        request=request,
+        team_id=team_id,
+        queue_id=queue_id,
+        patient_name=patient_name,
+        host_name=host_name,
+        duration_minutes=duration_minutes,
+        wait_threshold_minutes=wait_threshold_minutes,
+        thread_id=thread_id,
+        dry_run=dry_run,
+    )
+    result = run_async(lambda: run_triage(settings, args, on_event=say), as_json=as_json)
+    payload = result.as_dict()
+    if result.failure:
         if as_json:
-            emit_json({**result, "error": failure, "exit_code": code})
-        err.print(styled("triage did not finish:", "bold red", str(failure)), highlight=False)
-        raise typer.Exit(code)
+            emit_json({**payload, "error": result.failure, "exit_code": result.exit_code})
+        err.print(styled("triage did not finish:", "bold red", result.failure), highlight=False)
+        raise typer.Exit(result.exit_code)
     if as_json:
-        emit_json(result)
+        emit_json(payload)
     else:
-        out.print(result["reply"], highlight=False)
+        out.print(payload["reply"], highlight=False)
 
 
 def _patient_in(request: str) -> str | None:
     from graphs.triage import patient_from_request
 
     return patient_from_request(request)
-
-
-def triage_thread(team: str | None, queue: str | None, patient: str | None, request: str, day: str) -> str:
-    """The default triage thread: the same request on the same day resumes an interrupted run.
-
-    Hashed, so no patient name is stored in a thread id.
-    """
-    import hashlib
-
-    key = "|".join([team or "", queue or "", patient or "", request, day])
-    return f"triage:{hashlib.sha256(key.encode()).hexdigest()[:24]}"
