@@ -46,7 +46,9 @@ def test_triage_json_matches_the_contract(served, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert set(out) == {"team_id", "queue_id", "queue", "alerts", "session", "participants", "reply", "figures"}
-    assert set(out["queue"]) == {"waiting", "longest_wait_minutes", "over_threshold"}
+    # the contract's three keys, plus `unknown_wait`: waiting calls whose join time could not be read (never "short")
+    assert set(out["queue"]) == {"waiting", "longest_wait_minutes", "over_threshold", "unknown_wait"}
+    assert out["queue"]["unknown_wait"] == []
     assert set(out["session"]) == {"session_id", "session_name", "start_time", "end_time"}
     assert sorted(p["role"] for p in out["participants"]) == ["guest", "host"]
     for p in out["participants"]:
