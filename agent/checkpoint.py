@@ -64,6 +64,12 @@ async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     path = Path(state).expanduser()
+    if path.is_dir():
+        from agent.errors import ConfigError
+
+        raise ConfigError(
+            f"COVIU_AGENT_STATE={state!r} is a directory: name a file in it, e.g. {path / 'state.sqlite'}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         path.touch(mode=0o600)

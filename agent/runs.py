@@ -149,7 +149,7 @@ class TriageResult:
             "participants": self.state.get("participants", []),
             "reply": self.state.get("reply", ""),
         }
-        if self.state.get("dry_run"):
+        if self.state.get("planned_calls") is not None:  # a dry run (its input flags are reset when it ends)
             result["dry_run"] = True
             result["planned_calls"] = self.state.get("planned_calls") or []
         result["figures"] = self.figures

@@ -109,11 +109,26 @@ class Settings(BaseSettings):
             raise ValueError(f"COVIU_AGENT_LOG_LEVEL={value!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
+    @field_validator("state")
+    @classmethod
+    def _state_not_a_directory(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")) and Path(value).expanduser().is_dir():
+            raise ValueError(f"COVIU_AGENT_STATE={value!r} is a directory: name a file in it (e.g. state.sqlite)")
+        return value
+
     @field_validator("truto_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL")
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(value).hostname
+        except ValueError as exc:  # e.g. "http://[::1": an unclosed IPv6 bracket
+            raise ValueError(f"TRUTO_BASE_URL={value!r}: not a valid URL ({exc})") from None
+        if not host:
+            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL with a host")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -103,7 +103,7 @@ class TriageOutput(TypedDict, total=False):
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
     dry_run: bool
-    planned_calls: list[dict[str, Any]]
+    planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
 
 
 class TriageState(TypedDict, total=False):
@@ -118,7 +118,7 @@ class TriageState(TypedDict, total=False):
     duration_minutes: int | None
     wait_threshold_minutes: float | None
     dry_run: bool | None
-    planned_calls: list[dict[str, Any]]
+    planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
     queue: QueueSummary | None
     alerts: list[str]
     session: dict[str, Any] | None
@@ -222,7 +222,7 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         "duration_minutes": int(_given(state.get("duration_minutes"), 30)),
         "wait_threshold_minutes": float(_given(state.get("wait_threshold_minutes"), 15)),  # 0 means 0
         "dry_run": bool(state.get("dry_run")),
-        "planned_calls": [],
+        "planned_calls": [] if state.get("dry_run") else None,  # a list only in a dry run (kept in the output)
         "queue": None,
         "alerts": [],
         "session": None,

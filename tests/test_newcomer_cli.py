@@ -201,3 +201,20 @@ def test_a_read_only_mcp_server_exits_2_naming_the_missing_tools(account, tmp_pa
     assert result.returncode == 2, result.stderr
     assert "create_a_coviu_session" in result.stderr and "planning steps" not in result.stderr
     assert writes(sandbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"COVIU_AGENT_STATE": "{tmp}"}, "COVIU_AGENT_STATE"),
+        ({"TRUTO_BASE_URL": "http://[::1"}, "TRUTO_BASE_URL"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2_before_any_request(account, tmp_path: Path, variables, named):
+    sandbox, env = account
+    env = {**env, **{k: v.format(tmp=tmp_path) for k, v in variables.items()}}
+    result = run_cli(["triage", REQUEST, "--patient-name", "Ava Jenkins"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sandbox.requests == []
