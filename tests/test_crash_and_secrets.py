@@ -134,7 +134,8 @@ def test_info_logs_carry_no_patient_names(tmp_path: Path):
 def test_state_file_is_owner_only(tmp_path: Path):
     sandbox = create_sandbox()
     with serve(sandbox) as s:
-        result = run_cli(["triage", "now", "--patient-name", "Owner Only", "--json"], cli_env(tmp_path, s.url), tmp_path)
+        args = ["triage", "now", "--patient-name", "Owner Only", "--json"]
+        result = run_cli(args, cli_env(tmp_path, s.url), tmp_path)
     assert result.returncode == 0
     assert ((tmp_path / "state.sqlite").stat().st_mode & 0o777) == 0o600
 
