@@ -27,6 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
+    # Help and usage errors in click's plain layout: typer's Rich layout imports Rich's Markdown, Syntax and
+    # Traceback (≈ 0.18 s of CPU on every `--help`, twice the rest of the CLI's start-up; issue 18).
+    rich_markup_mode=None,
     help="Run a telehealth clinic's Coviu account.",
 )
 
