@@ -45,7 +45,11 @@ MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with
 
 
 class ActState(TypedDict, total=False):
-    """What the shared `act` and `wait_and_retry` nodes read and write: every graph's state has these keys."""
+    """What the shared `act` and `wait_and_retry` nodes read and write: every graph's state has these keys.
+
+    Add `act` with `input_schema=<the graph's state>`: LangGraph hands a node only the keys of its annotation, and
+    `act` also reads the ids the graph owns (team, queue, collection, session) through `ids_from_state`.
+    """
 
     messages: list[AnyMessage]
     retry: RetryState
