@@ -1,5 +1,10 @@
 """Scenario 2, the end-of-day audit: sessions that ended in the window, their summaries and intake
 forms, reconciled into a Markdown + JSON + HTML report. Read-only, resumable, sized for 10,000 sessions.
+
+Per-session data (the listed rows, the summaries' facts, the submission index) lives in side rows of the state store
+(graphs/audit_store.py), keyed by the run (its thread id): the checkpointed state holds only cursors and counters,
+so checkpoints stay small whatever the number of sessions. Summaries that can no longer change are cached per
+integrated account and never fetched again (`refresh` ignores and rewrites the cache).
 """
 
 from __future__ import annotations
@@ -7,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -21,6 +28,7 @@ from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs import context as ctx
+from graphs.audit_store import AuditStore, CachedSummary, memory_store
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import (
     CallOutcome,
@@ -54,8 +62,8 @@ PLAUSIBLE_DISTANCE = timedelta(days=1)
 AUDIT_POLICY: Policy = allow_only(SESSIONS_TOOL, SUMMARY_TOOL, SUBMISSIONS_TOOL)
 
 
-def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
-    return {**(left or {}), **(right or {})}
+# Kinds of side rows (graphs/audit_store.py) of one audit run.
+SESSION_ROWS, SUMMARY_ROWS, SUBMISSION_ROWS = "session", "summary", "submission"
 
 
 class AuditInput(TypedDict, total=False):
@@ -79,6 +87,9 @@ class AuditInput(TypedDict, total=False):
     overrun_threshold_minutes: Annotated[
         float, Field(description="A session ending more than this many minutes late is an overrun (default 10).")
     ]
+    refresh: Annotated[
+        bool, Field(description="Fetch every summary again, ignoring (and rewriting) the summary cache.")
+    ]
 
 
 class AuditOutput(TypedDict, total=False):
@@ -89,21 +100,23 @@ class AuditOutput(TypedDict, total=False):
 
 
 class AuditState(TypedDict, total=False):
-    """The audit's state: ids, the window, derived per-session rows (never raw payloads)."""
+    """The audit's state: ids, the window, cursors and counters. Per-session rows are side rows of the run
+    (`run_key`) in the audit store, never in the checkpointed state."""
 
     date: str
     since: str
     until: str
     overrun_threshold_minutes: float
+    refresh: bool
     team_id: str
     collection_id: str
     window: dict[str, str]
     day_label: str
-    sessions: list[dict[str, Any]]
+    run_key: str
+    sessions_listed: int
+    summaries_cached: int
     list_cursor: str | None
     list_seen_cursors: list[str]
-    summaries: Annotated[dict[str, Any], merge_dicts]
-    submissions: dict[str, list[list[Any]]]
     submission_cursor: str | None
     submission_seen_cursors: list[str]
     report: dict[str, Any]
@@ -174,8 +187,21 @@ def threshold_of(state: Mapping[str, Any]) -> float:
     return DEFAULT_OVERRUN_THRESHOLD if value is None else float(value)
 
 
+def audit_store(services: Services) -> AuditStore:
+    """The store for side rows and the summary cache: the injected one, or a private in-memory one."""
+    if services.audit_store is None:
+        services.audit_store = memory_store()
+    return services.audit_store
+
+
+def account_of(services: Services) -> str:
+    """The integrated account whose summaries the cache keeps."""
+    return services.toolbox.client.integrated_account_id
+
+
 async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Resolve the ids and the window; a bad date fails here, before any request."""
+    """Resolve the ids and the window; a bad date fails here, before any request. A fresh run starts with no
+    side rows under its key (the thread id; a new id when there is no checkpointer)."""
     services = await resolve_services(runtime.context)
     team = state.get("team_id") or ctx.team_id(runtime.context, services)
     collection = state.get("collection_id") or ctx.collection_id(runtime.context, services)
@@ -185,16 +211,21 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
     since, until, label = resolve_window(
         services.zone, services.clock.now(), day=state.get("date"), since=state.get("since"), until=state.get("until")
     )
+    thread = (get_config().get("configurable") or {}).get("thread_id")
+    run_key = str(thread) if thread else f"run:{uuid.uuid4().hex}"
+    await audit_store(services).delete_run(run_key)
     return {
         "team_id": team,
         "collection_id": collection,
         "window": {"since": since.isoformat(), "until": until.isoformat()},
         "day_label": label,
         "overrun_threshold_minutes": threshold_of(state),
-        "sessions": [],
+        "refresh": bool(state.get("refresh")),
+        "run_key": run_key,
+        "sessions_listed": 0,
+        "summaries_cached": 0,
         "list_cursor": None,
         "list_seen_cursors": [],
-        "submissions": {},
         "submission_cursor": None,
         "submission_seen_cursors": [],
     }
@@ -214,9 +245,10 @@ async def _walk_pages(
     tool: str,
     args: dict[str, Any],
     walk: PageWalk,
-    take: Callable[[Any], None],
+    take: Callable[[Any, str], None],
 ) -> CallOutcome | None:
-    """Page from the walk's cursor to the last page (the one pager), handing each new row to `take`.
+    """Page from the walk's cursor to the last page (the one pager), handing each new row to `take` with a label
+    of its page (the cursor it was fetched with: stable across a resumed walk).
 
     Returns None when done, or the failed page's outcome on a transient failure: the walk then holds the cursor to
     resume from, so the node can save its progress and go to wait_and_retry.
@@ -237,55 +269,98 @@ async def _walk_pages(
             return outcome
         if outcome.kind in ("error", "refused"):
             raise AuditFailure(f"the audit could not list {tool}: {outcome.text}")
+        page = walk.cursor or "first"
         for item in walk.take(outcome.result):
-            take(item)
+            take(item, page)
     return None
 
 
 async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
-    """All pages of sessions around the window; keep only rows whose scheduled end is in [since, until)."""
+    """All pages of sessions around the window; keep only rows whose scheduled end is in [since, until).
+
+    The rows go to the run's side rows (keyed by session id; a row without an id by its page and place, so a
+    resumed walk rewrites rather than repeats it). Then the summaries the cache holds join the run's summaries.
+    """
     services = await resolve_services(runtime.context)
+    store = audit_store(services)
+    run = state["run_key"]
     since, until = _window(state)
-    rows = list(state.get("sessions") or [])
+    rows: dict[str, dict[str, Any]] = {}
     walk = PageWalk(
         SESSIONS_TOOL,
         services.toolbox.executor.spec(SESSIONS_TOOL).resource,
         cursor=state.get("list_cursor"),
         seen_cursors=state.get("list_seen_cursors") or [],
-        seen_ids=[r["session_id"] for r in rows if r.get("session_id")],
+        seen_ids=await store.keys(run, SESSION_ROWS),
     )
     args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until)}
+    unnamed: dict[str, int] = {}
 
-    def take(session: Any) -> None:
+    def take(session: Any, page: str) -> None:
         row = session_row(session, since, until)
-        if row is not None:
-            rows.append(row)
+        if row is None:
+            return
+        key = row["session_id"]
+        if key is None:
+            unnamed[page] = unnamed.get(page, 0) + 1
+            key = f"~{page}:{unnamed[page]}"
+        rows[key] = row
 
     failed = await _walk_pages(services, state, SESSIONS_TOOL, args, walk, take)
+    await store.put_rows(run, SESSION_ROWS, rows)
     if failed is not None:
         return Command(
             goto="wait_and_retry",
             update={
-                "sessions": rows,
                 "list_cursor": walk.cursor,
                 "list_seen_cursors": walk.seen_cursors,
                 "retry": retry_update(services, state.get("retry"), failed, "sessions", "list_sessions"),
             },
         )
-    rows.sort(key=lambda r: (r["scheduled_start"] or "", r["session_id"] or ""))
-    unchecked = sum(1 for r in rows if r.get("problem"))
+    listed = await store.rows(run, SESSION_ROWS)
+    cached: dict[str, CachedSummary] = {}
+    if not state.get("refresh"):
+        checkable = [r["session_id"] for r in listed.values() if r.get("session_id") and not r.get("problem")]
+        cached = await store.cached_summaries(account_of(services), checkable)
+        await store.put_rows(run, SUMMARY_ROWS, cached)
+    unchecked = sum(1 for r in listed.values() if r.get("problem"))
     log.info(
-        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable)",
-        len(rows),
+        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable, %d summaries cached)",
+        len(listed),
         walk.duplicates,
         unchecked,
+        len(cached),
     )
     if services.on_progress:
-        services.on_progress("sessions", len(rows), len(rows))
+        services.on_progress("sessions", len(listed), len(listed))
+        if cached:
+            services.on_progress("summaries", len(cached), 0)
     return Command(
         goto="fetch_summaries",
-        update={"sessions": rows, "list_cursor": None, "list_seen_cursors": [], "retry": settled(state.get("retry"))},
+        update={
+            "sessions_listed": len(listed),
+            "summaries_cached": len(cached),
+            "list_cursor": None,
+            "list_seen_cursors": [],
+            "retry": settled(state.get("retry")),
+        },
     )
+
+
+async def listed_rows(store: AuditStore, state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's session rows, checked against the count the state recorded: rows that went missing (a store
+    that was not kept, e.g. an in-memory one across processes) end the run instead of a report that lacks them."""
+    rows: dict[str, dict[str, Any]] = await store.rows(state["run_key"], SESSION_ROWS)
+    if len(rows) != state.get("sessions_listed", 0):
+        raise AuditFailure(
+            f"the audit's session rows are gone from the state store ({len(rows)} of "
+            f"{state.get('sessions_listed', 0)}): start the audit afresh (another --thread-id)"
+        )
+    return rows
+
+
+def _row_order(row: Mapping[str, Any]) -> tuple[str, str]:
+    return (row.get("scheduled_start") or "", row.get("session_id") or "")
 
 
 def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any] | None:
@@ -394,15 +469,34 @@ def _outcome_problem(outcome: CallOutcome) -> str:
     return f"{prefix}: {outcome.text.removeprefix('Error: ')}"[:300]
 
 
+def cacheable(row: Mapping[str, Any], facts: Mapping[str, Any]) -> CachedSummary | None:
+    """The facts to keep for good, or None: only a readable summary with an actual end and plausible times can no
+    longer change (an unavailable summary, one without an end or with implausible times is fetched again)."""
+    if facts.get("unavailable") or not facts.get("actual_end"):
+        return None
+    scheduled_start, scheduled_end = parse_time(row.get("scheduled_start")), parse_time(row.get("scheduled_end"))
+    actual_end = parse_time(facts["actual_end"])
+    if scheduled_start is None or scheduled_end is None or actual_end is None:
+        return None
+    actual_start = parse_time(facts.get("actual_start")) or scheduled_start
+    if implausible_reason(scheduled_start, scheduled_end, actual_start, actual_end):
+        return None
+    return {"actual_start": facts.get("actual_start"), "actual_end": str(facts["actual_end"])}
+
+
 async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
-    """Fetch the next batch of summaries, several in flight under the governor; the batch is the unit
-    of resumption. Transient failures go to wait_and_retry; what succeeded is kept.
+    """Fetch the next batch of summaries the run does not have yet (cached ones are in already), several in
+    flight under the governor; the batch is the unit of resumption. What was read goes to the run's side rows,
+    and what can no longer change to the cache. Transient failures go to wait_and_retry; what succeeded is kept.
     """
     services = await resolve_services(runtime.context)
-    done = state.get("summaries") or {}
+    store = audit_store(services)
+    run = state["run_key"]
+    listed = await listed_rows(store, state)
+    done = await store.keys(run, SUMMARY_ROWS)
     todo = [
-        r["session_id"]
-        for r in state.get("sessions", [])
+        r
+        for r in sorted(listed.values(), key=_row_order)
         if r.get("session_id") and not r.get("problem") and r["session_id"] not in done
     ]
     batch = todo[:BATCH_SIZE]
@@ -430,21 +524,25 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         if services.on_progress and outcome.kind != "transient":
             services.on_progress("summaries", 1, 0)
 
-    await asyncio.gather(*(one(s) for s in batch))
+    await asyncio.gather(*(one(r["session_id"]) for r in batch))
+    await store.put_rows(run, SUMMARY_ROWS, facts)
+    keep: dict[str, CachedSummary] = {}
+    for row in batch:
+        sid = row["session_id"]
+        kept = cacheable(row, facts[sid]) if sid in facts else None
+        if kept is not None:
+            keep[sid] = kept
+    forget = [sid for sid in facts if sid not in keep]  # refetched and now not cacheable: never served stale
+    await store.cache_summaries(account_of(services), keep, utc_z(services.clock.now()), forget=forget)
     retry = state.get("retry")
     if failed:
         base = settled(retry) if facts else retry  # progress resets the attempt count
         return Command(
             goto="wait_and_retry",
-            update={
-                "summaries": facts,
-                "retry": retry_update(services, base, failed[0], "summaries", "fetch_summaries"),
-            },
+            update={"retry": retry_update(services, base, failed[0], "summaries", "fetch_summaries")},
         )
     more = len(todo) > len(batch)
-    return Command(
-        goto="fetch_summaries" if more else "list_submissions", update={"summaries": facts, "retry": settled(retry)}
-    )
+    return Command(goto="fetch_summaries" if more else "list_submissions", update={"retry": settled(retry)})
 
 
 def submission_session_id(submission: Mapping[str, Any]) -> str | None:
@@ -464,11 +562,17 @@ def submission_session_id(submission: Mapping[str, Any]) -> str | None:
 
 
 async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
-    """All submissions in the intake collection around the window, indexed by session id (ours only)."""
+    """All submissions in the intake collection around the window, indexed by session id (ours only), kept in the
+    run's side rows."""
     services = await resolve_services(runtime.context)
+    store = audit_store(services)
+    run = state["run_key"]
     since, until = _window(state)
-    wanted = {r["session_id"] for r in state.get("sessions", []) if r.get("session_id")}
-    index: dict[str, list[list[Any]]] = {k: [list(x) for x in v] for k, v in (state.get("submissions") or {}).items()}
+    wanted = {str(r["session_id"]) for r in (await listed_rows(store, state)).values() if r.get("session_id")}
+    index: dict[str, list[list[Any]]] = {
+        k: [list(x) for x in v] for k, v in (await store.rows(run, SUBMISSION_ROWS)).items()
+    }
+    changed: set[str] = set()
     latest = min(until + FORM_SLACK, max(services.clock.now(), until))
     args = {"from": utc_z(since - FORM_SLACK), "until": utc_z(latest)}
     walk = PageWalk(
@@ -479,21 +583,22 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
         seen_ids=[str(s) for subs in index.values() for s, _ in subs if s],
     )
 
-    def take(submission: Any) -> None:
+    def take(submission: Any, _page: str) -> None:
         if not isinstance(submission, Mapping):
             return
         session_id = submission_session_id(submission)
         if session_id in wanted:
             sid = str(submission.get("item_submission_id") or submission.get("id") or "")
             index.setdefault(str(session_id), []).append([sid, bool(submission.get("locked_at"))])
+            changed.add(str(session_id))
 
     if wanted:
         failed = await _walk_pages(services, state, SUBMISSIONS_TOOL, args, walk, take)
+        await store.put_rows(run, SUBMISSION_ROWS, {k: index[k] for k in changed})
         if failed is not None:
             return Command(
                 goto="wait_and_retry",
                 update={
-                    "submissions": index,
                     "submission_cursor": walk.cursor,
                     "submission_seen_cursors": walk.seen_cursors,
                     "retry": retry_update(services, state.get("retry"), failed, "submissions", "list_submissions"),
@@ -503,7 +608,6 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
     return Command(
         goto="reconcile",
         update={
-            "submissions": index,
             "submission_cursor": None,
             "submission_seen_cursors": [],
             "retry": settled(state.get("retry")),
@@ -608,11 +712,13 @@ async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, A
     """Join rows, summaries and submissions (dict lookups: O(N)) into the contract's report."""
     services = await resolve_services(runtime.context)
     threshold = threshold_of(state)
-    summaries = state.get("summaries") or {}
-    index = state.get("submissions") or {}
+    store = audit_store(services)
+    run = state["run_key"]
+    summaries = await store.rows(run, SUMMARY_ROWS)
+    index = await store.rows(run, SUBMISSION_ROWS)
     rows = [
         reconcile_row(r, summaries.get(r["session_id"] or "", {}), index.get(r["session_id"] or "", []), threshold)
-        for r in state.get("sessions", [])
+        for r in sorted((await listed_rows(store, state)).values(), key=_row_order)
     ]
     sums = totals(rows)
     report = {
@@ -653,6 +759,8 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
         zone=services.zone,
         overrun_threshold_minutes=threshold_of(state),
     )
+    # The report is written (and in state): the run's side rows are not needed any more (they hold patient data).
+    await audit_store(services).delete_run(state["run_key"])
     return {"report_paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -10,13 +10,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from langchain_core.language_models import BaseChatModel
-
+from graphs.audit_store import AuditStore
 from tools.clock import Clock
 from tools.toolbox import Toolbox
+
+if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds services without touching it
+    from langchain_core.language_models import BaseChatModel
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Services:
     report_dir: Path = Path("reports")
     max_model_calls: int = 8
     on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
+    # The audit's side rows and summary cache (graphs/audit_store.py); None: a private in-memory store.
+    audit_store: AuditStore | None = field(default=None, repr=False)
 
     @property
     def clock(self) -> Clock:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +36,6 @@ from sandbox.ids import DEMO_CLIENT_ID
 from sandbox.media import webm_bytes
 from sandbox.querystring import parse_query
 from sandbox.ratelimit import RateDecision, RateLimiter
-from sandbox.replies import Reply, RequestRecord, error_reply
 from sandbox.store import CoviuStore
 from sandbox.timefmt import http_date
 
@@ -49,19 +48,66 @@ WRITE_METHODS = ("create", "update", "delete", "custom")
 WRITE_SCOPES = {"sessions": "sessions:write", "participants": "sessions:write"}
 
 
+@dataclass(slots=True)
+class RequestRecord:
+    """One request that reached the sandbox, and how it was answered."""
+
+    method: str
+    path: str
+    resource: str | None
+    truto_method: str | None
+    status: int
+    idempotency_key: str | None
+    query: dict[str, Any]
+    fault: str | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """A response about to be sent, with the faults that will shape its delivery."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    slow_seconds: float = 0.0
+    drop: bool = False
+    drip_seconds: float = 0.0  # bounds faults (sandbox/faults.py): one byte every drip_seconds
+    pad_to: int = 0  # a JSON body padded to this many bytes, streamed without a Content-Length
+    endless: bool = False  # a body that never ends, without a Content-Length
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return cls(status=status, body=body, headers=dict(headers or {}))
+
+
 @dataclass(frozen=True, slots=True)
 class _IdempotentResult:
     fingerprint: str
     reply: Reply
 
 
+def _error_reply(
+    error: TrutoError, extra_headers: dict[str, str] | None = None, config: SandboxConfig | None = None
+) -> Reply:
+    headers = dict(extra_headers or {})
+    headers.update(error.headers)
+    body = error.body()
+    if config is not None and config.remote_error_message == "raw_response" and error.remote:
+        body["message"] = ""  # Truto may leave it empty for provider errors: the text is in raw_response
+    return Reply.json(body, error.status, headers)
+
+
 class Sandbox:
     """The Truto + Coviu simulator: an ASGI callable with its store, config and request log."""
 
-    def __init__(self, config: SandboxConfig, clock: Clock, store: CoviuStore) -> None:
+    def __init__(self, config: SandboxConfig, clock: Clock, store: CoviuStore, *, seed_demo: bool = True) -> None:
         self.config = config
         self.store = store
         self.api = CoviuApi(store, lambda: self.config)
+        self._seed_demo = seed_demo
+        self._other_apis: dict[str, CoviuApi] = {}  # config.accounts, each its own clinic (made on first use)
         self.requests: list[RequestRecord] = []
         self.limiter = RateLimiter(clock)
         self.faults = FaultEngine()
@@ -81,7 +127,33 @@ class Sandbox:
     def clock(self, clock: Clock) -> None:
         self._clock = clock
         self.store.clock = clock
+        for api in getattr(self, "_other_apis", {}).values():
+            api.store.clock = clock
         self.limiter.clock = clock
+
+    # ------------------------------------------------------------------ accounts
+
+    def serves(self, account_id: str) -> bool:
+        return account_id == self.config.integrated_account_id or account_id in self.config.accounts
+
+    def api_for(self, account_id: str) -> CoviuApi:
+        """The simulated Coviu account behind this integrated account (404 when the sandbox does not serve it)."""
+        if account_id == self.config.integrated_account_id:
+            return self.api
+        if account_id not in self.config.accounts:
+            raise TrutoError(404, f"integrated account not found: {account_id}")
+        api = self._other_apis.get(account_id)
+        if api is None:
+            store = CoviuStore(self.clock, client_id=DEMO_CLIENT_ID)
+            demo_data.seed_structure(store)
+            if self._seed_demo:
+                demo_data.seed_demo(store)
+            api = self._other_apis[account_id] = CoviuApi(store, lambda: self.config)
+        return api
+
+    def store_for(self, account_id: str) -> CoviuStore:
+        """The store of one served account (`config.integrated_account_id` or one of `config.accounts`)."""
+        return self.api_for(account_id).store
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -122,7 +194,7 @@ class Sandbox:
         try:
             reply = await self._route(request, record)
         except TrutoError as error:
-            reply = error_reply(error, config=self.config)
+            reply = _error_reply(error, config=self.config)
         record.status = reply.status
         await self._deliver(reply, send, record)
 
@@ -182,7 +254,7 @@ class Sandbox:
             raise TrutoError(401, "invalid API token")
 
     def _tools(self, account_id: str, query: dict[str, Any]) -> Reply:
-        if account_id != self.config.integrated_account_id:
+        if not self.serves(account_id):
             raise TrutoError(404, f"integrated account not found: {account_id}")
         tools = self.tools(_as_list(query.get("methods")), _as_list(query.get("tags")))
         return Reply.json({self.config.tools_envelope: tools})
@@ -199,7 +271,7 @@ class Sandbox:
         account_id = query.get("integrated_account_id")
         if account_id is None or account_id == "":
             raise TrutoError(400, "`integrated_account_id` is a required query parameter")
-        if account_id != self.config.integrated_account_id:
+        if not self.serves(account_id):
             raise TrutoError(404, f"integrated account not found: {account_id}")
         resource, record_id, truto_method = _proxy_route(request.method, rest)
         record.resource, record.truto_method = resource, truto_method
@@ -216,7 +288,7 @@ class Sandbox:
         try:
             reply = await self._proxy_call(request, record, resource, record_id, truto_method, rate_headers)
         except TrutoError as error:
-            reply = error_reply(error, rate_headers, self.config)
+            reply = _error_reply(error, rate_headers, self.config)
         return reply
 
     async def _proxy_call(
@@ -235,7 +307,7 @@ class Sandbox:
 
         idempotency = None
         if truto_method == "create" and record.idempotency_key and self.config.honour_idempotency_keys:
-            idempotency = (self.config.integrated_account_id, record.idempotency_key)
+            idempotency = (str(record.query["integrated_account_id"]), record.idempotency_key)
             fingerprint = _fingerprint(resource, record.query, body)
             previous = self._idempotent.get(idempotency)
             if previous is not None:
@@ -289,7 +361,7 @@ class Sandbox:
             range_header=request.headers.get("range"),
         )
         try:
-            provider_reply = self.api.handle(call)
+            provider_reply = self.api_for(str(record.query["integrated_account_id"])).handle(call)
         except CoviuError as error:
             raise TrutoError.from_coviu(error) from error
         reply = self._render(provider_reply)
@@ -462,4 +534,4 @@ def create_sandbox(
     demo_data.seed_structure(store)
     if seed_demo:
         demo_data.seed_demo(store)
-    return Sandbox(config, clock, store)
+    return Sandbox(config, clock, store, seed_demo=seed_demo)

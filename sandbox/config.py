@@ -52,6 +52,9 @@ class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     integrated_account_id: str = "sandbox"
+    # More integrated accounts (clinics) served by the proxy: each has its own store (the demo clinic's structure and
+    # demo day, generated on first use) and its own rate-limit window of `rate_limit` per `rate_window_seconds`.
+    accounts: list[str] = Field(default_factory=list)
     api_token: str | None = None
     rate_limit: int = Field(default=50, ge=1)
     rate_window_seconds: float = Field(default=10.0, gt=0.0)

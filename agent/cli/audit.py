@@ -37,6 +37,9 @@ def audit(
     out_dir: str = typer.Option("reports", "--out", help="Directory for the report files."),
     thread_id: str | None = typer.Option(None, "--thread-id", help="Checkpoint thread (default from the window)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Fetch every summary again, ignoring (and rewriting) the summary cache."
+    ),
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
     ),
@@ -116,12 +119,16 @@ def audit(
                             inputs["team_id"] = team_id
                         if collection_id:
                             inputs["collection_id"] = collection_id
+                        if refresh:
+                            inputs["refresh"] = True
                         state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
                 if state.get("report_paths"):
                     # the report is written: drop the thread's checkpoints (they hold patient data)
                     await saver.adelete_thread(thread)
         finally:
             await services.toolbox.aclose()
+            if services.audit_store is not None:
+                await services.audit_store.aclose()
             waits = services.toolbox.rate_limit_waits
         return {**state, "figures": {"rate_limit_waits": waits}}
 

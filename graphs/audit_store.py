@@ -1,0 +1,245 @@
+"""The audit's own tables in the state store: per-run side rows and the per-account summary cache.
+
+Two tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
+when it is a `postgresql://` URL):
+
+- `coviu_audit_rows`: the session rows, summary facts and submission index of an audit in flight, keyed by the
+  audit's run key (its thread id). The graph's state holds only cursors and counters, so a checkpoint stays small
+  whatever the number of sessions (the SQLite saver stores the whole state at every step). The rows are deleted
+  once the report is written.
+- `coviu_summary_cache`: summaries that can no longer change (an actual end is recorded, the times are readable
+  and plausible), per integrated account: session id, actual start, actual end, fetched-at. An audit never fetches
+  them again (unless `--refresh`). Ids and times only: no names, no payloads.
+
+The agent layer opens the store (`open_audit_store`) and injects it through `Services.audit_store`; without one,
+an audit uses a private in-memory store (no cache across runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS coviu_audit_rows ("
+    " run TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " PRIMARY KEY (run, kind, key))",
+    "CREATE TABLE IF NOT EXISTS coviu_summary_cache ("
+    " account TEXT NOT NULL, session_id TEXT NOT NULL, actual_start TEXT, actual_end TEXT NOT NULL,"
+    " fetched_at TEXT NOT NULL, PRIMARY KEY (account, session_id))",
+)
+PUT_ROW = (
+    "INSERT INTO coviu_audit_rows (run, kind, key, value) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (run, kind, key) DO UPDATE SET value = excluded.value"
+)
+PUT_SUMMARY = (
+    "INSERT INTO coviu_summary_cache (account, session_id, actual_start, actual_end, fetched_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, session_id) DO UPDATE SET actual_start = excluded.actual_start, "
+    "actual_end = excluded.actual_end, fetched_at = excluded.fetched_at"
+)
+
+
+class CachedSummary(TypedDict):
+    """The facts the audit keeps from a summary that can no longer change."""
+
+    actual_start: str | None
+    actual_end: str
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+class AuditStore(ABC):
+    """Side rows of audits in flight and the summary cache; one implementation per database."""
+
+    # ------------------------------------------------------------------ the database, per implementation
+
+    @abstractmethod
+    async def _run(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Run each statement once per parameter row, all in one transaction."""
+
+    @abstractmethod
+    async def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one query."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection (the store reconnects on next use)."""
+
+    # ------------------------------------------------------------------ side rows of a run
+
+    async def put_rows(self, run: str, kind: str, rows: Mapping[str, Any]) -> None:
+        """Insert or replace this run's rows of one kind (JSON values)."""
+        if rows:
+            params = [(run, kind, key, json.dumps(value, separators=(",", ":"))) for key, value in rows.items()]
+            await self._run([(PUT_ROW, params)])
+
+    async def rows(self, run: str, kind: str) -> dict[str, Any]:
+        found = await self._query("SELECT key, value FROM coviu_audit_rows WHERE run = ? AND kind = ?", (run, kind))
+        return {str(key): json.loads(value) for key, value in found}
+
+    async def keys(self, run: str, kind: str) -> set[str]:
+        found = await self._query("SELECT key FROM coviu_audit_rows WHERE run = ? AND kind = ?", (run, kind))
+        return {str(key) for (key,) in found}
+
+    async def count_rows(self, run: str) -> int:
+        found = await self._query("SELECT count(*) FROM coviu_audit_rows WHERE run = ?", (run,))
+        return int(found[0][0])
+
+    async def delete_run(self, run: str) -> None:
+        """Forget every side row of this run (its report is written, or it starts afresh)."""
+        await self._run([("DELETE FROM coviu_audit_rows WHERE run = ?", [(run,)])])
+
+    # ------------------------------------------------------------------ the summary cache
+
+    async def cached_summaries(self, account: str, session_ids: Iterable[str]) -> dict[str, CachedSummary]:
+        """The cached facts of these sessions of this account (those that are cached)."""
+        wanted = sorted(set(session_ids))
+        out: dict[str, CachedSummary] = {}
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" for _ in chunk)
+            found = await self._query(
+                "SELECT session_id, actual_start, actual_end FROM coviu_summary_cache "
+                f"WHERE account = ? AND session_id IN ({marks})",
+                (account, *chunk),
+            )
+            for session_id, actual_start, actual_end in found:
+                out[str(session_id)] = {"actual_start": actual_start, "actual_end": actual_end}
+        return out
+
+    async def cache_summaries(
+        self, account: str, summaries: Mapping[str, CachedSummary], fetched_at: str, *, forget: Iterable[str] = ()
+    ) -> None:
+        """Keep these summaries (they can no longer change); drop `forget` (refetched, and now not cacheable)."""
+        rows = [(account, sid, f["actual_start"], f["actual_end"], fetched_at) for sid, f in summaries.items()]
+        dropped = [(account, sid) for sid in forget]
+        statements: list[tuple[str, Sequence[Sequence[Any]]]] = []
+        if rows:
+            statements.append((PUT_SUMMARY, rows))
+        if dropped:
+            statements.append(("DELETE FROM coviu_summary_cache WHERE account = ? AND session_id = ?", dropped))
+        if statements:
+            await self._run(statements)
+
+
+class SqliteAuditStore(AuditStore):
+    """The tables in a SQLite file (owner-only, like the checkpoints), or in memory (`":memory:"`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path != ":memory:":
+                _private_file(Path(self.path).expanduser())
+            conn = sqlite3.connect(
+                self.path if self.path == ":memory:" else str(Path(self.path).expanduser()),
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            for statement in SCHEMA:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def _run_sync(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.executemany(sql, params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _query_sync(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._connect().execute(sql, tuple(params)).fetchall())
+
+    async def _run(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        await asyncio.to_thread(self._run_sync, statements)
+
+    async def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self._query_sync, sql, params)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            if self._conn is not None and self.path != ":memory:":  # memory would lose its rows
+                self._conn.close()
+                self._conn = None
+
+
+class PostgresAuditStore(AuditStore):
+    """The tables in PostgreSQL (psycopg, the driver LangGraph's Postgres saver uses)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            from psycopg import AsyncConnection
+
+            conn = await AsyncConnection.connect(self.url, autocommit=True)
+            for statement in SCHEMA:
+                await conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        async with self._lock:
+            conn = await self._connect()
+            async with conn.transaction(), conn.cursor() as cursor:
+                for sql, params in statements:
+                    await cursor.executemany(sql.replace("?", "%s"), params)
+
+    async def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._lock:
+            conn = await self._connect()
+            cursor = await conn.execute(sql.replace("?", "%s"), tuple(params))
+            return list(await cursor.fetchall())
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+
+def _private_file(path: Path) -> None:
+    """The store file exists, owner-only (0600 in a 0700 directory when it makes one)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        path.touch(mode=0o600)
+    os.chmod(path, 0o600)
+
+
+def open_audit_store(state: str) -> AuditStore:
+    """The store `COVIU_AGENT_STATE` names (connects on first use): PostgreSQL for a URL, else a SQLite file."""
+    if state.startswith(("postgresql://", "postgres://")):
+        return PostgresAuditStore(state)
+    return SqliteAuditStore(state)
+
+
+def memory_store() -> AuditStore:
+    """A private in-memory store: side rows for one process's audits, no cache across processes."""
+    return SqliteAuditStore(":memory:")
