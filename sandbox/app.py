@@ -13,7 +13,8 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -38,6 +39,9 @@ from sandbox.querystring import parse_query
 from sandbox.ratelimit import RateDecision, RateLimiter
 from sandbox.store import CoviuStore
 from sandbox.timefmt import http_date
+
+if TYPE_CHECKING:
+    from sandbox.mcp import SandboxMcp
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -114,9 +118,13 @@ class Sandbox:
         self._idempotent: dict[tuple[str, str], _IdempotentResult] = {}
         self._clock = clock
         self.clock = clock
+
+    @cached_property
+    def mcp(self) -> SandboxMcp:
+        """Its MCP servers, made on first use: the `mcp` package is heavy, and most runs never speak MCP."""
         from sandbox.mcp import SandboxMcp  # here: sandbox.mcp imports this module
 
-        self.mcp = SandboxMcp(self)
+        return SandboxMcp(self)
 
     @property
     def clock(self) -> Clock:

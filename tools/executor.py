@@ -9,14 +9,15 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from langchain_core.tools import StructuredTool
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tools.catalog import ToolCatalog, ToolSpec
 from tools.client import BinaryBody, TrutoClient
 from tools.errors import MalformedResponseError, ToolArgumentError
 from tools.paging import MAX_PAGES, PageWalk, PaginationError, list_envelope
+
+if TYPE_CHECKING:  # langchain_core is heavy: imported where a model is given the tools, not by `tools`
+    from langchain_core.tools import StructuredTool
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,8 @@ class ToolExecutor:
     def _structured_tool(self, spec: ToolSpec) -> StructuredTool:
         async def _run(**kwargs: Any) -> str:
             return render_for_model(await self.run(spec.name, kwargs))
+
+        from langchain_core.tools import StructuredTool  # heavy: only where a model is given the tools
 
         return StructuredTool.from_function(
             coroutine=_run,
