@@ -77,8 +77,11 @@ studio: install
 	@echo " analytics, version checks and tracing are off: see README, LangGraph Studio.)"
 	$(BIN)/langgraph dev --no-browser --host $(STUDIO_HOST) --port $(STUDIO_PORT)
 
+## make bench: audit, naive and peer clients side by side, two processes on one account, the summary cache, triage
+## and start-up (N=200, a few minutes; BENCH_ARGS="--n 1000 --runs 3" for more). bench/README.md has the figures.
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python bench/audit_bench.py
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache
