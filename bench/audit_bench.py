@@ -93,9 +93,24 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     work = Path(spec["work_dir"])
     model = _counting_model()
     started = time.monotonic()
+    started_at = time.time()
+    rate_store = None
+    if spec.get("rate_store"):  # the rate-limit state every process of the deployment shares (issue 18)
+        from tools.ratestore import SqliteRateStore
+
+        rate_store = SqliteRateStore(spec["rate_store"])
     toolbox = await open_toolbox(
-        base_url=spec["base_url"], api_key="sandbox", integrated_account_id=ACCOUNT, clock=SystemClock()
+        base_url=spec["base_url"],
+        api_key="sandbox",
+        integrated_account_id=ACCOUNT,
+        clock=SystemClock(),
+        rate_store=rate_store,
     )
+    extra: dict[str, Any] = {}
+    if spec.get("audit_store") and "audit_store" in Services.__dataclass_fields__:
+        from graphs.audit_store import open_audit_store  # the summary cache, where it has landed
+
+        extra["audit_store"] = open_audit_store(spec["audit_store"])
     services = Services(
         toolbox=toolbox,
         model=model,
@@ -103,6 +118,7 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
         team_id=spec["team_id"],
         collection_id=spec["collection_id"],
         report_dir=work / "reports",
+        **extra,
     )
     day = spec["day"]
     config: Any = {
@@ -132,6 +148,8 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     governor = toolbox.governor
     return {
         "wall_seconds": wall,
+        "started_at": started_at,
+        "ended_at": time.time(),
         "rows": len(report["sessions"]),
         "totals": report["totals"],
         "report_files": sorted(values.get("report_paths", {})),
@@ -175,6 +193,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         return moment.isoformat().replace("+00:00", "Z")
 
     started = time.monotonic()
+    started_at = time.time()
     with httpx.Client(base_url=spec["base_url"], headers={"Authorization": "Bearer sandbox"}, timeout=30.0) as http:
 
         def get(path: str, **query: Any) -> Any:
@@ -214,6 +233,91 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     report = [reconcile_row(r, facts[r["session_id"]], index.get(r["session_id"], []), 10.0) for r in rows]
     return {
         "wall_seconds": time.monotonic() - started,
+        "started_at": started_at,
+        "ended_at": time.time(),
+        "rows": len(report),
+        "totals": totals(report),
+        "sleeps_on_429": sleeps,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+# ================================================================================= child: the peer
+
+
+async def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a competent peer would write: asyncio + httpx + aiolimiter's bucket at 5/s, 8 in flight, and on a
+    429 a sleep of its Retry-After. The same reads and the same reconciliation as the naive baseline."""
+    import httpx
+    from aiolimiter import AsyncLimiter
+
+    from graphs.audit import (
+        FORM_SLACK,
+        PAGE_SIZE,
+        SESSION_LOOKBACK,
+        reconcile_row,
+        session_row,
+        summary_facts,
+        totals,
+    )
+
+    the_day = date.fromisoformat(spec["day"])
+    since = datetime(the_day.year, the_day.month, the_day.day, tzinfo=UTC)
+    until = since + timedelta(days=1)
+    limiter = AsyncLimiter(ALLOWED_RATE, 1.0)
+    gate = asyncio.Semaphore(8)
+    sleeps = 0
+
+    def z(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    started = time.monotonic()
+    started_at = time.time()
+    headers = {"Authorization": "Bearer sandbox"}
+    async with httpx.AsyncClient(base_url=spec["base_url"], headers=headers, timeout=30.0) as http:
+
+        async def get(path: str, **query: Any) -> Any:
+            nonlocal sleeps
+            params = {"integrated_account_id": ACCOUNT, **{k: v for k, v in query.items() if v is not None}}
+            async with gate:
+                while True:
+                    async with limiter:
+                        response = await http.get(path, params=params)
+                    if response.status_code != 429:
+                        response.raise_for_status()
+                        return response.json()
+                    sleeps += 1
+                    await asyncio.sleep(float(response.headers.get("retry-after", RATE_WINDOW)))
+
+        async def pages(path: str, **query: Any) -> list[Any]:
+            items: list[Any] = []
+            cursor = None
+            while True:
+                page = await get(path, limit=PAGE_SIZE, next_cursor=cursor, **query)
+                items.extend(page["result"])
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return items
+
+        listed = await pages("/proxy/sessions", start_time=z(since - SESSION_LOOKBACK), end_time=z(until))
+        rows = [r for r in (session_row(s, since, until) for s in listed) if r is not None]
+        summaries = await asyncio.gather(*(get(f"/proxy/session_summaries/{r['session_id']}") for r in rows))
+        facts = {r["session_id"]: summary_facts(summary) for r, summary in zip(rows, summaries, strict=True)}
+        latest = min(until + FORM_SLACK, max(datetime.now(UTC), until))
+        submitted = await pages(
+            "/proxy/submissions",
+            team_id=spec["team_id"],
+            collection_id=spec["collection_id"],
+            **{"from": z(since - FORM_SLACK), "until": z(latest)},
+        )
+    index: dict[str, list[list[Any]]] = {}
+    for sub in submitted:
+        index.setdefault(str(sub["session_id"]), []).append([sub["item_submission_id"], bool(sub.get("locked_at"))])
+    report = [reconcile_row(r, facts[r["session_id"]], index.get(r["session_id"], []), 10.0) for r in rows]
+    return {
+        "wall_seconds": time.monotonic() - started,
+        "started_at": started_at,
+        "ended_at": time.time(),
         "rows": len(report),
         "totals": totals(report),
         "sleeps_on_429": sleeps,
@@ -223,7 +327,12 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
 
 def child_main(role: str, spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    result = asyncio.run(child_audit(spec)) if role == "audit" else child_baseline(spec)
+    if role == "audit":
+        result = asyncio.run(child_audit(spec))
+    elif role == "peer":
+        result = asyncio.run(child_peer(spec))
+    else:
+        result = child_baseline(spec)
     Path(spec["result_path"]).write_text(json.dumps(result))
 
 
@@ -233,14 +342,16 @@ def child_main(role: str, spec_path: str) -> None:
 class ServedSandbox:
     """A sandbox with N synthetic sessions, served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, day: date, n: int, seed: int, latency: float) -> None:
+    def __init__(self, day: date, n: int, seed: int, latency: float, *, demo: bool = False) -> None:
         from sandbox import FaultConfig, SandboxConfig, build_server, create_sandbox
 
         config = SandboxConfig(integrated_account_id=ACCOUNT, rate_limit=RATE_LIMIT, rate_window_seconds=RATE_WINDOW)
         if latency > 0:  # every proxied response held this long (the sandbox's "slow" fault at rate 1)
             config.faults = FaultConfig(slow=1.0, slow_seconds=latency)
-        self.sandbox = create_sandbox(config=config, seed_demo=False)
-        self.sandbox.store.generate_sessions(day, n, seed=seed)
+        self.sandbox = create_sandbox(config=config, seed_demo=demo)
+        if n:
+            self.sandbox.store.generate_sessions(day, n, seed=seed)
+        self.sandbox.requests = TimedRequests()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
@@ -286,6 +397,18 @@ class ServedSandbox:
     def wait_for_fresh_window(self) -> None:
         """Let the account's fixed window expire, so the next run starts on a fresh one (no reset cheat)."""
         time.sleep(RATE_WINDOW + 1.0)
+
+
+class TimedRequests(list[Any]):
+    """The sandbox's request log, with the moment (monotonic) each request reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: Any) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
 
 
 @dataclass

@@ -1,0 +1,420 @@
+"""Side-by-side benchmark (issue 18): the audit against a naive and a peer client, two processes on one account,
+the summary cache, triage and start-up, all against the sandbox served over real HTTP with its real limit.
+
+    .venv/bin/python bench/bench.py                 # N = 200, one run of each client (a few minutes)
+    .venv/bin/python bench/bench.py --runs 3        # the spread over three runs
+    .venv/bin/python bench/bench.py --n 1000 --n 10000 --only audit,peer
+
+Every client runs in a child process against one sandbox (`ServedSandbox` from `audit_bench.py`: N synthetic
+sessions, 50 requests / 10 s per account in fixed windows, real clock), each after the account's window has
+expired. Requests and 429s come from the sandbox's own log. For each client: wall time, requests, 429s, the ratio
+to the floor (requests ÷ 5/s) and to the true fixed-window minimum ((⌈requests ÷ 50⌉ − 1) × 10 s: every window
+full, the next one opened the moment the last closes). Start-up is timed on the embedded sandbox (CPU seconds
+from the kernel's accounting, and wall). Not part of the test suite; `make bench` runs the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from audit_bench import (  # this folder is not a package: imported from its path
+    ACCOUNT,
+    ALLOWED_RATE,
+    RATE_LIMIT,
+    RATE_WINDOW,
+    ROOT,
+    RequestTally,
+    ServedSandbox,
+    TimedRequests,
+    run_child,
+)
+
+CLI = [str(ROOT / ".venv" / "bin" / "coviu-agent")]
+CLIENTS = ("audit", "naive", "peer", "two-process", "cache")
+
+# Goals (issue 18, "Goals"): two processes on one account, triage, start-up.
+GOAL_PAIR_429 = 0.01
+GOAL_PAIR_THROUGHPUT = 0.95
+GOAL_HELP_SECONDS = 0.3
+GOAL_TOOLS_SECONDS = 1.5
+GOAL_RERUN_SHARE = 0.02
+
+
+def fixed_window_minimum(requests: int) -> float:
+    """The least time `requests` take under 50 per fixed 10 s window: every window full, back to back."""
+    return max(0, math.ceil(requests / RATE_LIMIT) - 1) * RATE_WINDOW
+
+
+@dataclass
+class Run:
+    """One client's run: its wall time and what the sandbox saw."""
+
+    wall: float
+    tally: RequestTally
+    totals: Any = None
+
+    @property
+    def requests(self) -> int:
+        return self.tally.total_needed
+
+    @property
+    def share_429(self) -> float:
+        return self.tally.rate_limited / self.tally.sent if self.tally.sent else 0.0
+
+    @property
+    def ratio_floor(self) -> float:
+        return self.wall / (self.requests / ALLOWED_RATE) if self.requests else math.nan
+
+    @property
+    def ratio_minimum(self) -> float:
+        minimum = fixed_window_minimum(self.requests)
+        return self.wall / minimum if minimum else math.nan
+
+
+@dataclass
+class Measured:
+    n: int
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    rerun: Run | None = None
+    cold: Run | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    """The median, and [min–max] when there is more than one value."""
+    clean = [v for v in values if not math.isnan(v)]
+    if not clean:
+        return "-"
+    median = fmt.format(statistics.median(clean))
+    if len(clean) == 1:
+        return median
+    return f"{median} [{fmt.format(min(clean))}–{fmt.format(max(clean))}]"
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ================================================================================== the clients
+
+
+def summary_cache_landed() -> bool:
+    from graphs.context import Services
+
+    return "audit_store" in Services.__dataclass_fields__
+
+
+def run_one(role: str, served: ServedSandbox, common: dict[str, Any], work: Path, label: str, **spec: Any) -> Run:
+    served.wait_for_fresh_window()
+    result, _ = run_child(role, {**common, "base_url": served.base_url, "work_dir": str(work), **spec}, served, label)
+    return Run(wall=result["wall_seconds"], tally=result["tally"], totals=result.get("totals"))
+
+
+def run_pair(served: ServedSandbox, common: dict[str, Any], work: Path, label: str) -> Run:
+    """Two audits of the same account at once (a cron audit and another run), sharing the SQLite rate store."""
+    served.wait_for_fresh_window()
+    store = work / "checkpoints.ratelimit.sqlite"
+    results: list[dict[str, Any]] = [{}, {}]
+    start = served.mark()
+
+    def child(i: int) -> None:
+        spec = {**common, "base_url": served.base_url, "work_dir": str(work / f"p{i}"), "rate_store": str(store)}
+        results[i], _ = run_child("audit", spec, served, f"{label} #{i + 1}")
+
+    threads = [threading.Thread(target=child, args=(i,)) for i in range(2)]
+    for i, thread in enumerate(threads):
+        thread.start()
+        if i == 0:
+            time.sleep(1.0)  # the second starts while the first is under way
+    for thread in threads:
+        thread.join()
+    if not all(results):
+        raise RuntimeError(f"{label}: a child failed")
+    wall = max(r["ended_at"] for r in results) - min(r["started_at"] for r in results)
+    return Run(wall=wall, tally=served.tally(start))
+
+
+def measure(n: int, day: date, args: argparse.Namespace, work: Path) -> Measured:
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
+
+    measured = Measured(n=n)
+    common = {"day": day.isoformat(), "team_id": DEMO_TEAM_ID, "collection_id": DEMO_INTAKE_COLLECTION_ID}
+    only = set(args.only.split(",")) if args.only else set(CLIENTS)
+    cache = summary_cache_landed()
+    note(f"N={n:,}: seeding and serving the sandbox")
+    with ServedSandbox(day, n, args.seed, 0.0) as served:
+        for r in range(args.runs):
+            tag = f"N={n:,} run {r + 1}/{args.runs}"
+            if "audit" in only:
+                store = work / f"n{n}-audit-{r}" / "state.sqlite" if cache else None
+                run = run_one(
+                    "audit",
+                    served,
+                    common,
+                    work / f"n{n}-audit-{r}",
+                    f"audit {tag}",
+                    audit_store=str(store) if store else "",
+                )
+                measured.runs.setdefault("audit", []).append(run)
+                if "cache" in only and cache and r == 0:
+                    measured.cold = run
+                    note(f"{tag}: the same audit again, on the summary cache")
+                    measured.rerun = run_one(
+                        "audit", served, common, work / f"n{n}-rerun", f"re-run {tag}", audit_store=str(store)
+                    )
+            if "naive" in only:
+                measured.runs.setdefault("naive", []).append(
+                    run_one("baseline", served, common, work / f"n{n}-naive-{r}", f"naive {tag}")
+                )
+            if "peer" in only:
+                measured.runs.setdefault("peer", []).append(
+                    run_one("peer", served, common, work / f"n{n}-peer-{r}", f"peer {tag}")
+                )
+            if "two-process" in only:
+                measured.runs.setdefault("two-process", []).append(
+                    run_pair(served, common, work / f"n{n}-pair-{r}", f"two-process {tag}")
+                )
+    if "cache" in only and not cache:
+        measured.notes.append("summary cache: not measured (graphs.audit_store has not landed)")
+    audit_totals = [run.totals for run in measured.runs.get("audit", [])]
+    for name in ("naive", "peer"):
+        for run in measured.runs.get(name, []):
+            if audit_totals and run.totals != audit_totals[0]:
+                measured.notes.append(f"{name}: its totals differ from the audit's")
+    return measured
+
+
+# ================================================================================ triage, start-up
+
+
+@dataclass
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """(wall, user + system CPU seconds, exit status) of one child process, from the kernel's accounting."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    return wall, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status)
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
+    env.update(HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state.sqlite"), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def startup(runs: int, work: Path) -> dict[str, Timing]:
+    """`--help` and `tools` (embedded sandbox), one warm-up then `runs` counted."""
+    out: dict[str, Timing] = {}
+    tmp = work / "startup"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = clean_env(tmp)
+    for name, args in (("--help", ["--help"]), ("tools", ["tools"])):
+        timing = out.setdefault(name, Timing())
+        for i in range(runs + 1):
+            wall, cpu, code = timed([*CLI, *args], env, tmp)
+            if code != 0:
+                raise RuntimeError(f"coviu-agent {name} exited {code}")
+            if i:  # the first is a warm-up
+                timing.wall.append(wall)
+                timing.cpu.append(cpu)
+    return out
+
+
+@dataclass
+class TriageRun:
+    cli_wall: float
+    requests: int
+    span: float
+    rate_limited: int
+
+
+def triage(runs: int, day: date, work: Path) -> list[TriageRun]:
+    """`coviu-agent triage` against the served demo sandbox, as the README's newcomer runs it (rules planner)."""
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
+
+    tmp = work / "triage"
+    tmp.mkdir(parents=True, exist_ok=True)
+    result: list[TriageRun] = []
+    with ServedSandbox(day, 0, 0, 0.0, demo=True) as served:
+        env = clean_env(
+            tmp,
+            TRUTO_BASE_URL=served.base_url,
+            TRUTO_API_KEY="sandbox",
+            TRUTO_INTEGRATED_ACCOUNT_ID=ACCOUNT,
+            COVIU_TEAM_ID=DEMO_TEAM_ID,
+            COVIU_WAITING_QUEUE_ID=DEMO_WAITING_QUEUE_ID,
+            COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
+        )
+        command = [*CLI, "triage", "A priority patient needs a duty nurse now", "--patient-name", "Ava Jenkins"]
+        for _ in range(runs):
+            start = served.mark()
+            wall, _, code = timed(command, env, tmp)
+            if code != 0:
+                raise RuntimeError(f"coviu-agent triage exited {code}")
+            log = served.sandbox.requests
+            assert isinstance(log, TimedRequests)
+            proxied = [t for r, t in zip(log[start:], log.times[start:], strict=True) if r.resource is not None]
+            tally = served.tally(start)
+            result.append(
+                TriageRun(
+                    cli_wall=wall,
+                    requests=len(proxied),
+                    span=(proxied[-1] - proxied[0]) if len(proxied) > 1 else 0.0,
+                    rate_limited=tally.rate_limited,
+                )
+            )
+    return result
+
+
+# ========================================================================================== report
+
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  "
+            + "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+
+
+def report(results: list[Measured], triage_runs: list[TriageRun], start: dict[str, Timing], runs: int) -> int:
+    failures = 0
+    print()
+    print(f"Benchmark (issue 18): sandbox served on 127.0.0.1, {RATE_LIMIT} requests / {RATE_WINDOW:g} s per account")
+    print(f"  machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; median [min–max] over {runs} run(s)")
+    for m in results:
+        print()
+        print(f"N = {m.n:,} sessions")
+        rows: list[tuple[str, ...]] = [
+            ("client", "requests", "wall s", "429s", "ratio to floor", "ratio to fixed-window min")
+        ]
+        labels = {
+            "audit": "audit (coviu-agent)",
+            "naive": "naive (serial httpx, 10 s on a 429)",
+            "peer": "peer (asyncio + httpx + aiolimiter 5/s, 8 in flight)",
+            "two-process": "two audits at once, one account (combined)",
+        }
+        for name, label in labels.items():
+            got = m.runs.get(name)
+            if not got:
+                rows.append((label, "not measured", "", "", "", ""))
+                continue
+            rows.append(
+                (
+                    label,
+                    spread([float(r.requests) for r in got], "{:.0f}"),
+                    spread([r.wall for r in got], "{:.1f}"),
+                    spread([float(r.tally.rate_limited) for r in got], "{:.0f}")
+                    + f" ({statistics.median(r.share_429 for r in got):.2%})",
+                    spread([r.ratio_floor for r in got]),
+                    spread([r.ratio_minimum for r in got]),
+                )
+            )
+        print_rows(rows)
+        pair = m.runs.get("two-process")
+        if pair:
+            share = max(r.share_429 for r in pair)
+            throughput = min((r.requests / r.wall) / ALLOWED_RATE for r in pair)
+            ok = share <= GOAL_PAIR_429 and throughput >= GOAL_PAIR_THROUGHPUT
+            failures += not ok
+            print(
+                f"  two processes: worst 429 share {share:.2%} (goal ≤ {GOAL_PAIR_429:.0%}), worst throughput "
+                f"{throughput:.3f}× the floor's (goal ≥ {GOAL_PAIR_THROUGHPUT}): {'PASS' if ok else 'FAIL'}"
+            )
+        if m.rerun is not None and m.cold is not None:
+            share = m.rerun.requests / m.cold.requests if m.cold.requests else math.nan
+            ok = share <= GOAL_RERUN_SHARE
+            failures += not ok
+            print(
+                f"  re-running the same audit on the summary cache: {m.rerun.requests} requests of the cold run's "
+                f"{m.cold.requests} ({share:.1%}; goal ≤ {GOAL_RERUN_SHARE:.0%}), {m.rerun.wall:.1f} s: "
+                f"{'PASS' if ok else 'FAIL'}"
+            )
+        elif "cache" not in " ".join(m.notes):
+            print("  summary cache re-run: not measured")
+        print("  fleet (five clinics × 500 sessions): not measured (no multi-clinic audit in this tree yet)")
+        for text in m.notes:
+            print(f"  note: {text}")
+    if triage_runs:
+        print()
+        spans = [t.span for t in triage_runs]
+        print(
+            f"Triage (coviu-agent triage on the served demo sandbox, rules planner): "
+            f"{spread([float(t.requests) for t in triage_runs], '{:.0f}')} requests, "
+            f"first to last request {spread(spans, '{:.2f}')} s, "
+            f"whole command {spread([t.cli_wall for t in triage_runs], '{:.2f}')} s, "
+            f"{sum(t.rate_limited for t in triage_runs)} × 429"
+        )
+        per_gap = max((t.span / max(1, t.requests - 1) for t in triage_runs), default=0.0)
+        print(
+            f"  idle budget: at most {per_gap:.3f} s between requests (the old even spacing was 0.209 s): "
+            f"{'PASS' if per_gap < 0.2 else 'FAIL'}"
+        )
+        failures += per_gap >= 0.2
+    if start:
+        print()
+        print("Start-up (embedded sandbox; warm bytecode; seconds: CPU from the kernel's accounting, and wall)")
+        for name, goal in (("--help", GOAL_HELP_SECONDS), ("tools", GOAL_TOOLS_SECONDS)):
+            t = start[name]
+            cpu = statistics.median(t.cpu)
+            ok = cpu <= goal
+            failures += not ok
+            print(
+                f"  coviu-agent {name:7} CPU {spread(t.cpu, '{:.2f}')} s, wall {spread(t.wall, '{:.2f}')} s "
+                f"(goal ≤ {goal} s): {'PASS' if ok else 'FAIL'}"
+            )
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--n", type=int, action="append", help="sessions (repeatable; default 200)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each client per N (default 1)")
+    parser.add_argument("--seed", type=int, default=7, help="generate_sessions seed (default 7)")
+    parser.add_argument("--only", default="", help=f"a comma list of {', '.join(CLIENTS)} (default: all)")
+    parser.add_argument("--quick-runs", type=int, default=3, help="runs of triage and start-up (default 3)")
+    parser.add_argument("--skip-startup", action="store_true", help="do not time --help, tools and triage")
+    args = parser.parse_args()
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    work = Path(tempfile.mkdtemp(prefix="coviu-bench-"))
+    try:
+        results = [measure(n, day, args, work) for n in (args.n or [200])]
+        triage_runs: list[TriageRun] = []
+        start: dict[str, Timing] = {}
+        if not args.skip_startup:
+            note("triage on the served demo sandbox")
+            triage_runs = triage(args.quick_runs, day, work)
+            note("start-up: --help and tools")
+            start = startup(args.quick_runs, work)
+        return report(results, triage_runs, start, args.runs)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
