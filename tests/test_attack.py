@@ -1,0 +1,268 @@
+"""Attack review of issues 12-14: inputs the fixes and their tests did not try.
+
+Each test names the hole it proves: the input, and the wrong output the product gave before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+import pytest
+from helpers_mock import (
+    COVIU_TOOLS,
+    MockTruto,
+    coviu_catalog,
+    json_response,
+    list_page,
+    make_client,
+    make_executor,
+    truto_error,
+)
+
+from graphs.audit import summary_facts
+from graphs.queue import summarize_queue
+from sandbox import Sandbox
+from tests.test_never_silently_wrong import (
+    audit,
+    ended_session,
+    healthy_report,
+    names_session,
+    resource_of,
+    rows_by_id,
+    services_for,
+)
+from tests.test_never_silently_wrong import json_response as rewrite_json
+from tools.clock import FakeClock
+from tools.errors import CoviuAgentError, MalformedResponseError
+from tools.executor import check_body
+from tools.paging import PageWalk, PaginationError
+from tools.ratelimit import RateLimitGovernor
+from tools.textsafety import REDACTED, Redactor
+from tools.toolbox import fetch_catalog
+
+# Each hole is marked strict xfail until the commit that fixes it removes the mark.
+HOLE_ERROR_2XX = pytest.mark.xfail(strict=True, reason="a 2xx with an error beside other keys is taken as data")
+HOLE_PARTICIPANTS = pytest.mark.xfail(strict=True, reason="a summary's non-list participants raise TypeError")
+HOLE_CATALOG_429 = pytest.mark.xfail(strict=True, reason="a 429 on the catalog fetch is retried at once (no hold)")
+HOLE_BARREN_PAGES = pytest.mark.xfail(strict=True, reason="pages with nothing new are followed to 10,000")
+HOLE_FUTURE_JOIN = pytest.mark.xfail(strict=True, reason="a join time in the future is a 0-minute wait")
+HOLE_URL_ENCODED_SECRET = pytest.mark.xfail(strict=True, reason="a URL-encoded secret is not redacted")
+
+
+# --- a 2xx that carries an error, with more keys than the bare error object -----------------------------------------
+
+TRUTO_ERROR_BODY = {
+    "statusCode": 403,
+    "error": "Forbidden",
+    "message": "The integrated account is not allowed to read this session",
+    "truto_is_remote_error": True,
+    "raw_response": {"error": {"message": "forbidden"}},
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [TRUTO_ERROR_BODY, {"error": "session not found", "session_id": "s-1"}, {"errors": ["denied"], "id": "s-1"}],
+    ids=["truto-error-body", "error-beside-an-id", "errors-beside-an-id"],
+)
+@HOLE_ERROR_2XX
+def test_a_success_status_with_an_error_is_malformed_for_a_get(body: dict[str, Any]) -> None:
+    """Hole: Truto's own error body (statusCode, error, message, truto_is_remote_error, raw_response) on a 200, or an
+    `error` beside a record's id, was accepted as the record: the audit read it as a summary with no end."""
+    spec = coviu_catalog().get("get_single_coviu_session_by_id")
+    with pytest.raises(MalformedResponseError):
+        check_body(spec, body)
+
+
+@HOLE_ERROR_2XX
+def test_a_success_status_with_an_error_is_malformed_for_a_list() -> None:
+    """Hole: `{"result": [], "error": "Unauthorized"}` on a 200 was an empty list (0 sessions, exit 0)."""
+    spec = coviu_catalog().get("list_all_coviu_sessions")
+    with pytest.raises(MalformedResponseError):
+        check_body(spec, {"result": [], "next_cursor": None, "error": "Unauthorized"})
+
+
+def test_a_record_with_an_empty_error_field_is_still_a_record() -> None:
+    """The other side: a record whose `error` field is empty (null, "", []) is not an error."""
+    spec = coviu_catalog().get("get_single_coviu_session_by_id")
+    empties: tuple[Any, ...] = (None, "", [], {})
+    for empty in empties:
+        check_body(spec, {"session_id": "s-1", "error": empty})
+    check_body(coviu_catalog().get("list_all_coviu_sessions"), {"result": [], "error": None})
+
+
+@HOLE_ERROR_2XX
+async def test_a_one_off_truto_error_body_on_a_200_summary_changes_nothing(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path
+) -> None:
+    """End to end: one summary answered 200 with Truto's error body is retried, not reported as "no recorded end"."""
+    healthy = await healthy_report(sandbox, clock, tmp_path)
+    victim = ended_session(healthy)
+    left = {"bad": 1}
+
+    def once(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        victim_summary = resource_of(request) == "session_summaries" and names_session(request, victim["session_id"])
+        if victim_summary and left["bad"] > 0:
+            left["bad"] -= 1
+            return rewrite_json(response, {**TRUTO_ERROR_BODY, "session_id": victim["session_id"]}, 200)
+        return response
+
+    report = await audit(await services_for(sandbox, clock, tmp_path, once))
+    assert rows_by_id(report)[victim["session_id"]]["flags"] == rows_by_id(healthy)[victim["session_id"]]["flags"]
+    assert report == healthy
+
+
+# --- summaries whose shape is not a summary: could not be checked, never a crash ------------------------------------
+
+
+@pytest.mark.parametrize("participants", [3, True, 2.5], ids=["int", "bool", "float"])
+@HOLE_PARTICIPANTS
+def test_a_summary_whose_participants_are_not_a_list_is_unavailable_not_a_crash(participants: Any) -> None:
+    """Hole: `participants: 3` raised TypeError ('int' object is not iterable) in the audit: a traceback, no report."""
+    facts = summary_facts({"participants": participants, "actual_end_time": "2026-11-24T10:00:00Z"})
+    assert facts["unavailable"]
+    assert facts["actual_end"] is None
+
+
+@HOLE_PARTICIPANTS
+async def test_an_audit_with_a_non_list_participants_field_is_incomplete_not_a_crash(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path
+) -> None:
+    healthy = await healthy_report(sandbox, clock, tmp_path)
+    victim = ended_session(healthy)
+
+    def garble(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if resource_of(request) == "session_summaries" and names_session(request, victim["session_id"]):
+            return rewrite_json(response, {**response.json(), "participants": 1})
+        return response
+
+    report = await audit(await services_for(sandbox, clock, tmp_path, garble))
+    row = rows_by_id(report)[victim["session_id"]]
+    assert "summary_unavailable" in row["flags"] and row["billable_minutes"] is None
+    assert report["complete"] is False
+
+
+# --- a 429 storm on the catalog fetch at start-up ------------------------------------------------------------------
+
+
+def catalog_storm(n: int | None, retry_after: str | None) -> MockTruto:
+    """`/tools` answers 429 `n` times (None: forever), then the catalog; proxy calls are not expected."""
+    count = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        count["n"] += 1
+        if count["n"] > 500:  # a hot loop would never end: fail loudly instead
+            raise AssertionError(f"{count['n']} requests to {request.url.path}: a hot retry loop")
+        if n is None or count["n"] <= n:
+            return truto_error(429, headers={"Retry-After": retry_after} if retry_after else None)
+        return json_response({"result": COVIU_TOOLS})
+
+    return MockTruto(handler)
+
+
+@pytest.mark.parametrize("retry_after", ["2", None], ids=["retry-after-2", "no-header"])
+@HOLE_CATALOG_429
+async def test_a_429_storm_on_the_catalog_fetch_waits_by_the_header(retry_after: str | None) -> None:
+    """Hole: a 429 on `GET /integrated-account/{id}/tools` carried no hold (the catalog is not paced by the governor),
+    so its retries slept 0 s: five 429s were five back-to-back requests, whatever Retry-After said."""
+    clock = FakeClock()
+    governor = RateLimitGovernor(clock=clock)
+    mock = catalog_storm(5, retry_after)
+    async with make_client(mock, clock=clock, governor=governor) as client:
+        await fetch_catalog(client, clock=clock)
+    assert mock.count == 6
+    expected = 2.0 if retry_after else 10.0  # the header's wait, or the default back-off
+    assert sum(clock.sleeps) >= 5 * expected - 1e-6
+    assert governor.budget.as_dict()["count"] == 5
+
+
+@HOLE_CATALOG_429
+async def test_an_endless_429_storm_on_the_catalog_fetch_ends_by_the_budget() -> None:
+    """Hole: with no hold, every retry claimed 0 s of the budget: an endless 429 storm on `/tools` was a hot loop."""
+    clock = FakeClock()
+    governor = RateLimitGovernor(clock=clock)
+    mock = catalog_storm(None, "1")
+    with pytest.raises(CoviuAgentError) as caught:
+        async with make_client(mock, clock=clock, governor=governor) as client:
+            await fetch_catalog(client, clock=clock)
+    assert not isinstance(caught.value, AssertionError)
+    assert mock.count <= 200  # budget 120 s of 1 s waits
+
+
+# --- an upstream that ignores the cursor: bounded by progress, not by 10,000 requests -----------------------------
+
+
+@pytest.mark.parametrize("rows", [[], [{"session_id": "s-1"}]], ids=["empty-pages", "same-page-again"])
+@HOLE_BARREN_PAGES
+async def test_pages_that_bring_nothing_new_stop_the_walk_early(rows: list[Any]) -> None:
+    """Hole: pages with no new row but a fresh cursor each time were followed to the 10,000-page cap: 10,000
+    requests (over half an hour at Truto's 50 per 10 s) before triage's queue check or the audit could fail."""
+    count = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        count["n"] += 1
+        if count["n"] > 1000:
+            raise AssertionError("followed more than 1,000 pages that brought nothing new")
+        return list_page(rows, next_cursor=f"c{count['n']}")
+
+    executor = make_executor(handler)
+    with pytest.raises(PaginationError):
+        await executor.all_items("list_all_coviu_sessions", {})
+    assert count["n"] <= 100
+
+
+def test_a_few_barren_pages_between_full_ones_are_fine() -> None:
+    """The other side: a short run of empty pages (a filter that matched nothing on those pages) still ends well."""
+    walk = PageWalk("list_all_coviu_sessions", "sessions")
+    taken: list[Any] = []
+    for i in range(5):
+        taken += walk.take({"result": [], "next_cursor": f"e{i}"})
+    taken += walk.take({"result": [{"session_id": "s-1"}], "next_cursor": None})
+    assert walk.done and len(taken) == 1
+
+
+# --- a waiting call that joined "in the future" ---------------------------------------------------------------------
+
+
+@HOLE_FUTURE_JOIN
+def test_a_join_time_hours_in_the_future_is_an_unknown_wait_not_zero() -> None:
+    """Hole: an account in Australia/Sydney sending naive local join times (read as UTC) puts a patient who has waited
+    40 minutes 10 h 20 min in the future: the wait became 0 min, no alert. A join time in the future is not a wait."""
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 20:00 in Sydney
+    local_join = (now + timedelta(hours=11) - timedelta(minutes=40)).replace(tzinfo=None).isoformat()
+    calls = [
+        {"callId": "c-1", "joinedAt": local_join},
+        {"callId": "c-2", "joinedAt": (now - timedelta(minutes=3)).isoformat()},
+        {"callId": "c-3", "joinedAt": (now + timedelta(seconds=20)).isoformat()},  # small clock skew: fine
+    ]
+    summary = summarize_queue(calls, now, 10)
+    assert summary["waiting"] == 3
+    assert summary["unknown_wait"] == ["c-1"]
+    assert summary["longest_wait_minutes"] == 3.0
+
+
+# --- secrets echoed URL-encoded ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["https://api.truto.one/mcp/0a1b2c3d4e5f60718293a4b5c6d7e8f9", "tk_live/abc+def=ghi=="],
+    ids=["mcp-url", "token-with-reserved-chars"],
+)
+@pytest.mark.parametrize("encode", [lambda s: quote(s, safe=""), quote_plus], ids=["quote", "quote-plus"])
+@HOLE_URL_ENCODED_SECRET
+def test_a_secret_echoed_url_encoded_is_redacted(secret: str, encode: Any) -> None:
+    """Hole: an upstream that echoes a configured secret URL-encoded (an MCP URL in a `redirect_uri=` or `url=`
+    parameter of an error message) printed it whole: neither the secret's text nor the `/mcp/` pattern matched."""
+    redactor = Redactor()
+    redactor.register([secret])
+    echoed = f"invalid request: url={encode(secret)}&x=1"
+    out = redactor.text(echoed)
+    assert encode(secret) not in out
+    assert REDACTED in out
+    assert json.dumps(secret) not in redactor.text(json.dumps({"a": secret}))
