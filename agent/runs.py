@@ -1,8 +1,10 @@
 """One run of a graph from start to typed result: thread ids, resume-or-start, checkpoint clean-up, exit codes.
 
-The CLI parses flags into `TriageArgs` / `AuditArgs`, calls `run_triage` / `run_audit` and prints the result;
-tests call the same functions with injected services and an in-memory checkpointer. Nothing here prints:
-status lines go to the caller's `on_event`. Heavy imports (LangGraph) happen inside functions.
+`run_triage`, `run_audit`, `run_ask` (the assistant), `run_recordings` (the download worker), `run_tools` (the
+catalog) and `run_queue_watch`: each opens the services (`agent.services.open_services`) and the checkpointer it
+needs, unless the caller passes its own, and returns a typed result. The CLI parses flags, calls one of these and
+prints the result; tests call the same functions with injected services and an in-memory checkpointer. Nothing here
+prints: status lines go to the caller's `on_event`. Heavy imports (LangGraph) happen inside functions.
 """
 
 from __future__ import annotations
@@ -10,22 +12,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
+from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
 
 if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list the commands: `--help` stays fast
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
     from agent.settings import Settings
-    from graphs.context import Services
+    from graphs.context import Context, Services
+    from tools.recordings import RecordingsReport, Transcriber
 
 Event = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -35,31 +39,35 @@ AUDIT_CONCURRENCY = 4
 
 
 @asynccontextmanager
+async def _services(settings: Settings, services: Services | None, **build: Any) -> AsyncIterator[Services]:
+    """The given services (a copy with `build`'s Services fields set; the caller's stay as they are) or services
+    opened from the settings with `build` (`agent.services.open_services`), closed after the block."""
+    from agent.services import open_services
+
+    if services is not None:
+        fields = {f.name for f in dataclasses.fields(services)}
+        yield dataclasses.replace(services, **{k: v for k, v in build.items() if v is not None and k in fields})
+        return
+    async with open_services(settings, **build) as opened:
+        yield opened
+
+
+@asynccontextmanager
 async def _services_and_saver(
     settings: Settings,
     services: Services | None,
     checkpointer: BaseCheckpointSaver[str] | None,
     **build: Any,
 ) -> AsyncIterator[tuple[Services, BaseCheckpointSaver[str]]]:
-    """The given services (with `build`'s fields set) or freshly opened ones; the given checkpointer or the
-    settings' one. What this opened, it closes."""
+    """`_services`, and the given checkpointer or the settings' one. What this opened, it closes."""
     from agent.checkpoint import open_checkpointer
-    from agent.services import open_services
 
-    if services is not None:
-        given = dataclasses.replace(services, **{k: v for k, v in build.items() if v is not None})
+    async with _services(settings, services, **build) as svc:
         if checkpointer is not None:
-            yield given, checkpointer
+            yield svc, checkpointer
             return
         async with open_checkpointer(settings.state) as saver:
-            yield given, saver
-        return
-    async with open_services(settings, **build) as opened:
-        if checkpointer is not None:
-            yield opened, checkpointer
-            return
-        async with open_checkpointer(settings.state) as saver:
-            yield opened, saver
+            yield svc, saver
 
 
 async def _resume_or_start(
@@ -344,3 +352,353 @@ async def run_audit(
         if result.paths:
             await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolListing:
+    """The tools Truto serves for the account, sorted by name."""
+
+    source: str
+    tools: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result object of `tools --json`."""
+        return {"source": self.source, "count": len(self.tools), "tools": self.tools}
+
+
+async def run_tools(settings: Settings, *, services: Services | None = None) -> ToolListing:
+    """The account's tool catalog: name, resource, method and required arguments of each tool."""
+    async with _services(settings, services) as svc:
+        catalog = svc.toolbox.catalog
+        rows = [
+            {"name": s.name, "resource": s.resource, "method": s.method, "required": list(s.args_schema["required"])}
+            for s in sorted(catalog, key=lambda s: s.name)
+        ]
+        return ToolListing(str(catalog.source), rows)
+
+
+# --- queue watch ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueWatchArgs:
+    """`queue watch`: which queue, how often, what counts as a long wait, how many checks (0: until stopped)."""
+
+    interval: float = 30
+    threshold_minutes: float = 15
+    team_id: str | None = None
+    queue_id: str | None = None
+    max_checks: int = 0
+
+
+@dataclass(frozen=True)
+class QueueCheck:
+    """One check of the queue: its summary and the alerts not raised by an earlier check."""
+
+    team_id: str
+    queue_id: str
+    at: datetime
+    summary: dict[str, Any]
+    alerts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """One line of `queue watch --json`."""
+        return {"team_id": self.team_id, "queue_id": self.queue_id, "queue": self.summary, "alerts": self.alerts}
+
+
+async def run_queue_watch(
+    settings: Settings,
+    args: QueueWatchArgs,
+    on_check: Callable[[QueueCheck], None],
+    *,
+    services: Services | None = None,
+) -> int:
+    """Check the waiting queue every `interval` seconds, alerting once per call over the threshold (and once per
+    call whose wait cannot be read); each check may wait out rate limits for its own budget. Returns the checks."""
+    import asyncio
+
+    from graphs.queue import alert_lines, summarize_queue
+    from tools.retry import call_with_retries
+
+    async with _services(settings, services) as svc:
+        team = args.team_id or svc.team_id
+        queue = args.queue_id or svc.waiting_queue_id
+        if not team or not queue:
+            raise BadInput("set COVIU_TEAM_ID and COVIU_WAITING_QUEUE_ID (or pass --team-id/--queue-id)")
+        executor = svc.toolbox.executor
+        alerted: set[str] = set()
+        checks = 0
+        while True:
+            svc.toolbox.budget.restart()  # each check may wait out rate limits for its own budget
+            calls = await call_with_retries(
+                "listing the waiting queue",
+                lambda: executor.all_items(
+                    "list_all_coviu_waiting_queue_calls", {"team_id": team, "waiting_queue_id": queue}
+                ),
+                clock=svc.clock,
+                governor=svc.toolbox.governor,
+            )
+            now = svc.clock.now()
+            summary = summarize_queue(calls, now, args.threshold_minutes)
+            fresh = [c for c in summary["over_threshold"] if c["call_id"] not in alerted]
+            unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
+            alerted.update(c["call_id"] for c in fresh)
+            alerted.update(f"unknown:{c}" for c in unknown)
+            news = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
+            on_check(QueueCheck(team, queue, now, dict(summary), alert_lines(news, args.threshold_minutes)))  # type: ignore[arg-type]
+            checks += 1
+            if args.max_checks and checks >= args.max_checks:
+                return checks
+            await asyncio.sleep(args.interval)
+
+
+# --- ask (the assistant) -------------------------------------------------------------------------
+
+NO_LLM = (
+    "the assistant needs an LLM: set OPENAI_API_KEY (for an OpenAI-compatible server such as vLLM, Ollama or "
+    "LiteLLM, also set OPENAI_BASE_URL and COVIU_AGENT_MODEL)"
+)
+ASK_RECURSION_LIMIT = 200  # a backstop only: the graph bounds model calls per request itself
+MAX_APPROVAL_ROUNDS = 50
+
+# Given the pending approval request (HITLRequest) and whether an earlier run listed it (exit 4), the decisions
+# (one approve/edit/reject per action, in order), or None when nobody can answer now (exit 4).
+Decide = Callable[[dict[str, Any], bool], Awaitable[list[dict[str, Any]] | None]]
+
+
+@dataclass
+class AskOutcome:
+    """How a request ended: an answer, or calls waiting for approval on `thread_id` (a HITLRequest)."""
+
+    thread_id: str
+    answer: str = ""
+    tool_calls: int = 0
+    request: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self.request.get("action_requests") or [])
+
+    @property
+    def needs_approval(self) -> bool:
+        return bool(self.pending)
+
+    @property
+    def exit_code(self) -> int:
+        """0 answered; 4 calls wait for approval."""
+        return EXIT_APPROVAL if self.needs_approval else EXIT_OK
+
+    @property
+    def resume(self) -> str:
+        return f"coviu-agent ask --thread-id {shlex.quote(self.thread_id)} --yes"
+
+
+def pending_request(snapshot: Any) -> dict[str, Any]:
+    """The approval request (HITLRequest) a paused assistant thread is waiting on; empty when none."""
+    for pending in getattr(snapshot, "interrupts", ()) or ():
+        value = getattr(pending, "value", None)
+        if isinstance(value, dict) and value.get("action_requests"):
+            return dict(value)
+    return {}
+
+
+def _summarize(messages: list[Any]) -> tuple[str, int]:
+    """(the last answer, tool calls made since the last user message)."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    answer = ""
+    calls = 0
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            calls += 1
+        elif isinstance(message, AIMessage) and not answer and not message.tool_calls:
+            answer = message.text if hasattr(message, "text") else str(message.content)
+    return answer, calls
+
+
+async def run_ask(
+    settings: Settings,
+    request: str,
+    *,
+    services: Services | None = None,
+    thread_id: str | None = None,
+    decide: Decide | None = None,
+    team_id: str | None = None,
+    waiting_queue_id: str | None = None,
+    collection_id: str | None = None,
+    recordings_dir: Path | None = None,
+    checkpointer: BaseCheckpointSaver[str] | None = None,
+) -> AskOutcome:
+    """Run (or resume) one request on the assistant graph. Tests inject `services` (with a fake model).
+
+    `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
+    opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
+    failing after its SDK's retries is an upstream failure."""
+    from langchain_core.exceptions import ModelAuthenticationError, ModelError, ModelNotFoundError
+
+    from graphs.context import Context
+    from tools.errors import CoviuAgentError
+    from tools.textsafety import error_record
+
+    if services is None and settings.openai_api_key is None:
+        raise BadInput(NO_LLM)
+    async with _services_and_saver(settings, services, checkpointer, recordings_dir=recordings_dir) as (svc, saver):
+        if svc.model is None:
+            raise BadInput(NO_LLM)
+        context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
+        try:
+            return await _ask(context, saver, request, thread_id, decide)
+        except (ModelAuthenticationError, ModelNotFoundError) as exc:
+            raise BadInput(
+                f"the LLM refused the configuration ({type(exc).__name__}): check OPENAI_API_KEY, "
+                "OPENAI_BASE_URL and COVIU_AGENT_MODEL"
+            ) from None
+        except ModelError as exc:  # after the openai SDK's own retries
+            raise CoviuAgentError(f"the LLM failed: {error_record(exc)[:300]}") from None
+
+
+async def _ask(
+    context: Context,
+    saver: BaseCheckpointSaver[str],
+    request: str,
+    thread_id: str | None,
+    decide: Decide | None,
+) -> AskOutcome:
+    from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import Command
+
+    from graphs.assistant import compile_assistant
+
+    thread = thread_id or f"ask:{uuid.uuid4()}"
+    graph = compile_assistant(saver)
+    config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": ASK_RECURSION_LIMIT}
+    waiting = pending_request(await graph.aget_state(config))
+    if waiting and request:
+        names = ", ".join(str(a.get("name", "?")) for a in waiting["action_requests"])
+        raise BadInput(
+            f"thread {thread} is waiting for approval of {names}; "
+            f"answer it first: `coviu-agent ask --thread-id {thread} --yes` (or --no)"
+        )
+    # what an earlier run showed (exit 4) and the user may now answer with --yes / --decisions; nothing else
+    listed = waiting
+    if not waiting:
+        if not request.strip():
+            raise BadInput("REQUEST: say what to do (or give --thread-id of a thread waiting for approval)")
+        await graph.ainvoke({"messages": [HumanMessage(content=request)]}, config, context=context)
+    for _ in range(MAX_APPROVAL_ROUNDS):
+        snapshot = await graph.aget_state(config)
+        waiting = pending_request(snapshot)
+        if not waiting:
+            answer, calls = _summarize(list(snapshot.values.get("messages", [])))
+            return AskOutcome(thread, answer=answer, tool_calls=calls)
+        decisions = await decide(waiting, waiting == listed) if decide is not None else None
+        listed = {}  # a listed request is answered once; whatever the run asks next was never shown
+        if decisions is None:
+            return AskOutcome(thread, request=waiting)
+        if len(decisions) != len(waiting["action_requests"]):
+            raise BadInput(
+                f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
+            )
+        await graph.ainvoke(Command(resume={"decisions": decisions}), config, context=context)
+    raise BadInput(f"thread {thread}: too many approval rounds in one request")
+
+
+# --- recordings ----------------------------------------------------------------------------------
+
+TRANSCRIPTION_OFF = "transcription is off: set OPENAI_API_KEY to transcribe audio (files were still downloaded)"
+
+
+@dataclass
+class RecordingsRun:
+    """A finished worker run and what it covered."""
+
+    report: RecordingsReport
+    download_dir: Path | None
+    since: datetime | None
+    until: datetime | None
+    session_id: str | None
+    team_id: str
+    collection_id: str
+
+    @property
+    def exit_code(self) -> int:
+        """0 done; 3 when a file or transcript failed (the rest is kept)."""
+        return EXIT_UPSTREAM if self.report.errors else EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result object of `recordings --json`."""
+        from collections import Counter
+
+        files = [r.as_dict(self.download_dir) for r in self.report.results]
+        return {
+            "team_id": self.team_id,
+            "collection_id": self.collection_id,
+            "window": (
+                {"since": self.since.isoformat(), "until": self.until.isoformat()}
+                if self.since and self.until
+                else None
+            ),
+            "session_id": self.session_id,
+            "download_dir": str(self.download_dir) if self.download_dir else None,
+            "manifest": str(self.report.manifest_path) if self.report.manifest_path else None,
+            "transcription": self.report.transcription,
+            "totals": dict(Counter(r.status for r in self.report.results)),
+            "files": files,
+            "errors": list(self.report.errors),
+        }
+
+
+async def run_recordings(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    session_id: str | None = None,
+    download_dir: Path | None = None,
+    transcribe: bool = False,
+    transcriber: Transcriber | None = None,
+    team_id: str | None = None,
+    collection_id: str | None = None,
+    on_event: Event | None = None,
+) -> RecordingsRun:
+    """Find and fetch (or, without `download_dir`, only list) the recordings; tests inject `services`."""
+    from tools.recordings import OpenAITranscriber, RecordingsWorker
+
+    def say(message: str) -> None:
+        if on_event is not None:
+            on_event(message)
+
+    async with _services(settings, services) as svc:
+        team = team_id or svc.team_id
+        collection = collection_id or svc.collection_id
+        if not team or not collection:
+            missing = "COVIU_TEAM_ID" if not team else "COVIU_INTAKE_COLLECTION_ID"
+            raise BadInput(f"recordings need a team and the intake collection: set {missing} (or pass it)")
+        if transcribe and transcriber is None and settings.openai_api_key is not None:
+            transcriber = OpenAITranscriber(
+                api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url
+            )
+        worker = RecordingsWorker(
+            svc.toolbox,
+            team_id=team,
+            collection_id=collection,
+            download_dir=download_dir,
+            transcriber=transcriber if transcribe else None,
+            on_event=say,
+        )
+        report = await worker.run(since=since, until=until, session_id=session_id)
+        if transcribe:
+            if transcriber is None:
+                report.transcription = "off"
+                say(TRANSCRIPTION_OFF)
+            else:
+                report.transcription = "on"
+                await worker.transcribe(report)
+        return RecordingsRun(report, download_dir, since, until, session_id, team, collection)

@@ -24,7 +24,8 @@ from langgraph.types import Command
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.cli.assistant import AskOutcome, report_outcome, run_ask, terminal_decider
+from agent.cli.assistant import report_outcome, terminal_decider
+from agent.runs import AskOutcome, run_ask
 from agent.settings import Settings
 from graphs.assistant import NOT_APPROVED, build_act_node, build_assistant_graph
 from graphs.context import Context, Services

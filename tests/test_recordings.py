@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.cli.recordings import print_run, run_recordings
+from agent.cli.recordings import print_run
+from agent.runs import run_recordings
 from agent.settings import Settings
 from graphs.context import Services
 from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, Sandbox, SandboxTransport

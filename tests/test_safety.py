@@ -19,9 +19,10 @@ from rich.table import Table
 
 from agent.checkpoint import open_checkpointer
 from agent.cli import emit_json, fail
-from agent.cli.assistant import report_outcome, run_ask, terminal_decider
+from agent.cli.assistant import report_outcome, terminal_decider
 from agent.logging import configure_logging
 from agent.redact import SafeConsole, run_guarded
+from agent.runs import run_ask
 from agent.settings import Settings
 from graphs.context import Services
 from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, Sandbox

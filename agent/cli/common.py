@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from agent.errors import BadInput
+from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
 from agent.redact import SafeConsole, styled
 
 if TYPE_CHECKING:
@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL, EXIT_INCOMPLETE = 0, 2, 3, 4, 5
+__all__ = [
+    "EXIT_APPROVAL",
+    "EXIT_BAD_INPUT",
+    "EXIT_INCOMPLETE",
+    "EXIT_OK",
+    "EXIT_UPSTREAM",
+]  # agent.errors's, for commands
 
 # Strings printed through these are text, never markup; secrets redacted, control/bidi characters escaped.
 out = SafeConsole(soft_wrap=True)
@@ -106,6 +112,8 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
 
 
 async def open_services(settings: Settings) -> Services:
+    """Left for `coviu-agent audit` until it calls `agent.runs.run_audit`; every other command runs through
+    `agent.runs`, which opens the services with `agent.services.open_services`."""
     from agent.services import build_services
 
     return await build_services(settings)

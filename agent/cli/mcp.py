@@ -21,6 +21,7 @@ from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, loa
 from agent.errors import BadInput
 
 if TYPE_CHECKING:
+    from agent.services import TrutoAccount
     from agent.settings import Settings
     from tools.client import TrutoClient
 
@@ -58,52 +59,44 @@ def check_expires_at(value: str | None) -> str | None:
 
 
 @asynccontextmanager
-async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, str]]:
-    """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account id."""
-    from agent.settings import SANDBOX_BASE_URL
+async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, TrutoAccount]]:
+    """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account it is for
+    (`agent.services.truto_account`: the embedded sandbox without TRUTO_API_KEY, else the real account)."""
+    from agent.services import truto_account
     from tools.client import TrutoClient
     from tools.ratelimit import RateLimitGovernor
 
-    if settings.uses_sandbox:
-        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
+    account = truto_account(settings)
+    if account.embedded:
         from sandbox.mcp import DEMO_MCP_TOKEN
 
         err.print(
             "coviu-agent: TRUTO_API_KEY is not set; using the embedded sandbox, which forgets its MCP servers when "
-            f"this command ends (its demo server is always there: {SANDBOX_BASE_URL}/mcp/{DEMO_MCP_TOKEN}). "
+            f"this command ends (its demo server is always there: {account.base_url}/mcp/{DEMO_MCP_TOKEN}). "
             "For lasting ones, run `coviu-agent sandbox serve` and point TRUTO_BASE_URL at it.",
             highlight=False,
         )
-        client = TrutoClient(
-            base_url=SANDBOX_BASE_URL,
-            api_key="sandbox",
-            integrated_account_id=DEMO_ACCOUNT_ID,
-            governor=RateLimitGovernor(),
-            transport=SandboxTransport(create_sandbox(SandboxConfig.from_env())),
-        )
-        account_id = DEMO_ACCOUNT_ID
-    else:
-        assert settings.truto_api_key is not None and settings.truto_integrated_account_id is not None
-        client = TrutoClient(
-            base_url=settings.truto_base_url,
-            api_key=settings.truto_api_key.get_secret_value(),
-            integrated_account_id=settings.truto_integrated_account_id,
-            governor=RateLimitGovernor(),
-        )
-        account_id = settings.truto_integrated_account_id
+    client = TrutoClient(
+        base_url=account.base_url,
+        api_key=account.api_key,
+        integrated_account_id=account.account_id,
+        governor=RateLimitGovernor(),
+        transport=account.transport,
+    )
     try:
-        yield client, account_id
+        yield client, account
     finally:
         await client.aclose()
 
 
-async def _admin(settings: Settings, verb: str, suffix: str = "", body: Any = None) -> Any:
+async def _admin(settings: Settings, verb: str, suffix: str = "", body: Any = None) -> tuple[Any, TrutoAccount]:
+    """One admin call on the account's MCP servers: Truto's answer, and the account it was for."""
     from tools.errors import TrutoError
 
-    async with admin_client(settings) as (client, account_id):
-        path = f"/integrated-account/{quote(account_id, safe='')}/mcp{suffix}"
+    async with admin_client(settings) as (client, account):
+        path = f"/integrated-account/{quote(account.account_id, safe='')}/mcp{suffix}"
         try:
-            return await client.request_json(verb, path, body=body, proxy=False)
+            return await client.request_json(verb, path, body=body, proxy=False), account
         except TrutoError as exc:
             if exc.status_code in _REFUSED:
                 raise BadInput(f"Truto refused it: {exc.describe()}") from None
@@ -152,15 +145,12 @@ def mcp_create(
 
     async def body() -> dict[str, Any]:
         payload = {"name": name.strip(), "config": config, "expires_at": expiry}
-        created = await _admin(settings, "POST", body=payload)
+        created, account = await _admin(settings, "POST", body=payload)
         if not isinstance(created, dict):
             raise BadInput("Truto's answer has no MCP server in it")
         url = created.get("url")
         if not url and created.get("token"):
-            from agent.settings import SANDBOX_BASE_URL
-
-            base = SANDBOX_BASE_URL if settings.uses_sandbox else settings.truto_base_url
-            url = f"{base}/mcp/{created['token']}"
+            url = f"{account.base_url}/mcp/{created['token']}"
         if not url:
             raise BadInput("Truto's answer has no URL or token for the new MCP server")
         return {"id": created.get("id"), "name": created.get("name", name), "url": str(url)}
@@ -190,7 +180,7 @@ def mcp_list(
     settings = load_settings(verbose, as_json)
 
     async def body() -> list[dict[str, Any]]:
-        payload = await _admin(settings, "GET")
+        payload, _ = await _admin(settings, "GET")
         items = payload
         if isinstance(payload, dict):
             items = payload.get("result")

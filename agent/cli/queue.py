@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, fail, load_settings, open_services, out, run_async
+from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, fail, load_settings, out, run_async
 from agent.errors import BadInput
 from agent.redact import styled
+from agent.runs import QueueCheck, QueueWatchArgs, run_queue_watch
 
 queue_app = typer.Typer(no_args_is_help=True, help="The waiting queue.")
 
@@ -40,54 +39,21 @@ def queue_watch(
     settings = load_settings(verbose, as_json)
     settings.use_max_wait(max_wait, interval)
 
-    async def body() -> None:
-        from graphs.queue import alert_lines, summarize_queue
-        from tools.retry import call_with_retries
+    args = QueueWatchArgs(interval, threshold_minutes, team_id, queue_id, max_checks=1 if once else max_checks)
 
-        services = await open_services(settings)
-        team = team_id or services.team_id
-        queue = queue_id or services.waiting_queue_id
-        if not team or not queue:
-            raise BadInput("set COVIU_TEAM_ID and COVIU_WAITING_QUEUE_ID (or pass --team-id/--queue-id)")
-        executor = services.toolbox.executor
-        alerted: set[str] = set()
-        checks = 0
-        try:
-            while True:
-                services.toolbox.budget.restart()  # each check may wait out rate limits for its own budget
-                calls = await call_with_retries(
-                    "listing the waiting queue",
-                    lambda: executor.all_items(
-                        "list_all_coviu_waiting_queue_calls", {"team_id": team, "waiting_queue_id": queue}
-                    ),
-                    clock=services.clock,
-                    governor=services.toolbox.governor,
-                )
-                summary = summarize_queue(calls, services.clock.now(), threshold_minutes)
-                fresh = [c for c in summary["over_threshold"] if c["call_id"] not in alerted]
-                unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
-                alerted.update(c["call_id"] for c in fresh)
-                alerted.update(f"unknown:{c}" for c in unknown)
-                news = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
-                new_alerts = alert_lines(news, threshold_minutes)  # type: ignore[arg-type]
-                if as_json:
-                    emit_json({"team_id": team, "queue_id": queue, "queue": summary, "alerts": new_alerts})
-                else:
-                    out.print(
-                        f"{services.clock.now():%H:%M:%S} {summary['waiting']} waiting, longest "
-                        f"{summary['longest_wait_minutes']:.0f} min",
-                        highlight=False,
-                    )
-                    for line in new_alerts:
-                        out.print(styled("ALERT", "bold yellow", line), highlight=False)
-                checks += 1
-                if once or (max_checks and checks >= max_checks):
-                    return
-                await asyncio.sleep(interval)
-        finally:
-            await services.toolbox.aclose()
+    def show(check: QueueCheck) -> None:
+        if as_json:
+            emit_json(check.as_dict())
+            return
+        out.print(
+            f"{check.at:%H:%M:%S} {check.summary['waiting']} waiting, longest "
+            f"{check.summary['longest_wait_minutes']:.0f} min",
+            highlight=False,
+        )
+        for line in check.alerts:
+            out.print(styled("ALERT", "bold yellow", line), highlight=False)
 
     try:
-        run_async(body, as_json=as_json)
+        run_async(lambda: run_queue_watch(settings, args, show), as_json=as_json)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -5,118 +5,15 @@ Finds the intake collection's submissions (a clinic-local day, or one session), 
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agent.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_UPSTREAM,
-    check_id,
-    emit_json,
-    err,
-    fail,
-    load_settings,
-    open_services,
-    out,
-    run_async,
-)
+from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import BadInput
 from agent.redact import styled
-
-if TYPE_CHECKING:
-    from agent.settings import Settings
-    from graphs.context import Services
-    from tools.recordings import RecordingsReport, Transcriber
-
-TRANSCRIPTION_OFF = "transcription is off: set OPENAI_API_KEY to transcribe audio (files were still downloaded)"
-
-
-@dataclass
-class RecordingsRun:
-    """A finished worker run and what it covered, ready to print."""
-
-    report: RecordingsReport
-    download_dir: Path | None
-    since: datetime | None
-    until: datetime | None
-    session_id: str | None
-    team_id: str
-    collection_id: str
-
-    def as_dict(self) -> dict[str, Any]:
-        files = [r.as_dict(self.download_dir) for r in self.report.results]
-        return {
-            "team_id": self.team_id,
-            "collection_id": self.collection_id,
-            "window": (
-                {"since": self.since.isoformat(), "until": self.until.isoformat()}
-                if self.since and self.until
-                else None
-            ),
-            "session_id": self.session_id,
-            "download_dir": str(self.download_dir) if self.download_dir else None,
-            "manifest": str(self.report.manifest_path) if self.report.manifest_path else None,
-            "transcription": self.report.transcription,
-            "totals": dict(Counter(r.status for r in self.report.results)),
-            "files": files,
-            "errors": list(self.report.errors),
-        }
-
-
-async def run_recordings(
-    settings: Settings,
-    *,
-    services: Services | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    session_id: str | None = None,
-    download_dir: Path | None = None,
-    transcribe: bool = False,
-    transcriber: Transcriber | None = None,
-    team_id: str | None = None,
-    collection_id: str | None = None,
-) -> RecordingsRun:
-    """Find and fetch (or, without `download_dir`, only list) the recordings; tests inject `services`."""
-    from tools.recordings import OpenAITranscriber, RecordingsWorker
-
-    own_services = services is None
-    if services is None:
-        services = await open_services(settings)
-    try:
-        team = team_id or services.team_id
-        collection = collection_id or services.collection_id
-        if not team or not collection:
-            missing = "COVIU_TEAM_ID" if not team else "COVIU_INTAKE_COLLECTION_ID"
-            raise BadInput(f"recordings need a team and the intake collection: set {missing} (or pass it)")
-        if transcribe and transcriber is None and settings.openai_api_key is not None:
-            transcriber = OpenAITranscriber(
-                api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url
-            )
-        worker = RecordingsWorker(
-            services.toolbox,
-            team_id=team,
-            collection_id=collection,
-            download_dir=download_dir,
-            transcriber=transcriber if transcribe else None,
-            on_event=lambda message: err.print(message, highlight=False, markup=False),
-        )
-        report = await worker.run(since=since, until=until, session_id=session_id)
-        if transcribe:
-            if transcriber is None:
-                report.transcription = "off"
-                err.print(TRANSCRIPTION_OFF, highlight=False, markup=False)
-            else:
-                report.transcription = "on"
-                await worker.transcribe(report)
-        return RecordingsRun(report, download_dir, since, until, session_id, team, collection)
-    finally:
-        if own_services:
-            await services.toolbox.aclose()
+from agent.runs import RecordingsRun, run_recordings
 
 
 def print_run(run: RecordingsRun, *, as_json: bool) -> None:
@@ -137,7 +34,7 @@ def print_run(run: RecordingsRun, *, as_json: bool) -> None:
     if run.report.errors:
         for message in run.report.errors:
             err.print(styled("error:", "bold red", message), highlight=False)
-        raise typer.Exit(EXIT_UPSTREAM)
+        raise typer.Exit(run.exit_code)
 
 
 def recordings(
@@ -186,8 +83,8 @@ def recordings(
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
-    async def body() -> RecordingsRun:
-        return await run_recordings(
+    run = run_async(
+        lambda: run_recordings(
             settings,
             since=since,
             until=until,
@@ -196,6 +93,8 @@ def recordings(
             transcribe=transcribe,
             team_id=team_id,
             collection_id=collection_id,
-        )
-
-    print_run(run_async(body, as_json=as_json), as_json=as_json)
+            on_event=say,
+        ),
+        as_json=as_json,
+    )
+    print_run(run, as_json=as_json)

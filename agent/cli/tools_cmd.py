@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import emit_json, load_settings, open_services, out, run_async
+from agent.cli.common import emit_json, load_settings, out, run_async
+from agent.runs import run_tools
 
 
 def tools(
@@ -15,28 +16,11 @@ def tools(
 ) -> None:
     """List the tools Truto serves for this account: name, resource, method, required args."""
     settings = load_settings(verbose, as_json)
-
-    async def body() -> None:
-        services = await open_services(settings)
-        try:
-            catalog = services.toolbox.catalog
-            rows = [
-                {
-                    "name": s.name,
-                    "resource": s.resource,
-                    "method": s.method,
-                    "required": list(s.args_schema["required"]),
-                }
-                for s in sorted(catalog, key=lambda s: s.name)
-            ]
-            if as_json:
-                emit_json({"source": catalog.source, "count": len(rows), "tools": rows})
-                return
-            print_tools(rows, str(catalog.source))
-        finally:
-            await services.toolbox.aclose()
-
-    run_async(body, as_json=as_json)
+    listing = run_async(lambda: run_tools(settings), as_json=as_json)
+    if as_json:
+        emit_json(listing.as_dict())
+    else:
+        print_tools(listing.tools, listing.source)
 
 
 def print_tools(rows: list[dict[str, Any]], source: str) -> None:
