@@ -1,0 +1,39 @@
+"""The shared rate store on a real PostgreSQL: two connections (two processes of a deployment) spend one budget.
+
+Needs `COVIU_TEST_POSTGRES_URL` like tests/test_postgres.py (`.ci/run` starts one); skipped loudly without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.test_postgres import postgres_state  # noqa: F401  (the fixture: a fresh schema on the test database)
+from tests.test_ratestore import ACCOUNT, simulate
+from tools.clock import FakeClock
+from tools.ratelimit import RateLimitGovernor, RateLimitInfo
+from tools.ratestore import PostgresRateStore, shared_rate_store
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+
+def test_two_postgres_connections_share_one_budget(postgres_state: tuple[str, Any, str]) -> None:  # noqa: F811
+    state, admin, schema = postgres_state
+    clock = FakeClock()
+    first = RateLimitGovernor(clock=clock, store=PostgresRateStore(state), key=ACCOUNT)
+    second = RateLimitGovernor(clock=clock, store=PostgresRateStore(state), key=ACCOUNT)
+    result = simulate(clock, [first, second], 150, start_gaps=[0.0, 3.3], latency=lambda: 0.01)
+    assert result.rate_limited == 0
+    assert len(result.sent) == 300
+    assert result.finished_at / (300 / 5.0) <= 1.05
+    # A 429 one process sees holds the other, through the table.
+    first.observe(RateLimitInfo(retry_after_seconds=30.0), status_code=429)
+    assert second.wait_seconds() >= 29.0
+    rows = admin.execute(f'SELECT count(*) FROM "{schema}".coviu_rate_limit').fetchone()
+    assert rows == (1,)
+
+
+def test_a_postgres_state_url_opens_the_postgres_store(postgres_state: tuple[str, Any, str]) -> None:  # noqa: F811
+    state, _, _ = postgres_state
+    assert isinstance(shared_rate_store(state), PostgresRateStore)
