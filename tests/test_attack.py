@@ -46,7 +46,6 @@ from tools.textsafety import REDACTED, Redactor
 from tools.toolbox import fetch_catalog
 
 # Each hole is marked strict xfail until the commit that fixes it removes the mark.
-HOLE_ERROR_2XX = pytest.mark.xfail(strict=True, reason="a 2xx with an error beside other keys is taken as data")
 HOLE_PARTICIPANTS = pytest.mark.xfail(strict=True, reason="a summary's non-list participants raise TypeError")
 HOLE_CATALOG_429 = pytest.mark.xfail(strict=True, reason="a 429 on the catalog fetch is retried at once (no hold)")
 HOLE_BARREN_PAGES = pytest.mark.xfail(strict=True, reason="pages with nothing new are followed to 10,000")
@@ -70,7 +69,6 @@ TRUTO_ERROR_BODY = {
     [TRUTO_ERROR_BODY, {"error": "session not found", "session_id": "s-1"}, {"errors": ["denied"], "id": "s-1"}],
     ids=["truto-error-body", "error-beside-an-id", "errors-beside-an-id"],
 )
-@HOLE_ERROR_2XX
 def test_a_success_status_with_an_error_is_malformed_for_a_get(body: dict[str, Any]) -> None:
     """Hole: Truto's own error body (statusCode, error, message, truto_is_remote_error, raw_response) on a 200, or an
     `error` beside a record's id, was accepted as the record: the audit read it as a summary with no end."""
@@ -79,7 +77,6 @@ def test_a_success_status_with_an_error_is_malformed_for_a_get(body: dict[str, A
         check_body(spec, body)
 
 
-@HOLE_ERROR_2XX
 def test_a_success_status_with_an_error_is_malformed_for_a_list() -> None:
     """Hole: `{"result": [], "error": "Unauthorized"}` on a 200 was an empty list (0 sessions, exit 0)."""
     spec = coviu_catalog().get("list_all_coviu_sessions")
@@ -96,7 +93,6 @@ def test_a_record_with_an_empty_error_field_is_still_a_record() -> None:
     check_body(coviu_catalog().get("list_all_coviu_sessions"), {"result": [], "error": None})
 
 
-@HOLE_ERROR_2XX
 async def test_a_one_off_truto_error_body_on_a_200_summary_changes_nothing(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -41,7 +41,15 @@ def check_body(spec: ToolSpec, body: Any) -> None:
     """Valid or error: a list must be a list envelope, a get (or write) an object, and no 2xx may be an error object.
 
     A body that fails is a `MalformedResponseError` (retried like other transient failures), never an empty result.
+    An object whose `error`/`errors` holds something is an error whatever else it carries (Truto's own error body
+    has `truto_is_remote_error` and `raw_response` too; an `error` beside a record's id is no record).
     """
+    if isinstance(body, Mapping) and (
+        body.get("error")
+        or body.get("errors")
+        or (("error" in body or "errors" in body) and set(body) <= ERROR_ONLY_KEYS)
+    ):
+        raise MalformedResponseError(f"{spec.name}: a success status carried an error object")
     if spec.method == "delete":
         return
     if spec.method == "list":
@@ -51,8 +59,6 @@ def check_body(spec: ToolSpec, body: Any) -> None:
         raise MalformedResponseError(f"{spec.name}: the response body is null")
     if spec.method in ("get", "create", "update") and not isinstance(body, Mapping):
         raise MalformedResponseError(f"{spec.name}: expected an object, got {type(body).__name__}")
-    if isinstance(body, Mapping) and ("error" in body or "errors" in body) and set(body) <= ERROR_ONLY_KEYS:
-        raise MalformedResponseError(f"{spec.name}: a success status carried an error object")
 
 
 # Where a binary is (or will be) on disk, e.g. the recordings worker's manifest lookup.
