@@ -417,8 +417,11 @@ def summary_facts(summary: Any) -> dict[str, Any]:
     """
     if not isinstance(summary, Mapping):
         return _unavailable(f"the summary is a {type(summary).__name__}, not an object")
+    participants = summary.get("participants") or []
+    if not isinstance(participants, list):
+        return _unavailable(f"the summary's participants are a {type(participants).__name__}, not a list")
     entries = []
-    for participant in summary.get("participants") or []:
+    for participant in participants:
         if not isinstance(participant, Mapping):
             return _unavailable("a participant in the summary is not an object")
         raw_entry = participant.get("entry_time")

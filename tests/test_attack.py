@@ -46,7 +46,6 @@ from tools.textsafety import REDACTED, Redactor
 from tools.toolbox import fetch_catalog
 
 # Each hole is marked strict xfail until the commit that fixes it removes the mark.
-HOLE_PARTICIPANTS = pytest.mark.xfail(strict=True, reason="a summary's non-list participants raise TypeError")
 HOLE_CATALOG_429 = pytest.mark.xfail(strict=True, reason="a 429 on the catalog fetch is retried at once (no hold)")
 HOLE_BARREN_PAGES = pytest.mark.xfail(strict=True, reason="pages with nothing new are followed to 10,000")
 HOLE_FUTURE_JOIN = pytest.mark.xfail(strict=True, reason="a join time in the future is a 0-minute wait")
@@ -117,7 +116,6 @@ async def test_a_one_off_truto_error_body_on_a_200_summary_changes_nothing(
 
 
 @pytest.mark.parametrize("participants", [3, True, 2.5], ids=["int", "bool", "float"])
-@HOLE_PARTICIPANTS
 def test_a_summary_whose_participants_are_not_a_list_is_unavailable_not_a_crash(participants: Any) -> None:
     """Hole: `participants: 3` raised TypeError ('int' object is not iterable) in the audit: a traceback, no report."""
     facts = summary_facts({"participants": participants, "actual_end_time": "2026-11-24T10:00:00Z"})
@@ -125,7 +123,6 @@ def test_a_summary_whose_participants_are_not_a_list_is_unavailable_not_a_crash(
     assert facts["actual_end"] is None
 
 
-@HOLE_PARTICIPANTS
 async def test_an_audit_with_a_non_list_participants_field_is_incomplete_not_a_crash(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path
 ) -> None:
