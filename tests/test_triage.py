@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agent.errors import EXIT_OK
+from agent.runs import TriageArgs, run_triage
+from agent.settings import Settings
 from graphs.context import Context, Services
 from graphs.nodes import execute_call
 from graphs.triage import build_triage_graph, session_start
@@ -18,11 +23,19 @@ from tools.clock import FakeClock
 from tools.timeparse import parse_time
 
 
-async def run_triage(services: Services, **inputs: Any) -> dict[str, Any]:
-    graph = build_triage_graph().compile(checkpointer=InMemorySaver())
-    payload: dict[str, Any] = {"messages": [HumanMessage("A priority patient needs a duty nurse now")], **inputs}
-    config: Any = {"configurable": {"thread_id": "t1"}, "recursion_limit": 60}
-    return dict(await graph.ainvoke(payload, config, context=Context(services=services)))
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return Settings(_env_file=None, state=str(tmp_path / "state.db"))  # type: ignore[call-arg]
+
+
+async def triage(settings: Settings, services: Services, **args: Any) -> dict[str, Any]:
+    """A triage as `coviu-agent triage` runs it (agent.runs.run_triage) on the test's services; the graph's output."""
+    request = TriageArgs(request="A priority patient needs a duty nurse now", **args)
+    result = await run_triage(settings, request, services=services, checkpointer=InMemorySaver())
+    assert result.exit_code == EXIT_OK, result.failure
+    return result.state
 
 
 def writes(sandbox: Sandbox) -> dict[str, int]:
@@ -41,8 +54,10 @@ def writes(sandbox: Sandbox) -> dict[str, int]:
     }
 
 
-async def test_rules_triage_makes_one_session_and_two_links(services: Services, sandbox: Sandbox, clock: FakeClock):
-    state = await run_triage(services, patient_name="Ava Jenkins")
+async def test_rules_triage_makes_one_session_and_two_links(
+    settings: Settings, services: Services, sandbox: Sandbox, clock: FakeClock
+):
+    state = await triage(settings, services, patient_name="Ava Jenkins")
     assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
     queue = state["queue"]
     # demo queue: 5 waiting calls (3, 8, 17, 26, 40 min); answered and left calls do not count
@@ -64,8 +79,8 @@ async def test_rules_triage_makes_one_session_and_two_links(services: Services, 
     assert not state.get("failure")
 
 
-async def test_session_is_created_with_unique_entry_flag(services: Services, sandbox: Sandbox):
-    state = await run_triage(services, patient_name="Ava Jenkins")
+async def test_session_is_created_with_unique_entry_flag(settings: Settings, services: Services, sandbox: Sandbox):
+    state = await triage(settings, services, patient_name="Ava Jenkins")
     created = await services.toolbox.executor.run(
         "get_single_coviu_session_by_id", {"id": state["session"]["session_id"]}
     )
@@ -104,11 +119,11 @@ def scripted_llm_triage(messages: list[BaseMessage], tools: list[str]) -> AIMess
     return AIMessage("Done: the session and both links are ready.")
 
 
-async def test_llm_triage_fills_ids_the_model_omitted(services: Services, sandbox: Sandbox):
+async def test_llm_triage_fills_ids_the_model_omitted(settings: Settings, services: Services, sandbox: Sandbox):
     model = ScriptedChatModel(script=scripted_llm_triage)
     services.model = model
     services.planner = "llm"
-    state = await run_triage(services, patient_name="Noah", host_name="Dr. Smith")
+    state = await triage(settings, services, patient_name="Noah", host_name="Dr. Smith")
     assert writes(sandbox) == {"queue_lists": 1, "session_creates": 1, "participant_creates": 2}
     assert "create_a_coviu_session" in model.bound_tools
     queue_calls = [r for r in sandbox.requests if r.resource == "waiting_queue_calls"]
@@ -143,10 +158,10 @@ async def test_rate_limit_storm_goes_through_wait_and_retry(services: Services, 
     assert state["session"] and len(state["participants"]) == 2
 
 
-async def test_lost_create_response_makes_exactly_one_session(services: Services, sandbox: Sandbox):
+async def test_lost_create_response_makes_exactly_one_session(settings: Settings, services: Services, sandbox: Sandbox):
     sandbox.config.honour_idempotency_keys = False  # prove the lookup, not Truto's dedupe, prevents a duplicate
     sandbox.set_faults(FaultConfig(lost_response_next=1, only_resources=["sessions"]))
-    state = await run_triage(services, patient_name="Ava Jenkins")
+    state = await triage(settings, services, patient_name="Ava Jenkins")
     names = [r for r in sandbox.requests if r.resource == "sessions" and r.truto_method == "create"]
     assert len(names) == 1  # written once, response lost, then found by the lookup instead of re-created
     listed = await services.toolbox.executor.all_items(
@@ -172,11 +187,13 @@ async def test_finished_session_refuses_participants_with_next_step(services: Se
     assert len(sandbox.requests) - before <= 1  # at most the session lookup
 
 
-async def test_clock_skew_moves_the_start_forward_once(services: Services, sandbox: Sandbox, clock: FakeClock):
+async def test_clock_skew_moves_the_start_forward_once(
+    settings: Settings, services: Services, sandbox: Sandbox, clock: FakeClock
+):
     # the sandbox's clock runs ahead of ours by 90 s: our first start is already past for Coviu
     skewed = FakeClock(start=clock.now() + timedelta(seconds=90))
     sandbox.clock = skewed  # type: ignore[attr-defined]
-    state = await run_triage(services, patient_name="Ava Jenkins")
+    state = await triage(settings, services, patient_name="Ava Jenkins")
     creates = [r for r in sandbox.requests if r.resource == "sessions" and r.truto_method == "create"]
     assert [r.status for r in creates] == [400, 200]
     assert state["session"] and not state.get("failure")
