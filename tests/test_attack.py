@@ -46,7 +46,6 @@ from tools.textsafety import REDACTED, Redactor
 from tools.toolbox import fetch_catalog
 
 # Each hole is marked strict xfail until the commit that fixes it removes the mark.
-HOLE_CATALOG_429 = pytest.mark.xfail(strict=True, reason="a 429 on the catalog fetch is retried at once (no hold)")
 HOLE_BARREN_PAGES = pytest.mark.xfail(strict=True, reason="pages with nothing new are followed to 10,000")
 HOLE_FUTURE_JOIN = pytest.mark.xfail(strict=True, reason="a join time in the future is a 0-minute wait")
 HOLE_URL_ENCODED_SECRET = pytest.mark.xfail(strict=True, reason="a URL-encoded secret is not redacted")
@@ -159,7 +158,6 @@ def catalog_storm(n: int | None, retry_after: str | None) -> MockTruto:
 
 
 @pytest.mark.parametrize("retry_after", ["2", None], ids=["retry-after-2", "no-header"])
-@HOLE_CATALOG_429
 async def test_a_429_storm_on_the_catalog_fetch_waits_by_the_header(retry_after: str | None) -> None:
     """Hole: a 429 on `GET /integrated-account/{id}/tools` carried no hold (the catalog is not paced by the governor),
     so its retries slept 0 s: five 429s were five back-to-back requests, whatever Retry-After said."""
@@ -174,7 +172,6 @@ async def test_a_429_storm_on_the_catalog_fetch_waits_by_the_header(retry_after:
     assert governor.budget.as_dict()["count"] == 5
 
 
-@HOLE_CATALOG_429
 async def test_an_endless_429_storm_on_the_catalog_fetch_ends_by_the_budget() -> None:
     """Hole: with no hold, every retry claimed 0 s of the budget: an endless 429 storm on `/tools` was a hot loop."""
     clock = FakeClock()

@@ -28,7 +28,7 @@ from tools.errors import (
     error_from_httpx,
     error_from_payload,
 )
-from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+from tools.ratelimit import RateLimitGovernor, RateLimitInfo, parse_rate_limit_headers
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,14 @@ class TrutoClient:
             if proxy:
                 info = parse_rate_limit_headers(response.headers, self.clock.now())
                 hold = self.governor.observe(info, status_code=response.status_code)
+            elif response.status_code == 429:
+                # Not paced (the catalog is not the account's proxy), but a 429 is still the account's schedule:
+                # its Retry-After (or the default back-off) holds the governor, so the retry waits and is budgeted.
+                info = parse_rate_limit_headers(response.headers, self.clock.now())
+                only_wait = RateLimitInfo(
+                    reset_seconds=info.reset_seconds, retry_after_seconds=info.retry_after_seconds
+                )
+                hold = self.governor.observe(only_wait, status_code=429)
             else:
                 hold = 0.0
             if response.status_code >= 400:
