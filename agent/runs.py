@@ -228,6 +228,7 @@ class AuditArgs:
     overrun_threshold_minutes: float = 10
     out_dir: Path = Path("reports")
     thread_id: str | None = None
+    refresh: bool = False  # fetch every summary again, ignoring (and rewriting) the summary cache
 
 
 @dataclass
@@ -339,6 +340,8 @@ async def run_audit(
             inputs["team_id"] = args.team_id
         if args.collection_id:
             inputs["collection_id"] = args.collection_id
+        if args.refresh:
+            inputs["refresh"] = True
 
         def resume(values: Mapping[str, Any]) -> None:
             check_resumable(thread, values, arguments)

@@ -109,9 +109,14 @@ def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None
     if settings.uses_sandbox:
         from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
 
+        # TRUTO_INTEGRATED_ACCOUNT_ID without a key names one of the sandbox's clinics (a fleet shares one sandbox)
+        account_id = settings.truto_integrated_account_id or DEMO_ACCOUNT_ID
         if transport is None:
-            transport = SandboxTransport(create_sandbox(SandboxConfig.from_env()))
-        return TrutoAccount(SANDBOX_BASE_URL, "sandbox", DEMO_ACCOUNT_ID, transport, embedded=True)
+            config = SandboxConfig.from_env()
+            if account_id != config.integrated_account_id and account_id not in config.accounts:
+                config.accounts = [*config.accounts, account_id]
+            transport = SandboxTransport(create_sandbox(config))
+        return TrutoAccount(SANDBOX_BASE_URL, "sandbox", account_id, transport, embedded=True)
     if settings.truto_api_key is None or settings.truto_integrated_account_id is None:
         raise ConfigError("set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID (or neither, for the embedded sandbox)")
     return TrutoAccount(

@@ -43,7 +43,8 @@ async def run(services: Services, thread: str, saver: Any = None, **inputs: Any)
     """One audit on its own thread; the report without generated_at."""
     graph = build_audit_graph().compile(checkpointer=saver)
     config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 2000, "max_concurrency": 4}
-    out = await graph.ainvoke(inputs, config, context=Context(services=services))
+    payload: Any = inputs
+    out = await graph.ainvoke(payload, config, context=Context(services=services))
     report = dict(out["report"])
     report.pop("generated_at")
     return report

@@ -43,6 +43,12 @@ def audit(
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
     ),
+    accounts: str | None = typer.Option(
+        None, "--accounts", help="Audit these integrated accounts (a,b,c) at once: one report each + a fleet summary."
+    ),
+    fleet: str | None = typer.Option(
+        None, "--fleet", help="Audit the clinics a TOML/JSON file names (account, team_id, collection_id, timezone)."
+    ),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
@@ -50,6 +56,16 @@ def audit(
     from agent.settings import LONG_RUN_MAX_WAIT
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
+    if accounts is not None or fleet is not None:
+        from agent.runs import AuditArgs
+
+        args = AuditArgs(
+            day=day, since=since, until=until, overrun_threshold_minutes=overrun_threshold_minutes, refresh=refresh
+        )
+        audit_fleet(
+            settings, args, accounts, fleet, out_dir, as_json=as_json, other=(team_id, collection_id, thread_id)
+        )
+        return
     try:
         from graphs.audit import WindowError, resolve_window
         from tools.clock import SystemClock
@@ -158,6 +174,57 @@ def audit(
             markup=False,
         )
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def audit_fleet(
+    settings: Any,
+    args: Any,
+    accounts: str | None,
+    fleet: str | None,
+    out_dir: str,
+    *,
+    as_json: bool,
+    other: tuple[str | None, ...],
+) -> None:
+    """`--accounts`/`--fleet`: every clinic's audit at once, one report each plus the fleet summary; the exit code
+    is the worst clinic's."""
+    import dataclasses
+    from pathlib import Path
+
+    from agent.fleet import load_fleet, parse_accounts, run_fleet, write_fleet_summary
+
+    try:
+        if accounts is not None and fleet is not None:
+            raise BadInput("give either --accounts or --fleet, not both")
+        if any(other):
+            raise BadInput("--team-id, --collection-id and --thread-id are per clinic: name them in a --fleet file")
+        if not 0 <= args.overrun_threshold_minutes <= 1440:
+            raise BadInput(f"--overrun-threshold-minutes: expected 0 to 1440, got {args.overrun_threshold_minutes}")
+        check_report_dir(out_dir)
+        clinics = parse_accounts(accounts) if accounts is not None else load_fleet(Path(fleet or ""))
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    runs = run_async(
+        lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir))), as_json=as_json
+    )
+    from agent.fleet import fleet_summary
+
+    summary = fleet_summary(runs)
+    paths = write_fleet_summary(runs, Path(out_dir))
+    if as_json:
+        emit_json({**summary, "summary_files": {k: str(v) for k, v in paths.items()}})
+    else:
+        for clinic in summary["clinics"]:
+            state = (
+                "done" if clinic["exit_code"] == 0 else f"exit {clinic['exit_code']}: {clinic['error'] or 'incomplete'}"
+            )
+            totals = clinic["totals"] or {}
+            out.print(
+                f"{clinic['account']}: {totals.get('sessions', 0)} sessions, {state}", highlight=False, markup=False
+            )
+        out.print(f"fleet summary: {paths['md']}", highlight=False, markup=False)
+    if summary["exit_code"]:
+        raise typer.Exit(summary["exit_code"])
 
 
 def check_report_dir(out_dir: str) -> None:

@@ -1,0 +1,273 @@
+"""Audits of many clinics at once (`coviu-agent audit --accounts a,b,c` or `--fleet FILE`).
+
+Each clinic is one integrated account with its own team, intake collection and time zone. Its audit runs
+concurrently with the others' (`agent.runs.run_audit`), on its own services: its own toolbox, so its own rate
+budget, its own thread, its own summary cache rows and its own report directory (`OUT/<account>/`). A fleet summary
+(`fleet-<day>.md` and `.json`) lists every clinic's totals, exit code and report files.
+
+The fleet file (TOML or JSON): `{"clinics": [{"account": "...", "team_id": "...", "collection_id": "...",
+"timezone": "Australia/Sydney", "name": "..."}]}` (TOML: `[[clinics]]` tables); only `account` is required.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from agent.errors import BadInput
+from agent.runs import AuditArgs, AuditResult, run_audit
+from agent.settings import Settings
+
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_CLINICS = 200
+
+
+class Clinic(BaseModel):
+    """One clinic of the fleet: its integrated account and (optionally) its ids, time zone and name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account: str
+    team_id: str | None = None
+    collection_id: str | None = None
+    timezone: str | None = None
+    name: str | None = None
+
+    @field_validator("account", "team_id", "collection_id")
+    @classmethod
+    def _an_id(cls, value: str | None) -> str | None:
+        if value is not None and not _ID.fullmatch(value):
+            raise ValueError(f"expected an id (letters, digits, '-', '_', '.', ':'; up to 128), got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+def _checked(clinics: list[Clinic], source: str) -> list[Clinic]:
+    if not clinics:
+        raise BadInput(f"{source}: name at least one clinic")
+    if len(clinics) > MAX_CLINICS:
+        raise BadInput(f"{source}: at most {MAX_CLINICS} clinics per run, got {len(clinics)}")
+    seen: set[str] = set()
+    for clinic in clinics:
+        if clinic.account in seen:
+            raise BadInput(f"{source}: the account {clinic.account!r} is listed twice")
+        seen.add(clinic.account)
+    return clinics
+
+
+def parse_accounts(text: str) -> list[Clinic]:
+    """`--accounts a,b,c`: clinics with the settings' team, collection and time zone."""
+    try:
+        clinics = [Clinic(account=part.strip()) for part in text.split(",") if part.strip()]
+    except ValidationError as exc:
+        raise BadInput(f"--accounts: {_first_problem(exc)}") from None
+    return _checked(clinics, "--accounts")
+
+
+def load_fleet(path: Path) -> list[Clinic]:
+    """`--fleet FILE`: the clinics a TOML or JSON file names (bad input names the file and the field)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--fleet: cannot read {str(path)!r}: {exc.strerror}") from None
+    try:
+        data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(
+            f"--fleet: {str(path)!r} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"
+        ) from None
+    entries = data.get("clinics") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise BadInput(f"--fleet: {str(path)!r} needs a `clinics` list")
+    clinics: list[Clinic] = []
+    for index, entry in enumerate(entries):
+        try:
+            clinics.append(Clinic.model_validate(entry))
+        except ValidationError as exc:
+            raise BadInput(f"--fleet: clinics[{index}]: {_first_problem(exc)}") from None
+    return _checked(clinics, "--fleet")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+@dataclass
+class ClinicRun:
+    """One clinic's audit in the fleet: its result, or the error that stopped it, and its exit code."""
+
+    clinic: Clinic
+    result: AuditResult | None = None
+    error: str | None = None
+    exit_code: int = 0
+
+
+def clinic_settings(settings: Settings, clinic: Clinic) -> Settings:
+    """The settings of one clinic: its account, and its ids and time zone where the fleet names them."""
+    update: dict[str, Any] = {"truto_integrated_account_id": clinic.account}
+    if clinic.team_id:
+        update["coviu_team_id"] = clinic.team_id
+    if clinic.collection_id:
+        update["coviu_intake_collection_id"] = clinic.collection_id
+    if clinic.timezone:
+        update["timezone"] = clinic.timezone
+    if clinic.name:
+        update["coviu_clinic_name"] = clinic.name
+    return settings.model_copy(update=update)
+
+
+def clinic_thread(clinic: Clinic, args: AuditArgs, settings: Settings, now: Any) -> str:
+    """The clinic's audit thread: its account and every argument that changes its result (clinics may share team
+    ids, never a thread); the same fleet run resumes each clinic's interrupted audit."""
+    from agent.runs import audit_thread, audit_window
+
+    since, until = audit_window(settings, args, now)
+    arguments = {
+        "team_id": clinic.account,
+        "clinic": clinic.model_dump(),
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "overrun_threshold_minutes": args.overrun_threshold_minutes,
+    }
+    return audit_thread(arguments)
+
+
+def shared_sandbox_transport(clinics: list[Clinic]) -> Any:
+    """One embedded sandbox serving every clinic's account (each its own data and rate window)."""
+    from sandbox import SandboxConfig, SandboxTransport, create_sandbox
+
+    config = SandboxConfig.from_env()
+    config.accounts = [
+        *config.accounts,
+        *(c.account for c in clinics if c.account != config.integrated_account_id and c.account not in config.accounts),
+    ]
+    return SandboxTransport(create_sandbox(config))
+
+
+async def run_fleet(
+    settings: Settings,
+    clinics: list[Clinic],
+    args: AuditArgs,
+    *,
+    transport: Any = None,
+    clock: Any = None,
+) -> list[ClinicRun]:
+    """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
+    the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
+    from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM
+    from agent.services import build_services
+
+    if settings.uses_sandbox and transport is None:
+        transport = shared_sandbox_transport(clinics)
+
+    async def one(clinic: Clinic) -> ClinicRun:
+        own = clinic_settings(settings, clinic)
+        out_dir = args.out_dir / clinic.account
+        try:
+            services = await build_services(
+                own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
+            )
+            try:
+                thread = clinic_thread(clinic, args, own, services.clock.now())
+                result = await run_audit(
+                    own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
+                )
+            finally:
+                await services.toolbox.aclose()
+                if services.audit_store is not None:
+                    await services.audit_store.aclose()
+        except BadInput as exc:
+            return ClinicRun(clinic, error=str(exc), exit_code=EXIT_BAD_INPUT)
+        except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on
+            return ClinicRun(clinic, error=f"{type(exc).__name__}: {exc}", exit_code=EXIT_UPSTREAM)
+        return ClinicRun(clinic, result=result, exit_code=result.exit_code)
+
+    return list(await asyncio.gather(*(one(c) for c in clinics)))
+
+
+def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
+    """The fleet's JSON summary: per clinic its window, totals, completeness, exit code and report files."""
+    clinics: list[dict[str, Any]] = []
+    for run in runs:
+        report = run.result.report if run.result else None
+        clinics.append(
+            {
+                "account": run.clinic.account,
+                "name": run.clinic.name or (report or {}).get("clinic_name"),
+                "team_id": (report or {}).get("team_id"),
+                "window": (report or {}).get("window"),
+                "complete": bool(report and report.get("complete", True)),
+                "totals": (report or {}).get("totals"),
+                "exit_code": run.exit_code,
+                "error": run.error,
+                "reports": run.result.paths if run.result else {},
+            }
+        )
+    keys = ("sessions", "billable_minutes", "overruns", "missing_forms", "summary_unavailable")
+    fleet_totals = {k: sum(int((c["totals"] or {}).get(k) or 0) for c in clinics) for k in keys}
+    return {
+        "schema_version": 1,
+        "clinics": clinics,
+        "totals": {**fleet_totals, "clinics": len(clinics), "failed": sum(1 for c in clinics if c["exit_code"])},
+        "exit_code": max((c["exit_code"] for c in clinics), default=0),
+    }
+
+
+def fleet_markdown(summary: dict[str, Any]) -> str:
+    from graphs.report import _md as md_cell  # the report's one Markdown-cell neutraliser
+
+    lines = [
+        "# Fleet audit",
+        "",
+        f"{summary['totals']['clinics']} clinics, {summary['totals']['failed']} not done; "
+        f"{summary['totals']['sessions']} sessions, {summary['totals']['billable_minutes']} billable minutes.",
+        "",
+        "| Account | Clinic | Sessions | Billable min | Overruns | Missing forms | Could not check | Exit | Report |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in summary["clinics"]:
+        t = c["totals"] or {}
+        report = c["reports"].get("md") or md_cell(c["error"] or "")
+        lines.append(
+            f"| {md_cell(c['account'])} | {md_cell(c['name'] or '')} | {t.get('sessions', '')} | "
+            f"{t.get('billable_minutes', '')} | {t.get('overruns', '')} | {t.get('missing_forms', '')} | "
+            f"{t.get('summary_unavailable', '')} | {c['exit_code']} | {md_cell(report)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet_summary(runs: list[ClinicRun], out_dir: Path) -> dict[str, Path]:
+    """`fleet-<day>.json` and `.md` in the output directory (owner-only, like the reports)."""
+    import os
+
+    summary = fleet_summary(runs)
+    windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
+    label = min(windows) if windows else "unknown"
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = {"json": out_dir / f"fleet-{label}.json", "md": out_dir / f"fleet-{label}.md"}
+    for kind, text in (("json", json.dumps(summary, indent=2, sort_keys=True)), ("md", fleet_markdown(summary))):
+        fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return paths
