@@ -46,7 +46,6 @@ from tools.textsafety import REDACTED, Redactor
 from tools.toolbox import fetch_catalog
 
 # Each hole is marked strict xfail until the commit that fixes it removes the mark.
-HOLE_BARREN_PAGES = pytest.mark.xfail(strict=True, reason="pages with nothing new are followed to 10,000")
 HOLE_FUTURE_JOIN = pytest.mark.xfail(strict=True, reason="a join time in the future is a 0-minute wait")
 HOLE_URL_ENCODED_SECRET = pytest.mark.xfail(strict=True, reason="a URL-encoded secret is not redacted")
 
@@ -188,7 +187,6 @@ async def test_an_endless_429_storm_on_the_catalog_fetch_ends_by_the_budget() ->
 
 
 @pytest.mark.parametrize("rows", [[], [{"session_id": "s-1"}]], ids=["empty-pages", "same-page-again"])
-@HOLE_BARREN_PAGES
 async def test_pages_that_bring_nothing_new_stop_the_walk_early(rows: list[Any]) -> None:
     """Hole: pages with no new row but a fresh cursor each time were followed to the 10,000-page cap: 10,000
     requests (over half an hour at Truto's 50 per 10 s) before triage's queue check or the audit could fail."""

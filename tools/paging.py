@@ -2,8 +2,8 @@
 
 Every list (graphs, queue watch, CLI, assistant, recordings) goes through `PageWalk`: it demands a real list
 envelope (`result` or `results` holding a list), follows `next_cursor` to the end, stops with an upstream error on a
-repeated cursor or too many pages, and drops rows it has already seen (by the resource's id), so an overlapping page
-is never counted twice.
+repeated cursor, too many pages, or too many pages in a row with nothing new, and drops rows it has already seen (by
+the resource's id), so an overlapping page is never counted twice.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from typing import Any
 from tools.errors import CoviuAgentError, MalformedResponseError
 
 MAX_PAGES = 10_000  # a bound on any walk: 2 million rows at Truto's largest page
+# Pages in a row that offer a next cursor but bring no new row (empty, or only rows already seen): an upstream that
+# ignores the cursor, not a list; stopped long before MAX_PAGES (which would be 10,000 requests).
+MAX_BARREN_PAGES = 20
 
 # The field that identifies a row, per Coviu resource (Truto passes Coviu's records through).
 ROW_ID_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -96,6 +99,7 @@ class PageWalk:
         self.max_pages = max_pages
         self.pages_read = 0
         self.duplicates = 0
+        self.barren_pages = 0  # consecutive pages with a next cursor and no new row
         self.done = False
 
     def take(self, page: Any) -> list[Any]:
@@ -119,6 +123,12 @@ class PageWalk:
             raise PaginationError(f"{self.tool}: page cursor repeated by the upstream; stopped to avoid a loop")
         if len(self.seen_cursors) + 1 >= self.max_pages:
             raise PaginationError(f"{self.tool}: more than {self.max_pages} pages; stopped")
+        self.barren_pages = 0 if fresh else self.barren_pages + 1
+        if self.barren_pages >= MAX_BARREN_PAGES:
+            raise PaginationError(
+                f"{self.tool}: {self.barren_pages} pages in a row brought no new row but another cursor; "
+                "stopped (the upstream does not seem to page)"
+            )
         self.seen_cursors.append(next_cursor)
         self._seen_cursor_set.add(next_cursor)
         self.cursor = next_cursor
