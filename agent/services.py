@@ -107,12 +107,12 @@ def _rate_store(settings: Settings, account: TrutoAccount, clock: Clock) -> Rate
 def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> TrutoAccount:
     """The one place that picks the embedded sandbox (no TRUTO_API_KEY) or the real Truto account."""
     if settings.uses_sandbox:
-        from sandbox import DEMO_ACCOUNT_ID, SandboxConfig, SandboxTransport, create_sandbox
+        from sandbox import DEMO_ACCOUNT_ID, SandboxTransport, config_from_env, create_sandbox
 
         # TRUTO_INTEGRATED_ACCOUNT_ID without a key names one of the sandbox's clinics (a fleet shares one sandbox)
         account_id = settings.truto_integrated_account_id or DEMO_ACCOUNT_ID
         if transport is None:
-            config = SandboxConfig.from_env()
+            config = config_from_env()
             if account_id != config.integrated_account_id and account_id not in config.accounts:
                 config.accounts = [*config.accounts, account_id]
             transport = SandboxTransport(create_sandbox(config))

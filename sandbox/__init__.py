@@ -14,6 +14,7 @@ from sandbox.ids import (
     DEMO_TEAM_ID,
     DEMO_WAITING_QUEUE_ID,
 )
+from sandbox.profiles import config_from_env
 from sandbox.server import build_server, serve_sandbox
 from sandbox.transport import SandboxTransport
 
@@ -32,6 +33,7 @@ __all__ = [
     "SandboxTransport",
     "SystemClock",
     "build_server",
+    "config_from_env",
     "create_sandbox",
     "serve_sandbox",
 ]

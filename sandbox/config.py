@@ -1,14 +1,11 @@
 """Settings of the simulated Truto account and the faults it injects.
 
-`SandboxConfig.from_env()` reads the profile (`COVIU_SANDBOX_PROFILE`, `COVIU_SANDBOX_SEED`: sandbox/profiles.py),
-then `COVIU_SANDBOX_CONFIG` and `COVIU_SANDBOX_FAULTS` (JSON objects).
+`sandbox.profiles.config_from_env()` builds one from the environment: the profile (`COVIU_SANDBOX_PROFILE`,
+`COVIU_SANDBOX_SEED`), then `COVIU_SANDBOX_CONFIG` and `COVIU_SANDBOX_FAULTS` (JSON objects).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,22 +71,3 @@ class SandboxConfig(BaseModel):
     submission_layout: Literal["full", "sparse"] = "full"  # sparse: null fields left out, keys in another order
     remote_error_message: Literal["message", "raw_response"] = "message"  # raw_response: `message` is empty
     faults: FaultConfig = Field(default_factory=FaultConfig)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
-        """The profile's settings (`COVIU_SANDBOX_PROFILE`, `COVIU_SANDBOX_SEED`; default: `default`),
-        overridden field by field by `COVIU_SANDBOX_CONFIG`, then `COVIU_SANDBOX_FAULTS` when set."""
-        from sandbox.profiles import profile_from_env  # here: sandbox.profiles imports this module
-
-        env = os.environ if environ is None else environ
-        config = profile_from_env(env).config
-        raw_config = env.get("COVIU_SANDBOX_CONFIG", "").strip()
-        if raw_config:
-            overrides = json.loads(raw_config)
-            if not isinstance(overrides, dict):
-                raise ValueError("COVIU_SANDBOX_CONFIG: expected a JSON object")
-            config = cls.model_validate({**config.model_dump(), **overrides})
-        raw_faults = env.get("COVIU_SANDBOX_FAULTS", "").strip()
-        if raw_faults:
-            config.faults = FaultConfig.model_validate(json.loads(raw_faults))
-        return config

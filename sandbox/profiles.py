@@ -14,13 +14,14 @@ Environment: `COVIU_SANDBOX_PROFILE=default|variant|random`, `COVIU_SANDBOX_SEED
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sandbox.config import SandboxConfig
+from sandbox.config import FaultConfig, SandboxConfig
 
 ProfileName = Literal["default", "variant", "random"]
 PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
@@ -123,6 +124,24 @@ def profile_from_env(env: Mapping[str, str]) -> Profile:
     return build_profile(name, seed)
 
 
+def config_from_env(environ: Mapping[str, str] | None = None) -> SandboxConfig:
+    """The sandbox's settings from the environment: the profile's (`COVIU_SANDBOX_PROFILE`, `COVIU_SANDBOX_SEED`;
+    default: `default`), overridden field by field by `COVIU_SANDBOX_CONFIG`, then `COVIU_SANDBOX_FAULTS` when set
+    (JSON objects)."""
+    env = os.environ if environ is None else environ
+    config = profile_from_env(env).config
+    raw_config = env.get("COVIU_SANDBOX_CONFIG", "").strip()
+    if raw_config:
+        overrides = json.loads(raw_config)
+        if not isinstance(overrides, dict):
+            raise ValueError("COVIU_SANDBOX_CONFIG: expected a JSON object")
+        config = SandboxConfig.model_validate({**config.model_dump(), **overrides})
+    raw_faults = env.get("COVIU_SANDBOX_FAULTS", "").strip()
+    if raw_faults:
+        config.faults = FaultConfig.model_validate(json.loads(raw_faults))
+    return config
+
+
 def parse_seeds(spec: str) -> list[int]:
     """`1-50`, `3,7,9` or a mix (`1-3,10`): the seeds of a soak run (`COVIU_TEST_PROFILE_SEEDS`)."""
     seeds: list[int] = []
@@ -158,4 +177,4 @@ def serve_config(
     described = profile.label
     if profile.seed is not None:
         described += f" (replay: --profile {profile.name} --seed {profile.seed})"
-    return SandboxConfig.from_env(env), described
+    return config_from_env(env), described

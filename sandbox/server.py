@@ -12,6 +12,7 @@ import uvicorn
 from sandbox.app import Sandbox, create_sandbox
 from sandbox.config import SandboxConfig
 from sandbox.faults import ConnectionDropped
+from sandbox.profiles import config_from_env
 
 
 class _HideDroppedConnections(logging.Filter):
@@ -50,5 +51,5 @@ def serve_sandbox(
     sandbox: Sandbox | None = None,
 ) -> None:
     """Serve a sandbox over HTTP until interrupted (blocking). Without a config, reads it from the environment."""
-    app = sandbox or create_sandbox(config or SandboxConfig.from_env())
+    app = sandbox or create_sandbox(config or config_from_env())
     build_server(app, host, port).run()

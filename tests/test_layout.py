@@ -23,11 +23,6 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 
 
-# Known and not yet broken: `SandboxConfig.from_env` (sandbox/config.py) reads the profile from sandbox/profiles.py,
-# which builds `SandboxConfig`s. Breaking it moves `from_env` to profiles (its callers include tests of sandbox/).
-KNOWN_CYCLES = [["sandbox.config", "sandbox.profiles"]]
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -141,7 +136,7 @@ def test_the_checker_finds_a_cycle_and_a_function_level_import(tmp_path: Path) -
 def test_no_import_cycles() -> None:
     cycles = strongly_connected(import_graph(runtime_only=True))
     listed = "\n".join(" <-> ".join(c) for c in cycles)
-    assert sorted(cycles) == KNOWN_CYCLES, f"import cycles (move the shared names down a layer):\n{listed}"
+    assert cycles == [], f"import cycles (move the shared names down a layer):\n{listed}"
 
 
 def test_imports_run_down_the_layers() -> None:

@@ -20,6 +20,7 @@ from sandbox.profiles import (
     VARIANT,
     ProfileError,
     build_profile,
+    config_from_env,
     parse_label,
     parse_seeds,
     profile_from_env,
@@ -203,10 +204,10 @@ def test_random_profiles_replay_by_seed_and_cover_every_alternative() -> None:
 
 
 def test_profiles_from_the_environment_and_bad_input() -> None:
-    assert SandboxConfig.from_env({}) == SandboxConfig()
-    variant = SandboxConfig.from_env({"COVIU_SANDBOX_PROFILE": "variant", "COVIU_SANDBOX_CONFIG": '{"rate_limit": 7}'})
+    assert config_from_env({}) == SandboxConfig()
+    variant = config_from_env({"COVIU_SANDBOX_PROFILE": "variant", "COVIU_SANDBOX_CONFIG": '{"rate_limit": 7}'})
     assert variant == build_profile("variant", rate_limit=7).config
-    seeded = SandboxConfig.from_env({"COVIU_SANDBOX_PROFILE": "random", "COVIU_SANDBOX_SEED": "3"})
+    seeded = config_from_env({"COVIU_SANDBOX_PROFILE": "random", "COVIU_SANDBOX_SEED": "3"})
     assert seeded == build_profile("random", 3).config
     assert profile_from_env({"COVIU_SANDBOX_PROFILE": "random", "COVIU_SANDBOX_SEED": "3"}).label == "random-3"
     with pytest.raises(ProfileError, match="unknown sandbox profile 'odd'"):

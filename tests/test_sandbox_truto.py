@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, FaultConfig, SandboxConfig, create_sandbox
+from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, FaultConfig, SandboxConfig, config_from_env, create_sandbox
 from sandbox.querystring import parse_query
 from sandbox.testing import FakeClock, sandbox_client
 
@@ -239,7 +239,7 @@ async def test_set_faults_replaces_faults_at_run_time() -> None:
 
 
 def test_config_from_env() -> None:
-    config = SandboxConfig.from_env(
+    config = config_from_env(
         {
             "COVIU_SANDBOX_CONFIG": '{"tools_envelope": "results", "rate_limit": 5}',
             "COVIU_SANDBOX_FAULTS": '{"seed": 3, "drop": 0.5}',
@@ -247,9 +247,9 @@ def test_config_from_env() -> None:
     )
     assert config.tools_envelope == "results" and config.rate_limit == 5
     assert config.faults.seed == 3 and config.faults.drop == 0.5
-    assert SandboxConfig.from_env({}) == SandboxConfig()
+    assert config_from_env({}) == SandboxConfig()
     with pytest.raises(ValueError):
-        SandboxConfig.from_env({"COVIU_SANDBOX_FAULTS": '{"dorp": 1}'})
+        config_from_env({"COVIU_SANDBOX_FAULTS": '{"dorp": 1}'})
 
 
 async def test_unknown_route_is_truto_404() -> None:
