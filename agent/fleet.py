@@ -155,9 +155,9 @@ def clinic_thread(clinic: Clinic, args: AuditArgs, settings: Settings, now: Any)
 
 def shared_sandbox_transport(clinics: list[Clinic]) -> Any:
     """One embedded sandbox serving every clinic's account (each its own data and rate window)."""
-    from sandbox import SandboxConfig, SandboxTransport, create_sandbox
+    from sandbox import SandboxTransport, config_from_env, create_sandbox
 
-    config = SandboxConfig.from_env()
+    config = config_from_env()
     config.accounts = [
         *config.accounts,
         *(c.account for c in clinics if c.account != config.integrated_account_id and c.account not in config.accounts),
