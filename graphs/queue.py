@@ -6,7 +6,7 @@ A call is waiting when it has no `answeredAt`, `leftQueueAt` or `finishedAt`; wa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
@@ -14,6 +14,8 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (g
 from tools.timeparse import is_plausible, parse_time
 
 DONE_FIELDS = ("answeredAt", "leftQueueAt", "finishedAt")
+# A join time later than now by more than clock skew is not a wait (e.g. naive local times read as UTC east of UTC).
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class LongWait(TypedDict):
@@ -36,7 +38,8 @@ def summarize_queue(calls: Iterable[Any], now: datetime, threshold_minutes: floa
     """Count waiting calls, the longest wait, and every call waiting longer than the threshold.
 
     `joinedAt` is read in any form (ISO, RFC-1123, epoch seconds or ms; no zone = UTC). A waiting call whose join
-    time cannot be read is listed in `unknown_wait` and alerted on, never taken as a short wait.
+    time cannot be read, or lies in the future, is listed in `unknown_wait` and alerted on, never taken as a short
+    wait.
     """
     waiting = 0
     longest = 0.0
@@ -48,7 +51,7 @@ def summarize_queue(calls: Iterable[Any], now: datetime, threshold_minutes: floa
         waiting += 1
         call_id = str(call.get("callId") or call.get("call_id") or call.get("id") or "?")
         joined = parse_time(call.get("joinedAt"))
-        if joined is None or not is_plausible(joined):
+        if joined is None or not is_plausible(joined) or joined > now + FUTURE_SKEW:
             unknown.append(call_id)
             continue
         minutes = round(max(0.0, (now - joined).total_seconds() / 60), 1)
