@@ -237,7 +237,9 @@ def test_plain_http_token_to_a_remote_host_is_bad_input() -> None:
     assert Settings(**base, TRUTO_BASE_URL="http://127.0.0.1:8765")  # type: ignore[call-arg]
     assert Settings(**base, TRUTO_BASE_URL="http://truto.example.com", TRUTO_ALLOW_INSECURE="1")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="TRUTO_MCP_URL"):
-        Settings(_env_file=None, TRUTO_MCP_URL="http://mcp.example.com/mcp/abcdefghijkl")  # type: ignore[call-arg]
+        Settings(**base, TRUTO_MCP_URL="http://mcp.example.com/mcp/abcdefghijkl")  # type: ignore[call-arg]
+    # without a Truto key only the embedded sandbox's MCP URL is accepted (agent.services), never sent on the wire
+    assert Settings(_env_file=None, TRUTO_MCP_URL="http://sandbox.local/mcp/sandbox-mcp-demo")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="OPENAI_BASE_URL"):
         Settings(_env_file=None, OPENAI_API_KEY="sk-x", OPENAI_BASE_URL="http://llm.example.com/v1")  # type: ignore[call-arg]
     assert Settings(_env_file=None, OPENAI_API_KEY="sk-x", OPENAI_BASE_URL="http://127.0.0.1:11434/v1")  # type: ignore[call-arg]
