@@ -176,7 +176,7 @@ async def run_fleet(
     """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
     the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
     from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM
-    from agent.services import build_services
+    from agent.services import open_services
 
     if settings.uses_sandbox and transport is None:
         transport = shared_sandbox_transport(clinics)
@@ -185,18 +185,13 @@ async def run_fleet(
         own = clinic_settings(settings, clinic)
         out_dir = args.out_dir / clinic.account
         try:
-            services = await build_services(
+            async with open_services(
                 own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
-            )
-            try:
+            ) as services:
                 thread = clinic_thread(clinic, args, own, services.clock.now())
                 result = await run_audit(
                     own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
                 )
-            finally:
-                await services.toolbox.aclose()
-                if services.audit_store is not None:
-                    await services.audit_store.aclose()
         except BadInput as exc:
             return ClinicRun(clinic, error=str(exc), exit_code=EXIT_BAD_INPUT)
         except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on

@@ -238,6 +238,7 @@ class AuditResult:
     thread_id: str
     resumed: bool
     state: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)  # this run's, not the day's: e.g. rate_limit_waits
 
     @property
     def report(self) -> dict[str, Any] | None:
@@ -351,7 +352,7 @@ async def run_audit(
         graph = compile_audit(saver)
         context = Context(team_id=args.team_id, collection_id=args.collection_id, services=svc)
         state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
-        result = AuditResult(thread, resumed, state)
+        result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
         if result.paths:
             await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result

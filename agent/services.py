@@ -131,18 +131,32 @@ def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None
 async def open_services(
     settings: Settings,
     *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
     report_dir: Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     recordings_dir: Path | None = None,
+    announce_sandbox: bool = True,
 ) -> AsyncIterator[Services]:
-    """The process's services (`build_services`) for the length of a block; the tool layer is closed after it."""
+    """The process's services (`build_services`) for the length of a block; the tool layer and the audit store
+    are closed after it."""
     services = await build_services(
-        settings, report_dir=report_dir, on_progress=on_progress, recordings_dir=recordings_dir
+        settings,
+        transport=transport,
+        clock=clock,
+        report_dir=report_dir,
+        on_progress=on_progress,
+        recordings_dir=recordings_dir,
+        announce_sandbox=announce_sandbox,
     )
     try:
         yield services
     finally:
-        await services.toolbox.aclose()
+        try:
+            await services.toolbox.aclose()
+        finally:
+            if services.audit_store is not None:
+                await services.audit_store.aclose()
 
 
 def clinic_ids(settings: Settings) -> tuple[str | None, str | None, str | None]:

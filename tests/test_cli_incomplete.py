@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.cli import audit_thread
+from agent.runs import audit_thread
 from sandbox import create_sandbox
 from tests.e2e import cli_env, run_cli, serve
 

@@ -74,6 +74,7 @@ async def test_audit_run_writes_where_asked_reports_progress_and_drops_its_threa
     assert result.thread_id.startswith("audit:")
     assert not [c async for c in saver.alist({"configurable": {"thread_id": result.thread_id}})]
     assert services.report_dir != out  # the caller's services are not changed
+    assert result.figures == {"rate_limit_waits": {"count": 0, "seconds": 0}}  # this run's, for `audit --json`
 
 
 def test_a_bug_is_not_bad_input():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from agent.cli.assistant import ask
-from agent.cli.audit import audit, audit_thread
+from agent.cli.audit import audit
 from agent.cli.common import emit_json, fail
 from agent.cli.mcp import mcp_app
 from agent.cli.queue import queue_app
@@ -65,7 +65,7 @@ app.add_typer(mcp_app, name="mcp")
 app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
 
-__all__ = ["app", "audit_thread", "emit_json", "fail", "main"]
+__all__ = ["app", "emit_json", "fail", "main"]
 
 
 def main() -> None:

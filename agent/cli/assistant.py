@@ -17,8 +17,8 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async
-from agent.errors import BadInput
+from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.runs import NO_LLM, AskOutcome, Decide, run_ask
 
 MAX_REQUEST_CHARS = 4000

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from agent.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_INCOMPLETE,
-    EXIT_UPSTREAM,
-    check_id,
-    emit_json,
-    err,
-    fail,
-    load_settings,
-    open_services,
-    out,
-    run_async,
-)
-from agent.errors import BadInput
+from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async, say
+from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
+from agent.runs import AuditArgs, audit_window, run_audit
 
 
 def audit(
@@ -57,123 +46,66 @@ def audit(
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     if accounts is not None or fleet is not None:
-        from agent.runs import AuditArgs
-
-        args = AuditArgs(
+        fleet_args = AuditArgs(
             day=day, since=since, until=until, overrun_threshold_minutes=overrun_threshold_minutes, refresh=refresh
         )
         audit_fleet(
-            settings, args, accounts, fleet, out_dir, as_json=as_json, other=(team_id, collection_id, thread_id)
+            settings, fleet_args, accounts, fleet, out_dir, as_json=as_json, other=(team_id, collection_id, thread_id)
         )
         return
+    args = AuditArgs(
+        day=day,
+        since=since,
+        until=until,
+        team_id=team_id,
+        collection_id=collection_id,
+        overrun_threshold_minutes=overrun_threshold_minutes,
+        out_dir=Path(out_dir),
+        thread_id=thread_id,
+        refresh=refresh,
+    )
     try:
-        from graphs.audit import WindowError, resolve_window
-        from tools.clock import SystemClock
-
         if not 0 <= overrun_threshold_minutes <= 1440:
             raise BadInput(f"--overrun-threshold-minutes: expected 0 to 1440, got {overrun_threshold_minutes}")
         check_id("--team-id", team_id)
         check_id("--collection-id", collection_id)
         check_id("--thread-id", thread_id)
         check_report_dir(out_dir)
-        try:
-            w_since, w_until, _ = resolve_window(settings.zone, SystemClock().now(), day=day, since=since, until=until)
-        except WindowError as exc:
-            raise BadInput(str(exc)) from None
+        from tools.clock import SystemClock
+
+        audit_window(settings, args, SystemClock().now())  # a bad window is named before any request
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
-    async def body() -> dict[str, Any]:
-        from pathlib import Path
+    from agent.cli.progress import AuditProgress
 
-        from langchain_core.runnables import RunnableConfig
-
-        from agent.checkpoint import open_checkpointer
-        from agent.cli.progress import AuditProgress
-        from graphs.audit import compile_audit
-        from graphs.context import Context
-
-        services = await open_services(settings)
-        services.report_dir = Path(out_dir)
-        team = team_id or services.team_id
-        # a bar with ETA at a terminal (log lines above it); under cron, INFO lines every 10% or 30 s
-        progress = AuditProgress(err)
-        services.on_progress = progress
-        collection = collection_id or services.collection_id
-        # Every argument that changes the result is in the thread id: a resume never mixes two runs' flags.
-        arguments = {
-            "team_id": team,
-            "collection_id": collection,
-            "since": w_since.isoformat(),
-            "until": w_until.isoformat(),
-            "overrun_threshold_minutes": overrun_threshold_minutes,
-        }
-        thread = thread_id or audit_thread(arguments)
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread},
-            "recursion_limit": 10_000,
-            "max_concurrency": 4,
-        }
-        context = Context(team_id=team_id, collection_id=collection_id, services=services)
-        try:
-            async with open_checkpointer(settings.state) as saver:
-                graph = compile_audit(saver)
-                snapshot = await graph.aget_state(config)
-                if snapshot.next:
-                    check_resumable(thread, snapshot.values, arguments)
-                with progress:
-                    if snapshot.next:
-                        err.print(f"resuming audit thread {thread}", highlight=False)
-                        state = await graph.ainvoke(None, config, context=context, durability="sync")
-                    else:
-                        inputs: dict[str, Any] = {"overrun_threshold_minutes": overrun_threshold_minutes}
-                        if day:
-                            inputs["date"] = day
-                        if since and until:
-                            inputs["since"], inputs["until"] = since, until
-                        if team_id:
-                            inputs["team_id"] = team_id
-                        if collection_id:
-                            inputs["collection_id"] = collection_id
-                        if refresh:
-                            inputs["refresh"] = True
-                        state = await graph.ainvoke(inputs, config, context=context, durability="sync")  # type: ignore[call-overload]
-                if state.get("report_paths"):
-                    # the report is written: drop the thread's checkpoints (they hold patient data)
-                    await saver.adelete_thread(thread)
-        finally:
-            await services.toolbox.aclose()
-            if services.audit_store is not None:
-                await services.audit_store.aclose()
-            waits = services.toolbox.rate_limit_waits
-        return {**state, "figures": {"rate_limit_waits": waits}}
-
-    state = run_async(body, as_json=as_json)
-    report, paths = state.get("report"), state.get("report_paths") or {}
-    if not report or not paths:
+    # a bar with ETA at a terminal (log lines above it); under cron, INFO lines every 10% or 30 s
+    progress = AuditProgress(err)
+    with progress:
+        result = run_async(lambda: run_audit(settings, args, on_progress=progress, on_event=say), as_json=as_json)
+    report, paths = result.report, result.paths
+    if report is None or not paths:
         fail(EXIT_UPSTREAM, "the audit did not produce a report", as_json=as_json)
-    incomplete = not report.get("complete", True)
     if as_json:
         # the report as written, plus this run's figures (not in the file: they describe the run, not the day)
-        emit_json({**report, "figures": state.get("figures")})
-        if incomplete:
-            raise typer.Exit(EXIT_INCOMPLETE)
+        emit_json({**report, "figures": result.figures})
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
         return
     from graphs.report import summary_line
 
-    t = report["totals"]
     out.print(summary_line(report), highlight=False)
     for kind in ("md", "json", "html"):
         if kind in paths:
             out.print(f"report ({kind}): {paths[kind]}", highlight=False)
-    if incomplete:
+    if not result.complete:
         err.print(
-            f"audit incomplete: {t.get('summary_unavailable', 0)} sessions could not be checked "
+            f"audit incomplete: {report['totals'].get('summary_unavailable', 0)} sessions could not be checked "
             "(see 'Could not be checked' in the report); exit 5",
             highlight=False,
             markup=False,
         )
-        raise typer.Exit(EXIT_INCOMPLETE)
+        raise typer.Exit(result.exit_code)
 
 
 def audit_fleet(
@@ -189,7 +121,6 @@ def audit_fleet(
     """`--accounts`/`--fleet`: every clinic's audit at once, one report each plus the fleet summary; the exit code
     is the worst clinic's."""
     import dataclasses
-    from pathlib import Path
 
     from agent.fleet import load_fleet, parse_accounts, run_fleet, write_fleet_summary
 
@@ -229,35 +160,8 @@ def audit_fleet(
 
 def check_report_dir(out_dir: str) -> None:
     """`--out` must name a directory (existing or to be made), checked before any request is sent."""
-    from pathlib import Path
-
     if not out_dir.strip():
         raise BadInput("--out: expected a directory for the report files, got an empty value")
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise BadInput(f"--out: expected a directory, but {out_dir!r} is a file")
-
-
-def audit_thread(arguments: dict[str, Any]) -> str:
-    """The default audit thread: the same arguments resume an interrupted run; other arguments start afresh."""
-    import hashlib
-
-    key = json.dumps(arguments, sort_keys=True)
-    return f"audit:{arguments['team_id']}:{arguments['since'][:10]}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-def check_resumable(thread: str, values: dict[str, Any], arguments: dict[str, Any]) -> None:
-    """Refuse to resume a thread that was started with other arguments (exit 2, with a hint)."""
-    stored = {
-        "team_id": values.get("team_id"),
-        "collection_id": values.get("collection_id"),
-        "since": (values.get("window") or {}).get("since"),
-        "until": (values.get("window") or {}).get("until"),
-        "overrun_threshold_minutes": values.get("overrun_threshold_minutes"),
-    }
-    differing = sorted(k for k, v in stored.items() if v is not None and v != arguments[k])
-    if differing:
-        raise BadInput(
-            f"--thread-id: thread {thread} was started with other arguments ({', '.join(differing)}); "
-            "rerun with the same arguments to resume it, or drop --thread-id to start a new audit"
-        )

@@ -1,4 +1,4 @@
-"""What every command shares: the consoles, exit codes, `fail`, `emit_json`, settings loading, id checks and
+"""What every command shares: the consoles, `fail`, `emit_json`, settings loading, id checks and
 `run_async` (the app's errors → exit codes). Command modules import this; it imports no command module.
 """
 
@@ -13,22 +13,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
+from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 from agent.redact import SafeConsole, styled
 
 if TYPE_CHECKING:
     from agent.settings import Settings
-    from graphs.context import Services
 
 T = TypeVar("T")
-
-__all__ = [
-    "EXIT_APPROVAL",
-    "EXIT_BAD_INPUT",
-    "EXIT_INCOMPLETE",
-    "EXIT_OK",
-    "EXIT_UPSTREAM",
-]  # agent.errors's, for commands
 
 # Strings printed through these are text, never markup; secrets redacted, control/bidi characters escaped.
 out = SafeConsole(soft_wrap=True)
@@ -109,11 +100,3 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
-
-
-async def open_services(settings: Settings) -> Services:
-    """Left for `coviu-agent audit` until it calls `agent.runs.run_audit`; every other command runs through
-    `agent.runs`, which opens the services with `agent.services.open_services`."""
-    from agent.services import build_services
-
-    return await build_services(settings)

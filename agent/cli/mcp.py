@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, err, fail, load_settings, out, run_async
-from agent.errors import BadInput
+from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.errors import EXIT_BAD_INPUT, BadInput
 
 if TYPE_CHECKING:
     from agent.services import TrutoAccount

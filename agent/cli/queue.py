@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, check_id, emit_json, fail, load_settings, out, run_async
-from agent.errors import BadInput
+from agent.cli.common import check_id, emit_json, fail, load_settings, out, run_async
+from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.redact import styled
 from agent.runs import QueueCheck, QueueWatchArgs, run_queue_watch
 

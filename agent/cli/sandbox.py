@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, err, fail
+from agent.cli.common import err, fail
+from agent.errors import EXIT_BAD_INPUT
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu simulator.")
 

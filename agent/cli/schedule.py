@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, check_id, emit_json, fail, load_settings, out
-from agent.errors import BadInput
+from agent.cli.common import check_id, emit_json, fail, load_settings, out
+from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Nightly audits as LangGraph Server crons.")
 
