@@ -230,7 +230,7 @@ def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
 
 
 def fleet_markdown(summary: dict[str, Any]) -> str:
-    from graphs.report import _md as md_cell  # the report's one Markdown-cell neutraliser
+    from reporting.audit_report import _md as md_cell  # the report's one Markdown-cell neutraliser
 
     lines = [
         "# Fleet audit",

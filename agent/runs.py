@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list th
 
     from agent.settings import Settings
     from graphs.context import Context, Services
-    from tools.recordings import RecordingsReport, Transcriber
+    from workers.recordings import RecordingsReport, Transcriber
 
 Event = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -673,7 +673,7 @@ async def run_recordings(
     on_event: Event | None = None,
 ) -> RecordingsRun:
     """Find and fetch (or, without `download_dir`, only list) the recordings; tests inject `services`."""
-    from tools.recordings import OpenAITranscriber, RecordingsWorker
+    from workers.recordings import OpenAITranscriber, RecordingsWorker
 
     def say(message: str) -> None:
         if on_event is not None:

@@ -215,6 +215,6 @@ def _download_index(recordings_dir: Path | None) -> BinaryLocator | None:
     """Binary tools report where `coviu-agent recordings` put a file, when given its directory."""
     if recordings_dir is None:
         return None
-    from tools.recordings import DownloadIndex
+    from workers.recordings import DownloadIndex
 
     return DownloadIndex(recordings_dir)

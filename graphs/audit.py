@@ -747,7 +747,7 @@ async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, A
 
 async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Render Markdown, JSON and HTML; with an LLM, add one narrative paragraph from the totals only."""
-    from graphs.report import write_reports
+    from reporting.audit_report import write_reports
 
     services = await resolve_services(runtime.context)
     report = state["report"]

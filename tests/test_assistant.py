@@ -35,7 +35,7 @@ from sandbox.store import DemoData
 from tests.fakes import ScriptedChatModel
 from tools.clock import FakeClock
 from tools.executor import MODEL_RESULT_CAP
-from tools.recordings import DownloadIndex, RecordingsWorker
+from workers.recordings import DownloadIndex, RecordingsWorker
 
 UNIQUE_ENTRY = "session;enforce-participant-uniqueness"
 Script = Callable[[list[BaseMessage], list[str]], AIMessage]

@@ -1,8 +1,8 @@
 """The import layout: no import cycle among the project's modules, and imports only run down the layers.
 
-Layers (docs/architecture.md): agent → graphs → tools; prompts is read by graphs; sandbox is the simulator and
-imports none of the product. Every import counts, including those inside functions; imports under
-`if TYPE_CHECKING:` run never, so they count for the layers but not for cycles.
+Layers (docs/architecture.md): agent → graphs → reporting → tools, agent → workers → tools; prompts is read by
+graphs; sandbox is the simulator and imports none of the product. Every import counts, including those inside
+functions; imports under `if TYPE_CHECKING:` run never, so they count for the layers but not for cycles.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agent", "tools", "graphs", "prompts", "sandbox")
+PACKAGES = ("agent", "tools", "graphs", "reporting", "workers", "prompts", "sandbox")
 
 # package -> packages it must never import
 FORBIDDEN: dict[str, set[str]] = {
-    "tools": {"agent", "graphs", "sandbox"},
-    "graphs": {"agent", "sandbox"},
-    "prompts": {"agent", "graphs", "tools", "sandbox"},
-    "sandbox": {"agent", "graphs", "tools"},
+    "tools": {"agent", "graphs", "reporting", "workers", "sandbox"},
+    "graphs": {"agent", "workers", "sandbox"},
+    "reporting": {"agent", "graphs", "workers", "sandbox"},
+    "workers": {"agent", "graphs", "reporting", "sandbox"},
+    "prompts": {"agent", "graphs", "tools", "reporting", "workers", "sandbox"},
+    "sandbox": {"agent", "graphs", "tools", "reporting", "workers"},
 }
 
 

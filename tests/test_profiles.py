@@ -32,7 +32,7 @@ from sandbox.timefmt import parse_time
 IA = {"integrated_account_id": "sandbox"}
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT_DIRS = ("agent", "tools", "graphs")
+PRODUCT_DIRS = ("agent", "tools", "graphs", "reporting", "workers")
 
 
 def sandboxes(**overrides: Any) -> tuple[Any, Any]:

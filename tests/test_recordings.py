@@ -27,7 +27,8 @@ from sandbox.media import webm_bytes
 from sandbox.store import DemoData
 from tools.clock import FakeClock
 from tools.ratelimit import RateLimitGovernor
-from tools.recordings import (
+from tools.toolbox import Toolbox, open_toolbox
+from workers.recordings import (
     AUDIO_GET,
     FILE_GET,
     MANIFEST_NAME,
@@ -36,7 +37,6 @@ from tools.recordings import (
     RecordingsWorker,
     safe_name,
 )
-from tools.toolbox import Toolbox, open_toolbox
 
 
 def demo(sandbox: Sandbox) -> DemoData:

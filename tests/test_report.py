@@ -1,4 +1,4 @@
-"""Tests for graphs.report: the audit report as Markdown, HTML (inline pygal chart) and JSON files."""
+"""Tests for reporting.audit_report: the audit report as Markdown, HTML (inline pygal chart) and JSON files."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from graphs import report as report_module
-from graphs.report import (
+from reporting import audit_report as report_module
+from reporting.audit_report import (
     REPORT_KEYS,
     SESSION_KEYS,
     TOTALS_KEYS,
@@ -362,7 +362,7 @@ def test_minutes_have_one_precision_everywhere(sample: dict[str, Any]) -> None:
 
 
 def test_summary_line_counts_in_words() -> None:
-    from graphs.report import summary_line
+    from reporting.audit_report import summary_line
 
     one = make_report([session(0, over=25.0, submissions=[], flags=["missing_form", "overrun"])])
     line = summary_line(one)

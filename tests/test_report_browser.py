@@ -32,7 +32,7 @@ import pytest
 import websockets
 
 from graphs.context import Services
-from graphs.report import write_reports
+from reporting.audit_report import write_reports
 from sandbox import Sandbox
 from tests.conftest import make_services
 from tests.test_audit import run_audit

@@ -28,8 +28,8 @@ from graphs.context import Services
 from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, Sandbox
 from tests.fakes import ScriptedChatModel
 from tests.test_assistant import Chat, call, demo, offline_settings, request_of, results
-from tools.recordings import MANIFEST_NAME, RecordingsWorker
 from tools.textsafety import REDACTOR, register_secrets, safe_line, safe_text
+from workers.recordings import MANIFEST_NAME, RecordingsWorker
 
 SECRET = "truto-secret-TOKEN-7f3a9c"
 KEY = "sk-fake-openai-KEY-5b2e8d"

@@ -92,7 +92,7 @@ def audit(
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
-    from graphs.report import summary_line
+    from reporting.audit_report import summary_line
 
     out.print(summary_line(report), highlight=False)
     for kind in ("md", "json", "html"):
