@@ -45,10 +45,6 @@ from tools.ratelimit import RateLimitGovernor
 from tools.textsafety import REDACTED, Redactor
 from tools.toolbox import fetch_catalog
 
-# Each hole is marked strict xfail until the commit that fixes it removes the mark.
-HOLE_URL_ENCODED_SECRET = pytest.mark.xfail(strict=True, reason="a URL-encoded secret is not redacted")
-
-
 # --- a 2xx that carries an error, with more keys than the bare error object -----------------------------------------
 
 TRUTO_ERROR_BODY = {
@@ -241,7 +237,6 @@ def test_a_join_time_hours_in_the_future_is_an_unknown_wait_not_zero() -> None:
     ids=["mcp-url", "token-with-reserved-chars"],
 )
 @pytest.mark.parametrize("encode", [lambda s: quote(s, safe=""), quote_plus], ids=["quote", "quote-plus"])
-@HOLE_URL_ENCODED_SECRET
 def test_a_secret_echoed_url_encoded_is_redacted(secret: str, encode: Any) -> None:
     """Hole: an upstream that echoes a configured secret URL-encoded (an MCP URL in a `redirect_uri=` or `url=`
     parameter of an error message) printed it whole: neither the secret's text nor the `/mcp/` pattern matched."""

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4
@@ -31,7 +32,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\1\2{REDACTED}",
     ),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
-    (re.compile(r"(/mcp/)[A-Za-z0-9._~%-]{8,}"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)(/mcp/|%2Fmcp%2F)[A-Za-z0-9._~%-]{8,}"), rf"\1{REDACTED}"),
 )
 
 # C0 (minus \t \n), DEL, C1, and the bidi controls: LRM/RLM, embeddings/overrides, isolates.
@@ -85,13 +86,14 @@ class Redactor:
         return self._secrets
 
     def register(self, values: Iterable[str | None]) -> None:
-        """Add secret values (longest first, so a URL is replaced before the token inside it)."""
+        """Add secret values (longest first, so a URL is replaced before the token inside it), and the forms an
+        upstream may echo them in: URL-encoded (a URL or token in a query parameter of an error message)."""
         with self._lock:
             found = set(self._secrets)
             for value in values:
                 if value and len(value.strip()) >= MIN_SECRET_LENGTH:
-                    found.add(value)
-                    found.add(value.strip())
+                    for form in (value, value.strip()):
+                        found.update((form, quote(form, safe=""), quote(form), quote_plus(form)))
             self._secrets = tuple(sorted(found, key=len, reverse=True))
             self._secret_bytes = tuple(s.encode() for s in self._secrets)
 
