@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from tools.textsafety import REDACTOR, Redactor, error_record
+from tools.errors import CoviuAgentError
+from tools.textsafety import REDACTOR, Redactor, error_record, redact
 
 
 class RedactingSerializer(SerializerProtocol):
@@ -51,15 +53,60 @@ def is_postgres(state: str) -> bool:
     return state.startswith(("postgresql://", "postgres://"))
 
 
+class StateStoreUnavailable(CoviuAgentError):
+    """The PostgreSQL state store cannot be reached or refused us (a service failure: exit 3, one line)."""
+
+    def __init__(self, state: str, error: BaseException) -> None:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        super().__init__(f"the state store {_where(state)} is unavailable: {redact(first_line)[:300]}")
+
+
+def _where(state: str) -> str:
+    """host:port/database of a PostgreSQL URL, never its password."""
+    parsed = urlsplit(state)
+    host = parsed.hostname or "localhost"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"postgresql://{host}{port}{parsed.path}"
+
+
+def search_path_schema(state: str) -> str | None:
+    """The first schema of a `?options=-csearch_path=...` suffix (the README's way to keep our tables apart)."""
+    for value in parse_qs(urlsplit(state).query).get("options", []):
+        for option in value.split():
+            if option.startswith("-csearch_path="):
+                first = option.split("=", 1)[1].split(",")[0].strip().strip('"')
+                return first or None
+    return None
+
+
+async def prepare_postgres(state: str) -> None:
+    """Connect once to fail with one clear line, and create the search_path's schema when it is missing."""
+    import psycopg
+    from psycopg import sql
+
+    schema = search_path_schema(state)
+    try:
+        async with await psycopg.AsyncConnection.connect(state, autocommit=True, connect_timeout=10) as conn:
+            if schema and schema not in ("public", "$user"):
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise StateStoreUnavailable(state, exc) from None
+
+
 @asynccontextmanager
 async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str]]:
     """Open the checkpoint store named by COVIU_AGENT_STATE (creating it on first use)."""
     if is_postgres(state):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import Error as PostgresError
 
-        async with AsyncPostgresSaver.from_conn_string(state) as saver:
-            await saver.setup()
-            yield redacting(saver)
+        await prepare_postgres(state)
+        try:
+            async with AsyncPostgresSaver.from_conn_string(state) as saver:
+                await saver.setup()
+                yield redacting(saver)
+        except PostgresError as exc:
+            raise StateStoreUnavailable(state, exc) from None
         return
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
