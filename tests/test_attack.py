@@ -25,6 +25,7 @@ from helpers_mock import (
 )
 
 from graphs.audit import summary_facts
+from graphs.audit_store import open_audit_store
 from graphs.queue import summarize_queue
 from sandbox import Sandbox
 from tests.test_never_silently_wrong import (
@@ -42,7 +43,7 @@ from tools.errors import CoviuAgentError, MalformedResponseError
 from tools.executor import check_body
 from tools.paging import PageWalk, PaginationError
 from tools.ratelimit import RateLimitGovernor
-from tools.textsafety import REDACTED, Redactor
+from tools.textsafety import REDACTED, REDACTOR, Redactor, register_secrets
 from tools.toolbox import fetch_catalog
 
 # --- a 2xx that carries an error, with more keys than the bare error object -----------------------------------------
@@ -247,3 +248,57 @@ def test_a_secret_echoed_url_encoded_is_redacted(secret: str, encode: Any) -> No
     assert encode(secret) not in out
     assert REDACTED in out
     assert json.dumps(secret) not in redactor.text(json.dumps({"a": secret}))
+
+
+# --- a secret echoed into a report's fields ----------------------------------------------------------------------
+
+ECHOED_SECRET = "attack-echoed-secret-5f0c2a9e"
+
+
+@pytest.fixture
+def echoed_secret() -> Any:
+    register_secrets([ECHOED_SECRET])
+    yield ECHOED_SECRET
+    REDACTOR.forget()
+
+
+@pytest.mark.profiles("default")
+@pytest.mark.xfail(
+    strict=True, reason="the JSON report file is written unredacted (reporting/audit_report.render_json)"
+)
+async def test_a_secret_echoed_into_a_summary_never_reaches_the_report_files(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, echoed_secret: str
+) -> None:
+    """Hole: an upstream that echoes the token into a summary field (here `actual_end_time`) gets it into the report's
+    `problem`; the Markdown and HTML reports redact it, the JSON report file kept it verbatim."""
+    healthy = await healthy_report(sandbox, clock, tmp_path)
+    victim = ended_session(healthy)
+
+    def echo(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if resource_of(request) == "session_summaries" and names_session(request, victim["session_id"]):
+            return rewrite_json(response, {**response.json(), "actual_end_time": f"token {echoed_secret}"})
+        return response
+
+    report = await audit(await services_for(sandbox, clock, tmp_path, echo))
+    assert "summary_unavailable" in rows_by_id(report)[victim["session_id"]]["flags"]
+    written = sorted((tmp_path / "reports").glob("audit-*"))
+    assert {p.suffix for p in written} == {".md", ".json", ".html"}
+    for path in written:
+        assert echoed_secret not in path.read_text(encoding="utf-8"), path.name
+
+
+@pytest.mark.xfail(strict=True, reason="the audit's side rows are stored unredacted (graphs/audit_store.put_rows)")
+async def test_a_secret_echoed_into_a_summary_never_reaches_the_state_files_side_rows(
+    tmp_path: Path, echoed_secret: str
+) -> None:
+    """Hole: the audit keeps each summary's facts (with `unavailable` quoting the raw value) in side rows of the state
+    store; a run that then stops (exit 3) leaves the echoed token at rest in COVIU_AGENT_STATE, which the checkpoint
+    writes never do (they pass the redacting serializer)."""
+    path = tmp_path / "state.sqlite"
+    store = open_audit_store(str(path))
+    try:
+        facts = summary_facts({"participants": [], "actual_end_time": f"token {echoed_secret}"})
+        await store.put_rows("thread-1", "summaries", {"s-1": facts})
+    finally:
+        await store.aclose()
+    assert echoed_secret.encode() not in path.read_bytes()
