@@ -5,9 +5,10 @@ source (`/tools` + proxy, or Truto's MCP server when TRUTO_MCP_URL is set).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 
 from agent.errors import BadInput, ConfigError
 from agent.model import make_model
-from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_BASE_URL, Settings
+from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_API_KEY, SANDBOX_BASE_URL, Settings
 from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
@@ -52,21 +53,23 @@ async def build_services(
     account = truto_account(settings, transport)
     if account.embedded and announce_sandbox:
         sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
-    base_url, api_key, account_id, transport = account.base_url, account.api_key, account.account_id, account.transport
+    # /tools + proxy, or (TRUTO_MCP_URL) Truto's MCP server for the catalog and every call: one set of options
+    opener: Callable[..., Awaitable[Toolbox]] = open_toolbox
     if settings.truto_mcp_url is not None:
-        toolbox = await _open_mcp_toolbox(settings, base_url, api_key, account_id, transport, clock, binary_locator)
-    else:
-        toolbox = await open_toolbox(
-            base_url=base_url,
-            api_key=api_key,
-            integrated_account_id=account_id,
-            transport=transport,
-            clock=clock,
-            rate_limit=settings.truto_rate_limit,
-            bounds=settings.bounds(),
-            binary_locator=binary_locator,
-            rate_store=_rate_store(settings, account, clock),
-        )
+        from tools.mcp_source import open_mcp_toolbox
+
+        opener = functools.partial(open_mcp_toolbox, mcp_url=_mcp_url(settings))
+    toolbox = await opener(
+        base_url=account.base_url,
+        api_key=account.api_key,
+        integrated_account_id=account.account_id,
+        transport=account.transport,
+        clock=clock,
+        rate_limit=settings.truto_rate_limit,
+        bounds=settings.bounds(),
+        binary_locator=binary_locator,
+        rate_store=_rate_store(settings, account, clock),
+    )
     log.info("tool catalog: %d tools from %s", len(toolbox.catalog), toolbox.catalog.source)
     chat_model = model if model is not None else make_model(settings)
     return Services(
@@ -116,7 +119,7 @@ def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None
             if account_id != config.integrated_account_id and account_id not in config.accounts:
                 config.accounts = [*config.accounts, account_id]
             transport = SandboxTransport(create_sandbox(config))
-        return TrutoAccount(SANDBOX_BASE_URL, "sandbox", account_id, transport, embedded=True)
+        return TrutoAccount(SANDBOX_BASE_URL, SANDBOX_API_KEY, account_id, transport, embedded=True)
     if settings.truto_api_key is None or settings.truto_integrated_account_id is None:
         raise ConfigError("set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID (or neither, for the embedded sandbox)")
     return TrutoAccount(
@@ -175,17 +178,9 @@ def clinic_ids(settings: Settings) -> tuple[str | None, str | None, str | None]:
     return team or DEMO_TEAM_ID, queue or DEMO_WAITING_QUEUE_ID, collection or DEMO_INTAKE_COLLECTION_ID
 
 
-async def _open_mcp_toolbox(
-    settings: Settings,
-    base_url: str,
-    api_key: str,
-    account_id: str,
-    transport: httpx.AsyncBaseTransport | None,
-    clock: Clock,
-    binary_locator: BinaryLocator | None,
-) -> Toolbox:
-    """TRUTO_MCP_URL is set: the catalog and every tool call go through Truto's MCP server (tools/mcp_source.py)."""
-    from tools.mcp_source import McpUrlError, check_mcp_url, open_mcp_toolbox
+def _mcp_url(settings: Settings) -> str:
+    """TRUTO_MCP_URL, checked (a bad one, or one that is not the embedded sandbox's without TRUTO_API_KEY: BadInput)."""
+    from tools.mcp_source import McpUrlError, check_mcp_url
 
     assert settings.truto_mcp_url is not None
     url = settings.truto_mcp_url.get_secret_value()
@@ -198,17 +193,7 @@ async def _open_mcp_toolbox(
             "TRUTO_MCP_URL is set but TRUTO_API_KEY is not: set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID for "
             "the same account (or use the embedded sandbox's http://sandbox.local/mcp/sandbox-mcp-demo)"
         )
-    return await open_mcp_toolbox(
-        mcp_url=url,
-        base_url=base_url,
-        api_key=api_key,
-        integrated_account_id=account_id,
-        transport=transport,
-        clock=clock,
-        rate_limit=settings.truto_rate_limit,
-        bounds=settings.bounds(),
-        binary_locator=binary_locator,
-    )
+    return url
 
 
 def _download_index(recordings_dir: Path | None) -> BinaryLocator | None:

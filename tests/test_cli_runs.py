@@ -24,7 +24,7 @@ pytestmark = pytest.mark.profiles("default")
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(key, raising=False)
-    return Settings(_env_file=None, state=str(tmp_path / "state.db"))  # type: ignore[call-arg]
+    return Settings(_env_file=None, COVIU_AGENT_STATE=str(tmp_path / "state.db"))  # type: ignore[call-arg]
 
 
 async def test_triage_run_is_typed_and_a_second_run_gets_its_own_thread(settings: Settings, services: Services):
@@ -94,3 +94,32 @@ def test_a_run_input_error_is_bad_input():
     with pytest.raises(typer.Exit) as caught:
         run_async(missing, as_json=False)
     assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("through_mcp", [False, True])
+async def test_a_real_account_spends_the_shared_rate_budget_through_either_tool_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, through_mcp: bool
+):
+    """A real Truto account on the system clock paces on the store beside COVIU_AGENT_STATE, whether the tools
+    come from /tools or from Truto's MCP server (every process of a deployment spends one budget)."""
+    from agent.services import open_services
+    from sandbox import SandboxTransport
+    from sandbox.mcp import DEMO_MCP_TOKEN
+    from tools.ratestore import SqliteRateStore, sqlite_rate_path
+
+    for key in ("OPENAI_API_KEY", "TRUTO_MCP_URL"):
+        monkeypatch.delenv(key, raising=False)
+    env: dict[str, Any] = {
+        "TRUTO_API_KEY": "sandbox",
+        "TRUTO_INTEGRATED_ACCOUNT_ID": "sandbox",
+        "TRUTO_BASE_URL": "http://sandbox.local",
+        "TRUTO_ALLOW_INSECURE": "1",
+    }
+    if through_mcp:
+        env["TRUTO_MCP_URL"] = f"http://sandbox.local/mcp/{DEMO_MCP_TOKEN}"
+    state = str(tmp_path / "state.db")
+    settings = Settings(_env_file=None, COVIU_AGENT_STATE=state, **env)  # type: ignore[call-arg]
+    async with open_services(settings, transport=SandboxTransport(sandbox)) as opened:
+        assert opened.toolbox.catalog.source == ("mcp" if through_mcp else "tools")
+        store = opened.toolbox.governor.store
+        assert isinstance(store, SqliteRateStore) and store.path == Path(sqlite_rate_path(state))

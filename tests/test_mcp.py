@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,6 +33,8 @@ from sandbox import (
 from sandbox.mcp import DEMO_MCP_TOKEN
 from sandbox.testing import sandbox_client
 from tests.conftest import make_services
+from tests.e2e import run_cli  # the CLI as a subprocess (`python -m agent`)
+from tests.test_triage import writes
 from tools.catalog import ToolCatalog
 from tools.clock import FakeClock
 from tools.errors import MalformedResponseError, RateLimitedError, TransportError, TrutoError
@@ -97,22 +97,6 @@ def source_of(services: Services) -> McpSource:
     dispatch = services.toolbox.executor.dispatch
     assert isinstance(dispatch, McpDispatch)
     return dispatch.source
-
-
-def writes(sandbox: Sandbox) -> dict[str, int]:
-    return {
-        # queue checks: first pages only (a check reads every page; small-page profiles serve several)
-        "queue_lists": sum(
-            1
-            for r in sandbox.requests
-            if r.resource == "waiting_queue_calls"
-            and r.truto_method == "list"
-            and r.status == 200
-            and not r.query.get("next_cursor")
-        ),
-        "session_creates": sandbox.count(resource="sessions", truto_method="create", status=200),
-        "participant_creates": sandbox.count(resource="participants", truto_method="create", status=200),
-    }
 
 
 async def run_triage(services: Services, saver: InMemorySaver | None = None, **inputs: Any) -> dict[str, Any]:
@@ -514,14 +498,6 @@ def test_retry_policy_treats_mcp_errors_like_proxy_errors():
 
 
 # ------------------------------------------------------------------------------------------ the CLI
-
-# `python -m agent.cli` runs cli.py as `__main__`, a second module whose `app` lacks the sub-apps that other
-# modules register on `agent.cli.app`; this runs the installed entry point's `main` instead.
-ENTRY = [sys.executable, "-c", "import sys; from agent.cli import main; sys.argv[0] = 'coviu-agent'; main()"]
-
-
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ENTRY, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tools.timeparse import parse_time
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(key, raising=False)
-    return Settings(_env_file=None, state=str(tmp_path / "state.db"))  # type: ignore[call-arg]
+    return Settings(_env_file=None, COVIU_AGENT_STATE=str(tmp_path / "state.db"))  # type: ignore[call-arg]
 
 
 async def triage(settings: Settings, services: Services, **args: Any) -> dict[str, Any]:
