@@ -342,10 +342,14 @@ def child_main(role: str, spec_path: str) -> None:
 class ServedSandbox:
     """A sandbox with N synthetic sessions, served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, day: date, n: int, seed: int, latency: float, *, demo: bool = False) -> None:
+    def __init__(
+        self, day: date, n: int, seed: int, latency: float, *, demo: bool = False, accounts: list[str] | None = None
+    ) -> None:
         from sandbox import FaultConfig, SandboxConfig, build_server, create_sandbox
 
         config = SandboxConfig(integrated_account_id=ACCOUNT, rate_limit=RATE_LIMIT, rate_window_seconds=RATE_WINDOW)
+        if accounts:  # more integrated accounts (clinics), each with its own data and rate window
+            config.accounts = list(accounts)
         if latency > 0:  # every proxied response held this long (the sandbox's "slow" fault at rate 1)
             config.faults = FaultConfig(slow=1.0, slow_seconds=latency)
         self.sandbox = create_sandbox(config=config, seed_demo=demo)

@@ -52,6 +52,7 @@ GOAL_PAIR_THROUGHPUT = 0.95
 GOAL_HELP_SECONDS = 0.3
 GOAL_TOOLS_SECONDS = 1.5
 GOAL_RERUN_SHARE = 0.02
+GOAL_FLEET_RATIO = 1.10
 
 
 def fixed_window_minimum(requests: int) -> float:
@@ -286,6 +287,49 @@ def triage(runs: int, day: date, work: Path) -> list[TriageRun]:
     return result
 
 
+@dataclass
+class FleetRun:
+    clinics: int
+    per_clinic: int
+    wall: float
+    tally: RequestTally
+    exit_code: int
+
+    @property
+    def one_clinic_floor(self) -> float:
+        """Each clinic has its own 50 / 10 s: the fleet's floor is one clinic's (its requests ÷ 5/s)."""
+        return self.tally.total_needed / self.clinics / ALLOWED_RATE
+
+
+def fleet_supported() -> bool:
+    return (ROOT / "agent" / "fleet.py").exists()
+
+
+def fleet(clinics: int, per_clinic: int, day: date, seed: int, work: Path) -> FleetRun:
+    """`coviu-agent audit --accounts a,b,...`: `clinics` accounts of one served sandbox, each with its own data
+    and its own rate window, audited at once by one process."""
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
+
+    tmp = work / "fleet"
+    tmp.mkdir(parents=True, exist_ok=True)
+    accounts = [f"clinic-{i + 1}" for i in range(clinics)]
+    with ServedSandbox(day, 0, seed, 0.0, accounts=accounts) as served:
+        for i, account in enumerate(accounts):
+            served.sandbox.store_for(account).generate_sessions(day, per_clinic, seed=seed + i)
+        env = clean_env(
+            tmp,
+            TRUTO_BASE_URL=served.base_url,
+            TRUTO_API_KEY="sandbox",
+            TRUTO_INTEGRATED_ACCOUNT_ID=accounts[0],
+            COVIU_TEAM_ID=DEMO_TEAM_ID,
+            COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
+        )
+        start = served.mark()
+        command = [*CLI, "audit", "--accounts", ",".join(accounts), "--date", day.isoformat(), "--out", str(tmp)]
+        wall, _, code = timed(command, env, tmp)
+        return FleetRun(clinics, per_clinic, wall, served.tally(start), code)
+
+
 # ========================================================================================== report
 
 
@@ -300,7 +344,13 @@ def print_rows(rows: list[tuple[str, ...]]) -> None:
         )
 
 
-def report(results: list[Measured], triage_runs: list[TriageRun], start: dict[str, Timing], runs: int) -> int:
+def report(
+    results: list[Measured],
+    triage_runs: list[TriageRun],
+    start: dict[str, Timing],
+    runs: int,
+    fleet_run: FleetRun | None,
+) -> int:
     failures = 0
     print()
     print(f"Benchmark (issue 18): sandbox served on 127.0.0.1, {RATE_LIMIT} requests / {RATE_WINDOW:g} s per account")
@@ -355,9 +405,22 @@ def report(results: list[Measured], triage_runs: list[TriageRun], start: dict[st
             )
         elif "cache" not in " ".join(m.notes):
             print("  summary cache re-run: not measured")
-        print("  fleet (five clinics × 500 sessions): not measured (no multi-clinic audit in this tree yet)")
         for text in m.notes:
             print(f"  note: {text}")
+    print()
+    if fleet_run is None:
+        print("Fleet: not measured (no `audit --accounts` in this tree, or --skip-fleet)")
+    else:
+        f = fleet_run
+        ratio = f.wall / f.one_clinic_floor if f.one_clinic_floor else math.nan
+        ok = ratio <= GOAL_FLEET_RATIO and f.exit_code == 0
+        failures += not ok
+        print(
+            f"Fleet (coviu-agent audit --accounts, {f.clinics} clinics × {f.per_clinic} sessions, one process): "
+            f"{f.tally.total_needed} requests, {f.tally.rate_limited} × 429, {f.wall:.1f} s (whole command), "
+            f"{ratio:.3f}× the one-clinic floor of {f.one_clinic_floor:.1f} s (goal ≤ {GOAL_FLEET_RATIO}), "
+            f"exit {f.exit_code}: {'PASS' if ok else 'FAIL'}"
+        )
     if triage_runs:
         print()
         spans = [t.span for t in triage_runs]
@@ -397,11 +460,18 @@ def main() -> int:
     parser.add_argument("--only", default="", help=f"a comma list of {', '.join(CLIENTS)} (default: all)")
     parser.add_argument("--quick-runs", type=int, default=3, help="runs of triage and start-up (default 3)")
     parser.add_argument("--skip-startup", action="store_true", help="do not time --help, tools and triage")
+    parser.add_argument("--skip-fleet", action="store_true", help="do not run the many-clinics audit")
+    parser.add_argument("--fleet-clinics", type=int, default=5, help="clinics in the fleet run (default 5)")
+    parser.add_argument("--fleet-n", type=int, default=500, help="sessions per clinic in the fleet run (default 500)")
     args = parser.parse_args()
     day = datetime.now(UTC).date() - timedelta(days=1)
     work = Path(tempfile.mkdtemp(prefix="coviu-bench-"))
     try:
         results = [measure(n, day, args, work) for n in (args.n or [200])]
+        fleet_run = None
+        if not args.skip_fleet and fleet_supported():
+            note(f"fleet: {args.fleet_clinics} clinics × {args.fleet_n} sessions")
+            fleet_run = fleet(args.fleet_clinics, args.fleet_n, day, args.seed, work)
         triage_runs: list[TriageRun] = []
         start: dict[str, Timing] = {}
         if not args.skip_startup:
@@ -409,7 +479,7 @@ def main() -> int:
             triage_runs = triage(args.quick_runs, day, work)
             note("start-up: --help and tools")
             start = startup(args.quick_runs, work)
-        return report(results, triage_runs, start, args.runs)
+        return report(results, triage_runs, start, args.runs, fleet_run)
     finally:
         import shutil
 
