@@ -5,9 +5,9 @@ It is built once per process (the CLI, the LangGraph server entry, or a test) an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from collections.abc import Callable
 from typing import Protocol
 
 import httpx
