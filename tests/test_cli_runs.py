@@ -123,3 +123,19 @@ async def test_a_real_account_spends_the_shared_rate_budget_through_either_tool_
         assert opened.toolbox.catalog.source == ("mcp" if through_mcp else "tools")
         store = opened.toolbox.governor.store
         assert isinstance(store, SqliteRateStore) and store.path == Path(sqlite_rate_path(state))
+
+
+async def test_each_server_run_gets_the_whole_rate_limit_budget(
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+):
+    """The LangGraph server's services outlive its runs: a run starts with the whole rate-limit wait budget, as a
+    CLI run does, instead of what earlier runs left (once spent, every later run would fail at its first 429)."""
+    import agent.server as server
+
+    monkeypatch.setattr(server, "_settings", settings)
+    monkeypatch.setitem(server._by_account, "sandbox", services)
+    budget = services.toolbox.budget
+    budget.claim(budget.seconds, services.clock, what="an earlier run's waits")
+    assert budget.left == 0
+    provided = await server._provide()  # LangGraph calls this once per run (the run's context then holds them)
+    assert provided.toolbox is services.toolbox and provided.toolbox.budget.left == budget.seconds
