@@ -424,7 +424,7 @@ async def run_queue_watch(
     call whose wait cannot be read); each check may wait out rate limits for its own budget. Returns the checks."""
     import asyncio
 
-    from graphs.queue import alert_lines, summarize_queue
+    from graphs.queue import QueueSummary, alert_lines, summarize_queue
     from tools.retry import call_with_retries
 
     async with _services(settings, services) as svc:
@@ -451,8 +451,8 @@ async def run_queue_watch(
             unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
             alerted.update(c["call_id"] for c in fresh)
             alerted.update(f"unknown:{c}" for c in unknown)
-            news = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
-            on_check(QueueCheck(team, queue, now, dict(summary), alert_lines(news, args.threshold_minutes)))  # type: ignore[arg-type]
+            news: QueueSummary = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
+            on_check(QueueCheck(team, queue, now, dict(summary), alert_lines(news, args.threshold_minutes)))
             checks += 1
             if args.max_checks and checks >= args.max_checks:
                 return checks
