@@ -23,8 +23,9 @@ from sandbox import (
     create_sandbox,
 )
 from sandbox.media import EBML_MAGIC, webm_bytes
-from sandbox.testing import FakeClock, sandbox_client
+from sandbox.testing import sandbox_client
 from sandbox.timefmt import parse_time
+from tools.clock import FakeClock
 
 IA = {"integrated_account_id": "sandbox"}
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

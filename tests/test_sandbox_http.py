@@ -15,7 +15,7 @@ import pytest
 
 from sandbox import FaultConfig, Sandbox, create_sandbox
 from sandbox.server import build_server
-from sandbox.testing import FakeClock
+from tools.clock import FakeClock
 
 IA = {"integrated_account_id": "sandbox"}
 

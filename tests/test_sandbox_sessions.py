@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from sandbox import Sandbox, SandboxConfig, create_sandbox
-from sandbox.testing import FakeClock, sandbox_client
+from sandbox.testing import sandbox_client
+from tools.clock import FakeClock
 
 IA = {"integrated_account_id": "sandbox"}
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from sandbox import SandboxConfig, create_sandbox
-from sandbox.testing import FakeClock, sandbox_client
+from sandbox.testing import sandbox_client
+from tools.clock import FakeClock
 
 CONTRACT_TOOLS = {
     "list_all_coviu_waiting_queue_calls",

@@ -14,7 +14,8 @@ import pytest
 
 from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, FaultConfig, SandboxConfig, config_from_env, create_sandbox
 from sandbox.querystring import parse_query
-from sandbox.testing import FakeClock, sandbox_client
+from sandbox.testing import sandbox_client
+from tools.clock import FakeClock
 
 IA = {"integrated_account_id": "sandbox"}
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
