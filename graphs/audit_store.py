@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from tools.textsafety import redact_value
+
 CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
 
 SCHEMA = (
@@ -80,9 +82,11 @@ class AuditStore(ABC):
     # ------------------------------------------------------------------ side rows of a run
 
     async def put_rows(self, run: str, kind: str, rows: Mapping[str, Any]) -> None:
-        """Insert or replace this run's rows of one kind (JSON values)."""
+        """Insert or replace this run's rows of one kind (JSON values, redacted: they may quote upstream text)."""
         if rows:
-            params = [(run, kind, key, json.dumps(value, separators=(",", ":"))) for key, value in rows.items()]
+            params = [
+                (run, kind, key, json.dumps(redact_value(value), separators=(",", ":"))) for key, value in rows.items()
+            ]
             await self._run([(PUT_ROW, params)])
 
     async def rows(self, run: str, kind: str) -> dict[str, Any]:

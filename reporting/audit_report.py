@@ -29,7 +29,7 @@ from markupsafe import Markup
 from pygal.etree import etree as pygal_etree
 from pygal.style import Style
 
-from tools.textsafety import clean_line
+from tools.textsafety import clean_line, redact_value
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HTML_TEMPLATE = "report.html.j2"
@@ -919,7 +919,7 @@ def _json_default(value: Any) -> Any:
 
 
 def render_json(report: Mapping[str, Any]) -> str:
-    """The report as JSON: indent 2, keys in the contract's order, strict (no NaN), trailing newline."""
+    """The report as JSON: indent 2, keys in the contract's order, strict (no NaN), trailing newline; redacted."""
     top = _ordered(report, REPORT_KEYS)
     if isinstance(top.get("window"), Mapping):
         top["window"] = _ordered(top["window"], WINDOW_KEYS)
@@ -928,7 +928,8 @@ def render_json(report: Mapping[str, Any]) -> str:
     sessions = top.get("sessions")
     if isinstance(sessions, list | tuple):
         top["sessions"] = [_ordered(s, SESSION_KEYS) if isinstance(s, Mapping) else s for s in sessions]
-    return json.dumps(_plain(top), indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+    document = redact_value(_plain(top))
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
 
 
 # --- files ---------------------------------------------------------------------------------------------

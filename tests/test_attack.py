@@ -263,9 +263,6 @@ def echoed_secret() -> Any:
 
 
 @pytest.mark.profiles("default")
-@pytest.mark.xfail(
-    strict=True, reason="the JSON report file is written unredacted (reporting/audit_report.render_json)"
-)
 async def test_a_secret_echoed_into_a_summary_never_reaches_the_report_files(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, echoed_secret: str
 ) -> None:
@@ -287,7 +284,6 @@ async def test_a_secret_echoed_into_a_summary_never_reaches_the_report_files(
         assert echoed_secret not in path.read_text(encoding="utf-8"), path.name
 
 
-@pytest.mark.xfail(strict=True, reason="the audit's side rows are stored unredacted (graphs/audit_store.put_rows)")
 async def test_a_secret_echoed_into_a_summary_never_reaches_the_state_files_side_rows(
     tmp_path: Path, echoed_secret: str
 ) -> None:
