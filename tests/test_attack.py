@@ -23,11 +23,14 @@ from helpers_mock import (
     make_executor,
     truto_error,
 )
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from graphs.audit import summary_facts
 from graphs.audit_store import open_audit_store
+from graphs.context import Services
 from graphs.queue import summarize_queue
 from sandbox import Sandbox
+from tests.test_assistant import Chat, call, demo, request_of, results
 from tests.test_never_silently_wrong import (
     audit,
     ended_session,
@@ -298,3 +301,57 @@ async def test_a_secret_echoed_into_a_summary_never_reaches_the_state_files_side
     finally:
         await store.aclose()
     assert echoed_secret.encode() not in path.read_bytes()
+
+
+# --- approvals: duplicates in one turn, a write hidden in a batch of reads, a look-alike tool name ---
+
+
+def reads_and_the_same_cancel_twice(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    target = request_of(messages).split()[-1]
+    if not results(messages):
+        return AIMessage(
+            "",
+            tool_calls=[
+                call("list_all_coviu_sessions", {}, "r1"),
+                call("delete_a_coviu_session_by_id", {"id": target}, "d1"),
+                call("delete_a_coviu_session_by_id", {"id": target}, "d2"),
+            ],
+        )
+    return AIMessage("Done.")
+
+
+@pytest.mark.profiles("default")
+async def test_the_same_write_twice_in_a_batch_of_reads_runs_only_as_often_as_approved(
+    services: Services, sandbox: Sandbox
+) -> None:
+    """Two identical cancels in one turn are two actions: approving one and rejecting the other sends exactly one,
+    and the read in the same turn waits for the answer like everything else in the turn."""
+    target = demo(sandbox).sessions["future"]
+    chat = Chat(services, reads_and_the_same_cancel_twice)
+    await chat.say(f"cancel {target}")
+    pending = await chat.pending()
+    assert [p["name"] for p in pending] == ["delete_a_coviu_session_by_id"] * 2
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+    assert sandbox.count(resource="sessions", truto_method="list") == 0
+    await chat.decide([{"type": "approve"}, {"type": "reject", "message": "once is enough"}])
+    assert sandbox.count(resource="sessions", truto_method="delete") == 1
+    assert not await chat.pending()
+
+
+def look_alike_cancel(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    target = request_of(messages).split()[-1]
+    if not results(messages):
+        names = ["DELETE_A_COVIU_SESSION_BY_ID", " delete_a_coviu_session_by_id", "delete_a_coviu_session_by_id\n"]
+        return AIMessage("", tool_calls=[call(n, {"id": target}, f"l{i}") for i, n in enumerate(names)])
+    return AIMessage("Done.")
+
+
+@pytest.mark.profiles("default")
+async def test_a_look_alike_tool_name_is_never_sent(services: Services, sandbox: Sandbox) -> None:
+    target = demo(sandbox).sessions["future"]
+    chat = Chat(services, look_alike_cancel)
+    state = await chat.say(f"cancel {target}")
+    assert not await chat.pending()
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+    answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert len(answers) == 3 and all(m.status == "error" for m in answers)
