@@ -340,3 +340,26 @@ def test_a_patient_name_with_markup_is_printed_and_written_once(tmp_path: Path) 
     assert "[/x] Bob [bold]" in result.stdout and "Traceback" not in result.stderr
     creates = [r for r in sandbox.requests if r.truto_method == "create" and r.status == 200]
     assert sorted(r.resource or "" for r in creates) == ["participants", "participants", "sessions"]
+
+
+async def test_ask_dry_run_prints_the_plan_and_changes_nothing(
+    services: Services, sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = demo(sandbox).sessions["future"]
+    services.model = ScriptedChatModel(script=cancel_a_then_b)
+    outcome = await run_ask(offline_settings(tmp_path), f"cancel {a} {a}", services=services, decide=None)
+    report_outcome(outcome, as_json=True, dry_run=True)  # exit 0: no typer.Exit
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dry_run"] is True and printed["action_requests"][0]["args"]["id"] == a
+    assert "--yes" in printed["resume"]
+    assert sandbox.store.sessions[a].canceled_time is None
+    assert sandbox.count(truto_method="delete") == 0
+
+
+def test_ask_dry_run_goes_alone() -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    result = CliRunner().invoke(app, ["ask", "cancel x", "--dry-run", "--yes"], env={"OPENAI_API_KEY": "sk-x"})
+    assert result.exit_code == 2 and "--dry-run" in result.output

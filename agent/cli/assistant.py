@@ -36,8 +36,19 @@ def load_decisions(path: Path) -> list[dict[str, Any]]:
     return decisions
 
 
-def report_outcome(outcome: AskOutcome, *, as_json: bool) -> None:
-    """Print the answer (exit 0), or the pending calls as JSON (a HITLRequest) with the resume command (exit 4)."""
+def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False) -> None:
+    """Print the answer (exit 0), or the pending calls as JSON (a HITLRequest) with the resume command (exit 4).
+
+    With `dry_run`, the pending calls are the plan: printed with `"dry_run": true`, exit 0, nothing changed.
+    """
+    if outcome.needs_approval and dry_run:
+        emit_json({**outcome.request, "dry_run": True, "thread_id": outcome.thread_id, "resume": outcome.resume})
+        err.print(
+            f"dry run: {len(outcome.pending)} change(s) planned and none sent; to make exactly these, run "
+            f"`{outcome.resume}`",
+            highlight=False,
+        )
+        return
     if outcome.needs_approval:
         emit_json({**outcome.request, "thread_id": outcome.thread_id, "resume": outcome.resume})
         err.print(
@@ -102,13 +113,18 @@ def ask(
     recordings_dir: str = typer.Option(
         "recordings", "--recordings-dir", help="Where `coviu-agent recordings` downloads (to report local paths)."
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Plan: reads are sent, every change is printed (with the command that would make it), none is sent.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
     """Free-form requests with every tool; anything irreversible waits for approval (exit 4 without one)."""
     try:
-        if sum((yes, no, decisions_file is not None)) > 1:
-            raise BadInput("--yes, --no and --decisions: give one of them")
+        if sum((yes, no, decisions_file is not None, dry_run)) > 1:
+            raise BadInput("--yes, --no, --decisions and --dry-run: give one of them")
         decisions = load_decisions(Path(decisions_file)) if decisions_file is not None else None
         if len(request) > MAX_REQUEST_CHARS:
             raise BadInput(f"REQUEST: expected at most {MAX_REQUEST_CHARS} characters")
@@ -123,8 +139,13 @@ def ask(
     settings = load_settings(verbose, as_json)
     if settings.openai_api_key is None:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
-    decide = terminal_decider(
-        yes=yes, no=no, decisions=decisions, interactive=sys.stdin.isatty() and sys.stderr.isatty()
+    # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan
+    decide = (
+        None
+        if dry_run
+        else terminal_decider(
+            yes=yes, no=no, decisions=decisions, interactive=sys.stdin.isatty() and sys.stderr.isatty()
+        )
     )
 
     outcome = run_async(
@@ -140,4 +161,4 @@ def ask(
         ),
         as_json=as_json,
     )
-    report_outcome(outcome, as_json=as_json)
+    report_outcome(outcome, as_json=as_json, dry_run=dry_run)
