@@ -368,7 +368,6 @@ NEW_SESSION = {"session_name": "Consult", "start_time": "2026-11-26T10:00:00Z", 
     [[], "created", {"session_id": "s-9", "error": "webhook delivery failed"}],
     ids=["list", "text", "record-with-error"],
 )
-@pytest.mark.xfail(strict=True, reason="the body check's error names no HTTP verb: may_have_written is False")
 async def test_a_create_whose_2xx_body_fails_the_check_may_have_been_written(body: Any) -> None:
     """Hole: a create answered 2xx with a body the executor's check refuses (not an object, or an error beside the new
     record) raised a MalformedResponseError naming no HTTP verb, so `may_have_written` was False: the graphs retried
@@ -381,7 +380,6 @@ async def test_a_create_whose_2xx_body_fails_the_check_may_have_been_written(bod
 
 @pytest.mark.profiles("default")
 @pytest.mark.parametrize("body", [[], {"error": "webhook delivery failed"}], ids=["list", "error-beside-record"])
-@pytest.mark.xfail(strict=True, reason="the body check's error names no HTTP verb: the create is retried blindly")
 async def test_triage_whose_session_create_answer_fails_the_check_creates_one_session(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, body: Any
 ) -> None:

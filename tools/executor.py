@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tools.catalog import ToolCatalog, ToolSpec
-from tools.client import BinaryBody, TrutoClient
+from tools.client import HTTP_VERBS, BinaryBody, TrutoClient
 from tools.errors import MalformedResponseError, ToolArgumentError
 from tools.paging import MAX_PAGES, PageWalk, PaginationError, list_envelope
 
@@ -43,22 +43,24 @@ def check_body(spec: ToolSpec, body: Any) -> None:
     A body that fails is a `MalformedResponseError` (retried like other transient failures), never an empty result.
     An object whose `error`/`errors` holds something is an error whatever else it carries (Truto's own error body
     has `truto_is_remote_error` and `raw_response` too; an `error` beside a record's id is no record).
+    The error names the call's HTTP verb: a write whose answer fails here may have been written (`may_have_written`).
     """
+    verb = HTTP_VERBS.get(spec.method, "POST")
     if isinstance(body, Mapping) and (
         body.get("error")
         or body.get("errors")
         or (("error" in body or "errors" in body) and set(body) <= ERROR_ONLY_KEYS)
     ):
-        raise MalformedResponseError(f"{spec.name}: a success status carried an error object")
+        raise MalformedResponseError(f"{spec.name}: a success status carried an error object", method=verb)
     if spec.method == "delete":
         return
     if spec.method == "list":
         list_envelope(body, tool=spec.name)
         return
     if body is None:
-        raise MalformedResponseError(f"{spec.name}: the response body is null")
+        raise MalformedResponseError(f"{spec.name}: the response body is null", method=verb)
     if spec.method in ("get", "create", "update") and not isinstance(body, Mapping):
-        raise MalformedResponseError(f"{spec.name}: expected an object, got {type(body).__name__}")
+        raise MalformedResponseError(f"{spec.name}: expected an object, got {type(body).__name__}", method=verb)
 
 
 # Where a binary is (or will be) on disk, e.g. the recordings worker's manifest lookup.
