@@ -6,10 +6,12 @@ Each test names the hole it proves: the input, and the wrong output the product 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -25,7 +27,7 @@ from helpers_mock import (
 )
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from graphs.audit import summary_facts
+from graphs.audit import resolve_window, summary_facts
 from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from graphs.queue import summarize_queue
@@ -46,7 +48,7 @@ from tools.clock import FakeClock
 from tools.errors import CoviuAgentError, MalformedResponseError
 from tools.executor import check_body
 from tools.paging import PageWalk, PaginationError
-from tools.ratelimit import RateLimitGovernor
+from tools.ratelimit import RateLimitGovernor, parse_retry_after
 from tools.textsafety import REDACTED, REDACTOR, Redactor, register_secrets
 from tools.toolbox import fetch_catalog
 
@@ -400,3 +402,67 @@ async def test_triage_whose_session_create_answer_fails_the_check_creates_one_se
     assert left["bad"] == 0
     assert len(sandbox.store.sessions) == before + 1
     assert state["session"]["session_id"] in sandbox.store.sessions
+
+
+# --- attacks that found nothing (kept as regression tests) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("  5 ", 5.0), ("5.0e0", 5.0), ("-0", 0.0), ("0", 0.0), ("\u0665", 5.0)],
+    ids=["spaces", "exponent", "minus-zero", "zero", "arabic-indic-digit"],
+)
+def test_retry_after_forms(value: str, seconds: float) -> None:
+    now = FakeClock().now()
+    assert parse_retry_after(value, now) == seconds
+    assert parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0.0  # a past date
+
+
+async def test_remaining_zero_with_reset_zero_on_every_answer_is_paced_not_a_hot_loop() -> None:
+    clock = FakeClock()
+    governor = RateLimitGovernor(clock=clock)
+    headers = {"ratelimit-limit": "50", "ratelimit-remaining": "0", "ratelimit-reset": "0"}
+    async with make_client(
+        lambda request: json_response({"result": []}, headers=headers), clock=clock, governor=governor
+    ) as client:
+        for _ in range(60):
+            await client.proxy("sessions", "list")
+    assert sum(clock.sleeps) >= 59 * governor.spacing * 0.99  # evenly spaced, never back to back
+
+
+@pytest.mark.parametrize("cycle", [["a", "b"], ["a", "b", "c"]], ids=["period-2", "period-3"])
+def test_a_cycling_cursor_stops_the_walk(cycle: list[str]) -> None:
+    walk = PageWalk("list_all_coviu_sessions", "sessions")
+    with pytest.raises(PaginationError):
+        for i in range(10):
+            walk.take({"result": [{"session_id": f"s{i}"}], "next_cursor": cycle[i % len(cycle)]})
+
+
+def test_ids_of_mixed_types_and_duplicates_in_one_page_are_counted_once() -> None:
+    walk = PageWalk("list_all_coviu_sessions", "sessions")
+    rows = walk.take({"result": [{"session_id": 1}, {"session_id": "1"}, {"session_id": "2"}, {"session_id": "2"}]})
+    assert [r["session_id"] for r in rows] == [1, "2"] and walk.duplicates == 2
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "hours"),
+    [
+        ("Australia/Sydney", date(2026, 10, 4), 23),
+        ("Australia/Sydney", date(2026, 4, 5), 25),
+        ("America/Santiago", date(2026, 9, 6), 23),  # midnight does not exist that day
+    ],
+)
+def test_date_windows_on_dst_days_are_the_real_clinic_day(zone: str, day: date, hours: int) -> None:
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    since, until, _ = resolve_window(ZoneInfo(zone), now, day=day.isoformat())
+    assert (until.astimezone(UTC) - since.astimezone(UTC)) == timedelta(hours=hours)
+    next_since, _, _ = resolve_window(ZoneInfo(zone), now, day=(day + timedelta(days=1)).isoformat())
+    previous_until = resolve_window(ZoneInfo(zone), now, day=(day - timedelta(days=1)).isoformat())[1]
+    assert until == next_since and previous_until == since  # days tile: no gap, no overlap
+
+
+@pytest.mark.parametrize(
+    "end", [True, {"at": "2026-11-24T10:00:00Z"}, ["2026-11-24T10:00:00Z"]], ids=["bool", "object", "list"]
+)
+def test_an_actual_end_of_the_wrong_type_is_unavailable(end: Any) -> None:
+    assert summary_facts({"participants": [], "actual_end_time": end})["unavailable"]
