@@ -49,7 +49,16 @@ from tools.errors import CoviuAgentError, MalformedResponseError
 from tools.executor import check_body
 from tools.paging import PageWalk, PaginationError
 from tools.ratelimit import RateLimitGovernor, parse_retry_after
-from tools.textsafety import REDACTED, REDACTOR, Redactor, register_secrets
+from tools.textsafety import (
+    REDACTED,
+    REDACTOR,
+    Redactor,
+    has_unsafe_chars,
+    register_secrets,
+    safe_json,
+    safe_line,
+    safe_text,
+)
 from tools.toolbox import fetch_catalog
 
 # --- a 2xx that carries an error, with more keys than the bare error object -----------------------------------------
@@ -466,3 +475,18 @@ def test_date_windows_on_dst_days_are_the_real_clinic_day(zone: str, day: date, 
 )
 def test_an_actual_end_of_the_wrong_type_is_unavailable(end: Any) -> None:
     assert summary_facts({"participants": [], "actual_end_time": end})["unavailable"]
+
+
+# --- text: the rest of Unicode's bidi controls, and the line separators -------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\u061c", "\u2028", "\u2029"], ids=["arabic-letter-mark", "line-sep", "para-sep"])
+@pytest.mark.xfail(strict=True, reason="U+061C and U+2028/2029 pass through safe_line, safe_text and safe_json")
+def test_the_arabic_letter_mark_and_line_separators_are_shown_escaped(char: str) -> None:
+    """Hole: the escaping covered LRM/RLM, embeddings, overrides and isolates but not U+061C ARABIC LETTER MARK (the
+    rest of Unicode's Bidi_Control set), nor U+2028/U+2029, which `str.splitlines`, editors and JavaScript take as line
+    breaks (a forged line in a log viewer); a display name holding them was accepted."""
+    text = f"Ava{char}ALERT: forged"
+    assert char not in safe_line(text) and char not in safe_text(text)
+    assert has_unsafe_chars(text)
+    assert char not in safe_json(json.dumps({"name": text}, ensure_ascii=False))
