@@ -481,7 +481,6 @@ def test_an_actual_end_of_the_wrong_type_is_unavailable(end: Any) -> None:
 
 
 @pytest.mark.parametrize("char", ["\u061c", "\u2028", "\u2029"], ids=["arabic-letter-mark", "line-sep", "para-sep"])
-@pytest.mark.xfail(strict=True, reason="U+061C and U+2028/2029 pass through safe_line, safe_text and safe_json")
 def test_the_arabic_letter_mark_and_line_separators_are_shown_escaped(char: str) -> None:
     """Hole: the escaping covered LRM/RLM, embeddings, overrides and isolates but not U+061C ARABIC LETTER MARK (the
     rest of Unicode's Bidi_Control set), nor U+2028/U+2029, which `str.splitlines`, editors and JavaScript take as line

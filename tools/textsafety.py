@@ -35,12 +35,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(/mcp/|%2Fmcp%2F)[A-Za-z0-9._~%-]{8,}"), rf"\1{REDACTED}"),
 )
 
-# C0 (minus \t \n), DEL, C1, and the bidi controls: LRM/RLM, embeddings/overrides, isolates.
-_UNSAFE_ANY = "\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# C0 (minus \t \n), DEL, C1, the bidi controls (Unicode's Bidi_Control: ALM, LRM/RLM, embeddings/overrides,
+# isolates) and the line/paragraph separators (line breaks to `str.splitlines`, editors and JavaScript).
+_UNSAFE_ANY = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE_ANY}]")
 _UNSAFE_LINE = re.compile(f"[{_UNSAFE_ANY}\t\n]")
 # Only non-ASCII unsafe characters survive json.dumps(ensure_ascii=False): escape them inside JSON text.
-_UNSAFE_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:
