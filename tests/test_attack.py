@@ -494,7 +494,6 @@ def test_the_arabic_letter_mark_and_line_separators_are_shown_escaped(char: str)
 # --- a write answered with a binary body -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a binary answer to a create is taken as the binary guard's success")
 async def test_a_create_answered_with_a_binary_body_is_malformed_and_may_have_written() -> None:
     """Hole: a create answered 2xx with `application/octet-stream` (a proxy's error page, a misrouted download) became
     the binary guard's metadata, a success with no record: triage then had a 'session' without an id."""

@@ -204,6 +204,12 @@ class ToolExecutor:
         """Send a prepared call. Returns the checked JSON body, or the binary guard's metadata dict."""
         log.debug("tool %s (%s %s) id=%s", spec.name, spec.resource, spec.method, call.record_id)
         result = await self.dispatch(spec, call)
+        if isinstance(result, BinaryBody) and spec.method in ("create", "update", "delete"):
+            # a write answers with its record (or nothing), never media: not a success, and it may have been written
+            raise MalformedResponseError(
+                f"{spec.name}: a {result.content_type} body where a record was expected",
+                method=HTTP_VERBS.get(spec.method, "POST"),
+            )
         if isinstance(result, BinaryBody):
             arguments = {k: v for k, v in call.arguments.items() if k in spec.argument_names}  # not paging extras
             return binary_summary(spec, arguments, result, self.binary_locator)
