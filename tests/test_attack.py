@@ -503,3 +503,12 @@ async def test_a_create_answered_with_a_binary_body_is_malformed_and_may_have_wr
     with pytest.raises(MalformedResponseError) as caught:
         await executor.run("create_a_coviu_session", NEW_SESSION)
     assert caught.value.may_have_written
+
+
+def test_a_false_cursor_ends_the_list_and_a_true_one_is_malformed() -> None:
+    from tools.errors import MalformedResponseError as Malformed
+    from tools.paging import list_envelope as envelope
+
+    assert envelope({"result": [1], "next_cursor": False}) == ([1], None)
+    with pytest.raises(Malformed):
+        envelope({"result": [1], "next_cursor": True})

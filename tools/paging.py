@@ -45,9 +45,11 @@ def list_envelope(page: Any, *, tool: str = "list") -> tuple[list[Any], str | No
             f"{tool}: expected a `result` or `results` list, got {_kind(items)} (keys: {keys})"
         )
     cursor = page.get("next_cursor")
-    if cursor is not None and not isinstance(cursor, str | int):
+    if cursor is None or cursor is False or cursor == "":  # the last page (`false` too, as some APIs say it)
+        return items, None
+    if isinstance(cursor, bool) or not isinstance(cursor, str | int):
         raise MalformedResponseError(f"{tool}: `next_cursor` is {_kind(cursor)}, expected a string")
-    return items, (str(cursor) if cursor not in (None, "") else None)
+    return items, str(cursor)
 
 
 def _kind(value: Any) -> str:
