@@ -94,6 +94,7 @@ class FaultEngine:
 
 
 FILLER_CHUNK = 64 * 1024
+ENDLESS_SAFETY_CAP = 256 * 1024 * 1024  # far past any announced size, far below a disk
 
 
 async def stream_faulty_body(
@@ -131,8 +132,14 @@ async def stream_faulty_body(
             await asyncio.sleep(0)
         await part(tail, False)
         return
-    await part(body)
+    await part(body, endless)
     filler = random.Random(0).randbytes(FILLER_CHUNK)
+    sent = 0
     while endless:
-        await part(filler)
+        # "forever", to a safety cap: a client that fails to stop must fail its test, not fill the machine's disk
+        sent += len(filler)
+        last = sent >= ENDLESS_SAFETY_CAP
+        await part(filler, not last)
+        if last:
+            return
         await asyncio.sleep(0)

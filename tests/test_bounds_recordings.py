@@ -76,3 +76,21 @@ async def test_a_download_that_would_not_fit_is_refused_before_any_byte(
     assert video.status == "failed" and "free" in (video.error or "")
     assert sandbox.count(resource="submission_files") == 0, "nothing was fetched"
     assert not list((tmp_path / "rec").rglob("*.part"))
+
+
+def test_a_dripping_download_is_ended_as_stalled_and_a_slow_steady_one_is_not() -> None:
+    from tools.errors import TransportError
+    from workers.recordings import STALL_MIN_BYTES, STALL_WINDOW_SECONDS, ThroughputFloor
+
+    now = [0.0]
+    drip = ThroughputFloor(lambda: now[0], "/proxy/submission_files/f")
+    with pytest.raises(TransportError, match="stalled"):
+        for _ in range(10):  # a byte every 20 s: the read timeout never fires
+            now[0] += 20.0
+            drip.take(1)
+    now[0] = 0.0
+    steady = ThroughputFloor(lambda: now[0], "/proxy/submission_files/f")
+    for _ in range(int(4 * STALL_WINDOW_SECONDS)):  # 4 minutes at just over the floor's rate
+        now[0] += 1.0
+        steady.take(STALL_MIN_BYTES // int(STALL_WINDOW_SECONDS) + 1)
+    assert TransportError("stalled", "x").retryable  # retried, resuming the kept .part with Range

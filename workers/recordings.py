@@ -34,6 +34,10 @@ AUDIO_GET = "get_single_coviu_audio_recording_by_id"
 BINARY_TOOLS = (FILE_GET, AUDIO_GET)
 MANIFEST_NAME = "manifest.json"
 CHUNK_SIZE = 256 * 1024
+# A download that brings fewer than this many bytes in any window of this many seconds has stalled: a server dripping
+# a byte at a time (each byte resets the read timeout) cannot hold the worker for the length of a recording.
+STALL_WINDOW_SECONDS = 60.0
+STALL_MIN_BYTES = 64 * 1024
 PAGE_SIZE = 200
 DEFAULT_DOWNLOAD_DIR = Path("recordings")
 # A body with no announced size (no Content-Length, no size in the metadata) stops at this many bytes.
@@ -586,9 +590,11 @@ class RecordingsWorker:
                     state["total"] = int(length) if length and length.isdigit() else None
                     state["resumed"] = False
                 bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
+                floor = ThroughputFloor(self.toolbox.clock.monotonic, path)
                 with open(part, mode, opener=_owner_only) as handle:
                     async for chunk in response.aiter_bytes(CHUNK_SIZE):
                         bound.take(len(chunk))  # stops as soon as the bytes exceed the announced size
+                        floor.take(len(chunk))  # stops a download that has stalled (kept as .part: resumed later)
                         handle.write(chunk)
                         state["fetched"] = int(state.get("fetched", 0)) + len(chunk)
         except httpx.TransportError as exc:  # mid-body: the client maps errors only until the headers arrive
@@ -669,6 +675,32 @@ def ensure_free_space(directory: Path, needed: int | None, what: str) -> None:
             f"{what}: needs {needed} bytes but the disk holding {directory} has {free} free "
             f"(keeping {FREE_SPACE_RESERVE} spare); not downloaded"
         )
+
+
+class ThroughputFloor:
+    """Ends a download that brings fewer than `STALL_MIN_BYTES` in a `STALL_WINDOW_SECONDS` window (transient: the
+    `.part` is kept and the retry resumes it with `Range`)."""
+
+    def __init__(self, monotonic: Callable[[], float], path: str) -> None:
+        self.monotonic = monotonic
+        self.path = path
+        self.window_start = monotonic()
+        self.window_bytes = 0
+
+    def take(self, count: int) -> None:
+        self.window_bytes += count
+        now = self.monotonic()
+        if now - self.window_start < STALL_WINDOW_SECONDS:
+            return
+        if self.window_bytes < STALL_MIN_BYTES:
+            raise TransportError(
+                "stalled",
+                f"{self.window_bytes} bytes in {now - self.window_start:.0f} s (the floor is {STALL_MIN_BYTES} bytes "
+                f"per {STALL_WINDOW_SECONDS:.0f} s)",
+                method="GET",
+                path=self.path,
+            )
+        self.window_start, self.window_bytes = now, 0
 
 
 @dataclass
