@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from sandbox.ids import DEMO_CLIENT_ID
 from sandbox.media import webm_bytes
 from sandbox.querystring import parse_query
 from sandbox.ratelimit import RateDecision, RateLimiter
+from sandbox.replies import Reply, RequestRecord, error_reply
 from sandbox.store import CoviuStore
 from sandbox.timefmt import http_date
 
@@ -52,55 +53,10 @@ WRITE_METHODS = ("create", "update", "delete", "custom")
 WRITE_SCOPES = {"sessions": "sessions:write", "participants": "sessions:write"}
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """One request that reached the sandbox, and how it was answered."""
-
-    method: str
-    path: str
-    resource: str | None
-    truto_method: str | None
-    status: int
-    idempotency_key: str | None
-    query: dict[str, Any]
-    fault: str | None = None
-
-
-@dataclass(slots=True)
-class Reply:
-    """A response about to be sent, with the faults that will shape its delivery."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    slow_seconds: float = 0.0
-    drop: bool = False
-    drip_seconds: float = 0.0  # bounds faults (sandbox/faults.py): one byte every drip_seconds
-    pad_to: int = 0  # a JSON body padded to this many bytes, streamed without a Content-Length
-    endless: bool = False  # a body that never ends, without a Content-Length
-
-    @classmethod
-    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return cls(status=status, body=body, headers=dict(headers or {}))
-
-
 @dataclass(frozen=True, slots=True)
 class _IdempotentResult:
     fingerprint: str
     reply: Reply
-
-
-def _error_reply(
-    error: TrutoError, extra_headers: dict[str, str] | None = None, config: SandboxConfig | None = None
-) -> Reply:
-    headers = dict(extra_headers or {})
-    headers.update(error.headers)
-    body = error.body()
-    if config is not None and config.remote_error_message == "raw_response" and error.remote:
-        body["message"] = ""  # Truto may leave it empty for provider errors: the text is in raw_response
-    return Reply.json(body, error.status, headers)
 
 
 class Sandbox:
@@ -202,7 +158,7 @@ class Sandbox:
         try:
             reply = await self._route(request, record)
         except TrutoError as error:
-            reply = _error_reply(error, config=self.config)
+            reply = error_reply(error, config=self.config)
         record.status = reply.status
         await self._deliver(reply, send, record)
 
@@ -296,7 +252,7 @@ class Sandbox:
         try:
             reply = await self._proxy_call(request, record, resource, record_id, truto_method, rate_headers)
         except TrutoError as error:
-            reply = _error_reply(error, rate_headers, self.config)
+            reply = error_reply(error, rate_headers, self.config)
         return reply
 
     async def _proxy_call(
