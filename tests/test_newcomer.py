@@ -251,3 +251,30 @@ def test_audit_progress_logs_every_tenth_or_thirty_seconds_outside_a_terminal(ca
     assert lines[0].startswith("audit progress: 50/500 summaries (10%), 5.0/s, about 1 min 30 s left")
     assert lines[1].startswith("audit progress: 100/500 summaries (20%)")
     assert lines[2].startswith("audit progress: 101/500 summaries (20%)") and "left" in lines[2]
+
+
+def test_at_a_terminal_the_bar_shows_the_eta_and_log_lines_print_above_it() -> None:
+    import io
+    import logging
+    import sys
+
+    from rich.console import Console
+
+    from agent.cli.progress import AuditProgress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with AuditProgress(console, terminal=True) as progress:
+            progress("sessions", 10, 10)
+            progress("summaries", 4, 0)
+            logging.getLogger("graphs.audit").warning("audit: a line for the log")
+            assert handler.stream is not sys.__stderr__  # writing through the bar's console, not under it
+    finally:
+        root.removeHandler(handler)
+    shown = screen.getvalue()
+    assert "ETA" in shown and "summaries of 10 sessions" in shown
+    assert "audit: a line for the log" in shown  # the log line went to the same screen, above the bar
