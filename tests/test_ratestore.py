@@ -226,8 +226,9 @@ _CHILD = textwrap.dedent(
     gov = RateLimitGovernor(limit=21, window_seconds=1.0, clock=SystemClock(), store=SqliteRateStore(path), key="ia")
     sent = []
     for _ in range(count):
-        time.sleep(gov.reserve())
-        sent.append(time.time())
+        wait = gov.reserve()
+        sent.append(time.time() + wait)  # the booked slot (a loaded machine may wake the sleeper late)
+        time.sleep(wait)
     open(out, "w").write(json.dumps(sent))
     """
 )
@@ -249,8 +250,9 @@ def test_two_real_processes_never_overbook_one_window_together(tmp_path: Path) -
         assert proc.wait(timeout=60) == 0
     sent = [t for i in range(2) for t in json.loads((tmp_path / f"sent{i}.json").read_text())]
     assert len(sent) == 60
-    # A 1 ms allowance for the time between a process's booked slot and its clock read after sleeping.
-    assert max_in_window(sent, window=1.0 - 0.002) <= 20
+    # 50 ms allowed for the time between the store's booking and the child's clock read on a loaded machine;
+    # two processes that did not share the log would put about 40 sends in any such window.
+    assert max_in_window(sent, window=1.0 - 0.05) <= 20
 
 
 def test_retry_wait_is_what_is_left_of_the_hold() -> None:

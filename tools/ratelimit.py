@@ -206,8 +206,8 @@ class RateLimitGovernor:
     """Paces one integrated account's requests, shared by every caller of every process that shares its store.
 
     - `reserve()` books the next send slot and returns how long the caller must wait before sending.
-      While the server's current window has room (its `ratelimit-remaining`, less the sends booked since the
-      request that reported it, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
+      While the server's current window has room (its smallest `ratelimit-remaining` of the window, less every
+      send still unanswered, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
       an idle budget bursts (triage pays no spacing). When that room is spent it waits for the reset. Where the
       server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
       quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
@@ -215,8 +215,9 @@ class RateLimitGovernor:
     - `observe()` learns from each response's headers; a 429 holds every caller until the reset.
     - `wait_seconds()` is the wait it wants right now, without booking (`retry_wait` uses it).
     - `budget` (a `RateLimitBudget`) bounds the waits the server's limits impose: the part of a `reserve()` wait
-      that comes from a 429 hold or `remaining: 0` is claimed from it, and a slot past the budget is never
-      booked (`RateLimitBudgetError`). Its own pacing is not a rate-limit wait, and is not counted.
+      that comes from a 429 hold or a longer quota's `remaining: 0` is claimed from it, and a slot past the
+      budget is never booked (`RateLimitBudgetError`). Its own pacing (spacing, waiting out a spent 10 s window)
+      is not a rate-limit wait, and is not counted.
     The state lives in `store` (`tools/ratestore.py`) under `key`: in memory by default, or a SQLite/PostgreSQL
     store that every process of a deployment shares, so they all spend one budget. The counters
     (`requests_reserved`, `rate_limited_count`, `total_wait_seconds`) and the budget are this governor's own.
@@ -248,21 +249,6 @@ class RateLimitGovernor:
         self.requests_reserved = 0
         self.total_wait_seconds = 0.0
         self.budget = RateLimitBudget()
-
-    def for_run(self, budget: RateLimitBudget) -> RateLimitGovernor:
-        """Another governor on the same account state (same store and key), with its own budget and counters."""
-        twin = RateLimitGovernor(
-            limit=self._configured_limit,
-            window_seconds=self.window,
-            headroom=self._headroom,
-            clock=self.clock,
-            ceiling=self.ceiling,
-            smooth=self.smooth,
-            store=self.store,
-            key=self.key,
-        )
-        twin.budget = budget
-        return twin
 
     # --- time and limits -------------------------------------------------------------------------------
 
