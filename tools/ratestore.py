@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,10 +125,25 @@ class SqliteRateStore:
         self._conn = sqlite3.connect(
             str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)")
+        self._initialise(time.monotonic() + busy_timeout)
+
+    def _initialise(self, deadline: float) -> None:
+        """WAL mode and the table. Processes opening a new file at once may find it locked: switching the journal
+        mode does not wait on SQLite's busy handler, so this waits (up to the busy timeout) itself."""
+        while True:
+            try:
+                with self._lock:
+                    if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                        self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
+                    self._conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
+                    )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
         with self._lock:
