@@ -296,6 +296,30 @@ def test_schedule_audit_command_registers_lists_and_deletes_crons(server: Server
         assert deleted.returncode == 0, deleted.stderr
 
 
+def test_schedule_audit_makes_one_cron_per_clinic_of_a_fleet(server: Server, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        "[[clinics]]\n"
+        f'account = "sandbox"\nteam_id = "{DEMO_TEAM_ID}"\ntimezone = "Australia/Perth"\nname = "West"\n'
+        "[[clinics]]\n"
+        'account = "clinic-b"\n'
+    )
+    result = schedule(
+        ["audit", "--cron", "0 6 * * *", "--server", server.url, "--fleet", str(fleet), "--json"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    crons = json.loads(result.stdout)["crons"]
+    assert [c["context"].get("integrated_account_id") for c in crons] == ["sandbox", "clinic-b"]
+    assert crons[0]["timezone"] == "Australia/Perth" and crons[0]["context"]["team_id"] == DEMO_TEAM_ID
+    assert crons[1]["timezone"] == CLINIC_TZ  # no zone in the file: the clinic setting's
+    for cron in crons:
+        assert schedule(["delete", cron["cron_id"], "--server", server.url], tmp_path).returncode == 0
+    mixed = schedule(
+        ["audit", "--cron", "0 6 * * *", "--server", server.url, "--fleet", str(fleet), "--team-id", "x"], tmp_path
+    )
+    assert mixed.returncode == 2 and "--fleet" in mixed.stderr
+
+
 def test_schedule_audit_command_exits_3_when_the_server_is_unreachable(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = schedule(["audit", "--cron", "0 6 * * *", "--server", url, "--json"], tmp_path)

@@ -124,6 +124,11 @@ def schedule_audit(
     keep_threads: bool = typer.Option(
         False, "--keep-threads", help="Keep each run's thread (its report stays readable through the API)."
     ),
+    fleet: str | None = typer.Option(
+        None,
+        "--fleet",
+        help="A TOML/JSON file of clinics (as for `audit --fleet`): one cron per clinic, in each clinic's zone.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
 ) -> None:
@@ -135,8 +140,24 @@ def schedule_audit(
         check_id("--team-id", team_id)
         check_id("--collection-id", collection_id)
         check_id("--assistant", assistant)
+        if fleet is not None and (integrated_account_id or team_id or collection_id):
+            raise BadInput(
+                "--fleet: the file names each clinic's ids; drop --integrated-account-id/--team-id/--collection-id"
+            )
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    if fleet is not None:
+        schedule_fleet(
+            fleet,
+            schedule=schedule,
+            url=url,
+            timezone=timezone,
+            assistant=assistant,
+            keep_threads=keep_threads,
+            as_json=as_json,
+            verbose=verbose,
+        )
+        return
     explicit_zone = timezone is not None
     try:
         zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
@@ -169,6 +190,62 @@ def schedule_audit(
         f"next run {result['next_run_date']}",
         highlight=False,
     )
+
+
+def schedule_fleet(
+    path: str,
+    *,
+    schedule: str,
+    url: str,
+    timezone: str | None,
+    assistant: str,
+    keep_threads: bool,
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """One cron per clinic of a fleet file, each in its clinic's time zone (else --timezone, else the setting)."""
+    from pathlib import Path
+
+    from agent.fleet import load_fleet
+
+    try:
+        clinics = load_fleet(Path(path))
+        default_zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+
+    async def create_all(client: Any) -> Any:
+        created = []
+        for clinic in clinics:
+            zone = clinic.timezone or default_zone
+            given = (
+                ("integrated_account_id", clinic.account),
+                ("team_id", clinic.team_id),
+                ("collection_id", clinic.collection_id),
+                ("timezone", zone),
+            )
+            created.append(
+                await client.crons.create(
+                    assistant,
+                    schedule=schedule,
+                    input={},
+                    context={k: v for k, v in given if v},
+                    timezone=zone,
+                    on_run_completed="keep" if keep_threads else "delete",
+                )
+            )
+        return created
+
+    results = [_summary(dict(c), url) for c in _run(url, "create the crons", create_all, as_json)]
+    if as_json:
+        emit_json({"crons": results})
+        return
+    for clinic, result in zip(clinics, results, strict=True):
+        out.print(
+            f"cron {result['cron_id']}: {clinic.name or clinic.account} at '{result['schedule']}' "
+            f"({result['timezone']}); next run {result['next_run_date']}",
+            highlight=False,
+        )
 
 
 @schedule_app.command("list")
