@@ -435,6 +435,16 @@ class RequestTally:
         return f"{n['sessions.list']} list + {n['session_summaries.get']} summaries + {n['submissions.list']} subm."
 
 
+def state_store_bytes(work: Path) -> int:
+    """The state store's size on disk now: the checkpoints and the audit's side tables and summary cache (every
+    SQLite file of the child's work directory, with its WAL and shared-memory files)."""
+    total = 0
+    for path in work.glob("*.sqlite*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
 def run_child(role: str, spec: dict[str, Any], served: ServedSandbox, label: str) -> tuple[dict[str, Any], float]:
     """Run one child; print progress to stderr; return its result and the peak RSS psutil sampled."""
     import psutil
@@ -449,11 +459,13 @@ def run_child(role: str, spec: dict[str, Any], served: ServedSandbox, label: str
     proc = subprocess.Popen([sys.executable, __file__, "--child", role, str(spec_path)], cwd=ROOT, env=env)
     watched = psutil.Process(proc.pid)
     sampled = 0
+    store_peak = 0
     started = time.monotonic()
     next_note = started + 15
     while proc.poll() is None:
         with contextlib.suppress(psutil.Error):
             sampled = max(sampled, watched.memory_info().rss)
+        store_peak = max(store_peak, state_store_bytes(work))
         if time.monotonic() >= next_note:
             tally = served.tally(start_mark)
             print(
@@ -468,6 +480,7 @@ def run_child(role: str, spec: dict[str, Any], served: ServedSandbox, label: str
         raise RuntimeError(f"{label}: the child process failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(Path(spec["result_path"]).read_text())
     result["tally"] = served.tally(start_mark)
+    result["peak_store_bytes"] = max(store_peak, state_store_bytes(work))
     return result, float(sampled)
 
 

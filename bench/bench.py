@@ -53,6 +53,10 @@ GOAL_HELP_SECONDS = 0.3
 GOAL_TOOLS_SECONDS = 1.5
 GOAL_RERUN_SHARE = 0.02
 GOAL_FLEET_RATIO = 1.10
+GOAL_AUDIT_RATIO = 1.02  # the audit against the floor, with at most GOAL_AUDIT_429 of its requests answered 429
+GOAL_AUDIT_429 = 0.001
+GOAL_RSS_MB = 200  # at N = 10,000: the audit's peak RSS and its state store's peak size on disk
+GOAL_STORE_MB = 15
 
 
 def fixed_window_minimum(requests: int) -> float:
@@ -67,6 +71,8 @@ class Run:
     wall: float
     tally: RequestTally
     totals: Any = None
+    peak_rss: float = 0.0  # bytes: the child's own ru_maxrss or psutil's sampling, the larger
+    peak_store: float = 0.0  # bytes: the state store's SQLite files (checkpoints, side tables, cache) at their peak
 
     @property
     def requests(self) -> int:
@@ -121,8 +127,16 @@ def summary_cache_landed() -> bool:
 
 def run_one(role: str, served: ServedSandbox, common: dict[str, Any], work: Path, label: str, **spec: Any) -> Run:
     served.wait_for_fresh_window()
-    result, _ = run_child(role, {**common, "base_url": served.base_url, "work_dir": str(work), **spec}, served, label)
-    return Run(wall=result["wall_seconds"], tally=result["tally"], totals=result.get("totals"))
+    result, sampled_rss = run_child(
+        role, {**common, "base_url": served.base_url, "work_dir": str(work), **spec}, served, label
+    )
+    return Run(
+        wall=result["wall_seconds"],
+        tally=result["tally"],
+        totals=result.get("totals"),
+        peak_rss=max(float(result.get("peak_rss_bytes", 0)), sampled_rss),
+        peak_store=float(result.get("peak_store_bytes", 0)),
+    )
 
 
 def run_pair(served: ServedSandbox, common: dict[str, Any], work: Path, label: str) -> Run:
@@ -384,6 +398,26 @@ def report(
                 )
             )
         print_rows(rows)
+        audits = m.runs.get("audit")
+        if audits:
+            ratio = max(r.ratio_floor for r in audits)
+            share = max(r.share_429 for r in audits)
+            ok = ratio <= GOAL_AUDIT_RATIO and share <= GOAL_AUDIT_429
+            failures += not ok
+            print(
+                f"  audit: worst ratio to the floor {ratio:.3f} (goal ≤ {GOAL_AUDIT_RATIO}), worst 429 share "
+                f"{share:.2%} (goal ≤ {GOAL_AUDIT_429:.1%}): {'PASS' if ok else 'FAIL'}"
+            )
+            rss = max(r.peak_rss for r in audits) / 2**20
+            store = max(r.peak_store for r in audits) / 2**20
+            judged = m.n >= 10_000  # the goals are set at N = 10,000
+            ok = rss <= GOAL_RSS_MB and store <= GOAL_STORE_MB
+            failures += judged and not ok
+            verdict = ("PASS" if ok else "FAIL") if judged else "goals are at N = 10,000"
+            print(
+                f"  audit: peak RSS {rss:.0f} MB (goal ≤ {GOAL_RSS_MB} MB), state store at its peak {store:.2f} MB "
+                f"(checkpoints, side tables and summary cache; goal ≤ {GOAL_STORE_MB} MB): {verdict}"
+            )
         pair = m.runs.get("two-process")
         if pair:
             share = max(r.share_429 for r in pair)

@@ -240,7 +240,9 @@ def test_server_remaining_counts_down_with_sends() -> None:
     gov.observe(RateLimitInfo(remaining=3, reset_seconds=4.0), status_code=200)
     assert gov.reserve() == 0.0
     assert gov.reserve() == 0.0
-    assert gov.reserve() == pytest.approx(4.0)  # the third would take the last slot: one slot of headroom
+    # The third would take the last slot, the headroom: it waits for the window's last second.
+    assert gov.reserve() == pytest.approx(3.0)
+    assert gov.reserve() == pytest.approx(4.0)  # the window is spent: the fourth waits for the reset
     # A fresh observation resets the count.
     gov.observe(RateLimitInfo(remaining=10, reset_seconds=4.0), status_code=200)
     clock.advance(4)

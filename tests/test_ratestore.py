@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class SimResult:
     rate_limited: int = 0
     finished_at: float = 0.0
     waits: list[float] = field(default_factory=list)
+    foreign_accepted: int = 0
 
 
 def simulate(
@@ -49,6 +51,7 @@ def simulate(
     limit: int = 50,
     window: float = 10.0,
     start_gaps: list[float] | None = None,
+    foreign: list[float] | None = None,
 ) -> SimResult:
     """Run `requests_each` requests through each governor, `workers_each` in flight, against a fixed-window server.
 
@@ -73,10 +76,15 @@ def simulate(
 
     for w, (g, _) in enumerate(workers):
         push(start + (start_gaps[g] if start_gaps else 0.0), w, "ready")
+    for moment in foreign or []:  # a sender outside the deployment, on the same account: the server counts it
+        push(start + moment, -1, "foreign")
     while events:
         at, _, w, what, value = heapq.heappop(events)
         if at > clock.monotonic():
             clock.advance(at - clock.monotonic())
+        if what == "foreign":
+            result.foreign_accepted += server.check(ACCOUNT, limit, window).allowed
+            continue
         g, ctx = workers[w]
         gov = governors[g]
         if what == "ready":
@@ -148,6 +156,36 @@ def test_a_long_run_takes_no_429_and_keeps_near_the_windows_pace(
     assert result.rate_limited == 0
     assert len(result.sent) == n
     assert result.finished_at / (n / 5.0) <= max_ratio  # ratio to the floor (requests ÷ 5/s)
+
+
+def test_every_window_carries_its_whole_limit_the_headroom_spent_in_its_last_second() -> None:
+    # The slot of headroom is held back, then spent just before the reset: 50 a window, not 49.
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock)
+    n = 1990
+    result = simulate(clock, [gov], n, latency=lambda: 0.005)
+    assert result.rate_limited == 0
+    assert max_in_window(result.sent) == 50
+    windows = Counter(int(t // 10.0) for t in result.sent)  # the sandbox's windows open at 0, 10, 20 s...
+    assert sorted(windows.values()) == [40] + [50] * 39  # every window full but the last
+    # 39 full windows then 40 sends: the fixed-window minimum is 390 s; at 49 a window 1990 needs 41 windows, 400 s.
+    assert result.finished_at <= 395.0  # (the last window's 40 sends take about 1.5 s: spaced until it speaks)
+
+
+def test_a_sender_outside_the_deployment_costs_at_most_one_429_a_window_and_no_storm() -> None:
+    # Someone else spends one request in each of 20 windows, at a moment we cannot see: the headroom send of
+    # those windows may meet a full window (a 429, retried at the reset), never more than that.
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock)
+    rng = random.Random(5)
+    foreign = [10.0 * k + rng.uniform(0.0, 9.9) for k in range(20)]
+    result = simulate(clock, [gov], 1000, latency=lambda: 0.005, foreign=foreign)
+    assert len(result.sent) == 1000
+    # Each outside send contests one window's last slot at most: one refusal (ours or the outsider's) per send.
+    assert result.rate_limited + (len(foreign) - result.foreign_accepted) <= len(foreign)
+    early = sum(1 for moment in foreign if moment % 10.0 < 8.0)  # before the windows' last seconds
+    assert result.foreign_accepted >= early  # the headroom kept their room until then
+    assert result.finished_at / (1000 / 5.0) <= 1.05
 
 
 # --- one budget across processes -------------------------------------------------------------------

@@ -37,6 +37,10 @@ MAX_HEADER_SECONDS = 31 * 86_400.0
 DEFAULT_MAX_WAIT = 120.0
 # A wait longer than this is said at INFO on stderr (what, how long, why).
 VISIBLE_WAIT_SECONDS = 5.0
+# The slot of headroom is held back for a window's life (a send the server counted and we did not see) and, when
+# the server's word says it is still free, spent this long before the window's reset: by then an unseen sender has
+# had the window to take it, and a 429 on it costs at most the wait to the reset that every caller makes anyway.
+HEADROOM_RELEASE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,10 @@ class RateLimitGovernor:
     - `reserve()` books the next send slot and returns how long the caller must wait before sending.
       While the server's current window has room (its smallest `ratelimit-remaining` of the window, less every
       send still unanswered, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
-      an idle budget bursts (triage pays no spacing). When that room is spent it waits for the reset. Where the
+      an idle budget bursts (triage pays no spacing). The slot of headroom is held back until
+      `HEADROOM_RELEASE_SECONDS` before the reset and then spent if the server's count still has it (so a window
+      carries its whole limit, and at most that one late send can meet a sender we do not see). When the room is
+      spent it waits for the reset. Where the
       server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
       quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
       `window_seconds` at `capacity` sends (`limit` less the headroom).
@@ -320,11 +327,15 @@ class RateLimitGovernor:
     def _next_slot(self, state: AccountRate, now: float) -> float:
         slot = max(now, state.hold_until)
         if state.remaining is not None and slot < state.reset_at:
-            room = self._room(state) - self._headroom_for(self._limit(state))
-            if room <= 0:
-                slot = state.reset_at  # this window is spent: its reset is the next free moment
-            elif self._short_window(state):
+            room = self._room(state)
+            headroom = self._headroom_for(self._limit(state))
+            if room - headroom > 0 and self._short_window(state):
                 return slot  # the server says this window has room: spend it now
+            if room >= 1 and headroom > 0 and self._short_window(state):
+                # Only the headroom is left: it is spent in the window's last moment (HEADROOM_RELEASE_SECONDS).
+                return max(slot, state.reset_at - HEADROOM_RELEASE_SECONDS)
+            if room - headroom <= 0:
+                slot = state.reset_at  # this window is spent: its reset is the next free moment
         capacity = self._capacity(state)
         sends = state.sends
         if self.smooth and sends:
