@@ -53,6 +53,9 @@ PAGE_SIZE = 200
 BATCH_SIZE = 250  # summaries per step: the unit of resumption after a crash (one checkpoint per batch)
 FETCH_CONCURRENCY = 8  # summaries in flight (the governor paces them all to the account's limit)
 SESSION_LOOKBACK = timedelta(hours=24)  # longest session we expect: widen the API's start filter by this
+# A no-show (nobody entered, no end) fetched this long after its scheduled end is kept in the summary cache: by then
+# the session has long been finished (Coviu takes no participants on a finished session) and nobody will enter.
+NO_SHOW_SETTLED = timedelta(hours=12)
 FORM_SLACK = timedelta(days=7)  # forms filed up to a week before or after the window still count
 REPORT_SCHEMA_VERSION = 2
 DEFAULT_OVERRUN_THRESHOLD = 10.0
@@ -321,7 +324,12 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     cached: dict[str, CachedSummary] = {}
     if not state.get("refresh"):
         checkable = [r["session_id"] for r in listed.values() if r.get("session_id") and not r.get("problem")]
-        cached = await store.cached_summaries(account_of(services), checkable)
+        cached = {
+            sid: facts
+            for sid, facts in (await store.cached_summaries(account_of(services), checkable)).items()
+            # a cached no-show that the list now shows an end for has changed after all: fetched again
+            if facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end")
+        }
         await store.put_rows(run, SUMMARY_ROWS, cached)
     unchecked = sum(1 for r in listed.values() if r.get("problem"))
     log.info(
@@ -385,12 +393,15 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
         return None
     if session_id is None:
         return _unchecked_row(None, name, start, end, "the session list gave this session no id")
-    return {
+    row: dict[str, Any] = {
         "session_id": session_id,
         "session_name": name,
         "scheduled_start": utc_z(start),
         "scheduled_end": utc_z(end),
     }
+    if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
+        row["listed_actual_end"] = True
+    return row
 
 
 def _unchecked_row(
@@ -472,14 +483,23 @@ def _outcome_problem(outcome: CallOutcome) -> str:
     return f"{prefix}: {outcome.text.removeprefix('Error: ')}"[:300]
 
 
-def cacheable(row: Mapping[str, Any], facts: Mapping[str, Any]) -> CachedSummary | None:
-    """The facts to keep for good, or None: only a readable summary with an actual end and plausible times can no
-    longer change (an unavailable summary, one without an end or with implausible times is fetched again)."""
-    if facts.get("unavailable") or not facts.get("actual_end"):
+def cacheable(row: Mapping[str, Any], facts: Mapping[str, Any], fetched_at: datetime) -> CachedSummary | None:
+    """The facts to keep for good, or None. What can no longer change: a readable summary with an actual end and
+    plausible times, or a no-show (nobody entered, no end) fetched `NO_SHOW_SETTLED` after its scheduled end, when
+    the session has long been finished. An unavailable summary, one with implausible times, a call someone entered
+    that has no end yet, and a no-show too fresh to be sure of are fetched again."""
+    if facts.get("unavailable"):
         return None
     scheduled_start, scheduled_end = parse_time(row.get("scheduled_start")), parse_time(row.get("scheduled_end"))
+    if scheduled_start is None or scheduled_end is None:
+        return None
+    if not facts.get("actual_end"):
+        nobody_entered = not facts.get("actual_start")
+        if nobody_entered and fetched_at - scheduled_end >= NO_SHOW_SETTLED and not row.get("listed_actual_end"):
+            return {"actual_start": None, "actual_end": None}
+        return None
     actual_end = parse_time(facts["actual_end"])
-    if scheduled_start is None or scheduled_end is None or actual_end is None:
+    if actual_end is None:
         return None
     actual_start = parse_time(facts.get("actual_start")) or scheduled_start
     if implausible_reason(scheduled_start, scheduled_end, actual_start, actual_end):
@@ -529,14 +549,15 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
 
     await asyncio.gather(*(one(r["session_id"]) for r in batch))
     await store.put_rows(run, SUMMARY_ROWS, facts)
+    now = services.clock.now()
     keep: dict[str, CachedSummary] = {}
     for row in batch:
         sid = row["session_id"]
-        kept = cacheable(row, facts[sid]) if sid in facts else None
+        kept = cacheable(row, facts[sid], now) if sid in facts else None
         if kept is not None:
             keep[sid] = kept
     forget = [sid for sid in facts if sid not in keep]  # refetched and now not cacheable: never served stale
-    await store.cache_summaries(account_of(services), keep, utc_z(services.clock.now()), forget=forget)
+    await store.cache_summaries(account_of(services), keep, utc_z(now), forget=forget)
     retry = state.get("retry")
     if failed:
         base = settled(retry) if facts else retry  # progress resets the attempt count

@@ -7,9 +7,12 @@ when it is a `postgresql://` URL):
   audit's run key (its thread id). The graph's state holds only cursors and counters, so a checkpoint stays small
   whatever the number of sessions (the SQLite saver stores the whole state at every step). The rows are deleted
   once the report is written.
-- `coviu_summary_cache`: summaries that can no longer change (an actual end is recorded, the times are readable
-  and plausible), per integrated account: session id, actual start, actual end, fetched-at. An audit never fetches
-  them again (unless `--refresh`). Ids and times only: no names, no payloads.
+- `coviu_summary_cache`: summaries that can no longer change, per integrated account: session id, actual start,
+  actual end, fetched-at. Either an actual end is recorded (and the times are readable and plausible), or nobody
+  ever entered and the session's scheduled end was `NO_SHOW_SETTLED` (12 h) before the fetch: a no-show, stored
+  with the actual end `NO_END` (""). An audit never fetches them again (unless `--refresh`; a session list that
+  shows an actual end for a cached no-show sends it to be fetched again). Ids and times only: no names, no
+  payloads.
 
 The agent layer opens the store (`open_audit_store`) and injects it through `Services.audit_store`; without one,
 an audit uses a private in-memory store (no cache across runs).
@@ -50,11 +53,15 @@ PUT_SUMMARY = (
 )
 
 
+# The stored actual end of a settled no-show (the column is NOT NULL in stores created before no-shows were kept).
+NO_END = ""
+
+
 class CachedSummary(TypedDict):
-    """The facts the audit keeps from a summary that can no longer change."""
+    """The facts the audit keeps from a summary that can no longer change (`actual_end` None: a settled no-show)."""
 
     actual_start: str | None
-    actual_end: str
+    actual_end: str | None
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -119,14 +126,16 @@ class AuditStore(ABC):
                 (account, *chunk),
             )
             for session_id, actual_start, actual_end in found:
-                out[str(session_id)] = {"actual_start": actual_start, "actual_end": actual_end}
+                out[str(session_id)] = {"actual_start": actual_start, "actual_end": actual_end or None}
         return out
 
     async def cache_summaries(
         self, account: str, summaries: Mapping[str, CachedSummary], fetched_at: str, *, forget: Iterable[str] = ()
     ) -> None:
         """Keep these summaries (they can no longer change); drop `forget` (refetched, and now not cacheable)."""
-        rows = [(account, sid, f["actual_start"], f["actual_end"], fetched_at) for sid, f in summaries.items()]
+        rows = [
+            (account, sid, f["actual_start"], f["actual_end"] or NO_END, fetched_at) for sid, f in summaries.items()
+        ]
         dropped = [(account, sid) for sid in forget]
         statements: list[tuple[str, Sequence[Sequence[Any]]]] = []
         if rows:

@@ -70,4 +70,5 @@ class SandboxConfig(BaseModel):
     canceled_listed_by_default: bool = False  # canceled sessions listed unless `include_canceled=false`
     submission_layout: Literal["full", "sparse"] = "full"  # sparse: null fields left out, keys in another order
     remote_error_message: Literal["message", "raw_response"] = "message"  # raw_response: `message` is empty
+    session_actual_end_listed: bool = False  # sessions (lists and gets) carry OAS's optional `actual_end_time`
     faults: FaultConfig = Field(default_factory=FaultConfig)

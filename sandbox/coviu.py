@@ -252,6 +252,8 @@ class CoviuApi:
         }
         if session.canceled_time is not None:
             payload["canceled_time"] = self._t(session.canceled_time)
+        if self._config().session_actual_end_listed:
+            payload["actual_end_time"] = self._t(session.actual_end_time)
         return payload
 
     def participant_json(self, participant: Participant) -> dict[str, Any]:

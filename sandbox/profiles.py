@@ -5,7 +5,7 @@
   `/tools` and lists, `id` in the body schema, the session summary served as a custom method (POST), RFC-1123
   times, `ratelimit-reset` as a Unix time and `Retry-After` as an HTTP date, pages of 2 rows on every list with
   `limit` ignored, canceled sessions listed unless filtered, sparse submissions, remote errors with an empty
-  `message` (the text is in `raw_response`).
+  `message` (the text is in `raw_response`), sessions listed with their `actual_end_time` (OAS's optional field).
 - `random`: each alternative picked by a seeded `random.Random`, so a failing seed replays (`random-<seed>`).
 
 Only the sandbox and the tests know profiles: the product reads whatever the account answers.
@@ -39,6 +39,7 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "canceled_listed_by_default": (False, True),
     "submission_layout": ("full", "sparse"),
     "remote_error_message": ("message", "raw_response"),
+    "session_actual_end_listed": (False, True),
 }
 
 VARIANT: dict[str, Any] = {
@@ -53,6 +54,7 @@ VARIANT: dict[str, Any] = {
     "canceled_listed_by_default": True,
     "submission_layout": "sparse",
     "remote_error_message": "raw_response",
+    "session_actual_end_listed": True,
 }
 
 

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,40 @@ def summaries_fetched(sandbox: Sandbox) -> int:
     return sandbox.count(resource=SUMMARIES)
 
 
-def changeable(report: dict[str, Any]) -> list[str]:
-    """Sessions whose summary may still change: no recorded end, unavailable, implausible."""
+def settled_no_show(sandbox: Sandbox, row: dict[str, Any], now: datetime) -> bool:
+    """Nobody entered the session, and it was scheduled to end at least 12 hours before `now`."""
+    session = sandbox.store.sessions[row["session_id"]]
+    entered = any(p.entry_time for p in sandbox.store.session_participants(session, True))
+    return not entered and session.actual_end_time is None and now - session.end_time >= timedelta(hours=12)
+
+
+def changeable(report: dict[str, Any], sandbox: Sandbox | None = None, now: datetime | None = None) -> list[str]:
+    """Sessions whose summary may still change: unavailable, implausible, or no recorded end (unless, given the
+    sandbox and the time of the fetch, it is a settled no-show)."""
     kinds = {"no_actual_end", "summary_unavailable", "implausible_times"}
-    return [r["session_id"] for r in report["sessions"] if kinds & set(r["flags"])]
+    out = []
+    for r in report["sessions"]:
+        if not kinds & set(r["flags"]):
+            continue
+        settled = sandbox is not None and now is not None and settled_no_show(sandbox, r, now)
+        if settled and "no_actual_end" in r["flags"]:
+            continue
+        out.append(r["session_id"])
+    return out
 
 
 async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_identical_report(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
 ) -> None:
-    sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    sessions = [sandbox.store.sessions[sid] for sid in ids]
+    nobody = [s for s in sessions if s.actual_end_time is None and s.canceled_time is None]
+    # One no-show scheduled late yesterday (under 12 h before the audit: it may yet change) and one call someone
+    # entered that has no recorded end: both are fetched again, whatever the time.
+    late = nobody[0]
+    late.end_time = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)
+    late.start_time = late.end_time - timedelta(minutes=30)
+    next(s for s in sessions if s.actual_end_time is not None).actual_end_time = None
     services = await audit_services(sandbox, clock, tmp_path, store)
     try:
         before = summaries_fetched(sandbox)
@@ -76,14 +100,20 @@ async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_iden
     finally:
         await services.toolbox.aclose()
     assert again == first
+    now = clock.now()
     assert changeable(first), "the sandbox's day has sessions without a recorded end"
-    assert warm == len(changeable(first)) < cold / 10
+    may_change = changeable(first, sandbox, now)
+    no_shows = set(changeable(first)) - set(may_change)
+    assert no_shows, "the sandbox's day has settled no-shows"
+    assert may_change, "and sessions fetched again: a no-show ended less than 12 h ago, or a call with no end"
+    assert late.session_id in may_change and late.session_id in changeable(first)
+    assert warm == len(may_change) < cold / 10
     path = Path(store.path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     cached = sqlite3.connect(path).execute("SELECT session_id, actual_end FROM coviu_summary_cache").fetchall()
-    assert len(cached) == cold - len(changeable(first))
-    assert not {sid for sid, _ in cached} & set(changeable(first))
-    assert all(end for _, end in cached)
+    assert len(cached) == cold - len(may_change)
+    assert not {sid for sid, _ in cached} & set(may_change)
+    assert {sid for sid, end in cached if not end} == no_shows  # kept as no-shows: no end stored
 
 
 async def test_refresh_fetches_every_summary_again(
@@ -121,6 +151,60 @@ async def test_a_summary_without_an_end_is_fetched_again_and_its_end_is_then_kep
     assert row == victim  # the end recorded since was fetched, not a stale "no recorded end"
 
 
+@pytest.mark.profiles("variant")
+async def test_a_cached_no_show_that_the_list_shows_an_end_for_is_fetched_again(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
+) -> None:
+    # An account whose session list carries `actual_end_time` (OAS's optional field) tells a no-show that was
+    # entered after all (however unlikely) from one that was not: the cached "no recorded end" is not served.
+    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    no_show = next(
+        sandbox.store.sessions[sid]
+        for sid in ids
+        if sandbox.store.sessions[sid].actual_end_time is None and sandbox.store.sessions[sid].canceled_time is None
+    )
+    services = await audit_services(sandbox, clock, tmp_path, store)
+    try:
+        await run(services, "first")
+        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        assert cached[no_show.session_id] == ""  # kept as a settled no-show
+        no_show.actual_end_time = no_show.end_time + timedelta(minutes=5)
+        before = summaries_fetched(sandbox)
+        later = await run(services, "later")
+        fetched = summaries_fetched(sandbox) - before
+    finally:
+        await services.toolbox.aclose()
+    row = next(r for r in later["sessions"] if r["session_id"] == no_show.session_id)
+    assert "no_actual_end" not in row["flags"] and row["actual_end"] is not None
+    assert fetched == 1
+
+
+async def test_a_no_show_is_kept_only_once_it_has_settled(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
+) -> None:
+    # Audited an hour after its scheduled end, a no-show is fetched again; audited 12 h after, it is kept.
+    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    no_show = next(
+        sandbox.store.sessions[sid]
+        for sid in ids
+        if sandbox.store.sessions[sid].actual_end_time is None and sandbox.store.sessions[sid].canceled_time is None
+    )
+    no_show.end_time = clock.now() - timedelta(hours=1)  # still yesterday for a window that ends at midnight
+    no_show.start_time = no_show.end_time - timedelta(minutes=30)
+    today = date(2026, 11, 25)
+    services = await audit_services(sandbox, clock, tmp_path, store)
+    try:
+        await run(services, "an hour after", date=today.isoformat())
+        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        assert no_show.session_id not in cached
+        clock.advance(11 * 3600.0)
+        await run(services, "twelve hours after", date=today.isoformat())
+        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        assert cached.get(no_show.session_id) == ""
+    finally:
+        await services.toolbox.aclose()
+
+
 @pytest.mark.profiles("default")
 async def test_an_unavailable_summary_is_fetched_again(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
@@ -150,7 +234,7 @@ async def test_an_unavailable_summary_is_fetched_again(
     broken_row = next(r for r in broken["sessions"] if r["session_id"] == victim["session_id"])
     assert "summary_unavailable" in broken_row["flags"] and broken["complete"] is False
     assert mended == healthy  # the unavailable summary was not cached: fetched again, and read this time
-    assert fetched == len(changeable(healthy)) + 1
+    assert fetched == len(changeable(healthy, sandbox, clock.now())) + 1
 
 
 async def test_side_rows_hold_the_run_until_the_report_is_written(
