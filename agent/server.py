@@ -5,7 +5,7 @@ The server runs each graph with `ServerContext`: the editable ids of `Context` (
 plus the clinic's integrated account and time zone, so one server can serve many clinics (one assistant per
 integrated account). The injected `services` stay out of the JSON schema and cannot be set by an API caller.
 Services are built once per integrated account (`agent.services.build_services`, as the CLI's runs do) and shared
-by its runs; each run starts with the whole rate-limit wait budget. The server cannot call `agent.runs`: LangGraph
+by its runs; each run has a whole rate-limit wait budget of its own. The server cannot call `agent.runs`: LangGraph
 invokes the graphs itself (its own checkpointer, threads, resume and interrupts), so thread ids, resume-or-start and
 exit codes are the server's; what both share is the graphs, the services and the tool layer.
 `COVIU_AGENT_REPORT_DIR` (server only, default `./reports`) is where the audit graph writes its report files.
@@ -95,13 +95,13 @@ async def _provide() -> Services:
             report_dir = Path(os.environ.get("COVIU_AGENT_REPORT_DIR") or "reports")
             services = await build_services(settings, report_dir=report_dir)
             _by_account[key] = services
-    # The run starts here (LangGraph calls this once per run; the run's context then holds the services): its
-    # rate-limit wait budget is the whole one again, as a CLI run's is. Runs of one account at the same time share
-    # the toolbox, so a run starting renews the budget of one still running (its waits stay bounded per run start).
-    services.toolbox.budget.restart()
-    if zone and zone != services.zone.key:
-        services = dataclasses.replace(services, zone=ZoneInfo(zone))
-    return services
+    # The run starts here (LangGraph calls this once per run; the run's context then holds the services): it gets
+    # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox (and its
+    # pacing), never a budget: a run starting leaves a running one's waits as they were.
+    run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
+    return dataclasses.replace(
+        services, zone=run_zone, run_budget=services.toolbox.governor.fresh_budget(zone=run_zone)
+    )
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from graphs.audit_store import AuditStore
 from tools.clock import Clock
+from tools.ratelimit import RateLimitBudget, use_run_budget
 from tools.toolbox import Toolbox
 
 if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds services without touching it
@@ -38,6 +39,9 @@ class Services:
     on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
     # The audit's side rows and summary cache (graphs/audit_store.py); None: a private in-memory store.
     audit_store: AuditStore | None = field(default=None, repr=False)
+    # This run's own rate-limit wait budget, where runs share the toolbox (the LangGraph server's provider gives
+    # each run one); None: the toolbox's governor's own (a CLI run owns its toolbox).
+    run_budget: RateLimitBudget | None = field(default=None, repr=False)
 
     @property
     def clock(self) -> Clock:
@@ -74,14 +78,18 @@ class Context:
 
 
 async def resolve_services(context: Context | None) -> Services:
-    """The services for this run: the injected ones, or the registered provider's."""
+    """The services for this run: the injected ones, or the registered provider's. Every node calls this first, so
+    it also points the node's rate-limit waits at the run's budget (`Services.run_budget`)."""
     if context is not None and context.services is not None:
-        return context.services
-    if _provider is None:
-        raise RuntimeError("no services injected and no provider registered (import agent.server)")
-    services = await _provider()
-    if context is not None:
-        context.services = services
+        services = context.services
+    else:
+        if _provider is None:
+            raise RuntimeError("no services injected and no provider registered (import agent.server)")
+        services = await _provider()
+        if context is not None:
+            context.services = services
+    # Every node starts here: it (and the tasks it starts) claims rate-limit waits from its own run's budget.
+    use_run_budget(services.run_budget)
     return services
 
 

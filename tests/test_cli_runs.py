@@ -3,6 +3,7 @@ and the CLI's error mapping (a bug is never 'bad input')."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from agent.cli.common import run_async
 from agent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UPSTREAM
 from agent.runs import AuditArgs, TriageArgs, TriageResult, run_audit, run_triage
 from agent.settings import Settings
-from graphs.context import Services
+from graphs.context import Context, Services
 from sandbox import Sandbox
+from tools.errors import RateLimitBudgetError
 
 pytestmark = pytest.mark.profiles("default")
 
@@ -125,17 +127,33 @@ async def test_a_real_account_spends_the_shared_rate_budget_through_either_tool_
         assert isinstance(store, SqliteRateStore) and store.path == Path(sqlite_rate_path(state))
 
 
-async def test_each_server_run_gets_the_whole_rate_limit_budget(
+async def test_each_server_run_has_a_whole_rate_limit_budget_of_its_own(
     settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
 ):
-    """The LangGraph server's services outlive its runs: a run starts with the whole rate-limit wait budget, as a
-    CLI run does, instead of what earlier runs left (once spent, every later run would fail at its first 429)."""
+    """The LangGraph server's services outlive its runs, and runs of one account share the toolbox: each run gets a
+    whole rate-limit wait budget of its own, as a CLI run does. A run that spent its budget stays spent when
+    another starts (the old restart-on-start renewed a running run's budget), and a new run is not charged for an
+    earlier run's waits."""
     import agent.server as server
+    from graphs.context import resolve_services
 
     monkeypatch.setattr(server, "_settings", settings)
     monkeypatch.setitem(server._by_account, "sandbox", services)
-    budget = services.toolbox.budget
-    budget.claim(budget.seconds, services.clock, what="an earlier run's waits")
-    assert budget.left == 0
-    provided = await server._provide()  # LangGraph calls this once per run (the run's context then holds them)
-    assert provided.toolbox is services.toolbox and provided.toolbox.budget.left == budget.seconds
+    seconds = services.toolbox.budget.seconds
+    first_run, second_run = Context(), Context()
+
+    async def node_of(run: Context, wait: float | None) -> float:
+        """A node of `run`: resolves its services (as every node does), then claims a wait; returns what is left."""
+        provided = await resolve_services(run)
+        assert provided.toolbox is services.toolbox
+        if wait is not None:
+            services.toolbox.governor.claim_wait(wait, "a 429's hold")
+        return services.toolbox.budget.left
+
+    assert await asyncio.create_task(node_of(first_run, seconds)) == 0  # the first run spends all of its budget
+    assert await asyncio.create_task(node_of(second_run, None)) == seconds  # a run starting now has all of its own
+    services.clock.advance(seconds)  # type: ignore[attr-defined]  # (FakeClock) the first run's wait is over
+    with pytest.raises(RateLimitBudgetError):  # ...and the first run's next wait still does not fit its own
+        await asyncio.create_task(node_of(first_run, 1.0))
+    assert await asyncio.create_task(node_of(second_run, 1.0)) == seconds - 1.0
+    assert services.toolbox.governor.budget.left == seconds  # outside a run: the toolbox's own, never charged

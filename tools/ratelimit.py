@@ -202,6 +202,17 @@ class RateLimitBudget:
         return {"count": self.count, "seconds": round(self.spent, 3)}
 
 
+# The run's own rate-limit wait budget where runs share one governor (the LangGraph server keeps one toolbox per
+# account for all its runs): set at the start of every graph node (`graphs.context.resolve_services`), so the node
+# and the tasks it starts claim from their run's budget. None: the governor's own (a CLI run owns its toolbox).
+_RUN_BUDGET: ContextVar[RateLimitBudget | None] = ContextVar("coviu_run_budget", default=None)
+
+
+def use_run_budget(budget: RateLimitBudget | None) -> None:
+    """From here on in this context (a graph node, and the tasks it starts), waits are claimed from `budget`."""
+    _RUN_BUDGET.set(budget)
+
+
 # The slot this task last booked, so `observe` knows which send a response answers: (store, key, slot).
 _SLOT: ContextVar[tuple[RateStore, str, float] | None] = ContextVar("coviu_rate_slot", default=None)
 
@@ -221,7 +232,8 @@ class RateLimitGovernor:
       `window_seconds` at `capacity` sends (`limit` less the headroom).
     - `observe()` learns from each response's headers; a 429 holds every caller until the reset.
     - `wait_seconds()` is the wait it wants right now, without booking (`retry_wait` uses it).
-    - `budget` (a `RateLimitBudget`) bounds the waits the server's limits impose: the part of a `reserve()` wait
+    - `budget` (a `RateLimitBudget`: the calling run's where runs share this governor, else its own) bounds the
+      waits the server's limits impose: the part of a `reserve()` wait
       that comes from a 429 hold or a longer quota's `remaining: 0` is claimed from it, and a slot past the
       budget is never booked (`RateLimitBudgetError`). Its own pacing (spacing, waiting out a spent 10 s window)
       is not a rate-limit wait, and is not counted.
@@ -255,7 +267,20 @@ class RateLimitGovernor:
         self.rate_limited_count = 0
         self.requests_reserved = 0
         self.total_wait_seconds = 0.0
-        self.budget = RateLimitBudget()
+        self._budget = RateLimitBudget()
+
+    @property
+    def budget(self) -> RateLimitBudget:
+        """The budget waits are claimed from: the calling run's (`use_run_budget`), else this governor's own."""
+        return _RUN_BUDGET.get() or self._budget
+
+    @budget.setter
+    def budget(self, value: RateLimitBudget) -> None:
+        self._budget = value
+
+    def fresh_budget(self, zone: tzinfo | None = None) -> RateLimitBudget:
+        """A whole new budget of this governor's own size, for a run that shares the governor with others."""
+        return RateLimitBudget(self._budget.seconds, zone=zone or self._budget.zone)
 
     # --- time and limits -------------------------------------------------------------------------------
 
