@@ -696,6 +696,7 @@ async def run_recordings(
             download_dir=download_dir,
             transcriber=transcriber if transcribe else None,
             on_event=say,
+            stall_seconds=settings.download_stall_seconds,
         )
         report = await worker.run(since=since, until=until, session_id=session_id)
         if transcribe:

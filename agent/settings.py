@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, le=4 * 1024**3, validation_alias="COVIU_AGENT_MAX_RESPONSE_BYTES"
     )
+    # A recording download that brings fewer than 64 KiB in this many seconds has stalled (resumed later).
+    download_stall_seconds: float = Field(
+        default=60.0, ge=1, le=3600, validation_alias="COVIU_AGENT_DOWNLOAD_STALL_SECONDS"
+    )
 
     @field_validator("timezone")
     @classmethod

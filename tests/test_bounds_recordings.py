@@ -94,3 +94,18 @@ def test_a_dripping_download_is_ended_as_stalled_and_a_slow_steady_one_is_not() 
         now[0] += 1.0
         steady.take(STALL_MIN_BYTES // int(STALL_WINDOW_SECONDS) + 1)
     assert TransportError("stalled", "x").retryable  # retried, resuming the kept .part with Range
+    now[0] = 0.0
+    quick = ThroughputFloor(lambda: now[0], "/proxy/submission_files/f", window=5.0)  # a 5 s setting
+    now[0] += 5.0
+    with pytest.raises(TransportError, match="per 5 s; COVIU_AGENT_DOWNLOAD_STALL_SECONDS"):
+        quick.take(STALL_MIN_BYTES - 1)
+
+
+def test_the_stall_window_is_a_setting_checked_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.settings import Settings
+
+    monkeypatch.setenv("COVIU_AGENT_DOWNLOAD_STALL_SECONDS", "15")
+    assert Settings(_env_file=None).download_stall_seconds == 15.0  # type: ignore[call-arg]
+    monkeypatch.setenv("COVIU_AGENT_DOWNLOAD_STALL_SECONDS", "0")
+    with pytest.raises(ValueError, match="COVIU_AGENT_DOWNLOAD_STALL_SECONDS"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

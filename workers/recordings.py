@@ -342,8 +342,10 @@ class RecordingsWorker:
         transcriber: Transcriber | None = None,
         on_event: Callable[[str], None] | None = None,
         max_unannounced_bytes: int = MAX_UNANNOUNCED_BYTES,
+        stall_seconds: float = STALL_WINDOW_SECONDS,
     ) -> None:
         self.max_unannounced_bytes = max_unannounced_bytes
+        self.stall_seconds = stall_seconds
         self.toolbox = toolbox
         self.team_id = team_id
         self.collection_id = collection_id
@@ -590,7 +592,7 @@ class RecordingsWorker:
                     state["total"] = int(length) if length and length.isdigit() else None
                     state["resumed"] = False
                 bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
-                floor = ThroughputFloor(self.toolbox.clock.monotonic, path)
+                floor = ThroughputFloor(self.toolbox.clock.monotonic, path, self.stall_seconds)
                 with open(part, mode, opener=_owner_only) as handle:
                     async for chunk in response.aiter_bytes(CHUNK_SIZE):
                         bound.take(len(chunk))  # stops as soon as the bytes exceed the announced size
@@ -678,25 +680,27 @@ def ensure_free_space(directory: Path, needed: int | None, what: str) -> None:
 
 
 class ThroughputFloor:
-    """Ends a download that brings fewer than `STALL_MIN_BYTES` in a `STALL_WINDOW_SECONDS` window (transient: the
-    `.part` is kept and the retry resumes it with `Range`)."""
+    """Ends a download that brings fewer than `STALL_MIN_BYTES` in a window of `window` seconds (default
+    `STALL_WINDOW_SECONDS`; `COVIU_AGENT_DOWNLOAD_STALL_SECONDS`). Transient: the `.part` is kept and the retry
+    resumes it with `Range`."""
 
-    def __init__(self, monotonic: Callable[[], float], path: str) -> None:
+    def __init__(self, monotonic: Callable[[], float], path: str, window: float = STALL_WINDOW_SECONDS) -> None:
         self.monotonic = monotonic
         self.path = path
+        self.window = window
         self.window_start = monotonic()
         self.window_bytes = 0
 
     def take(self, count: int) -> None:
         self.window_bytes += count
         now = self.monotonic()
-        if now - self.window_start < STALL_WINDOW_SECONDS:
+        if now - self.window_start < self.window:
             return
         if self.window_bytes < STALL_MIN_BYTES:
             raise TransportError(
                 "stalled",
                 f"{self.window_bytes} bytes in {now - self.window_start:.0f} s (the floor is {STALL_MIN_BYTES} bytes "
-                f"per {STALL_WINDOW_SECONDS:.0f} s)",
+                f"per {self.window:g} s; COVIU_AGENT_DOWNLOAD_STALL_SECONDS)",
                 method="GET",
                 path=self.path,
             )
