@@ -25,11 +25,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from langgraph.graph import StateGraph
 from pydantic.json_schema import SkipJsonSchema
 
-from agent.settings import Settings
+from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
 from graphs.context import Context, Services, set_services_provider
 from graphs.triage import build_triage_graph
+from tools.ratelimit import DEFAULT_MAX_WAIT, RateLimitBudget
 
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _settings: Settings | None = None
@@ -75,6 +76,27 @@ def _run_setting(name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _run_graph() -> str | None:
+    """The graph the calling run belongs to (the server puts `graph_id` in every run's configurable), or None."""
+    from langgraph.config import get_config
+
+    try:
+        graph = get_config().get("configurable", {}).get("graph_id")
+    except RuntimeError:  # outside a run
+        return None
+    return graph if isinstance(graph, str) else None
+
+
+def _run_wait_budget(settings: Settings, zone: ZoneInfo) -> RateLimitBudget:
+    """A run's rate-limit wait budget, sized as the CLI sizes it: COVIU_AGENT_MAX_WAIT, else the graph's own default
+    (the audit 1800 s, as `coviu-agent audit` and its crons; triage and the assistant 120 s)."""
+    if settings.max_wait is not None:
+        seconds = settings.max_wait
+    else:
+        seconds = LONG_RUN_MAX_WAIT if _run_graph() == "audit" else DEFAULT_MAX_WAIT
+    return RateLimitBudget(seconds, zone=zone)
+
+
 async def _provide() -> Services:
     """Services for the calling run's integrated account (built on first use), in the run's time zone."""
     global _settings
@@ -99,9 +121,7 @@ async def _provide() -> Services:
     # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox (and its
     # pacing), never a budget: a run starting leaves a running one's waits as they were.
     run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
-    return dataclasses.replace(
-        services, zone=run_zone, run_budget=services.toolbox.governor.fresh_budget(zone=run_zone)
-    )
+    return dataclasses.replace(services, zone=run_zone, run_budget=_run_wait_budget(settings, run_zone))
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:

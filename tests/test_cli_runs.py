@@ -157,3 +157,30 @@ async def test_each_server_run_has_a_whole_rate_limit_budget_of_its_own(
         await asyncio.create_task(node_of(first_run, 1.0))
     assert await asyncio.create_task(node_of(second_run, 1.0)) == seconds - 1.0
     assert services.toolbox.governor.budget.left == seconds  # outside a run: the toolbox's own, never charged
+
+
+@pytest.mark.parametrize(
+    ("graph", "seconds"), [("audit", 1800.0), ("triage", 120.0), ("assistant", 120.0), (None, 120.0)]
+)
+async def test_a_server_run_has_its_graphs_wait_budget_as_the_cli_gives_it(
+    graph: str | None, seconds: float, settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly audit on the server (a cron) may sit out 30 minutes of rate limits, as `coviu-agent audit` may;
+    triage and the assistant two minutes; COVIU_AGENT_MAX_WAIT overrides both."""
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    import agent.server as server
+
+    monkeypatch.setattr(server, "_settings", settings)
+    monkeypatch.setitem(server._by_account, "sandbox", services)
+
+    async def run_of(graph_id: str | None) -> Services:
+        if graph_id is not None:
+            var_child_runnable_config.set({"configurable": {"graph_id": graph_id}})
+        return await server._provide()
+
+    provided = await asyncio.create_task(run_of(graph))
+    assert provided.run_budget is not None and provided.run_budget.seconds == seconds
+    monkeypatch.setattr(settings, "max_wait", 42.0)
+    provided = await asyncio.create_task(run_of(graph))
+    assert provided.run_budget is not None and provided.run_budget.seconds == 42.0

@@ -278,10 +278,6 @@ class RateLimitGovernor:
     def budget(self, value: RateLimitBudget) -> None:
         self._budget = value
 
-    def fresh_budget(self, zone: tzinfo | None = None) -> RateLimitBudget:
-        """A whole new budget of this governor's own size, for a run that shares the governor with others."""
-        return RateLimitBudget(self._budget.seconds, zone=zone or self._budget.zone)
-
     # --- time and limits -------------------------------------------------------------------------------
 
     def _now(self) -> float:
