@@ -185,7 +185,34 @@ def test_a_sender_outside_the_deployment_costs_at_most_one_429_a_window_and_no_s
     assert result.rate_limited + (len(foreign) - result.foreign_accepted) <= len(foreign)
     early = sum(1 for moment in foreign if moment % 10.0 < 8.0)  # before the windows' last seconds
     assert result.foreign_accepted >= early  # the headroom kept their room until then
+    # After our first 429 the headroom is kept for 30 windows: an outsider in every window costs one 429, not 20.
+    assert result.rate_limited <= 1
     assert result.finished_at / (1000 / 5.0) <= 1.05
+
+
+def test_after_a_429_the_headroom_is_kept_for_thirty_windows() -> None:
+    def window_with_headroom_spent(refused: bool) -> tuple[RateLimitGovernor, FakeClock]:
+        clock = FakeClock()
+        gov = RateLimitGovernor(clock=clock, smooth=False)
+        gov.observe(RateLimitInfo(remaining=2, reset_seconds=10.0), status_code=200)
+        assert gov.reserve() == 0.0  # room 2, headroom 1: one goes now
+        gov.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200)
+        assert gov.reserve() == pytest.approx(9.0)  # the headroom: in the window's last second
+        if refused:  # something we do not see took it
+            gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0, retry_after_seconds=1.0), status_code=429)
+        else:
+            gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200)
+        clock.advance(10.0)
+        gov.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200)  # a new window, one slot left
+        return gov, clock
+
+    calm, _ = window_with_headroom_spent(refused=False)
+    assert calm.reserve() == pytest.approx(9.0)  # no 429: the headroom is spent again in the last second
+    wary, clock = window_with_headroom_spent(refused=True)
+    assert wary.reserve() == pytest.approx(10.0)  # after a 429 it is kept: the last slot waits for the reset
+    clock.advance(300.0)
+    wary.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200)
+    assert wary.reserve() == pytest.approx(9.0)  # thirty windows on, it is spent again
 
 
 # --- one budget across processes -------------------------------------------------------------------

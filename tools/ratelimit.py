@@ -41,6 +41,8 @@ VISIBLE_WAIT_SECONDS = 5.0
 # the server's word says it is still free, spent this long before the window's reset: by then an unseen sender has
 # had the window to take it, and a 429 on it costs at most the wait to the reset that every caller makes anyway.
 HEADROOM_RELEASE_SECONDS = 1.0
+# After a 429 (something we do not see is spending the account's room), the headroom is kept for this many windows.
+HEADROOM_HOLD_WINDOWS = 30
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,8 @@ class RateLimitGovernor:
       send still unanswered, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
       an idle budget bursts (triage pays no spacing). The slot of headroom is held back until
       `HEADROOM_RELEASE_SECONDS` before the reset and then spent if the server's count still has it (so a window
-      carries its whole limit, and at most that one late send can meet a sender we do not see). When the room is
+      carries its whole limit, and at most that one late send can meet a sender we do not see). After a 429 it is
+      kept for `HEADROOM_HOLD_WINDOWS` windows: a sender we do not see is about. When the room is
       spent it waits for the reset. Where the
       server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
       quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
@@ -352,7 +355,7 @@ class RateLimitGovernor:
             headroom = self._headroom_for(self._limit(state))
             if room - headroom > 0 and self._short_window(state):
                 return slot  # the server says this window has room: spend it now
-            if room >= 1 and headroom > 0 and self._short_window(state):
+            if room >= 1 and headroom > 0 and self._short_window(state) and now >= state.headroom_held_until:
                 # Only the headroom is left: it is spent in the window's last moment (HEADROOM_RELEASE_SECONDS).
                 return max(slot, state.reset_at - HEADROOM_RELEASE_SECONDS)
             if room - headroom <= 0:
@@ -460,6 +463,7 @@ class RateLimitGovernor:
             if status_code == 429:
                 waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
                 hold = max(waits) if waits else DEFAULT_RETRY_AFTER
+                state.headroom_held_until = max(state.headroom_held_until, now + HEADROOM_HOLD_WINDOWS * self.window)
                 if now + hold > state.hold_until:
                     state.hold_until = now + hold
                     said = "Retry-After" if waits else "no usable Retry-After; default back-off"

@@ -41,7 +41,8 @@ class AccountRate:
     `sends`: booked send times (sorted), the last two windows' worth. `remaining`/`reset_at`: what the server last
     said about its current window (the smallest `remaining` of that window, and the earliest end its `reset`s
     allow), `observed_at` when that window was first seen. `pending`: booked sends not answered yet.
-    `hold_until`: a 429's hold. `limit`: the limit the headers announced.
+    `hold_until`: a 429's hold. `limit`: the limit the headers announced. `headroom_held_until`: after a 429 (a
+    sender we do not see is spending the account's room), the slot of headroom is not spent until then.
     """
 
     sends: list[float] = field(default_factory=list)
@@ -52,6 +53,7 @@ class AccountRate:
     pending: list[float] = field(default_factory=list)
     observed_at: float = 0.0
     reset_at: float = 0.0
+    headroom_held_until: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -71,6 +73,7 @@ class AccountRate:
                 pending=[float(t) for t in data.get("pending", [])],
                 observed_at=float(data.get("observed_at", 0.0)),
                 reset_at=float(data.get("reset_at", 0.0)),
+                headroom_held_until=float(data.get("headroom_held_until", 0.0)),
             )
         except (ValueError, TypeError, AttributeError):
             log.warning("the shared rate-limit state was unreadable; starting it afresh")
