@@ -83,8 +83,7 @@ def _counting_model() -> Any:
 
 async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     """One audit, as `coviu-agent audit --date D` would run it, timed node by node."""
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
+    from agent.checkpoint import open_checkpointer
     from graphs.audit import compile_audit
     from graphs.context import Context, Services
     from tools.clock import SystemClock
@@ -130,7 +129,8 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     node_steps: Counter[str] = Counter()
     last = time.monotonic()
     try:
-        async with AsyncSqliteSaver.from_conn_string(str(work / "checkpoints.sqlite")) as saver:
+        # the product's checkpointer (redacted, large values compressed), as `coviu-agent audit` opens it
+        async with open_checkpointer(str(work / "checkpoints.sqlite")) as saver:
             graph = compile_audit(saver)
             async for update in graph.astream(
                 {"date": day}, config, context=Context(services=services), stream_mode="updates"
@@ -539,7 +539,8 @@ def report(results: list[Measured], day: date, seed: int, latency: float, skip_b
         + (f", {latency * 1000:.0f} ms added to every proxied response" if latency else "")
     )
     print(
-        f"  audit: open_toolbox over TCP (httpx, SystemClock), AsyncSqliteSaver, max_concurrency 4, --date {day}; "
+        f"  audit: open_toolbox over TCP (httpx, SystemClock), the product's SQLite checkpointer, max_concurrency 4, "
+        f"--date {day}; "
         "child process"
     )
     print(f"  machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -611,8 +612,7 @@ def report(results: list[Measured], day: date, seed: int, latency: float, skip_b
 
     print()
     print("Where the audit's time went (seconds per node, steps)")
-    nodes = ["prepare", "list_sessions", "fetch_summaries", "wait_and_retry", "list_submissions", "reconcile"]
-    nodes.append("write_report")
+    nodes = ["prepare", "list_sessions", "fetch_summaries", "wait_and_retry", "list_submissions", "write_report"]
     print_table(
         [
             (

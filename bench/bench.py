@@ -178,7 +178,8 @@ def measure(n: int, day: date, args: argparse.Namespace, work: Path) -> Measured
         for r in range(args.runs):
             tag = f"N={n:,} run {r + 1}/{args.runs}"
             if "audit" in only:
-                store = work / f"n{n}-audit-{r}" / "state.sqlite" if cache else None
+                # the side tables and summary cache in the checkpoints' file, as COVIU_AGENT_STATE has them
+                store = work / f"n{n}-audit-{r}" / "checkpoints.sqlite" if cache else None
                 run = run_one(
                     "audit",
                     served,

@@ -10,6 +10,7 @@ integrated account and never fetched again (`refresh` ignores and rewrites the c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import uuid
@@ -215,7 +216,8 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
         services.zone, services.clock.now(), day=state.get("date"), since=state.get("since"), until=state.get("until")
     )
     thread = (get_config().get("configurable") or {}).get("thread_id")
-    run_key = str(thread) if thread else f"run:{uuid.uuid4().hex}"
+    # The side rows' key: short (it is in every one of them), and the same for a resumed thread.
+    run_key = f"run:{hashlib.sha256(str(thread).encode()).hexdigest()[:24]}" if thread else f"run:{uuid.uuid4().hex}"
     await audit_store(services).delete_run(run_key)
     return {
         "team_id": team,
@@ -630,7 +632,7 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
             )
     log.info("audit: %d sessions have submissions", len(index))
     return Command(
-        goto="reconcile",
+        goto="write_report",
         update={
             "submission_cursor": None,
             "submission_seen_cursors": [],
@@ -732,9 +734,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
+async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     """Join rows, summaries and submissions (dict lookups: O(N)) into the contract's report."""
-    services = await resolve_services(runtime.context)
     threshold = threshold_of(state)
     store = audit_store(services)
     run = state["run_key"]
@@ -763,15 +764,17 @@ async def reconcile(state: AuditState, runtime: Runtime[Context]) -> dict[str, A
         sum(1 for r in rows if r["flags"]),
         sums["summary_unavailable"],
     )
-    return {"report": report}
+    return report
 
 
 async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Render Markdown, JSON and HTML; with an LLM, add one narrative paragraph from the totals only."""
+    """Reconcile into the report, render Markdown, JSON and HTML (with an LLM, one narrative paragraph from the totals
+    only), and put the report in state. One node, so the report (O(N)) is in one checkpoint, not two: a crash before
+    its end reruns it from the side rows, which are deleted only once the files are written."""
     from reporting.audit_report import write_reports
 
     services = await resolve_services(runtime.context)
-    report = state["report"]
+    report = await reconcile(state, services)
     narrative = await narrate(services, runtime.context, report)
     # Rendering and file writes are blocking work: keep them off the event loop (a LangGraph server shares it).
     paths = await asyncio.to_thread(
@@ -785,7 +788,7 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
     )
     # The report is written (and in state): the run's side rows are not needed any more (they hold patient data).
     await audit_store(services).delete_run(state["run_key"])
-    return {"report_paths": {k: str(v) for k, v in paths.items()}}
+    return {"report": report, "report_paths": {k: str(v) for k, v in paths.items()}}
 
 
 def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -838,12 +841,10 @@ def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutp
     builder.add_node(
         "wait_and_retry", wait_and_retry, destinations=("list_sessions", "fetch_summaries", "list_submissions")
     )
-    builder.add_node("list_submissions", list_submissions, destinations=("reconcile", "wait_and_retry"))
-    builder.add_node("reconcile", reconcile)
+    builder.add_node("list_submissions", list_submissions, destinations=("write_report", "wait_and_retry"))
     builder.add_node("write_report", write_report)
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", "list_sessions")
-    builder.add_edge("reconcile", "write_report")
     builder.add_edge("write_report", END)
     return builder
 

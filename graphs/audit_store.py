@@ -33,6 +33,9 @@ from typing import Any, TypedDict
 from tools.textsafety import redact_value
 
 CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
+WAL_SIZE_LIMIT = 1024 * 1024  # bytes the write-ahead log keeps after a checkpoint
+WAL_AUTOCHECKPOINT_PAGES = 256  # checkpoint the write-ahead log at about 1 MB (SQLite's default is 1,000 pages)
+ROWS_PER_WRITE = 1000  # side rows per transaction
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS coviu_audit_rows ("
@@ -42,6 +45,9 @@ SCHEMA = (
     " account TEXT NOT NULL, session_id TEXT NOT NULL, actual_start TEXT, actual_end TEXT NOT NULL,"
     " fetched_at TEXT NOT NULL, PRIMARY KEY (account, session_id))",
 )
+# In SQLite, the tables are clustered on their primary key (no rowid table beside a copy of the key in an index):
+# each row is stored once. Tables made before keep their layout, and work the same.
+SQLITE_SCHEMA = tuple(f"{statement} WITHOUT ROWID" for statement in SCHEMA)
 PUT_ROW = (
     "INSERT INTO coviu_audit_rows (run, kind, key, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run, kind, key) DO UPDATE SET value = excluded.value"
@@ -90,11 +96,13 @@ class AuditStore(ABC):
 
     async def put_rows(self, run: str, kind: str, rows: Mapping[str, Any]) -> None:
         """Insert or replace this run's rows of one kind (JSON values, redacted: they may quote upstream text)."""
-        if rows:
-            params = [
-                (run, kind, key, json.dumps(redact_value(value), separators=(",", ":"))) for key, value in rows.items()
-            ]
-            await self._run([(PUT_ROW, params)])
+        params = [
+            (run, kind, key, json.dumps(redact_value(value), separators=(",", ":"))) for key, value in rows.items()
+        ]
+        # A transaction per ROWS_PER_WRITE rows (each is an upsert, so a crash between them loses nothing that the
+        # resumed step does not write again): the write-ahead log never has to hold 10,000 rows at once.
+        for start in range(0, len(params), ROWS_PER_WRITE):
+            await self._run([(PUT_ROW, params[start : start + ROWS_PER_WRITE])])
 
     async def rows(self, run: str, kind: str) -> dict[str, Any]:
         found = await self._query("SELECT key, value FROM coviu_audit_rows WHERE run = ? AND kind = ?", (run, kind))
@@ -166,7 +174,10 @@ class SqliteAuditStore(AuditStore):
             )
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode=WAL")
-            for statement in SCHEMA:
+                # After each checkpoint the write-ahead log is cut back to 1 MB instead of keeping its largest size.
+                conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            for statement in SQLITE_SCHEMA:
                 conn.execute(statement)
             self._conn = conn
         return self._conn

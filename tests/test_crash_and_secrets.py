@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.checkpoint import stored_bytes
 from sandbox import FaultConfig, SandboxConfig, create_sandbox
 from sandbox.profiles import Profile
 from tests.e2e import CLI, FAKE_OPENAI_KEY, FAKE_TRUTO_TOKEN, cli_env, run_cli, serve
@@ -112,9 +114,19 @@ def test_no_secret_in_output_logs_reports_or_checkpoints(tmp_path: Path):
         for (table,) in db.execute("select name from sqlite_master where type='table'"):
             for row in db.execute(f"select * from {table}"):
                 blobs.append(repr(row))
+                blobs.extend(expanded(row))  # large values are stored compressed: read them as they are
     for blob in blobs:
         assert FAKE_TRUTO_TOKEN not in blob
         assert FAKE_OPENAI_KEY not in blob
+
+
+def expanded(row: tuple[object, ...]) -> list[str]:
+    """The text of every value in a stored row that the checkpointer compressed (`zlib+` type before it)."""
+    out = []
+    for kind, value in itertools.pairwise(row):
+        if isinstance(kind, str) and isinstance(value, bytes):
+            out.append(stored_bytes(kind, value).decode("utf-8", "replace"))
+    return out
 
 
 def test_info_logs_carry_no_patient_names(tmp_path: Path):
@@ -205,6 +217,10 @@ def test_an_upstream_that_echoes_secrets_leaks_nothing_not_even_into_checkpoints
     blobs = [o.encode() for o in outputs]
     blobs += [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]  # the checkpoint DB's bytes too
     assert (tmp_path / "state.sqlite").exists()
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:  # and its compressed values, expanded
+        for table in ("checkpoints", "writes"):
+            for row in db.execute(f"select * from {table}"):
+                blobs.extend(text.encode() for text in expanded(row))
     for blob in blobs:
         assert FAKE_TRUTO_TOKEN.encode() not in blob
         assert FAKE_OPENAI_KEY.encode() not in blob
