@@ -33,7 +33,6 @@ FILE_GET = "get_single_coviu_submission_file_by_id"
 AUDIO_GET = "get_single_coviu_audio_recording_by_id"
 BINARY_TOOLS = (FILE_GET, AUDIO_GET)
 MANIFEST_NAME = "manifest.json"
-CHUNK_SIZE = 256 * 1024
 # A download that brings fewer than this many bytes in any window of this many seconds has stalled: a server dripping
 # a byte at a time (each byte resets the read timeout) cannot hold the worker for the length of a recording.
 STALL_WINDOW_SECONDS = 60.0
@@ -594,7 +593,9 @@ class RecordingsWorker:
                 bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
                 floor = ThroughputFloor(self.toolbox.clock.monotonic, path, self.stall_seconds)
                 with open(part, mode, opener=_owner_only) as handle:
-                    async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    # Each piece as it arrives (no chunk size: httpx would buffer pieces into chunks of that size,
+                    # and the floor would only see a drip once a whole chunk had come, however long that took).
+                    async for chunk in response.aiter_bytes():
                         bound.take(len(chunk))  # stops as soon as the bytes exceed the announced size
                         floor.take(len(chunk))  # stops a download that has stalled (kept as .part: resumed later)
                         handle.write(chunk)
