@@ -240,9 +240,12 @@ def test_server_remaining_counts_down_with_sends() -> None:
     gov.observe(RateLimitInfo(remaining=3, reset_seconds=4.0), status_code=200)
     assert gov.reserve() == 0.0
     assert gov.reserve() == 0.0
-    # The third would take the last slot, the headroom: it waits for the window's last second.
-    assert gov.reserve() == pytest.approx(3.0)
-    assert gov.reserve() == pytest.approx(4.0)  # the window is spent: the fourth waits for the reset
+    # The third would take the last slot, the headroom: it is never booked ahead. Asked now, it is "ask again
+    # 0.25 s before the reset"; booked now (reserve), it waits for the reset.
+    assert gov.try_reserve() == (pytest.approx(3.75), False)
+    assert gov.reserve() == pytest.approx(4.0)
+    clock.advance(3.8)
+    assert gov.try_reserve() == (pytest.approx(0.2), True)  # that sync booking took the window's room: the reset
     # A fresh observation resets the count.
     gov.observe(RateLimitInfo(remaining=10, reset_seconds=4.0), status_code=200)
     clock.advance(4)
@@ -378,3 +381,14 @@ def test_smooth_pacing_still_holds_after_a_429() -> None:
     gov.observe(RateLimitInfo(retry_after_seconds=5.0), status_code=429)
     assert gov.reserve() == pytest.approx(5.0)
     assert gov.reserve() == pytest.approx(5.0 + gov.spacing)
+
+
+def test_a_longer_quota_with_room_is_paced_not_waited_out() -> None:
+    # A provider quota (reset an hour away) that still has room: sends are spaced, never held for its reset.
+    clock = FakeClock()
+    gov = RateLimitGovernor(clock=clock, smooth=False)
+    gov.observe(RateLimitInfo(remaining=40, reset_seconds=3600.0), status_code=200)
+    assert gov.reserve() == 0.0
+    assert gov.try_reserve() == (0.0, True)
+    gov.observe(RateLimitInfo(remaining=0, reset_seconds=3600.0), status_code=200)
+    assert gov.wait_seconds() == pytest.approx(3600.0)  # spent: its reset is the next free moment

@@ -191,10 +191,9 @@ class TrutoClient:
             {**(query or {}), **({"integrated_account_id": self.integrated_account_id} if proxy else {})}
         )
         if proxy:
-            wait = self.governor.reserve(f"{verb} {path}")
-            if wait > 0:
-                log.debug("pacing %.2fs before %s %s", wait, verb, path)
-                await self.clock.sleep(wait)
+            waited = await self.governor.acquire(self.clock.sleep, f"{verb} {path}")
+            if waited > 0:
+                log.debug("paced %.2fs before %s %s", waited, verb, path)
         request = self._http.build_request(
             verb, path, params=params, json=body if body is not None else None, headers=dict(headers or {})
         )

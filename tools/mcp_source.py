@@ -604,10 +604,9 @@ class McpDispatch:
         exchange = _Exchange(idempotency_key=key)
         self.source.exchanges[marker] = exchange
         try:
-            wait = self.governor.reserve()
-            if wait > 0:
-                log.debug("pacing %.2fs before MCP %s", wait, spec.name)
-                await self.clock.sleep(wait)
+            waited = await self.governor.acquire(self.clock.sleep, f"MCP {spec.name}")
+            if waited > 0:
+                log.debug("paced %.2fs before MCP %s", waited, spec.name)
             try:
                 result = await session.call_tool(spec.name, dict(call.arguments), meta={CALL_MARKER: marker})
             except McpError as exc:

@@ -10,7 +10,7 @@ import math
 import threading
 import weakref
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -40,7 +40,7 @@ VISIBLE_WAIT_SECONDS = 5.0
 # The slot of headroom is held back for a window's life (a send the server counted and we did not see) and, when
 # the server's word says it is still free, spent this long before the window's reset: by then an unseen sender has
 # had the window to take it, and a 429 on it costs at most the wait to the reset that every caller makes anyway.
-HEADROOM_RELEASE_SECONDS = 1.0
+HEADROOM_RELEASE_SECONDS = 0.25
 # After a 429 (something we do not see is spending the account's room), the headroom is kept for this many windows.
 HEADROOM_HOLD_WINDOWS = 30
 
@@ -222,14 +222,15 @@ _SLOT: ContextVar[tuple[RateStore, str, float] | None] = ContextVar("coviu_rate_
 class RateLimitGovernor:
     """Paces one integrated account's requests, shared by every caller of every process that shares its store.
 
-    - `reserve()` books the next send slot and returns how long the caller must wait before sending.
+    - `acquire()` waits for and books the next send slot (the way requests are paced); `reserve()` books one and
+      returns how long to wait, `try_reserve()` may instead say "ask again in this long".
       While the server's current window has room (its smallest `ratelimit-remaining` of the window, less every
       send still unanswered, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
       an idle budget bursts (triage pays no spacing). The slot of headroom is held back until
-      `HEADROOM_RELEASE_SECONDS` before the reset and then spent if the server's count still has it (so a window
-      carries its whole limit, and at most that one late send can meet a sender we do not see). After a 429 it is
-      kept for `HEADROOM_HOLD_WINDOWS` windows: a sender we do not see is about. When the room is
-      spent it waits for the reset. Where the
+      `HEADROOM_RELEASE_SECONDS` before the reset, and spent if the server's count still has it then (`acquire`
+      asks again at that moment rather than booking it ahead), so a window carries its whole limit, and at most
+      that one late send can meet a sender we do not see. After a 429 it is kept for `HEADROOM_HOLD_WINDOWS`
+      windows: a sender we do not see is about. When the room is spent it waits for the reset. Where the
       server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
       quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
       `window_seconds` at `capacity` sends (`limit` less the headroom).
@@ -348,16 +349,21 @@ class RateLimitGovernor:
             remaining = min(remaining, self._limit(state))
         return remaining - self._unobserved(state)
 
-    def _next_slot(self, state: AccountRate, now: float) -> float:
+    def _next_slot(self, state: AccountRate, now: float, *, probe: bool = False) -> tuple[float, bool]:
+        """The next send slot, and whether it is only a moment to ask again (`probe`: the window's last slot, the
+        headroom, is decided in the window's last moment on what the server says then, never booked ahead)."""
         slot = max(now, state.hold_until)
         if state.remaining is not None and slot < state.reset_at:
             room = self._room(state)
             headroom = self._headroom_for(self._limit(state))
             if room - headroom > 0 and self._short_window(state):
-                return slot  # the server says this window has room: spend it now
+                return slot, False  # the server says this window has room: spend it now
             if room >= 1 and headroom > 0 and self._short_window(state) and now >= state.headroom_held_until:
-                # Only the headroom is left: it is spent in the window's last moment (HEADROOM_RELEASE_SECONDS).
-                return max(slot, state.reset_at - HEADROOM_RELEASE_SECONDS)
+                release = state.reset_at - HEADROOM_RELEASE_SECONDS
+                if slot >= release - 1e-6:  # (a sleep until `release` may land a rounding error short of it)
+                    return slot, False  # the window's last moment, and the server's count still has its last slot
+                if probe:
+                    return release, True  # ask again then, on the count as it is then
             if room - headroom <= 0:
                 slot = state.reset_at  # this window is spent: its reset is the next free moment
         capacity = self._capacity(state)
@@ -367,7 +373,7 @@ class RateLimitGovernor:
         recent = len(sends) - bisect_right(sends, slot - self.window)
         if recent >= capacity:
             slot = max(slot, sends[len(sends) - capacity] + self.window)
-        return slot
+        return slot, False
 
     def _server_wait(self, state: AccountRate, now: float) -> tuple[float, str]:
         """The part of waiting that the server's limits impose (429 hold, `remaining: 0`), and why."""
@@ -394,34 +400,54 @@ class RateLimitGovernor:
 
         def look(state: AccountRate) -> float:
             now = self._now()
-            return max(0.0, self._next_slot(state, now) - now)
+            return max(0.0, self._next_slot(state, now, probe=True)[0] - now)
 
         return self.store.transact(self.key, look)
 
     def reserve(self, what: str = "") -> float:
-        """Book the next slot; return the seconds to wait before sending (0 when free).
+        """Book the next slot; return the seconds to wait before sending (0 when free). The window's last slot (the
+        headroom) is booked only in the window's last moment: booked ahead, a send waits for the reset instead.
 
         Raises `RateLimitBudgetError` (booking nothing) when the server-imposed part of the wait does not fit
         what is left of the budget.
         """
+        return self.try_reserve(what, probe=False)[0]
 
-        def book(state: AccountRate) -> tuple[float, float]:
+    def try_reserve(self, what: str = "", *, probe: bool = True) -> tuple[float, bool]:
+        """Book the next slot and return `(wait, True)`; or, when the next free slot may be the window's headroom,
+        book nothing and return `(wait, False)`: wait, then ask again (the server's count decides then)."""
+
+        def book(state: AccountRate) -> tuple[float, float, bool]:
             now = self._now()
             self._prune(state, now)
-            slot = self._next_slot(state, now)
+            slot, ask_again = self._next_slot(state, now, probe=probe)
             server_wait, why = self._server_wait(state, now)
             if server_wait > 0:
                 self.budget.claim(server_wait, self.clock, what=what, why=why)
-            insort(state.sends, slot)
-            insort(state.pending, slot)
-            return slot, now
+            if not ask_again:
+                insort(state.sends, slot)
+                insort(state.pending, slot)
+            return slot, now, not ask_again
 
-        slot, now = self.store.transact(self.key, book)
-        _SLOT.set((self.store, self.key, slot))
+        slot, now, booked = self.store.transact(self.key, book)
         wait = max(0.0, slot - now)
-        self.requests_reserved += 1
+        if booked:
+            _SLOT.set((self.store, self.key, slot))
+            self.requests_reserved += 1
         self.total_wait_seconds += wait
-        return wait
+        return wait, booked
+
+    async def acquire(self, sleep: Callable[[float], Awaitable[None]], what: str = "") -> float:
+        """Wait for, and book, the next send slot: the way a request is paced (the Truto client, the MCP source).
+        Returns the seconds waited."""
+        waited = 0.0
+        while True:
+            wait, booked = self.try_reserve(what)
+            if wait > 0:
+                await sleep(wait)
+                waited += wait
+            if booked:
+                return waited
 
     def claim_wait(self, seconds: float, what: str = "") -> float:
         """A retry path is about to sleep `seconds` on this account's limit: claim it from the budget (or raise)."""
