@@ -382,7 +382,7 @@ class RateLimitGovernor:
             until, why = state.hold_until, state.hold_reason or "429 from Truto"
         if (
             state.remaining is not None
-            and self._room(state) <= 0
+            and self._room(state) - self._headroom_for(self._limit(state)) <= 0  # as `_next_slot` waits for it
             and state.reset_at > max(now, until)
             and not self._short_window(state)  # waiting out Truto's own window is pacing, not a limit's wait
         ):
