@@ -54,6 +54,18 @@ def summaries_fetched(sandbox: Sandbox) -> int:
     return sandbox.count(resource=SUMMARIES)
 
 
+def no_shows(sandbox: Sandbox, ids: list[str]) -> list[Any]:
+    """The generated sessions nobody ended (not canceled): the day's no-shows."""
+    sessions = [sandbox.store.sessions[sid] for sid in ids]
+    return [s for s in sessions if s.actual_end_time is None and s.canceled_time is None]
+
+
+def cached_ends(store: SqliteAuditStore) -> dict[str, str]:
+    """The summary cache's actual end per session id ("" for a settled no-show)."""
+    with sqlite3.connect(store.path) as db:
+        return dict(db.execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+
+
 def settled_no_show(sandbox: Sandbox, row: dict[str, Any], now: datetime) -> bool:
     """Nobody entered the session, and it was scheduled to end at least 12 hours before `now`."""
     session = sandbox.store.sessions[row["session_id"]]
@@ -81,7 +93,7 @@ async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_iden
 ) -> None:
     ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
     sessions = [sandbox.store.sessions[sid] for sid in ids]
-    nobody = [s for s in sessions if s.actual_end_time is None and s.canceled_time is None]
+    nobody = no_shows(sandbox, ids)
     # One no-show scheduled late yesterday (under 12 h before the audit: it may yet change) and one call someone
     # entered that has no recorded end: both are fetched again, whatever the time.
     late = nobody[0]
@@ -103,8 +115,8 @@ async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_iden
     now = clock.now()
     assert changeable(first), "the sandbox's day has sessions without a recorded end"
     may_change = changeable(first, sandbox, now)
-    no_shows = set(changeable(first)) - set(may_change)
-    assert no_shows, "the sandbox's day has settled no-shows"
+    settled = set(changeable(first)) - set(may_change)
+    assert settled, "the sandbox's day has settled no-shows"
     assert may_change, "and sessions fetched again: a no-show ended less than 12 h ago, or a call with no end"
     assert late.session_id in may_change and late.session_id in changeable(first)
     assert warm == len(may_change) < cold / 10
@@ -113,7 +125,7 @@ async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_iden
     cached = sqlite3.connect(path).execute("SELECT session_id, actual_end FROM coviu_summary_cache").fetchall()
     assert len(cached) == cold - len(may_change)
     assert not {sid for sid, _ in cached} & set(may_change)
-    assert {sid for sid, end in cached if not end} == no_shows  # kept as no-shows: no end stored
+    assert {sid for sid, end in cached if not end} == settled  # kept as no-shows: no end stored
 
 
 async def test_refresh_fetches_every_summary_again(
@@ -158,15 +170,11 @@ async def test_a_cached_no_show_that_the_list_shows_an_end_for_is_fetched_again(
     # An account whose session list carries `actual_end_time` (OAS's optional field) tells a no-show that was
     # entered after all (however unlikely) from one that was not: the cached "no recorded end" is not served.
     ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
-    no_show = next(
-        sandbox.store.sessions[sid]
-        for sid in ids
-        if sandbox.store.sessions[sid].actual_end_time is None and sandbox.store.sessions[sid].canceled_time is None
-    )
+    no_show = no_shows(sandbox, ids)[0]
     services = await audit_services(sandbox, clock, tmp_path, store)
     try:
         await run(services, "first")
-        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        cached = cached_ends(store)
         assert cached[no_show.session_id] == ""  # kept as a settled no-show
         no_show.actual_end_time = no_show.end_time + timedelta(minutes=5)
         before = summaries_fetched(sandbox)
@@ -184,22 +192,18 @@ async def test_a_no_show_is_kept_only_once_it_has_settled(
 ) -> None:
     # Audited an hour after its scheduled end, a no-show is fetched again; audited 12 h after, it is kept.
     ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
-    no_show = next(
-        sandbox.store.sessions[sid]
-        for sid in ids
-        if sandbox.store.sessions[sid].actual_end_time is None and sandbox.store.sessions[sid].canceled_time is None
-    )
+    no_show = no_shows(sandbox, ids)[0]
     no_show.end_time = clock.now() - timedelta(hours=1)  # still yesterday for a window that ends at midnight
     no_show.start_time = no_show.end_time - timedelta(minutes=30)
     today = date(2026, 11, 25)
     services = await audit_services(sandbox, clock, tmp_path, store)
     try:
         await run(services, "an hour after", date=today.isoformat())
-        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        cached = cached_ends(store)
         assert no_show.session_id not in cached
         clock.advance(11 * 3600.0)
         await run(services, "twelve hours after", date=today.isoformat())
-        cached = dict(sqlite3.connect(store.path).execute("SELECT session_id, actual_end FROM coviu_summary_cache"))
+        cached = cached_ends(store)
         assert cached.get(no_show.session_id) == ""
     finally:
         await services.toolbox.aclose()
