@@ -156,7 +156,11 @@ class TriageResult:
             "session": self.state.get("session"),
             "participants": self.state.get("participants", []),
             "reply": self.state.get("reply", ""),
+            # llm, rules, or "llm then rules" (the rules finished what the model skipped); the note says why
+            "planner": self.state.get("planner"),
         }
+        if self.state.get("planner_note"):
+            result["planner_note"] = self.state.get("planner_note")
         if self.state.get("planned_calls") is not None:  # a dry run (its input flags are reset when it ends)
             result["dry_run"] = True
             result["planned_calls"] = self.state.get("planned_calls") or []

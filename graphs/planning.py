@@ -42,6 +42,24 @@ def _capped(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     return out
 
 
+def invalid_call_answers(message: AIMessage) -> list[ToolMessage]:
+    """An error answer for each tool call of the model's turn whose arguments were not valid JSON (LangChain keeps
+    them in `invalid_tool_calls`, not `tool_calls`): nothing was sent; the model may correct the call."""
+    answers = []
+    for call in message.invalid_tool_calls:
+        name = str(call.get("name") or "?")
+        answers.append(
+            ToolMessage(
+                content=f"Invalid arguments, nothing was sent: the arguments of {name} were not valid JSON "
+                f"({str(call.get('error') or 'could not be parsed')[:200]}). Call the tool again with valid JSON.",
+                tool_call_id=str(call.get("id") or f"invalid_{uuid.uuid4().hex[:12]}"),
+                name=name,
+                status="error",
+            )
+        )
+    return answers
+
+
 async def llm_plan(
     services: Services,
     system_prompt: str,
