@@ -546,12 +546,8 @@ async def run_ask(
 
     `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
     opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
-    failing after its SDK's retries is an upstream failure."""
-    from langchain_core.exceptions import ModelAuthenticationError, ModelError, ModelNotFoundError
-
+    failing after its retries is an upstream failure (tools.errors.model_failure, the one mapping)."""
     from graphs.context import Context
-    from tools.errors import CoviuAgentError
-    from tools.textsafety import error_record
 
     if services is None and settings.openai_api_key is None:
         raise BadInput(NO_LLM)
@@ -559,15 +555,7 @@ async def run_ask(
         if svc.model is None:
             raise BadInput(NO_LLM)
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
-        try:
-            return await _ask(context, saver, request, thread_id, decide)
-        except (ModelAuthenticationError, ModelNotFoundError) as exc:
-            raise BadInput(
-                f"the LLM refused the configuration ({type(exc).__name__}): check OPENAI_API_KEY, "
-                "OPENAI_BASE_URL and COVIU_AGENT_MODEL"
-            ) from None
-        except ModelError as exc:  # after the openai SDK's own retries
-            raise CoviuAgentError(f"the LLM failed: {error_record(exc)[:300]}") from None
+        return await _ask(context, saver, request, thread_id, decide)
 
 
 async def _ask(

@@ -33,11 +33,11 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from graphs.planning import invalid_call_answers, llm_plan, rules_message, tool_call
+from graphs.planning import invalid_call_answers, invoke_model, llm_plan, rules_message, tool_call
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
 from tools.catalog import ToolSpec
-from tools.errors import RunInputError, ToolArgumentError, TrutoError
+from tools.errors import ModelConfigError, ModelFailedError, RunInputError, ToolArgumentError, TrutoError
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,14 @@ async def _patient_name(state: TriageState, runtime: Runtime[Context], services:
     if found or not text:
         return found
     if ctx.planner(runtime.context, services) == "llm" and services.model is not None:
-        answer = await services.model.ainvoke(load_prompt("triage_extract", request=text))
+        prompt = load_prompt("triage_extract", request=text)
+        try:
+            answer = await invoke_model(services, services.model, prompt, what="reading the patient's name")
+        except (ModelFailedError, ModelConfigError):
+            if not services.fallback_to_rules:
+                raise
+            log.warning("triage: the model failed reading the patient's name; the rules read only a 'Patient:' label")
+            return None
         lines = str(answer.content).strip().splitlines() if answer.content else []
         name = lines[0].strip().strip("`\"'")[:80] if lines else ""
         if name and name.lower() != "patient":
@@ -372,6 +379,13 @@ def held_arguments(spec: ToolSpec, arguments: Mapping[str, Any], state: Mapping[
     return None
 
 
+def _stopped_by_model(exc: ModelFailedError | ModelConfigError, state: Mapping[str, Any]) -> Exception:
+    """The model failed mid-triage (COVIU_AGENT_PLANNER=llm): the run stops here, checkpointed; the same command
+    resumes it (the default thread), so nothing is created twice."""
+    note = f"; not done: {', '.join(missing_steps(state))}; created: {created(state)}; the same command resumes it"
+    return type(exc)(f"{exc}{note}")
+
+
 def _rules_take_over(state: TriageState, now: datetime, note: str) -> tuple[AIMessage, dict[str, Any]]:
     """The rules plan the rest of this run (what the model skipped, or all of it when the model failed)."""
     log.warning("triage: the rules planner finishes this run: %s", note)
@@ -407,26 +421,37 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
             threshold=state.get("wait_threshold_minutes"),
             progress=_progress(state),
         )
-        message = await llm_plan(
-            services, system, state.get("messages", []), [QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL]
-        )
-        answers = invalid_call_answers(message)
-        corrections = int(state.get("model_corrections", 0)) + (1 if answers else 0)
-        update["model_corrections"] = corrections
-        messages: list[AnyMessage] = [message, *answers]  # every call of the turn answered, the invalid ones here
-        if answers and not message.tool_calls and corrections <= MAX_MODEL_CORRECTIONS:
-            log.warning("triage: the model's tool call arguments were not valid JSON; answered with the error")
-            steps = int(state.get("plan_steps", 0)) + 1
-            return Command(goto="plan", update={**update, "messages": messages, "plan_steps": steps})
-        if not message.tool_calls and missing_steps(state):
-            note = (
-                f"the model's tool calls were not valid JSON {corrections} times"
-                if answers
-                else "the model stopped without calling a tool"
+        failed: str | None = None
+        try:
+            message = await llm_plan(
+                services, system, state.get("messages", []), [QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL]
             )
-            message, more = _rules_take_over(view, now, f"{note} before {', '.join(missing_steps(state))}")
+        except (ModelFailedError, ModelConfigError) as exc:
+            if not services.fallback_to_rules:
+                raise _stopped_by_model(exc, state) from None
+            failed = f"the model failed: {exc}"  # COVIU_AGENT_PLANNER=auto: the rules plan the rest of the run
+        if failed is not None:
+            message, more = _rules_take_over(view, now, failed)
             update.update(more)
-            messages.append(message)
+            messages: list[AnyMessage] = [message]
+        else:
+            answers = invalid_call_answers(message)
+            corrections = int(state.get("model_corrections", 0)) + (1 if answers else 0)
+            update["model_corrections"] = corrections
+            messages = [message, *answers]  # every call of the turn answered, the invalid ones here
+            if answers and not message.tool_calls and corrections <= MAX_MODEL_CORRECTIONS:
+                log.warning("triage: the model's tool call arguments were not valid JSON; answered with the error")
+                steps = int(state.get("plan_steps", 0)) + 1
+                return Command(goto="plan", update={**update, "messages": messages, "plan_steps": steps})
+            if not message.tool_calls and missing_steps(state):
+                note = (
+                    f"the model's tool calls were not valid JSON {corrections} times"
+                    if answers
+                    else "the model stopped without calling a tool"
+                )
+                message, more = _rules_take_over(view, now, f"{note} before {', '.join(missing_steps(state))}")
+                update.update(more)
+                messages.append(message)
     else:
         message = rules_plan(view, now)
         messages = [message]
