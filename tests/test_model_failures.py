@@ -180,3 +180,37 @@ async def test_model_429_honours_retry_after_within_the_wait_budget(
     with pytest.raises(ModelFailedError, match="wait budget"):
         await triage_with(settings, services, failing_model.url)
     assert failing_model.requests == before + 1
+
+
+@pytest.mark.profiles("default")
+async def test_a_model_that_fails_mid_triage_stops_it_resumably_and_the_rerun_creates_nothing_twice(
+    settings: Settings, services: Services, sandbox: Sandbox
+):
+    from langchain_core.exceptions import ModelAPIError
+    from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+    from tests.fakes import ScriptedChatModel
+    from tests.test_triage_facts import inventing_model
+
+    healthy = {"up": False}
+
+    def flaky(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if sum(isinstance(m, ToolMessage) for m in messages) >= 2 and not healthy["up"]:
+            raise ModelAPIError("503 from the model endpoint")  # after the queue and the session
+        return inventing_model(messages, tools)
+
+    services.model = ScriptedChatModel(script=flaky)
+    services.planner = "llm"
+    saver = InMemorySaver()
+    args = TriageArgs(request="A priority patient needs a duty nurse now", patient_name="Ava Jenkins")
+    with pytest.raises(ModelFailedError) as stopped:
+        await run_triage(settings, args, services=services, checkpointer=saver)
+    assert sandbox.count(resource="sessions", truto_method="create", status=200) == 1
+    message = str(stopped.value)
+    assert "not done: the patient's link, the clinician's link; created: session " in message
+    assert "the same command resumes it" in message
+    healthy["up"] = True
+    result = await run_triage(settings, args, services=services, checkpointer=saver)
+    assert result.resumed and result.exit_code == 0, result.failure
+    assert sandbox.count(resource="sessions", truto_method="create", status=200) == 1  # not created twice
+    assert sandbox.count(resource="participants", truto_method="create", status=200) == 2
