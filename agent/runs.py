@@ -115,7 +115,9 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
 def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """The clinic (team id) a run is for, before it starts: the request's, else the settings' (the result's wins)."""
     request = args[1] if len(args) > 1 else None
-    team = getattr(request, "team_id", None) or kwargs.get("team_id")
+    team = (
+        getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
+    )
     settings = args[0] if args else None
     return str(team or getattr(settings, "coviu_team_id", None) or "")
 

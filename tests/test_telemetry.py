@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agent.errors import EXIT_OK
+from agent.errors import EXIT_OK, BadInput
 from agent.runs import AuditArgs, TriageArgs, run_audit, run_triage
 from agent.settings import Settings
 from graphs.context import Services
@@ -304,18 +304,22 @@ async def test_the_textfile_keeps_each_clinics_last_run_and_adds_up_counters(
         second = await run_audit(
             settings, AuditArgs(day="yesterday", refresh=True), services=services, checkpointer=InMemorySaver()
         )
+        with pytest.raises(BadInput):
+            await run_audit(settings, AuditArgs(day="not-a-day"), services=services, checkpointer=InMemorySaver())
     finally:
         telemetry.install(previous)
     assert first.exit_code == second.exit_code == EXIT_OK
     samples = read_textfile(path)
     labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"))
-    assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
-    assert samples[("coviu_agent_last_run_success", labels)] == 1
+    assert samples[("coviu_agent_last_run_exit_code", labels)] == 2  # the last run was refused: bad input
+    assert samples[("coviu_agent_last_run_success", labels)] == 0
+    refused = (("clinic", DEMO_TEAM_ID), ("exit_code", "2"), ("graph", "audit"), ("outcome", "bad_input"))
+    assert samples[("coviu_agent_runs_total", refused)] == 1
     assert (
         samples[("coviu_agent_last_run_timestamp_seconds", labels)]
         >= after_one[("coviu_agent_last_run_timestamp_seconds", labels)]
     )
-    assert samples[("coviu_agent_last_run_duration_seconds", labels)] > 0
+    assert after_one[("coviu_agent_last_run_duration_seconds", labels)] > 0
     runs = (("clinic", DEMO_TEAM_ID), ("exit_code", "0"), ("graph", "audit"), ("outcome", "done"))
     assert after_one[("coviu_agent_runs_total", runs)] == 1 and samples[("coviu_agent_runs_total", runs)] == 2
     sessions = len(second.report["sessions"])  # type: ignore[index]

@@ -238,6 +238,15 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
     if traces is None and metrics is None and path is None:
         install(None)
         return None
+    from tools.textsafety import register_secrets
+
+    # a collector's credentials (`key=value,...` headers) are secrets like the rest: never in a log line
+    for variable in (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    ):
+        register_secrets(pair.partition("=")[2].strip() for pair in env.get(variable, "").split(",") if "=" in pair)
     from opentelemetry.sdk.resources import Resource
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE_NAME})
@@ -451,6 +460,7 @@ class Run:
         self.handle = handle
         self.counts: dict[str, float] = {}
         self.flags: dict[str, int] = {}
+        self.finished = False
 
     def finish(
         self,
@@ -463,6 +473,7 @@ class Run:
         alerts: int | None = None,
     ) -> None:
         self.record.outcome, self.record.exit_code = outcome, exit_code
+        self.finished = True
         if clinic:
             self.record.clinic = clinic
         if sessions is not None:
@@ -503,7 +514,7 @@ def run(graph: str, clinic: str = "") -> Iterator[Run]:
             try:
                 yield handle_run
             except BaseException as exc:
-                if record.outcome == "error" and not handle_run.counts:
+                if not handle_run.finished:
                     record.exit_code = exit_code_of(exc)
                     record.outcome = OUTCOMES.get(record.exit_code, "error")
                     handle.set(**{"coviu.outcome": record.outcome, "coviu.exit_code": record.exit_code})
