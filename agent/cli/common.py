@@ -67,6 +67,9 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
         telemetry.setup(metrics_file=settings.metrics_file)  # off (nothing imported) unless OTEL_* or the file asks
     except ValueError as exc:
         fail(EXIT_BAD_INPUT, f"configuration: {exc}", as_json=as_json)
+    from agent.tracing import configure_langsmith
+
+    configure_langsmith()  # LangSmith by LangChain's own variables, patient data hidden before upload
     return settings
 
 
