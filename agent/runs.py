@@ -103,13 +103,53 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
             from tools import telemetry
 
             with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
-                result = await fn(*args, **kwargs)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    _log_run(args, kwargs, traced.record, None, exc)
+                    raise
                 traced.finish(**run_facts(result))
+                _log_run(args, kwargs, traced.record, result, None)
                 return result
 
         return run
 
     return wrap
+
+
+def _log_run(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], record: Any, result: Any, error: BaseException | None
+) -> None:
+    """One row in the run log of the settings' state store (`agent.runlog`), for `coviu-agent status`; a run given
+    its own checkpointer (a test, an embedding) keeps its own books."""
+    settings = args[0] if args else kwargs.get("settings")
+    state = getattr(settings, "state", None)
+    if kwargs.get("checkpointer") is not None or not isinstance(state, str):
+        return
+    import time
+    from datetime import UTC
+
+    from agent import runlog
+    from tools.telemetry import OUTCOMES, exit_code_of
+
+    facts = run_facts(result) if result is not None else {}
+    code = exit_code_of(error) if error is not None else int(facts.get("exit_code", EXIT_OK))
+    paths = getattr(result, "paths", None) or {}
+    now = time.time()
+    runlog.record(
+        state,
+        runlog.RunEntry(
+            graph=record.graph,
+            clinic=str(facts.get("clinic") or record.clinic or ""),
+            thread_id=getattr(result, "thread_id", None),
+            started_at=datetime.fromtimestamp(record.started, UTC).isoformat(timespec="seconds"),
+            finished_at=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            duration_seconds=round(now - record.started, 3),
+            outcome=OUTCOMES.get(code, "error"),
+            exit_code=code,
+            report_path=paths.get("md") or paths.get("json") or next(iter(paths.values()), None),
+        ),
+    )
 
 
 def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
 from agent.cli.sandbox import sandbox_app
 from agent.cli.schedule import schedule_app
+from agent.cli.status import status
 from agent.cli.tools_cmd import tools
 from agent.cli.triage import triage
 from agent.errors import EXIT_BAD_INPUT
@@ -74,6 +75,7 @@ app.command()(ask)
 app.add_typer(mcp_app, name="mcp")
 app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
+app.command()(status)
 
 __all__ = ["app", "emit_json", "fail", "main"]
 
