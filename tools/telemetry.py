@@ -344,7 +344,9 @@ def event(name: str, **attributes: object) -> None:
         return
     from opentelemetry import trace
 
-    trace.get_current_span().add_event(name, safe_attributes(attributes))
+    nodes = telemetry.node_spans
+    parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
+    trace.get_current_span(parent).add_event(name, safe_attributes(attributes))
 
 
 # --- the instrumented places ----------------------------------------------------------------------------------
@@ -406,9 +408,12 @@ def waiting(seconds: float, kind: str, key: str = "", reason: str = "") -> Itera
     if telemetry is None or seconds <= 0:
         yield
         return
-    with span(f"wait {kind}", **{"coviu.wait.kind": kind, "coviu.wait.seconds": round(seconds, 3)}):
-        if reason:
-            event("reason", **{"coviu.wait.reason": reason.replace(" ", "_")})
+    why = re.sub(r"[^A-Za-z0-9]+", "_", reason).strip("_")[:60] or None  # e.g. rate_limited_429, upstream_503
+    with span(
+        f"wait {kind}",
+        **{"coviu.wait.kind": kind, "coviu.wait.seconds": round(seconds, 3)},
+        **{"coviu.wait.reason": why},
+    ):
         yield
     telemetry.add("coviu_agent.wait", seconds, {"account": account_of(key) if key else None, "kind": kind})
 
