@@ -69,7 +69,8 @@ def status(
         runs = runlog.last_runs(settings.state)
         pending = runlog.pending_approvals(settings.state)
     except Exception as exc:  # sqlite3 / psycopg errors: the store cannot be read
-        fail(EXIT_UPSTREAM, f"the state store {runlog.where(settings.state)} cannot be read: {type(exc).__name__}")
+        where = runlog.where(settings.state)
+        fail(EXIT_UPSTREAM, f"the state store {where} cannot be read: {type(exc).__name__}", as_json=as_json)
     result: dict[str, Any] = {
         "state": runlog.where(settings.state),
         "last_runs": [r.as_dict() for r in runs],
