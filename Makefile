@@ -24,11 +24,12 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.installed
 
-## make demo: the main job on the embedded sandbox (triage, then the nightly audit).
+## make demo: the main job on the embedded sandbox (triage, then the nightly audit); `--sandbox` asks for it, and
+## leaves any Truto account in `.env` alone.
 demo: install
-	$(BIN)/coviu-agent tools
-	$(BIN)/coviu-agent triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
-	$(BIN)/coviu-agent audit --out reports
+	$(BIN)/coviu-agent --sandbox tools
+	$(BIN)/coviu-agent --sandbox triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
+	$(BIN)/coviu-agent --sandbox audit --out reports
 
 lint: install
 	$(BIN)/ruff check .

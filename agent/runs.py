@@ -369,8 +369,8 @@ class ToolListing:
     tools: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
-        """The result object of `tools --json`."""
-        return {"source": self.source, "count": len(self.tools), "tools": self.tools}
+        """The result object of `tools --json` (`catalog`: "tools" or "mcp"; the CLI adds the data's `source`)."""
+        return {"catalog": self.source, "count": len(self.tools), "tools": self.tools}
 
 
 async def run_tools(settings: Settings, *, services: Services | None = None) -> ToolListing:

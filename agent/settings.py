@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 SANDBOX_ACCOUNT_ID = "sandbox"
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_BASE_URL = "http://sandbox.local"
+# The `source` of every report and JSON output made on the embedded sandbox (else the integrated account's id).
+SANDBOX_SOURCE = "sandbox"
+NO_TRUTO_ACCOUNT = (
+    "TRUTO_API_KEY is not set: set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID for the clinic's account, "
+    "or ask for the demo clinic with `coviu-agent --sandbox ...` (or COVIU_AGENT_SANDBOX=1)"
+)
 
 
 def _insecure(url: str) -> bool:
@@ -53,6 +59,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     truto_api_key: SecretStr | None = Field(default=None, validation_alias="TRUTO_API_KEY")
+    # The embedded sandbox (demo data) runs only when asked for: COVIU_AGENT_SANDBOX=1 (with no TRUTO_API_KEY) or
+    # `coviu-agent --sandbox` (always; the Truto account settings are then ignored). Neither, no key: exit 2.
+    sandbox: bool = Field(default=False, validation_alias="COVIU_AGENT_SANDBOX")
     truto_integrated_account_id: str | None = Field(default=None, validation_alias="TRUTO_INTEGRATED_ACCOUNT_ID")
     truto_base_url: str = Field(default="https://api.truto.one", validation_alias="TRUTO_BASE_URL")
     truto_mcp_url: SecretStr | None = Field(default=None, validation_alias="TRUTO_MCP_URL")
@@ -161,7 +170,7 @@ class Settings(BaseSettings):
             # without a Truto key the MCP URL can only be the embedded sandbox's (in-process, never on the wire)
             if (
                 self.truto_mcp_url is not None
-                and not self.uses_sandbox
+                and self.truto_api_key is not None
                 and _insecure(self.truto_mcp_url.get_secret_value())
             ):
                 raise ValueError(
@@ -174,8 +183,32 @@ class Settings(BaseSettings):
 
     @property
     def uses_sandbox(self) -> bool:
-        """No Truto key: the embedded sandbox answers in-process."""
-        return self.truto_api_key is None
+        """The embedded sandbox answers in-process: asked for (COVIU_AGENT_SANDBOX=1 or `--sandbox`), no Truto key."""
+        return self.sandbox and self.truto_api_key is None
+
+    @property
+    def source(self) -> str:
+        """Where the data comes from, as every report and JSON output names it: "sandbox" or the integrated account."""
+        if self.uses_sandbox:
+            return SANDBOX_SOURCE
+        return self.truto_integrated_account_id or "unknown"
+
+    def on_sandbox(self) -> Settings:
+        """These settings on the embedded sandbox (`--sandbox`): a Truto account's settings (key, account, MCP URL,
+        clinic ids) are left out, so a demo never reaches a real account."""
+        update: dict[str, object] = {"sandbox": True}
+        if self.truto_api_key is not None:
+            update |= dict.fromkeys(
+                (
+                    "truto_api_key",
+                    "truto_integrated_account_id",
+                    "truto_mcp_url",
+                    "coviu_team_id",
+                    "coviu_waiting_queue_id",
+                    "coviu_intake_collection_id",
+                )
+            )
+        return self.model_copy(update=update)
 
     @property
     def effective_planner(self) -> Literal["llm", "rules"]:

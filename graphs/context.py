@@ -33,6 +33,8 @@ class Services:
     waiting_queue_id: str | None = None
     collection_id: str | None = None
     clinic_name: str | None = None
+    # where the data comes from, named in every report: "sandbox" (the embedded sandbox) or the integrated account
+    source: str | None = None
     planner: Literal["llm", "rules"] = "rules"
     report_dir: Path = Path("reports")
     max_model_calls: int = 8
