@@ -610,6 +610,9 @@ async def _ask(
                 f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
             )
         await graph.ainvoke(Command(resume={"decisions": decisions}), config, context=context)
+        refused = pending_request(await graph.aget_state(config)).get("error")
+        if refused:  # the graph did not understand the answer: nothing decided, the thread still waits for one
+            raise BadInput(f"--decisions: {refused}; thread {thread} still waits for an answer")
     raise BadInput(f"thread {thread}: too many approval rounds in one request")
 
 
