@@ -45,6 +45,32 @@ def _insecure(url: str) -> bool:
         return True
 
 
+def _userinfo_problem(name: str, url: str, credential: str = "TRUTO_API_KEY") -> str | None:
+    """A URL with `user:password@` is bad input: httpx would send it as Basic auth in place of the token, and its
+    password would be one more secret to keep out of every log. The message never shows the userinfo."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        return None
+    if not has_userinfo:
+        return None
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return (
+        f"{name} carries a user name or password (user:password@): remove it and use {shown}; "
+        f"the credential goes in {credential}"
+    )
+
+
+def _shown_url(url: str) -> str:
+    """A URL for an error message: any userinfo is left out."""
+    import re
+
+    return re.sub(r"(?i)^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url)
+
+
 # Default rate-limit wait budgets (seconds) of the long commands; triage and ask use tools.ratelimit's 120 s.
 LONG_RUN_MAX_WAIT = 1800.0
 
@@ -132,17 +158,29 @@ class Settings(BaseSettings):
     @field_validator("truto_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        shown = _shown_url(value)
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL")
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: expected an http(s) URL")
         from urllib.parse import urlsplit
 
         try:
             host = urlsplit(value).hostname
         except ValueError as exc:  # e.g. "http://[::1": an unclosed IPv6 bracket
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: not a valid URL ({exc})") from None
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: not a valid URL ({_shown_url(str(exc))})") from None
+        problem = _userinfo_problem("TRUTO_BASE_URL", value)
+        if problem:
+            raise ValueError(problem)
         if not host:
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL with a host")
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: expected an http(s) URL with a host")
         return value.rstrip("/")
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _no_userinfo(cls, value: str | None) -> str | None:
+        problem = _userinfo_problem("OPENAI_BASE_URL", value, "OPENAI_API_KEY") if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _account_with_key(self) -> Settings:
@@ -154,6 +192,10 @@ class Settings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("TRUTO_MCP_URL is set but is not an http(s) URL")
+        if self.truto_mcp_url is not None:
+            problem = _userinfo_problem("TRUTO_MCP_URL", self.truto_mcp_url.get_secret_value())
+            if problem:  # its path is a secret too: only the host is shown
+                raise ValueError(problem.split(": remove it")[0] + ": remove it (the URL's token is its credential)")
         if self.planner == "llm" and self.openai_api_key is None:
             raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY")
         if not self.truto_allow_insecure:

@@ -243,3 +243,70 @@ def test_a_bad_fleet_file_is_exit_2_naming_it(account, tmp_path: Path, name: str
     line = one_error_line(result.output)
     assert "--fleet" in line and name in line and expected in line
     assert account.requests == []
+
+
+# --------------------------------------------------------------------------- URLs with userinfo are bad input
+
+PASSWORD = "s3cretpw-in-url"
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("TRUTO_BASE_URL", {"TRUTO_BASE_URL": f"https://clinic:{PASSWORD}@api.truto.one"}),
+        ("TRUTO_BASE_URL", {"TRUTO_BASE_URL": f"http://:{PASSWORD}@127.0.0.1:9"}),
+        ("OPENAI_BASE_URL", {"OPENAI_BASE_URL": f"https://llm:{PASSWORD}@llm.example/v1"}),
+        ("TRUTO_MCP_URL", {"TRUTO_MCP_URL": f"https://mcp:{PASSWORD}@api.truto.one/mcp/token-abcdef123456"}),
+    ],
+    ids=["truto", "truto-password-only", "openai", "mcp"],
+)
+def test_a_url_with_userinfo_is_exit_2_and_its_password_is_never_printed(
+    no_account: Path, monkeypatch: pytest.MonkeyPatch, name: str, settings: dict[str, str]
+):
+    monkeypatch.setenv("TRUTO_API_KEY", FAKE_TRUTO_TOKEN)
+    monkeypatch.setenv("TRUTO_INTEGRATED_ACCOUNT_ID", "acct-1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-KEY-0123456789")
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    for args in (["tools", "-vv"], ["audit", "-vv", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert PASSWORD not in result.output
+        line = one_error_line(result.stderr)
+        assert name in line and "user:password@" in line
+
+
+def test_every_logger_passes_the_redaction_step_at_vv(capsys: pytest.CaptureFixture[str]):
+    """httpx, httpcore and a library logger with a handler of its own: a URL's password never reaches a stream."""
+    import io
+
+    import httpx
+
+    from agent.logging import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogRecordFactory())
+    own = logging.getLogger("some.library")
+    sink = io.StringIO()
+    own_handler = logging.StreamHandler(sink)
+    own.addHandler(own_handler)
+    own.propagate = False
+    try:
+        configure_logging("DEBUG", [FAKE_TRUTO_TOKEN], libraries_debug=True)
+        url = httpx.URL(f"http://clinic:{PASSWORD}@127.0.0.1:9/integrated-account/a/tools")
+        logging.getLogger("httpx").info('HTTP Request: %s %s "%s %d %s"', "GET", url, "HTTP/1.1", 401, "")
+        logging.getLogger("httpcore.connection").debug("connect_tcp.started url=%r", str(url))
+        own.warning("retrying %s with token %s", url, FAKE_TRUTO_TOKEN)
+        own.warning(f"postgresql://coviu:{PASSWORD}@db:5432/coviu refused")
+    finally:
+        own.removeHandler(own_handler)
+        own.propagate = True
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.setLogRecordFactory(saved[2])
+        for name in ("httpx", "httpcore", "some.library"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    written = capsys.readouterr().err + sink.getvalue()
+    assert "HTTP Request: GET http://clinic:[redacted]@127.0.0.1:9/" in written  # the rest stays readable
+    assert "401" in written and "db:5432" in written
+    assert PASSWORD not in written and FAKE_TRUTO_TOKEN not in written
