@@ -310,3 +310,50 @@ def test_every_logger_passes_the_redaction_step_at_vv(capsys: pytest.CaptureFixt
     assert "HTTP Request: GET http://clinic:[redacted]@127.0.0.1:9/" in written  # the rest stays readable
     assert "401" in written and "db:5432" in written
     assert PASSWORD not in written and FAKE_TRUTO_TOKEN not in written
+
+
+# --------------------------------------------------------------------------- the two commands still work
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(__import__("shutil").which("make") is None, reason="make is not installed")
+def test_make_demo_runs_on_the_embedded_sandbox_with_nothing_set(tmp_path: Path):
+    """`make demo` asks for the sandbox itself: no key, no COVIU_AGENT_SANDBOX, and every step exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    cli = bin_dir / "coviu-agent"  # the real CLI, run in the test's folder (its reports land there)
+    cli.write_text(f'#!/bin/sh\ncd {work} && exec {sys.executable} -m agent "$@"\n', encoding="utf-8")
+    cli.chmod(0o755)
+    langgraph = bin_dir / "langgraph"  # `make studio`'s server, standing in: says what it was given
+    langgraph.write_text('#!/bin/sh\necho "langgraph COVIU_AGENT_SANDBOX=$COVIU_AGENT_SANDBOX $*"\n', encoding="utf-8")
+    langgraph.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
+    env.update(MAKEFLAGS="", HOME=str(tmp_path), COVIU_AGENT_STATE=str(tmp_path / "state.sqlite"))
+    env["PYTHONPATH"] = str(PROJECT)
+
+    def make(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", "-o", ".venv/.installed", target, f"BIN={bin_dir}"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+
+    demo = make("demo")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "embedded Coviu sandbox" in demo.stderr
+    (report,) = (work / "reports").glob("*.md")
+    assert report.read_text(encoding="utf-8").startswith("# DEMO (embedded sandbox")
+
+    studio = make("studio")
+    assert studio.returncode == 0, studio.stdout + studio.stderr
+    assert "langgraph COVIU_AGENT_SANDBOX=1 dev" in studio.stdout
