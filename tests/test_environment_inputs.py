@@ -357,3 +357,12 @@ def test_make_demo_runs_on_the_embedded_sandbox_with_nothing_set(tmp_path: Path)
     studio = make("studio")
     assert studio.returncode == 0, studio.stdout + studio.stderr
     assert "langgraph COVIU_AGENT_SANDBOX=1 dev" in studio.stdout
+
+
+def test_a_download_directory_that_cannot_be_made_is_exit_2_before_any_request(account, tmp_path: Path):
+    (tmp_path / "plain").write_text("a file", encoding="utf-8")
+    result = runner.invoke(app, ["recordings", "--download", str(tmp_path / "plain" / "recordings")])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert "--download" in line and "is a file, not a directory" in line
+    assert account.requests == []
