@@ -366,3 +366,15 @@ def test_a_download_directory_that_cannot_be_made_is_exit_2_before_any_request(a
     line = one_error_line(result.output)
     assert "--download" in line and "is a file, not a directory" in line
     assert account.requests == []
+
+
+def test_services_without_a_key_or_a_sandbox_asked_for_refuse_before_any_request(no_account: Path):
+    """The LangGraph server and library callers build services the same way: a clear ConfigError (exit 2)."""
+    from agent.errors import ConfigError
+    from agent.services import truto_account
+    from agent.settings import Settings
+
+    with pytest.raises(ConfigError, match=r"TRUTO_API_KEY is not set.*--sandbox.*COVIU_AGENT_SANDBOX=1"):
+        truto_account(Settings(_env_file=None))  # type: ignore[call-arg]
+    asked = Settings(_env_file=None, COVIU_AGENT_SANDBOX="1")  # type: ignore[call-arg]
+    assert asked.uses_sandbox and asked.source == "sandbox" and truto_account(asked).embedded
