@@ -88,6 +88,10 @@ def load_fleet(path: Path) -> list[Clinic]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"--fleet: cannot read {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"--fleet: {str(path)!r} is not UTF-8 text (byte {exc.start}): save it as UTF-8 TOML or JSON"
+        ) from None
     try:
         data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
@@ -201,14 +205,17 @@ async def run_fleet(
     return list(await asyncio.gather(*(one(c) for c in clinics)))
 
 
-def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
-    """The fleet's JSON summary: per clinic its window, totals, completeness, exit code and report files."""
+def fleet_summary(runs: list[ClinicRun], source: str | None = None) -> dict[str, Any]:
+    """The fleet's JSON summary: per clinic its source, window, totals, completeness, exit code and report files.
+    `source`: "sandbox" (the embedded sandbox) or "truto" (each clinic's entry names its account); by default what
+    the clinics' reports say."""
     clinics: list[dict[str, Any]] = []
     for run in runs:
         report = run.result.report if run.result else None
         clinics.append(
             {
                 "account": run.clinic.account,
+                "source": (report or {}).get("source"),
                 "name": run.clinic.name or (report or {}).get("clinic_name"),
                 "team_id": (report or {}).get("team_id"),
                 "window": (report or {}).get("window"),
@@ -221,8 +228,11 @@ def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
         )
     keys = ("sessions", "billable_minutes", "overruns", "missing_forms", "summary_unavailable")
     fleet_totals = {k: sum(int((c["totals"] or {}).get(k) or 0) for c in clinics) for k in keys}
+    if source is None:
+        source = "sandbox" if any(c["source"] == "sandbox" for c in clinics) else "truto"
     return {
         "schema_version": 1,
+        "source": source,
         "clinics": clinics,
         "totals": {**fleet_totals, "clinics": len(clinics), "failed": sum(1 for c in clinics if c["exit_code"])},
         "exit_code": max((c["exit_code"] for c in clinics), default=0),
@@ -232,8 +242,9 @@ def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
 def fleet_markdown(summary: dict[str, Any]) -> str:
     from reporting.audit_report import _md as md_cell  # the report's one Markdown-cell neutraliser
 
+    demo = "DEMO (embedded sandbox, not real clinics): " if summary.get("source") == "sandbox" else ""
     lines = [
-        "# Fleet audit",
+        f"# {demo}Fleet audit",
         "",
         f"{summary['totals']['clinics']} clinics, {summary['totals']['failed']} not done; "
         f"{summary['totals']['sessions']} sessions, {summary['totals']['billable_minutes']} billable minutes.",
@@ -252,11 +263,11 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_fleet_summary(runs: list[ClinicRun], out_dir: Path) -> dict[str, Path]:
+def write_fleet_summary(runs: list[ClinicRun], out_dir: Path, source: str | None = None) -> dict[str, Path]:
     """`fleet-<day>.json` and `.md` in the output directory (owner-only, like the reports)."""
     import os
 
-    summary = fleet_summary(runs)
+    summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

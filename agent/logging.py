@@ -57,6 +57,36 @@ class JsonLinesFormatter(RedactingFormatter):
         return redact(json.dumps(line, ensure_ascii=False))
 
 
+def _redacted_arg(value: object) -> object:
+    """A record argument with secrets taken out; its type kept where nothing was found (`%d` still gets an int)."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
+def install_record_redaction() -> None:
+    """Every log record, from any logger and whatever handler later takes it (a library's own, uvicorn's), has its
+    message and arguments redacted where it is made (idempotent). Records below a logger's level are never made."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacting", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted_arg(a) for a in record.args)
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 # Our packages' loggers: `-v` (or COVIU_AGENT_LOG_LEVEL=DEBUG) opens these to DEBUG; libraries stay at WARNING.
 OWN_LOGGERS = ("agent", "graphs", "tools", "sandbox", "prompts", "bench")
 
@@ -70,6 +100,7 @@ def configure_logging(
     `libraries_debug` (`-vv`), which opens every logger to `level`.
     """
     register_secrets(secrets)
+    install_record_redaction()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

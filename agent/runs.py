@@ -470,8 +470,8 @@ class ToolListing:
     tools: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
-        """The result object of `tools --json`."""
-        return {"source": self.source, "count": len(self.tools), "tools": self.tools}
+        """The result object of `tools --json` (`catalog`: "tools" or "mcp"; the CLI adds the data's `source`)."""
+        return {"catalog": self.source, "count": len(self.tools), "tools": self.tools}
 
 
 async def run_tools(settings: Settings, *, services: Services | None = None) -> ToolListing:
@@ -700,6 +700,9 @@ async def _ask(
                 f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
             )
         await graph.ainvoke(Command(resume={"decisions": decisions}), config, context=context)
+        refused = pending_request(await graph.aget_state(config)).get("error")
+        if refused:  # the graph did not understand the answer: nothing decided, the thread still waits for one
+            raise BadInput(f"--decisions: {refused}; thread {thread} still waits for an answer")
     raise BadInput(f"thread {thread}: too many approval rounds in one request")
 
 

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 SANDBOX_ACCOUNT_ID = "sandbox"
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_BASE_URL = "http://sandbox.local"
+# The `source` of every report and JSON output made on the embedded sandbox (else the integrated account's id).
+SANDBOX_SOURCE = "sandbox"
+NO_TRUTO_ACCOUNT = (
+    "TRUTO_API_KEY is not set: set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID for the clinic's account, "
+    "or ask for the demo clinic with `coviu-agent --sandbox ...` (or COVIU_AGENT_SANDBOX=1)"
+)
 
 
 def _insecure(url: str) -> bool:
@@ -39,6 +45,32 @@ def _insecure(url: str) -> bool:
         return True
 
 
+def _userinfo_problem(name: str, url: str, credential: str = "TRUTO_API_KEY") -> str | None:
+    """A URL with `user:password@` is bad input: httpx would send it as Basic auth in place of the token, and its
+    password would be one more secret to keep out of every log. The message never shows the userinfo."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        return None
+    if not has_userinfo:
+        return None
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return (
+        f"{name} carries a user name or password (user:password@): remove it and use {shown}; "
+        f"the credential goes in {credential}"
+    )
+
+
+def _shown_url(url: str) -> str:
+    """A URL for an error message: any userinfo is left out."""
+    import re
+
+    return re.sub(r"(?i)^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url)
+
+
 # Default rate-limit wait budgets (seconds) of the long commands; triage and ask use tools.ratelimit's 120 s.
 LONG_RUN_MAX_WAIT = 1800.0
 
@@ -53,6 +85,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     truto_api_key: SecretStr | None = Field(default=None, validation_alias="TRUTO_API_KEY")
+    # The embedded sandbox (demo data) runs only when asked for: COVIU_AGENT_SANDBOX=1 (with no TRUTO_API_KEY) or
+    # `coviu-agent --sandbox` (always; the Truto account settings are then ignored). Neither, no key: exit 2.
+    sandbox: bool = Field(default=False, validation_alias="COVIU_AGENT_SANDBOX")
     truto_integrated_account_id: str | None = Field(default=None, validation_alias="TRUTO_INTEGRATED_ACCOUNT_ID")
     truto_base_url: str = Field(default="https://api.truto.one", validation_alias="TRUTO_BASE_URL")
     truto_mcp_url: SecretStr | None = Field(default=None, validation_alias="TRUTO_MCP_URL")
@@ -142,17 +177,29 @@ class Settings(BaseSettings):
     @field_validator("truto_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        shown = _shown_url(value)
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL")
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: expected an http(s) URL")
         from urllib.parse import urlsplit
 
         try:
             host = urlsplit(value).hostname
         except ValueError as exc:  # e.g. "http://[::1": an unclosed IPv6 bracket
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: not a valid URL ({exc})") from None
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: not a valid URL ({_shown_url(str(exc))})") from None
+        problem = _userinfo_problem("TRUTO_BASE_URL", value)
+        if problem:
+            raise ValueError(problem)
         if not host:
-            raise ValueError(f"TRUTO_BASE_URL={value!r}: expected an http(s) URL with a host")
+            raise ValueError(f"TRUTO_BASE_URL={shown!r}: expected an http(s) URL with a host")
         return value.rstrip("/")
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _no_userinfo(cls, value: str | None) -> str | None:
+        problem = _userinfo_problem("OPENAI_BASE_URL", value, "OPENAI_API_KEY") if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _account_with_key(self) -> Settings:
@@ -164,6 +211,10 @@ class Settings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("TRUTO_MCP_URL is set but is not an http(s) URL")
+        if self.truto_mcp_url is not None:
+            problem = _userinfo_problem("TRUTO_MCP_URL", self.truto_mcp_url.get_secret_value())
+            if problem:  # its path is a secret too: only the host is shown
+                raise ValueError(problem.split(": remove it")[0] + ": remove it (the URL's token is its credential)")
         if self.planner == "llm" and self.openai_api_key is None:
             raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY")
         if not self.truto_allow_insecure:
@@ -180,7 +231,7 @@ class Settings(BaseSettings):
             # without a Truto key the MCP URL can only be the embedded sandbox's (in-process, never on the wire)
             if (
                 self.truto_mcp_url is not None
-                and not self.uses_sandbox
+                and self.truto_api_key is not None
                 and _insecure(self.truto_mcp_url.get_secret_value())
             ):
                 raise ValueError(
@@ -193,8 +244,32 @@ class Settings(BaseSettings):
 
     @property
     def uses_sandbox(self) -> bool:
-        """No Truto key: the embedded sandbox answers in-process."""
-        return self.truto_api_key is None
+        """The embedded sandbox answers in-process: asked for (COVIU_AGENT_SANDBOX=1 or `--sandbox`), no Truto key."""
+        return self.sandbox and self.truto_api_key is None
+
+    @property
+    def source(self) -> str:
+        """Where the data comes from, as every report and JSON output names it: "sandbox" or the integrated account."""
+        if self.uses_sandbox:
+            return SANDBOX_SOURCE
+        return self.truto_integrated_account_id or "unknown"
+
+    def on_sandbox(self) -> Settings:
+        """These settings on the embedded sandbox (`--sandbox`): a Truto account's settings (key, account, MCP URL,
+        clinic ids) are left out, so a demo never reaches a real account."""
+        update: dict[str, object] = {"sandbox": True}
+        if self.truto_api_key is not None:
+            update |= dict.fromkeys(
+                (
+                    "truto_api_key",
+                    "truto_integrated_account_id",
+                    "truto_mcp_url",
+                    "coviu_team_id",
+                    "coviu_waiting_queue_id",
+                    "coviu_intake_collection_id",
+                )
+            )
+        return self.model_copy(update=update)
 
     @property
     def effective_planner(self) -> Literal["llm", "rules"]:

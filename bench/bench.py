@@ -285,7 +285,11 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
-    env.update(HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state.sqlite"), PYTHONPATH=str(ROOT), **extra)
+    # the embedded sandbox where no TRUTO_API_KEY is given (it runs only when asked for)
+    env.update(
+        HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state.sqlite"), PYTHONPATH=str(ROOT), COVIU_AGENT_SANDBOX="1"
+    )
+    env.update(extra)
     return env
 
 

@@ -141,24 +141,34 @@ class DecisionError(ValueError):
     """A resume value that is not one decision per pending action."""
 
 
+def check_decision(index: int, decision: Any) -> dict[str, Any]:
+    """One decision of LangChain's HITL types: `{"type": "approve"}`, `{"type": "edit", "edited_action": {"name": str,
+    "args": object}}` or `{"type": "reject"}` with an optional string `message`. DecisionError names what is wrong."""
+    where = f"decisions[{index}]"
+    if not isinstance(decision, Mapping):
+        raise DecisionError(f"{where}: expected an object with a type (approve, edit or reject)")
+    kind = decision.get("type")
+    if kind not in ALLOWED_DECISIONS:
+        raise DecisionError(f"{where}.type: expected approve, edit or reject, got {kind!r}")
+    if kind == "edit":
+        action = decision.get("edited_action")
+        if not isinstance(action, Mapping):
+            raise DecisionError(f"{where}.edited_action: an edit needs the call, {{'name': str, 'args': object}}")
+        if not isinstance(action.get("name"), str) or not action["name"].strip():
+            raise DecisionError(f"{where}.edited_action.name: expected the tool's name")
+        if not isinstance(action.get("args"), Mapping):
+            raise DecisionError(f"{where}.edited_action.args: expected an object of arguments")
+    if kind == "reject" and not isinstance(decision.get("message", ""), str):
+        raise DecisionError(f"{where}.message: expected a string")
+    return dict(decision)
+
+
 def parse_decisions(answer: Any, count: int) -> list[dict[str, Any]]:
     """`{"decisions": [...]}` (HITLResponse) or the bare list: one approve/edit/reject per action, in order."""
     decisions = answer.get("decisions") if isinstance(answer, Mapping) else answer
     if not isinstance(decisions, list) or len(decisions) != count:
         raise DecisionError(f"expected {count} decision(s) (approve, edit or reject), one per pending action")
-    for i, decision in enumerate(decisions):
-        kind = decision.get("type") if isinstance(decision, Mapping) else None
-        if kind not in ALLOWED_DECISIONS:
-            raise DecisionError(f"decisions[{i}].type: expected approve, edit or reject, got {kind!r}")
-        if kind == "edit":
-            action = decision.get("edited_action")
-            if not (isinstance(action, Mapping) and isinstance(action.get("name"), str)):
-                raise DecisionError(f"decisions[{i}].edited_action: expected {{'name': str, 'args': object}}")
-            if not isinstance(action.get("args", {}), Mapping):
-                raise DecisionError(f"decisions[{i}].edited_action.args: expected an object")
-        if kind == "reject" and not isinstance(decision.get("message", ""), str):
-            raise DecisionError(f"decisions[{i}].message: expected a string")
-    return [dict(d) for d in decisions]
+    return [check_decision(i, d) for i, d in enumerate(decisions)]
 
 
 async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -244,12 +254,17 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
     pending = calls_needing_approval(services, state)
     if not pending:
         return Command(goto="act")
-    answer = interrupt(approval_request(pending))
-    try:
-        decisions = parse_decisions(answer, len(pending))
-    except DecisionError as exc:
-        log.info("approval answer not understood (%s): nothing approved", exc)
-        decisions = [{"type": "reject", "message": f"the answer was not understood ({exc})"} for _ in pending]
+    request = approval_request(pending)
+    answer = interrupt(request)
+    while True:
+        try:
+            decisions = parse_decisions(answer, len(pending))
+            break
+        except DecisionError as exc:
+            # A malformed answer is an error, never a reject: nothing is decided, and the same request is asked
+            # again with what was wrong (`error`), so the thread stays answerable and a correct answer then works.
+            log.warning("approval answer not understood (%s): nothing decided, asked again", exc)
+            answer = interrupt({**request, "error": f"the answer was not understood: {exc}"})
     ai_message, _ = pending_tool_calls(list(state.get("messages", [])))
     granted = APPROVALS.granted(state)
     rejected: list[ToolMessage] = []

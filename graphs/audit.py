@@ -755,6 +755,7 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "complete": sums["summary_unavailable"] == 0,
+        "source": services.source,
         "team_id": state["team_id"],
         "collection_id": state["collection_id"],
         "clinic_name": services.clinic_name,

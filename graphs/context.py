@@ -33,6 +33,8 @@ class Services:
     waiting_queue_id: str | None = None
     collection_id: str | None = None
     clinic_name: str | None = None
+    # where the data comes from, named in every report: "sandbox" (the embedded sandbox) or the integrated account
+    source: str | None = None
     planner: Literal["llm", "rules"] = "rules"
     # COVIU_AGENT_PLANNER=auto: when the model fails, a triage may be planned by the rules instead (said in its output)
     fallback_to_rules: bool = False

@@ -31,6 +31,8 @@ from pygal.style import Style
 
 from tools.textsafety import clean_line, redact_value
 
+# The report's `source` on the embedded sandbox (agent.settings.SANDBOX_SOURCE); its title then says DEMO.
+SANDBOX_SOURCE = "sandbox"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HTML_TEMPLATE = "report.html.j2"
 
@@ -38,6 +40,7 @@ HTML_TEMPLATE = "report.html.j2"
 REPORT_KEYS = (
     "schema_version",
     "complete",
+    "source",
     "team_id",
     "collection_id",
     "window",
@@ -292,6 +295,7 @@ class TodoGroup:
 @dataclass(frozen=True, slots=True)
 class View:
     title: str
+    source: str  # "sandbox" or the integrated account
     clinic: str
     team_id: str
     collection_id: str
@@ -596,8 +600,12 @@ def _build_view(
     clinic = _text(report.get("clinic_name")) or f"team {team_id}"
     window_text = _window_text(window.get("since"), window.get("until"), zone)
     generated = report.get("generated_at")
+    source = _text(report.get("source"))
+    # a person opening a report made on the embedded sandbox sees at once that it is demo data, not the clinic's
+    demo = "DEMO (embedded sandbox, not a real clinic): " if source == SANDBOX_SOURCE else ""
     return View(
-        title=f"End-of-day audit: {clinic}, {window_text}",
+        title=f"{demo}End-of-day audit: {clinic}, {window_text}",
+        source=source or NONE_TEXT,
         clinic=clinic,
         team_id=team_id,
         collection_id=_text(report.get("collection_id")) or NONE_TEXT,
@@ -681,7 +689,9 @@ def render_markdown(
     out: list[str] = [f"# {_md(view.title)}", ""]
     if view.incomplete:
         out += [f"> **{_md(view.incomplete)}.** {_md(view.incomplete_detail)}", ""]
-    out.append(f"Team: {_md(view.team_id)} · Intake collection: {_md(view.collection_id)}  ")
+    out.append(
+        f"Source: {_md(view.source)} · Team: {_md(view.team_id)} · Intake collection: {_md(view.collection_id)}  "
+    )
     out.append(
         f"Window: {_md(view.window_text)} · Times are in {_md(view.zone_name)} · Generated {_md(view.generated_text)}"
     )

@@ -37,6 +37,11 @@ from tools.toolbox import open_toolbox
 
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)
 
+# The embedded sandbox runs only when asked for (issue 23): every test process asks, so the CLI (CliRunner, and
+# subprocesses that inherit this environment) and `Settings()` run on it when no TRUTO_API_KEY is set. A test of the
+# unasked case removes it (monkeypatch.delenv); helpers that build a clean environment set it again themselves.
+os.environ["COVIU_AGENT_SANDBOX"] = "1"
+
 
 def profile_labels() -> list[str]:
     """The profiles every scenario test runs on: default, variant, and random-<seed> per test seed."""
@@ -122,7 +127,7 @@ async def make_services(
         waiting_queue_id=DEMO_WAITING_QUEUE_ID,
         collection_id=DEMO_INTAKE_COLLECTION_ID,
         report_dir=report_dir,
-        **kwargs,  # type: ignore[arg-type]
+        **({"source": "sandbox"} | kwargs),  # type: ignore[arg-type]
     )
 
 

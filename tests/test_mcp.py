@@ -74,7 +74,7 @@ async def make_mcp_services(
         waiting_queue_id=DEMO_WAITING_QUEUE_ID,
         collection_id=DEMO_INTAKE_COLLECTION_ID,
         report_dir=report_dir,
-        **kwargs,
+        **({"source": "sandbox"} | kwargs),
     )
 
 
@@ -516,7 +516,7 @@ def test_cli_mcp_create_list_delete_and_tools(served, tmp_path: Path):
     created = run_cli(["mcp", "create", "--name", "clinic", "--methods", "read,write", "--json"], env, tmp_path)
     assert created.returncode == 0, created.stderr
     payload = json.loads(created.stdout)
-    assert set(payload) == {"id", "name", "url"} and payload["name"] == "clinic"
+    assert set(payload) == {"source", "id", "name", "url"} and payload["name"] == "clinic"
     url = payload["url"]
     token = url.rsplit("/", 1)[1]
     assert url.startswith(f"{served.url}/mcp/")
@@ -529,7 +529,7 @@ def test_cli_mcp_create_list_delete_and_tools(served, tmp_path: Path):
 
     tools = run_cli(["tools", "--json"], {**env, "TRUTO_MCP_URL": url}, tmp_path)
     assert tools.returncode == 0, tools.stderr
-    assert json.loads(tools.stdout)["source"] == "mcp" and json.loads(tools.stdout)["count"] == 19
+    assert json.loads(tools.stdout)["catalog"] == "mcp" and json.loads(tools.stdout)["count"] == 19
     assert token not in tools.stdout + tools.stderr and FAKE_TRUTO_TOKEN not in tools.stdout + tools.stderr
 
     deleted = run_cli(["mcp", "delete", payload["id"]], env, tmp_path)

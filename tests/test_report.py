@@ -78,6 +78,7 @@ def make_report(sessions: list[dict[str, Any]], *, team_id: str = "team-1") -> d
     return {
         "schema_version": 2,
         "complete": not any("summary_unavailable" in s["flags"] for s in sessions),
+        "source": "acct-1",
         "team_id": team_id,
         "collection_id": "coll-1",
         "window": {"since": iso(SINCE), "until": iso(UNTIL)},

@@ -47,7 +47,7 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     prefixes = ("TRUTO_", "COVIU_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "LANGGRAPH_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(OFFLINE)
-    env.update(HOME=str(tmp), COVIU_AGENT_TIMEZONE=CLINIC_TZ, PYTHONPATH=str(PROJECT))
+    env.update(HOME=str(tmp), COVIU_AGENT_TIMEZONE=CLINIC_TZ, PYTHONPATH=str(PROJECT), COVIU_AGENT_SANDBOX="1")
     env.update(extra)
     return env
 

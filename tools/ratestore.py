@@ -16,6 +16,7 @@ Times in a shared store are wall-clock Unix seconds (`Clock.now()`), the only cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -125,10 +126,28 @@ class SqliteRateStore:
         if not self.path.exists():
             self.path.touch(mode=0o600)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._initialise(time.monotonic() + busy_timeout)
+        self._conn = self._connect(busy_timeout)
+        try:
+            self._initialise(time.monotonic() + busy_timeout)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked past the timeout, permissions, ...: not corrupt
+                raise
+            # garbage or truncated: the file only holds pacing hints, so it is set aside (kept for a look) and rebuilt
+            self._conn.close()
+            aside = set_aside(self.path)
+            log.warning(
+                "rate-limit store %s is unreadable (%s): set aside as %s and rebuilt empty (it only holds pacing "
+                "hints; the first requests are paced from scratch)",
+                self.path,
+                exc,
+                aside.name,
+            )
+            self.path.touch(mode=0o600)
+            self._conn = self._connect(busy_timeout)
+            self._initialise(time.monotonic() + busy_timeout)
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        return sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
     def _initialise(self, deadline: float) -> None:
         """WAL mode and the table. Processes opening a new file at once may find it locked: switching the journal
@@ -139,6 +158,10 @@ class SqliteRateStore:
                     if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
                         self._conn.execute("PRAGMA journal_mode=WAL")
                     self._conn.execute("PRAGMA synchronous=NORMAL")
+                    # a truncated file can open and still be unreadable further in (the store is a few pages: fast)
+                    checked = str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
+                    if checked != "ok":
+                        raise sqlite3.DatabaseError(f"quick_check: {checked[:200]}")
                     self._conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
                     )
@@ -200,6 +223,15 @@ class PostgresRateStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable SQLite file (and its -wal/-shm companions) to `<name>.corrupt-<unix time>`."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):  # no companion (or another process set it aside first)
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
 
 
 def sqlite_rate_path(state: str) -> Path:

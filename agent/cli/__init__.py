@@ -13,7 +13,7 @@ import typer
 
 from agent.cli.assistant import ask
 from agent.cli.audit import audit
-from agent.cli.common import emit_json, fail
+from agent.cli.common import ask_for_sandbox, emit_json, fail
 from agent.cli.mcp import mcp_app
 from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
@@ -56,8 +56,15 @@ def _options(
     log_format: str | None = typer.Option(
         None, "--log-format", help="Log lines on stderr: 'text' or 'json', one object a line (COVIU_AGENT_LOG_FORMAT)."
     ),
+    sandbox: bool = typer.Option(
+        False,
+        "--sandbox",
+        help="Run on the embedded sandbox (demo data; Truto account settings ignored), e.g. "
+        "`coviu-agent --sandbox audit`. Also COVIU_AGENT_SANDBOX=1 (with no TRUTO_API_KEY).",
+    ),
 ) -> None:
     """Run a telehealth clinic's Coviu account."""
+    ask_for_sandbox(sandbox)
     if log_format is not None:
         import os
 

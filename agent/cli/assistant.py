@@ -31,9 +31,14 @@ def load_decisions(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"--decisions: cannot read {path} as JSON ({type(exc).__name__})") from None
     decisions = data.get("decisions") if isinstance(data, dict) else data
-    if not isinstance(decisions, list) or not all(isinstance(d, dict) for d in decisions):
+    if not isinstance(decisions, list) or not decisions:
         raise BadInput('--decisions: expected {"decisions": [{"type": "approve"|"edit"|"reject", ...}, ...]}')
-    return decisions
+    from graphs.assistant import DecisionError, check_decision
+
+    try:  # each one a HITL decision: what the user meant is never dropped (nor read as a reject)
+        return [check_decision(i, d) for i, d in enumerate(decisions)]
+    except DecisionError as exc:
+        raise BadInput(f"--decisions: {path}: {exc}") from None
 
 
 def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False) -> None:

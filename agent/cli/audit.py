@@ -140,8 +140,9 @@ def audit_fleet(
     )
     from agent.fleet import fleet_summary
 
-    summary = fleet_summary(runs)
-    paths = write_fleet_summary(runs, Path(out_dir))
+    source = "sandbox" if settings.uses_sandbox else "truto"
+    summary = fleet_summary(runs, source)
+    paths = write_fleet_summary(runs, Path(out_dir), source)
     if as_json:
         emit_json({**summary, "summary_files": {k: str(v) for k, v in paths.items()}})
     else:
@@ -159,9 +160,7 @@ def audit_fleet(
 
 
 def check_report_dir(out_dir: str) -> None:
-    """`--out` must name a directory (existing or to be made), checked before any request is sent."""
-    if not out_dir.strip():
-        raise BadInput("--out: expected a directory for the report files, got an empty value")
-    path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"--out: expected a directory, but {out_dir!r} is a file")
+    """`--out` must name a directory that exists or can be made, and can be written: checked before any request."""
+    from agent.local_inputs import check_output_dir
+
+    check_output_dir("--out", out_dir)

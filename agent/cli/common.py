@@ -27,6 +27,23 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _Run:
+    """What this invocation was asked for before its command ran: `coviu-agent --sandbox ...`, and the source its
+    settings name (every JSON object printed then carries it as `"source"`)."""
+
+    sandbox: bool = False
+    source: str | None = None
+
+
+RUN = _Run()
+
+
+def ask_for_sandbox(flag: bool) -> None:
+    """The global `--sandbox` flag (set once per invocation by the app's callback)."""
+    RUN.sandbox = flag
+    RUN.source = None
+
+
 def fail(code: int, message: str, *, as_json: bool = False, extra: dict[str, Any] | None = None) -> NoReturn:
     if as_json:
         emit_json({"error": message, "exit_code": code, **(extra or {})})
@@ -38,12 +55,15 @@ def emit_json(payload: Any) -> None:
     """One JSON object on stdout: secrets redacted, bidi/C1 characters as \\u escapes (the same data)."""
     from tools.textsafety import redact_value, safe_json
 
+    if isinstance(payload, dict) and RUN.source is not None and "source" not in payload:
+        payload = {"source": RUN.source, **payload}
     sys.stdout.write(safe_json(json.dumps(redact_value(payload), ensure_ascii=False, default=str)) + "\n")
 
 
-def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
+def load_settings(verbose: int = 0, as_json: bool = False, *, needs_truto: bool = True) -> Settings:
     """Settings from env and `.env` (a wrong one: exit 2, one line), and logging: `-v` DEBUG for coviu-agent's own
-    loggers, `-vv` for the libraries too."""
+    loggers, `-vv` for the libraries too. `--sandbox` puts them on the embedded sandbox; a command that talks to
+    Truto (`needs_truto`) with no TRUTO_API_KEY and no sandbox asked for: exit 2 with the fix, before anything runs."""
     from pydantic import ValidationError  # pydantic(-settings) only where settings are read: `--help` stays fast
 
     from agent.settings import Settings
@@ -53,6 +73,23 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
         fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
+    if RUN.sandbox:
+        settings = settings.on_sandbox()
+    if needs_truto:
+        from agent.settings import NO_TRUTO_ACCOUNT
+
+        if settings.truto_api_key is None and not settings.uses_sandbox:
+            fail(EXIT_BAD_INPUT, NO_TRUTO_ACCOUNT, as_json=as_json)
+        RUN.source = settings.source
+        # the state store (checkpoints, summary cache) is input too: named with its fix before the first request
+        from agent.local_inputs import StateStoreUnreachable, check_state
+
+        try:
+            check_state(settings.state)
+        except BadInput as exc:
+            fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+        except StateStoreUnreachable as exc:
+            fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
     from agent.logging import configure_logging
 
     configure_logging(
@@ -110,7 +147,7 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         fail(code, exc.describe(), as_json=as_json)
     except TransportError as exc:
         fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
-    except CoviuAgentError as exc:
+    except CoviuAgentError as exc:  # e.g. the state store's server does not answer
         fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
     except KeyboardInterrupt:
         err.print("interrupted")

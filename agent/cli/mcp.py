@@ -61,7 +61,7 @@ def check_expires_at(value: str | None) -> str | None:
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, TrutoAccount]]:
     """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account it is for
-    (`agent.services.truto_account`: the embedded sandbox without TRUTO_API_KEY, else the real account)."""
+    (`agent.services.truto_account`: the embedded sandbox when asked for, else the real account)."""
     from agent.services import truto_account
     from tools.client import TrutoClient
     from tools.ratelimit import RateLimitGovernor
@@ -71,7 +71,7 @@ async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, T
         from sandbox.mcp import DEMO_MCP_TOKEN
 
         err.print(
-            "coviu-agent: TRUTO_API_KEY is not set; using the embedded sandbox, which forgets its MCP servers when "
+            "coviu-agent: using the embedded sandbox (as asked for), which forgets its MCP servers when "
             f"this command ends (its demo server is always there: {account.base_url}/mcp/{DEMO_MCP_TOKEN}). "
             "For lasting ones, run `coviu-agent sandbox serve` and point TRUTO_BASE_URL at it.",
             highlight=False,

@@ -80,6 +80,10 @@ def recordings(
         target = Path(download).expanduser() if download else None
         if target is not None and target.exists() and not target.is_dir():
             raise BadInput(f"--download: {target} exists and is not a directory")
+        if target is not None:  # a directory that exists or can be made, and can be written
+            from agent.local_inputs import writable_dir
+
+            writable_dir("--download", target)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 

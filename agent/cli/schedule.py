@@ -160,7 +160,7 @@ def schedule_audit(
         return
     explicit_zone = timezone is not None
     try:
-        zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+        zone = check_timezone(timezone if timezone is not None else _settings_zone(verbose, as_json))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     given = (
@@ -210,7 +210,7 @@ def schedule_fleet(
 
     try:
         clinics = load_fleet(Path(path))
-        default_zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+        default_zone = check_timezone(timezone if timezone is not None else _settings_zone(verbose, as_json))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
@@ -297,3 +297,8 @@ def schedule_delete(
         emit_json({"deleted": cron_id, "server": url})
     else:
         out.print(f"deleted cron {cron_id} on {url}", highlight=False)
+
+
+def _settings_zone(verbose: int, as_json: bool) -> str:
+    """COVIU_AGENT_TIMEZONE (printing a schedule needs no Truto account)."""
+    return load_settings(verbose, as_json, needs_truto=False).timezone
