@@ -70,6 +70,15 @@ async def _services_and_saver(
             yield svc, saver
 
 
+def dry_run_meets_interrupted(command: str, thread: str) -> str:
+    """A dry run never resumes: an interrupted thread's next step may be a write (exit 2, nothing sent)."""
+    return (
+        f"--dry-run: thread {thread} holds an interrupted {command} run whose next steps may write; a dry run "
+        f"never resumes one and nothing was sent. Finish it with `coviu-agent {command} --thread-id {thread}` "
+        "(without --dry-run), or drop --thread-id to plan afresh"
+    )
+
+
 async def _resume_or_start(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: Any,
@@ -202,6 +211,8 @@ async def run_triage(
         if not snapshot.next and snapshot.values and not args.thread_id:
             thread = f"{thread}:{uuid.uuid4().hex[:8]}"  # this request finished before: a new run beside it
             config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
+        if args.dry_run and (await graph.aget_state(config)).next:
+            raise BadInput(dry_run_meets_interrupted("triage", thread))
         context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
 
         def announce(_: Mapping[str, Any]) -> None:
@@ -537,8 +548,12 @@ async def run_ask(
     collection_id: str | None = None,
     recordings_dir: Path | None = None,
     checkpointer: BaseCheckpointSaver[str] | None = None,
+    dry_run: bool = False,
 ) -> AskOutcome:
     """Run (or resume) one request on the assistant graph. Tests inject `services` (with a fake model).
+
+    `dry_run` is the command's, never the thread's: no decision is taken (the first change stops the run, and is
+    the plan), and a thread interrupted mid-run (not at an approval) is not resumed (BadInput, nothing sent).
 
     `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
     opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
@@ -556,7 +571,7 @@ async def run_ask(
             raise BadInput(NO_LLM)
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
         try:
-            return await _ask(context, saver, request, thread_id, decide)
+            return await _ask(context, saver, request, thread_id, None if dry_run else decide, dry_run=dry_run)
         except (ModelAuthenticationError, ModelNotFoundError) as exc:
             raise BadInput(
                 f"the LLM refused the configuration ({type(exc).__name__}): check OPENAI_API_KEY, "
@@ -572,6 +587,8 @@ async def _ask(
     request: str,
     thread_id: str | None,
     decide: Decide | None,
+    *,
+    dry_run: bool = False,
 ) -> AskOutcome:
     from langchain_core.messages import HumanMessage
     from langchain_core.runnables import RunnableConfig
@@ -582,7 +599,10 @@ async def _ask(
     thread = thread_id or f"ask:{uuid.uuid4()}"
     graph = compile_assistant(saver)
     config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": ASK_RECURSION_LIMIT}
-    waiting = pending_request(await graph.aget_state(config))
+    snapshot = await graph.aget_state(config)
+    waiting = pending_request(snapshot)
+    if dry_run and snapshot.next and not waiting:
+        raise BadInput(dry_run_meets_interrupted("ask", thread))
     if waiting and request:
         names = ", ".join(str(a.get("name", "?")) for a in waiting["action_requests"])
         raise BadInput(
