@@ -112,9 +112,11 @@ async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: 
         "overrun_threshold_minutes",
         "generated_at",
         "totals",
+        "summaries_from_cache",
         "sessions",
     }
     assert report["schema_version"] == 2 and report["complete"] is True
+    assert report["summaries_from_cache"] == 0  # a first run reads every summary
 
 
 async def test_audit_is_read_only(services: Services, sandbox: Sandbox):
