@@ -413,7 +413,7 @@ class RateLimitGovernor:
             log.warning(
                 "the shared rate-limit state of account %s was written by a clock %.0f s ahead of this one: its "
                 "times are taken back by that much",
-                self.key,
+                self.key.rsplit("#", 1)[-1],  # the account id, not the base URL
                 ahead,
             )
             state.sends = [t - ahead for t in state.sends]
