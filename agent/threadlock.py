@@ -112,7 +112,8 @@ async def _file_lock(state: str, thread: str, clock: Clock, wait_seconds: float)
     while (holder := lock.try_acquire(clock.now())) is not None:
         if clock.monotonic() - started >= wait_seconds:
             raise ThreadBusy(thread, holder)
-        log.info("thread %s: another run holds it (%s); waiting", thread, holder)
+        if clock.monotonic() == started:  # said once, not at every poll
+            log.info("thread %s: another run holds it (%s); waiting up to %g s", thread, holder, wait_seconds)
         await clock.sleep(POLL_SECONDS)
     try:
         yield
@@ -144,6 +145,8 @@ async def _postgres_lock(state: str, thread: str, clock: Clock, wait_seconds: fl
                 break
             if clock.monotonic() - started >= wait_seconds:
                 raise ThreadBusy(thread, await _postgres_holder(conn, key))
+            if clock.monotonic() == started:  # said once, not at every poll
+                log.info("thread %s: another run holds it; waiting up to %g s", thread, wait_seconds)
             await clock.sleep(POLL_SECONDS)
         try:
             yield
