@@ -17,16 +17,22 @@ import pytest
 import typer
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
+from agent.checkpoint import open_checkpointer
 from agent.cli.common import run_async
 from agent.errors import EXIT_OK, EXIT_UPSTREAM, BadInput
-from agent.runs import AuditArgs, AuditResult, TriageArgs, run_audit, run_triage
+from agent.runs import AuditArgs, AuditResult, TriageArgs, run_ask, run_audit, run_triage
 from agent.settings import Settings
 from agent.threadlock import ThreadBusy, lock_path, thread_lock
+from graphs.assistant import build_assistant_graph
 from graphs.audit_store import open_audit_store
 from graphs.context import Context, Services
 from graphs.triage import build_triage_graph
 from sandbox import DEMO_ACCOUNT_ID, Sandbox, SandboxTransport
+from tests.fakes import ScriptedChatModel
+from tests.test_assistant import demo
+from tests.test_safety import cancel_a_then_b
 from tools.clock import FakeClock
 from tools.ratelimit import RateLimitGovernor
 from tools.toolbox import open_toolbox
@@ -193,3 +199,30 @@ async def test_a_lock_left_by_a_killed_run_does_not_block(
     assert path.exists()
     done = await run_audit(audit_settings(settings, 0), args, services=services, checkpointer=InMemorySaver())
     assert done.exit_code == EXIT_OK
+
+
+async def interrupted_ask(settings: Settings, services: Services, sandbox: Sandbox, thread: str) -> str:
+    """An ask whose cancel was approved, then the process died before the call was sent: next is `act`."""
+    a = demo(sandbox).sessions["future"]
+    services.model = ScriptedChatModel(script=cancel_a_then_b)
+    first = await run_ask(settings, f"cancel {a} {a}", services=services, thread_id=thread)
+    assert [p["args"]["id"] for p in first.pending] == [a]
+    async with open_checkpointer(settings.state) as saver:
+        graph = build_assistant_graph().compile(checkpointer=saver, interrupt_before=["act"])
+        config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 50}
+        await graph.ainvoke(
+            Command(resume={"decisions": [{"type": "approve"}]}), config, context=Context(services=services)
+        )
+        assert (await graph.aget_state(config)).next == ("act",)
+    return a
+
+
+@pytest.mark.profiles("default")
+async def test_ask_dry_run_never_resumes_an_interrupted_thread(
+    settings: Settings, services: Services, sandbox: Sandbox
+) -> None:
+    a = await interrupted_ask(settings, services, sandbox, "ask:crashed")
+    for request in ("", "and what else?"):
+        with pytest.raises(BadInput, match=r"--dry-run: thread ask:crashed .* nothing was sent"):
+            await run_ask(settings, request, services=services, thread_id="ask:crashed", dry_run=True)
+    assert sandbox.store.sessions[a].canceled_time is None and sandbox.count(truto_method="delete") == 0
