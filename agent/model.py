@@ -1,6 +1,7 @@
 """The chat model factory: langchain-openai's ChatOpenAI over the Chat Completions API.
 
-Any OpenAI-compatible server works through OPENAI_BASE_URL; the openai SDK's own retries honour 429s.
+Any OpenAI-compatible server works through OPENAI_BASE_URL. The graphs retry the model's 429s and 5xx themselves
+(graphs/planning.py `invoke_model`: the run's wait budget, the injected clock), so the SDK's own retries are off.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ if TYPE_CHECKING:  # langchain_core is heavy: imported where a model is made, no
     from agent.settings import Settings
 
 MODEL_TIMEOUT_SECONDS = 60.0
-MODEL_MAX_RETRIES = 4  # the openai SDK backs off and honours retry-after on 429/5xx
+MODEL_MAX_RETRIES = 0  # retried by graphs/planning.py invoke_model, within the run's wait budget
 
 
 def make_model(settings: Settings) -> BaseChatModel | None:
