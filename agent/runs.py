@@ -73,6 +73,15 @@ async def _services_and_saver(
             yield svc, saver
 
 
+def dry_run_meets_interrupted(command: str, thread: str) -> str:
+    """A dry run never resumes: an interrupted thread's next step may be a write (exit 2, nothing sent)."""
+    return (
+        f"--dry-run: thread {thread} holds an interrupted {command} run whose next steps may write; a dry run "
+        f"never resumes one and nothing was sent. Finish it with `coviu-agent {command} --thread-id {thread}` "
+        "(without --dry-run), or drop --thread-id to plan afresh"
+    )
+
+
 async def _resume_or_start(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: Any,
@@ -282,10 +291,9 @@ async def run_triage(
     on_event: Event | None = None,
 ) -> TriageResult:
     """Run (or resume) one triage. The default thread resumes an interrupted run of the same request today;
-    a finished one of the same request starts a new thread beside it."""
-    from langchain_core.runnables import RunnableConfig
-
-    from graphs.context import Context
+    a finished one of the same request starts a new thread beside it. The run holds the thread's lock
+    (`agent.threadlock`): a second run of the same thread waits for it, then fails with ThreadBusy (exit 3)."""
+    from agent.threadlock import thread_lock
     from graphs.triage import compile_triage
 
     async with _services_and_saver(settings, services, checkpointer) as (svc, saver):
@@ -297,19 +305,37 @@ async def run_triage(
             args.request + ("|dry-run" if args.dry_run else ""),
             svc.clock.now().astimezone(svc.zone).date().isoformat(),
         )
-        config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
-        snapshot = await graph.aget_state(config)
-        if not snapshot.next and snapshot.values and not args.thread_id:
-            thread = f"{thread}:{uuid.uuid4().hex[:8]}"  # this request finished before: a new run beside it
-            config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
-        context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            return await _triage_on(graph, thread, args, svc, on_event)
 
-        def announce(_: Mapping[str, Any]) -> None:
-            if on_event is not None:
-                on_event(f"resuming triage thread {thread}")
 
-        state, resumed = await _resume_or_start(graph, config, args.inputs(), context, before_resume=announce)
-        figures = {"rate_limit_waits": svc.toolbox.rate_limit_waits}
+async def _triage_on(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    thread: str,
+    args: TriageArgs,
+    svc: Services,
+    on_event: Event | None,
+) -> TriageResult:
+    """Triage on its thread, whose lock the caller holds."""
+    from langchain_core.runnables import RunnableConfig
+
+    from graphs.context import Context
+
+    config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
+    snapshot = await graph.aget_state(config)
+    if not snapshot.next and snapshot.values and not args.thread_id:
+        thread = f"{thread}:{uuid.uuid4().hex[:8]}"  # this request finished before: a new run beside it
+        config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
+    if args.dry_run and (await graph.aget_state(config)).next:
+        raise BadInput(dry_run_meets_interrupted("triage", thread))
+    context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
+
+    def announce(_: Mapping[str, Any]) -> None:
+        if on_event is not None:
+            on_event(f"resuming triage thread {thread}")
+
+    state, resumed = await _resume_or_start(graph, config, args.inputs(), context, before_resume=announce)
+    figures = {"rate_limit_waits": svc.toolbox.rate_limit_waits}
     return TriageResult(thread, resumed, state, figures)
 
 
@@ -412,6 +438,7 @@ async def run_audit(
     """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go."""
     from langchain_core.runnables import RunnableConfig
 
+    from agent.threadlock import thread_lock
     from graphs.audit import compile_audit
     from graphs.context import Context
 
@@ -452,10 +479,12 @@ async def run_audit(
 
         graph = compile_audit(saver)
         context = Context(team_id=args.team_id, collection_id=args.collection_id, services=svc)
-        state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
-        result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
-        if result.paths:
-            await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
+        # one run of a thread at a time: a second one (a cron and a person) waits, then exits 3, thread untouched
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
+            result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
+            if result.paths:
+                await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
 
 
@@ -639,12 +668,17 @@ async def run_ask(
     collection_id: str | None = None,
     recordings_dir: Path | None = None,
     checkpointer: BaseCheckpointSaver[str] | None = None,
+    dry_run: bool = False,
 ) -> AskOutcome:
     """Run (or resume) one request on the assistant graph. Tests inject `services` (with a fake model).
+
+    `dry_run` is the command's, never the thread's: no decision is taken (the first change stops the run, and is
+    the plan), and a thread interrupted mid-run (not at an approval) is not resumed (BadInput, nothing sent).
 
     `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
     opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
     failing after its retries is an upstream failure (tools.errors.model_failure, the one mapping)."""
+    from agent.threadlock import thread_lock
     from graphs.context import Context
 
     if services is None and settings.openai_api_key is None:
@@ -653,15 +687,19 @@ async def run_ask(
         if svc.model is None:
             raise BadInput(NO_LLM)
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
-        return await _ask(context, saver, request, thread_id, decide)
+        thread = thread_id or f"ask:{uuid.uuid4()}"
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            return await _ask(context, saver, request, thread, None if dry_run else decide, dry_run=dry_run)
 
 
 async def _ask(
     context: Context,
     saver: BaseCheckpointSaver[str],
     request: str,
-    thread_id: str | None,
+    thread: str,
     decide: Decide | None,
+    *,
+    dry_run: bool = False,
 ) -> AskOutcome:
     from langchain_core.messages import HumanMessage
     from langchain_core.runnables import RunnableConfig
@@ -669,10 +707,12 @@ async def _ask(
 
     from graphs.assistant import compile_assistant
 
-    thread = thread_id or f"ask:{uuid.uuid4()}"
     graph = compile_assistant(saver)
     config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": ASK_RECURSION_LIMIT}
-    waiting = pending_request(await graph.aget_state(config))
+    snapshot = await graph.aget_state(config)
+    waiting = pending_request(snapshot)
+    if dry_run and snapshot.next and not waiting:
+        raise BadInput(dry_run_meets_interrupted("ask", thread))
     if waiting and request:
         names = ", ".join(str(a.get("name", "?")) for a in waiting["action_requests"])
         raise BadInput(

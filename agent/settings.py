@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         default=60.0, ge=1, le=3600, validation_alias="COVIU_AGENT_DOWNLOAD_STALL_SECONDS"
     )
 
+    # A second run of a thread waits this long for the first to end, then exits 3 (agent/threadlock.py).
+    thread_lock_wait_seconds: float = Field(
+        default=10.0, ge=0, le=3600, validation_alias="COVIU_AGENT_THREAD_LOCK_WAIT"
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

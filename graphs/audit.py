@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 import re
@@ -333,10 +334,13 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     if not state.get("refresh"):
         checkable = [r["session_id"] for r in listed.values() if r.get("session_id") and not r.get("problem")]
         cached = {
-            sid: facts
+            sid: {"actual_start": facts["actual_start"], "actual_end": facts["actual_end"]}
             for sid, facts in (await store.cached_summaries(account_of(services), checkable)).items()
-            # a cached no-show that the list now shows an end for has changed after all: fetched again
-            if facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end")
+            # reused only while the list shows what it showed when the summary was read (a corrected actual end,
+            # a new state or update time: fetched again), and a cached no-show the list now shows an end for
+            if facts.get("listed") is not None
+            and facts.get("listed") == listed.get(sid, {}).get("listed")
+            and (facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end"))
         }
         await store.put_rows(run, SUMMARY_ROWS, cached)
     unchecked = sum(1 for r in listed.values() if r.get("problem"))
@@ -409,7 +413,21 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     }
     if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
         row["listed_actual_end"] = True
+    row["listed"] = listed_digest(session)
     return row
+
+
+# What the session list shows about a session that a summary may depend on: its times, any actual time, state,
+# status and update time, whatever the account calls them (`actual_end_time`, `status`, `updated_at`, ...).
+LISTED_FACT = re.compile(r"(time|actual|state|status|update|modif|version)", re.IGNORECASE)
+
+
+def listed_digest(session: Mapping[str, Any]) -> str:
+    """A digest of what the list shows about this session's timing and state: a cached summary is reused only
+    while it is unchanged (a correction upstream, a new state, a later update time: fetched again)."""
+    facts = {str(k): v for k, v in session.items() if LISTED_FACT.search(str(k)) and not isinstance(v, list | dict)}
+    text = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _unchecked_row(
@@ -563,7 +581,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         sid = row["session_id"]
         kept = cacheable(row, facts[sid], now) if sid in facts else None
         if kept is not None:
-            keep[sid] = kept
+            keep[sid] = {**kept, "listed": row.get("listed")}
     forget = [sid for sid in facts if sid not in keep]  # refetched and now not cacheable: never served stale
     await store.cache_summaries(account_of(services), keep, utc_z(now), forget=forget)
     retry = state.get("retry")
@@ -763,6 +781,8 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
         "overrun_threshold_minutes": threshold,
         "generated_at": utc_z(services.clock.now()),
         "totals": sums,
+        # how many summaries this run took from the cache (unchanged in the list since read), not fetched again
+        "summaries_from_cache": int(state.get("summaries_cached") or 0),
         "sessions": rows,
     }
     log.info(

@@ -302,6 +302,7 @@ class View:
     window_text: str
     generated_text: str
     zone_name: str
+    cache_text: str  # how many summaries came from the cache; empty when the report does not say
     threshold_text: str
     incomplete: str  # the banner's text; empty when the report is complete
     incomplete_detail: str
@@ -561,6 +562,17 @@ def _row(session: Mapping[str, Any], zone: ZoneInfo, day: date | None, words: Ma
     )
 
 
+def _cache_text(report: Mapping[str, Any]) -> str:
+    """How many summaries came from the cache, when the report says."""
+    if "summaries_from_cache" not in report:
+        return ""
+    cached = _as_int(report.get("summaries_from_cache"))
+    return (
+        f"Summaries from the cache: {cached} (each unchanged in the session list since it was read; "
+        "`--refresh` reads every one again); the others were read now"
+    )
+
+
 def _build_view(
     report: Mapping[str, Any], *, narrative: Narrative | str | None, zone: ZoneInfo, overrun_threshold_minutes: float
 ) -> View:
@@ -612,6 +624,7 @@ def _build_view(
         window_text=window_text,
         generated_text=f"{_fmt_time(generated, zone, day=None)} ({zone.key})" if generated else NONE_TEXT,
         zone_name=str(zone.key),
+        cache_text=_cache_text(report),
         threshold_text=threshold_text,
         incomplete=incomplete,
         incomplete_detail=incomplete_detail,
@@ -695,6 +708,9 @@ def render_markdown(
     out.append(
         f"Window: {_md(view.window_text)} · Times are in {_md(view.zone_name)} · Generated {_md(view.generated_text)}"
     )
+    if view.cache_text:
+        out[-1] += "  "
+        out.append(_md(view.cache_text))
     out += ["", "## Summary", "", " ".join(_md(s) for s in view.sentences), ""]
     for paragraph in view.narrative:
         out += [_md(paragraph), ""]

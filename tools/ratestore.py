@@ -44,6 +44,9 @@ class AccountRate:
     allow), `observed_at` when that window was first seen. `pending`: booked sends not answered yet.
     `hold_until`: a 429's hold. `limit`: the limit the headers announced. `headroom_held_until`: after a 429 (a
     sender we do not see is spending the account's room), the slot of headroom is not spent until then.
+    `hold_from`: when the hold was set. `written_at`: the writer's clock at its last change. A reader bounds every
+    time by the window it describes (`RateLimitGovernor._bounded`): a peer's clock ahead, or NTP stepping this
+    one back, never makes a wait longer than the server could have asked for.
     """
 
     sends: list[float] = field(default_factory=list)
@@ -55,6 +58,8 @@ class AccountRate:
     observed_at: float = 0.0
     reset_at: float = 0.0
     headroom_held_until: float = 0.0
+    hold_from: float = 0.0  # when the hold was set: a hold describes [hold_from, hold_until]
+    written_at: float = 0.0  # the writer's clock at its last change: a row from a clock ahead is taken back
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -75,6 +80,8 @@ class AccountRate:
                 observed_at=float(data.get("observed_at", 0.0)),
                 reset_at=float(data.get("reset_at", 0.0)),
                 headroom_held_until=float(data.get("headroom_held_until", 0.0)),
+                hold_from=float(data.get("hold_from", 0.0)),
+                written_at=float(data.get("written_at", 0.0)),
             )
         except (ValueError, TypeError, AttributeError):
             log.warning("the shared rate-limit state was unreadable; starting it afresh")

@@ -163,6 +163,7 @@ def ask(
             waiting_queue_id=queue_id,
             collection_id=collection_id,
             recordings_dir=Path(recordings_dir),
+            dry_run=dry_run,
         ),
         as_json=as_json,
     )
