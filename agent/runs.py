@@ -597,7 +597,7 @@ async def run_ask(
     from tools.errors import CoviuAgentError
     from tools.textsafety import error_record
 
-    if services is None and settings.openai_api_key is None:
+    if services is None and not settings.llm_configured:
         raise BadInput(NO_LLM)
     async with _services_and_saver(settings, services, checkpointer, recordings_dir=recordings_dir) as (svc, saver):
         if svc.model is None:

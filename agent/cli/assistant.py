@@ -181,7 +181,7 @@ def ask(
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(verbose, as_json)
-    if settings.openai_api_key is None:
+    if not settings.llm_configured:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
     # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan
     decide = (
