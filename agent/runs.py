@@ -474,6 +474,7 @@ Decide = Callable[[dict[str, Any], bool], Awaitable[list[dict[str, Any]] | None]
 
 
 FAILED_STATUSES = ("refused", "failed", "not_attempted")
+MAX_NOTE_CHARS = 4000  # the model's note as printed and returned
 
 
 @dataclass
@@ -559,6 +560,8 @@ def _summarize(values: Mapping[str, Any], request: Mapping[str, Any] | None = No
             calls += 1
         elif isinstance(message, AIMessage) and not note and not message.tool_calls:
             note = message.text if hasattr(message, "text") else str(message.content)
+    if len(note) > MAX_NOTE_CHARS:  # a model that rambles: the outcomes above say what happened
+        note = f"{note[:MAX_NOTE_CHARS]}… [{len(note) - MAX_NOTE_CHARS} more characters of the model's note cut]"
     outcomes = [dict(o) for o in values.get("outcomes") or []]
     for action in (request or {}).get("action_requests") or []:
         outcomes.append(
