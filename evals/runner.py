@@ -70,6 +70,7 @@ class CaseResult:
     completion_tokens: int
     seconds: float
     graph: str = "ask"
+    kind: str = "hero"
     known_gap: str = ""
     error: str = ""
 
@@ -86,16 +87,25 @@ class EvalReport:
     def pass_rate(self) -> float:
         return sum(r.passed for r in self.results) / len(self.results) if self.results else 0.0
 
+    def _work(self, graph: str) -> list[CaseResult]:
+        """The runs the token figures describe: the hero prompts and scenarios that passed (a misbehaviour's
+        tokens, e.g. a very long answer, say nothing about what the work costs)."""
+        return [
+            r
+            for r in self.results
+            if r.graph == graph and r.model_calls and r.passed and r.kind in ("hero", "scenario")
+        ]
+
     def tokens_per_turn(self, graph: str) -> tuple[float, float]:
-        """(prompt, completion) tokens per model call in this graph's cases."""
-        runs = [r for r in self.results if r.graph == graph and r.model_calls]
+        """(prompt, completion) tokens per model call in this graph's hero and scenario cases."""
+        runs = self._work(graph)
         calls = sum(r.model_calls for r in runs)
         if not calls:
             return 0.0, 0.0
         return sum(r.prompt_tokens for r in runs) / calls, sum(r.completion_tokens for r in runs) / calls
 
     def tokens_per_run(self, graph: str) -> tuple[float, float]:
-        runs = [r for r in self.results if r.graph == graph and r.model_calls]
+        runs = self._work(graph)
         if not runs:
             return 0.0, 0.0
         return sum(r.prompt_tokens for r in runs) / len(runs), sum(r.completion_tokens for r in runs) / len(runs)
@@ -292,6 +302,7 @@ async def run_case(case: Case, profile: str, model: BaseChatModel, settings: Set
         completion_tokens=sum(int(m.usage_metadata["output_tokens"]) for m in turns if m.usage_metadata),
         seconds=round(seconds, 3),
         graph=case.graph,
+        kind=case.kind,
         known_gap=case.known_gap,
         error=error,
     )

@@ -135,3 +135,34 @@ def test_eval_against_an_openai_compatible_endpoint(
     assert report["summary"]["prompt_tokens_per_ask_turn"] > 1000
     assert all(r["seconds"] >= 0 for r in report["cases"])
     assert EvalReport(model="x").pass_rate == 0.0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--base-url", "ftp://x", "--model", "m"], {}, "--base-url: expected an http(s) URL"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--case", "nope"], {}, "--case: unknown case(s) nope"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--profile", "odd"], {}, "--profile"),
+        (["--base-url", "http://10.1.2.3/v1", "--model", "m"], {"OPENAI_API_KEY": "sk-x"}, "sent in clear"),
+    ],
+)
+def test_eval_bad_input_is_exit_2(
+    args: list[str], env: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TRUTO_API_KEY", "COVIU_AGENT_PLANNER", "TRUTO_ALLOW_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COVIU_AGENT_SANDBOX", "1")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        result = CliRunner().invoke(app, ["eval", *args])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr

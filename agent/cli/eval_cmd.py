@@ -58,6 +58,16 @@ def eval_command(
     else:  # a known gap (fixed on another branch) is left out: its failure says nothing about the model
         cases = tuple(c for c in CASES if (c.live or scripted_only) and not c.known_gap)
     if base_url is not None:
+        from agent.settings import _insecure
+
+        if not base_url.startswith(("http://", "https://")):
+            fail(EXIT_BAD_INPUT, f"--base-url: expected an http(s) URL, got {base_url!r}")
+        if settings.openai_api_key is not None and _insecure(base_url) and not settings.truto_allow_insecure:
+            fail(
+                EXIT_BAD_INPUT,
+                "--base-url is plain http:// to a non-loopback host: OPENAI_API_KEY would be sent in clear "
+                "(use https://, unset the key for a local server, or set TRUTO_ALLOW_INSECURE=1)",
+            )
         settings.openai_base_url = base_url
         if settings.openai_api_key is None:
             from pydantic import SecretStr
