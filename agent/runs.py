@@ -509,7 +509,10 @@ class AskOutcome:
             done = [o for o in self.outcomes[i + 1 :] if o.get("status") == "done"]
             if entry.get("unknown_tool") and done:
                 continue
-            if any(o.get("tool") == entry.get("tool") and o.get("arguments", {}).get("id") == target for o in done):
+            same_tool = [o for o in done if o.get("tool") == entry.get("tool")]
+            if entry.get("sent") is False and not entry.get("arguments") and same_tool:
+                continue  # unparsable arguments (no target known), then the same tool done
+            if any(o.get("arguments", {}).get("id") == target for o in same_tool):
                 continue
             out.append(entry)
         return out

@@ -235,6 +235,17 @@ def wrong_types(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     return AIMessage("Here are the sessions.")
 
 
+def truncated_arguments(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """The create's JSON arguments cut off mid-string (a model that hit its output limit), then sent whole."""
+    done = results(messages)
+    if not done:
+        cut = {"name": "create_a_coviu_session", "args": '{"session_name": "Intake - Jen', "id": "x1", "error": None}
+        return AIMessage("", invalid_tool_calls=[{**cut, "type": "invalid_tool_call"}])
+    if len(done) == 1:
+        return book([m for m in messages if not isinstance(m, ToolMessage)], tools)
+    return AIMessage("Booked.")
+
+
 def unknown_tool(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     session = word_after(request_of(messages), "session")
     done = results(messages)
@@ -507,6 +518,21 @@ CASES: tuple[Case, ...] = (
             ("list_all_coviu_sessions",),
             (("list_all_coviu_sessions", "failed"), ("list_all_coviu_sessions", "done")),
             writes=0,
+        ),
+        live=False,
+    ),
+    Case(
+        "truncated-arguments",
+        "behaviour",
+        "ask",
+        lambda d: "Book 'Intake - Jenkins' tomorrow at 10:00 for 45 minutes, unique participant entry",
+        truncated_arguments,
+        Expect(
+            ("create_a_coviu_session",),
+            (("create_a_coviu_session", "failed"), ("create_a_coviu_session", "done")),
+            writes=1,
+            approvals_shown=1,
+            check=booked_tomorrow_at_10,
         ),
         live=False,
     ),

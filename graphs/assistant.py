@@ -237,10 +237,39 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
     history = list(state.get("messages", []))
     message = _with_call_ids(await llm_plan(services, system, history), history)
     update: dict[str, Any] = {"messages": [message], "model_calls": calls + 1}
+    if message.invalid_tool_calls:  # e.g. truncated JSON arguments: answered with the error, to be corrected
+        message, answers, failed = _answer_invalid_calls(services, message)
+        update["messages"] = [message, *answers]
+        update["outcomes"] = [*(state.get("outcomes") or []), *failed]
+        if not message.tool_calls:
+            return Command(goto="plan", update=update)  # the next model call counts toward the same bound
     if message.tool_calls:
         log.info("model asked for %s", ", ".join(str(c.get("name")) for c in message.tool_calls))
         return Command(goto="screen", update=update)
     return Command(goto=END, update=update)
+
+
+def _answer_invalid_calls(
+    services: Services, message: AIMessage
+) -> tuple[AIMessage, list[ToolMessage], list[dict[str, Any]]]:
+    """Calls whose arguments could not be parsed: each gets an id, an error answer and a `failed` outcome."""
+    fixed, answers, failed = [], [], []
+    for raw in message.invalid_tool_calls:
+        call_id = str(raw.get("id") or f"call_{uuid.uuid4().hex[:16]}")
+        name = str(raw.get("name") or "unknown")
+        fixed.append({**raw, "id": call_id})
+        reason = (
+            f"Invalid arguments, nothing was sent: the arguments of {name} are not a valid JSON object "
+            f"({raw.get('error') or 'could not be parsed'}). Call the tool again with complete JSON arguments."
+        )
+        answers.append(ToolMessage(content=reason, tool_call_id=call_id, name=name, status="error"))
+        try:
+            spec: ToolSpec | None = services.toolbox.executor.spec(name)
+        except UnknownToolError:
+            spec = None
+        failed.append({**action_entry(call_id, spec, {}, "failed", name=name, reason=reason), "sent": False})
+    log.info("model sent %d call(s) with unparsable arguments: answered with the error", len(answers))
+    return message.model_copy(update={"invalid_tool_calls": fixed}), answers, failed
 
 
 async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
@@ -431,7 +460,7 @@ def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInpu
         AssistantState, context_schema=Context, input_schema=AssistantInput, output_schema=AssistantOutput
     )
     builder.add_node("prepare", prepare)
-    builder.add_node("plan", plan, destinations=("screen", END))
+    builder.add_node("plan", plan, destinations=("screen", "plan", END))
     builder.add_node("screen", screen, destinations=("approve", "plan"))
     builder.add_node("approve", approve, destinations=("act", "plan"))
     # act reads the whole state (ids, approvals): not only the keys its signature names
