@@ -7,10 +7,10 @@ OpenAI-compatible server that this test starts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def fake_openai_server() -> Iterator[tuple[str, FakeOpenAI]]:
     for _ in range(200):
         if server.started:
             break
-        asyncio.run(asyncio.sleep(0.02))
+        time.sleep(0.02)
     yield f"http://127.0.0.1:{port}/v1", fake
     server.should_exit = True
     thread.join(timeout=5)
