@@ -2,14 +2,15 @@
 
 - A bare name (`gpt-4o`, `qwen2.5:7b`, `llama3.1:8b`): langchain-openai's ChatOpenAI over the Chat Completions API,
   so any OpenAI-compatible server works through OPENAI_BASE_URL (vLLM, llama.cpp, Ollama, LiteLLM) with
-  OPENAI_API_KEY. The openai SDK's own retries honour 429s.
+  OPENAI_API_KEY.
 - LangChain's `provider:model` form (`openai:gpt-4o`, `anthropic:claude-sonnet-4-5`, `ollama:qwen2.5:7b`):
   LangChain's `init_chat_model`. `openai:` is the same ChatOpenAI as a bare name; another provider reads its own
   key from its usual variable (ANTHROPIC_API_KEY, ...) and needs its package, an optional extra
   (`pip install 'coviu-agent[anthropic]'`); a missing one is a configuration error (exit 2) naming the extra.
 
 Only a prefix that is one of LangChain's providers is a provider: an Ollama tag such as `qwen2.5:7b` stays a
-bare name.
+bare name. The graphs retry the model's 429s and 5xx themselves (graphs/planning.py `invoke_model`: the run's wait
+budget, the injected clock), so the SDKs' own retries are off.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # langchain_core is heavy: imported where a model is made, no
     from agent.settings import Settings
 
 MODEL_TIMEOUT_SECONDS = 60.0
-MODEL_MAX_RETRIES = 4  # the openai SDK backs off and honours retry-after on 429/5xx
+MODEL_MAX_RETRIES = 0  # retried by graphs/planning.py invoke_model, within the run's wait budget
 OPENAI = "openai"
 # the providers this project ships an extra for (pyproject's optional-dependencies); others name their package
 EXTRAS = {"anthropic": "anthropic", "ollama": "ollama"}

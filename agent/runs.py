@@ -156,7 +156,11 @@ class TriageResult:
             "session": self.state.get("session"),
             "participants": self.state.get("participants", []),
             "reply": self.state.get("reply", ""),
+            # llm, rules, or "llm then rules" (the rules finished what the model skipped); the note says why
+            "planner": self.state.get("planner"),
         }
+        if self.state.get("planner_note"):
+            result["planner_note"] = self.state.get("planner_note")
         if self.state.get("planned_calls") is not None:  # a dry run (its input flags are reset when it ends)
             result["dry_run"] = True
             result["planned_calls"] = self.state.get("planned_calls") or []
@@ -596,12 +600,8 @@ async def run_ask(
 
     `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
     opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
-    failing after its SDK's retries is an upstream failure."""
-    from langchain_core.exceptions import ModelAuthenticationError, ModelError, ModelNotFoundError
-
+    failing after its retries is an upstream failure (tools.errors.model_failure, the one mapping)."""
     from graphs.context import Context
-    from tools.errors import CoviuAgentError
-    from tools.textsafety import error_record
 
     if services is None and not settings.llm_configured:
         raise BadInput(NO_LLM)
@@ -609,15 +609,7 @@ async def run_ask(
         if svc.model is None:
             raise BadInput(NO_LLM)
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
-        try:
-            return await _ask(context, saver, request, thread_id, decide)
-        except (ModelAuthenticationError, ModelNotFoundError) as exc:
-            raise BadInput(
-                f"the LLM refused the configuration ({type(exc).__name__}): check OPENAI_API_KEY, "
-                "OPENAI_BASE_URL and COVIU_AGENT_MODEL"
-            ) from None
-        except ModelError as exc:  # after the openai SDK's own retries
-            raise CoviuAgentError(f"the LLM failed: {error_record(exc)[:300]}") from None
+        return await _ask(context, saver, request, thread_id, decide)
 
 
 def _nothing_to_approve(thread: str, snapshot: Any) -> str:

@@ -81,6 +81,7 @@ async def build_services(
         collection_id=collection_id,
         clinic_name=settings.coviu_clinic_name,
         planner=settings.effective_planner if chat_model is not None else "rules",
+        fallback_to_rules=settings.planner == "auto",
         report_dir=report_dir or Path("reports"),
         on_progress=on_progress,
         audit_store=open_audit_store(settings.state),  # side rows and summary cache, next to the checkpoints

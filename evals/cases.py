@@ -379,8 +379,6 @@ def deletes_refused_or_rejected(run: CaseRun) -> list[str]:
 
 # --- the cases --------------------------------------------------------------------------------------------------
 
-GAP_I22A = "fixed on branch i22a"
-
 CASES: tuple[Case, ...] = (
     Case(
         "hero-1-book",
@@ -506,7 +504,6 @@ CASES: tuple[Case, ...] = (
         patient_name="Ava Jenkins",
         host_name="Dr Lee",
         live=False,
-        known_gap=GAP_I22A,
     ),
     Case(
         "wrong-argument-types",
@@ -590,10 +587,10 @@ CASES: tuple[Case, ...] = (
         "triage",
         lambda d: "Please see the waiting patient now",
         text_only("I created the session and both links."),
-        Expect(exit_codes=(3,), writes=0),
+        # the rules finish what the model skipped (exit 0 with the session and both links), or exit 3 says so
+        Expect(exit_codes=(0, 3), check=triage_made_room("Ava Jenkins", "Duty clinician")),
         patient_name="Ava Jenkins",
         live=False,
-        known_gap=GAP_I22A,
     ),
     Case(
         "very-long-answer",

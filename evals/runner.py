@@ -289,14 +289,15 @@ async def run_case(case: Case, profile: str, model: BaseChatModel, settings: Set
     finally:
         await services.toolbox.aclose()
     seconds = time.perf_counter() - started
-    turns = [m for m in messages if isinstance(m, AIMessage) and m.usage_metadata]
+    # the model's own turns (a rules planner's or the graph's messages carry no response metadata)
+    turns = [m for m in messages if isinstance(m, AIMessage) and (m.usage_metadata or m.response_metadata)]
     result_row = CaseResult(
         case_id=case.id,
         profile=profile,
         passed=False,
         failures=[],
         exit_code=exit_code,
-        tool_calls=sum(len(m.tool_calls) + len(m.invalid_tool_calls) for m in messages if isinstance(m, AIMessage)),
+        tool_calls=sum(len(m.tool_calls) + len(m.invalid_tool_calls) for m in turns),
         model_calls=len(turns),
         prompt_tokens=sum(int(m.usage_metadata["input_tokens"]) for m in turns if m.usage_metadata),
         completion_tokens=sum(int(m.usage_metadata["output_tokens"]) for m in turns if m.usage_metadata),

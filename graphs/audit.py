@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 from langgraph.config import get_config
@@ -44,6 +45,9 @@ from graphs.nodes import (
 from tools.errors import CoviuAgentError, RunInputError
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
+
+if TYPE_CHECKING:  # the renderers (jinja2, pygal) are imported where the report is written
+    from reporting.audit_report import Narrative
 
 log = logging.getLogger(__name__)
 
@@ -812,22 +816,77 @@ def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def narrate(services: Services, context: Context | None, report: Mapping[str, Any]) -> str | None:
-    """One optional paragraph from the model. A failing model never costs the report: it is written without it."""
+_FIGURE = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
+
+
+def _facts(value: Any) -> list[float]:
+    """Every number in the aggregates (dates and times in strings too: a paragraph may name the day)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)] if math.isfinite(value) else []
+    if isinstance(value, str):
+        return [float(x) for x in re.findall(r"\d+", value)]
+    if isinstance(value, Mapping):
+        return [n for item in value.values() for n in _facts(item)]
+    if isinstance(value, list | tuple):
+        return [n for item in value for n in _facts(item)]
+    return []
+
+
+def unchecked_figures(text: str, facts: Mapping[str, Any]) -> list[str]:
+    """The figures (in digits) of a model's paragraph that match none of the aggregates it was given, allowing the
+    rounding the paragraph shows (17 or 17.5 for 17.46). Empty: every figure is one of the report's."""
+    known = _facts(facts)
+    unmatched = []
+    for token in _FIGURE.findall(text):
+        number = float(token.replace(",", ""))
+        places = len(token.split(".")[1]) if "." in token else 0
+        if not any(round(fact, places) == number or fact == number for fact in known):
+            unmatched.append(token)
+    return unmatched
+
+
+def model_name(model: Any) -> str:
+    """The configured model's name, for the report's attribution."""
+    for attribute in ("model_name", "model", "model_id"):
+        name = getattr(model, attribute, None)
+        if isinstance(name, str) and name:
+            return name
+    return str(getattr(model, "_llm_type", type(model).__name__))
+
+
+async def narrate(services: Services, context: Context | None, report: Mapping[str, Any]) -> Narrative | None:
+    """One optional paragraph from the model, built from the aggregates only, naming the model, every figure checked
+    against the report's totals (a mismatch leaves it out, said in the report and logged). A failing model never
+    costs the report: it is written without the paragraph."""
     if ctx.planner(context, services) != "llm" or services.model is None:
         return None
     import json
 
+    from graphs.planning import invoke_model
     from prompts import load_prompt
+    from reporting.audit_report import Narrative
 
-    prompt = load_prompt("audit", aggregates=json.dumps(aggregates(report), sort_keys=True))
+    name = model_name(services.model)
+    facts = aggregates(report)
+    prompt = load_prompt("audit", aggregates=json.dumps(facts, sort_keys=True))
     try:
-        reply = await services.model.ainvoke(prompt)
+        reply = await invoke_model(services, services.model, prompt, what="writing the audit's summary paragraph")
     except Exception as exc:  # the narrative is optional: any model failure leaves it out
         log.warning("audit: the report's narrative was left out: the model call failed (%s)", type(exc).__name__)
+        return Narrative(name, left_out=f"the model call failed ({type(exc).__name__})")
+    text = str(reply.content).strip()[:1500]
+    if not text:
         return None
-    text = str(reply.content).strip()
-    return text[:1500] if text else None
+    unmatched = unchecked_figures(text, facts)
+    if unmatched:
+        shown = ", ".join(unmatched[:5])
+        log.warning(
+            "audit: the model's narrative was left out: its figure(s) %s match none of the report's totals", shown
+        )
+        return Narrative(name, left_out=f"its figure(s) {shown} match none of the report's totals")
+    return Narrative(name, text=text)
 
 
 def _window(state: Mapping[str, Any]) -> tuple[datetime, datetime]:

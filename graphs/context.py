@@ -34,6 +34,8 @@ class Services:
     collection_id: str | None = None
     clinic_name: str | None = None
     planner: Literal["llm", "rules"] = "rules"
+    # COVIU_AGENT_PLANNER=auto: when the model fails, a triage may be planned by the rules instead (said in its output)
+    fallback_to_rules: bool = False
     report_dir: Path = Path("reports")
     max_model_calls: int = 8
     on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)

@@ -89,6 +89,52 @@ class CallOutcome:
 Policy = Callable[[ToolSpec, Mapping[str, Any]], str | None]
 
 
+@dataclass(frozen=True)
+class Held:
+    """What a graph holds for one call, whatever its planner asked: the values the user, the settings or the run's
+    input gave (the planner fills only what is missing), whether they are the whole call (the planner's other
+    arguments are dropped), or why the call is not sent at all (answered to the planner as an error)."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    whole: bool = False
+    refusal: str | None = None
+
+
+# (the tool, the planner's arguments) -> what the graph holds for that call; None: nothing held
+HoldArguments = Callable[[ToolSpec, Mapping[str, Any]], "Held | None"]
+HoldFromState = Callable[[ToolSpec, Mapping[str, Any], Mapping[str, Any]], "Held | None"]
+
+
+def hold_arguments(
+    spec: ToolSpec, arguments: Mapping[str, Any], held: Held | None, call_id: str = ""
+) -> dict[str, Any]:
+    """The call with the held values in place: a conflict is overridden and logged (tool, field names and the call
+    id, never the values: they may be patient names); with `whole`, the planner's other arguments are dropped."""
+    if held is None:
+        return dict(arguments)
+    kept = {key: value for key, value in held.values.items() if value is not None}
+    overridden = sorted(
+        key for key, value in kept.items() if arguments.get(key) not in (None, "", [], {}) and arguments[key] != value
+    )
+    dropped = sorted(
+        key for key in arguments if held.whole and key not in kept and key not in (*OWNED_IDS, *DEFAULT_IDS)
+    )
+    if overridden:
+        log.warning(
+            "%s: the planner's %s overridden by the given value(s) (call %s)", spec.name, ", ".join(overridden), call_id
+        )
+    if dropped:
+        log.warning(
+            "%s: the planner's %s dropped: the graph sets this call (call %s)", spec.name, ", ".join(dropped), call_id
+        )
+    base = (
+        {key: value for key, value in arguments.items() if key in (*OWNED_IDS, *DEFAULT_IDS)}
+        if held.whole
+        else dict(arguments)
+    )
+    return {**base, **kept}
+
+
 def allow_everything(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
     return None
 
@@ -114,6 +160,8 @@ def fill_ids(spec: ToolSpec, arguments: Mapping[str, Any], ids: Mapping[str, Any
     filled = dict(arguments)
     for key in OWNED_IDS:
         if spec.wants(key) and ids.get(key):
+            if filled.get(key) not in (None, "") and filled[key] != ids[key]:
+                log.warning("%s: the planner's %s replaced by the run's", spec.name, key)
             filled[key] = ids[key]
     for key in DEFAULT_IDS:
         if spec.wants(key) and not filled.get(key) and ids.get(key):
@@ -159,6 +207,7 @@ async def execute_call(
     unverified_write: bool = False,
     extra_query: Mapping[str, Any] | None = None,
     all_pages: bool = False,
+    hold: HoldArguments | None = None,
 ) -> CallOutcome:
     """Run one tool call through fill → validate → policy → guards → (lost-create check) → execute.
 
@@ -176,6 +225,7 @@ async def execute_call(
         unverified_write=unverified_write,
         extra_query=extra_query,
         all_pages=all_pages,
+        hold=hold,
     )
     outcome.call_id = call_id
     return outcome
@@ -206,15 +256,21 @@ async def _checked(
     policy: Policy = allow_everything,
     known_sessions: Mapping[str, Mapping[str, Any]] | None = None,
     extra_query: Mapping[str, Any] | None = None,
-    prepared_out: list[Any] | None = None,
+    hold: HoldArguments | None = None,
+    prepared_out: list[tuple[dict[str, Any], Any]] | None = None,
 ) -> CallOutcome | None:
-    """fill → validate → policy → temporal guards: the refusal (or error) of a call that must not be sent, or None."""
+    """hold → fill → validate → policy → temporal guards: the refusal (or error) of a call that must not be sent, or
+    None (then `prepared_out` receives the arguments as they will be sent and the prepared call)."""
     executor = services.toolbox.executor
     try:
         spec = executor.spec(name)
     except UnknownToolError as exc:
         return CallOutcome("error", name, dict(arguments), text=error_text(exc), error=exc, call_id=call_id)
-    args = fill_ids(spec, arguments, ids)
+    held = hold(spec, arguments) if hold is not None else None
+    if held is not None and held.refusal:
+        text = redact(held.refusal)
+        return CallOutcome("error", name, dict(arguments), spec, text=text, extra={"held": True}, call_id=call_id)
+    args = fill_ids(spec, hold_arguments(spec, arguments, held, call_id), ids)
     try:
         _, prepared = executor.prepare(
             spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
@@ -222,7 +278,7 @@ async def _checked(
     except ToolArgumentError as exc:
         return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc, call_id=call_id)
     if prepared_out is not None:
-        prepared_out.append(prepared)
+        prepared_out.append((args, prepared))
     refusal = policy(spec, args)
     if refusal:
         return CallOutcome("refused", name, args, spec, text=refusal, call_id=call_id)
@@ -253,9 +309,10 @@ async def _execute_call(
     unverified_write: bool,
     extra_query: Mapping[str, Any] | None,
     all_pages: bool,
+    hold: HoldArguments | None,
 ) -> CallOutcome:
     executor = services.toolbox.executor
-    prepared_out: list[Any] = []
+    prepared_out: list[tuple[dict[str, Any], Any]] = []
     stopped = await _checked(
         services,
         name,
@@ -265,13 +322,13 @@ async def _execute_call(
         policy=policy,
         known_sessions=known_sessions,
         extra_query=extra_query,
+        hold=hold,
         prepared_out=prepared_out,
     )
     if stopped is not None:
         return stopped
     spec = executor.spec(name)
-    args = fill_ids(spec, arguments, ids)
-    prepared = prepared_out[0]
+    args, prepared = prepared_out[0]
     try:
         if unverified_write and spec.method == "create":
             try:
@@ -426,11 +483,13 @@ def make_act_node(
     after: str = "plan",
     ids_from_state: IdsFromState = default_ids,
     approved: ApprovalGate | None = None,
+    hold_from_state: HoldFromState | None = None,
 ) -> Callable[[ActState, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
     """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling.
 
     With `approved`, a call the gate guards runs only when its fingerprint is among the state's approvals
     (defense in depth behind a graph's approval step); an approval is used up once the call is answered.
+    With `hold_from_state`, what the user gave wins over the planner's values (`Held`), whichever planner asked.
     """
 
     async def act(state: ActState, runtime: Runtime[Context]) -> Command[Any]:
@@ -457,6 +516,7 @@ def make_act_node(
                 known_sessions=known,
                 unverified_write=call_id in retry.get("unverified", []),
                 all_pages=True,
+                hold=_hold_in(hold_from_state, view),
             )
             if outcome.kind == "transient":
                 return Command(
@@ -495,6 +555,12 @@ def make_act_node(
         )
 
     return act
+
+
+def _hold_in(hold_from_state: HoldFromState | None, state: Mapping[str, Any]) -> HoldArguments | None:
+    if hold_from_state is None:
+        return None
+    return lambda spec, arguments: hold_from_state(spec, arguments, state)
 
 
 async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[Any]:

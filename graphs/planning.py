@@ -5,6 +5,7 @@ Whichever plans, the same `act` node executes, so the rules path exercises the L
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -12,8 +13,16 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
 
 from graphs.context import Services
+from tools.errors import ModelFailedError, RateLimitBudgetError, model_failure
+from tools.ratelimit import parse_retry_after
+from tools.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
 
 TOOL_MESSAGE_CAP = 8000
+# The model's 429s and 5xx/connection/timeouts are retried here (the openai SDK's own retries are off: agent/model.py),
+# each wait claimed from the run's rate-limit wait budget, Retry-After honoured; then ModelFailedError (exit 3).
+MODEL_RETRY = RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=30.0)
 
 
 def tool_call(name: str, args: dict[str, Any], *, tag: str = "") -> dict[str, Any]:
@@ -42,6 +51,77 @@ def _capped(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     return out
 
 
+def invalid_call_answers(message: AIMessage) -> list[ToolMessage]:
+    """An error answer for each tool call of the model's turn whose arguments were not valid JSON (LangChain keeps
+    them in `invalid_tool_calls`, not `tool_calls`): nothing was sent; the model may correct the call."""
+    answers = []
+    for call in message.invalid_tool_calls:
+        name = str(call.get("name") or "?")
+        answers.append(
+            ToolMessage(
+                content=f"Invalid arguments, nothing was sent: the arguments of {name} were not valid JSON "
+                f"({str(call.get('error') or 'could not be parsed')[:200]}). Call the tool again with valid JSON.",
+                tool_call_id=str(call.get("id") or f"invalid_{uuid.uuid4().hex[:12]}"),
+                name=name,
+                status="error",
+            )
+        )
+    return answers
+
+
+def _retry_after(exc: BaseException, services: Services) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"), services.clock.now())
+
+
+async def invoke_model(services: Services, runnable: Any, prompt: Any, *, what: str) -> Any:
+    """Every chat model call of every graph: 429, 5xx, connection failures and timeouts retried (MODEL_RETRY's
+    attempts, each wait claimed from the run's wait budget, Retry-After honoured), then `ModelFailedError` (exit 3);
+    a refused configuration is `ModelConfigError` (exit 2). Anything else propagates."""
+    attempt = 0
+    while True:
+        try:
+            return await runnable.ainvoke(prompt)
+        except Exception as exc:
+            failure = model_failure(exc, what)
+            if failure is None:
+                raise
+            attempt += 1
+            if not getattr(exc, "is_retryable", False) or attempt >= MODEL_RETRY.max_attempts:
+                if getattr(exc, "is_retryable", False):
+                    raise ModelFailedError(f"{failure} (after {attempt} attempts)") from None
+                raise failure from None
+            delay = _retry_after(exc, services)
+            delay = MODEL_RETRY.delay_for(exc, attempt) if delay is None else delay
+            try:
+                services.toolbox.governor.budget.claim(
+                    delay, services.clock, what=f"asking the model again ({what})", why=type(exc).__name__
+                )
+            except RateLimitBudgetError as budget:
+                raise ModelFailedError(
+                    f"{failure}: waiting {delay:.0f} s more would exceed this run's {budget.budget:.0f} s wait budget "
+                    f"({budget.left:.0f} s left); allow longer waits with --max-wait / COVIU_AGENT_MAX_WAIT"
+                ) from None
+            log.warning(
+                "the model failed (%s, %s); asking again in %.1f s (attempt %d of %d)",
+                what,
+                type(exc).__name__,
+                delay,
+                attempt + 1,
+                MODEL_RETRY.max_attempts,
+            )
+            await services.clock.sleep(delay)
+
+
 async def llm_plan(
     services: Services,
     system_prompt: str,
@@ -53,7 +133,9 @@ async def llm_plan(
         raise RuntimeError("the LLM planner needs a model (set OPENAI_API_KEY)")
     tools = services.toolbox.executor.langchain_tools(tool_names)
     bound = services.model.bind_tools(tools) if tools else services.model
-    reply = await bound.ainvoke([SystemMessage(content=system_prompt), *_capped(messages)])
+    reply = await invoke_model(
+        services, bound, [SystemMessage(content=system_prompt), *_capped(messages)], what="planning the next step"
+    )
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(getattr(reply, "content", reply)))
     return reply

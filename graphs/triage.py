@@ -22,11 +22,22 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (g
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
-from graphs.nodes import CallOutcome, RetryState, default_ids, fill_ids, make_act_node, settled, wait_and_retry
-from graphs.planning import llm_plan, rules_message, tool_call
+from graphs.nodes import (
+    CallOutcome,
+    Held,
+    RetryState,
+    default_ids,
+    fill_ids,
+    hold_arguments,
+    make_act_node,
+    settled,
+    wait_and_retry,
+)
+from graphs.planning import invalid_call_answers, invoke_model, llm_plan, rules_message, tool_call
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
-from tools.errors import RunInputError, ToolArgumentError, TrutoError
+from tools.catalog import ToolSpec
+from tools.errors import ModelConfigError, ModelFailedError, RunInputError, ToolArgumentError, TrutoError
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,8 @@ PARTICIPANT_TOOL = "create_a_coviu_participant"
 UNIQUE_ENTRY_FLAG = "session;enforce-participant-uniqueness"
 MAX_SESSION_CREATES = 2  # the first try, and one more with the start moved forward (clock skew)
 MAX_PLAN_STEPS = 8
+MAX_MODEL_CORRECTIONS = 2  # turns whose tool calls were not valid JSON, answered with the error; then the rules finish
+NEW_SESSION_ID = "(the new session's id)"  # a dry run's participants: the session it would have created
 
 
 REQUIRED_TOOLS = (QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL)
@@ -104,6 +117,8 @@ class TriageOutput(TypedDict, total=False):
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
     dry_run: bool
     planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
+    planner: str  # who planned the run's calls: llm, rules, or llm then rules (the graph finished what it skipped)
+    planner_note: str | None  # why the rules planned (part of) an LLM run: the model failed, or stopped early
 
 
 class TriageState(TypedDict, total=False):
@@ -133,6 +148,10 @@ class TriageState(TypedDict, total=False):
     refusals: int
     known_sessions: dict[str, dict[str, Any]]
     retry: RetryState
+    planned_session: dict[str, Any] | None  # the session call this step's plan holds to (name, start, end, flags)
+    model_corrections: int
+    planner: str
+    planner_note: str | None
 
 
 def session_start(now: datetime, extra_minutes: int = 0) -> datetime:
@@ -178,7 +197,14 @@ async def _patient_name(state: TriageState, runtime: Runtime[Context], services:
     if found or not text:
         return found
     if ctx.planner(runtime.context, services) == "llm" and services.model is not None:
-        answer = await services.model.ainvoke(load_prompt("triage_extract", request=text))
+        prompt = load_prompt("triage_extract", request=text)
+        try:
+            answer = await invoke_model(services, services.model, prompt, what="reading the patient's name")
+        except (ModelFailedError, ModelConfigError):
+            if not services.fallback_to_rules:
+                raise
+            log.warning("triage: the model failed reading the patient's name; the rules read only a 'Patient:' label")
+            return None
         lines = str(answer.content).strip().splitlines() if answer.content else []
         name = lines[0].strip().strip("`\"'")[:80] if lines else ""
         if name and name.lower() != "patient":
@@ -236,6 +262,10 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         "refusals": 0,
         "known_sessions": {},
         "retry": settled(state.get("retry")),
+        "planned_session": None,
+        "model_corrections": 0,
+        "planner": ctx.planner(runtime.context, services),
+        "planner_note": None,
     }
 
 
@@ -294,15 +324,91 @@ def _stop_reason(state: TriageState) -> str | None:
     return None
 
 
+def missing_steps(state: Mapping[str, Any]) -> list[str]:
+    """The required steps a triage has not done yet: the queue check, the session, the patient's and the
+    clinician's links."""
+    missing = []
+    if state.get("queue") is None:
+        missing.append("the queue check")
+    if not state.get("session"):
+        missing.append("the session")
+    have = {p.get("role") for p in state.get("participants") or []}
+    missing.extend(
+        f"the {label} link" for role, label in (("guest", "patient's"), ("host", "clinician's")) if role not in have
+    )
+    return missing
+
+
+def created(state: Mapping[str, Any]) -> str:
+    """What this triage created on the server (ids only), for a failure's message."""
+    parts = []
+    session = state.get("session")
+    if session:
+        parts.append(f"session {session.get('session_id')}")
+    parts.extend(f"{p.get('role')} participant {p.get('participant_id')}" for p in state.get("participants") or [])
+    return ", ".join(parts) or "nothing"
+
+
+def held_arguments(spec: ToolSpec, arguments: Mapping[str, Any], state: Mapping[str, Any]) -> Held | None:
+    """What triage holds, whichever planner asked: the session is the one this step planned (its name from the
+    patient's, its times from now and the given duration), each link carries the given name for its role on this
+    triage's session. A second session or a second link for a role is not sent."""
+    if spec.name == SESSION_TOOL:
+        session = state.get("session")
+        if session:
+            return Held(
+                refusal=f"Already done: this triage's session {session.get('session_id')} exists; do not create "
+                "another. Create the participants on it."
+            )
+        planned = state.get("planned_session")
+        return Held(values=dict(planned), whole=True) if planned else None
+    if spec.name == PARTICIPANT_TOOL:
+        role = str(arguments.get("role") or "").strip().lower()
+        names = {"guest": state.get("patient_name"), "host": state.get("host_name")}
+        if role not in names:
+            return Held(
+                refusal="Invalid arguments, nothing was sent: role must be 'guest' (the patient) or 'host' (the "
+                "clinician). Call the tool again."
+            )
+        if any(p.get("role") == role for p in state.get("participants") or []):
+            return Held(refusal=f"Already done: this triage's {role} link exists; do not create another.")
+        session_id = (state.get("session") or {}).get("session_id")
+        if not session_id:
+            return Held(refusal="Not sent: create the session first, then its participants.")
+        return Held(values={"session_id": session_id, "display_name": names[role], "role": role}, whole=True)
+    return None
+
+
+def _stopped_by_model(exc: ModelFailedError | ModelConfigError, state: Mapping[str, Any]) -> Exception:
+    """The model failed mid-triage (COVIU_AGENT_PLANNER=llm): the run stops here, checkpointed; the same command
+    resumes it (the default thread), so nothing is created twice."""
+    note = f"; not done: {', '.join(missing_steps(state))}; created: {created(state)}; the same command resumes it"
+    return type(exc)(f"{exc}{note}")
+
+
+def _rules_take_over(state: TriageState, now: datetime, note: str) -> tuple[AIMessage, dict[str, Any]]:
+    """The rules plan the rest of this run (what the model skipped, or all of it when the model failed)."""
+    log.warning("triage: the rules planner finishes this run: %s", note)
+    planner = "rules" if state.get("plan_steps", 0) == 0 and state.get("queue") is None else "llm then rules"
+    return rules_plan(state, now), {"planner": planner, "planner_note": note}
+
+
 async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
-    """Decide the next tool calls (LLM or rules), or hand over to `respond`."""
+    """Decide the next tool calls (LLM or rules), or hand over to `respond`.
+
+    Whatever the model does, a triage ends with its session and both links or a failure: calls whose arguments are
+    not valid JSON are answered with the error (at most MAX_MODEL_CORRECTIONS turns); a model that stops early, or
+    keeps sending invalid calls, hands over to the rules plan, which finishes the steps it skipped.
+    """
     services = await resolve_services(runtime.context)
     reason = _stop_reason(state)
     if reason:
         return Command(goto="respond", update={"failure": reason})
     now = services.clock.now()
-    if ctx.planner(runtime.context, services) == "llm":
-        session_args = _session_args(state, now)
+    session_args = _session_args(state, now)
+    update: dict[str, Any] = {"planned_session": None if state.get("session") else session_args}
+    view: TriageState = {**state, **update}  # type: ignore[typeddict-item]
+    if ctx.planner(runtime.context, services) == "llm" and not state.get("planner_note"):
         system = load_prompt(
             "triage",
             session_name=session_args["session_name"],
@@ -315,25 +421,55 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
             threshold=state.get("wait_threshold_minutes"),
             progress=_progress(state),
         )
-        message = await llm_plan(
-            services, system, state.get("messages", []), [QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL]
-        )
+        failed: str | None = None
+        try:
+            message = await llm_plan(
+                services, system, state.get("messages", []), [QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL]
+            )
+        except (ModelFailedError, ModelConfigError) as exc:
+            if not services.fallback_to_rules:
+                raise _stopped_by_model(exc, state) from None
+            failed = f"the model failed: {exc}"  # COVIU_AGENT_PLANNER=auto: the rules plan the rest of the run
+        if failed is not None:
+            message, more = _rules_take_over(view, now, failed)
+            update.update(more)
+            messages: list[AnyMessage] = [message]
+        else:
+            answers = invalid_call_answers(message)
+            corrections = int(state.get("model_corrections", 0)) + (1 if answers else 0)
+            update["model_corrections"] = corrections
+            messages = [message, *answers]  # every call of the turn answered, the invalid ones here
+            if answers and not message.tool_calls and corrections <= MAX_MODEL_CORRECTIONS:
+                log.warning("triage: the model's tool call arguments were not valid JSON; answered with the error")
+                steps = int(state.get("plan_steps", 0)) + 1
+                return Command(goto="plan", update={**update, "messages": messages, "plan_steps": steps})
+            if not message.tool_calls and missing_steps(state):
+                note = (
+                    f"the model's tool calls were not valid JSON {corrections} times"
+                    if answers
+                    else "the model stopped without calling a tool"
+                )
+                message, more = _rules_take_over(view, now, f"{note} before {', '.join(missing_steps(state))}")
+                update.update(more)
+                messages.append(message)
     else:
-        message = rules_plan(state, now)
+        message = rules_plan(view, now)
+        messages = [message]
     steps = int(state.get("plan_steps", 0)) + 1
     if state.get("dry_run") and message.tool_calls:
-        planned = planned_writes(services, state, message)
+        planned = planned_writes(services, view, message)
         if planned:
             # the first write ends a dry run: nothing is sent, the planned calls are the answer
-            return Command(goto="respond", update={"planned_calls": planned, "plan_steps": steps})
+            return Command(goto="respond", update={**update, "planned_calls": planned, "plan_steps": steps})
     if not message.tool_calls:
-        return Command(goto="respond", update={"messages": [message], "plan_steps": steps})
-    return Command(goto="act", update={"messages": [message], "plan_steps": steps})
+        return Command(goto="respond", update={**update, "messages": messages, "plan_steps": steps})
+    return Command(goto="act", update={**update, "messages": messages, "plan_steps": steps})
 
 
 def planned_writes(services: Services, state: TriageState, message: AIMessage) -> list[dict[str, Any]]:
-    """In a dry run: when this step asks for any write, every call of the step as it would be sent (ids filled,
-    arguments validated), then the links the rules planner would create next. Empty when the step only reads."""
+    """In a dry run: when this step asks for any write, every call of the step exactly as the run would send it
+    (held values and ids filled, arguments validated), then the links the run would create next (held to the given
+    names, on the new session). Empty when the step only reads."""
     executor = services.toolbox.executor
     specs = {
         str(c.get("name")): executor.spec(str(c.get("name")))
@@ -343,6 +479,7 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
     if all(spec.is_read_only for spec in specs.values()) and len(specs) == len(message.tool_calls):
         return []
     ids = default_ids(state)
+    view: dict[str, Any] = dict(state)
     planned: list[dict[str, Any]] = []
     for call in message.tool_calls:
         name = str(call.get("name"))
@@ -350,24 +487,36 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
         entry: dict[str, Any] = {"tool": name, "args": dict(call.get("args") or {})}
         if spec is None:
             entry["error"] = f"no tool named {name!r} in this account's catalog"
-        else:
-            entry["args"] = fill_ids(spec, entry["args"], ids)
-            entry["method"] = spec.method
-            try:
-                spec.validate(entry["args"])
-            except ToolArgumentError as exc:
-                entry["error"] = str(exc)
+            planned.append(entry)
+            continue
+        entry["method"] = spec.method
+        held = held_arguments(spec, entry["args"], view)
+        if held is not None and held.refusal:
+            entry["error"] = held.refusal
+            planned.append(entry)
+            continue
+        entry["args"] = fill_ids(spec, hold_arguments(spec, entry["args"], held, str(call.get("id", ""))), ids)
+        try:
+            spec.validate(entry["args"])
+        except ToolArgumentError as exc:
+            entry["error"] = str(exc)
         planned.append(entry)
-    if any(c.get("name") == SESSION_TOOL for c in message.tool_calls):
-        for role, display in (("guest", state.get("patient_name")), ("host", state.get("host_name"))):
-            planned.append(
-                {
-                    "tool": PARTICIPANT_TOOL,
-                    "args": {"session_id": "(the new session's id)", "display_name": display, "role": role},
-                    "method": "create",
-                    "after": SESSION_TOOL,
-                }
-            )
+        if "error" in entry:
+            continue
+        if name == SESSION_TOOL:
+            view["session"] = {"session_id": NEW_SESSION_ID}
+            ids = {**ids, "session_id": NEW_SESSION_ID}
+        elif name == PARTICIPANT_TOOL:
+            view["participants"] = [*view.get("participants", []), {"role": entry["args"].get("role")}]
+    if view.get("session") and PARTICIPANT_TOOL in executor.catalog:
+        spec = executor.spec(PARTICIPANT_TOOL)
+        have = {p.get("role") for p in view.get("participants", [])}
+        for role in ("guest", "host"):
+            held = held_arguments(spec, {"role": role}, view)
+            if role in have or held is None or held.refusal:
+                continue
+            args = fill_ids(spec, hold_arguments(spec, {"role": role}, held), ids)
+            planned.append({"tool": PARTICIPANT_TOOL, "args": args, "method": "create", "after": SESSION_TOOL})
     return planned
 
 
@@ -375,7 +524,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
     """Write what a tool call produced back into triage's state."""
     spec = outcome.spec
     status = outcome.error.status_code if isinstance(outcome.error, TrutoError) else None
-    if spec is None:
+    if spec is None or outcome.extra.get("held"):  # no such tool, or a call the graph did not send (Held)
         return {"last_error": outcome.text, "last_error_status": status}
     if outcome.kind != "ok":
         update: dict[str, Any] = {"last_error": outcome.text, "last_error_status": status}
@@ -436,6 +585,14 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         p = by_role.get(role)
         if p:
             lines.append(f"{label} link ({p['display_name']}): {p['entry_url']}")
+    failure = state.get("failure")
+    missing = missing_steps(state)
+    if not state.get("dry_run") and not failure and missing:
+        failure = "the triage stopped early"
+    if failure and not state.get("dry_run"):
+        # what is missing and what exists (ids only), so the clinic can finish it or clean up
+        failure = f"{failure}; not done: {', '.join(missing) or 'nothing'}; created: {created(state)}"
+        log.warning("triage did not finish: %d step(s) not done; created: %s", len(missing), created(state))
     planned = state.get("planned_calls") or []
     if state.get("dry_run"):
         lines.append(
@@ -449,11 +606,13 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
             lines.append(
                 f"- {call['tool']} {json.dumps(call['args'], ensure_ascii=False, sort_keys=True)}{note}{error}"
             )
-    if state.get("failure"):
-        lines.append(f"Could not finish: {state['failure']}")
+    if state.get("planner_note"):
+        lines.append(f"Planned by the rules: {state['planner_note']}.")
+    if failure:
+        lines.append(f"Could not finish: {failure}")
     reply = "\n".join(lines)
     # the reply is also the last AI message: a chat view (Studio, Agent Chat UI) shows it
-    return {"reply": reply, "messages": [AIMessage(content=reply)], **REQUEST_INPUTS_RESET}
+    return {"reply": reply, "failure": failure, "messages": [AIMessage(content=reply)], **REQUEST_INPUTS_RESET}
 
 
 REQUEST_INPUTS_RESET: dict[str, Any] = dict.fromkeys(
@@ -463,11 +622,11 @@ REQUEST_INPUTS_RESET: dict[str, Any] = dict.fromkeys(
 
 def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, TriageOutput]:
     """The triage builder; compile it with or without a checkpointer."""
-    act = make_act_node(on_result=on_result, after="plan")
+    act = make_act_node(on_result=on_result, after="plan", hold_from_state=held_arguments)
 
     builder = StateGraph(TriageState, context_schema=Context, input_schema=TriageInput, output_schema=TriageOutput)
     builder.add_node("prepare", prepare)
-    builder.add_node("plan", plan, destinations=("act", "respond"))
+    builder.add_node("plan", plan, destinations=("act", "respond", "plan"))
     # act reads the whole state (ids, the queue threshold, what exists): not only the keys its signature names
     builder.add_node("act", act, input_schema=TriageState, destinations=("plan", "wait_and_retry"))  # type: ignore[call-overload]
     builder.add_node("wait_and_retry", wait_and_retry, destinations=("act",))

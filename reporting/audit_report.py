@@ -303,6 +303,7 @@ class View:
     incomplete_detail: str
     sentences: tuple[str, ...]
     narrative: tuple[str, ...]
+    narrative_note: str  # who wrote the paragraph and that its figures were checked, or why it was left out
     totals: tuple[tuple[str, str], ...]
     todo: tuple[TodoGroup, ...]
     rows: tuple[Row, ...]
@@ -422,7 +423,34 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return f"{_plural(_as_int(t['sessions']), 'session')}: {', '.join(parts)}; {minutes}"
 
 
-def _narrative(narrative: str | None) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Narrative:
+    """The optional paragraph a model wrote from the report's aggregates (graphs/audit.py `narrate`): the model's
+    name, and the text (every figure in it checked against the report's totals), or why it was left out."""
+
+    model: str
+    text: str | None = None
+    left_out: str | None = None
+
+    @property
+    def note(self) -> str:
+        if self.text:
+            return (
+                f"The paragraph above was written by the model {self.model} from the report's totals only; "
+                "every figure in it was checked against them."
+            )
+        if self.left_out:
+            return f"A summary paragraph by the model {self.model} was left out: {self.left_out}."
+        return ""
+
+
+def _narrative_note(narrative: Narrative | str | None) -> str:
+    return _text(narrative.note) if isinstance(narrative, Narrative) else ""
+
+
+def _narrative(narrative: Narrative | str | None) -> tuple[str, ...]:
+    if isinstance(narrative, Narrative):
+        narrative = narrative.text
     if not narrative or not narrative.strip():
         return ()
     paragraphs = re.split(r"\n\s*\n", narrative.replace("\r\n", "\n").strip())
@@ -530,7 +558,7 @@ def _row(session: Mapping[str, Any], zone: ZoneInfo, day: date | None, words: Ma
 
 
 def _build_view(
-    report: Mapping[str, Any], *, narrative: str | None, zone: ZoneInfo, overrun_threshold_minutes: float
+    report: Mapping[str, Any], *, narrative: Narrative | str | None, zone: ZoneInfo, overrun_threshold_minutes: float
 ) -> View:
     raw_sessions = report.get("sessions")
     sessions = [s for s in raw_sessions if isinstance(s, Mapping)] if isinstance(raw_sessions, list | tuple) else []
@@ -581,6 +609,7 @@ def _build_view(
         incomplete_detail=incomplete_detail,
         sentences=_sentences(totals, len(flagged), threshold_text),
         narrative=_narrative(narrative),
+        narrative_note=_narrative_note(narrative),
         totals=(
             ("Sessions", _fmt_count(totals["sessions"])),
             ("Missing intake forms", _fmt_count(totals["missing_forms"])),
@@ -645,7 +674,7 @@ def _all_cells(r: Row) -> tuple[str, ...]:
 
 
 def render_markdown(
-    report: Mapping[str, Any], *, narrative: str | None, zone: ZoneInfo, overrun_threshold_minutes: float
+    report: Mapping[str, Any], *, narrative: Narrative | str | None, zone: ZoneInfo, overrun_threshold_minutes: float
 ) -> str:
     """The report for a clinic manager: banner, summary, what to do (grouped by action), then every session."""
     view = _build_view(report, narrative=narrative, zone=zone, overrun_threshold_minutes=overrun_threshold_minutes)
@@ -659,6 +688,8 @@ def render_markdown(
     out += ["", "## Summary", "", " ".join(_md(s) for s in view.sentences), ""]
     for paragraph in view.narrative:
         out += [_md(paragraph), ""]
+    if view.narrative_note:
+        out += [f"*{_md(view.narrative_note)}*", ""]
     _md_table(("Total", "Value"), view.totals, out)
 
     out += ["", "## To do", ""]
@@ -881,7 +912,7 @@ def _chart(view: View, zone: ZoneInfo) -> tuple[Markup, str] | None:
 
 
 def render_html(
-    report: Mapping[str, Any], *, narrative: str | None, zone: ZoneInfo, overrun_threshold_minutes: float
+    report: Mapping[str, Any], *, narrative: Narrative | str | None, zone: ZoneInfo, overrun_threshold_minutes: float
 ) -> str:
     """The Markdown report's content as a self-contained page (no external URLs), with a pygal chart inline."""
     view = _build_view(report, narrative=narrative, zone=zone, overrun_threshold_minutes=overrun_threshold_minutes)
@@ -969,7 +1000,7 @@ def write_reports(
     out_dir: Path,
     day_label: str,
     *,
-    narrative: str | None,
+    narrative: Narrative | str | None,
     zone: ZoneInfo,
     overrun_threshold_minutes: float,
 ) -> dict[str, Path]:

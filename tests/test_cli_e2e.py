@@ -45,7 +45,19 @@ def test_triage_json_matches_the_contract(served, tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"team_id", "queue_id", "queue", "alerts", "session", "participants", "reply", "figures"}
+    # the contract's keys, plus `figures` and `planner` (docs/contract.md)
+    assert set(out) == {
+        "team_id",
+        "queue_id",
+        "queue",
+        "alerts",
+        "session",
+        "participants",
+        "reply",
+        "figures",
+        "planner",
+    }
+    assert out["planner"] == "rules"
     # the contract's three keys, plus `unknown_wait`: waiting calls whose join time could not be read (never "short")
     assert set(out["queue"]) == {"waiting", "longest_wait_minutes", "over_threshold", "unknown_wait"}
     assert out["queue"]["unknown_wait"] == []

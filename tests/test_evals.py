@@ -25,6 +25,7 @@ from evals.cases import CASES, Case, case_by_id, text_only
 from evals.fake_openai import FakeOpenAI, scripted_model
 from evals.runner import EvalReport, run_case, scripts_by_request
 from tests.conftest import PROFILE_LABELS
+from tests.test_assistant import keep_logging  # noqa: F401 - the fixture: the CLI configures logging
 
 
 def offline_settings(tmp_path: Path) -> Settings:
@@ -99,27 +100,18 @@ def fake_openai_server() -> Iterator[tuple[str, FakeOpenAI]]:
     thread.join(timeout=5)
 
 
+@pytest.mark.usefixtures("keep_logging")
 def test_eval_against_an_openai_compatible_endpoint(
     fake_openai_server: tuple[str, FakeOpenAI], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logging
-
     url, fake = fake_openai_server
     monkeypatch.chdir(tmp_path)
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TRUTO_API_KEY", "COVIU_AGENT_PLANNER", "COVIU_AGENT_MODEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COVIU_AGENT_SANDBOX", "1")
     monkeypatch.setenv("COVIU_AGENT_STATE", str(tmp_path / "state.sqlite"))
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     out = tmp_path / "eval.json"
-    try:
-        result = CliRunner().invoke(
-            app, ["eval", "--base-url", url, "--model", "fake-model", "--all", "--out", str(out)]
-        )
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    result = CliRunner().invoke(app, ["eval", "--base-url", url, "--model", "fake-model", "--all", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "pass rate" in result.stdout and "prompt" in result.stdout and "hero-6-cancel" in result.stdout
     report = json.loads(out.read_text())
@@ -146,23 +138,20 @@ def test_eval_against_an_openai_compatible_endpoint(
         (["--base-url", "http://10.1.2.3/v1", "--model", "m"], {"OPENAI_API_KEY": "sk-x"}, "sent in clear"),
     ],
 )
+@pytest.mark.usefixtures("keep_logging")
 def test_eval_bad_input_is_exit_2(
-    args: list[str], env: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    args: list[str],
+    env: dict[str, str],
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import logging
-
     monkeypatch.chdir(tmp_path)
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TRUTO_API_KEY", "COVIU_AGENT_PLANNER", "TRUTO_ALLOW_INSECURE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("COVIU_AGENT_SANDBOX", "1")
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        result = CliRunner().invoke(app, ["eval", *args])
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    result = CliRunner().invoke(app, ["eval", *args])
     assert result.exit_code == 2, result.output
     assert says in result.stderr

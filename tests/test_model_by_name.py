@@ -12,6 +12,7 @@ from langchain_openai import ChatOpenAI
 from agent.errors import ConfigError
 from agent.model import make_model, model_provider
 from agent.settings import Settings
+from tests.test_assistant import keep_logging  # noqa: F401 - the fixture: the CLI configures logging
 
 
 def settings(tmp_path: Path, **env: str) -> Settings:
@@ -56,9 +57,9 @@ def test_a_missing_provider_package_names_the_extra(tmp_path: Path, monkeypatch:
     assert "COVIU_AGENT_MODEL" in str(raised.value)
 
 
+@pytest.mark.usefixtures("keep_logging")
 def test_the_cli_exits_2_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
-    import logging
 
     from typer.testing import CliRunner
 
@@ -71,13 +72,7 @@ def test_the_cli_exits_2_naming_the_extra(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("COVIU_AGENT_STATE", str(tmp_path / "s.sqlite"))
     monkeypatch.setenv("COVIU_AGENT_MODEL", "anthropic:claude-sonnet-4-5")
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        result = CliRunner().invoke(app, ["ask", "Billable minutes for session S", "--json"])
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    result = CliRunner().invoke(app, ["ask", "Billable minutes for session S", "--json"])
     assert result.exit_code == 2, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert "coviu-agent[anthropic]" in payload["error"] and "COVIU_AGENT_MODEL" in payload["error"]

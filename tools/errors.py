@@ -284,3 +284,31 @@ def error_from_httpx(exc: Exception, *, method: str = "", path: str = "") -> Tra
     if isinstance(exc, httpx.ConnectError):
         return TransportError("connect error", str(exc)[:200] or "refused", method=method, path=path, sent=False)
     return TransportError("connection dropped", type(exc).__name__, method=method, path=path)
+
+
+class ModelFailedError(CoviuAgentError):
+    """The chat model failed after its retries (unreachable, 5xx, 429 beyond the run's wait budget): an upstream
+    failure, exit 3. `what` is the step that asked it."""
+
+
+class ModelConfigError(RunInputError):
+    """The chat model refused the configuration (401/403/404: key, base URL or model name): exit 2, nothing sent."""
+
+
+MODEL_CONFIG_HINT = "check OPENAI_API_KEY, OPENAI_BASE_URL and COVIU_AGENT_MODEL"
+
+
+def model_failure(exc: BaseException, what: str = "the model call") -> CoviuAgentError | None:
+    """The app's error for a chat model's failure (LangChain's `ModelError` family, whatever the provider), or None
+    when `exc` is not one. The one mapping every command shares (`agent.cli.common.run_async`, the graphs' model
+    calls); langchain_core is not imported here: if it is not loaded, `exc` cannot be one of its errors."""
+    import sys
+
+    errors = sys.modules.get("langchain_core.exceptions")
+    if errors is None or not isinstance(exc, errors.ModelError):
+        return None
+    from tools.textsafety import error_record
+
+    if isinstance(exc, errors.ModelAuthenticationError | errors.ModelPermissionDeniedError | errors.ModelNotFoundError):
+        return ModelConfigError(f"the LLM refused the configuration ({type(exc).__name__}): {MODEL_CONFIG_HINT}")
+    return ModelFailedError(f"the LLM failed ({what}): {error_record(exc)[:300]}")

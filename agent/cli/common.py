@@ -78,6 +78,7 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         ToolArgumentError,
         TransportError,
         TrutoError,
+        model_failure,
     )
 
     try:
@@ -100,3 +101,8 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    except Exception as exc:  # a chat model's own error that no graph mapped: the same table (tools.errors)
+        mapped = model_failure(exc)
+        if mapped is None:
+            raise
+        fail(EXIT_BAD_INPUT if isinstance(mapped, RunInputError) else EXIT_UPSTREAM, str(mapped), as_json=as_json)

@@ -78,6 +78,8 @@ def triage(
     )
     result = run_async(lambda: run_triage(settings, args, on_event=say), as_json=as_json)
     payload = result.as_dict()
+    if payload.get("planner_note"):  # the rules planned (part of) an LLM run: said, whatever the output format
+        err.print(f"note: planned by the rules ({payload['planner']}): {payload['planner_note']}", highlight=False)
     if result.failure:
         if as_json:
             emit_json({**payload, "error": result.failure, "exit_code": result.exit_code})

@@ -1,0 +1,291 @@
+"""Triage with the LLM planner held to the facts (issue 22): what the user gave wins over the model's values, a dry
+run prints exactly the calls the run sends, and a triage ends with its session and both links or fails (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.errors import EXIT_OK, EXIT_UPSTREAM
+from agent.runs import TriageArgs, TriageResult, run_triage
+from agent.settings import Settings
+from graphs.context import Services
+from graphs.triage import NEW_SESSION_ID, PARTICIPANT_TOOL, QUEUE_TOOL, SESSION_TOOL
+from sandbox import DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, Sandbox
+from tests.fakes import ScriptedChatModel
+
+FAKE_URL = "https://coviu.example/made-up-by-the-model"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return Settings(_env_file=None, COVIU_AGENT_STATE=str(tmp_path / "state.db"))  # type: ignore[call-arg]
+
+
+def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
+    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+
+
+def results(messages: list[BaseMessage]) -> list[ToolMessage]:
+    return [m for m in messages if isinstance(m, ToolMessage)]
+
+
+def inventing_model(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """A model that makes up its own names, ids, times and extra participants at every step."""
+    done = results(messages)
+    if not done:
+        return AIMessage("", tool_calls=[call(QUEUE_TOOL, {"team_id": "team-other", "waiting_queue_id": "q-9"}, "c1")])
+    if len(done) == 1:
+        args = {
+            "session_name": "Triage – Noah Brown",
+            "start_time": "2030-01-01T09:00:00Z",
+            "end_time": "2030-01-01T10:00:00Z",
+            "feature_flags": [],
+            "participants": [{"display_name": "Noah Brown", "role": "guest"}],
+        }
+        return AIMessage("", tool_calls=[call(SESSION_TOOL, args, "c2")])
+    if len(done) == 2:
+        return AIMessage(
+            "",
+            tool_calls=[
+                call(PARTICIPANT_TOOL, {"display_name": "Noah Brown", "role": "guest", "session_id": "s-nope"}, "c3"),
+                call(PARTICIPANT_TOOL, {"display_name": "Dr. Smith", "role": "host", "phone": "+61400000000"}, "c4"),
+            ],
+        )
+    return AIMessage(f"Done. Patient link: {FAKE_URL}")
+
+
+async def run(
+    settings: Settings, services: Services, script: Callable[..., AIMessage], **args: Any
+) -> tuple[TriageResult, ScriptedChatModel]:
+    model = ScriptedChatModel(script=script)
+    services.model = model
+    services.planner = "llm"
+    request = TriageArgs(**{"request": "A priority patient needs a duty nurse now", **args})
+    result = await run_triage(settings, request, services=services, checkpointer=InMemorySaver())
+    return result, model
+
+
+def sent_writes(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every write the run sends, as (tool, arguments) after the graph filled and held them."""
+    executor = services.toolbox.executor
+    sent: list[tuple[str, dict[str, Any]]] = []
+    prepare = executor.prepare
+
+    def recording(name: str, args: dict[str, Any], **kwargs: Any) -> Any:
+        if not executor.spec(name).is_read_only:
+            sent.append((name, dict(args)))
+        return prepare(name, args, **kwargs)
+
+    monkeypatch.setattr(executor, "prepare", recording)
+    return sent
+
+
+@pytest.mark.parametrize("given", ["flags", "request label"])
+async def test_given_names_ids_and_duration_win_over_the_models(
+    settings: Settings, services: Services, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, given: str
+):
+    args: dict[str, Any] = {"host_name": "Dr Lee", "duration_minutes": 20}
+    if given == "flags":
+        args["patient_name"] = "Ava Jenkins"
+    else:
+        args["request"] = "A priority patient needs a duty nurse now. Patient: Ava Jenkins"
+    with caplog.at_level(logging.INFO):
+        result, _ = await run(settings, services, inventing_model, **args)
+    assert result.exit_code == EXIT_OK, result.failure
+    state = result.state
+    assert state["session"]["session_name"] == "Triage – Ava Jenkins"
+    names = {p["role"]: p["display_name"] for p in state["participants"]}
+    assert names == {"guest": "Ava Jenkins", "host": "Dr Lee"}
+    session = await services.toolbox.executor.run(
+        "get_single_coviu_session_by_id", {"id": state["session"]["session_id"]}
+    )
+    assert sorted(p["display_name"] for p in session["participants"]) == ["Ava Jenkins", "Dr Lee"]  # no inline extras
+    assert "session;enforce-participant-uniqueness" in session["feature_flags"]
+    from tools.timeparse import parse_time
+
+    start, end = parse_time(session["start_time"]), parse_time(session["end_time"])
+    assert start is not None and end is not None and (end - start).total_seconds() == 20 * 60
+    assert start.year != 2030
+    queue_reads = [r for r in sandbox.requests if r.resource == "waiting_queue_calls"]
+    assert {(r.query["team_id"], r.query["waiting_queue_id"]) for r in queue_reads} == {
+        (DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID)
+    }
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "display_name" in logged and "session_name" in logged and "team_id" in logged
+    assert "Ava Jenkins" not in logged and "Noah" not in logged  # field names and ids, never patient names
+    assert FAKE_URL not in result.state["reply"]
+
+
+def session_then_stop(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Reads the queue, asks for the session with its own name and times, then (never reached in a dry run) links."""
+    done = results(messages)
+    if not done:
+        return AIMessage("", tool_calls=[call(QUEUE_TOOL, {}, "q1")])
+    if len(done) == 1:
+        args = {"session_name": "Noah's room", "start_time": "2030-01-01T09:00:00Z", "end_time": "2030-01-01T09:45Z"}
+        return AIMessage("", tool_calls=[call(SESSION_TOOL, args, "s1")])
+    if len(done) == 2:
+        return AIMessage(
+            "",
+            tool_calls=[
+                call(PARTICIPANT_TOOL, {"display_name": "Dr. Smith", "role": "host"}, "p2"),
+                call(PARTICIPANT_TOOL, {"display_name": "Noah", "role": "guest", "state": "waiting"}, "p1"),
+            ],
+        )
+    return AIMessage("All set.")
+
+
+async def test_dry_run_prints_exactly_the_calls_the_run_sends(
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+):
+    args = {"patient_name": "Ava Jenkins", "host_name": "Dr Lee"}
+    dry, _ = await run(settings, services, session_then_stop, dry_run=True, **args)
+    assert dry.exit_code == EXIT_OK, dry.failure
+    planned = [(c["tool"], c["args"]) for c in dry.state["planned_calls"]]
+    assert not any("error" in c for c in dry.state["planned_calls"])
+    sent = sent_writes(services, monkeypatch)
+    real, _ = await run(settings, services, session_then_stop, **args)
+    assert real.exit_code == EXIT_OK, real.failure
+    session_id = real.state["session"]["session_id"]
+    as_sent = [
+        (tool, {k: (NEW_SESSION_ID if k == "session_id" and v == session_id else v) for k, v in a.items()})
+        for tool, a in sent
+    ]
+
+    def key(c: tuple[str, dict[str, Any]]) -> str:
+        return json.dumps(c, sort_keys=True)
+
+    assert sorted(planned, key=key) == sorted(as_sent, key=key)
+    # and the dry run's reply prints those calls, one line each
+    for tool, planned_args in planned:
+        assert f"- {tool} {json.dumps(planned_args, ensure_ascii=False, sort_keys=True)}" in dry.state["reply"]
+
+
+def talker(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Never calls a tool; claims it did, with a link of its own."""
+    return AIMessage(f"I created the session and both links. Patient link: {FAKE_URL}")
+
+
+def truncating(times: int) -> Callable[[list[BaseMessage], list[str]], AIMessage]:
+    """Reads the queue, then sends its create-session call with truncated JSON `times` times, then correctly."""
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        done = results(messages)
+        invalid = [m for m in done if "not valid JSON" in str(m.content)]
+        if not done:
+            return AIMessage("", tool_calls=[call(QUEUE_TOOL, {}, "q1")])
+        if len(invalid) < times and not any(m.name == SESSION_TOOL and m.status == "success" for m in done):
+            return AIMessage(
+                "",
+                invalid_tool_calls=[
+                    {
+                        "name": SESSION_TOOL,
+                        "args": '{"session_name": "Triage – Ava',
+                        "id": f"bad{len(invalid)}",
+                        "error": "Unterminated string",
+                        "type": "invalid_tool_call",
+                    }
+                ],
+            )
+        return inventing_model([m for m in messages if "not valid JSON" not in str(getattr(m, "content", ""))], tools)
+
+    return script
+
+
+def skipper(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Skips the queue check and the clinician's link, then says it is done."""
+    done = results(messages)
+    system = str(messages[0].content)
+    if not done:
+        start = system.split("start_time `")[1].split("`")[0]
+        end = system.split("end_time `")[1].split("`")[0]
+        args = {"session_name": "x", "start_time": start, "end_time": end}
+        return AIMessage("", tool_calls=[call(SESSION_TOOL, args, "s1")])
+    if len(done) == 1:
+        return AIMessage(
+            "", tool_calls=[call(PARTICIPANT_TOOL, {"display_name": "Ava Jenkins", "role": "guest"}, "p1")]
+        )
+    return AIMessage("Done.")
+
+
+def parallel(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Everything at once: the queue, two sessions, both links (before any session exists), then the links again."""
+    done = results(messages)
+    links = [
+        call(PARTICIPANT_TOOL, {"display_name": "A", "role": "guest"}, f"g{len(done)}"),
+        call(PARTICIPANT_TOOL, {"display_name": "B", "role": "host"}, f"h{len(done)}"),
+    ]
+    if not done:
+        session = {"session_name": "x", "start_time": "2030-01-01T09:00:00Z", "end_time": "2030-01-01T09:30:00Z"}
+        return AIMessage(
+            "",
+            tool_calls=[
+                call(QUEUE_TOOL, {}, "q"),
+                call(SESSION_TOOL, session, "s1"),
+                call(SESSION_TOOL, session, "s2"),
+                *links,
+            ],
+        )
+    if len(done) == 5:
+        return AIMessage("", tool_calls=links)
+    return AIMessage("Done.")
+
+
+@pytest.mark.parametrize(
+    "script",
+    [talker, truncating(1), truncating(5), skipper, parallel],
+    ids=["text-only", "truncated-once", "truncated-always", "skipped-steps", "parallel"],
+)
+async def test_triage_ends_with_its_session_and_both_links_whatever_the_model_does(
+    settings: Settings, services: Services, sandbox: Sandbox, script: Callable[..., AIMessage]
+):
+    result, model = await run(settings, services, script, patient_name="Ava Jenkins", host_name="Dr Lee")
+    assert result.exit_code == EXIT_OK, result.failure
+    state = result.state
+    assert sandbox.count(resource="sessions", truto_method="create", status=200) == 1
+    assert sandbox.count(resource="participants", truto_method="create", status=200) == 2
+    session = await services.toolbox.executor.run(
+        "get_single_coviu_session_by_id", {"id": state["session"]["session_id"]}
+    )
+    urls = {p["entry_url"] for p in session["participants"]}
+    assert {p["entry_url"] for p in state["participants"]} == urls
+    assert all(url in state["reply"] for url in urls)
+    assert FAKE_URL not in state["reply"]
+    assert state["queue"] is not None
+    if script is talker:
+        assert result.as_dict()["planner"] == "rules"
+        assert "stopped without calling a tool" in result.as_dict()["planner_note"]
+    if "truncated" in str(getattr(script, "__qualname__", "")):
+        # the model saw its invalid call answered with the error
+        answered = [
+            m for p in model.prompts for m in p if isinstance(m, ToolMessage) and "not valid JSON" in str(m.content)
+        ]
+        assert answered
+
+
+def queue_forever(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    """Creates the session, then only ever reads the queue again."""
+    done = results(messages)
+    if len(done) == 1:
+        return inventing_model(messages, tools)
+    return AIMessage("", tool_calls=[call(QUEUE_TOOL, {}, f"q{len(done)}")])
+
+
+async def test_a_triage_that_cannot_finish_exits_3_naming_the_step_and_what_exists(
+    settings: Settings, services: Services
+):
+    result, _ = await run(settings, services, queue_forever, patient_name="Ava Jenkins")
+    assert result.exit_code == EXIT_UPSTREAM
+    session_id = result.state["session"]["session_id"]
+    assert "the patient's link" in str(result.failure) and "the clinician's link" in str(result.failure)
+    assert f"session {session_id}" in str(result.failure)
