@@ -6,13 +6,15 @@ shown with control and bidi characters escaped, on one line.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from tools.textsafety import REDACTED, REDACTOR, clean_line, redact, register_secrets
 
-__all__ = ["REDACTED", "RedactSecrets", "RedactingFormatter", "configure_logging"]
+__all__ = ["REDACTED", "JsonLinesFormatter", "RedactSecrets", "RedactingFormatter", "configure_logging"]
 
 
 class RedactSecrets(logging.Filter):
@@ -39,12 +41,30 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class JsonLinesFormatter(RedactingFormatter):
+    """One JSON object a line (`--log-format json`): time (UTC, ISO 8601), level, logger, message, and the
+    traceback as one string when there is one; the whole line passes through the redactor."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, ensure_ascii=False))
+
+
 # Our packages' loggers: `-v` (or COVIU_AGENT_LOG_LEVEL=DEBUG) opens these to DEBUG; libraries stay at WARNING.
 OWN_LOGGERS = ("agent", "graphs", "tools", "sandbox", "prompts", "bench")
 
 
-def configure_logging(level: str, secrets: Iterable[str] = (), *, libraries_debug: bool = False) -> None:
-    """One stderr handler for the app, at `level` for coviu-agent's own loggers.
+def configure_logging(
+    level: str, secrets: Iterable[str] = (), *, libraries_debug: bool = False, json_lines: bool = False
+) -> None:
+    """One stderr handler for the app, at `level` for coviu-agent's own loggers; `json_lines`: one JSON object a line.
 
     Libraries (httpx, httpcore, aiosqlite, openai, langgraph, ...) log at WARNING and above unless
     `libraries_debug` (`-vv`), which opens every logger to `level`.
@@ -54,7 +74,10 @@ def configure_logging(level: str, secrets: Iterable[str] = (), *, libraries_debu
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if json_lines:
+        handler.setFormatter(JsonLinesFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(REDACTOR.secrets))
     root.addHandler(handler)
     numeric = logging.getLevelName(level) if isinstance(logging.getLevelName(level), int) else logging.INFO

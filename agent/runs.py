@@ -10,6 +10,7 @@ prints: status lines go to the caller's `on_event`. Heavy imports (LangGraph) ha
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list th
     from graphs.context import Context, Services
     from workers.recordings import RecordingsReport, Transcriber
 
+P = ParamSpec("P")
+R = TypeVar("R")
 Event = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
 TRIAGE_RECURSION_LIMIT = 60
@@ -88,6 +91,98 @@ async def _resume_or_start(
         return dict(state), True
     state = await graph.ainvoke(dict(inputs), config, context=context, durability="sync")
     return dict(state), False
+
+
+def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """A run of `graph`, traced and counted (`tools.telemetry.run`, a no-op unless configured): its clinic, outcome,
+    exit code, duration, and (audit) sessions and flags, (triage) alerts, from its result."""
+
+    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            from tools import telemetry
+
+            with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    _log_run(args, kwargs, traced.record, None, exc)
+                    raise
+                traced.finish(**run_facts(result))
+                _log_run(args, kwargs, traced.record, result, None)
+                return result
+
+        return run
+
+    return wrap
+
+
+def _log_run(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], record: Any, result: Any, error: BaseException | None
+) -> None:
+    """One row in the run log of the settings' state store (`agent.runlog`), for `coviu-agent status`; a run given
+    its own checkpointer (a test, an embedding) keeps its own books."""
+    settings = args[0] if args else kwargs.get("settings")
+    state = getattr(settings, "state", None)
+    if kwargs.get("checkpointer") is not None or not isinstance(state, str):
+        return
+    import time
+    from datetime import UTC
+
+    from agent import runlog
+    from tools.telemetry import OUTCOMES, exit_code_of
+
+    facts = run_facts(result) if result is not None else {}
+    code = exit_code_of(error) if error is not None else int(facts.get("exit_code", EXIT_OK))
+    paths = getattr(result, "paths", None) or {}
+    now = time.time()
+    runlog.record(
+        state,
+        runlog.RunEntry(
+            graph=record.graph,
+            clinic=str(facts.get("clinic") or record.clinic or ""),
+            thread_id=getattr(result, "thread_id", None),
+            started_at=datetime.fromtimestamp(record.started, UTC).isoformat(timespec="seconds"),
+            finished_at=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            duration_seconds=round(now - record.started, 3),
+            outcome=OUTCOMES.get(code, "error"),
+            exit_code=code,
+            report_path=paths.get("md") or paths.get("json") or next(iter(paths.values()), None),
+        ),
+    )
+
+
+def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The clinic (team id) a run is for, before it starts: the request's, else the settings' (the result's wins)."""
+    request = args[1] if len(args) > 1 else None
+    team = (
+        getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
+    )
+    settings = args[0] if args else None
+    return str(team or getattr(settings, "coviu_team_id", None) or "")
+
+
+def run_facts(result: Any) -> dict[str, Any]:
+    """What a run's result says for its metrics: outcome, exit code, clinic, counts (ids and counts only)."""
+    from tools.telemetry import OUTCOMES
+
+    code = int(getattr(result, "exit_code", EXIT_OK))
+    facts: dict[str, Any] = {"outcome": OUTCOMES.get(code, "error"), "exit_code": code}
+    state = getattr(result, "state", None)
+    if isinstance(state, Mapping):
+        facts["clinic"] = state.get("team_id")
+    if isinstance(result, AuditResult) and result.report is not None:
+        from collections import Counter
+
+        sessions = list(result.report.get("sessions") or [])
+        facts["clinic"] = result.report.get("team_id") or facts.get("clinic")
+        facts["sessions"] = len(sessions)
+        facts["flags"] = dict(Counter(str(f) for row in sessions for f in row.get("flags") or []))
+    elif isinstance(result, TriageResult):
+        facts["alerts"] = len(result.state.get("alerts") or [])
+    elif isinstance(result, RecordingsRun):
+        facts["clinic"] = result.team_id
+    return facts
 
 
 # --- triage --------------------------------------------------------------------------------------
@@ -177,6 +272,7 @@ def triage_thread(team: str | None, queue: str | None, patient: str | None, requ
     return f"triage:{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
 
+@observed("triage")
 async def run_triage(
     settings: Settings,
     args: TriageArgs,
@@ -303,6 +399,7 @@ def check_resumable(thread: str, values: Mapping[str, Any], arguments: dict[str,
         )
 
 
+@observed("audit")
 async def run_audit(
     settings: Settings,
     args: AuditArgs,
@@ -583,6 +680,7 @@ def _summarize(values: Mapping[str, Any], request: Mapping[str, Any] | None = No
     return {"note": note, "tool_calls": calls, "outcomes": outcomes}
 
 
+@observed("assistant")
 async def run_ask(
     settings: Settings,
     request: str,
@@ -718,6 +816,7 @@ class RecordingsRun:
         }
 
 
+@observed("recordings")
 async def run_recordings(
     settings: Settings,
     *,

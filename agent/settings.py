@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     state: str = Field(default_factory=default_state_path, validation_alias="COVIU_AGENT_STATE")
     log_level: str = Field(default="INFO", validation_alias="COVIU_AGENT_LOG_LEVEL")
+    log_format: str = Field(default="text", validation_alias="COVIU_AGENT_LOG_FORMAT")
+    # Operations (README "Operations"): a Prometheus textfile of runs and counters; OpenTelemetry reads OTEL_*.
+    metrics_file: Path | None = Field(default=None, validation_alias="COVIU_AGENT_METRICS_FILE")
 
     # Bounds (README "Bounds"): the run's total rate-limit wait (unset: each command's default: audit and
     # recordings 1800 s, triage and ask 120 s, queue watch one interval), each request's deadline, the JSON cap.
@@ -112,6 +115,22 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"COVIU_AGENT_LOG_LEVEL={value!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.strip().lower() not in ("text", "json"):
+            raise ValueError(f"COVIU_AGENT_LOG_FORMAT={value!r}: expected text or json")
+        return value.strip().lower()
+
+    @field_validator("metrics_file")
+    @classmethod
+    def _metrics_file_not_a_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and value.expanduser().is_dir():
+            raise ValueError(
+                f"COVIU_AGENT_METRICS_FILE={str(value)!r} is a directory: name a file in it (e.g. coviu_agent.prom)"
+            )
+        return value
 
     @field_validator("state")
     @classmethod

@@ -6,12 +6,13 @@ executes, and writes results back; any transient failure routes to `wait_and_ret
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -19,6 +20,7 @@ from langgraph.types import Command
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs.context import Context, Services, resolve_services
+from tools import telemetry
 from tools.catalog import ToolSpec
 from tools.dedupe import find_created
 from tools.errors import (
@@ -36,6 +38,7 @@ from tools.ratelimit import retry_wait
 from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 # Ids the graph owns: always taken from state when the schema asks (the model cannot redirect them).
 OWNED_IDS = ("team_id", "waiting_queue_id", "collection_id")
@@ -195,6 +198,20 @@ def error_text(error: BaseException) -> str:
     return redact(text)
 
 
+def traced_call(fn: Callable[P, Awaitable[CallOutcome]]) -> Callable[P, Awaitable[CallOutcome]]:
+    """A tool call, traced and counted by outcome (`tools.telemetry`): the tool's name is the second argument."""
+
+    @functools.wraps(fn)
+    async def traced(*args: P.args, **kwargs: P.kwargs) -> CallOutcome:
+        with telemetry.tool_call(str(args[1] if len(args) > 1 else kwargs.get("name"))) as call:
+            outcome = await fn(*args, **kwargs)
+            call.done(outcome.kind)
+            return outcome
+
+    return traced
+
+
+@traced_call
 async def execute_call(
     services: Services,
     name: str,
@@ -598,6 +615,7 @@ async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[
             attempts,
             policy.max_attempts,
         )
-    await services.clock.sleep(delay)
+    with telemetry.waiting(delay, "retry", services.toolbox.governor.key, str(retry.get("reason", ""))):
+        await services.clock.sleep(delay)
     waits = [*retry.get("waits", []), round(delay, 3)][-200:]
     return Command(goto=retry.get("resume") or "act", update={"retry": {**retry, "waits": waits}})

@@ -12,7 +12,7 @@ depends on one profile's exact format.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +60,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("profiles")
     labels = [str(label) for label in marker.args] if marker else PROFILE_LABELS
     metafunc.parametrize("sandbox_profile", labels, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A CLI run configures logging (levels of our loggers, the root's handlers): put it back after each test, so a
+    test's `caplog` sees what its code logs whatever ran before it."""
+    import logging
+
+    names = ["", "agent", "graphs", "tools", "sandbox", "prompts", "bench", "httpx", "httpcore", "openai", "mcp"]
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(logging.getLogger().handlers)
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture

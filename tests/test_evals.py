@@ -25,7 +25,6 @@ from evals.cases import CASES, Case, case_by_id, text_only
 from evals.fake_openai import FakeOpenAI, scripted_model
 from evals.runner import EvalReport, run_case, scripts_by_request
 from tests.conftest import PROFILE_LABELS
-from tests.test_assistant import keep_logging  # noqa: F401 - the fixture: the CLI configures logging
 
 
 def offline_settings(tmp_path: Path) -> Settings:
@@ -100,7 +99,6 @@ def fake_openai_server() -> Iterator[tuple[str, FakeOpenAI]]:
     thread.join(timeout=5)
 
 
-@pytest.mark.usefixtures("keep_logging")
 def test_eval_against_an_openai_compatible_endpoint(
     fake_openai_server: tuple[str, FakeOpenAI], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,7 +136,6 @@ def test_eval_against_an_openai_compatible_endpoint(
         (["--base-url", "http://10.1.2.3/v1", "--model", "m"], {"OPENAI_API_KEY": "sk-x"}, "sent in clear"),
     ],
 )
-@pytest.mark.usefixtures("keep_logging")
 def test_eval_bad_input_is_exit_2(
     args: list[str],
     env: dict[str, str],

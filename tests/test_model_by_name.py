@@ -12,7 +12,6 @@ from langchain_openai import ChatOpenAI
 from agent.errors import ConfigError
 from agent.model import make_model, model_provider
 from agent.settings import Settings
-from tests.test_assistant import keep_logging  # noqa: F401 - the fixture: the CLI configures logging
 
 
 def settings(tmp_path: Path, **env: str) -> Settings:
@@ -57,7 +56,6 @@ def test_a_missing_provider_package_names_the_extra(tmp_path: Path, monkeypatch:
     assert "COVIU_AGENT_MODEL" in str(raised.value)
 
 
-@pytest.mark.usefixtures("keep_logging")
 def test_the_cli_exits_2_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 

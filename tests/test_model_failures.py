@@ -23,12 +23,8 @@ from agent.settings import Settings
 from graphs.context import Services
 from graphs.planning import MODEL_RETRY
 from sandbox import Sandbox
-from tests.test_assistant import keep_logging  # noqa: F401 - the fixture below
 from tools.clock import FakeClock
 from tools.errors import ModelFailedError
-
-# the CLI configures logging (handlers, levels): put it back, or later tests' log capture sees nothing
-pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 class ModelServer:

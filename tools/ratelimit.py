@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from tools import telemetry
 from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
 from tools.ratestore import AccountRate, MemoryRateStore, RateStore
@@ -188,6 +189,7 @@ class RateLimitBudget:
                 self.spent += new
                 self.count += 1
                 self._covered_until = max(self._covered_until, end)
+        telemetry.rate_limit_wait(new)
         if new > 0 and wait > VISIBLE_WAIT_SECONDS:
             log.info(
                 "waiting %.0f s%s: %s (%.0f s of the %.0f s rate-limit wait budget left)",
@@ -444,7 +446,8 @@ class RateLimitGovernor:
         while True:
             wait, booked = self.try_reserve(what)
             if wait > 0:
-                await sleep(wait)
+                with telemetry.waiting(wait, "pacing", self.key):
+                    await sleep(wait)
                 waited += wait
             if booked:
                 return waited
@@ -498,6 +501,7 @@ class RateLimitGovernor:
 
         if status_code == 429:
             self.rate_limited_count += 1
+            telemetry.rate_limited(self.key)
         return self.store.transact(self.key, learn)
 
 

@@ -20,8 +20,10 @@ from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
 from agent.cli.sandbox import sandbox_app
 from agent.cli.schedule import schedule_app
+from agent.cli.status import status
 from agent.cli.tools_cmd import tools
 from agent.cli.triage import triage
+from agent.errors import EXIT_BAD_INPUT
 from agent.redact import run_guarded
 
 app = typer.Typer(
@@ -52,8 +54,17 @@ def _options(
     show_version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="Log lines on stderr: 'text' or 'json', one object a line (COVIU_AGENT_LOG_FORMAT)."
+    ),
 ) -> None:
     """Run a telehealth clinic's Coviu account."""
+    if log_format is not None:
+        import os
+
+        if log_format.strip().lower() not in ("text", "json"):
+            fail(EXIT_BAD_INPUT, f"--log-format: expected text or json, got {log_format!r}")
+        os.environ["COVIU_AGENT_LOG_FORMAT"] = log_format  # read with the settings, as the variable would be
 
 
 app.command()(tools)
@@ -66,6 +77,7 @@ app.add_typer(mcp_app, name="mcp")
 app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
 app.command(name="eval")(eval_command)
+app.command()(status)
 
 __all__ = ["app", "emit_json", "fail", "main"]
 

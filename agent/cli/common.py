@@ -55,7 +55,21 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
         fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
     from agent.logging import configure_logging
 
-    configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets(), libraries_debug=int(verbose) >= 2)
+    configure_logging(
+        "DEBUG" if verbose else settings.log_level,
+        settings.secrets(),
+        libraries_debug=int(verbose) >= 2,
+        json_lines=settings.log_format == "json",
+    )
+    from tools import telemetry
+
+    try:
+        telemetry.setup(metrics_file=settings.metrics_file)  # off (nothing imported) unless OTEL_* or the file asks
+    except ValueError as exc:
+        fail(EXIT_BAD_INPUT, f"configuration: {exc}", as_json=as_json)
+    from agent.tracing import configure_langsmith
+
+    configure_langsmith()  # LangSmith by LangChain's own variables, patient data hidden before upload
     return settings
 
 
