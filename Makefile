@@ -12,7 +12,7 @@ export LANGGRAPH_CLI_NO_ANALYTICS := 1
 export LANGGRAPH_NO_VERSION_CHECK := true
 export LANGSMITH_TRACING := false
 
-.PHONY: install demo test check lint typecheck unit fast soak studio bench clean
+.PHONY: install demo test check lint typecheck unit fast soak studio bench eval clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
@@ -68,6 +68,11 @@ soak: install
 	COVIU_TEST_PROFILE_SEEDS=$(SOAK_SEEDS) $(BIN)/pytest -q -m "not e2e" -k "random-" \
 		tests/test_triage.py tests/test_audit.py tests/test_assistant.py tests/test_recordings.py \
 		tests/test_fault_matrix.py tests/test_mcp.py tests/test_upstream_errors.py
+
+## make eval: the planner evals (evals/) on scripted models on every sandbox profile (also part of `make test`);
+## `coviu-agent eval --base-url URL --model M` runs the same cases against a real OpenAI-compatible endpoint.
+eval: install
+	$(BIN)/pytest -q tests/test_evals.py
 
 ## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it. Without
 ## TRUTO_API_KEY they run on the embedded sandbox (COVIU_AGENT_SANDBOX=1; a key set in .env wins).

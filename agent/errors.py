@@ -6,7 +6,7 @@ The tool layer's errors (`tools/errors.py`) stay there; these are about our own 
 from __future__ import annotations
 
 # The process's exit codes (README): 0 done; 2 bad input (nothing sent); 3 upstream failure after retries;
-# 4 needs approval; 5 the report is written but incomplete.
+# 4 needs approval; 5 the report is written but incomplete (`ask`: an action was refused, failed or not attempted).
 EXIT_OK, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_APPROVAL, EXIT_INCOMPLETE = 0, 2, 3, 4, 5
 
 

@@ -603,14 +603,20 @@ MAX_APPROVAL_ROUNDS = 50
 Decide = Callable[[dict[str, Any], bool], Awaitable[list[dict[str, Any]] | None]]
 
 
+FAILED_STATUSES = ("refused", "failed", "not_attempted")
+MAX_NOTE_CHARS = 4000  # the model's note as printed and returned
+
+
 @dataclass
 class AskOutcome:
-    """How a request ended: an answer, or calls waiting for approval on `thread_id` (a HITLRequest)."""
+    """How a request ended: one outcome per call the model asked for (from the tool results) and the model's note,
+    or calls waiting for approval on `thread_id` (a HITLRequest)."""
 
     thread_id: str
-    answer: str = ""
+    note: str = ""
     tool_calls: int = 0
     request: dict[str, Any] = field(default_factory=dict)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -621,13 +627,47 @@ class AskOutcome:
         return bool(self.pending)
 
     @property
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Actions that were refused, failed or not attempted, less those the model made good later in the request:
+        a later call of the same tool on the same target that was done (it corrected an invalid argument or a
+        refused start time), or, for a call of a tool that does not exist, any later call that was done."""
+        out = []
+        for i, entry in enumerate(self.outcomes):
+            if entry.get("status") not in FAILED_STATUSES:
+                continue
+            target = entry.get("arguments", {}).get("id")
+            done = [o for o in self.outcomes[i + 1 :] if o.get("status") == "done"]
+            if entry.get("unknown_tool") and done:
+                continue
+            same_tool = [o for o in done if o.get("tool") == entry.get("tool")]
+            if entry.get("sent") is False and not entry.get("arguments") and same_tool:
+                continue  # unparsable arguments (no target known), then the same tool done
+            if any(o.get("arguments", {}).get("id") == target for o in same_tool):
+                continue
+            out.append(entry)
+        return out
+
+    @property
     def exit_code(self) -> int:
-        """0 answered; 4 calls wait for approval."""
-        return EXIT_APPROVAL if self.needs_approval else EXIT_OK
+        """0 every action the model asked for was done (or rejected by the person); 4 changes wait for approval;
+        5 an action was refused (by Coviu or its rules), failed or was not attempted (`unfinished`)."""
+        if self.needs_approval:
+            return EXIT_APPROVAL
+        return EXIT_INCOMPLETE if self.unfinished else EXIT_OK
 
     @property
     def resume(self) -> str:
         return f"coviu-agent ask --thread-id {shlex.quote(self.thread_id)} --yes"
+
+    def as_dict(self) -> dict[str, Any]:
+        """`ask --json` when the request ended (not waiting for approval)."""
+        return {
+            "thread_id": self.thread_id,
+            "outcomes": self.outcomes,
+            "note": self.note,
+            "tool_calls": self.tool_calls,
+            "exit_code": self.exit_code,
+        }
 
 
 def pending_request(snapshot: Any) -> dict[str, Any]:
@@ -639,20 +679,34 @@ def pending_request(snapshot: Any) -> dict[str, Any]:
     return {}
 
 
-def _summarize(messages: list[Any]) -> tuple[str, int]:
-    """(the last answer, tool calls made since the last user message)."""
+def _summarize(values: Mapping[str, Any], request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The request's outcomes (pending approvals added as not_attempted), the model's last text (its note) and the
+    number of tool calls answered since the last user message."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-    answer = ""
+    note = ""
     calls = 0
-    for message in reversed(messages):
+    for message in reversed(list(values.get("messages", []))):
         if isinstance(message, HumanMessage):
             break
         if isinstance(message, ToolMessage):
             calls += 1
-        elif isinstance(message, AIMessage) and not answer and not message.tool_calls:
-            answer = message.text if hasattr(message, "text") else str(message.content)
-    return answer, calls
+        elif isinstance(message, AIMessage) and not note and not message.tool_calls:
+            note = message.text if hasattr(message, "text") else str(message.content)
+    if len(note) > MAX_NOTE_CHARS:  # a model that rambles: the outcomes above say what happened
+        note = f"{note[:MAX_NOTE_CHARS]}… [{len(note) - MAX_NOTE_CHARS} more characters of the model's note cut]"
+    outcomes = [dict(o) for o in values.get("outcomes") or []]
+    for action in (request or {}).get("action_requests") or []:
+        outcomes.append(
+            {
+                "tool": action.get("name"),
+                "change": True,
+                "arguments": dict(action.get("args") or {}),
+                "status": "not_attempted",
+                "reason": "waiting for approval",
+            }
+        )
+    return {"note": note, "tool_calls": calls, "outcomes": outcomes}
 
 
 @observed("assistant")
@@ -681,7 +735,7 @@ async def run_ask(
     from agent.threadlock import thread_lock
     from graphs.context import Context
 
-    if services is None and settings.openai_api_key is None:
+    if services is None and not settings.llm_configured:
         raise BadInput(NO_LLM)
     async with _services_and_saver(settings, services, checkpointer, recordings_dir=recordings_dir) as (svc, saver):
         if svc.model is None:
@@ -689,7 +743,28 @@ async def run_ask(
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
         thread = thread_id or f"ask:{uuid.uuid4()}"
         async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
-            return await _ask(context, saver, request, thread, None if dry_run else decide, dry_run=dry_run)
+            return await _ask(
+                context,
+                saver,
+                request,
+                thread,
+                None if dry_run else decide,
+                dry_run=dry_run,
+                thread_given=thread_id is not None,
+            )
+
+
+def _nothing_to_approve(thread: str, snapshot: Any) -> str:
+    """`ask --thread-id T --yes|--no|--decisions` with no REQUEST, on a thread that waits for nothing."""
+    if not getattr(snapshot, "values", None):
+        return (
+            f"--thread-id {thread}: no such conversation in this state store (COVIU_AGENT_STATE); nothing to "
+            "approve. Check the id printed by the run that stopped for approval"
+        )
+    return (
+        f"--thread-id {thread}: this conversation is not waiting for approval (its last request has finished); "
+        f"nothing to approve. To continue it, give a new REQUEST: coviu-agent ask --thread-id {thread} '...'"
+    )
 
 
 async def _ask(
@@ -700,6 +775,7 @@ async def _ask(
     decide: Decide | None,
     *,
     dry_run: bool = False,
+    thread_given: bool = False,
 ) -> AskOutcome:
     from langchain_core.messages import HumanMessage
     from langchain_core.runnables import RunnableConfig
@@ -722,6 +798,8 @@ async def _ask(
     # what an earlier run showed (exit 4) and the user may now answer with --yes / --decisions; nothing else
     listed = waiting
     if not waiting:
+        if not request.strip() and thread_given:
+            raise BadInput(_nothing_to_approve(thread, await graph.aget_state(config)))
         if not request.strip():
             raise BadInput("REQUEST: say what to do (or give --thread-id of a thread waiting for approval)")
         await graph.ainvoke({"messages": [HumanMessage(content=request)]}, config, context=context)
@@ -729,12 +807,11 @@ async def _ask(
         snapshot = await graph.aget_state(config)
         waiting = pending_request(snapshot)
         if not waiting:
-            answer, calls = _summarize(list(snapshot.values.get("messages", [])))
-            return AskOutcome(thread, answer=answer, tool_calls=calls)
+            return AskOutcome(thread, **_summarize(snapshot.values))
         decisions = await decide(waiting, waiting == listed) if decide is not None else None
         listed = {}  # a listed request is answered once; whatever the run asks next was never shown
         if decisions is None:
-            return AskOutcome(thread, request=waiting)
+            return AskOutcome(thread, request=waiting, **_summarize(snapshot.values, waiting))
         if len(decisions) != len(waiting["action_requests"]):
             raise BadInput(
                 f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"

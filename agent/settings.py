@@ -220,8 +220,8 @@ class Settings(BaseSettings):
             problem = _userinfo_problem("TRUTO_MCP_URL", self.truto_mcp_url.get_secret_value())
             if problem:  # its path is a secret too: only the host is shown
                 raise ValueError(problem.split(": remove it")[0] + ": remove it (the URL's token is its credential)")
-        if self.planner == "llm" and self.openai_api_key is None:
-            raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY")
+        if self.planner == "llm" and not self.llm_configured:
+            raise ValueError("COVIU_AGENT_PLANNER=llm needs OPENAI_API_KEY (or COVIU_AGENT_MODEL=<provider>:<model>)")
         if not self.truto_allow_insecure:
             if self.truto_api_key is not None and _insecure(self.truto_base_url):
                 raise ValueError(
@@ -277,9 +277,17 @@ class Settings(BaseSettings):
         return self.model_copy(update=update)
 
     @property
+    def llm_configured(self) -> bool:
+        """A model is named and can be reached: OPENAI_API_KEY for an OpenAI-compatible one (a bare name or
+        `openai:`), or another LangChain provider (`anthropic:...`), which reads its own key (agent/model.py)."""
+        from agent.model import uses_openai_key
+
+        return self.openai_api_key is not None or not uses_openai_key(self.model)
+
+    @property
     def effective_planner(self) -> Literal["llm", "rules"]:
         if self.planner == "auto":
-            return "llm" if self.openai_api_key is not None else "rules"
+            return "llm" if self.llm_configured else "rules"
         return self.planner
 
     @property

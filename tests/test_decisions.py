@@ -86,5 +86,8 @@ async def test_run_ask_says_a_refused_answer_is_bad_input_and_a_later_answer_wor
 
     yes = terminal_decider(yes=True, no=False, interactive=False)
     resumed = await run_ask(settings, "", services=services, thread_id="ask:1", decide=yes)
-    assert not resumed.needs_approval and resumed.answer == f"Session {future} is cancelled."
+    assert not resumed.needs_approval and resumed.exit_code == 0
+    assert [(o["tool"], o["status"]) for o in resumed.outcomes if o["change"]] == [
+        ("delete_a_coviu_session_by_id", "done")
+    ]
     assert sandbox.store.sessions[future].canceled_time is not None

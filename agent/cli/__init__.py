@@ -14,6 +14,7 @@ import typer
 from agent.cli.assistant import ask
 from agent.cli.audit import audit
 from agent.cli.common import ask_for_sandbox, emit_json, fail
+from agent.cli.eval_cmd import eval_command
 from agent.cli.mcp import mcp_app
 from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
@@ -82,6 +83,7 @@ app.command()(ask)
 app.add_typer(mcp_app, name="mcp")
 app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
+app.command(name="eval")(eval_command)
 app.command()(status)
 
 __all__ = ["app", "emit_json", "fail", "main"]

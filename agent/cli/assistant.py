@@ -41,13 +41,44 @@ def load_decisions(path: Path) -> list[dict[str, Any]]:
         raise BadInput(f"--decisions: {path}: {exc}") from None
 
 
-def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False) -> None:
-    """Print the answer (exit 0), or the pending calls as JSON (a HITLRequest) with the resume command (exit 4).
+def outcome_lines(outcomes: list[dict[str, Any]]) -> list[str]:
+    """One line per action: status, tool and target, then what came back (ids and entry URLs) or why not."""
+    lines = []
+    for entry in outcomes:
+        target = entry.get("arguments", {}).get("id")
+        head = f"{entry.get('status', '?'):<13} {entry.get('tool')}" + (f" ({target})" if target else "")
+        details = [f"{k}={v}" for k, v in (entry.get("ids") or {}).items()]
+        details += list(entry.get("entry_urls") or [])
+        if entry.get("reason"):
+            details.append(str(entry["reason"]))
+        lines.append(f"  {head}" + (f": {'; '.join(details)}" if details else ""))
+    return lines
 
-    With `dry_run`, the pending calls are the plan: printed with `"dry_run": true`, exit 0, nothing changed.
+
+def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False) -> None:
+    """The outcomes (one per action, from the tool results) then the model's note; or the pending calls as JSON
+    (a HITLRequest) with the resume command (exit 4). Exit code: `AskOutcome.exit_code` (0, 4 or 5).
+
+    With `dry_run`, the pending calls are the plan: printed (text, or JSON with `"dry_run": true` under --json),
+    exit 0, nothing changed.
     """
     if outcome.needs_approval and dry_run:
-        emit_json({**outcome.request, "dry_run": True, "thread_id": outcome.thread_id, "resume": outcome.resume})
+        if as_json:
+            emit_json(
+                {
+                    **outcome.request,
+                    "dry_run": True,
+                    "thread_id": outcome.thread_id,
+                    "resume": outcome.resume,
+                    "outcomes": outcome.outcomes,
+                }
+            )
+        else:
+            out.print(f"Dry run: {len(outcome.pending)} change(s) planned, none sent:", highlight=False)
+            for action in outcome.pending:
+                args = json.dumps(action.get("args"), ensure_ascii=False, sort_keys=True)
+                out.print(f"  - {action.get('description')}", highlight=False)
+                out.print(f"    {action.get('name')} {args}", highlight=False)
         err.print(
             f"dry run: {len(outcome.pending)} change(s) planned and none sent; to make exactly these, run "
             f"`{outcome.resume}`",
@@ -55,7 +86,9 @@ def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False)
         )
         return
     if outcome.needs_approval:
-        emit_json({**outcome.request, "thread_id": outcome.thread_id, "resume": outcome.resume})
+        emit_json(
+            {**outcome.request, "thread_id": outcome.thread_id, "resume": outcome.resume, "outcomes": outcome.outcomes}
+        )
         err.print(
             f"needs approval: {len(outcome.pending)} action(s) pending; run `{outcome.resume}` to approve exactly "
             "these (or --no to reject, or --decisions FILE to approve/edit/reject each)",
@@ -63,9 +96,20 @@ def report_outcome(outcome: AskOutcome, *, as_json: bool, dry_run: bool = False)
         )
         raise typer.Exit(outcome.exit_code)
     if as_json:
-        emit_json({"answer": outcome.answer, "thread_id": outcome.thread_id, "tool_calls": outcome.tool_calls})
+        emit_json(outcome.as_dict())
     else:
-        out.print(outcome.answer, highlight=False)
+        if outcome.outcomes:
+            out.print("Outcomes (from the tool results):", highlight=False)
+            for line in outcome_lines(outcome.outcomes):
+                out.print(line, highlight=False)
+        else:
+            out.print("Outcomes: no tool was called; nothing was read or changed.", highlight=False)
+        if outcome.note:
+            out.print(f"Note from the model: {outcome.note}", highlight=False)
+    if outcome.exit_code:
+        unfinished = len(outcome.unfinished)
+        err.print(f"incomplete: {unfinished} action(s) not done (see the outcomes)", highlight=False)
+        raise typer.Exit(outcome.exit_code)
 
 
 def terminal_decider(
@@ -142,7 +186,7 @@ def ask(
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(verbose, as_json)
-    if settings.openai_api_key is None:
+    if not settings.llm_configured:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
     # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan
     decide = (
