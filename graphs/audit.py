@@ -41,7 +41,7 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError, RunInputError
+from tools.errors import CoviuAgentError, RunInputError, for_person
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
 
@@ -243,7 +243,12 @@ def _ids(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AuditFailure(CoviuAgentError):
-    """An audit list was refused or failed for good (not transient): the run ends with exit 3, nothing written."""
+    """An audit list was refused or failed for good (not transient): the run ends, nothing written. `cause` is the
+    call's error: an invalid or unknown id is bad input (exit 2), anything else upstream (exit 3)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 async def _walk_pages(
@@ -275,7 +280,8 @@ async def _walk_pages(
         if outcome.kind == "transient":
             return outcome
         if outcome.kind in ("error", "refused"):
-            raise AuditFailure(f"the audit could not list {tool}: {outcome.text}")
+            said = for_person(outcome.error) if outcome.error is not None else outcome.text
+            raise AuditFailure(f"the audit could not list {tool}: {said}", outcome.error)
         page = walk.cursor or "first"
         for item in walk.take(outcome.result):
             take(item, page)

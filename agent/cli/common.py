@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
+from agent.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UPSTREAM, BadInput
 from agent.redact import SafeConsole, styled
 
 if TYPE_CHECKING:
@@ -70,33 +70,21 @@ def check_id(name: str, value: str | None) -> None:
 
 
 def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
-    """Run a command body and turn the app's errors into exit codes and clear messages."""
-    from tools.errors import (
-        CoviuAgentError,
-        RetriesExhaustedError,
-        RunInputError,
-        ToolArgumentError,
-        TransportError,
-        TrutoError,
-    )
+    """Run a command body and turn the app's errors into exit codes (`agent.errors.exit_code_for`, the same for a
+    fleet's clinics) and messages written for a person (`tools.errors.for_person`)."""
+    from agent.errors import exit_code_for
+    from tools.errors import CoviuAgentError, RetriesExhaustedError, TransportError, for_person
 
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        err.print("interrupted (Ctrl-C): run the same command again to resume", highlight=False, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    except (ToolArgumentError, RunInputError) as exc:  # a missing id or setting, found before any request
-        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    except RetriesExhaustedError as exc:
-        fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
-    except TrutoError as exc:
-        code = EXIT_BAD_INPUT if exc.status_code == 404 else EXIT_UPSTREAM
-        fail(code, exc.describe(), as_json=as_json)
-    except TransportError as exc:
+    except (RetriesExhaustedError, TransportError) as exc:
         fail(EXIT_UPSTREAM, f"upstream failure: {exc}", as_json=as_json)
     except CoviuAgentError as exc:
-        fail(EXIT_UPSTREAM, str(exc), as_json=as_json)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+        fail(exit_code_for(exc), for_person(exc), as_json=as_json)
