@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
@@ -156,10 +157,7 @@ def resolve_window(
     elif day.strip().lower() == "today":
         the_day = today
     else:
-        try:
-            the_day = date.fromisoformat(day.strip())
-        except ValueError:
-            raise WindowError(f"--date: expected YYYY-MM-DD, 'today' or 'yesterday', got {day!r}") from None
+        the_day = parse_day("--date", day)
     if not PLAUSIBLE_YEARS_FOR_DAYS[0] <= the_day.year <= PLAUSIBLE_YEARS_FOR_DAYS[1]:
         raise WindowError(f"--date: expected a day between the years 2000 and 2100, got {day!r}")
     start = datetime.combine(the_day, time(0), tzinfo=zone)
@@ -168,6 +166,19 @@ def resolve_window(
 
 
 PLAUSIBLE_YEARS_FOR_DAYS = (2000, 2100)
+_DAY_SHAPE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+def parse_day(flag: str, value: str) -> date:
+    """A calendar day given as YYYY-MM-DD, checked as a date: `2026-02-30` has the shape but is no day."""
+    text = value.strip()
+    shape = _DAY_SHAPE.match(text)
+    if shape is None:
+        raise WindowError(f"{flag}: expected YYYY-MM-DD, 'today' or 'yesterday', got {value!r}")
+    try:
+        return date(*(int(part) for part in shape.groups()))
+    except ValueError as exc:  # e.g. "day is out of range for month"
+        raise WindowError(f"{flag}: {text} is not a day of the calendar ({exc}); expected YYYY-MM-DD") from None
 
 
 def _parse_bound(name: str, value: str, zone: ZoneInfo) -> datetime:

@@ -175,3 +175,28 @@ def test_needs_approval_is_4(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> No
     result = cli("ask", "cancel session s-1", OPENAI_API_KEY="sk-test")
     assert result.exit_code == 4, result.output
     assert "--yes" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("COVIU_AGENT_MAX_WAIT", "abc", "COVIU_AGENT_MAX_WAIT='abc': expected a number"),
+        ("COVIU_AGENT_PLANNER", "gpt", "COVIU_AGENT_PLANNER='gpt': expected 'llm', 'rules' or 'auto'"),
+        ("TRUTO_RATE_LIMIT_PER_10S", "0", "TRUTO_RATE_LIMIT_PER_10S='0': expected a number of at least 1"),
+        ("TRUTO_ALLOW_INSECURE", "maybe", "TRUTO_ALLOW_INSECURE='maybe': expected true or false"),
+        ("COVIU_AGENT_TIMEZONE", "Mars/X", "COVIU_AGENT_TIMEZONE='Mars/X' is not an IANA time zone"),
+    ],
+)
+def test_a_setting_error_names_the_variable_its_value_and_what_is_accepted(
+    cli: Invoke, variable: str, value: str, said: str
+) -> None:
+    result = cli("audit", "--json", **{variable: value})
+    assert result.exit_code == 2
+    assert said in json.loads(result.stdout)["error"]
+
+
+def test_dates_are_checked_as_dates(cli: Invoke) -> None:
+    for command in ("audit", "recordings"):
+        result = cli(command, "--date", "2026-02-30")
+        assert result.exit_code == 2
+        assert "2026-02-30 is not a day of the calendar" in result.output and "YYYY-MM-DD" in result.output

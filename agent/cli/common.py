@@ -51,12 +51,49 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        problems = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+        problems = "; ".join(setting_problem(Settings, e) for e in exc.errors())
         fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
     from agent.logging import configure_logging
 
     configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets(), libraries_debug=int(verbose) >= 2)
     return settings
+
+
+_EXPECTED = (  # pydantic's words for what a setting accepts, in a person's
+    ("a valid number, unable to parse string as a number", "a number"),
+    ("a valid integer, unable to parse string as an integer", "a whole number"),
+    ("a valid boolean, unable to interpret input", "true or false (1/0, yes/no, on/off)"),
+    ("greater than or equal to", "a number of at least"),
+    ("less than or equal to", "a number of at most"),
+    ("greater than", "a number over"),
+    ("less than", "a number under"),
+)
+
+
+def setting_problem(model: Any, error: Any) -> str:
+    """One pydantic error of the settings, for a person: the variable, its value (never a secret's) and what is
+    accepted, e.g. `COVIU_AGENT_MAX_WAIT='abc': expected a number`."""
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    loc = error.get("loc") or ()
+    if len(loc) != 1:  # a check across settings: its message names them (and the input is every setting)
+        return message
+    field = model.model_fields.get(str(loc[0]))
+    name = str(loc[0])
+    if field is not None and isinstance(field.validation_alias, str):
+        name = field.validation_alias
+    elif field is None:
+        alias = next((f.validation_alias for f in model.model_fields.values() if f.validation_alias == loc[0]), None)
+        name = str(alias or loc[0])
+    secret = name.endswith(("_KEY", "_URL", "_TOKEN")) or "SecretStr" in repr(getattr(field, "annotation", ""))
+    value = "(hidden)" if secret else repr(error.get("input"))
+    if message.startswith(("Input should be", "Value should be")):
+        expected = message.split(" be ", 1)[1]
+        for pydantic_words, ours in _EXPECTED:
+            expected = expected.replace(pydantic_words, ours)
+        message = f"expected {expected}"
+    elif name in message:  # a field's own check that says it all (e.g. COVIU_AGENT_TIMEZONE='Mars/X' is not ...)
+        return message
+    return f"{name}={value}: {message}"
 
 
 def say(line: str) -> None:
