@@ -74,16 +74,11 @@ def setting_problem(model: Any, error: Any) -> str:
     """One pydantic error of the settings, for a person: the variable, its value (never a secret's) and what is
     accepted, e.g. `COVIU_AGENT_MAX_WAIT='abc': expected a number`."""
     message = str(error.get("msg", "")).removeprefix("Value error, ")
-    loc = error.get("loc") or ()
+    loc: tuple[Any, ...] = tuple(error.get("loc") or ())
     if len(loc) != 1:  # a check across settings: its message names them (and the input is every setting)
         return message
-    field = model.model_fields.get(str(loc[0]))
-    name = str(loc[0])
-    if field is not None and isinstance(field.validation_alias, str):
-        name = field.validation_alias
-    elif field is None:
-        alias = next((f.validation_alias for f in model.model_fields.values() if f.validation_alias == loc[0]), None)
-        name = str(alias or loc[0])
+    name = str(loc[0])  # the variable (pydantic-settings reports the alias)
+    field = next((f for f in model.model_fields.values() if f.validation_alias == name), None)
     secret = name.endswith(("_KEY", "_URL", "_TOKEN")) or "SecretStr" in repr(getattr(field, "annotation", ""))
     value = "(hidden)" if secret else repr(error.get("input"))
     if message.startswith(("Input should be", "Value should be")):
