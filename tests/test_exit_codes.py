@@ -200,3 +200,69 @@ def test_dates_are_checked_as_dates(cli: Invoke) -> None:
         result = cli(command, "--date", "2026-02-30")
         assert result.exit_code == 2
         assert "2026-02-30 is not a day of the calendar" in result.output and "YYYY-MM-DD" in result.output
+
+
+# --- help ------------------------------------------------------------------------------------------
+
+COMMANDS = [
+    ["tools"],
+    ["triage"],
+    ["audit"],
+    ["ask"],
+    ["recordings"],
+    ["queue", "watch"],
+    ["sandbox", "serve"],
+    ["mcp", "create"],
+    ["mcp", "list"],
+    ["mcp", "delete"],
+    ["schedule", "audit"],
+    ["schedule", "list"],
+    ["schedule", "delete"],
+]
+# the flag each setting backs, in every command that has the flag
+BACKED = {
+    "--team-id": "COVIU_TEAM_ID",
+    "--queue-id": "COVIU_WAITING_QUEUE_ID",
+    "--collection-id": "COVIU_INTAKE_COLLECTION_ID",
+    "--max-wait": "COVIU_AGENT_MAX_WAIT",
+    "--timezone": "COVIU_AGENT_TIMEZONE",
+    "--profile": "COVIU_SANDBOX_PROFILE",
+    "--seed": "COVIU_SANDBOX_SEED",
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_help_has_h_v_q_and_names_the_variable_behind_each_flag(cli: Invoke, command: list[str]) -> None:
+    import re
+
+    short, long = cli(*command, "-h"), cli(*command, "--help")
+    assert short.exit_code == 0 and short.output == long.output
+    text = " ".join(short.output.split())  # click wraps the help: compare with single spaces
+    assert "-v, --verbose" in text and "-q, --quiet" in text
+    assert "Scenario" not in text and "range>" not in text.lower()
+    for flag, variable in BACKED.items():
+        described = re.search(rf"{flag} (<\w+>|[A-Z]+) (.*?)(?= --?[a-z]|\s+Exit codes)", text)
+        server_side = command == ["schedule", "audit"] and flag in ("--team-id", "--collection-id")
+        if described and not server_side:  # a cron's ids default to the server's settings, not this shell's
+            assert f"[env var: {variable}]" in described.group(2), (flag, described.group(2))
+
+
+def test_the_default_log_level_is_warning_at_a_terminal_and_info_under_cron() -> None:
+    from agent.cli.common import log_level
+
+    assert log_level(0, None) in ("WARNING", "INFO")  # depends on this test's stderr; both branches below
+    import sys
+    from unittest import mock
+
+    with mock.patch.object(sys.stderr, "isatty", return_value=True):
+        assert log_level(0, None) == "WARNING"
+        assert log_level(0, "INFO") == "INFO"  # COVIU_AGENT_LOG_LEVEL set
+        assert log_level(1, "INFO") == "DEBUG" and log_level(-1, "DEBUG") == "ERROR"
+    with mock.patch.object(sys.stderr, "isatty", return_value=False):
+        assert log_level(0, None) == "INFO"
+
+
+def test_no_info_lines_on_a_quiet_run(cli: Invoke) -> None:
+    result = cli("triage", "--patient-name", "Ava Jenkins", "-q")
+    assert result.exit_code == 0
+    assert " INFO " not in result.output

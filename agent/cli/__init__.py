@@ -47,7 +47,7 @@ app = typer.Typer(
     cls=ExitCodesGroup,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
     # Help and usage errors in click's plain layout: typer's Rich layout imports Rich's Markdown, Syntax and
     # Traceback (≈ 0.18 s of CPU on every `--help`, twice the rest of the CLI's start-up; issue 18).

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.runs import NO_LLM, AskOutcome, Decide, run_ask
 
@@ -105,10 +105,12 @@ def ask(
     thread_id: str | None = typer.Option(
         None, "--thread-id", help="Continue this conversation, or resume one waiting for approval."
     ),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
-    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
+    queue_id: str | None = typer.Option(
+        None, "--queue-id", help="Waiting queue id.  [env var: COVIU_WAITING_QUEUE_ID]"
+    ),
     collection_id: str | None = typer.Option(
-        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+        None, "--collection-id", help="Intake collection id.  [env var: COVIU_INTAKE_COLLECTION_ID]"
     ),
     recordings_dir: str = typer.Option(
         "recordings", "--recordings-dir", help="Where `coviu-agent recordings` downloads (to report local paths)."
@@ -119,7 +121,8 @@ def ask(
         help="Plan: reads are sent, every change is printed (with the command that would make it), none is sent.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Free-form requests with every tool; anything irreversible waits for approval (exit 4 without one)."""
     try:
@@ -136,7 +139,7 @@ def ask(
         check_id("--collection-id", collection_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     if settings.openai_api_key is None:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
     # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan

@@ -41,9 +41,38 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(safe_json(json.dumps(redact_value(payload), ensure_ascii=False, default=str)) + "\n")
 
 
+# Every command's -v/-q (one definition: the same words in every --help).
+VERBOSE: Any = typer.Option(
+    0, "-v", "--verbose", count=True, show_default=False, help="More log lines: -v debug, -vv libraries too."
+)
+QUIET: Any = typer.Option(False, "-q", "--quiet", help="Errors only: no info or warning lines.")
+
+
+def log_level(verbose: int, configured: str | None) -> str:
+    """The stderr log level: -q ERROR; -v DEBUG; else COVIU_AGENT_LOG_LEVEL when set; else WARNING for a person at
+    a terminal (the command's own output says what happened) and INFO when stderr is not a terminal (cron, systemd,
+    CI: the log is the run's record; ids and counts, never names). README "Log lines"."""
+    if verbose < 0:
+        return "ERROR"
+    if verbose > 0:
+        return "DEBUG"
+    if configured:
+        return configured
+    return "WARNING" if sys.stderr.isatty() else "INFO"
+
+
+def configure_cli_logging(verbose: int, settings: Settings | None = None) -> None:
+    """Logging for a command: `-v` DEBUG for coviu-agent's own loggers, `-vv` the libraries too, `-q` errors only."""
+    from agent.logging import configure_logging
+
+    configured = settings.log_level if settings is not None and "log_level" in settings.model_fields_set else None
+    secrets = settings.secrets() if settings is not None else ()
+    configure_logging(log_level(verbose, configured), secrets, libraries_debug=int(verbose) >= 2)
+
+
 def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
-    """Settings from env and `.env` (a wrong one: exit 2, one line), and logging: `-v` DEBUG for coviu-agent's own
-    loggers, `-vv` for the libraries too."""
+    """Settings from env and `.env` (a wrong one: exit 2, one line naming it), and logging (`configure_cli_logging`;
+    `verbose` -1 is -q)."""
     from pydantic import ValidationError  # pydantic(-settings) only where settings are read: `--help` stays fast
 
     from agent.settings import Settings
@@ -53,9 +82,7 @@ def load_settings(verbose: int = 0, as_json: bool = False) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(setting_problem(Settings, e) for e in exc.errors())
         fail(EXIT_BAD_INPUT, f"configuration: {problems}", as_json=as_json)
-    from agent.logging import configure_logging
-
-    configure_logging("DEBUG" if verbose else settings.log_level, settings.secrets(), libraries_debug=int(verbose) >= 2)
+    configure_cli_logging(verbose, settings)
     return settings
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 
 if TYPE_CHECKING:
@@ -127,7 +127,8 @@ def mcp_create(
     tags: str | None = typer.Option(None, "--tags", help="Comma-separated tool tags (AND with --methods)."),
     expires_at: str | None = typer.Option(None, "--expires-at", help="ISO-8601 expiry (default: never)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"id", "name", "url"}.'),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Create an MCP server for this account and print its URL once (a secret: store it as TRUTO_MCP_URL)."""
     try:
@@ -141,7 +142,7 @@ def mcp_create(
         expiry = check_expires_at(expires_at)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> dict[str, Any]:
         payload = {"name": name.strip(), "config": config, "expires_at": expiry}
@@ -174,10 +175,11 @@ def mcp_create(
 @mcp_app.command("list")
 def mcp_list(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """List the account's MCP servers (never their URLs)."""
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> list[dict[str, Any]]:
         payload, _ = await _admin(settings, "GET")
@@ -210,14 +212,15 @@ def mcp_list(
 def mcp_delete(
     mcp_id: str = typer.Argument(..., metavar="ID", help="The MCP server's id (from `mcp list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Delete an MCP server: its URL stops working at once."""
     try:
         check_id("ID", mcp_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> None:
         await _admin(settings, "DELETE", f"/{quote(mcp_id, safe='')}")

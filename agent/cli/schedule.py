@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, fail, load_settings, out
+from agent.cli.common import QUIET, VERBOSE, check_id, configure_cli_logging, emit_json, fail, load_settings, out
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Nightly audits as LangGraph Server crons.")
@@ -110,8 +110,8 @@ def schedule_audit(
     timezone: str | None = typer.Option(
         None,
         "--timezone",
-        help="The clinic's time zone: of the schedule and of the audited day (default COVIU_AGENT_TIMEZONE; "
-        "the audited day then follows the server's or the assistant's setting).",
+        help="The clinic's time zone: of the schedule and of the audited day (unset: the schedule's is the "
+        "setting's; the audited day follows the server's or the assistant's setting).  [env var: COVIU_AGENT_TIMEZONE]",
     ),
     assistant: str = typer.Option("audit", "--assistant", help="Assistant id or graph id to run."),
     integrated_account_id: str | None = typer.Option(
@@ -130,7 +130,8 @@ def schedule_audit(
         help="A TOML/JSON file of clinics (as for `audit --fleet`): one cron per clinic, in each clinic's zone.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Register a cron on a LangGraph server that runs the audit (of yesterday) on a schedule."""
     try:
@@ -155,12 +156,14 @@ def schedule_audit(
             assistant=assistant,
             keep_threads=keep_threads,
             as_json=as_json,
-            verbose=verbose,
+            verbose=-1 if quiet else verbose,
         )
         return
     explicit_zone = timezone is not None
     try:
-        zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+        zone = check_timezone(
+            timezone if timezone is not None else load_settings(-1 if quiet else verbose, as_json).timezone
+        )
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     given = (
@@ -252,8 +255,11 @@ def schedule_fleet(
 def schedule_list(
     server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """List the crons registered on a LangGraph server."""
+    configure_cli_logging(-1 if quiet else verbose)
     try:
         url = check_server(server)
     except BadInput as exc:
@@ -281,8 +287,11 @@ def schedule_delete(
     cron_id: str = typer.Argument(..., help="The cron's id (from `schedule list`)."),
     server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Delete a cron from a LangGraph server."""
+    configure_cli_logging(-1 if quiet else verbose)
     try:
         url = check_server(server)
         check_id("CRON_ID", cron_id)
