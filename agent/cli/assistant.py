@@ -10,8 +10,10 @@ with approve / edit / reject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +86,57 @@ def terminal_decider(
         for action in actions:
             args = json.dumps(action.get("args"), ensure_ascii=False, sort_keys=True)
             err.print(f"  - {action.get('description')}: {action.get('name')} {args}", highlight=False)
-            approved = await asyncio.to_thread(typer.confirm, "Approve this one?", default=False, err=True)
+            try:
+                approved = await confirm("Approve this one? [y/N]: ")
+            except (asyncio.CancelledError, KeyboardInterrupt, EOFError):
+                decide.prompted = True  # type: ignore[attr-defined]  # the thread waits: say how to answer it
+                raise
             answers.append({"type": "approve"} if approved else {"type": "reject"})
         return answers
 
+    decide.prompted = False  # type: ignore[attr-defined]
     return decide
+
+
+def _settle(future: asyncio.Future[bytes], line: bytes) -> None:
+    if not future.done():  # cancelled by Ctrl-C: nobody waits for the line
+        future.set_result(line)
+
+
+async def confirm(question: str) -> bool:
+    """A yes/no question at the terminal (default no) that Ctrl-C ends at once.
+
+    The answer is read from stdin's file descriptor in a daemon thread: a thread of asyncio's executor
+    (`asyncio.to_thread`) would hold `asyncio.run`'s shutdown until Enter was pressed, and a thread blocked in
+    `sys.stdin`'s buffered reader would hold its lock at interpreter exit. End of input is no answer (EOFError).
+    """
+    import os
+    import threading
+
+    loop = asyncio.get_running_loop()
+    while True:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        answered: asyncio.Future[bytes] = loop.create_future()
+
+        def read(future: asyncio.Future[bytes] = answered) -> None:
+            try:
+                line = os.read(sys.stdin.fileno(), 1024)
+            except OSError:
+                line = b""
+            with contextlib.suppress(RuntimeError):  # the loop has closed (Ctrl-C came first)
+                loop.call_soon_threadsafe(_settle, future, line)
+
+        threading.Thread(target=read, name="approval-prompt", daemon=True).start()
+        line = await answered
+        if not line:
+            raise EOFError("no answer at the approval prompt")
+        reply = line.decode("utf-8", "replace").strip().lower()
+        if reply in ("y", "yes"):
+            return True
+        if reply in ("", "n", "no"):
+            return False
+        sys.stderr.write("Please answer y or n.\n")
 
 
 def ask(
@@ -151,11 +199,21 @@ def ask(
         )
     )
 
+    thread = thread_id or f"ask:{uuid.uuid4()}"  # known here, so an interrupted prompt can name it
+
+    def unanswered() -> str | None:
+        if decide is None or not getattr(decide, "prompted", False):
+            return None
+        return (
+            f"interrupted: the pending action(s) wait for an answer on thread {thread}; answer them later with "
+            f"`coviu-agent ask --thread-id {thread}` (asks again), `--yes` or `--no`"
+        )
+
     outcome = run_async(
         lambda: run_ask(
             settings,
             request,
-            thread_id=thread_id,
+            thread_id=thread,
             decide=decide,
             team_id=team_id,
             waiting_queue_id=queue_id,
@@ -163,5 +221,6 @@ def ask(
             recordings_dir=Path(recordings_dir),
         ),
         as_json=as_json,
+        interrupted=unanswered,
     )
     report_outcome(outcome, as_json=as_json, dry_run=dry_run)

@@ -128,9 +128,12 @@ def check_id(name: str, value: str | None) -> None:
         raise BadInput(f"{name}: expected an id (letters, digits, '-', '_', '.', ':'; up to 128), got {value!r}")
 
 
-def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
+def run_async(
+    fn: Callable[[], Awaitable[T]], *, as_json: bool, interrupted: Callable[[], str | None] | None = None
+) -> T:
     """Run a command body and turn the app's errors into exit codes (`agent.errors.exit_code_for`, the same for a
-    fleet's clinics) and messages written for a person (`tools.errors.for_person`)."""
+    fleet's clinics) and messages written for a person (`tools.errors.for_person`). `interrupted` may say what a
+    Ctrl-C left behind (e.g. the command that answers a pending approval)."""
     from agent.errors import exit_code_for
     from tools.errors import CoviuAgentError, RetriesExhaustedError, TransportError, for_person
 
@@ -138,8 +141,11 @@ def run_async(fn: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        err.print("interrupted (Ctrl-C): run the same command again to resume", highlight=False, markup=False)
+    except (KeyboardInterrupt, EOFError):  # EOFError: stdin closed at a prompt, no answer given
+        said = (interrupted() if interrupted is not None else None) or (
+            "interrupted (Ctrl-C): run the same command again to resume"
+        )
+        err.print(said, highlight=False, markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
