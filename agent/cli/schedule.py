@@ -89,18 +89,74 @@ def _run(server: str, action: str, body: Any, as_json: bool) -> Any:
         fail(exc.code, str(exc), as_json=as_json)
 
 
+MARK = "coviu_agent_clinic"  # the cron's metadata key: which clinic `schedule audit` made it for
+
+
+def clinic_key(assistant: str, context: dict[str, Any]) -> str:
+    """One clinic's nightly audit: the assistant and the clinic's ids (unset: the server's own settings)."""
+    ids = [str(context.get(k) or "") for k in ("integrated_account_id", "team_id", "collection_id")]
+    return "|".join([assistant, *ids])
+
+
+def clinic_label(context: dict[str, Any]) -> str:
+    """The clinic a cron audits, for a person: its account and team, or the server's own settings."""
+    parts = [f"{k} {context[k]}" for k in ("integrated_account_id", "team_id", "collection_id") if context.get(k)]
+    return ", ".join(parts) if parts else "the server's clinic (its settings)"
+
+
+def next_run_local(next_run: Any, zone: str) -> str | None:
+    """The next run in the clinic's time zone (the server gives UTC), e.g. `2026-12-08 06:00 AEDT`."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    if not next_run:
+        return None
+    try:
+        moment = next_run if isinstance(next_run, datetime) else datetime.fromisoformat(str(next_run))
+        local = moment.astimezone(ZoneInfo(zone))
+    except (ValueError, KeyError):
+        return str(next_run)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"
+
+
 def _summary(cron: dict[str, Any], server: str) -> dict[str, Any]:
     payload = cron.get("payload") or {}
+    context = payload.get("context") or {}
+    zone = cron.get("timezone") or payload.get("timezone") or "UTC"
     return {
         "cron_id": cron.get("cron_id"),
         "assistant_id": cron.get("assistant_id"),
+        "clinic": clinic_label(context),
         "schedule": cron.get("schedule"),
-        "timezone": cron.get("timezone") or payload.get("timezone") or "UTC",
+        "timezone": zone,
         "next_run_date": cron.get("next_run_date"),
-        "context": payload.get("context") or {},
+        "next_run_local": next_run_local(cron.get("next_run_date"), zone),
+        "context": context,
         "on_run_completed": cron.get("on_run_completed"),
         "server": server,
     }
+
+
+async def create_or_replace(
+    client: Any, assistant: str, context: dict[str, Any], *, force: bool, **cron: Any
+) -> tuple[Any, list[str]]:
+    """Create this clinic's cron, then delete the crons it replaces: those `schedule audit` made for the same clinic
+    (its metadata says which), and with `force` also unmarked crons of the same clinic (made by hand or by an older
+    version). Created first, so a failure never leaves the clinic without its nightly audit."""
+    key = clinic_key(assistant, context)
+    existing = [dict(c) for c in await client.crons.search(limit=1000)]
+
+    def same_clinic(c: dict[str, Any]) -> bool:
+        mark = (c.get("metadata") or {}).get(MARK)
+        if mark is not None:
+            return bool(mark == key)
+        return force and clinic_key(assistant, (c.get("payload") or {}).get("context") or {}) == key
+
+    replaced = [str(c["cron_id"]) for c in existing if same_clinic(c)]
+    created = await client.crons.create(assistant, metadata={MARK: key}, context=context or None, **cron)
+    for cron_id in replaced:
+        await client.crons.delete(cron_id)
+    return created, replaced
 
 
 @schedule_app.command("audit")
@@ -129,11 +185,16 @@ def schedule_audit(
         "--fleet",
         help="A TOML/JSON file of clinics (as for `audit --fleet`): one cron per clinic, in each clinic's zone.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Also replace this clinic's crons made another way (by hand, or an older version)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: int = VERBOSE,
     quiet: bool = QUIET,
 ) -> None:
-    """Register a cron on a LangGraph server that runs the audit (of yesterday) on a schedule."""
+    """Create or update a clinic's nightly audit on a LangGraph server (the audit of yesterday, on a schedule).
+
+    One cron per clinic (assistant, account, team, collection): running it again replaces that clinic's cron."""
     try:
         schedule = check_cron(cron)
         url = check_server(server)
@@ -155,6 +216,7 @@ def schedule_audit(
             timezone=timezone,
             assistant=assistant,
             keep_threads=keep_threads,
+            force=force,
             as_json=as_json,
             verbose=-1 if quiet else verbose,
         )
@@ -175,22 +237,26 @@ def schedule_audit(
     context = {k: v for k, v in given if v}
 
     async def create(client: Any) -> Any:
-        return await client.crons.create(
+        return await create_or_replace(
+            client,
             assistant,
+            context,
+            force=force,
             schedule=schedule,
             input={},
-            context=context or None,
             timezone=zone,
             on_run_completed="keep" if keep_threads else "delete",
         )
 
-    result = _summary(dict(_run(url, "create the cron", create, as_json)), url)
+    created, replaced = _run(url, "create the cron", create, as_json)
+    result = {**_summary(dict(created), url), "replaced": replaced}
     if as_json:
         emit_json(result)
         return
+    said = f" (replaced {', '.join(replaced)})" if replaced else ""
     out.print(
-        f"cron {result['cron_id']}: {assistant} at '{result['schedule']}' ({result['timezone']}) on {url}; "
-        f"next run {result['next_run_date']}",
+        f"cron {result['cron_id']}: {assistant} for {result['clinic']} at '{result['schedule']}' "
+        f"({result['timezone']}) on {url}; next run {result['next_run_local']}{said}",
         highlight=False,
     )
 
@@ -203,6 +269,7 @@ def schedule_fleet(
     timezone: str | None,
     assistant: str,
     keep_threads: bool,
+    force: bool,
     as_json: bool,
     verbose: int,
 ) -> None:
@@ -228,25 +295,29 @@ def schedule_fleet(
                 ("timezone", zone),
             )
             created.append(
-                await client.crons.create(
+                await create_or_replace(
+                    client,
                     assistant,
+                    {k: v for k, v in given if v},
+                    force=force,
                     schedule=schedule,
                     input={},
-                    context={k: v for k, v in given if v},
                     timezone=zone,
                     on_run_completed="keep" if keep_threads else "delete",
                 )
             )
         return created
 
-    results = [_summary(dict(c), url) for c in _run(url, "create the crons", create_all, as_json)]
+    made = _run(url, "create the crons", create_all, as_json)
+    results = [{**_summary(dict(c), url), "replaced": replaced} for c, replaced in made]
     if as_json:
         emit_json({"crons": results})
         return
     for clinic, result in zip(clinics, results, strict=True):
+        said = f" (replaced {', '.join(result['replaced'])})" if result["replaced"] else ""
         out.print(
             f"cron {result['cron_id']}: {clinic.name or clinic.account} at '{result['schedule']}' "
-            f"({result['timezone']}); next run {result['next_run_date']}",
+            f"({result['timezone']}); next run {result['next_run_local']}{said}",
             highlight=False,
         )
 
@@ -276,8 +347,8 @@ def schedule_list(
         out.print(f"no crons on {url}", highlight=False)
     for c in crons:
         out.print(
-            f"{c['cron_id']}  '{c['schedule']}' ({c['timezone']})  assistant {c['assistant_id']}  "
-            f"next {c['next_run_date']}",
+            f"{c['cron_id']}  {c['clinic']}  '{c['schedule']}' ({c['timezone']})  next {c['next_run_local']}  "
+            f"assistant {c['assistant_id']}",
             highlight=False,
         )
 
