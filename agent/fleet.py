@@ -243,7 +243,7 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     ]
     for c in summary["clinics"]:
         t = c["totals"] or {}
-        report = c["reports"].get("md") or md_cell(c["error"] or "")
+        report = c["reports"].get("md") or c["error"] or ""  # escaped once, in the row below
         lines.append(
             f"| {md_cell(c['account'])} | {md_cell(c['name'] or '')} | {t.get('sessions', '')} | "
             f"{t.get('billable_minutes', '')} | {t.get('overruns', '')} | {t.get('missing_forms', '')} | "

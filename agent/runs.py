@@ -696,7 +696,8 @@ async def run_recordings(
             collection_id=collection,
             download_dir=download_dir,
             transcriber=transcriber if transcribe else None,
-            on_event=say,
+            # each file's progress is an INFO log line (cron's record); the caller lists the files once, at the end
+            on_event=None,
             stall_seconds=settings.download_stall_seconds,
         )
         report = await worker.run(since=since, until=until, session_id=session_id)

@@ -363,7 +363,7 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     if services.on_progress:
         services.on_progress("sessions", len(listed), len(listed))
         if cached:
-            services.on_progress("summaries", len(cached), 0)
+            services.on_progress("cached", len(cached), 0)  # done, but not fetched: not part of the pace
     return Command(
         goto="fetch_summaries",
         update={

@@ -196,15 +196,36 @@ def mcp_list(
     if as_json:
         emit_json({"count": len(servers), "servers": servers})
         return
+    print_servers(servers, at_terminal=sys.stdout.isatty())
+
+
+def print_servers(servers: list[dict[str, Any]], *, at_terminal: bool) -> None:
+    """A table at a terminal; piped, one tab-separated line per server (id, name, methods, tags, expiry) for
+    `cut`/`awk`, with no title. "never" for no expiry, "all" for every method."""
+
+    def row(s: dict[str, Any]) -> list[str]:
+        return [
+            str(s["id"]),
+            str(s["name"] or ""),
+            ",".join(s["methods"]) or "all",
+            ",".join(s["tags"]),
+            str(s["expires_at"]) if s["expires_at"] else "never",
+        ]
+
+    if not at_terminal:
+        from tools.textsafety import clean_line
+
+        for s in servers:  # each cell redacted and escaped to one line; tabs only between cells
+            sys.stdout.write("\t".join(clean_line(cell).replace("\t", " ") for cell in row(s)) + "\n")
+        sys.stdout.flush()
+        return
     from rich.table import Table
 
-    table = Table(title=f"{len(servers)} MCP servers")
-    for col in ("id", "name", "methods", "tags", "expires_at"):
+    table = Table(title=f"{len(servers)} MCP server{'' if len(servers) == 1 else 's'}")
+    for col in ("id", "name", "methods", "tags", "expires"):
         table.add_column(col)
     for s in servers:
-        table.add_row(
-            str(s["id"]), str(s["name"]), ",".join(s["methods"]) or "all", ",".join(s["tags"]), str(s["expires_at"])
-        )
+        table.add_row(*row(s))
     out.print(table)
 
 

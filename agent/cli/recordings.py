@@ -98,7 +98,7 @@ def recordings(
             transcribe=transcribe,
             team_id=team_id,
             collection_id=collection_id,
-            on_event=say,
+            on_event=say,  # notes for a person; each file is listed once, below (its progress: INFO log lines)
         ),
         as_json=as_json,
     )
