@@ -68,14 +68,12 @@ soak: install
 		tests/test_triage.py tests/test_audit.py tests/test_assistant.py tests/test_recordings.py \
 		tests/test_fault_matrix.py tests/test_mcp.py tests/test_upstream_errors.py
 
-## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it.
+## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it. The URL printed
+## is the one the server bound; STUDIO_PORT (default: 2024, else the next free port) busy: refused. State per port.
 STUDIO_HOST ?= 127.0.0.1
-STUDIO_PORT ?= 2024
+STUDIO_PORT ?=
 studio: install
-	@echo "LangGraph Studio: https://smith.langchain.com/studio/?baseUrl=http://$(STUDIO_HOST):$(STUDIO_PORT)"
-	@echo "(The UI is served by LangSmith: it needs a LangSmith login and the internet. The server runs here;"
-	@echo " analytics, version checks and tracing are off: see README, LangGraph Studio.)"
-	$(BIN)/langgraph dev --no-browser --host $(STUDIO_HOST) --port $(STUDIO_PORT)
+	$(BIN)/python -m agent.studio $(STUDIO_HOST) $(STUDIO_PORT)
 
 ## make bench: audit, naive and peer clients side by side, two processes on one account, the summary cache, triage
 ## and start-up (N=200, a few minutes; BENCH_ARGS="--n 1000 --runs 3" for more). bench/README.md has the figures.
