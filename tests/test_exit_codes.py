@@ -196,8 +196,12 @@ def test_a_setting_error_names_the_variable_its_value_and_what_is_accepted(
 
 
 def test_dates_are_checked_as_dates(cli: Invoke) -> None:
-    for command in ("audit", "recordings"):
-        result = cli(command, "--date", "2026-02-30")
+    for command in (["audit", "--date"], ["recordings", "--date"], ["sandbox", "serve", "--synthetic-day"]):
+        result = (
+            cli(*command, "2026-02-30", "--synthetic-sessions", "1")
+            if "serve" in command
+            else cli(*command, "2026-02-30")
+        )
         assert result.exit_code == 2
         assert "2026-02-30 is not a day of the calendar" in result.output and "YYYY-MM-DD" in result.output
 

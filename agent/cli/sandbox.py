@@ -39,7 +39,7 @@ def sandbox_serve(
 
     -v shows the HTTP server's own info lines (start-up, shutdown)."""
     configure_cli_logging(-1 if quiet else verbose)
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     from sandbox import create_sandbox, serve_sandbox
     from sandbox.profiles import ProfileError, serve_config
@@ -52,12 +52,16 @@ def sandbox_serve(
         fail(EXIT_BAD_INPUT, str(exc))
     sandbox = create_sandbox(config)
     if synthetic_sessions:
+        from graphs.audit import WindowError, parse_day
+
         try:
             day = (
-                date.fromisoformat(synthetic_day) if synthetic_day else (sandbox.clock.now().date() - timedelta(days=1))
+                parse_day("--synthetic-day", synthetic_day)
+                if synthetic_day
+                else (sandbox.clock.now().date() - timedelta(days=1))
             )
-        except ValueError:
-            fail(EXIT_BAD_INPUT, f"--synthetic-day: expected YYYY-MM-DD, got {synthetic_day!r}")
+        except WindowError as exc:
+            fail(EXIT_BAD_INPUT, str(exc))
         sandbox.store.generate_sessions(day, synthetic_sessions)
 
     from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
