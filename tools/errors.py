@@ -322,7 +322,8 @@ def for_person(error: BaseException) -> str:
         what = error.provider_message or "not found"
         hint = next((s for name, s in ID_SOURCES.items() if name in what), None)
         check = f"check {hint}" if hint else "check the ids in your settings and flags"
-        return f"not found: {what} ({error.method} {error.path}); {check} (a rerun will not help)".replace(" ( )", "")
+        where = f" ({error.method} {error.path})" if error.method else ""
+        return f"not found: {what}{where}; {check} (a rerun will not help)"
     if isinstance(error, TrutoError):
         return error.describe()
     return str(error)
