@@ -75,3 +75,24 @@ def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command
     assert code == 130
     assert took < 5
     assert "coviu-agent ask --thread-id ask:ctrl-c" in said and "--yes" in said, said
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_a_person_at_a_terminal_sees_no_info_lines_and_cron_does(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
+    env.update(COVIU_AGENT_SANDBOX="1", COVIU_AGENT_STATE=str(tmp_path / "s.sqlite"), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", "from agent.cli import main; main()", "triage", "--patient-name", "Ava Jenkins"]
+    main, child = pty.openpty()
+    proc = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, env=env, cwd=tmp_path)
+    os.close(child)
+    try:
+        shown = read_until(main, "entry", timeout=60) + read_until(main, "\x00", timeout=2)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    assert "Session" in shown or "session" in shown
+    assert " INFO " not in shown
+    cron = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert cron.returncode == 0 and " INFO " in cron.stderr  # not a terminal: the log is the record
