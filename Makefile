@@ -74,15 +74,12 @@ soak: install
 eval: install
 	$(BIN)/pytest -q tests/test_evals.py
 
-## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it. Without
-## TRUTO_API_KEY they run on the embedded sandbox (COVIU_AGENT_SANDBOX=1; a key set in .env wins).
+## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it. The URL printed
+## is the one the server bound; STUDIO_PORT (default: 2024, else the next free port) busy: refused. State per port.
 STUDIO_HOST ?= 127.0.0.1
-STUDIO_PORT ?= 2024
+STUDIO_PORT ?=
 studio: install
-	@echo "LangGraph Studio: https://smith.langchain.com/studio/?baseUrl=http://$(STUDIO_HOST):$(STUDIO_PORT)"
-	@echo "(The UI is served by LangSmith: it needs a LangSmith login and the internet. The server runs here;"
-	@echo " analytics, version checks and tracing are off: see README, LangGraph Studio.)"
-	COVIU_AGENT_SANDBOX=1 $(BIN)/langgraph dev --no-browser --host $(STUDIO_HOST) --port $(STUDIO_PORT)
+	COVIU_AGENT_SANDBOX=1 $(BIN)/python -m agent.studio $(STUDIO_HOST) $(STUDIO_PORT)
 
 ## make bench: audit, naive and peer clients side by side, two processes on one account, the summary cache, triage
 ## and start-up (N=200, a few minutes; BENCH_ARGS="--n 1000 --runs 3" for more). bench/README.md has the figures.

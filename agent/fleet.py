@@ -179,8 +179,9 @@ async def run_fleet(
 ) -> list[ClinicRun]:
     """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
     the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
-    from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM
+    from agent.errors import exit_code_for
     from agent.services import open_services
+    from tools.errors import for_person
 
     if settings.uses_sandbox and transport is None:
         transport = shared_sandbox_transport(clinics)
@@ -196,10 +197,9 @@ async def run_fleet(
                 result = await run_audit(
                     own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
                 )
-        except BadInput as exc:
-            return ClinicRun(clinic, error=str(exc), exit_code=EXIT_BAD_INPUT)
         except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on
-            return ClinicRun(clinic, error=f"{type(exc).__name__}: {exc}", exit_code=EXIT_UPSTREAM)
+            # the same exit code and message as the clinic's run alone (agent.errors.exit_code_for)
+            return ClinicRun(clinic, error=for_person(exc), exit_code=exit_code_for(exc))
         return ClinicRun(clinic, result=result, exit_code=result.exit_code)
 
     return list(await asyncio.gather(*(one(c) for c in clinics)))
@@ -254,7 +254,7 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     ]
     for c in summary["clinics"]:
         t = c["totals"] or {}
-        report = c["reports"].get("md") or md_cell(c["error"] or "")
+        report = c["reports"].get("md") or c["error"] or ""  # escaped once, in the row below
         lines.append(
             f"| {md_cell(c['account'])} | {md_cell(c['name'] or '')} | {t.get('sessions', '')} | "
             f"{t.get('billable_minutes', '')} | {t.get('overruns', '')} | {t.get('missing_forms', '')} | "

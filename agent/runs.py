@@ -243,10 +243,11 @@ class TriageResult:
 
     @property
     def exit_code(self) -> int:
-        """0 done; 2 when the queue was never read because it does not exist (404); else 3."""
+        """0 done; 2 when the failure was our input (an invalid id, nothing sent; or an id the account does not
+        know, a 404); else 3."""
         if not self.failure:
             return EXIT_OK
-        if self.state.get("queue") is None and self.state.get("last_error_status") == 404:
+        if self.state.get("last_error_input") or self.state.get("last_error_status") == 404:
             return EXIT_BAD_INPUT
         return EXIT_UPSTREAM
 
@@ -906,7 +907,8 @@ async def run_recordings(
             collection_id=collection,
             download_dir=download_dir,
             transcriber=transcriber if transcribe else None,
-            on_event=say,
+            # each file's progress is an INFO log line (cron's record); the caller lists the files once, at the end
+            on_event=None,
             stall_seconds=settings.download_stall_seconds,
         )
         report = await worker.run(since=since, until=until, session_id=session_id)

@@ -313,9 +313,11 @@ class Settings(BaseSettings):
         )
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the log redaction filter."""
+        """Every secret value, for the log redaction filter. The served sandbox's token is the public word
+        `sandbox` (`TRUTO_API_KEY=sandbox`, README): not a secret, and redacting it would turn the `sandbox`
+        account's name into "[redacted]" everywhere."""
         out = []
         for secret in (self.truto_api_key, self.openai_api_key, self.truto_mcp_url):
-            if secret is not None and secret.get_secret_value():
+            if secret is not None and secret.get_secret_value() and secret.get_secret_value() != SANDBOX_API_KEY:
                 out.append(secret.get_secret_value())
         return out

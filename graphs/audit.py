@@ -43,7 +43,7 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError, RunInputError
+from tools.errors import CoviuAgentError, RunInputError, for_person
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
 
@@ -161,10 +161,7 @@ def resolve_window(
     elif day.strip().lower() == "today":
         the_day = today
     else:
-        try:
-            the_day = date.fromisoformat(day.strip())
-        except ValueError:
-            raise WindowError(f"--date: expected YYYY-MM-DD, 'today' or 'yesterday', got {day!r}") from None
+        the_day = parse_day("--date", day)
     if not PLAUSIBLE_YEARS_FOR_DAYS[0] <= the_day.year <= PLAUSIBLE_YEARS_FOR_DAYS[1]:
         raise WindowError(f"--date: expected a day between the years 2000 and 2100, got {day!r}")
     start = datetime.combine(the_day, time(0), tzinfo=zone)
@@ -173,6 +170,19 @@ def resolve_window(
 
 
 PLAUSIBLE_YEARS_FOR_DAYS = (2000, 2100)
+_DAY_SHAPE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+def parse_day(flag: str, value: str) -> date:
+    """A calendar day given as YYYY-MM-DD, checked as a date: `2026-02-30` has the shape but is no day."""
+    text = value.strip()
+    shape = _DAY_SHAPE.match(text)
+    if shape is None:
+        raise WindowError(f"{flag}: expected YYYY-MM-DD, 'today' or 'yesterday', got {value!r}")
+    try:
+        return date(*(int(part) for part in shape.groups()))
+    except ValueError as exc:  # e.g. "day is out of range for month"
+        raise WindowError(f"{flag}: {text} is not a day of the calendar ({exc}); expected YYYY-MM-DD") from None
 
 
 def _parse_bound(name: str, value: str, zone: ZoneInfo) -> datetime:
@@ -248,7 +258,12 @@ def _ids(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AuditFailure(CoviuAgentError):
-    """An audit list was refused or failed for good (not transient): the run ends with exit 3, nothing written."""
+    """An audit list was refused or failed for good (not transient): the run ends, nothing written. `cause` is the
+    call's error: an invalid or unknown id is bad input (exit 2), anything else upstream (exit 3)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 async def _walk_pages(
@@ -280,7 +295,8 @@ async def _walk_pages(
         if outcome.kind == "transient":
             return outcome
         if outcome.kind in ("error", "refused"):
-            raise AuditFailure(f"the audit could not list {tool}: {outcome.text}")
+            said = for_person(outcome.error) if outcome.error is not None else outcome.text
+            raise AuditFailure(f"the audit could not list {tool}: {said}", outcome.error)
         page = walk.cursor or "first"
         for item in walk.take(outcome.result):
             take(item, page)
@@ -354,7 +370,7 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     if services.on_progress:
         services.on_progress("sessions", len(listed), len(listed))
         if cached:
-            services.on_progress("summaries", len(cached), 0)
+            services.on_progress("cached", len(cached), 0)  # done, but not fetched: not part of the pace
     return Command(
         goto="fetch_summaries",
         update={

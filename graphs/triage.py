@@ -37,7 +37,15 @@ from graphs.planning import invalid_call_answers, invoke_model, llm_plan, rules_
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
 from tools.catalog import ToolSpec
-from tools.errors import ModelConfigError, ModelFailedError, RunInputError, ToolArgumentError, TrutoError
+from tools.errors import (
+    ModelConfigError,
+    ModelFailedError,
+    RunInputError,
+    ToolArgumentError,
+    TrutoError,
+    for_person,
+    is_bad_input,
+)
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,8 @@ class TriageOutput(TypedDict, total=False):
     failure: str | None
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
+    last_error_note: str | None  # the last failed call said for a person (which setting, which value)
+    last_error_input: bool | None  # the last failure was our input: an invalid or unknown id (exit 2)
     dry_run: bool
     planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
     planner: str  # who planned the run's calls: llm, rules, or llm then rules (the graph finished what it skipped)
@@ -142,6 +152,8 @@ class TriageState(TypedDict, total=False):
     failure: str | None
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
+    last_error_note: str | None  # the last failed call said for a person (which setting, which value)
+    last_error_input: bool | None  # the last failure was our input: an invalid or unknown id (exit 2)
     session_creates: int
     participant_errors: int
     plan_steps: int
@@ -256,6 +268,8 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         "failure": None,
         "last_error": None,
         "last_error_status": None,
+        "last_error_note": None,
+        "last_error_input": None,
         "session_creates": 0,
         "participant_errors": 0,
         "plan_steps": 0,
@@ -311,14 +325,16 @@ def rules_plan(state: TriageState, now: datetime) -> AIMessage:
 
 
 def _stop_reason(state: TriageState) -> str | None:
+    """Why triage stops, said for a person (the failed call's note names the setting and the value)."""
+    said = state.get("last_error_note") or state.get("last_error")
     if int(state.get("refusals", 0)) >= 2:
-        return f"stopped after a refused write: {state.get('last_error')}"
+        return f"stopped after a refused write: {said}"
     if not state.get("session") and int(state.get("session_creates", 0)) >= MAX_SESSION_CREATES:
-        return f"the session could not be created: {state.get('last_error')}"
+        return f"the session could not be created: {said}"
     if int(state.get("participant_errors", 0)) >= 2:
-        return f"the participant links could not be created: {state.get('last_error')}"
+        return f"the participant links could not be created: {said}"
     if state.get("queue") is None and state.get("last_error"):
-        return f"the waiting queue could not be read: {state.get('last_error')}"
+        return f"the waiting queue could not be read: {said}"
     if int(state.get("plan_steps", 0)) >= MAX_PLAN_STEPS:
         return "stopped: too many planning steps"
     return None
@@ -524,10 +540,16 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
     """Write what a tool call produced back into triage's state."""
     spec = outcome.spec
     status = outcome.error.status_code if isinstance(outcome.error, TrutoError) else None
+    failed: dict[str, Any] = {
+        "last_error": outcome.text,
+        "last_error_status": status,
+        "last_error_note": for_person(outcome.error) if outcome.error is not None else outcome.text,
+        "last_error_input": is_bad_input(outcome.error),
+    }
     if spec is None or outcome.extra.get("held"):  # no such tool, or a call the graph did not send (Held)
-        return {"last_error": outcome.text, "last_error_status": status}
+        return failed
     if outcome.kind != "ok":
-        update: dict[str, Any] = {"last_error": outcome.text, "last_error_status": status}
+        update: dict[str, Any] = dict(failed)
         if spec.resource == "sessions" and spec.method == "create":
             update["session_creates"] = int(state.get("session_creates", 0)) + 1
         if spec.resource == "participants" and spec.method == "create":

@@ -364,9 +364,12 @@ def _has(count: int, singular: str = "has", plural: str = "have") -> str:
 def _sentences(totals: Mapping[str, Any], flagged: int, threshold_text: str) -> tuple[str, ...]:
     sessions = _as_int(totals["sessions"])
     if sessions == 0:
-        return ("No sessions ended in this window.",)
+        return ("No sessions were scheduled to end in this window.",)
+    # the audit takes the sessions whose scheduled end is in the window (one that ran early may have ended before it)
+    were = "was" if sessions == 1 else "were"
     out = [
-        f"{_plural(sessions, 'session')} ended in this window; {flagged:,} {_has(flagged, 'needs', 'need')} attention."
+        f"{_plural(sessions, 'session')} {were} scheduled to end in this window; "
+        f"{flagged:,} {_has(flagged, 'needs', 'need')} attention."
     ]
     unavailable = _as_int(totals["summary_unavailable"])
     if unavailable:
@@ -764,14 +767,26 @@ class ChartData:
     per_session: bool
 
 
-def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartData:
+def _overrun_bar(row: Row) -> float | None:
+    """The accent bar: the time past the scheduled end of a session flagged as an overrun at the threshold in force
+    (a 1- or 5-minute overtime under a 10-minute threshold is not an overrun: its actual bar shows it)."""
+    if row.overrun_value is None or "overrun" in row.codes:
+        return row.overrun_value
+    return 0.0
+
+
+def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None, threshold_text: str = "10") -> ChartData:
     """What the chart shows: one row per session when there are few, else totals per time bucket."""
     zone_name = str(zone.key)
+    overrun_words = (
+        f"Overrun is the time past the scheduled end of a session more than {threshold_text} min late (the threshold); "
+        "shorter overtime shows in its actual bar only."
+    )
     if len(rows) <= PER_SESSION_CHART_MAX:
         labels = [_short(f"{r.scheduled.split('–')[0]} {r.name}".strip()) for r in rows]
         caption = (
             f"Scheduled, actual and overrun minutes of each of the {_plural(len(rows), 'session')}, in order of "
-            f"scheduled start ({zone_name}). Overrun is the time past the scheduled end."
+            f"scheduled start ({zone_name}). {overrun_words}"
         )
         missing = sum(1 for r in rows if r.actual_value is None)
         if missing:
@@ -780,7 +795,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
             labels,
             [r.scheduled_value for r in rows],
             [r.actual_value for r in rows],
-            [r.overrun_value for r in rows],
+            [_overrun_bar(r) for r in rows],
             caption,
             per_session=True,
         )
@@ -825,7 +840,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
         if bucket is not None:
             bucket[0] += r.scheduled_value or 0.0
             bucket[1] += r.actual_value or 0.0
-            bucket[2] += r.overrun_value or 0.0
+            bucket[2] += _overrun_bar(r) or 0.0
 
     def label(key: datetime) -> str:
         if grain == "hour":
@@ -835,7 +850,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
     charted = sum(1 for d, _ in local if floor(d) in sums)
     caption = (
         f"Total scheduled, actual and overrun minutes per {grain} of scheduled start ({zone_name}), "
-        f"over {_plural(charted, 'session')}."
+        f"over {_plural(charted, 'session')}. {overrun_words}"
     )
     missing = sum(1 for r in rows if r.actual_value is None)
     if missing:
@@ -899,7 +914,7 @@ def _chart_style() -> Style:
 def _chart(view: View, zone: ZoneInfo) -> tuple[Markup, str] | None:
     if not view.rows:
         return None
-    data = _chart_data(view.rows, zone, view.day)
+    data = _chart_data(view.rows, zone, view.day, view.threshold_text)
     if not data.labels:
         return None
     options: dict[str, Any] = {

@@ -331,9 +331,9 @@ def test_make_demo_runs_on_the_embedded_sandbox_with_nothing_set(tmp_path: Path)
     cli = bin_dir / "coviu-agent"  # the real CLI, run in the test's folder (its reports land there)
     cli.write_text(f'#!/bin/sh\ncd {work} && exec {sys.executable} -m agent "$@"\n', encoding="utf-8")
     cli.chmod(0o755)
-    langgraph = bin_dir / "langgraph"  # `make studio`'s server, standing in: says what it was given
-    langgraph.write_text('#!/bin/sh\necho "langgraph COVIU_AGENT_SANDBOX=$COVIU_AGENT_SANDBOX $*"\n', encoding="utf-8")
-    langgraph.chmod(0o755)
+    launcher = bin_dir / "python"  # `make studio`'s launcher (agent/studio.py), standing in: says what it was given
+    launcher.write_text('#!/bin/sh\necho "python COVIU_AGENT_SANDBOX=$COVIU_AGENT_SANDBOX $*"\n', encoding="utf-8")
+    launcher.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
     env.update(MAKEFLAGS="", HOME=str(tmp_path), COVIU_AGENT_STATE=str(tmp_path / "state.sqlite"))
     env["PYTHONPATH"] = str(PROJECT)
@@ -356,7 +356,7 @@ def test_make_demo_runs_on_the_embedded_sandbox_with_nothing_set(tmp_path: Path)
 
     studio = make("studio")
     assert studio.returncode == 0, studio.stdout + studio.stderr
-    assert "langgraph COVIU_AGENT_SANDBOX=1 dev" in studio.stdout
+    assert "python COVIU_AGENT_SANDBOX=1 -m agent.studio" in studio.stdout
 
 
 def test_a_download_directory_that_cannot_be_made_is_exit_2_before_any_request(account, tmp_path: Path):

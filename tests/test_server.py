@@ -320,6 +320,43 @@ def test_schedule_audit_makes_one_cron_per_clinic_of_a_fleet(server: Server, tmp
     assert mixed.returncode == 2 and "--fleet" in mixed.stderr
 
 
+def test_schedule_audit_again_replaces_the_clinics_cron_and_list_says_whose_and_when_locally(
+    server: Server, tmp_path: Path
+) -> None:
+    clinic = ["--integrated-account-id", "sandbox", "--team-id", DEMO_TEAM_ID, "--timezone", "Australia/Perth"]
+    first = schedule(["audit", "--cron", "0 6 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    assert again.returncode == 0, again.stderr
+    first_cron, second_cron = json.loads(first.stdout), json.loads(again.stdout)
+    assert second_cron["replaced"] == [first_cron["cron_id"]]
+
+    # a cron made by hand for the same clinic is left alone, unless --force
+    async def by_hand() -> str:
+        context = {"integrated_account_id": "sandbox", "team_id": DEMO_TEAM_ID}
+        made = await get_client(url=server.url).crons.create("audit", schedule="0 7 * * *", context=context)
+        return str(made["cron_id"])
+
+    import asyncio
+
+    manual = asyncio.run(by_hand())
+    kept = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    third = json.loads(kept.stdout)
+    assert third["replaced"] == [second_cron["cron_id"]]
+    forced = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", "--force", *clinic], tmp_path)
+    fourth = json.loads(forced.stdout)
+    assert sorted(fourth["replaced"]) == sorted([third["cron_id"], manual])
+
+    listed = schedule(["list", "--server", server.url, "--json"], tmp_path)
+    mine = [c for c in json.loads(listed.stdout)["crons"] if c["context"].get("team_id") == DEMO_TEAM_ID]
+    assert [c["cron_id"] for c in mine] == [fourth["cron_id"]]  # one cron for the clinic
+    assert mine[0]["clinic"] == f"integrated_account_id sandbox, team_id {DEMO_TEAM_ID}"
+    assert mine[0]["next_run_local"].endswith(" AWST") and " 05:30 " in mine[0]["next_run_local"]
+    text = schedule(["list", "--server", server.url], tmp_path).stdout
+    assert f"team_id {DEMO_TEAM_ID}" in text and "05:30 AWST" in text
+    assert schedule(["delete", fourth["cron_id"], "--server", server.url], tmp_path).returncode == 0
+
+
 def test_schedule_audit_command_exits_3_when_the_server_is_unreachable(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = schedule(["audit", "--cron", "0 6 * * *", "--server", url, "--json"], tmp_path)

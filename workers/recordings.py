@@ -263,8 +263,9 @@ def _owner_only(path: str, flags: int) -> int:
     return os.open(path, flags | NOFOLLOW, 0o600)
 
 
-def private_dir(path: Path) -> None:
-    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are)."""
+def private_dir(path: Path) -> list[Path]:
+    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are); returns the
+    ones it created, deepest first (`remove_empty` takes them back when nothing was written there)."""
     missing = []
     for directory in (path, *path.parents):
         if directory.exists():
@@ -273,6 +274,16 @@ def private_dir(path: Path) -> None:
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove these directories (deepest first) while they are empty: no empty folder for a missing recording."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (another file of the submission), or already gone
+            return
 
 
 def write_private(path: Path, text: str) -> None:
@@ -567,7 +578,7 @@ class RecordingsWorker:
         assert self.download_dir is not None and self.manifest is not None
         relative = item.relative_path()
         target = self.download_dir / relative
-        private_dir(target.parent)
+        created = private_dir(target.parent)
         if not target.parent.resolve().is_relative_to(self.download_dir.resolve()):
             raise DownloadError(f"{relative}: its folder leads outside {self.download_dir} (a symlink?); not written")
         part = target.with_name(target.name + ".part")
@@ -608,6 +619,7 @@ class RecordingsWorker:
                 if item.tool == AUDIO_GET and _no_recording(exc):
                     part.unlink(missing_ok=True)
                     meta.unlink(missing_ok=True)
+                    remove_empty(created)
                     self.on_event(f"no audio recording for submission {item.submission_id}")
                     return FileResult(item, "missing")
                 raise

@@ -1,7 +1,7 @@
 """The `coviu-agent` command line (typer + rich): one command per clinic job.
 
-Exit codes: 0 done; 2 bad input (nothing sent); 3 upstream failure after retries; 4 needs approval;
-5 report written but incomplete. Heavy imports (LangChain, LangGraph) happen inside commands so `--help` stays fast.
+Exit codes: one table for every command and for fleets (`agent.errors.EXIT_CODES`; every `--help` shows it as its
+epilog, the README as a table). Heavy imports (LangChain, LangGraph) happen inside commands so `--help` stays fast.
 
 This module builds the typer app and registers the commands; each command lives in its own module, and what they
 share (consoles, `fail`, `emit_json`, `run_async`, `check_id`, `load_settings`) lives in `agent.cli.common`.
@@ -9,7 +9,10 @@ share (consoles, `fail`, `emit_json`, `run_async`, `check_id`, `load_settings`) 
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from agent.cli.assistant import ask
 from agent.cli.audit import audit
@@ -23,12 +26,30 @@ from agent.cli.schedule import schedule_app
 from agent.cli.status import status
 from agent.cli.tools_cmd import tools
 from agent.cli.triage import triage
-from agent.errors import EXIT_BAD_INPUT
+from agent.errors import EXIT_BAD_INPUT, exit_codes_epilog
 from agent.redact import run_guarded
 
+
+class ExitCodesGroup(TyperGroup):
+    """The root group: every command and group below it shows the one exit-code table as its `--help` epilog."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        epilog = exit_codes_epilog()
+
+        def walk(command: Any) -> None:  # a click command or group
+            command.epilog = command.epilog or epilog
+            for child in getattr(command, "commands", {}).values():
+                walk(child)
+
+        walk(self)
+
+
 app = typer.Typer(
+    cls=ExitCodesGroup,
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
     # Help and usage errors in click's plain layout: typer's Rich layout imports Rich's Markdown, Syntax and
     # Traceback (≈ 0.18 s of CPU on every `--help`, twice the rest of the CLI's start-up; issue 18).

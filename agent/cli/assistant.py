@@ -10,14 +10,16 @@ with approve / edit / reject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.runs import NO_LLM, AskOutcome, Decide, run_ask
 
@@ -133,11 +135,57 @@ def terminal_decider(
         for action in actions:
             args = json.dumps(action.get("args"), ensure_ascii=False, sort_keys=True)
             err.print(f"  - {action.get('description')}: {action.get('name')} {args}", highlight=False)
-            approved = await asyncio.to_thread(typer.confirm, "Approve this one?", default=False, err=True)
+            try:
+                approved = await confirm("Approve this one? [y/N]: ")
+            except (asyncio.CancelledError, KeyboardInterrupt, EOFError):
+                decide.prompted = True  # type: ignore[attr-defined]  # the thread waits: say how to answer it
+                raise
             answers.append({"type": "approve"} if approved else {"type": "reject"})
         return answers
 
+    decide.prompted = False  # type: ignore[attr-defined]
     return decide
+
+
+def _settle(future: asyncio.Future[bytes], line: bytes) -> None:
+    if not future.done():  # cancelled by Ctrl-C: nobody waits for the line
+        future.set_result(line)
+
+
+async def confirm(question: str) -> bool:
+    """A yes/no question at the terminal (default no) that Ctrl-C ends at once.
+
+    The answer is read from stdin's file descriptor in a daemon thread: a thread of asyncio's executor
+    (`asyncio.to_thread`) would hold `asyncio.run`'s shutdown until Enter was pressed, and a thread blocked in
+    `sys.stdin`'s buffered reader would hold its lock at interpreter exit. End of input is no answer (EOFError).
+    """
+    import os
+    import threading
+
+    loop = asyncio.get_running_loop()
+    while True:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        answered: asyncio.Future[bytes] = loop.create_future()
+
+        def read(future: asyncio.Future[bytes] = answered) -> None:
+            try:
+                line = os.read(sys.stdin.fileno(), 1024)
+            except OSError:
+                line = b""
+            with contextlib.suppress(RuntimeError):  # the loop has closed (Ctrl-C came first)
+                loop.call_soon_threadsafe(_settle, future, line)
+
+        threading.Thread(target=read, name="approval-prompt", daemon=True).start()
+        line = await answered
+        if not line:
+            raise EOFError("no answer at the approval prompt")
+        reply = line.decode("utf-8", "replace").strip().lower()
+        if reply in ("y", "yes"):
+            return True
+        if reply in ("", "n", "no"):
+            return False
+        sys.stderr.write("Please answer y or n.\n")
 
 
 def ask(
@@ -154,10 +202,12 @@ def ask(
     thread_id: str | None = typer.Option(
         None, "--thread-id", help="Continue this conversation, or resume one waiting for approval."
     ),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
-    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
+    queue_id: str | None = typer.Option(
+        None, "--queue-id", help="Waiting queue id.  [env var: COVIU_WAITING_QUEUE_ID]"
+    ),
     collection_id: str | None = typer.Option(
-        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+        None, "--collection-id", help="Intake collection id.  [env var: COVIU_INTAKE_COLLECTION_ID]"
     ),
     recordings_dir: str = typer.Option(
         "recordings", "--recordings-dir", help="Where `coviu-agent recordings` downloads (to report local paths)."
@@ -168,7 +218,8 @@ def ask(
         help="Plan: reads are sent, every change is printed (with the command that would make it), none is sent.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Free-form requests with every tool; anything irreversible waits for approval (exit 4 without one)."""
     try:
@@ -185,7 +236,7 @@ def ask(
         check_id("--collection-id", collection_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     if not settings.llm_configured:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
     # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan
@@ -197,11 +248,21 @@ def ask(
         )
     )
 
+    thread = thread_id or f"ask:{uuid.uuid4()}"  # known here, so an interrupted prompt can name it
+
+    def unanswered() -> str | None:
+        if decide is None or not getattr(decide, "prompted", False):
+            return None
+        return (
+            f"interrupted: the pending action(s) wait for an answer on thread {thread}; answer them later with "
+            f"`coviu-agent ask --thread-id {thread}` (asks again), `--yes` or `--no`"
+        )
+
     outcome = run_async(
         lambda: run_ask(
             settings,
             request,
-            thread_id=thread_id,
+            thread_id=thread,
             decide=decide,
             team_id=team_id,
             waiting_queue_id=queue_id,
@@ -210,5 +271,6 @@ def ask(
             dry_run=dry_run,
         ),
         as_json=as_json,
+        interrupted=unanswered,
     )
     report_outcome(outcome, as_json=as_json, dry_run=dry_run)

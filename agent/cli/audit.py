@@ -1,4 +1,4 @@
-"""`coviu-agent audit`: scenario 2, the end-of-day audit (cron-safe; resumes after a crash)."""
+"""`coviu-agent audit`: the end-of-day audit (cron-safe; resumes after a crash)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async, say
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 from agent.runs import AuditArgs, audit_window, run_audit
 
@@ -16,9 +16,9 @@ def audit(
     day: str | None = typer.Option(None, "--date", help="Audit this day (YYYY-MM-DD, clinic time zone)."),
     since: str | None = typer.Option(None, "--since", help="Window start (ISO-8601)."),
     until: str | None = typer.Option(None, "--until", help="Window end, exclusive (ISO-8601)."),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
     collection_id: str | None = typer.Option(
-        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+        None, "--collection-id", help="Intake collection id.  [env var: COVIU_INTAKE_COLLECTION_ID]"
     ),
     overrun_threshold_minutes: float = typer.Option(
         10, "--overrun-threshold-minutes", help="Flag sessions that end more than this many minutes late."
@@ -30,7 +30,11 @@ def audit(
         False, "--refresh", help="Fetch every summary again, ignoring (and rewriting) the summary cache."
     ),
     max_wait: float | None = typer.Option(
-        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+        None,
+        "--max-wait",
+        min=1,
+        metavar="SECONDS",
+        help="Seconds this run may wait out rate limits in total (default 1800).  [env var: COVIU_AGENT_MAX_WAIT]",
     ),
     accounts: str | None = typer.Option(
         None, "--accounts", help="Audit these integrated accounts (a,b,c) at once: one report each + a fleet summary."
@@ -38,10 +42,13 @@ def audit(
     fleet: str | None = typer.Option(
         None, "--fleet", help="Audit the clinics a TOML/JSON file names (account, team_id, collection_id, timezone)."
     ),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
-    settings = load_settings(verbose, as_json)
+    """The end-of-day audit of a day (default: yesterday): missing and pending forms, overruns, billable minutes.
+
+    Cron-safe (no prompts); a rerun resumes after a crash."""
+    settings = load_settings(-1 if quiet else verbose, as_json)
     from agent.settings import LONG_RUN_MAX_WAIT
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)

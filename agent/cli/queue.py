@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.cli.common import check_id, emit_json, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.redact import styled
 from agent.runs import QueueCheck, QueueWatchArgs, run_queue_watch
@@ -16,15 +16,22 @@ queue_app = typer.Typer(no_args_is_help=True, help="The waiting queue.")
 def queue_watch(
     interval: float = typer.Option(30, "--interval", help="Seconds between checks."),
     threshold_minutes: float = typer.Option(15, "--threshold-minutes", help="Alert above this wait."),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
-    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
+    queue_id: str | None = typer.Option(
+        None, "--queue-id", help="Waiting queue id.  [env var: COVIU_WAITING_QUEUE_ID]"
+    ),
     once: bool = typer.Option(False, "--once", help="Check once and exit."),
     max_checks: int = typer.Option(0, "--max-checks", help="Stop after this many checks (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
     max_wait: float | None = typer.Option(
-        None, "--max-wait", min=1, help="Seconds each check may wait out rate limits (default: the interval)."
+        None,
+        "--max-wait",
+        min=1,
+        metavar="SECONDS",
+        help="Seconds each check may wait out rate limits (default: the interval).  [env var: COVIU_AGENT_MAX_WAIT]",
     ),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Poll a waiting queue; alert once for each call that crosses the threshold."""
     try:
@@ -36,7 +43,7 @@ def queue_watch(
         check_id("--queue-id", queue_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     settings.use_max_wait(max_wait, interval)
 
     args = QueueWatchArgs(interval, threshold_minutes, team_id, queue_id, max_checks=1 if once else max_checks)
