@@ -25,7 +25,8 @@ import agent.services
 from tests.fakes import ScriptedChatModel
 
 START = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
-ARGS = {"session_name": "Intake", "start_time": START.isoformat(), "end_time": (START + timedelta(minutes=30)).isoformat()}
+END = START + timedelta(minutes=30)
+ARGS = {"session_name": "Intake", "start_time": START.isoformat(), "end_time": END.isoformat()}
 
 def script(messages, tools):
     call = {"name": "create_a_coviu_session", "args": ARGS, "id": "k1", "type": "tool_call"}
