@@ -1,6 +1,6 @@
 """The audit's own tables in the state store: per-run side rows and the per-account summary cache.
 
-Two tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
+Three tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
 when it is a `postgresql://` URL):
 
 - `coviu_audit_rows`: the session rows, summary facts and submission index of an audit in flight, keyed by the
@@ -13,6 +13,9 @@ when it is a `postgresql://` URL):
   with the actual end `NO_END` (""). An audit never fetches them again (unless `--refresh`; a session list that
   shows an actual end for a cached no-show sends it to be fetched again). Ids and times only: no names, no
   payloads.
+
+- `coviu_outbox`: messages to staff (queue alerts, audit reports), one row per message and channel, written before
+  they are sent (`agent.notify`).
 
 The agent layer opens the store (`open_audit_store`) and injects it through `Services.audit_store`; without one,
 an audit uses a private in-memory store (no cache across runs).
@@ -44,6 +47,14 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS coviu_summary_cache ("
     " account TEXT NOT NULL, session_id TEXT NOT NULL, actual_start TEXT, actual_end TEXT NOT NULL,"
     " fetched_at TEXT NOT NULL, PRIMARY KEY (account, session_id))",
+    # agent.notify's outbox: each message to staff, per channel, written before it is sent (ids, status, times;
+    # the text until it is sent)
+    "CREATE TABLE IF NOT EXISTS coviu_outbox ("
+    " id TEXT NOT NULL PRIMARY KEY, msg TEXT NOT NULL, channel TEXT NOT NULL, clinic TEXT NOT NULL,"
+    " kind TEXT NOT NULL, subject TEXT NOT NULL, level TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, next_at DOUBLE PRECISION NOT NULL,"
+    " claim TEXT NOT NULL, claimed_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION NOT NULL,"
+    " error TEXT NOT NULL)",
 )
 # In SQLite, the tables are clustered on their primary key (no rowid table beside a copy of the key in an index):
 # each row is stored once. Tables made before keep their layout, and work the same.

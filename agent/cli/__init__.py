@@ -15,6 +15,7 @@ from agent.cli.assistant import ask
 from agent.cli.audit import audit
 from agent.cli.common import emit_json, fail
 from agent.cli.mcp import mcp_app
+from agent.cli.notify import notify_app
 from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
 from agent.cli.sandbox import sandbox_app
@@ -64,6 +65,7 @@ app.command()(ask)
 app.add_typer(mcp_app, name="mcp")
 app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(notify_app, name="notify")
 
 __all__ = ["app", "emit_json", "fail", "main"]
 
