@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -442,3 +442,47 @@ async def send_test(
     message = trial_message(clinic, at)
     errors = await asyncio.gather(*(send(c, message.payload_for(c)) for c in channels))
     return [ChannelTest(c, e) for c, e in zip(channels, errors, strict=True)]
+
+
+# --- queue alerts --------------------------------------------------------------------------------
+
+
+def queue_message(
+    event: Mapping[str, Any],
+    *,
+    clinic: str,
+    label: str,
+    team_id: str,
+    queue_id: str,
+    threshold_minutes: float,
+    escalate_minutes: float,
+) -> Message:
+    """The message for one queue event (graphs.queue.QueueEvent): the queue, how long, and where to act; the
+    patient's display name only in `patient_body`."""
+    call_id = str(event["call_id"])
+    level = str(event["level"])
+    minutes = event.get("waited_minutes")
+    waited = f"{minutes:.0f} min" if isinstance(minutes, int | float) else "an unknown time"
+    where = f"Waiting queue `{queue_id}` of team `{team_id}`, call `{call_id}`."
+    act = "Act: open the waiting queue in Coviu and answer the call (or triage it: `coviu-agent triage`)."
+    if level == "escalation":
+        title = f"ESCALATION, {label}: a caller has waited {waited}"
+        lead = f"A caller has waited **{waited}** (over {escalate_minutes:g} min, the escalation threshold)."
+        kind = "failure"
+    elif level == "alert":
+        title = f"Queue alert, {label}: a caller has waited {waited}"
+        lead = f"A caller has waited **{waited}** (over {threshold_minutes:g} min)."
+        kind = "warning"
+    elif level == "unknown":
+        title = f"Queue alert, {label}: a caller's wait cannot be read"
+        lead = "A caller is waiting, but the time they joined the queue cannot be read: check the queue."
+        kind = "warning"
+    else:
+        title = f"Seen, {label}: a caller alerted on is no longer waiting"
+        lead = f"The caller alerted on earlier is no longer waiting ({event.get('outcome') or 'left'})."
+        act = "Nothing to do."
+        kind = "success"
+    body = f"{lead}\n\n{where}\n\n{act}"
+    name = event.get("name")
+    patient_body = f"{lead}\n\nPatient: **{name}**. {where}\n\n{act}" if name else None
+    return Message(clinic, "queue", call_id, level, title, body, patient_body, notify_type=kind)
