@@ -216,6 +216,7 @@ async def run_fleet(
     *,
     transport: Any = None,
     clock: Any = None,
+    rerun: str | None = None,
 ) -> list[ClinicRun]:
     """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
     the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
@@ -233,8 +234,11 @@ async def run_fleet(
                 own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
             ) as services:
                 thread = clinic_thread(clinic, args, own, services.clock.now())
+                again = rerun or f"coviu-agent audit --accounts {clinic.account}"  # what staff are told to run
                 result = await run_audit(
-                    own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
+                    own,
+                    dataclasses.replace(args, out_dir=out_dir, thread_id=thread, rerun=again),
+                    services=services,
                 )
         except BadInput as exc:
             return ClinicRun(clinic, error=str(exc), exit_code=EXIT_BAD_INPUT)

@@ -86,9 +86,11 @@ def split_urls(text: str | None) -> list[str]:
 def parse_channels(text: str | None, *, patient_data: bool, source: str) -> list[Channel]:
     """The channels a setting names; a URL Apprise cannot use is bad input naming the setting and the URL's place
     and scheme (never the URL: it holds tokens)."""
+    urls = split_urls(text)
+    if not urls:
+        return []
     from apprise import Apprise
 
-    urls = split_urls(text)
     register_secrets(urls)
     channels: list[Channel] = []
     for index, url in enumerate(urls, start=1):
@@ -486,3 +488,89 @@ def queue_message(
     name = event.get("name")
     patient_body = f"{lead}\n\nPatient: **{name}**. {where}\n\n{act}" if name else None
     return Message(clinic, "queue", call_id, level, title, body, patient_body, notify_type=kind)
+
+
+# --- the audit's messages ------------------------------------------------------------------------
+
+
+def audit_message(
+    report: Mapping[str, Any],
+    paths: Mapping[str, str],
+    *,
+    clinic: str,
+    zone: Any,
+    overrun_threshold_minutes: float,
+    rerun: str,
+) -> Message:
+    """The audit's report for staff: totals and the To-do list (names only for patient-data channels), with the HTML
+    report attached for patient-data email channels. Level `report`, or `incomplete` (exit 5)."""
+    from reporting.audit_report import render_message
+
+    window = report.get("window") or {}
+    complete = bool(report.get("complete", True))
+    common: dict[str, Any] = {
+        "zone": zone,
+        "overrun_threshold_minutes": overrun_threshold_minutes,
+        "rerun": rerun,
+        "report_path": paths.get("html") or paths.get("md"),
+    }
+    title, body = render_message(report, names=False, **common)
+    _, patient_body = render_message(report, names=True, **common)
+    return Message(
+        clinic=clinic,
+        kind="audit",
+        subject=f"{window.get('since')}|{window.get('until')}",
+        level="report" if complete else "incomplete",
+        title=title,
+        body=body,
+        patient_body=patient_body,
+        attach=paths.get("html"),
+        notify_type="info" if complete else "warning",
+    )
+
+
+def audit_failure_message(*, clinic: str, label: str, subject: str, what: str, rerun: str) -> Message:
+    """An audit that produced no report (exit 3): what failed and the command to run it again."""
+    return Message(
+        clinic=clinic,
+        kind="audit",
+        subject=subject,
+        level="failed",
+        title=f"FAILED end-of-day audit: {label}",
+        body=(
+            f"The end-of-day audit of **{label}** did not produce a report: {redact(what)[:500]}\n\n"
+            f"It resumes where it stopped when run again: `{rerun}`"
+        ),
+        notify_type="failure",
+    )
+
+
+def audit_notifier(outbox: Outbox, *, clinic: str, zone: Any, rerun: Callable[[Mapping[str, Any]], str]) -> Any:
+    """`Services.on_report` for the audit: the report's message written to the outbox and sent. Never raises: a
+    store or channel that fails leaves the audit's result as it is (logged; the next flush sends what was written)."""
+
+    async def on_report(report: Mapping[str, Any], paths: Mapping[str, str], threshold: float) -> None:
+        try:
+            message = audit_message(
+                report, paths, clinic=clinic, zone=zone, overrun_threshold_minutes=threshold, rerun=rerun(report)
+            )
+            await deliver(outbox, [message])
+        except Exception as exc:
+            log.warning("the audit's message could not be written (%s)", redact(f"{type(exc).__name__}: {exc}")[:200])
+
+    return on_report
+
+
+def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-agent audit") -> str:
+    """`coviu-agent audit --date D` for a report's window (one day), else `--since ... --until ...`."""
+    from datetime import datetime, timedelta
+
+    window = report.get("window") or {}
+    try:
+        since = datetime.fromisoformat(str(window.get("since")).replace("Z", "+00:00")).astimezone(zone)
+        until = datetime.fromisoformat(str(window.get("until")).replace("Z", "+00:00")).astimezone(zone)
+    except ValueError:
+        return prefix
+    if since.time() == until.time() == datetime.min.time() and until.date() - since.date() == timedelta(days=1):
+        return f"{prefix} --date {since.date().isoformat()}"
+    return f"{prefix} --since {since.isoformat()} --until {until.isoformat()}"

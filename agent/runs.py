@@ -229,6 +229,7 @@ class AuditArgs:
     out_dir: Path = Path("reports")
     thread_id: str | None = None
     refresh: bool = False  # fetch every summary again, ignoring (and rewriting) the summary cache
+    rerun: str = "coviu-agent audit"  # the command staff are told to run again (its window flags are added)
 
 
 @dataclass
@@ -350,12 +351,72 @@ async def run_audit(
                 on_event(f"resuming audit thread {thread}")
 
         graph = compile_audit(saver)
+        outbox = _audit_outbox(settings, svc, arguments, args)
+        if outbox is not None:
+            from agent.notify import audit_notifier, rerun_for_window
+
+            svc = dataclasses.replace(
+                svc,
+                on_report=audit_notifier(
+                    outbox,
+                    clinic=_audit_clinic(settings, arguments),
+                    zone=svc.zone,
+                    rerun=lambda report: rerun_for_window(report, svc.zone, args.rerun),
+                ),
+            )
         context = Context(team_id=args.team_id, collection_id=args.collection_id, services=svc)
-        state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
+        try:
+            state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
+        except (BadInput, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if outbox is not None:
+                await _audit_failed(outbox, settings, svc, arguments, args, f"{type(exc).__name__}: {exc}")
+            raise
         result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
+        if outbox is not None and not result.produced:
+            await _audit_failed(outbox, settings, svc, arguments, args, str(state.get("failure") or "no report"))
         if result.paths:
             await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
+
+
+def _audit_clinic(settings: Settings, arguments: Mapping[str, Any]) -> str:
+    """The clinic an audit message is about: its account and team (clinics of a fleet may share a team id)."""
+    return f"{settings.truto_integrated_account_id or 'sandbox'}:{arguments['team_id']}"
+
+
+def _audit_outbox(settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs) -> Any:
+    """The outbox the audit's messages go through, when a channel is configured (else None: nobody is told)."""
+    channels = settings.channels()
+    if not channels:
+        return None
+    from agent.notify import Outbox
+    from graphs.audit_store import memory_store
+
+    return Outbox(svc.audit_store or memory_store(), channels, svc.clock)
+
+
+async def _audit_failed(
+    outbox: Any, settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs, what: str
+) -> None:
+    """Tell staff the audit produced no report (exit 3): what failed and the command to run it again."""
+    import logging
+
+    from agent.notify import audit_failure_message, deliver, rerun_for_window
+
+    window = {"since": arguments["since"], "until": arguments["until"]}
+    try:
+        message = audit_failure_message(
+            clinic=_audit_clinic(settings, arguments),
+            label=svc.clinic_name or f"team {arguments['team_id']}",
+            subject=f"{window['since']}|{window['until']}",
+            what=what,
+            rerun=rerun_for_window({"window": window}, svc.zone, args.rerun),
+        )
+        await deliver(outbox, [message])
+    except Exception as exc:  # telling staff never changes the audit's own outcome
+        logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(exc).__name__)
 
 
 # --- tools ---------------------------------------------------------------------------------------

@@ -98,11 +98,10 @@ class Mailbox:
         assert part is not None, "the email has no HTML body"
         return str(part.get_content())
 
-    def attachments(self, index: int = -1) -> dict[str, str]:
+    def attachments(self, index: int = -1) -> dict[str, bytes]:
+        """Each attachment's file name and bytes."""
         return {
-            str(part.get_filename()): part.get_content()
-            if isinstance(part.get_content(), str)
-            else part.get_content().decode()
+            str(part.get_filename()): bytes(part.get_payload(decode=True))
             for part in self.messages[index].iter_attachments()
         }
 

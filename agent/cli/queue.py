@@ -46,6 +46,10 @@ def queue_watch(
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(verbose, as_json)
     settings.use_max_wait(max_wait, interval)
+    try:
+        settings.channels()  # a notification URL Apprise cannot use is named before any request
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
     args = QueueWatchArgs(
         interval,
