@@ -83,6 +83,25 @@ def split_urls(text: str | None) -> list[str]:
     return [str(u) for u in parse_urls(text)]
 
 
+TOKEN_LENGTH = 12  # a path segment or query value this long is taken for a token (Slack, Teams, Pushover, ...)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a channel URL a library may log on their own: its password, and its long path segments and
+    query values (tokens)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return []
+    found = [unquote(password)] if password else []
+    found += [unquote(p) for p in parts.path.split("/") if len(p) >= TOKEN_LENGTH]
+    found += [v for _, v in parse_qsl(parts.query) if len(v) >= TOKEN_LENGTH and "@" not in v]
+    return found
+
+
 def parse_channels(text: str | None, *, patient_data: bool, source: str) -> list[Channel]:
     """The channels a setting names; a URL Apprise cannot use is bad input naming the setting and the URL's place
     and scheme (never the URL: it holds tokens)."""
@@ -91,7 +110,7 @@ def parse_channels(text: str | None, *, patient_data: bool, source: str) -> list
         return []
     from apprise import Apprise
 
-    register_secrets(urls)
+    register_secrets([*urls, *(part for url in urls for part in url_secrets(url))])
     channels: list[Channel] = []
     for index, url in enumerate(urls, start=1):
         channel = Channel(url, patient_data)
@@ -179,7 +198,8 @@ async def apprise_send(channel: Channel, payload: dict[str, Any], timeout: float
         )
         if result:
             return None
-        return f"not delivered ({getattr(result.status, 'value', result.status)})"
+        status = getattr(result.status, "name", str(result.status)).lower()
+        return f"the channel did not take it ({status})"
 
     try:
         return await asyncio.wait_for(asyncio.to_thread(send), timeout + 5)

@@ -235,11 +235,12 @@ class Settings(BaseSettings):
         ):
             if secret is not None and secret.get_secret_value():
                 out.append(secret.get_secret_value())
-        from agent.notify import split_urls
+        from agent.notify import split_urls, url_secrets
 
         for urls in (self.notify, self.notify_patient_data):  # each URL alone too (a log line may quote one)
             if urls is not None:
-                out.extend(split_urls(urls.get_secret_value()))
+                for url in split_urls(urls.get_secret_value()):
+                    out += [url, *url_secrets(url)]
         return out
 
     def channels(self) -> list[Channel]:

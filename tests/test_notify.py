@@ -58,6 +58,7 @@ def test_notify_urls_are_secrets_for_the_redaction_layer():
     assert "json://user:hook-pass-123@127.0.0.1:9/a" in secrets
     assert "ntfy://topic-secret-42" in secrets
     assert any("mail-pass-77" in s for s in secrets)
+    assert "hook-pass-123" in secrets  # the password alone too: a library may log it without the URL
     assert "hook-pass-123" not in repr(settings)
     channels = settings.channels()
     assert [c.patient_data for c in channels] == [True, False, False]
@@ -97,13 +98,13 @@ def test_notify_test_reaches_email_and_webhook(tmp_path: Path):
 def test_notify_test_exits_3_naming_the_channel_that_is_down(tmp_path: Path):
     from agent.cli import app
 
-    secret = "json://user:hook-pass-123@" + down_url().removeprefix("json://")
+    secret = "json://user:hook-pass-123@" + down_url().removeprefix("json://") + "tokenABCDEF123456"
     with webhook() as hook:
         env = cli_env(tmp_path, COVIU_AGENT_NOTIFY=f"{hook.url} {secret}")
-        result = CliRunner().invoke(app, ["notify", "test", "--json"], env=env)
+        result = CliRunner().invoke(app, ["notify", "test", "--json", "-vv"], env=env)  # the libraries' logs too
     assert result.exit_code == 3, result.output
     assert len(hook.posts) == 1  # the channel that is up got it
-    assert "hook-pass-123" not in result.output
+    assert "hook-pass-123" not in result.output and "tokenABCDEF123456" not in result.output
     assert '"failed": 1' in result.output
 
 
