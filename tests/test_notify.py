@@ -269,3 +269,45 @@ def test_kill_9_between_writing_and_sending_loses_nothing_and_sends_nothing_twic
 def test_channel_repr_never_shows_the_url():
     channel = Channel("json://user:pw-secret@127.0.0.1:9/", patient_data=True)
     assert "pw-secret" not in repr(channel) and "pw-secret" not in str(channel)
+
+
+@pytest.mark.postgres
+async def test_the_outbox_in_postgres_delivers_once_and_claims_per_row():
+    """The same outbox in PostgreSQL (the state store a deployment shares): two senders flush the same rows at once,
+    each message arrives once."""
+    import asyncio
+    import uuid
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    url = os.environ.get("COVIU_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("COVIU_TEST_POSTGRES_REQUIRED") == "1":
+            pytest.fail("COVIU_TEST_POSTGRES_URL is not set (COVIU_TEST_POSTGRES_REQUIRED=1)")
+        pytest.skip("POSTGRES NOT TESTED: set COVIU_TEST_POSTGRES_URL")
+    import psycopg
+    from psycopg import sql
+
+    from agent.checkpoint import prepare_postgres
+    from graphs.audit_store import PostgresAuditStore
+
+    schema = f"coviu_test_{uuid.uuid4().hex[:8]}"
+    with_schema = urlunsplit(urlsplit(url)._replace(query=f"options={quote(f'-csearch_path={schema}')}"))
+    await prepare_postgres(with_schema)
+    stores = [PostgresAuditStore(with_schema), PostgresAuditStore(with_schema)]
+    try:
+        with webhook() as hook:
+            channels = channels_from(hook.url, None)
+            senders = [Outbox(store, channels, FakeClock(START)) for store in stores]
+            for n in range(6):
+                await senders[0].put(message(subject=f"call-{n}"))
+                assert not await senders[1].put(message(subject=f"call-{n}"))
+            results = await asyncio.gather(*(s.flush() for s in senders))
+            assert sum(r.sent for r in results) == 6
+            assert (await senders[1].flush()).sent == 0
+        assert len(hook.posts) == 6
+        assert await senders[0].counts() == {"sent": 6}
+    finally:
+        for store in stores:
+            await store.aclose()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
