@@ -311,3 +311,33 @@ async def test_the_outbox_in_postgres_delivers_once_and_claims_per_row():
             await store.aclose()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_notify_test_per_clinic_of_a_fleet_file(tmp_path: Path):
+    from agent.cli import app
+
+    with webhook() as one, webhook() as two, webhook() as default:
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(
+            f'[[clinics]]\naccount = "clinic-a"\nname = "Harbour"\nnotify = "{one.url}"\n\n'
+            f'[[clinics]]\naccount = "clinic-b"\nnotify_patient_data = "{two.url}"\n\n'
+            '[[clinics]]\naccount = "clinic-c"\n',
+            encoding="utf-8",
+        )
+        env = cli_env(tmp_path, COVIU_AGENT_NOTIFY=default.url)
+        result = CliRunner().invoke(app, ["notify", "test", "--fleet", str(fleet)], env=env)
+        assert result.exit_code == 0, result.output
+    assert len(one.posts) == len(two.posts) == 1
+    assert len(default.posts) == 1  # clinic-c names no channel: the settings' apply
+    assert "Harbour" in one.posts[0]["title"] and "clinic-b" in two.posts[0]["title"]
+
+
+def test_a_bad_url_in_a_fleet_file_is_named_by_clinic_and_field(tmp_path: Path):
+    from agent.fleet import load_fleet
+
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text('{"clinics": [{"account": "a"}, {"account": "b", "notify": "nope://secret-token-1"}]}')
+    with pytest.raises(BadInput) as caught:
+        load_fleet(fleet)
+    assert "clinics[1].notify: URL 1 of 1 (nope://…)" in str(caught.value)
+    assert "secret-token-1" not in str(caught.value)
