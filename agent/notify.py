@@ -13,8 +13,9 @@ the send and marks it `sent` after it: a process killed between the write and th
 for the next flush (nothing lost); a row is claimed by one sender only (nothing sent twice). A send that fails is
 retried with backoff (30 s doubling to 30 min) until it is 24 h old (`expired`, logged); a process killed during a
 send leaves its row `sending`, which is never sent again (`interrupted`, logged): at most once per id and channel.
-Each send is bounded (`SEND_TIMEOUT`), and a channel that failed is not tried again in the same flush, so a channel
-that is down never holds up the watcher or the audit. A sent row keeps its ids and times, not its text.
+Each send is bounded (`SEND_TIMEOUT`), channels are sent to at once, a channel that failed is not tried again in the
+same flush, and a flush ends by `FLUSH_BUDGET`: a channel that is down or slow never holds up the watcher or the
+audit. A sent row keeps its ids and times, not its text.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ RETRY_FIRST = 30.0  # seconds before the first retry; doubled per attempt
 RETRY_MAX = 1800.0
 EXPIRE_AFTER = 24 * 3600.0  # a message not delivered in a day is given up (logged)
 FLUSH_MAX_ROWS = 50  # rows one flush sends at most (the rest wait for the next)
+FLUSH_BUDGET = 30.0  # seconds one flush may spend sending (channels are sent to at once)
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
 
@@ -353,15 +355,23 @@ class Outbox:
             f"AND channel IN ({marks}) ORDER BY created_at, id LIMIT {FLUSH_MAX_ROWS}",
             (now, *keys),
         )
-        down: dict[str, float] = {}  # channel key -> when it is tried again
-        skipped: list[tuple[float, str]] = []
+        rows_by_channel: dict[str, list[tuple[str, str, int]]] = {}
         for row_id, channel_key, payload, attempts in due:
-            channel = self._by_key[str(channel_key)]
-            if channel.key in down:
-                # failed already in this flush: its other rows wait as long, without an attempt counted
-                skipped.append((down[channel.key], str(row_id)))
-                continue
-            if not await self._claim(str(row_id)):
+            rows_by_channel.setdefault(str(channel_key), []).append((str(row_id), str(payload), int(attempts)))
+        # channels at once (a slow one does not hold up the others), each channel's rows in order; the whole flush
+        # ends by FLUSH_BUDGET seconds (rows not reached wait for the next flush)
+        deadline = self.clock.monotonic() + FLUSH_BUDGET
+        await asyncio.gather(
+            *(self._flush_channel(self._by_key[key], rows, deadline, result) for key, rows in rows_by_channel.items())
+        )
+
+    async def _flush_channel(
+        self, channel: Channel, rows: list[tuple[str, str, int]], deadline: float, result: FlushResult
+    ) -> None:
+        for index, (row_id, payload, attempts) in enumerate(rows):
+            if self.clock.monotonic() >= deadline:
+                return
+            if not await self._claim(row_id):
                 continue  # another process sends it
             error = await self.sender(channel, json.loads(payload))
             done = self._now()
@@ -377,25 +387,24 @@ class Outbox:
                 )
                 result.sent += 1
                 continue
-            delay = min(RETRY_FIRST * 2 ** int(attempts), RETRY_MAX)
-            down[channel.key] = done + delay
-            await self.store._run(
-                [
-                    (
-                        "UPDATE coviu_outbox SET status = 'pending', next_at = ?, error = ? WHERE id = ?",
-                        [(done + delay, redact(error)[:300], row_id)],
-                    )
-                ]
-            )
+            delay = min(RETRY_FIRST * 2**attempts, RETRY_MAX)
+            # this row is retried after the delay; the channel's other rows wait as long, without an attempt counted
+            later = [(done + delay, other) for other, _, _ in rows[index + 1 :]]
+            statements: list[tuple[str, Sequence[Sequence[Any]]]] = [
+                (
+                    "UPDATE coviu_outbox SET status = 'pending', next_at = ?, error = ? WHERE id = ?",
+                    [(done + delay, redact(error)[:300], row_id)],
+                )
+            ]
+            if later:
+                statements.append(("UPDATE coviu_outbox SET next_at = ? WHERE id = ? AND status = 'pending'", later))
+            await self.store._run(statements)
             result.failed += 1
             result.errors.append(f"{channel.describe()}: {redact(error)[:200]}")
             log.warning(
                 "notification to %s failed (%s); retry in %.0f s", channel.describe(), redact(error)[:200], delay
             )
-        if skipped:
-            await self.store._run(
-                [("UPDATE coviu_outbox SET next_at = ? WHERE id = ? AND status = 'pending'", skipped)]
-            )
+            return
 
     async def _claim(self, row_id: str) -> bool:
         """Mark the row as being sent by this process (committed before the send); False if someone else did."""
