@@ -152,6 +152,8 @@ def test_escalate_minutes_below_the_threshold_is_bad_input(tmp_path: Path):
     from agent.cli import app
 
     result = CliRunner().invoke(
-        app, ["queue", "watch", "--threshold-minutes", "15", "--escalate-minutes", "10"], env={"HOME": str(tmp_path)}
+        app,
+        ["queue", "watch", "--threshold-minutes", "15", "--escalate-minutes", "10"],
+        env={"HOME": str(tmp_path), "COVIU_AGENT_SANDBOX": "1"},
     )
     assert result.exit_code == 2 and "--escalate-minutes" in result.output
