@@ -46,6 +46,7 @@ RETRY_MAX = 1800.0
 EXPIRE_AFTER = 24 * 3600.0  # a message not delivered in a day is given up (logged)
 FLUSH_MAX_ROWS = 50  # rows one flush sends at most (the rest wait for the next)
 FLUSH_BUDGET = 30.0  # seconds one flush may spend sending (channels are sent to at once)
+KEEP_DONE = 30 * 86_400.0  # seconds a row that is done with stays (ids and times only)
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
 
@@ -348,6 +349,16 @@ class Outbox:
             )
             result.expired += len(expired)
             log.warning("notification outbox: %d messages were not delivered in 24 h (given up)", len(expired))
+        # rows done with (sent, dropped in quiet hours, given up) are kept KEEP_DONE for the memory, then deleted
+        await self.store._run(
+            [
+                (
+                    "DELETE FROM coviu_outbox WHERE status IN ('sent', 'quiet', 'expired', 'interrupted') "
+                    "AND created_at < ?",
+                    [(now - KEEP_DONE,)],
+                )
+            ]
+        )
         keys = sorted(self._by_key)
         marks = ", ".join("?" for _ in keys)
         due = await self.store._query(

@@ -56,6 +56,12 @@ SCHEMA = (
     " claim TEXT NOT NULL, claimed_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION NOT NULL,"
     " error TEXT NOT NULL)",
 )
+# The outbox is read by message id, by clinic and kind (what a watcher raised), and by what is due.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_msg ON coviu_outbox (msg)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_clinic ON coviu_outbox (clinic, kind, created_at)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_due ON coviu_outbox (status, next_at)",
+)
 # In SQLite, the tables are clustered on their primary key (no rowid table beside a copy of the key in an index):
 # each row is stored once. Tables made before keep their layout, and work the same.
 SQLITE_SCHEMA = tuple(f"{statement} WITHOUT ROWID" for statement in SCHEMA)
@@ -188,7 +194,7 @@ class SqliteAuditStore(AuditStore):
                 # After each checkpoint the write-ahead log is cut back to 1 MB instead of keeping its largest size.
                 conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            for statement in SQLITE_SCHEMA:
+            for statement in (*SQLITE_SCHEMA, *INDEXES):
                 conn.execute(statement)
             self._conn = conn
         return self._conn
@@ -235,7 +241,7 @@ class PostgresAuditStore(AuditStore):
             from psycopg import AsyncConnection
 
             conn = await AsyncConnection.connect(self.url, autocommit=True)
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *INDEXES):
                 await conn.execute(statement)
             self._conn = conn
         return self._conn

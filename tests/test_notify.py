@@ -344,3 +344,19 @@ def test_a_bad_url_in_a_fleet_file_is_named_by_clinic_and_field(tmp_path: Path):
         load_fleet(fleet)
     assert "clinics[1].notify: URL 1 of 1 (nope://…)" in str(caught.value)
     assert "secret-token-1" not in str(caught.value)
+
+
+async def test_rows_done_with_are_kept_thirty_days_then_deleted(store: SqliteAuditStore):
+    clock = FakeClock(START)
+    with webhook() as hook:
+        outbox = Outbox(store, channels_from(hook.url, None), clock)
+        await outbox.put(message())
+        await outbox.flush()
+        clock.advance(29 * 86_400)
+        await outbox.flush()
+        assert await outbox.counts() == {"sent": 1}
+        assert not await outbox.put(message())  # still remembered
+        clock.advance(2 * 86_400)
+        await outbox.flush()
+    assert await outbox.counts() == {}
+    assert len(hook.posts) == 1
