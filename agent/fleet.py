@@ -6,7 +6,9 @@ budget, its own thread, its own summary cache rows and its own report directory 
 (`fleet-<day>.md` and `.json`) lists every clinic's totals, exit code and report files.
 
 The fleet file (TOML or JSON): `{"clinics": [{"account": "...", "team_id": "...", "collection_id": "...",
-"timezone": "Australia/Sydney", "name": "..."}]}` (TOML: `[[clinics]]` tables); only `account` is required.
+"timezone": "Australia/Sydney", "name": "...", "notify": "URL ...", "notify_patient_data": "URL ...",
+"quiet_hours": "22:00-07:00"}]}` (TOML: `[[clinics]]` tables); only `account` is required. A clinic's `notify` and
+`notify_patient_data` (Apprise URLs, secrets) replace COVIU_AGENT_NOTIFY and COVIU_AGENT_NOTIFY_PATIENT_DATA for it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from agent.errors import BadInput
 from agent.runs import AuditArgs, AuditResult, run_audit
 from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from agent.notify import Channel
 
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_CLINICS = 200
@@ -41,6 +46,18 @@ class Clinic(BaseModel):
     collection_id: str | None = None
     timezone: str | None = None
     name: str | None = None
+    notify: SecretStr | None = None  # Apprise URLs (secrets): this clinic's channels
+    notify_patient_data: SecretStr | None = None  # ... and those allowed to carry patient data
+    quiet_hours: str | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _a_span(cls, value: str | None) -> str | None:
+        if value is not None:
+            from agent.quiet import parse_quiet_hours
+
+            parse_quiet_hours(value, "quiet_hours")
+        return value
 
     @field_validator("account", "team_id", "collection_id")
     @classmethod
@@ -107,7 +124,29 @@ def load_fleet(path: Path) -> list[Clinic]:
             clinics.append(Clinic.model_validate(entry))
         except ValidationError as exc:
             raise BadInput(f"--fleet: clinics[{index}]: {_first_problem(exc)}") from None
+    for index, clinic in enumerate(clinics):  # a bad channel URL is named (by place, never by value) before any send
+        own_channels(clinic, f"--fleet: clinics[{index}]")
     return _checked(clinics, "--fleet")
+
+
+def own_channels(clinic: Clinic, where: str = "--fleet") -> list[Channel] | None:
+    """The clinic's own channels (None: it names none, and the settings' apply)."""
+    from agent.notify import channels_from
+
+    if clinic.notify is None and clinic.notify_patient_data is None:
+        return None
+    return channels_from(
+        clinic.notify.get_secret_value() if clinic.notify else None,
+        clinic.notify_patient_data.get_secret_value() if clinic.notify_patient_data else None,
+        where=f"{where}.notify",
+        patient_where=f"{where}.notify_patient_data",
+    )
+
+
+def clinic_channels(settings: Settings, clinic: Clinic, where: str = "--fleet") -> list[Channel]:
+    """The channels of one clinic: its own, else the settings'."""
+    own = own_channels(clinic, where)
+    return own if own is not None else settings.channels()
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -138,6 +177,10 @@ def clinic_settings(settings: Settings, clinic: Clinic) -> Settings:
         update["timezone"] = clinic.timezone
     if clinic.name:
         update["coviu_clinic_name"] = clinic.name
+    if clinic.notify is not None or clinic.notify_patient_data is not None:
+        update["notify"], update["notify_patient_data"] = clinic.notify, clinic.notify_patient_data
+    if clinic.quiet_hours:
+        update["quiet_hours"] = clinic.quiet_hours
     return settings.model_copy(update=update)
 
 
@@ -149,7 +192,8 @@ def clinic_thread(clinic: Clinic, args: AuditArgs, settings: Settings, now: Any)
     since, until = audit_window(settings, args, now)
     arguments = {
         "team_id": clinic.account,
-        "clinic": clinic.model_dump(),
+        # the notification settings do not change the audit's result (and are secrets)
+        "clinic": clinic.model_dump(exclude={"notify", "notify_patient_data", "quiet_hours"}),
         "since": since.isoformat(),
         "until": until.isoformat(),
         "overrun_threshold_minutes": args.overrun_threshold_minutes,
@@ -176,6 +220,7 @@ async def run_fleet(
     *,
     transport: Any = None,
     clock: Any = None,
+    rerun: str | None = None,
 ) -> list[ClinicRun]:
     """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
     the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
@@ -194,8 +239,11 @@ async def run_fleet(
                 own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
             ) as services:
                 thread = clinic_thread(clinic, args, own, services.clock.now())
+                again = rerun or f"coviu-agent audit --accounts {clinic.account}"  # what staff are told to run
                 result = await run_audit(
-                    own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
+                    own,
+                    dataclasses.replace(args, out_dir=out_dir, thread_id=thread, rerun=again),
+                    services=services,
                 )
         except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on
             # the same exit code and message as the clinic's run alone (agent.errors.exit_code_for)

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from agent.notify import Channel
     from tools.toolbox import Bounds
 
 # The embedded sandbox's demo ids (sandbox/demo.py uses the same values; a test checks they agree).
@@ -131,6 +132,23 @@ class Settings(BaseSettings):
     thread_lock_wait_seconds: float = Field(
         default=10.0, ge=0, le=3600, validation_alias="COVIU_AGENT_THREAD_LOCK_WAIT"
     )
+
+    # Staff notifications (README "Alerts and reports to staff"): Apprise URLs, secrets. The second names channels
+    # allowed to carry patient data (names); the first, channels that never get them.
+    notify: SecretStr | None = Field(default=None, validation_alias="COVIU_AGENT_NOTIFY")
+    notify_patient_data: SecretStr | None = Field(default=None, validation_alias="COVIU_AGENT_NOTIFY_PATIENT_DATA")
+    # "22:00-07:00" in the clinic's time zone: queue alerts raised then are remembered, not sent (dropped)
+    quiet_hours: str | None = Field(default=None, validation_alias="COVIU_AGENT_QUIET_HOURS")
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from agent.quiet import parse_quiet_hours
+
+        parse_quiet_hours(value)  # ValueError names the setting
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod
@@ -317,7 +335,28 @@ class Settings(BaseSettings):
         `sandbox` (`TRUTO_API_KEY=sandbox`, README): not a secret, and redacting it would turn the `sandbox`
         account's name into "[redacted]" everywhere."""
         out = []
-        for secret in (self.truto_api_key, self.openai_api_key, self.truto_mcp_url):
+        for secret in (
+            self.truto_api_key,
+            self.openai_api_key,
+            self.truto_mcp_url,
+            self.notify,
+            self.notify_patient_data,
+        ):
             if secret is not None and secret.get_secret_value() and secret.get_secret_value() != SANDBOX_API_KEY:
                 out.append(secret.get_secret_value())
+        from agent.notify import split_urls, url_secrets
+
+        for urls in (self.notify, self.notify_patient_data):  # each URL alone too (a log line may quote one)
+            if urls is not None:
+                for url in split_urls(urls.get_secret_value()):
+                    out += [url, *url_secrets(url)]
         return out
+
+    def channels(self) -> list[Channel]:
+        """The notification channels (COVIU_AGENT_NOTIFY, COVIU_AGENT_NOTIFY_PATIENT_DATA); BadInput names a bad URL."""
+        from agent.notify import channels_from
+
+        return channels_from(
+            self.notify.get_secret_value() if self.notify else None,
+            self.notify_patient_data.get_secret_value() if self.notify_patient_data else None,
+        )

@@ -829,9 +829,12 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
         zone=services.zone,
         overrun_threshold_minutes=threshold_of(state),
     )
+    report_paths = {k: str(v) for k, v in paths.items()}
+    if services.on_report is not None:  # to staff, through the outbox (a rerun of this step writes no second one)
+        await services.on_report(report, report_paths, threshold_of(state))
     # The report is written (and in state): the run's side rows are not needed any more (they hold patient data).
     await audit_store(services).delete_run(state["run_key"])
-    return {"report": report, "report_paths": {k: str(v) for k, v in paths.items()}}
+    return {"report": report, "report_paths": report_paths}
 
 
 async def _reconciled_in_write_report(state: AuditState) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The audit's own tables in the state store: per-run side rows and the per-account summary cache.
 
-Two tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
+Three tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
 when it is a `postgresql://` URL):
 
 - `coviu_audit_rows`: the session rows, summary facts and submission index of an audit in flight, keyed by the
@@ -14,6 +14,9 @@ when it is a `postgresql://` URL):
   the session when the summary was read (its times, actual end, state, status, update time). A cached summary is
   reused only while the list still shows the same; a correction upstream (a new actual end, state or update time)
   fetches it again, and `--refresh` fetches every one again. Ids, times and digests only: no names, no payloads.
+
+- `coviu_outbox`: messages to staff (queue alerts, audit reports), one row per message and channel, written before
+  they are sent (`agent.notify`).
 
 The agent layer opens the store (`open_audit_store`) and injects it through `Services.audit_store`; without one,
 an audit uses a private in-memory store (no cache across runs).
@@ -45,6 +48,20 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS coviu_summary_cache ("
     " account TEXT NOT NULL, session_id TEXT NOT NULL, actual_start TEXT, actual_end TEXT NOT NULL,"
     " fetched_at TEXT NOT NULL, listed TEXT, PRIMARY KEY (account, session_id))",
+    # agent.notify's outbox: each message to staff, per channel, written before it is sent (ids, status, times;
+    # the text until it is sent)
+    "CREATE TABLE IF NOT EXISTS coviu_outbox ("
+    " id TEXT NOT NULL PRIMARY KEY, msg TEXT NOT NULL, channel TEXT NOT NULL, clinic TEXT NOT NULL,"
+    " kind TEXT NOT NULL, subject TEXT NOT NULL, level TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, next_at DOUBLE PRECISION NOT NULL,"
+    " claim TEXT NOT NULL, claimed_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION NOT NULL,"
+    " error TEXT NOT NULL)",
+)
+# The outbox is read by message id, by clinic and kind (what a watcher raised), and by what is due.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_msg ON coviu_outbox (msg)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_clinic ON coviu_outbox (clinic, kind, created_at)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_due ON coviu_outbox (status, next_at)",
 )
 # Stores made before `listed` was kept gain the column; their rows (no digest) are fetched again once.
 ADD_LISTED = "ALTER TABLE coviu_summary_cache ADD COLUMN listed TEXT"
@@ -187,7 +204,7 @@ class SqliteAuditStore(AuditStore):
                 # After each checkpoint the write-ahead log is cut back to 1 MB instead of keeping its largest size.
                 conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            for statement in SQLITE_SCHEMA:
+            for statement in (*SQLITE_SCHEMA, *INDEXES):
                 conn.execute(statement)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(coviu_summary_cache)")}
             if "listed" not in columns:
@@ -237,7 +254,7 @@ class PostgresAuditStore(AuditStore):
             from psycopg import AsyncConnection
 
             conn = await AsyncConnection.connect(self.url, autocommit=True)
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *INDEXES):
                 await conn.execute(statement)
             await conn.execute(ADD_LISTED.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
             self._conn = conn

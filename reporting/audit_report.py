@@ -738,6 +738,46 @@ def render_markdown(
     return "\n".join(out)
 
 
+# --- the message to staff ----------------------------------------------------------------------------
+
+MESSAGE_ROWS_PER_GROUP = 10  # sessions listed per To-do group in a message (the report has them all)
+
+
+def render_message(
+    report: Mapping[str, Any],
+    *,
+    zone: ZoneInfo,
+    overrun_threshold_minutes: float,
+    names: bool,
+    rerun: str | None = None,
+    report_path: str | None = None,
+) -> tuple[str, str]:
+    """The audit's message to staff (title, Markdown body): the totals and the To-do list, for email or chat.
+    `names`: the channel may carry patient data (the sessions' names); else time and session id only. `rerun`: the
+    command that runs the audit again (for an incomplete report)."""
+    view = _build_view(report, narrative=None, zone=zone, overrun_threshold_minutes=overrun_threshold_minutes)
+    title = view.title if not view.incomplete else f"INCOMPLETE: {view.title}"
+    out = [f"**{summary_line(report)}**", ""]
+    if view.incomplete:
+        out += [f"**{view.incomplete}.** {view.incomplete_detail}", ""]
+        if rerun:
+            out += [f"Run it again: `{rerun}`", ""]
+    out += [f"- {label}: {value}" for label, value in view.totals]
+    out += ["", "**To do**", ""]
+    if not view.todo:
+        out.append("Nothing to do: no session needs attention.")
+    for group in view.todo:
+        out.append(f"- **{group.heading}**: {group.action}")
+        for row in [r for r in view.flagged if group.code in r.codes][:MESSAGE_ROWS_PER_GROUP]:
+            who = f"{row.name} · " if names and row.name else ""
+            out.append(f"    - {row.scheduled} · {who}`{row.session_id}`")
+        if len(group.rows) > MESSAGE_ROWS_PER_GROUP:
+            out.append(f"    - and {len(group.rows) - MESSAGE_ROWS_PER_GROUP} more (see the report)")
+    if report_path:
+        out += ["", f"The full report: `{report_path}` (on the machine that ran the audit)."]
+    return title, "\n".join(out) + "\n"
+
+
 # --- HTML and its chart --------------------------------------------------------------------------------
 
 

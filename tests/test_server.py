@@ -28,6 +28,7 @@ from langgraph_sdk import get_client
 
 from sandbox import DEMO_TEAM_ID
 from tests.e2e import free_port
+from tests.receivers import Webhook, webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,14 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def staff_hook() -> Iterator[Webhook]:
+    """The staff's channel (a JSON webhook on loopback): the server's audits deliver their report to it."""
+    with webhook() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, staff_hook: Webhook) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("langgraph-dev")
     config = server_config(folder)
     port = free_port()
@@ -107,6 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         COVIU_AGENT_STATE=str(folder / "state.sqlite"),
         COVIU_AGENT_REPORT_DIR=str(folder / "reports"),
         COVIU_AGENT_PLANNER="rules",
+        COVIU_AGENT_NOTIFY=staff_hook.url,
     )
     command = [
         sys.executable,
@@ -193,7 +202,7 @@ async def test_triage_on_the_server(server: Server) -> None:
         assert state["queue"]["waiting"] >= 1 and state["alerts"]
 
 
-async def test_audit_on_the_server(server: Server) -> None:
+async def test_audit_on_the_server(server: Server, staff_hook: Webhook) -> None:
     zone = ZoneInfo(CLINIC_TZ)
     yesterday = (datetime.now(zone) - timedelta(days=1)).date()
     async with get_client(url=server.url) as client:
@@ -221,6 +230,9 @@ async def test_audit_on_the_server(server: Server) -> None:
         for path in paths.values():
             assert Path(path).is_file() and Path(path).is_relative_to(server.folder), path
         assert json.loads(Path(paths["json"]).read_text(encoding="utf-8"))["totals"] == report["totals"]
+        # the report reached the staff's channel (through the outbox in the server's state store)
+        told = [p for p in staff_hook.posts if "End-of-day audit" in p["title"]]
+        assert told and "To do" in told[-1]["message"], staff_hook.posts
 
 
 async def test_nightly_audit_cron_on_the_server(server: Server) -> None:

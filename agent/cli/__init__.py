@@ -19,6 +19,7 @@ from agent.cli.audit import audit
 from agent.cli.common import ask_for_sandbox, emit_json, fail
 from agent.cli.eval_cmd import eval_command
 from agent.cli.mcp import mcp_app
+from agent.cli.notify import notify_app
 from agent.cli.queue import queue_app
 from agent.cli.recordings import recordings
 from agent.cli.sandbox import sandbox_app
@@ -106,6 +107,7 @@ app.command()(recordings)
 app.add_typer(schedule_app, name="schedule")
 app.command(name="eval")(eval_command)
 app.command()(status)
+app.add_typer(notify_app, name="notify")
 
 __all__ = ["app", "emit_json", "fail", "main"]
 

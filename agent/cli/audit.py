@@ -78,6 +78,7 @@ def audit(
         check_id("--collection-id", collection_id)
         check_id("--thread-id", thread_id)
         check_report_dir(out_dir)
+        settings.channels()  # a notification URL Apprise cannot use is named before any request
         from tools.clock import SystemClock
 
         audit_window(settings, args, SystemClock().now())  # a bad window is named before any request
@@ -139,11 +140,16 @@ def audit_fleet(
         if not 0 <= args.overrun_threshold_minutes <= 1440:
             raise BadInput(f"--overrun-threshold-minutes: expected 0 to 1440, got {args.overrun_threshold_minutes}")
         check_report_dir(out_dir)
+        settings.channels()
         clinics = parse_accounts(accounts) if accounts is not None else load_fleet(Path(fleet or ""))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    import shlex
+
+    rerun = f"coviu-agent audit --fleet {shlex.quote(fleet)}" if fleet is not None else None
     runs = run_async(
-        lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir))), as_json=as_json
+        lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir)), rerun=rerun),
+        as_json=as_json,
     )
     from agent.fleet import fleet_summary
 
