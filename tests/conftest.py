@@ -69,8 +69,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
-    """A CLI run configures logging (levels of our loggers, the root's handlers): put it back after each test, so a
-    test's `caplog` sees what its code logs whatever ran before it."""
+    """A CLI run configures logging (levels of our loggers, the root's handlers) and names its source: put both back
+    after each test, so a test's `caplog` and output are its own whatever ran before it."""
     import logging
 
     names = ["", "agent", "graphs", "tools", "sandbox", "prompts", "bench", "httpx", "httpcore", "openai", "mcp"]
@@ -86,6 +86,9 @@ def _logging_as_it_was() -> Iterator[None]:
             root.addHandler(handler)
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
+    from agent.cli.common import ask_for_sandbox
+
+    ask_for_sandbox(False)  # a CLI run in this process named its source: the next test's output starts unnamed
 
 
 @pytest.fixture
