@@ -176,3 +176,30 @@ async def test_dry_run_without_json_prints_text(
         json.loads(printed)
     report_outcome(outcome, as_json=True, dry_run=True)
     assert json.loads(capsys.readouterr().out)["dry_run"] is True
+
+
+async def test_a_link_refused_for_one_session_is_not_made_good_by_a_link_done_in_another(
+    services: Services, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Participant tools name their session by `session_id`, not `id`: a refused link for a finished session and a
+    done link for a future one are two actions, and the refused one leaves a patient without a room (exit 5)."""
+    finished = demo(sandbox).sessions["finished_today"]
+    future = demo(sandbox).sessions["future"]
+
+    def two_links(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if not results(messages):
+            calls = [
+                call("create_a_coviu_participant", {"session_id": s, "display_name": "Ava", "role": "guest"}, f"p{i}")
+                for i, s in enumerate((finished, future))
+            ]
+            return AIMessage("", tool_calls=calls)
+        return AIMessage("Both links are ready.")
+
+    services.model = ScriptedChatModel(script=two_links)
+
+    async def approve(request: dict[str, object], listed: bool) -> list[dict[str, object]]:
+        return [{"type": "approve"} for _ in request["action_requests"]]  # type: ignore[attr-defined]
+
+    outcome = await run_ask(offline_settings(tmp_path), "links for Ava", services=services, decide=approve)
+    assert sorted(o["status"] for o in outcome.outcomes) == ["done", "refused"]
+    assert outcome.exit_code == 5
