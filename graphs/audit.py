@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -433,15 +433,29 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     return row
 
 
-# What the session list shows about a session that a summary may depend on: its times, any actual time, state,
-# status and update time, whatever the account calls them (`actual_end_time`, `status`, `updated_at`, ...).
-LISTED_FACT = re.compile(r"(time|actual|state|status|update|modif|version)", re.IGNORECASE)
+# What the list shows about a person rather than the session's timing: left out of the digest (a renamed patient
+# does not refetch a summary, and no name goes into a digest).
+LISTED_PERSONAL = re.compile(r"(name|picture|phone|email)", re.IGNORECASE)
+
+
+def _listed_facts(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every scalar the list shows, at any depth (objects and lists flattened by path), less personal fields."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if not LISTED_PERSONAL.search(str(key)):
+                yield from _listed_facts(inner, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            yield from _listed_facts(inner, f"{path}.{i}")
+    else:
+        yield path, value
 
 
 def listed_digest(session: Mapping[str, Any]) -> str:
-    """A digest of what the list shows about this session's timing and state: a cached summary is reused only
-    while it is unchanged (a correction upstream, a new state, a later update time: fetched again)."""
-    facts = {str(k): v for k, v in session.items() if LISTED_FACT.search(str(k)) and not isinstance(v, list | dict)}
+    """A digest of everything the list shows about this session but names (times under any name, state, status,
+    update time, its participants, at any depth): a cached summary is reused only while it is unchanged (a
+    correction upstream, a new state, a later update time: fetched again)."""
+    facts = dict(_listed_facts(session, ""))
     text = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
