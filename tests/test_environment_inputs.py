@@ -217,6 +217,32 @@ def test_a_postgresql_state_nobody_listens_on_is_exit_3_before_any_request(accou
     assert account.requests == []
 
 
+@pytest.mark.parametrize(
+    "state",
+    [
+        "postgresql+psycopg://coviu:hunter2-pw@127.0.0.1:5432/coviu",  # SQLAlchemy's form
+        "POSTGRESQL://coviu:hunter2-pw@127.0.0.1:5432/coviu",  # libpq takes the scheme in lower case only
+        "host=127.0.0.1 port=5432 dbname=coviu password=hunter2-pw",  # libpq's keyword form
+    ],
+    ids=["sqlalchemy-url", "upper-case-scheme", "libpq-keywords"],
+)
+def test_a_postgresql_state_in_a_form_not_taken_is_exit_2_never_a_local_file(
+    account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str
+):
+    """Taken as a SQLite path, it made a local store named after the URL (its password in a folder name) and exit 0:
+    the operator believed the state shared in PostgreSQL."""
+    monkeypatch.setenv("COVIU_AGENT_STATE", state)
+    before = set(tmp_path.rglob("*"))
+    for args in (["tools"], ["audit", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and "postgresql://" in line
+        assert "hunter2-pw" not in result.output
+    assert set(tmp_path.rglob("*")) == before  # nothing made in the working folder
+    assert account.requests == []
+
+
 def test_an_out_directory_that_cannot_be_made_is_exit_2_before_any_request(account, tmp_path: Path):
     (tmp_path / "plain").write_text("a file", encoding="utf-8")
     result = runner.invoke(app, ["audit", "--out", str(tmp_path / "plain" / "reports")])
