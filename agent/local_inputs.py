@@ -51,6 +51,12 @@ def _check_sqlite(state: str) -> None:
             f"COVIU_AGENT_STATE={state!r} is a directory: name a file in it, e.g. {path / 'state.sqlite'}"
         )
     writable_dir(f"COVIU_AGENT_STATE={state!r}", path.parent)
+    from agent.threadlock import lock_path
+
+    # one run per thread: its lock files go in a folder beside the store (a file there, or a folder another user
+    # made, would stop the run mid-way)
+    locks = lock_path(state, "").parent
+    writable_dir(f"COVIU_AGENT_STATE={state!r}: its thread lock folder", locks)
     if not path.exists():
         return
     if not os.access(path, os.R_OK | os.W_OK):

@@ -217,6 +217,20 @@ def test_a_postgresql_state_nobody_listens_on_is_exit_3_before_any_request(accou
     assert account.requests == []
 
 
+def test_a_thread_lock_folder_that_cannot_be_used_is_exit_2_before_any_request(account, no_account: Path):
+    """The lock folder beside the state store (`<state>.locks`, one run per thread) is input too: a file in its place
+    (or a folder another user made, e.g. a run under sudo) was `unexpected error (FileExistsError)`, exit 1."""
+    no_account.parent.mkdir(parents=True, exist_ok=True)
+    no_account.with_name(no_account.name + ".locks").write_text("not a folder", encoding="utf-8")
+    for args in (["audit", "--json"], ["triage", "Queue check", "--patient-name", "Ava", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and ".locks" in line and "not a directory" in line
+        assert json.loads(result.stdout)["exit_code"] == 2
+    assert account.requests == []
+
+
 @pytest.mark.parametrize(
     "state",
     [
