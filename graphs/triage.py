@@ -64,6 +64,7 @@ REQUIRED_TOOLS = (QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL)
 # "Patient: Ava Jenkins" or "patient name: Ava Jenkins" in the request: the name runs to the end of the line or to
 # `,` `;` `.` `(`; only letters, spaces, hyphens and apostrophes, at most six words (else it is not taken).
 _PATIENT_LABEL = re.compile(r"\bpatient(?:'s)?(?:\s+name)?\s*:\s*([^\n,;.(]*)", re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^patient(?:'s)?(?:\s+name)?\s*:\s*", re.IGNORECASE)  # a model's "Patient: Ava"
 _NAME = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*(?: [^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*){0,5}")
 
 
@@ -218,9 +219,13 @@ async def _patient_name(state: TriageState, runtime: Runtime[Context], services:
             log.warning("triage: the model failed reading the patient's name; the rules read only a 'Patient:' label")
             return None
         lines = str(answer.content).strip().splitlines() if answer.content else []
-        name = lines[0].strip().strip("`\"'")[:80] if lines else ""
+        name = lines[0].strip().strip("`\"'") if lines else ""
+        name = " ".join(_ANSWER_LABEL.sub("", name).rstrip(".").split())
         if name and name.lower() != "patient":
-            return name
+            # the model only reads the name: one written in the request, never a name or a sentence of its own
+            if len(name) <= 80 and _NAME.fullmatch(name) and name.casefold() in " ".join(text.split()).casefold():
+                return name
+            log.warning("triage: the model's answer to the patient's name is not a name written in the request")
     return None
 
 

@@ -289,3 +289,41 @@ async def test_a_triage_that_cannot_finish_exits_3_naming_the_step_and_what_exis
     session_id = result.state["session"]["session_id"]
     assert "the patient's link" in str(result.failure) and "the clinician's link" in str(result.failure)
     assert f"session {session_id}" in str(result.failure)
+
+
+def extracting(answer: str) -> Callable[..., AIMessage]:
+    """A model that answers the name question with `answer`, and plans like `inventing_model`."""
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if "patient's name only" in str(messages[0].content):
+            return AIMessage(answer)
+        return inventing_model(messages, tools)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("request_text", "answer", "expected"),
+    [
+        ("Ava Jenkins is waiting and needs a duty nurse now", "Ava Jenkins", "Ava Jenkins"),
+        ("Ava Jenkins is waiting and needs a duty nurse now", "Patient: Ava Jenkins.", "Ava Jenkins"),
+        ("A priority patient needs a duty nurse now", "Noah Brown", None),  # not in the request: made up
+        ("Ava Jenkins needs a nurse", "The patient's name is Ava Jenkins, as written.", None),  # a sentence
+    ],
+    ids=["as-written", "labelled", "invented", "a-sentence"],
+)
+async def test_the_patient_name_the_model_reads_is_one_written_in_the_request(
+    settings: Settings, services: Services, sandbox: Sandbox, request_text: str, answer: str, expected: str | None
+):
+    """The model only reads the name from the request: a name that is not in it (made up) or a sentence is never a
+    patient's link label; the run stops asking for the name (exit 2), nothing sent."""
+    from tools.errors import RunInputError
+
+    if expected is None:
+        with pytest.raises(RunInputError, match="patient's name"):
+            await run(settings, services, extracting(answer), request=request_text)
+        assert sandbox.count(resource="sessions", truto_method="create") == 0
+        return
+    result, _ = await run(settings, services, extracting(answer), request=request_text)
+    assert result.exit_code == EXIT_OK, result.failure
+    assert {p["role"]: p["display_name"] for p in result.state["participants"]}["guest"] == expected
