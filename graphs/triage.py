@@ -46,6 +46,7 @@ from tools.errors import (
     for_person,
     is_bad_input,
 )
+from tools.textsafety import has_unsafe_chars
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,31 @@ def _given(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
+def check_given(state: Mapping[str, Any]) -> None:
+    """A run's input is checked like the command line's flags (the server and schedules start runs too): names
+    without control or bidi characters, at most 120 characters; a duration of 1 to 720 minutes; a wait threshold
+    of 0 to 1440."""
+    for key in ("patient_name", "host_name"):
+        value = state.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > 120:
+            raise TriageInputError(f"{key}: expected a non-empty name of at most 120 characters")
+        if has_unsafe_chars(value):
+            raise TriageInputError(f"{key}: control or bidi characters are not allowed in a display name")
+    for key, low, high in (("duration_minutes", 1, 720), ("wait_threshold_minutes", 0, 1440)):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, int | float) and low <= value <= high):
+            raise TriageInputError(f"{key}: expected {low} to {high} minutes, got {value!r}")
+
+
 async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Resolve ids, the patient and defaults; fail before any request when something is missing.
 
     Each run of a thread is a new triage (a chat thread may ask for several): what an earlier run found is reset.
     """
     services = await resolve_services(runtime.context)
+    check_given(state)
     team = state.get("team_id") or ctx.team_id(runtime.context, services)
     queue = state.get("waiting_queue_id") or ctx.waiting_queue_id(runtime.context, services)
     missing = [name for name, value in (("COVIU_TEAM_ID", team), ("COVIU_WAITING_QUEUE_ID", queue)) if not value]

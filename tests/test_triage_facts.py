@@ -327,3 +327,29 @@ async def test_the_patient_name_the_model_reads_is_one_written_in_the_request(
     result, _ = await run(settings, services, extracting(answer), request=request_text)
     assert result.exit_code == EXIT_OK, result.failure
     assert {p["role"]: p["display_name"] for p in result.state["participants"]}["guest"] == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"patient_name": "Ava\u202eJenkins"}, "patient_name"),
+        ({"patient_name": "Ava\nPatient: Bob"}, "patient_name"),
+        ({"patient_name": "A" * 300}, "patient_name"),
+        ({"patient_name": "Ava Jenkins", "host_name": "Dr\tLee"}, "host_name"),
+        ({"patient_name": "Ava Jenkins", "duration_minutes": 100000}, "duration_minutes"),
+        ({"patient_name": "Ava Jenkins", "wait_threshold_minutes": -5}, "wait_threshold_minutes"),
+    ],
+    ids=["bidi", "newline", "long", "host-tab", "duration", "threshold"],
+)
+async def test_a_server_runs_input_is_checked_like_the_command_lines(
+    settings: Settings, services: Services, sandbox: Sandbox, given: dict[str, Any], named: str
+):
+    """The CLI refuses these (exit 2); a run's input (the LangGraph server, a schedule) reached Coviu with them."""
+    from tools.errors import RunInputError
+
+    services.planner = "rules"
+    with pytest.raises(RunInputError, match=named):
+        await run_triage(
+            settings, TriageArgs(request="Queue check", **given), services=services, checkpointer=InMemorySaver()
+        )
+    assert sandbox.count(resource="sessions", truto_method="create") == 0
