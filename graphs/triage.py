@@ -602,6 +602,17 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "session_creates": int(state.get("session_creates", 0)) + 1,
         }
     if spec.resource == "participants" and spec.method == "create":
+        role = str(result.get("role", outcome.arguments.get("role", ""))).lower()
+        unread = [k for k in ("participant_id", "entry_url") if not isinstance(result.get(k), str) or not result[k]]
+        if unread:
+            # Coviu said yes without the link (or its id): no link we can show exists; never created again (a
+            # second link for the role), the run stops naming it
+            note = (
+                f"Coviu's answer to creating the {role} link had no {' or '.join(unread)} (participant "
+                f"{result.get('participant_id') or 'id unknown'}): no link to show; check the session in Coviu"
+            )
+            log.warning("participant create answered without %s (%s)", ", ".join(unread), role)
+            return {"last_error": note, "last_error_status": None, "last_error_note": note, "participant_errors": 2}
         participant = {
             "role": str(result.get("role", outcome.arguments.get("role", ""))).lower(),
             "display_name": result.get("display_name"),

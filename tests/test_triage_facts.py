@@ -353,3 +353,32 @@ async def test_a_server_runs_input_is_checked_like_the_command_lines(
             settings, TriageArgs(request="Queue check", **given), services=services, checkpointer=InMemorySaver()
         )
     assert sandbox.count(resource="sessions", truto_method="create") == 0
+
+
+@pytest.mark.parametrize("missing", ["entry_url", "participant_id"])
+async def test_a_link_the_server_did_not_return_is_never_shown_and_never_exit_0(
+    settings: Settings, services: Services, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, missing: str
+):
+    """A participant create answered 200 without the link (or its id): the reply showed `Patient link (Ava): None`
+    and exit 0. The link does not exist as far as we know: the step is not done (exit 3, naming it)."""
+    from sandbox.coviu import CoviuApi
+
+    shown = CoviuApi.participant_json
+
+    def without(self: CoviuApi, participant: Any) -> dict[str, Any]:
+        payload = shown(self, participant)
+        if str(participant.role).lower() == "guest":
+            payload.pop(missing, None)
+        return payload
+
+    monkeypatch.setattr(CoviuApi, "participant_json", without)
+    services.planner = "rules"
+    result = await run_triage(
+        settings,
+        TriageArgs(request="Queue check", patient_name="Ava Jenkins"),
+        services=services,
+        checkpointer=InMemorySaver(),
+    )
+    assert result.exit_code == EXIT_UPSTREAM, result.state.get("reply")
+    assert "None" not in result.state["reply"]
+    assert "the patient's link" in str(result.failure)
