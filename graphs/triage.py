@@ -603,7 +603,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
         }
     if spec.resource == "participants" and spec.method == "create":
         role = str(result.get("role", outcome.arguments.get("role", ""))).lower()
-        unread = [k for k in ("participant_id", "entry_url") if not isinstance(result.get(k), str) or not result[k]]
+        unread = [k for k in ("participant_id", "entry_url") if result.get(k) in (None, "")]
         if unread:
             # Coviu said yes without the link (or its id): no link we can show exists; never created again (a
             # second link for the role), the run stops naming it
