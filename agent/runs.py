@@ -811,6 +811,17 @@ def _target(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arguments.items() if k == "id" or k.endswith("_id")}
 
 
+# Verbs in a made-up tool name that say it was meant to change the account (`cancel_coviu_session`, `addGuest`).
+_CHANGE_VERBS = ("create", "delete", "update", "cancel", "remove", "add", "edit", "set", "reschedule", "move", "send")
+
+
+def _sounds_like_change(entry: Mapping[str, Any]) -> bool:
+    name = str(entry.get("tool") or "")
+    words = "_".join(name.split()).replace("-", "_")
+    words = "".join(f"_{c.lower()}" if c.isupper() else c for c in words).lower()
+    return any(word in _CHANGE_VERBS for word in words.split("_"))
+
+
 @dataclass
 class AskOutcome:
     """How a request ended: one outcome per call the model asked for (from the tool results) and the model's note,
@@ -843,8 +854,8 @@ class AskOutcome:
                 continue
             target = _target(entry)
             done = [o for o in self.outcomes[i + 1 :] if o.get("status") == "done"]
-            if entry.get("unknown_tool") and done:
-                continue
+            if entry.get("unknown_tool") and any(o.get("change") or not _sounds_like_change(entry) for o in done):
+                continue  # a made-up name for a change is made good only by a change done, never by a read
             same_tool = [o for o in done if o.get("tool") == entry.get("tool")]
             if entry.get("sent") is False and not entry.get("arguments") and same_tool:
                 continue  # unparsable arguments (no target known), then the same tool done
