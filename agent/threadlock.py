@@ -109,11 +109,13 @@ class _FileLock:
 async def _file_lock(state: str, thread: str, clock: Clock, wait_seconds: float) -> AsyncIterator[None]:
     lock = _FileLock(lock_path(state, thread))
     started = clock.monotonic()
+    said = False
     while (holder := lock.try_acquire(clock.now())) is not None:
         if clock.monotonic() - started >= wait_seconds:
             raise ThreadBusy(thread, holder)
-        if clock.monotonic() == started:  # said once, not at every poll
+        if not said:  # said once, not at every poll
             log.info("thread %s: another run holds it (%s); waiting up to %g s", thread, holder, wait_seconds)
+            said = True
         await clock.sleep(POLL_SECONDS)
     try:
         yield
@@ -138,6 +140,7 @@ async def _postgres_lock(state: str, thread: str, clock: Clock, wait_seconds: fl
         raise StateStoreUnavailable(state, exc) from None
     async with conn:
         started = clock.monotonic()
+        said = False
         while True:
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             row = await cursor.fetchone()
@@ -145,8 +148,9 @@ async def _postgres_lock(state: str, thread: str, clock: Clock, wait_seconds: fl
                 break
             if clock.monotonic() - started >= wait_seconds:
                 raise ThreadBusy(thread, await _postgres_holder(conn, key))
-            if clock.monotonic() == started:  # said once, not at every poll
+            if not said:  # said once, not at every poll
                 log.info("thread %s: another run holds it; waiting up to %g s", thread, wait_seconds)
+                said = True
             await clock.sleep(POLL_SECONDS)
         try:
             yield
