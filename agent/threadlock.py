@@ -49,8 +49,9 @@ def lock_key(thread: str) -> int:
 
 
 def lock_path(state: str, thread: str) -> Path:
-    """The lock file of a thread beside a SQLite state store; the thread id is hashed (no ids in file names)."""
-    store = Path(state).expanduser()
+    """The lock file of a thread beside a SQLite state store; the thread id is hashed (no ids in file names). The
+    store's path is resolved first: one store named through a symlink has one lock folder, beside the file itself."""
+    store = Path(state).expanduser().resolve()
     return store.with_name(store.name + ".locks") / f"{hashlib.sha256(thread.encode()).hexdigest()[:32]}.lock"
 
 

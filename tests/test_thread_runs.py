@@ -253,3 +253,19 @@ async def test_a_run_waiting_for_a_held_thread_says_so_once_on_a_clock_that_move
                 pass
     said = [r for r in caplog.records if "waiting up to" in r.getMessage()]
     assert len(said) == 1
+
+
+@pytest.mark.profiles("default")
+async def test_one_state_store_named_through_a_symlink_holds_one_lock_per_thread(tmp_path: Path) -> None:
+    """A cron naming the store by a symlink and a person naming the file itself run on one store: their locks were
+    in two folders (`<link>.locks`, `<file>.locks`), so both ran the same thread at once."""
+    real = tmp_path / "data" / "state.sqlite"
+    real.parent.mkdir()
+    real.touch()
+    link = tmp_path / "state-link.sqlite"
+    link.symlink_to(real)
+    clock = FakeClock()
+    async with thread_lock(str(real), "audit-day", clock):
+        with pytest.raises(ThreadBusy):
+            async with thread_lock(str(link), "audit-day", clock, wait_seconds=0):
+                pass
