@@ -593,6 +593,19 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "last_error_status": None,
         }
     if spec.resource == "sessions" and spec.method == "create":
+        if result.get("session_id") in (None, ""):
+            # Coviu said yes without the session's id: no links can be made on it, and it is never created again
+            note = (
+                "Coviu's answer to creating the session had no session_id: it may exist without links; check the "
+                "team's sessions starting now in Coviu"
+            )
+            log.warning("session create answered without its session_id")
+            return {
+                "last_error": note,
+                "last_error_status": None,
+                "last_error_note": note,
+                "session_creates": MAX_SESSION_CREATES,
+            }
         session = {k: result.get(k) for k in ("session_id", "session_name", "start_time", "end_time")}
         log.info("session created: %s", session["session_id"])
         return {

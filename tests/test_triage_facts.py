@@ -382,3 +382,31 @@ async def test_a_link_the_server_did_not_return_is_never_shown_and_never_exit_0(
     assert result.exit_code == EXIT_UPSTREAM, result.state.get("reply")
     assert "None" not in result.state["reply"]
     assert "the patient's link" in str(result.failure)
+
+
+async def test_a_session_create_answered_without_its_id_stops_at_once_saying_so(
+    settings: Settings, services: Services, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+):
+    """A 200 without `session_id`: the run went on planning links for session None until 'too many planning
+    steps', and said 'created: session None'. It stops at the session step, naming what Coviu left out."""
+    from sandbox.coviu import CoviuApi
+
+    shown = CoviuApi.session_json
+
+    def without(self: CoviuApi, session: Any, include_deleted: bool = False) -> dict[str, Any]:
+        payload = shown(self, session, include_deleted)
+        payload.pop("session_id", None)
+        return payload
+
+    monkeypatch.setattr(CoviuApi, "session_json", without)
+    services.planner = "rules"
+    result = await run_triage(
+        settings,
+        TriageArgs(request="Queue check", patient_name="Ava Jenkins"),
+        services=services,
+        checkpointer=InMemorySaver(),
+    )
+    assert result.exit_code == EXIT_UPSTREAM
+    assert "the session could not be created" in str(result.failure) and "session_id" in str(result.failure)
+    assert "None" not in str(result.failure) and "None" not in result.state["reply"]
+    assert sandbox.count(resource="sessions", truto_method="create") == 1  # never sent twice
