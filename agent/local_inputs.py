@@ -59,6 +59,11 @@ def _check_sqlite(state: str) -> None:
     writable_dir(f"COVIU_AGENT_STATE={state!r}: its thread lock folder", locks)
     if not path.exists():
         return
+    if not path.is_file():  # /dev/null, a pipe, a socket: SQLite opens some of them, then a write fails mid-run
+        raise ConfigError(
+            f"COVIU_AGENT_STATE={state!r} is not a regular file (a device or a pipe): name a SQLite file, e.g. "
+            "state.sqlite (state cannot be turned off: it is where interrupted runs resume)"
+        )
     if not os.access(path, os.R_OK | os.W_OK):
         raise ConfigError(f"COVIU_AGENT_STATE={state!r}: the file cannot be read and written (check its permissions)")
     try:

@@ -217,6 +217,18 @@ def test_a_postgresql_state_nobody_listens_on_is_exit_3_before_any_request(accou
     assert account.requests == []
 
 
+def test_a_state_path_that_is_a_device_is_exit_2_before_any_request(account, monkeypatch: pytest.MonkeyPatch):
+    """COVIU_AGENT_STATE=/dev/null (to 'turn state off'): SQLite opens it and its check reads nothing wrong, then
+    the first write failed mid-run: exit 1 `unexpected error (OperationalError): disk I/O error`."""
+    monkeypatch.setenv("COVIU_AGENT_STATE", "/dev/null")
+    for args in (["audit", "--json"], ["triage", "Queue check", "--patient-name", "Ava", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and "not a regular file" in line
+    assert account.requests == []
+
+
 def test_a_thread_lock_folder_that_cannot_be_used_is_exit_2_before_any_request(account, no_account: Path):
     """The lock folder beside the state store (`<state>.locks`, one run per thread) is input too: a file in its place
     (or a folder another user made, e.g. a run under sudo) was `unexpected error (FileExistsError)`, exit 1."""
