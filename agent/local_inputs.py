@@ -51,8 +51,19 @@ def _check_sqlite(state: str) -> None:
             f"COVIU_AGENT_STATE={state!r} is a directory: name a file in it, e.g. {path / 'state.sqlite'}"
         )
     writable_dir(f"COVIU_AGENT_STATE={state!r}", path.parent)
+    from agent.threadlock import lock_path
+
+    # one run per thread: its lock files go in a folder beside the store (a file there, or a folder another user
+    # made, would stop the run mid-way)
+    locks = lock_path(state, "").parent
+    writable_dir(f"COVIU_AGENT_STATE={state!r}: its thread lock folder", locks)
     if not path.exists():
         return
+    if not path.is_file():  # /dev/null, a pipe, a socket: SQLite opens some of them, then a write fails mid-run
+        raise ConfigError(
+            f"COVIU_AGENT_STATE={state!r} is not a regular file (a device or a pipe): name a SQLite file, e.g. "
+            "state.sqlite (state cannot be turned off: it is where interrupted runs resume)"
+        )
     if not os.access(path, os.R_OK | os.W_OK):
         raise ConfigError(f"COVIU_AGENT_STATE={state!r}: the file cannot be read and written (check its permissions)")
     try:

@@ -805,6 +805,23 @@ FAILED_STATUSES = ("refused", "failed", "not_attempted")
 MAX_NOTE_CHARS = 4000  # the model's note as printed and returned
 
 
+def _target(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What an action acts on: the ids among its arguments (`id`, `session_id`, `team_id`, ...)."""
+    arguments = entry.get("arguments") or {}
+    return {k: v for k, v in arguments.items() if k == "id" or k.endswith("_id")}
+
+
+# Verbs in a made-up tool name that say it was meant to change the account (`cancel_coviu_session`, `addGuest`).
+_CHANGE_VERBS = ("create", "delete", "update", "cancel", "remove", "add", "edit", "set", "reschedule", "move", "send")
+
+
+def _sounds_like_change(entry: Mapping[str, Any]) -> bool:
+    name = str(entry.get("tool") or "")
+    words = "_".join(name.split()).replace("-", "_")
+    words = "".join(f"_{c.lower()}" if c.isupper() else c for c in words).lower()
+    return any(word in _CHANGE_VERBS for word in words.split("_"))
+
+
 @dataclass
 class AskOutcome:
     """How a request ended: one outcome per call the model asked for (from the tool results) and the model's note,
@@ -828,19 +845,21 @@ class AskOutcome:
     def unfinished(self) -> list[dict[str, Any]]:
         """Actions that were refused, failed or not attempted, less those the model made good later in the request:
         a later call of the same tool on the same target that was done (it corrected an invalid argument or a
-        refused start time), or, for a call of a tool that does not exist, any later call that was done."""
+        refused start time), or, for a call of a tool that does not exist, any later call that was done. The target
+        is every id the call names (`id`, `session_id`, ...): a link done in one session never makes good a link
+        refused in another."""
         out = []
         for i, entry in enumerate(self.outcomes):
             if entry.get("status") not in FAILED_STATUSES:
                 continue
-            target = entry.get("arguments", {}).get("id")
+            target = _target(entry)
             done = [o for o in self.outcomes[i + 1 :] if o.get("status") == "done"]
-            if entry.get("unknown_tool") and done:
-                continue
+            if entry.get("unknown_tool") and any(o.get("change") or not _sounds_like_change(entry) for o in done):
+                continue  # a made-up name for a change is made good only by a change done, never by a read
             same_tool = [o for o in done if o.get("tool") == entry.get("tool")]
             if entry.get("sent") is False and not entry.get("arguments") and same_tool:
                 continue  # unparsable arguments (no target known), then the same tool done
-            if any(o.get("arguments", {}).get("id") == target for o in same_tool):
+            if any(_target(o) == target for o in same_tool):
                 continue
             out.append(entry)
         return out

@@ -5,6 +5,7 @@ Secrets are `SecretStr`: they never appear in reprs, logs or output.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -193,6 +194,19 @@ class Settings(BaseSettings):
     @field_validator("state")
     @classmethod
     def _state_not_a_directory(cls, value: str) -> str:
+        # a PostgreSQL store named in a form we do not take would be a SQLite path: a local file named after it
+        # (its password in a folder name), never the shared store the operator meant
+        scheme = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://", value)
+        if scheme and scheme.group(1) not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"COVIU_AGENT_STATE: a {scheme.group(1)!r} URL is not taken: give a PostgreSQL store as "
+                "postgresql://user:password@host:port/database, or a SQLite file path"
+            )
+        if re.match(r"\s*(host|hostaddr|port|dbname|user|password|service)\s*=", value):
+            raise ValueError(
+                "COVIU_AGENT_STATE: a libpq keyword string is not taken: give a PostgreSQL store as "
+                "postgresql://user:password@host:port/database, or a SQLite file path"
+            )
         if not value.startswith(("postgresql://", "postgres://")) and Path(value).expanduser().is_dir():
             raise ValueError(f"COVIU_AGENT_STATE={value!r} is a directory: name a file in it (e.g. state.sqlite)")
         return value

@@ -49,8 +49,9 @@ def lock_key(thread: str) -> int:
 
 
 def lock_path(state: str, thread: str) -> Path:
-    """The lock file of a thread beside a SQLite state store; the thread id is hashed (no ids in file names)."""
-    store = Path(state).expanduser()
+    """The lock file of a thread beside a SQLite state store; the thread id is hashed (no ids in file names). The
+    store's path is resolved first: one store named through a symlink has one lock folder, beside the file itself."""
+    store = Path(state).expanduser().resolve()
     return store.with_name(store.name + ".locks") / f"{hashlib.sha256(thread.encode()).hexdigest()[:32]}.lock"
 
 
@@ -109,11 +110,13 @@ class _FileLock:
 async def _file_lock(state: str, thread: str, clock: Clock, wait_seconds: float) -> AsyncIterator[None]:
     lock = _FileLock(lock_path(state, thread))
     started = clock.monotonic()
+    said = False
     while (holder := lock.try_acquire(clock.now())) is not None:
         if clock.monotonic() - started >= wait_seconds:
             raise ThreadBusy(thread, holder)
-        if clock.monotonic() == started:  # said once, not at every poll
+        if not said:  # said once, not at every poll
             log.info("thread %s: another run holds it (%s); waiting up to %g s", thread, holder, wait_seconds)
+            said = True
         await clock.sleep(POLL_SECONDS)
     try:
         yield
@@ -138,6 +141,7 @@ async def _postgres_lock(state: str, thread: str, clock: Clock, wait_seconds: fl
         raise StateStoreUnavailable(state, exc) from None
     async with conn:
         started = clock.monotonic()
+        said = False
         while True:
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             row = await cursor.fetchone()
@@ -145,8 +149,9 @@ async def _postgres_lock(state: str, thread: str, clock: Clock, wait_seconds: fl
                 break
             if clock.monotonic() - started >= wait_seconds:
                 raise ThreadBusy(thread, await _postgres_holder(conn, key))
-            if clock.monotonic() == started:  # said once, not at every poll
+            if not said:  # said once, not at every poll
                 log.info("thread %s: another run holds it; waiting up to %g s", thread, wait_seconds)
+                said = True
             await clock.sleep(POLL_SECONDS)
         try:
             yield

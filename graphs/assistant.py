@@ -149,6 +149,10 @@ class DecisionError(ValueError):
     """A resume value that is not one decision per pending action."""
 
 
+# The keys each of LangChain's HITL decision types takes.
+DECISION_KEYS = {"approve": ("type",), "edit": ("type", "edited_action"), "reject": ("type", "message")}
+
+
 def check_decision(index: int, decision: Any) -> dict[str, Any]:
     """One decision of LangChain's HITL types: `{"type": "approve"}`, `{"type": "edit", "edited_action": {"name": str,
     "args": object}}` or `{"type": "reject"}` with an optional string `message`. DecisionError names what is wrong."""
@@ -158,10 +162,18 @@ def check_decision(index: int, decision: Any) -> dict[str, Any]:
     kind = decision.get("type")
     if kind not in ALLOWED_DECISIONS:
         raise DecisionError(f"{where}.type: expected approve, edit or reject, got {kind!r}")
+    # a key the type does not take is something the user meant (an edit under an approve): never dropped
+    extra = sorted(str(k) for k in decision if k not in DECISION_KEYS[str(kind)])
+    if extra:
+        takes = ", ".join(DECISION_KEYS[str(kind)])
+        raise DecisionError(f"{where}.{extra[0]}: {kind} takes only {takes} (give one type per decision)")
     if kind == "edit":
         action = decision.get("edited_action")
         if not isinstance(action, Mapping):
             raise DecisionError(f"{where}.edited_action: an edit needs the call, {{'name': str, 'args': object}}")
+        unknown = sorted(str(k) for k in action if k not in ("name", "args"))
+        if unknown:
+            raise DecisionError(f"{where}.edited_action.{unknown[0]}: an edited call has only name and args")
         if not isinstance(action.get("name"), str) or not action["name"].strip():
             raise DecisionError(f"{where}.edited_action.name: expected the tool's name")
         if not isinstance(action.get("args"), Mapping):

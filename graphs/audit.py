@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -433,15 +433,29 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     return row
 
 
-# What the session list shows about a session that a summary may depend on: its times, any actual time, state,
-# status and update time, whatever the account calls them (`actual_end_time`, `status`, `updated_at`, ...).
-LISTED_FACT = re.compile(r"(time|actual|state|status|update|modif|version)", re.IGNORECASE)
+# What the list shows about a person rather than the session's timing: left out of the digest (a renamed patient
+# does not refetch a summary, and no name goes into a digest).
+LISTED_PERSONAL = re.compile(r"(name|picture|phone|email)", re.IGNORECASE)
+
+
+def _listed_facts(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every scalar the list shows, at any depth (objects and lists flattened by path), less personal fields."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if not LISTED_PERSONAL.search(str(key)):
+                yield from _listed_facts(inner, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            yield from _listed_facts(inner, f"{path}.{i}")
+    else:
+        yield path, value
 
 
 def listed_digest(session: Mapping[str, Any]) -> str:
-    """A digest of what the list shows about this session's timing and state: a cached summary is reused only
-    while it is unchanged (a correction upstream, a new state, a later update time: fetched again)."""
-    facts = {str(k): v for k, v in session.items() if LISTED_FACT.search(str(k)) and not isinstance(v, list | dict)}
+    """A digest of everything the list shows about this session but names (times under any name, state, status,
+    update time, its participants, at any depth): a cached summary is reused only while it is unchanged (a
+    correction upstream, a new state, a later update time: fetched again)."""
+    facts = dict(_listed_facts(session, ""))
     text = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -859,27 +873,44 @@ def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
 _FIGURE = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 
 
-def _facts(value: Any) -> list[float]:
-    """Every number in the aggregates (dates and times in strings too: a paragraph may name the day)."""
+def _facts(value: Any, *, in_text: bool = False) -> list[float]:
+    """Every number in the aggregates; with `in_text`, only those written inside strings (the window's dates and
+    times: a paragraph may name the day), else only the numbers themselves (counts and sums)."""
     if isinstance(value, bool):
         return []
     if isinstance(value, int | float):
-        return [float(value)] if math.isfinite(value) else []
+        return [float(value)] if math.isfinite(value) and not in_text else []
     if isinstance(value, str):
-        return [float(x) for x in re.findall(r"\d+", value)]
+        return [float(x) for x in re.findall(r"\d+", value)] if in_text else []
     if isinstance(value, Mapping):
-        return [n for item in value.values() for n in _facts(item)]
+        return [n for item in value.values() for n in _facts(item, in_text=in_text)]
     if isinstance(value, list | tuple):
-        return [n for item in value for n in _facts(item)]
+        return [n for item in value for n in _facts(item, in_text=in_text)]
     return []
+
+
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# Where a paragraph names a date or a time: its figures are checked against the window's, never a count's.
+_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s+\d{{4}})?"
+    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
+    r"|\b\d{1,2}:\d{2}(?::\d{2})?\b",
+    re.IGNORECASE,
+)
 
 
 def unchecked_figures(text: str, facts: Mapping[str, Any]) -> list[str]:
     """The figures (in digits) of a model's paragraph that match none of the aggregates it was given, allowing the
-    rounding the paragraph shows (17 or 17.5 for 17.46). Empty: every figure is one of the report's."""
+    rounding the paragraph shows (17 or 17.5 for 17.46). A figure inside a date or time the paragraph names is
+    checked against the window's; any other against the counts and sums only (a count that happens to be a digit
+    of the day is still checked). Empty: every figure is one of the report's."""
     known = _facts(facts)
-    unmatched = []
-    for token in _FIGURE.findall(text):
+    day = set(_facts(facts, in_text=True))
+    unmatched: list[str] = []
+    for match in _DATE.finditer(text):
+        unmatched.extend(t for t in re.findall(r"\d+", match.group(0)) if float(t) not in day)
+    for token in _FIGURE.findall(_DATE.sub(" ", text)):
         number = float(token.replace(",", ""))
         places = len(token.split(".")[1]) if "." in token else 0
         if not any(round(fact, places) == number or fact == number for fact in known):

@@ -176,3 +176,60 @@ async def test_dry_run_without_json_prints_text(
         json.loads(printed)
     report_outcome(outcome, as_json=True, dry_run=True)
     assert json.loads(capsys.readouterr().out)["dry_run"] is True
+
+
+async def test_a_link_refused_for_one_session_is_not_made_good_by_a_link_done_in_another(
+    services: Services, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Participant tools name their session by `session_id`, not `id`: a refused link for a finished session and a
+    done link for a future one are two actions, and the refused one leaves a patient without a room (exit 5)."""
+    finished = demo(sandbox).sessions["finished_today"]
+    future = demo(sandbox).sessions["future"]
+
+    def two_links(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if not results(messages):
+            calls = [
+                call("create_a_coviu_participant", {"session_id": s, "display_name": "Ava", "role": "guest"}, f"p{i}")
+                for i, s in enumerate((finished, future))
+            ]
+            return AIMessage("", tool_calls=calls)
+        return AIMessage("Both links are ready.")
+
+    services.model = ScriptedChatModel(script=two_links)
+
+    async def approve(request: dict[str, object], listed: bool) -> list[dict[str, object]]:
+        return [{"type": "approve"} for _ in request["action_requests"]]  # type: ignore[attr-defined]
+
+    outcome = await run_ask(offline_settings(tmp_path), "links for Ava", services=services, decide=approve)
+    assert sorted(o["status"] for o in outcome.outcomes) == ["done", "refused"]
+    assert outcome.exit_code == 5
+
+
+async def test_a_cancel_under_a_made_up_tool_name_is_not_made_good_by_a_read(
+    services: Services, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The model asks for a cancel under a tool name that does not exist, then only reads the session and says it
+    is cancelled: nothing changed, so the request is not done (exit 5), whatever the later read."""
+    future = demo(sandbox).sessions["future"]
+
+    def made_up(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        done = results(messages)
+        if not done:
+            return AIMessage("", tool_calls=[call("cancel_coviu_session", {"id": future}, "m1")])
+        if len(done) == 1:
+            return AIMessage("", tool_calls=[call("get_single_coviu_session_by_id", {"id": future}, "m2")])
+        return AIMessage(f"Session {future} is cancelled.")
+
+    services.model = ScriptedChatModel(script=made_up)
+    outcome = await run_ask(offline_settings(tmp_path), f"cancel session {future}", services=services)
+    assert [o["status"] for o in outcome.outcomes] == ["failed", "done"]
+    assert sandbox.store.sessions[future].canceled_time is None
+    assert outcome.exit_code == 5
+
+
+def test_a_misnamed_read_corrected_by_the_read_is_done() -> None:
+    def entry(tool: str, status: str, change: bool, **extra: object) -> dict[str, object]:
+        return {"tool": tool, "status": status, "change": change, "arguments": {}, **extra}
+
+    corrected = [entry("list_sessions", "failed", False, unknown_tool=True), entry("list_all", "done", False)]
+    assert AskOutcome("t", outcomes=corrected).exit_code == 0

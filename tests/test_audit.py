@@ -105,6 +105,7 @@ async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: 
     assert set(report) == {
         "schema_version",
         "complete",
+        "source",
         "team_id",
         "collection_id",
         "clinic_name",

@@ -82,3 +82,24 @@ def test_the_listed_digest_sees_state_status_update_time_and_actual_end_but_not_
         ("end_time", "c"),
     ):
         assert listed_digest({**base, key: value}) != digest, key
+
+
+def test_the_listed_digest_sees_every_fact_the_list_shows_whatever_its_name_or_depth() -> None:
+    """`everything the list shows about that session`: an end under another name (`ended_at`), a duration, a fact
+    nested in an object, a participant's state or removal: any change fetches the summary again. Names do not."""
+    from graphs.audit import listed_digest
+
+    guest = {"participant_id": "p", "role": "guest", "display_name": "Ava", "state": "joined"}
+    base = {"session_id": "s", "session_name": "Ava", "start_time": "a", "end_time": "b", "participants": [guest]}
+    digest = listed_digest(base)
+    renamed = {**base, "session_name": "Someone", "participants": [{**guest, "display_name": "Someone"}]}
+    assert listed_digest(renamed) == digest
+    for key, value in (
+        ("ended_at", "2026-11-24T10:34:00Z"),
+        ("duration_minutes", 34),
+        ("timing", {"actual_end": "2026-11-24T10:34:00Z"}),
+        ("participants", [{**guest, "state": "left"}]),
+        ("participants", [{**guest, "deleted_at": "2026-11-24T10:40:00Z"}]),
+        ("participants", [guest, {"participant_id": "q", "role": "host"}]),
+    ):
+        assert listed_digest({**base, key: value}) != digest, key

@@ -29,8 +29,19 @@ MALFORMED: list[tuple[dict[str, Any], str]] = [
     ({"type": "respond", "message": "done"}, "decisions[0].type"),
     ({"decision": "approve"}, "decisions[0].type"),
     ({"type": "reject", "message": 42}, "decisions[0].message"),
+    # a key its type does not take is what the user meant, never dropped: an approve carrying an edit would
+    # otherwise send the call as listed, and a reject carrying one would drop the edit
+    (
+        {"type": "approve", "edited_action": {"name": "delete_a_coviu_session_by_id", "args": {"id": "other"}}},
+        "decisions[0].edited_action",
+    ),
+    ({"type": "approve", "args": {"id": "other"}}, "decisions[0].args"),
+    ({"type": "approve", "message": "only if the patient agrees"}, "decisions[0].message"),
+    ({"type": "reject", "edited_action": {"name": "x", "args": {}}}, "decisions[0].edited_action"),
+    ({"type": "edit", "edited_action": {"name": "x", "args": {}, "arguments": {"id": "y"}}}, "edited_action.arguments"),
 ]
 IDS = ["edit-without-action", "edit-without-args", "edit-without-name", "unknown-type", "respond", "no-type", "msg"]
+IDS += ["approve-with-edit", "approve-with-args", "approve-with-message", "reject-with-edit", "edit-extra-key"]
 
 
 @pytest.mark.parametrize(("decision", "named"), MALFORMED, ids=IDS)

@@ -217,6 +217,58 @@ def test_a_postgresql_state_nobody_listens_on_is_exit_3_before_any_request(accou
     assert account.requests == []
 
 
+def test_a_state_path_that_is_a_device_is_exit_2_before_any_request(account, monkeypatch: pytest.MonkeyPatch):
+    """COVIU_AGENT_STATE=/dev/null (to 'turn state off'): SQLite opens it and its check reads nothing wrong, then
+    the first write failed mid-run: exit 1 `unexpected error (OperationalError): disk I/O error`."""
+    monkeypatch.setenv("COVIU_AGENT_STATE", "/dev/null")
+    for args in (["audit", "--json"], ["triage", "Queue check", "--patient-name", "Ava", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and "not a regular file" in line
+    assert account.requests == []
+
+
+def test_a_thread_lock_folder_that_cannot_be_used_is_exit_2_before_any_request(account, no_account: Path):
+    """The lock folder beside the state store (`<state>.locks`, one run per thread) is input too: a file in its place
+    (or a folder another user made, e.g. a run under sudo) was `unexpected error (FileExistsError)`, exit 1."""
+    no_account.parent.mkdir(parents=True, exist_ok=True)
+    no_account.with_name(no_account.name + ".locks").write_text("not a folder", encoding="utf-8")
+    for args in (["audit", "--json"], ["triage", "Queue check", "--patient-name", "Ava", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and ".locks" in line and "not a directory" in line
+        assert json.loads(result.stdout)["exit_code"] == 2
+    assert account.requests == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "postgresql+psycopg://coviu:hunter2-pw@127.0.0.1:5432/coviu",  # SQLAlchemy's form
+        "POSTGRESQL://coviu:hunter2-pw@127.0.0.1:5432/coviu",  # libpq takes the scheme in lower case only
+        "host=127.0.0.1 port=5432 dbname=coviu password=hunter2-pw",  # libpq's keyword form
+    ],
+    ids=["sqlalchemy-url", "upper-case-scheme", "libpq-keywords"],
+)
+def test_a_postgresql_state_in_a_form_not_taken_is_exit_2_never_a_local_file(
+    account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str
+):
+    """Taken as a SQLite path, it made a local store named after the URL (its password in a folder name) and exit 0:
+    the operator believed the state shared in PostgreSQL."""
+    monkeypatch.setenv("COVIU_AGENT_STATE", state)
+    before = set(tmp_path.rglob("*"))
+    for args in (["tools"], ["audit", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "COVIU_AGENT_STATE" in line and "postgresql://" in line
+        assert "hunter2-pw" not in result.output
+    assert set(tmp_path.rglob("*")) == before  # nothing made in the working folder
+    assert account.requests == []
+
+
 def test_an_out_directory_that_cannot_be_made_is_exit_2_before_any_request(account, tmp_path: Path):
     (tmp_path / "plain").write_text("a file", encoding="utf-8")
     result = runner.invoke(app, ["audit", "--out", str(tmp_path / "plain" / "reports")])

@@ -80,3 +80,24 @@ def test_short_pacing_waits_stay_out_of_the_budget(tmp_path: Path) -> None:
     gov = governor(FakeClock(start=START), SqliteRateStore(tmp_path / "rate.sqlite"))
     waits = [gov.reserve() for _ in range(60)]
     assert max(waits) > 0 and gov.budget.count == 0  # an account's own pace is not a rate-limit wait
+
+
+def test_a_pacing_wait_of_more_than_a_few_seconds_is_said_even_when_not_budgeted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sends other runs booked ahead make this one wait ~18 s: within pacing's horizon (not budgeted), but a wait
+    that long was silent, even with -v."""
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    now = START.timestamp()
+
+    def booked(state: AccountRate) -> None:
+        state.sends = [now + 8 + i * 0.01 for i in range(60)]
+        state.pending = list(state.sends)
+
+    store.transact(ACCOUNT, booked)
+    gov = governor(FakeClock(start=START), store)
+    with caplog.at_level(logging.INFO, logger="tools.ratelimit"):
+        wait = gov.reserve("GET /sessions")
+    assert 10 < wait <= 2 * gov.window and gov.budget.count == 0
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("GET /sessions" in m and "pacing" in m and f"{wait:.0f} s" in m for m in said), said

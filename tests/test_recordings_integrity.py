@@ -164,3 +164,44 @@ async def test_the_sandbox_honours_if_range(sandbox: Sandbox, services: Services
     assert same.status_code == 206 and same.headers["etag"] == media_etag(media)
     assert other.status_code == 200 and len(other.content) == media.size
     assert same.headers["last-modified"] and same.headers["repr-digest"].startswith("sha-256=:")
+
+
+class NoDigest(SandboxTransport):
+    """A server like most real ones: ETag and Last-Modified, but no Repr-Digest or Digest on binary responses."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if "/proxy/submission_files/" not in request.url.path:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("repr-digest", "digest")}
+        return httpx.Response(response.status_code, headers=headers, content=await response.aread())
+
+
+@pytest.mark.parametrize("meta", ["missing", "corrupt", "symlink"])
+async def test_a_part_whose_version_is_unknown_is_never_resumed_without_a_digest(
+    sandbox: Sandbox, services: Services, clock: FakeClock, tmp_path: Path, meta: str
+) -> None:
+    """A `.part` whose `.part.meta` is missing, unreadable or a symlink holds the start of an unknown version: with no
+    digest from the server to catch a stitch, it is never resumed blind (Range without If-Range); fetched from zero."""
+    ontime = demo(sandbox).sessions["ontime"]
+    item = await video_item(services, ontime)
+    data = remote_bytes(sandbox, item)
+    downloads = tmp_path / "downloads"
+    part = downloads / item.relative_path()
+    part = part.with_name(part.name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\x00" * (len(data) // 2))  # the start of some other version
+    sidecar = part.with_name(part.name + ".meta")
+    if meta == "corrupt":
+        sidecar.write_text("{not json")
+    elif meta == "symlink":
+        (tmp_path / "elsewhere.json").write_text('{"etag": "whatever"}')
+        sidecar.symlink_to(tmp_path / "elsewhere.json")
+    toolbox = await toolbox_over(NoDigest(sandbox), clock)
+    try:
+        report = await worker_for(toolbox, downloads).run(session_id=ontime)
+    finally:
+        await toolbox.aclose()
+    video = next(r for r in report.results if r.item.tool == FILE_GET)
+    assert (downloads / item.relative_path()).read_bytes() == data  # never half zeros, half the file
+    assert video.status == "downloaded" and not report.errors

@@ -226,3 +226,46 @@ async def test_ask_dry_run_never_resumes_an_interrupted_thread(
         with pytest.raises(BadInput, match=r"--dry-run: thread ask:crashed .* nothing was sent"):
             await run_ask(settings, request, services=services, thread_id="ask:crashed", dry_run=True)
     assert sandbox.store.sessions[a].canceled_time is None and sandbox.count(truto_method="delete") == 0
+
+
+class TickingClock(FakeClock):
+    """A fake clock whose monotonic time moves a little at every read, as a real one does."""
+
+    def monotonic(self) -> float:
+        self.advance(0.001)
+        return super().monotonic()
+
+
+@pytest.mark.profiles("default")
+async def test_a_run_waiting_for_a_held_thread_says_so_once_on_a_clock_that_moves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 'waiting up to' line was said only when no time at all passed between two reads of the clock (a fake
+    clock): on a real one, a run waited its bound in silence."""
+    import logging
+
+    state = str(tmp_path / "state.sqlite")
+    clock = TickingClock()
+    caplog.set_level(logging.INFO, logger="agent.threadlock")
+    async with thread_lock(state, "audit-day", clock):
+        with pytest.raises(ThreadBusy):
+            async with thread_lock(state, "audit-day", clock, wait_seconds=2):
+                pass
+    said = [r for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert len(said) == 1
+
+
+@pytest.mark.profiles("default")
+async def test_one_state_store_named_through_a_symlink_holds_one_lock_per_thread(tmp_path: Path) -> None:
+    """A cron naming the store by a symlink and a person naming the file itself run on one store: their locks were
+    in two folders (`<link>.locks`, `<file>.locks`), so both ran the same thread at once."""
+    real = tmp_path / "data" / "state.sqlite"
+    real.parent.mkdir()
+    real.touch()
+    link = tmp_path / "state-link.sqlite"
+    link.symlink_to(real)
+    clock = FakeClock()
+    async with thread_lock(str(real), "audit-day", clock):
+        with pytest.raises(ThreadBusy):
+            async with thread_lock(str(link), "audit-day", clock, wait_seconds=0):
+                pass

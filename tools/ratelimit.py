@@ -483,6 +483,12 @@ class RateLimitGovernor:
             elif slot - now > PACING_HORIZON_WINDOWS * self.window:
                 # longer than pacing ever needs (sends booked far ahead by other runs): a wait like any other
                 self.budget.claim(slot - now, self.clock, what=what, why="pacing: the account's sends booked ahead")
+            elif slot - now > VISIBLE_WAIT_SECONDS:  # pacing, not budgeted, but a wait a person would notice
+                log.info(
+                    "waiting %.0f s%s: pacing (the account's sends booked ahead of this one)",
+                    slot - now,
+                    f" before {what}" if what else "",
+                )
             if not ask_again:
                 insort(state.sends, slot)
                 insort(state.pending, slot)

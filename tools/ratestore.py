@@ -242,8 +242,9 @@ def set_aside(path: Path) -> Path:
 
 
 def sqlite_rate_path(state: str) -> Path:
-    """The rate-limit file beside a SQLite checkpoint DB: `checkpoints.sqlite` -> `checkpoints.ratelimit.sqlite`."""
-    path = Path(state).expanduser()
+    """The rate-limit file beside a SQLite checkpoint DB: `checkpoints.sqlite` -> `checkpoints.ratelimit.sqlite`
+    (beside the file itself: processes naming one store through a symlink share one pacing)."""
+    path = Path(state).expanduser().resolve()
     return path.with_name(f"{path.stem}.ratelimit.sqlite")
 
 

@@ -710,6 +710,10 @@ class RecordingsWorker:
                     now = Validators.of(response.headers, total)
                     if seen is not None and seen.differs(now):
                         raise ChangedUpstream("the remote file changed since the partial download")
+                    if seen is None and now.sha256 is None:
+                        # no `.part.meta` (missing or unreadable): nothing says which version the `.part` holds,
+                        # and no digest will catch a stitch
+                        raise ChangedUpstream("nothing records which version the partial download holds")
                     if expected is not None and total is not None and total != expected:
                         raise ChangedUpstream(f"the remote file is {total} bytes, not the {expected} expected")
                     mode = "ab"
