@@ -114,7 +114,6 @@ async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: 
         "generated_at",
         "totals",
         "summaries_from_cache",
-        "source",
         "sessions",
     }
     assert report["schema_version"] == 2 and report["complete"] is True
