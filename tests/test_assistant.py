@@ -29,7 +29,7 @@ from agent.runs import AskOutcome, run_ask
 from agent.settings import Settings
 from graphs.assistant import NOT_APPROVED, build_act_node, build_assistant_graph
 from graphs.context import Context, Services
-from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, Sandbox
+from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, Sandbox, generate_sessions
 from sandbox.media import EBML_MAGIC
 from sandbox.store import DemoData
 from tests.fakes import ScriptedChatModel
@@ -624,7 +624,7 @@ async def test_binary_not_yet_downloaded_says_how_it_will_be_fetched(
 
 
 async def test_big_tool_results_are_capped_with_a_note(services: Services, sandbox: Sandbox, clock: FakeClock) -> None:
-    sandbox.store.generate_sessions(clock.now().date() - timedelta(days=1), 150, seed=1)
+    generate_sessions(sandbox.store, clock.now().date() - timedelta(days=1), 150, seed=1)
 
     def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
         if not results(messages):

@@ -38,6 +38,7 @@ from sandbox import (
     Sandbox,
     SandboxConfig,
     create_sandbox,
+    generate_sessions,
 )
 from tests.e2e import serve
 
@@ -109,7 +110,7 @@ def busy_sandbox() -> Iterator[tuple[Sandbox, str, str]]:
         faults=FaultConfig(slow=1.0, slow_seconds=0.05, only_resources=[SUMMARIES]),
     )
     sandbox = create_sandbox(config=config)
-    sandbox.store.generate_sessions(day, SESSIONS, seed=7)
+    generate_sessions(sandbox.store, day, SESSIONS, seed=7)
     with serve(sandbox) as served:
         yield sandbox, served.url, day.isoformat()
 
