@@ -46,7 +46,7 @@ from tools.errors import (
     for_person,
     is_bad_input,
 )
-from tools.timeparse import parse_time
+from tools.timeparse import iso_z, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,6 @@ def session_start(now: datetime, extra_minutes: int = 0) -> datetime:
     return start + timedelta(minutes=extra_minutes)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone().astimezone(moment.tzinfo).isoformat().replace("+00:00", "Z")
-
-
 def _request_text(state: Mapping[str, Any]) -> str:
     """The latest request (a chat thread holds earlier ones too)."""
     for message in reversed(state.get("messages", [])):
@@ -301,8 +297,8 @@ def _session_args(state: TriageState, now: datetime) -> dict[str, Any]:
     end = start + timedelta(minutes=int(_given(state.get("duration_minutes"), 30)))
     return {
         "session_name": f"Triage – {state.get('patient_name', 'Patient')}",
-        "start_time": iso(start),
-        "end_time": iso(end),
+        "start_time": iso_z(start),
+        "end_time": iso_z(end),
         "feature_flags": [UNIQUE_ENTRY_FLAG],
     }
 
@@ -432,7 +428,7 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
             end_time=session_args["end_time"],
             patient_name=state.get("patient_name"),
             host_name=state.get("host_name"),
-            now=iso(now),
+            now=iso_z(now),
             timezone=services.zone.key,
             threshold=state.get("wait_threshold_minutes"),
             progress=_progress(state),

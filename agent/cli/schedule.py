@@ -40,11 +40,9 @@ def check_cron(expression: str) -> str:
 
 
 def check_timezone(name: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from tools.timeparse import known_zone
 
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if known_zone(name) is None:
         raise BadInput(f"--timezone: {name!r} is not an IANA time zone (e.g. Australia/Sydney)") from None
     return name
 
@@ -106,17 +104,14 @@ def clinic_label(context: dict[str, Any]) -> str:
 
 def next_run_local(next_run: Any, zone: str) -> str | None:
     """The next run in the clinic's time zone (the server gives UTC), e.g. `2026-12-08 06:00 AEDT`."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
+    from tools.timeparse import clinic_time, known_zone, parse_time
 
     if not next_run:
         return None
-    try:
-        moment = next_run if isinstance(next_run, datetime) else datetime.fromisoformat(str(next_run))
-        local = moment.astimezone(ZoneInfo(zone))
-    except (ValueError, KeyError):
+    moment, clinic_zone = parse_time(next_run), known_zone(zone)
+    if moment is None or clinic_zone is None:
         return str(next_run)
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"
+    return clinic_time(moment, clinic_zone)
 
 
 def _summary(cron: dict[str, Any], server: str) -> dict[str, Any]:
