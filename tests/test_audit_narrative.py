@@ -1,4 +1,4 @@
-"""The audit report's paragraph written by a model (issue 22): it names the model, is built from the aggregates only,
+"""The audit report's paragraph written by a model: it names the model, is built from the aggregates only,
 and every figure in it is checked against the report's totals; a mismatch leaves it out, said in the report and the
 log."""
 

@@ -1,4 +1,4 @@
-"""Issue 13 against the sandbox's fault modes: storms waited out by time, huge or broken Retry-After values end
+"""Bounds against the sandbox's fault modes: storms waited out by time, huge or broken Retry-After values end
 the run at once, dripped and oversized bodies end within the deadline.
 
 The audit runs in-process on a fake clock (seconds, not minutes); bodies that must really stream (drip, oversized)

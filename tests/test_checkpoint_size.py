@@ -1,4 +1,4 @@
-"""The state store stays small at its peak (issue 18): large checkpointed values (the audit's final report) are
+"""The state store stays small at its peak: large checkpointed values (the audit's final report) are
 stored compressed, after redaction, and read back whole; the report is in one checkpoint, not two."""
 
 from __future__ import annotations

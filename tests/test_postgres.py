@@ -216,7 +216,7 @@ def test_killed_audit_resumes_from_postgres(
 
 
 async def test_a_thread_lock_on_postgres_is_held_once_and_released(postgres_state: tuple[str, Any, str]) -> None:
-    """One run per thread on PostgreSQL: a session-scoped advisory lock keyed by the thread (issue 23)."""
+    """One run per thread on PostgreSQL: a session-scoped advisory lock keyed by the thread."""
     from agent.threadlock import ThreadBusy, thread_lock
     from tools.clock import FakeClock
 

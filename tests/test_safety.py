@@ -1,4 +1,4 @@
-"""Issue 14: approvals that cannot be bypassed, secrets that cannot leak, text that cannot crash or forge output,
+"""Approvals that cannot be bypassed, secrets that cannot leak, text that cannot crash or forge output,
 patient files that only their owner can read."""
 
 from __future__ import annotations

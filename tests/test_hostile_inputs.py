@@ -1,7 +1,6 @@
-"""Attack review of issues 12-14: inputs the fixes and their tests did not try.
-
-Each test names the hole it proves: the input, and the wrong output the product gave before its fix.
-"""
+"""Hostile and odd inputs from upstream and from people: error bodies on a success status, 429 storms on the catalog
+fetch, pages that bring nothing new or cycle, secrets echoed back, look-alike tool names, writes whose answer fails
+the check, DST days, unusual separators. Each test names the input and the wrong output it must never give."""
 
 from __future__ import annotations
 
