@@ -190,3 +190,42 @@ def test_time_zones_are_named_in_one_place() -> None:
         if "ZoneInfoNotFoundError" in text and name != "tools/timeparse.py"
     )
     assert [name for name in catching if name not in _ZONES_ELSEWHERE] == []
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _doc_import_rules() -> dict[str, set[str]]:
+    """docs/architecture.md's "Who imports whom" table: package -> the project packages it may import."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split("## Who imports whom", 1)[1].split("\n## ", 1)[0]
+    rules: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`") and cells[0].endswith("/`"):
+            allowed = {c.strip() for c in cells[1].split(",")} - {"nothing"}
+            rules[cells[0].strip("`/")] = allowed
+    return rules
+
+
+def test_the_architecture_pages_import_rules_are_the_import_graph() -> None:
+    rules = _doc_import_rules()
+    assert sorted(rules) == sorted(PACKAGES)
+    actual: dict[str, set[str]] = {package: set() for package in PACKAGES}
+    for source, targets in import_graph(runtime_only=False).items():
+        for target in targets:
+            if source.partition(".")[0] != target.partition(".")[0]:
+                actual[source.partition(".")[0]].add(target.partition(".")[0])
+    assert {p: sorted(actual[p] - rules[p]) for p in PACKAGES} == {p: [] for p in PACKAGES}  # imports it does not say
+    assert {p: sorted(rules[p] - actual[p]) for p in PACKAGES} == {p: [] for p in PACKAGES}  # rules nothing uses
+    assert {p: sorted(rules[p] & FORBIDDEN.get(p, set())) for p in PACKAGES} == {p: [] for p in PACKAGES}
+
+
+def test_every_path_the_architecture_page_names_exists() -> None:
+    import re
+
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    top = "agent|graphs|tools|reporting|workers|sandbox|evals|prompts|tests|docs"
+    named = set(re.findall(rf"\b((?:{top})/[\w/.*]*)", text))
+    missing = sorted(p for p in named if not any(ROOT.glob(p.rstrip(".").rstrip("/") or ".")))
+    assert named and missing == []
