@@ -8,7 +8,6 @@ audit's final report) are stored zlib-compressed.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from tools.errors import CoviuAgentError
+from tools.private_files import private_file
 from tools.textsafety import REDACTOR, Redactor, error_record, redact
 
 # A stored value at least this big is zlib-compressed (its type gets the `zlib+` prefix). Only the audit's final
@@ -137,9 +137,6 @@ async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str
         raise ConfigError(
             f"COVIU_AGENT_STATE={state!r} is a directory: name a file in it, e.g. {path / 'state.sqlite'}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        path.touch(mode=0o600)
-    os.chmod(path, 0o600)
+    private_file(path)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         yield redacting(saver)

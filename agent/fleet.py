@@ -313,15 +313,13 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
 
 def write_fleet_summary(runs: list[ClinicRun], out_dir: Path, source: str | None = None) -> dict[str, Path]:
     """`fleet-<day>.json` and `.md` in the output directory (owner-only, like the reports)."""
-    import os
+    from tools.private_files import OWNER_ONLY_DIR, write_private
 
     summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
     paths = {"json": out_dir / f"fleet-{label}.json", "md": out_dir / f"fleet-{label}.md"}
     for kind, text in (("json", json.dumps(summary, indent=2, sort_keys=True)), ("md", fleet_markdown(summary))):
-        fd = os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write_private(paths[kind], text)
     return paths

@@ -16,14 +16,14 @@ budget, the injected clock), so the SDKs' own retries are off.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:  # langchain_core is heavy: imported where a model is made, not by `--help` or `tools`
     from langchain_core.language_models import BaseChatModel
+    from pydantic import SecretStr
 
-    from agent.settings import Settings
 
 MODEL_TIMEOUT_SECONDS = 60.0
 MODEL_MAX_RETRIES = 0  # retried by graphs/planning.py invoke_model, within the run's wait budget
@@ -56,7 +56,18 @@ def uses_openai_key(model: str) -> bool:
     return ":" not in model or model_provider(model)[0] == OPENAI
 
 
-def make_model(settings: Settings) -> BaseChatModel | None:
+class ModelSettings(Protocol):
+    """What making a model reads of the settings (agent/settings.py's Settings is one)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def openai_api_key(self) -> SecretStr | None: ...
+    @property
+    def openai_base_url(self) -> str | None: ...
+
+
+def make_model(settings: ModelSettings) -> BaseChatModel | None:
     """The configured model; None when an OpenAI-compatible model is named and no OPENAI_API_KEY is set."""
     provider, name = model_provider(settings.model)
     if provider == OPENAI:

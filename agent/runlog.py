@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.checkpoint import _where, is_postgres
+from tools.private_files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
             yield conn, "%s"
         return
     path = Path(state).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_file(path)
     with closing(sqlite3.connect(path, timeout=30)) as conn:
         with conn:
             conn.execute(_CREATE)

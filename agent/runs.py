@@ -5,6 +5,10 @@ catalog) and `run_queue_watch`: each opens the services (`agent.services.open_se
 needs, unless the caller passes its own, and returns a typed result. The CLI parses flags, calls one of these and
 prints the result; tests call the same functions with injected services and an in-memory checkpointer. Nothing here
 prints: status lines go to the caller's `on_event`. Heavy imports (LangGraph) happen inside functions.
+
+Two run families live beside this module, each one concern: agent/schedules.py (`run_schedule_audit`,
+`run_schedule_list`, `run_schedule_delete`, `run_server_status`: crons on a LangGraph server) and
+agent/mcp_servers.py (`run_mcp_create`, `run_mcp_list`, `run_mcp_delete`: the account's Truto MCP servers).
 """
 
 from __future__ import annotations

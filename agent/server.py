@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from langgraph.graph import StateGraph
 from pydantic.json_schema import SkipJsonSchema
@@ -31,6 +31,7 @@ from graphs.audit import build_audit_graph
 from graphs.context import Context, Services, set_services_provider
 from graphs.triage import build_triage_graph
 from tools.ratelimit import DEFAULT_MAX_WAIT, RateLimitBudget
+from tools.timeparse import known_zone
 
 if TYPE_CHECKING:
     from agent.notify import Channel
@@ -59,11 +60,8 @@ class ServerContext(Context):
             self.services = None  # never from a request body
         if self.integrated_account_id is not None and not _ACCOUNT_ID.match(self.integrated_account_id):
             raise ValueError(f"integrated_account_id: expected an id, got {self.integrated_account_id!r}")
-        if self.timezone:
-            try:
-                ZoneInfo(self.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone") from None
+        if self.timezone and known_zone(self.timezone) is None:
+            raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone")
 
 
 def _run_setting(name: str) -> str | None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from platformdirs import user_state_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tools.timeparse import known_zone
 
 if TYPE_CHECKING:
     from agent.notify import Channel
@@ -154,12 +156,8 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"COVIU_AGENT_TIMEZONE={value!r} is not an IANA time zone (e.g. Australia/Sydney)"
-            ) from None
+        if known_zone(value) is None:
+            raise ValueError(f"COVIU_AGENT_TIMEZONE={value!r} is not an IANA time zone (e.g. Australia/Sydney)")
         return value
 
     @field_validator("planner", mode="before")

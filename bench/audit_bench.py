@@ -357,7 +357,7 @@ class ServedSandbox:
     def __init__(
         self, day: date, n: int, seed: int, latency: float, *, demo: bool = False, accounts: list[str] | None = None
     ) -> None:
-        from sandbox import FaultConfig, SandboxConfig, build_server, create_sandbox
+        from sandbox import FaultConfig, SandboxConfig, build_server, create_sandbox, generate_sessions
 
         config = SandboxConfig(integrated_account_id=ACCOUNT, rate_limit=RATE_LIMIT, rate_window_seconds=RATE_WINDOW)
         if accounts:  # more integrated accounts (clinics), each with its own data and rate window
@@ -366,7 +366,7 @@ class ServedSandbox:
             config.faults = FaultConfig(slow=1.0, slow_seconds=latency)
         self.sandbox = create_sandbox(config=config, seed_demo=demo)
         if n:
-            self.sandbox.store.generate_sessions(day, n, seed=seed)
+            generate_sessions(self.sandbox.store, day, n, seed=seed)
         self.sandbox.requests = TimedRequests()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

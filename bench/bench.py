@@ -405,6 +405,7 @@ async def _week(per_day: int) -> WeekRun:
         SandboxConfig,
         SandboxTransport,
         create_sandbox,
+        generate_sessions,
     )
     from tools.clock import FakeClock
     from tools.ratelimit import RateLimitBudget, RateLimitGovernor
@@ -415,7 +416,7 @@ async def _week(per_day: int) -> WeekRun:
     sandbox = create_sandbox(SandboxConfig(rate_limit=10**6), clock=clock, seed_demo=False)
     days = [now.date() - timedelta(days=d) for d in range(7, 0, -1)]
     for n, day in enumerate(days):
-        sandbox.store.generate_sessions(day, per_day, seed=n)
+        generate_sessions(sandbox.store, day, per_day, seed=n)
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteAuditStore(str(Path(tmp) / "state.sqlite"))
         toolbox = await open_toolbox(
@@ -469,14 +470,14 @@ def fleet_supported() -> bool:
 def fleet(clinics: int, per_clinic: int, day: date, seed: int, work: Path) -> FleetRun:
     """`coviu-agent audit --accounts a,b,...`: `clinics` accounts of one served sandbox, each with its own data
     and its own rate window, audited at once by one process."""
-    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, generate_sessions
 
     tmp = work / "fleet"
     tmp.mkdir(parents=True, exist_ok=True)
     accounts = [f"clinic-{i + 1}" for i in range(clinics)]
     with ServedSandbox(day, 0, seed, 0.0, accounts=accounts) as served:
         for i, account in enumerate(accounts):
-            served.sandbox.store_for(account).generate_sessions(day, per_clinic, seed=seed + i)
+            generate_sessions(served.sandbox.store_for(account), day, per_clinic, seed=seed + i)
         env = clean_env(
             tmp,
             TRUTO_BASE_URL=served.base_url,

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 if TYPE_CHECKING:
-    from evals.runner import CaseRun
+    from datetime import tzinfo
+
+    from sandbox import Sandbox
     from sandbox.models import DemoData
 
 Script = Callable[[list[BaseMessage], list[str]], AIMessage]
@@ -55,6 +57,25 @@ class Case:
 
 
 # --- what a script reads ------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseRun:
+    """What one case did: what the checks read."""
+
+    case: Case
+    profile: str
+    sandbox: Sandbox
+    demo: DemoData
+    zone: tzinfo
+    now: datetime
+    exit_code: int
+    outcomes: list[dict[str, Any]]
+    note: str
+    state: dict[str, Any]
+    messages: list[BaseMessage]
+    shown: list[dict[str, Any]]
+    approved: int
 
 
 def since_request(messages: list[BaseMessage]) -> list[BaseMessage]:

@@ -14,20 +14,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from evals.cases import CASES, Case, call
+from evals.cases import CASES, Case, CaseRun, call
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from agent.settings import Settings
     from sandbox import Sandbox
-    from sandbox.models import DemoData
 
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)  # the sandbox's demo day, as the tests use it
 PROFILES = ("default", "variant", "random-1", "random-2")
@@ -36,25 +35,6 @@ TOKEN_NOTE = (
     "of the JSON request and reply (tiktoken's encodings cannot be fetched offline)"
 )
 ModelFactory = Callable[[Case], "BaseChatModel"]
-
-
-@dataclass
-class CaseRun:
-    """What one case did: what the checks read."""
-
-    case: Case
-    profile: str
-    sandbox: Sandbox
-    demo: DemoData
-    zone: tzinfo
-    now: datetime
-    exit_code: int
-    outcomes: list[dict[str, Any]]
-    note: str
-    state: dict[str, Any]
-    messages: list[BaseMessage]
-    shown: list[dict[str, Any]]
-    approved: int
 
 
 @dataclass

@@ -16,7 +16,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import (
+    Annotated,
+    Any,
+    NotRequired,  # pydantic needs it on Python < 3.12 (graph JSON schemas)
+)
 
 from langchain.agents.middleware.human_in_the_loop import ActionRequest, DecisionType, HITLRequest, ReviewConfig
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
@@ -25,7 +29,7 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
+from typing_extensions import TypedDict
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
@@ -71,14 +75,18 @@ class AssistantOutput(TypedDict, total=False):
     outcomes: list[dict[str, Any]]
 
 
-class AssistantState(TypedDict, total=False):
-    """The conversation plus per-request bookkeeping (bounds, approvals, refusals, retries)."""
+class AssistantState(TypedDict):
+    """The conversation plus per-request bookkeeping (bounds, approvals, refusals, retries).
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    `prepare` (the first node of each request) sets every key but `messages` and `session_id`, so the nodes after
+    it read them directly.
+    """
+
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
     team_id: str | None
     waiting_queue_id: str | None
     collection_id: str | None
-    session_id: str | None  # the last session this conversation created ("that session")
+    session_id: NotRequired[str | None]  # the last session this conversation created ("that session")
     approvals: list[str]  # fingerprints of exact calls a human approved in this request, each used once
     model_calls: int
     refusals: int
@@ -242,10 +250,10 @@ def _with_call_ids(message: AIMessage, history: list[AnyMessage]) -> AIMessage:
 async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
     """One model call with every tool bound, unless a bound says stop (then a clear final answer)."""
     services = await resolve_services(runtime.context)
-    if int(state.get("refusals", 0)) >= MAX_REFUSALS:
-        refusal = state.get("last_refusal") or "a write was refused twice"
+    if state["refusals"] >= MAX_REFUSALS:
+        refusal = state["last_refusal"] or "a write was refused twice"
         return Command(goto=END, update={"messages": [AIMessage(content=f"I stopped here. {refusal}")]})
-    calls = int(state.get("model_calls", 0))
+    calls = state["model_calls"]
     if calls >= services.max_model_calls:
         text = (
             f"I stopped after {calls} model calls, the limit for one request, without a final answer. "
@@ -262,7 +270,7 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
     if message.invalid_tool_calls:  # e.g. truncated JSON arguments: answered with the error, to be corrected
         message, answers, failed = _answer_invalid_calls(services, message)
         update["messages"] = [message, *answers]
-        update["outcomes"] = [*(state.get("outcomes") or []), *failed]
+        update["outcomes"] = [*state["outcomes"], *failed]
         if not message.tool_calls:
             return Command(goto="plan", update=update)  # the next model call counts toward the same bound
     if message.tool_calls:
@@ -318,7 +326,7 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
     ai_message, _ = pending_tool_calls(list(state.get("messages", [])))
     granted = APPROVALS.granted(state)
     rejected: list[ToolMessage] = []
-    outcomes = list(state.get("outcomes") or [])
+    outcomes = list(state["outcomes"])
     edits: dict[str, dict[str, Any]] = {}
     for item, decision in zip(pending, decisions, strict=True):
         call_id = str(item.call.get("id"))
@@ -449,11 +457,11 @@ async def screen(state: AssistantState, runtime: Runtime[Context]) -> Command[An
     the model now (refused, or the error to correct) and never shown to a person; the rest goes on to `approve`."""
     services = await resolve_services(runtime.context)
     ids = default_ids(state)
-    known = dict(state.get("known_sessions") or {})
+    known = dict(state["known_sessions"])
     answers: list[ToolMessage] = []
-    outcomes = list(state.get("outcomes") or [])
-    refusals = int(state.get("refusals", 0))
-    last_refusal = state.get("last_refusal")
+    outcomes = list(state["outcomes"])
+    refusals = state["refusals"]
+    last_refusal = state["last_refusal"]
     for item in calls_needing_approval(services, state):
         call_id = str(item.call.get("id"))
         stopped = await precheck_call(

@@ -234,7 +234,8 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
     # The side rows' key: short (it is in every one of them), and the same for a resumed thread.
     run_key = f"run:{hashlib.sha256(str(thread).encode()).hexdigest()[:24]}" if thread else f"run:{uuid.uuid4().hex}"
     await audit_store(services).delete_run(run_key)
-    if thread and not str(thread).startswith("run:"):  # a run before the key was hashed: keyed by the thread id
+    # Side rows of a run before the key was hashed are keyed by the thread id. Remove after 2027-03-01.
+    if thread and not str(thread).startswith("run:"):
         await audit_store(services).delete_run(str(thread))
     return {
         "team_id": team,
@@ -982,6 +983,7 @@ def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutp
     builder.add_node("list_submissions", list_submissions, destinations=("write_report", "wait_and_retry"))
     builder.add_node("write_report", write_report)
     # A thread checkpointed before `write_report` reconciled may be waiting at the old `reconcile` node: it passes on.
+    # Remove after 2027-03-01 (with `_reconciled_in_write_report` and its test in tests/test_state_store_upgrades.py).
     builder.add_node("reconcile", _reconciled_in_write_report)
     builder.add_edge("reconcile", "write_report")
     builder.add_edge(START, "prepare")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -34,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+from tools.private_files import private_file
 from tools.textsafety import redact_value
 
 CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
@@ -192,7 +192,7 @@ class SqliteAuditStore(AuditStore):
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             if self.path != ":memory:":
-                _private_file(Path(self.path).expanduser())
+                private_file(Path(self.path).expanduser())
             conn = sqlite3.connect(
                 self.path if self.path == ":memory:" else str(Path(self.path).expanduser()),
                 timeout=30,
@@ -278,14 +278,6 @@ class PostgresAuditStore(AuditStore):
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
-
-
-def _private_file(path: Path) -> None:
-    """The store file exists, owner-only (0600 in a 0700 directory when it makes one)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        path.touch(mode=0o600)
-    os.chmod(path, 0o600)
 
 
 def open_audit_store(state: str) -> AuditStore:

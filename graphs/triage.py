@@ -9,7 +9,11 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import (
+    Annotated,
+    Any,
+    NotRequired,  # pydantic needs it on Python < 3.12 (graph JSON schemas)
+)
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
@@ -18,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import Field
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
+from typing_extensions import TypedDict
 
 from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
@@ -47,7 +51,7 @@ from tools.errors import (
     is_bad_input,
 )
 from tools.textsafety import has_unsafe_chars
-from tools.timeparse import parse_time
+from tools.timeparse import iso_z, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -133,24 +137,28 @@ class TriageOutput(TypedDict, total=False):
     planner_note: str | None  # why the rules planned (part of) an LLM run: the model failed, or stopped early
 
 
-class TriageState(TypedDict, total=False):
-    """Triage's state: ids, queue facts, the session, its participants, retry bookkeeping."""
+class TriageState(TypedDict):
+    """Triage's state: ids, queue facts, the session, its participants, retry bookkeeping.
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    `prepare` (the first node) sets every key but `messages` for each run, so the nodes after it read them directly;
+    `prepare` itself reads the request with `.get` (a key may not be there yet). A request's inputs are reset to
+    None when the run ends (`respond`), so the next request of a chat thread starts from its own.
+    """
+
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
     team_id: str
     waiting_queue_id: str
-    # a request's inputs: reset when the run ends, so the next request of a chat thread starts from its own
-    patient_name: str | None
-    host_name: str | None
-    duration_minutes: int | None
-    wait_threshold_minutes: float | None
-    dry_run: bool | None
+    patient_name: str
+    host_name: str
+    duration_minutes: int
+    wait_threshold_minutes: float
+    dry_run: bool
     planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
     queue: QueueSummary | None
     alerts: list[str]
     session: dict[str, Any] | None
     participants: list[dict[str, Any]]
-    reply: str
+    reply: NotRequired[str]  # set by `respond`
     failure: str | None
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
@@ -175,10 +183,6 @@ def session_start(now: datetime, extra_minutes: int = 0) -> datetime:
     if start < ahead:
         start += timedelta(minutes=1)
     return start + timedelta(minutes=extra_minutes)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone().astimezone(moment.tzinfo).isoformat().replace("+00:00", "Z")
 
 
 def _request_text(state: Mapping[str, Any]) -> str:
@@ -310,57 +314,55 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
 
 def _progress(state: TriageState) -> str:
     parts = []
-    queue = state.get("queue")
+    queue = state["queue"]
     parts.append(f"queue checked ({queue['waiting']} waiting)" if queue else "queue not checked yet")
-    session = state.get("session")
+    session = state["session"]
     parts.append(f"session {session['session_id']} created" if session else "no session yet")
-    roles = sorted(p["role"] for p in state.get("participants", []))
+    roles = sorted(p["role"] for p in state["participants"])
     parts.append(f"participants: {', '.join(roles) or 'none'}")
-    if state.get("last_error"):
+    if state["last_error"]:
         parts.append(f"last error: {state['last_error']}")
     return "; ".join(parts)
 
 
 def _session_args(state: TriageState, now: datetime) -> dict[str, Any]:
-    start = session_start(now, extra_minutes=int(state.get("session_creates", 0)))
-    end = start + timedelta(minutes=int(_given(state.get("duration_minutes"), 30)))
+    start = session_start(now, extra_minutes=state["session_creates"])
+    end = start + timedelta(minutes=state["duration_minutes"])
     return {
-        "session_name": f"Triage – {state.get('patient_name', 'Patient')}",
-        "start_time": iso(start),
-        "end_time": iso(end),
+        "session_name": f"Triage – {state['patient_name']}",
+        "start_time": iso_z(start),
+        "end_time": iso_z(end),
         "feature_flags": [UNIQUE_ENTRY_FLAG],
     }
 
 
 def rules_plan(state: TriageState, now: datetime) -> AIMessage:
     """The deterministic planner: queue, then session, then the missing participants."""
-    if state.get("queue") is None:
+    if state["queue"] is None:
         return rules_message([tool_call(QUEUE_TOOL, {}, tag="queue")])
-    if not state.get("session"):
+    if not state["session"]:
         return rules_message([tool_call(SESSION_TOOL, _session_args(state, now), tag="session")])
-    have = {p["role"] for p in state.get("participants", [])}
+    have = {p["role"] for p in state["participants"]}
     calls = []
     if "guest" not in have:
-        calls.append(
-            tool_call(PARTICIPANT_TOOL, {"display_name": state.get("patient_name"), "role": "guest"}, tag="guest")
-        )
+        calls.append(tool_call(PARTICIPANT_TOOL, {"display_name": state["patient_name"], "role": "guest"}, tag="guest"))
     if "host" not in have:
-        calls.append(tool_call(PARTICIPANT_TOOL, {"display_name": state.get("host_name"), "role": "host"}, tag="host"))
+        calls.append(tool_call(PARTICIPANT_TOOL, {"display_name": state["host_name"], "role": "host"}, tag="host"))
     return rules_message(calls)
 
 
 def _stop_reason(state: TriageState) -> str | None:
     """Why triage stops, said for a person (the failed call's note names the setting and the value)."""
-    said = state.get("last_error_note") or state.get("last_error")
-    if int(state.get("refusals", 0)) >= 2:
+    said = state["last_error_note"] or state["last_error"]
+    if state["refusals"] >= 2:
         return f"stopped after a refused write: {said}"
-    if not state.get("session") and int(state.get("session_creates", 0)) >= MAX_SESSION_CREATES:
+    if not state["session"] and state["session_creates"] >= MAX_SESSION_CREATES:
         return f"the session could not be created: {said}"
-    if int(state.get("participant_errors", 0)) >= 2:
+    if state["participant_errors"] >= 2:
         return f"the participant links could not be created: {said}"
-    if state.get("queue") is None and state.get("last_error"):
+    if state["queue"] is None and state["last_error"]:
         return f"the waiting queue could not be read: {said}"
-    if int(state.get("plan_steps", 0)) >= MAX_PLAN_STEPS:
+    if state["plan_steps"] >= MAX_PLAN_STEPS:
         return "stopped: too many planning steps"
     return None
 
@@ -430,7 +432,7 @@ def _stopped_by_model(exc: ModelFailedError | ModelConfigError, state: Mapping[s
 def _rules_take_over(state: TriageState, now: datetime, note: str) -> tuple[AIMessage, dict[str, Any]]:
     """The rules plan the rest of this run (what the model skipped, or all of it when the model failed)."""
     log.warning("triage: the rules planner finishes this run: %s", note)
-    planner = "rules" if state.get("plan_steps", 0) == 0 and state.get("queue") is None else "llm then rules"
+    planner = "rules" if state["plan_steps"] == 0 and state["queue"] is None else "llm then rules"
     return rules_plan(state, now), {"planner": planner, "planner_note": note}
 
 
@@ -447,19 +449,19 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
         return Command(goto="respond", update={"failure": reason})
     now = services.clock.now()
     session_args = _session_args(state, now)
-    update: dict[str, Any] = {"planned_session": None if state.get("session") else session_args}
+    update: dict[str, Any] = {"planned_session": None if state["session"] else session_args}
     view: TriageState = {**state, **update}  # type: ignore[typeddict-item]
-    if ctx.planner(runtime.context, services) == "llm" and not state.get("planner_note"):
+    if ctx.planner(runtime.context, services) == "llm" and not state["planner_note"]:
         system = load_prompt(
             "triage",
             session_name=session_args["session_name"],
             start_time=session_args["start_time"],
             end_time=session_args["end_time"],
-            patient_name=state.get("patient_name"),
-            host_name=state.get("host_name"),
-            now=iso(now),
+            patient_name=state["patient_name"],
+            host_name=state["host_name"],
+            now=iso_z(now),
             timezone=services.zone.key,
-            threshold=state.get("wait_threshold_minutes"),
+            threshold=state["wait_threshold_minutes"],
             progress=_progress(state),
         )
         failed: str | None = None
@@ -477,12 +479,12 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
             messages: list[AnyMessage] = [message]
         else:
             answers = invalid_call_answers(message)
-            corrections = int(state.get("model_corrections", 0)) + (1 if answers else 0)
+            corrections = state["model_corrections"] + (1 if answers else 0)
             update["model_corrections"] = corrections
             messages = [message, *answers]  # every call of the turn answered, the invalid ones here
             if answers and not message.tool_calls and corrections <= MAX_MODEL_CORRECTIONS:
                 log.warning("triage: the model's tool call arguments were not valid JSON; answered with the error")
-                steps = int(state.get("plan_steps", 0)) + 1
+                steps = state["plan_steps"] + 1
                 return Command(goto="plan", update={**update, "messages": messages, "plan_steps": steps})
             if not message.tool_calls and missing_steps(state):
                 note = (
@@ -496,8 +498,8 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
     else:
         message = rules_plan(view, now)
         messages = [message]
-    steps = int(state.get("plan_steps", 0)) + 1
-    if state.get("dry_run") and message.tool_calls:
+    steps = state["plan_steps"] + 1
+    if state["dry_run"] and message.tool_calls:
         planned = planned_writes(services, view, message)
         if planned:
             # the first write ends a dry run: nothing is sent, the planned calls are the answer
@@ -642,30 +644,30 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
     """The reply: alerts, the session, and both entry URLs (or why they are missing)."""
     services = await resolve_services(runtime.context)
     lines: list[str] = []
-    queue = state.get("queue")
+    queue = state["queue"]
     if queue:
         lines.append(f"Queue: {queue['waiting']} waiting, longest {queue['longest_wait_minutes']:.0f} min.")
-    lines.extend(f"ALERT: {a}" for a in state.get("alerts", []))
-    session = state.get("session")
+    lines.extend(f"ALERT: {a}" for a in state["alerts"])
+    session = state["session"]
     if session:
         start = parse_time(str(session.get("start_time")))
         when = start.astimezone(services.zone).strftime("%H:%M %Z") if start else session.get("start_time")
         lines.append(f"Session '{session['session_name']}' ({session['session_id']}) starts {when}.")
-    by_role = {p["role"]: p for p in state.get("participants", [])}
+    by_role = {p["role"]: p for p in state["participants"]}
     for role, label in (("guest", "Patient"), ("host", "Clinician")):
         p = by_role.get(role)
         if p:
             lines.append(f"{label} link ({p['display_name']}): {p['entry_url']}")
-    failure = state.get("failure")
+    failure = state["failure"]
     missing = missing_steps(state)
-    if not state.get("dry_run") and not failure and missing:
+    if not state["dry_run"] and not failure and missing:
         failure = "the triage stopped early"
-    if failure and not state.get("dry_run"):
+    if failure and not state["dry_run"]:
         # what is missing and what exists (ids only), so the clinic can finish it or clean up
         failure = f"{failure}; not done: {', '.join(missing) or 'nothing'}; created: {created(state)}"
         log.warning("triage did not finish: %d step(s) not done; created: %s", len(missing), created(state))
-    planned = state.get("planned_calls") or []
-    if state.get("dry_run"):
+    planned = state["planned_calls"] or []
+    if state["dry_run"]:
         lines.append(
             f"Dry run: nothing was written. {len(planned)} planned call(s):"
             if planned
@@ -677,7 +679,7 @@ async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
             lines.append(
                 f"- {call['tool']} {json.dumps(call['args'], ensure_ascii=False, sort_keys=True)}{note}{error}"
             )
-    if state.get("planner_note"):
+    if state["planner_note"]:
         lines.append(f"Planned by the rules: {state['planner_note']}.")
     if failure:
         lines.append(f"Could not finish: {failure}")

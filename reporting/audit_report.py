@@ -4,7 +4,8 @@ The JSON is the audit's report as given (keys in the contract's order). Markdown
 a banner when the report is incomplete, a summary, a "To do" section grouped by what the manager has to do, a
 chart, then every session. Text from outside (session names, problems, raw times, the clinic's name) is untrusted:
 control and bidi characters are shown escaped, Markdown metacharacters and bare URLs are neutralised, and the HTML
-template autoescapes. Files hold patient data, so they are written atomically, mode 0o600.
+template autoescapes. Files hold patient data, so they are written atomically and owner-only
+(tools/private_files.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from markupsafe import Markup
 from pygal.etree import etree as pygal_etree
 from pygal.style import Style
 
+from tools.private_files import OWNER_ONLY_DIR, write_private
 from tools.textsafety import clean_line, redact_value
+from tools.timeparse import parse_time
 
 # The report's `source` on the embedded sandbox (agent.settings.SANDBOX_SOURCE); its title then says DEMO.
 SANDBOX_SOURCE = "sandbox"
@@ -95,8 +97,6 @@ CHART_LABEL_MAX = 32
 CHART_COLORS = ("#a9b8c9", "#2f5d8a", "#d9822b")
 CHART_FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif"
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 NONE_TEXT = "—"
 
 _BASENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -173,23 +173,9 @@ def _as_int(value: Any) -> int:
 # --- times -----------------------------------------------------------------------------------------------
 
 
-def _parse_time(value: Any) -> datetime | None:
-    """An aware datetime from an ISO-8601 string (or datetime); naive times are taken as UTC."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def _fmt_time(value: Any, zone: ZoneInfo, *, day: date | None, also: date | None = None) -> str:
     """`HH:MM` in the clinic's zone, with the date when it is neither the report's `day` nor `also`."""
-    parsed = _parse_time(value)
+    parsed = parse_time(value)
     if parsed is None:
         return NONE_TEXT if value is None or value == "" else _text(value)
     local = parsed.astimezone(zone)
@@ -202,7 +188,7 @@ def _fmt_span(start: Any, end: Any, zone: ZoneInfo, *, day: date | None) -> str:
     first = _fmt_time(start, zone, day=day)
     if end is None or end == "":
         return f"{first} – no recorded end"
-    parsed_start = _parse_time(start)
+    parsed_start = parse_time(start)
     start_day = parsed_start.astimezone(zone).date() if parsed_start is not None else None
     return f"{first}–{_fmt_time(end, zone, day=day, also=start_day)}"
 
@@ -217,7 +203,7 @@ def _window_day(since: datetime | None, until: datetime | None, zone: ZoneInfo) 
 
 
 def _window_text(since_raw: Any, until_raw: Any, zone: ZoneInfo) -> str:
-    since, until = _parse_time(since_raw), _parse_time(until_raw)
+    since, until = parse_time(since_raw), parse_time(until_raw)
     zone_name = str(zone.key)
     day = _window_day(since, until, zone)
     if since is not None and until is not None and day is not None:
@@ -558,7 +544,7 @@ def _row(session: Mapping[str, Any], zone: ZoneInfo, day: date | None, words: Ma
         problem=_text(session.get("problem")),
         raw_start=_text(raw_times.get("actual_start")) or NONE_TEXT,
         raw_end=_text(raw_times.get("actual_end")) or NONE_TEXT,
-        start=_parse_time(session.get("scheduled_start")),
+        start=parse_time(session.get("scheduled_start")),
         scheduled_value=_number(session.get("scheduled_minutes")),
         actual_value=_number(session.get("actual_minutes")),
         overrun_value=_number(session.get("overrun_minutes")),
@@ -583,7 +569,7 @@ def _build_view(
     sessions = [s for s in raw_sessions if isinstance(s, Mapping)] if isinstance(raw_sessions, list | tuple) else []
     window = report.get("window")
     window = window if isinstance(window, Mapping) else {}
-    day = _window_day(_parse_time(window.get("since")), _parse_time(window.get("until")), zone)
+    day = _window_day(parse_time(window.get("since")), parse_time(window.get("until")), zone)
     threshold_text = _fmt_setting(overrun_threshold_minutes)
     words = _flag_words(threshold_text)
 
@@ -1047,24 +1033,6 @@ def render_json(report: Mapping[str, Any]) -> str:
 # --- files ---------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a 0o600 temp file beside `path`, fsync it, then rename it over `path`."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _fsync_dir(directory: Path) -> None:
     if not hasattr(os, "O_DIRECTORY"):
         return
@@ -1098,12 +1066,12 @@ def write_reports(
         "html": render_html(report, **options),
     }
     out_dir = Path(out_dir)
-    out_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    out_dir.mkdir(mode=OWNER_ONLY_DIR, parents=True, exist_ok=True)
     base = report_basename(_text(report.get("team_id")), day_label)
     paths: dict[str, Path] = {}
     for suffix, text in texts.items():
         path = out_dir / f"{base}.{suffix}"
-        _write_atomic(path, text)
+        write_private(path, text)
         paths[suffix] = path
     _fsync_dir(out_dir)
     return paths

@@ -6,6 +6,7 @@ Use it in-process (`SandboxTransport`) or over HTTP (`serve_sandbox`); see `crea
 from sandbox.app import RequestRecord, Sandbox, create_sandbox
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import FaultConfig, SandboxConfig
+from sandbox.demo import generate_sessions
 from sandbox.ids import (
     DEMO_ACCOUNT_ID,
     DEMO_CLIENT_ID,
@@ -35,5 +36,6 @@ __all__ = [
     "build_server",
     "config_from_env",
     "create_sandbox",
+    "generate_sessions",
     "serve_sandbox",
 ]

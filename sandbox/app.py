@@ -81,7 +81,7 @@ class Sandbox:
     @cached_property
     def mcp(self) -> SandboxMcp:
         """Its MCP servers, made on first use: the `mcp` package is heavy, and most runs never speak MCP."""
-        from sandbox.mcp import SandboxMcp  # here: sandbox.mcp imports this module
+        from sandbox.mcp import SandboxMcp  # here: the `mcp` package is heavy
 
         return SandboxMcp(self)
 
@@ -199,19 +199,19 @@ class Sandbox:
         if len(segments) == 3 and segments[0] == "integrated-account" and segments[2] == "tools":
             if request.method != "GET":
                 raise TrutoError(405, f"{request.method} is not allowed on /integrated-account/{{id}}/tools")
-            self._authenticate(request)
+            self.authenticate(request)
             return self._tools(segments[1], record.query)
         if segments and segments[0] == "proxy":
-            self._authenticate(request)
-            return await self._proxy(request, record, segments[1:])
+            self.authenticate(request)
+            return await self.proxy(request, record, segments[1:])
         if len(segments) in (3, 4) and segments[0] == "integrated-account" and segments[2] == "mcp":
-            self._authenticate(request)
+            self.authenticate(request)
             return await self.mcp.admin(request, segments[1], segments[3] if len(segments) == 4 else None)
         if segments and segments[0] == "mcp" and len(segments) <= 2:
             return await self.mcp.serve(request, segments[1] if len(segments) == 2 else "")
         raise TrutoError(404, f"route not found: {request.method} {request.url.path}")
 
-    def _authenticate(self, request: Request) -> None:
+    def authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -233,7 +233,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ the proxy
 
-    async def _proxy(self, request: Request, record: RequestRecord, rest: list[str]) -> Reply:
+    async def proxy(self, request: Request, record: RequestRecord, rest: list[str]) -> Reply:
         query = record.query
         account_id = query.get("integrated_account_id")
         if account_id is None or account_id == "":

@@ -28,7 +28,7 @@ class FaultConfig(BaseModel):
     lost_response: float = Field(default=0.0, ge=0.0, le=1.0)
     lost_response_next: int = Field(default=0, ge=0)
     only_resources: list[str] | None = None
-    # Bounds (issue 13). A storm of the next N proxy calls: each a remote 429 with Retry-After 1-2 s (as seconds or
+    # Bounds. A storm of the next N proxy calls: each a remote 429 with Retry-After 1-2 s (as seconds or
     # an HTTP date, per `retry_after_format`).
     rate_limit_storm_next: int = Field(default=0, ge=0)
     # A raw value for the storm 429s' Retry-After and ratelimit-reset (e.g. "3600", "inf", "1e400", "soon").

@@ -7,11 +7,12 @@
 - `/mcp/{token}`: the `mcp` package's low-level `Server` over streamable HTTP (stateless, JSON responses), one
   short-lived server per request. `tools/list` gives the same names, descriptions and schemas as `/tools` (query ∪
   body properties, Truto's `required`), with `_meta.truto = {resource, method, tags}` and the standard annotations.
-  `tools/call` runs through the sandbox's own proxy handler (`Sandbox._proxy`), so the account's rules, rate limit,
-  idempotency keys (the MCP request's `Idempotency-Key` header) and faults are the proxy's: a proxy error comes back
-  as an `isError` result holding Truto's error JSON; the proxy's `ratelimit-*`/`retry-after` headers go on the MCP
-  HTTP response; slow and dropped responses happen to the MCP HTTP response itself. Binary bodies come back as an
-  embedded blob resource. An unknown, deleted or expired token is a 404 with a JSON-RPC error body.
+  `tools/call` runs through the sandbox's own proxy handler (`Sandbox.proxy`, typed by sandbox/gateway.py), so the
+  account's rules, rate limit, idempotency keys (the MCP request's `Idempotency-Key` header) and faults are the
+  proxy's: a proxy error comes back as an `isError` result holding Truto's error JSON; the proxy's
+  `ratelimit-*`/`retry-after` headers go on the MCP HTTP response; slow and dropped responses happen to the MCP HTTP
+  response itself. Binary bodies come back as an embedded blob resource. An unknown, deleted or expired token is a
+  404 with a JSON-RPC error body.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import anyio
@@ -34,12 +35,10 @@ from starlette.requests import Request
 
 from sandbox.catalog import CRUD_METHODS, METHOD_GROUPS
 from sandbox.errors import TrutoError
+from sandbox.gateway import TrutoGateway
 from sandbox.querystring import parse_query
 from sandbox.replies import Reply, RequestRecord, error_reply
 from sandbox.timefmt import TimeParseError, format_time, parse_time
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 # The embedded sandbox always has this MCP server, so `TRUTO_MCP_URL=http://sandbox.local/mcp/<this>` works offline.
 DEMO_MCP_TOKEN = "sandbox-mcp-demo"
@@ -150,7 +149,7 @@ def mcp_tool(tool: dict[str, Any]) -> types.Tool:
 class SandboxMcp:
     """The account's MCP servers and the `/mcp/{token}` endpoint."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: TrutoGateway) -> None:
         self.sandbox = sandbox
         self.servers: dict[str, McpServerRecord] = {}
         self.servers[DEMO_MCP_ID] = McpServerRecord(id=DEMO_MCP_ID, name="demo", token=DEMO_MCP_TOKEN)
@@ -254,7 +253,7 @@ class SandboxMcp:
             )
         if server.require_api_token_auth:
             try:
-                self.sandbox._authenticate(request)
+                self.sandbox.authenticate(request)
             except TrutoError as error:
                 return _rpc_error(rpc_id, UNAUTHORIZED_CODE, error.message, 401)
         delivery = _Delivery()
@@ -363,7 +362,7 @@ class SandboxMcp:
         )
         self.sandbox.requests.append(record)
         try:
-            reply = await self.sandbox._proxy(request, record, rest)
+            reply = await self.sandbox.proxy(request, record, rest)
         except TrutoError as error:
             reply = error_reply(error, config=self.sandbox.config)
         record.status = reply.status

@@ -9,11 +9,10 @@ import bisect
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sandbox.clock import Clock
 from sandbox.errors import CoviuError
-from sandbox.ids import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
 from sandbox.models import (
     Collection,
     DemoData,
@@ -567,22 +566,3 @@ class CoviuStore:
         if submission.audio_recording_id is None:
             raise CoviuError(404, f"no audio recording for submission: {submission_id}")
         return self.files[submission.audio_recording_id]
-
-    # ----------------------------------------------------------------- synthetic days
-
-    def generate_sessions(
-        self,
-        day: date,
-        n: int,
-        seed: int = 0,
-        team_id: str = DEMO_TEAM_ID,
-        collection_id: str = DEMO_INTAKE_COLLECTION_ID,
-    ) -> list[str]:
-        """N synthetic sessions ending within `day` (UTC), with summaries and intake submissions.
-
-        The mix is realistic: ~10% missing form, ~5% pending, ~7% overrun > 10 min, ~3% no-show,
-        ~2% canceled. Returns the new session ids in creation order.
-        """
-        from sandbox.demo import generate_day
-
-        return generate_day(self, day, n, seed=seed, team_id=team_id, collection_id=collection_id)

@@ -37,7 +37,7 @@ from tools.toolbox import open_toolbox
 
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)
 
-# The embedded sandbox runs only when asked for (issue 23): every test process asks, so the CLI (CliRunner, and
+# The embedded sandbox runs only when asked for: every test process asks, so the CLI (CliRunner, and
 # subprocesses that inherit this environment) and `Settings()` run on it when no TRUTO_API_KEY is set. A test of the
 # unasked case removes it (monkeypatch.delenv); helpers that build a clean environment set it again themselves.
 os.environ["COVIU_AGENT_SANDBOX"] = "1"

@@ -29,7 +29,7 @@ from agent.runs import AskOutcome, run_ask
 from agent.settings import Settings
 from graphs.assistant import NOT_APPROVED, build_act_node, build_assistant_graph
 from graphs.context import Context, Services
-from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, Sandbox
+from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID, Sandbox, generate_sessions
 from sandbox.media import EBML_MAGIC
 from sandbox.store import DemoData
 from tests.fakes import ScriptedChatModel
@@ -624,7 +624,7 @@ async def test_binary_not_yet_downloaded_says_how_it_will_be_fetched(
 
 
 async def test_big_tool_results_are_capped_with_a_note(services: Services, sandbox: Sandbox, clock: FakeClock) -> None:
-    sandbox.store.generate_sessions(clock.now().date() - timedelta(days=1), 150, seed=1)
+    generate_sessions(sandbox.store, clock.now().date() - timedelta(days=1), 150, seed=1)
 
     def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
         if not results(messages):
@@ -640,3 +640,26 @@ async def test_big_tool_results_are_capped_with_a_note(services: Services, sandb
 
 def test_outcome_resume_command_is_shell_quoted() -> None:
     assert AskOutcome("ask:a b").resume == "coviu-agent ask --thread-id 'ask:a b' --yes"
+
+
+async def test_the_state_type_says_what_every_node_after_prepare_finds(services: Services) -> None:
+    """AssistantState's required keys are set by `prepare` for each request: the nodes after it read them directly."""
+    from typing import NotRequired, get_origin
+
+    from typing_extensions import get_type_hints
+
+    from graphs.assistant import AssistantState
+
+    hints = get_type_hints(AssistantState, include_extras=True)
+    optional = {key for key, hint in hints.items() if get_origin(hint) is NotRequired}
+    required = set(hints) - optional
+    assert optional == {"messages", "session_id"}
+    services.model = ScriptedChatModel(script=lambda messages, tools: AIMessage("Nothing to do."))
+    graph = build_assistant_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "typed"}}
+    seen: list[set[str]] = []
+    async for values in graph.astream(
+        {"messages": [HumanMessage("hello")]}, config, context=Context(services=services), stream_mode="values"
+    ):
+        seen.append(set(values))
+    assert len(seen) >= 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`

@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs.audit import AUDIT_POLICY, WindowError, build_audit_graph, resolve_window
 from graphs.context import Context, Services
 from graphs.nodes import execute_call
-from sandbox import DEMO_INTAKE_COLLECTION_ID, FaultConfig, Sandbox
+from sandbox import DEMO_INTAKE_COLLECTION_ID, FaultConfig, Sandbox, generate_sessions
 from tests.fakes import ScriptedChatModel
 from tools.clock import FakeClock
 from tools.ratelimit import RateLimitBudget
@@ -134,7 +134,7 @@ async def test_audit_is_read_only(services: Services, sandbox: Sandbox):
 
 
 async def test_rate_limit_storm_gives_the_identical_report(services: Services, sandbox: Sandbox, clock: FakeClock):
-    sandbox.store.generate_sessions(YESTERDAY, 120, seed=5)
+    generate_sessions(sandbox.store, YESTERDAY, 120, seed=5)
     clean = (await run_audit(services, "clean"))["report"]
     sandbox.set_faults(FaultConfig(seed=11, rate_limit_storm=0.35, server_errors=0.05))
     # a run of its own, with room to wait: on small-page profiles the storm hits twice as many requests, and the
@@ -152,7 +152,7 @@ async def test_rate_limit_storm_gives_the_identical_report(services: Services, s
 
 
 async def test_pagination_over_many_pages(services: Services, sandbox: Sandbox):
-    sandbox.store.generate_sessions(YESTERDAY, 450, seed=2)
+    generate_sessions(sandbox.store, YESTERDAY, 450, seed=2)
     report = (await run_audit(services))["report"]
     since, until = window(YESTERDAY)
     assert report["totals"]["sessions"] == len(expected_rows(sandbox, since, until))
@@ -172,7 +172,7 @@ async def test_narrative_sees_aggregates_only(services: Services, sandbox: Sandb
 
     services.model = ScriptedChatModel(script=script)
     services.planner = "llm"
-    sandbox.store.generate_sessions(YESTERDAY, 60, seed=1)
+    generate_sessions(sandbox.store, YESTERDAY, 60, seed=1)
     state = await run_audit(services)
     assert len(seen) == 1
     names = [r["session_name"] for r in state["report"]["sessions"]]

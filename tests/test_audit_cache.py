@@ -19,7 +19,7 @@ from graphs import audit as audit_module
 from graphs.audit import build_audit_graph
 from graphs.audit_store import SqliteAuditStore
 from graphs.context import Context, Services
-from sandbox import Sandbox
+from sandbox import Sandbox, generate_sessions
 from sandbox.errors import CoviuError
 from tests.conftest import make_services
 from tools.clock import FakeClock
@@ -96,7 +96,7 @@ def changeable(report: dict[str, Any], sandbox: Sandbox | None = None, now: date
 async def test_a_rerun_fetches_only_summaries_that_may_change_and_gives_the_identical_report(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
 ) -> None:
-    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    ids = generate_sessions(sandbox.store, YESTERDAY, 80, seed=3)
     sessions = [sandbox.store.sessions[sid] for sid in ids]
     nobody = no_shows(sandbox, ids)
     # One no-show scheduled late yesterday (under 12 h before the audit: it may yet change) and one call someone
@@ -174,7 +174,7 @@ async def test_a_cached_no_show_that_the_list_shows_an_end_for_is_fetched_again(
 ) -> None:
     # An account whose session list carries `actual_end_time` (OAS's optional field) tells a no-show that was
     # entered after all (however unlikely) from one that was not: the cached "no recorded end" is not served.
-    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    ids = generate_sessions(sandbox.store, YESTERDAY, 80, seed=3)
     no_show = no_shows(sandbox, ids)[0]
     services = await audit_services(sandbox, clock, tmp_path, store)
     try:
@@ -196,7 +196,7 @@ async def test_a_no_show_is_kept_only_once_it_has_settled(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, store: SqliteAuditStore
 ) -> None:
     # Audited an hour after its scheduled end, a no-show is fetched again; audited 12 h after, it is kept.
-    ids = sandbox.store.generate_sessions(YESTERDAY, 80, seed=3)
+    ids = generate_sessions(sandbox.store, YESTERDAY, 80, seed=3)
     no_show = no_shows(sandbox, ids)[0]
     no_show.end_time = clock.now() - timedelta(hours=1)  # still yesterday for a window that ends at midnight
     no_show.start_time = no_show.end_time - timedelta(minutes=30)
@@ -300,7 +300,7 @@ async def test_checkpoints_grow_linearly_with_the_sessions(
     monkeypatch.setattr(audit_module, "BATCH_SIZE", 25)  # many batches: a whole-state snapshot per batch is N²
     sizes: dict[int, int] = {}
     for n, day in ((100, date(2026, 11, 20)), (400, date(2026, 11, 21))):
-        sandbox.store.generate_sessions(day, n, seed=n)
+        generate_sessions(sandbox.store, day, n, seed=n)
         services = await audit_services(sandbox, clock, tmp_path, store)
         path = tmp_path / f"checkpoints-{n}.sqlite"
         async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:

@@ -1,4 +1,4 @@
-"""Issue 23: a cached summary lives only while the session list agrees with it. A session whose actual end is
+"""A cached summary lives only while the session list agrees with it. A session whose actual end is
 corrected upstream (the list and the summary both show the new end) is fetched again on the next run, and the report
 says how many summaries came from the cache (in-process sandbox, fake clock, every profile with the end listed)."""
 

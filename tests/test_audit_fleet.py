@@ -13,7 +13,7 @@ from agent.errors import BadInput
 from agent.fleet import Clinic, load_fleet, parse_accounts, run_fleet, write_fleet_summary
 from agent.runs import AuditArgs
 from agent.settings import Settings
-from sandbox import SandboxConfig, SandboxTransport, create_sandbox
+from sandbox import SandboxConfig, SandboxTransport, create_sandbox, generate_sessions
 from sandbox.testing import sandbox_client
 from tools.clock import FakeClock
 
@@ -34,7 +34,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 async def test_each_account_has_its_own_data_and_rate_window() -> None:
     clock = FakeClock()
     sandbox = create_sandbox(SandboxConfig(accounts=["clinic-b"], rate_limit=2), clock=clock)
-    sandbox.store_for("clinic-b").generate_sessions(DAY, 5, seed=1)
+    generate_sessions(sandbox.store_for("clinic-b"), DAY, 5, seed=1)
     async with sandbox_client(sandbox) as client:
         sessions = "/proxy/sessions?integrated_account_id={}&limit=500"
         a = await client.get(sessions.format("sandbox"))
@@ -50,7 +50,7 @@ async def test_a_fleet_audit_gives_each_clinic_its_own_report_and_a_summary(sett
     clock = FakeClock()
     sandbox = create_sandbox(SandboxConfig(accounts=ACCOUNTS), clock=clock)
     for n, account in enumerate(ACCOUNTS):
-        sandbox.store_for(account).generate_sessions(DAY, 20 * (n + 1), seed=n)
+        generate_sessions(sandbox.store_for(account), DAY, 20 * (n + 1), seed=n)
     transport = SandboxTransport(sandbox)
     clinics = parse_accounts(",".join(ACCOUNTS))
     args = AuditArgs(day=DAY.isoformat(), out_dir=tmp_path / "reports")

@@ -1,4 +1,4 @@
-"""The audit report's paragraph written by a model (issue 22): it names the model, is built from the aggregates only,
+"""The audit report's paragraph written by a model: it names the model, is built from the aggregates only,
 and every figure in it is checked against the report's totals; a mismatch leaves it out, said in the report and the
 log."""
 
@@ -16,7 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.audit import build_audit_graph, unchecked_figures
 from graphs.context import Context, Services
-from sandbox import Sandbox
+from sandbox import Sandbox, generate_sessions
 from tests.fakes import ScriptedChatModel
 
 YESTERDAY = date(2026, 11, 24)
@@ -35,7 +35,7 @@ async def audit_with(
 
     services.model = ScriptedChatModel(script=script)
     services.planner = "llm"
-    sandbox.store.generate_sessions(YESTERDAY, 40, seed=4)
+    generate_sessions(sandbox.store, YESTERDAY, 40, seed=4)
     graph = build_audit_graph().compile(checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "n1"}, "recursion_limit": 1000}
     import json

@@ -1,4 +1,4 @@
-"""Issue 13: every wait, request and download ends; a 429 storm is waited out by time, not by count.
+"""Every wait, request and download ends; a 429 storm is waited out by time, not by count.
 
 Tool-layer tests on `httpx.MockTransport` and a `FakeClock` (nothing really sleeps), except the per-request
 deadline, which is real time by nature (tiny settings keep it under a second).

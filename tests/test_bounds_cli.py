@@ -1,4 +1,4 @@
-"""Issue 13 through the CLI: a Retry-After past the budget ends the audit at once with exit 3 naming the clinic
+"""Bounds through the CLI: a Retry-After past the budget ends the audit at once with exit 3 naming the clinic
 time; `--max-wait` is checked before anything is sent.
 """
 

@@ -1,10 +1,11 @@
-"""Issue 13: every download ends. An endless body stops at the announced size and leaves nothing behind; a
+"""Every download ends. An endless body stops at the announced size and leaves nothing behind; a
 download that would not fit on the disk is refused before a byte is fetched.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from sandbox import (
     FaultConfig,
     Sandbox,
     SandboxConfig,
+    SandboxTransport,
     create_sandbox,
 )
 from tests.e2e import serve
+from tools.clock import FakeClock
 from tools.ratelimit import RateLimitGovernor
 from tools.toolbox import open_toolbox
 from workers.recordings import FILE_GET, RecordingsWorker
@@ -109,3 +112,70 @@ def test_the_stall_window_is_a_setting_checked_before_anything_runs(monkeypatch:
     monkeypatch.setenv("COVIU_AGENT_DOWNLOAD_STALL_SECONDS", "0")
     with pytest.raises(ValueError, match="COVIU_AGENT_DOWNLOAD_STALL_SECONDS"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+# --- the download stall window ------------------------------------------------------------------------
+
+
+class _Drip(httpx.AsyncByteStream):
+    """A body sent 1 KiB at a time, `gap` seconds (on the fake clock) between pieces: each piece resets any read
+    timeout, but the rate (1 KiB per 20 s) is far below the floor (64 KiB per stall window)."""
+
+    def __init__(self, body: bytes, clock: FakeClock, gap: float) -> None:
+        self.body, self.clock, self.gap = body, clock, gap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.body), 1024):
+            self.clock.advance(self.gap)
+            yield self.body[start : start + 1024]
+
+
+class _DripMedia(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, clock: FakeClock) -> None:
+        self.inner, self.clock = inner, clock
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if "submission_files" not in request.url.path or response.status_code >= 300:
+            return response
+        body = await response.aread()
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=_Drip(body, self.clock, 20.0), request=request
+        )
+
+
+@pytest.mark.profiles("default")
+async def test_a_recording_dripped_a_kilobyte_every_20_s_is_ended_as_stalled(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The worker reads `aiter_bytes(CHUNK_SIZE)`: httpx then buffers the body into 256 KiB chunks, so the throughput
+    floor sees a chunk only once 256 KiB have come (however long that took) and a drip is never ended as stalled
+    (the floor's own test calls `take` per network read, which the worker never does)."""
+    toolbox = await open_toolbox(
+        base_url="http://sandbox.local",
+        api_key="sandbox",
+        integrated_account_id=DEMO_ACCOUNT_ID,
+        transport=_DripMedia(SandboxTransport(sandbox), clock),
+        clock=clock,
+        governor=RateLimitGovernor(clock=clock),
+    )
+    try:
+        assert sandbox.store.demo is not None
+        session = sandbox.store.demo.sessions["ontime"]
+        worker = RecordingsWorker(
+            toolbox,
+            team_id=DEMO_TEAM_ID,
+            collection_id=DEMO_INTAKE_COLLECTION_ID,
+            download_dir=tmp_path / "rec",
+            stall_seconds=60.0,
+        )
+        started = clock.monotonic()
+        report = await worker.run(session_id=session)
+    finally:
+        await toolbox.aclose()
+    video = next(r for r in report.results if r.item.tool == FILE_GET)
+    assert video.item.size is not None and video.item.size > 256 * 1024
+    assert video.status != "downloaded", (
+        f"{video.item.size} bytes at 1 KiB per 20 s ({clock.monotonic() - started:.0f} s) were taken as a download"
+    )
+    assert "stalled" in (video.error or "") + " ".join(report.errors)

@@ -1,4 +1,4 @@
-"""Issue 13 against the sandbox's fault modes: storms waited out by time, huge or broken Retry-After values end
+"""Bounds against the sandbox's fault modes: storms waited out by time, huge or broken Retry-After values end
 the run at once, dripped and oversized bodies end within the deadline.
 
 The audit runs in-process on a fake clock (seconds, not minutes); bodies that must really stream (drip, oversized)
@@ -18,7 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.audit import build_audit_graph
 from graphs.context import Context, Services
-from sandbox import FaultConfig, Sandbox, SandboxConfig, create_sandbox
+from sandbox import FaultConfig, Sandbox, SandboxConfig, create_sandbox, generate_sessions
 from sandbox.testing import sandbox_client
 from tests.conftest import START, make_services
 from tests.e2e import serve
@@ -40,7 +40,7 @@ async def audit(services: Services) -> dict[str, Any]:
 def world(**config: Any) -> tuple[Sandbox, FakeClock]:
     clock = FakeClock(start=START)
     sandbox = create_sandbox(SandboxConfig(**config), clock=clock)
-    sandbox.store.generate_sessions(YESTERDAY, 30, seed=4)
+    generate_sessions(sandbox.store, YESTERDAY, 30, seed=4)
     return sandbox, clock
 
 

@@ -1,4 +1,4 @@
-"""The state store stays small at its peak (issue 18): large checkpointed values (the audit's final report) are
+"""The state store stays small at its peak: large checkpointed values (the audit's final report) are
 stored compressed, after redaction, and read back whole; the report is in one checkpoint, not two."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from agent.checkpoint import COMPRESS_FROM_BYTES, RedactingSerializer, open_chec
 from graphs.audit import build_audit_graph
 from graphs.audit_store import SqliteAuditStore
 from graphs.context import Context
-from sandbox import Sandbox
+from sandbox import Sandbox, generate_sessions
 from tests.conftest import make_services
 from tools.clock import FakeClock
 from tools.textsafety import Redactor
@@ -52,7 +52,7 @@ def test_a_secret_in_a_large_value_is_redacted_before_it_is_compressed() -> None
 async def test_the_audit_report_is_in_one_checkpoint_compressed_and_the_thread_reads_it_back(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path
 ) -> None:
-    sandbox.store.generate_sessions(date(2026, 11, 24), 600, seed=2)
+    generate_sessions(sandbox.store, date(2026, 11, 24), 600, seed=2)
     path = tmp_path / "state.sqlite"
     store = SqliteAuditStore(str(path))
     services = await make_services(sandbox, clock, tmp_path / "reports", audit_store=store)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import SandboxConfig, create_sandbox
+from sandbox import SandboxConfig, create_sandbox, generate_sessions
 from sandbox.profiles import Profile
 from tests.e2e import CLI, FAKE_TRUTO_TOKEN, cli_env, free_port, run_cli, serve
 
@@ -150,7 +150,7 @@ def test_killed_audit_resumes_without_refetching(tmp_path: Path):
     from datetime import timedelta
 
     yesterday = day - timedelta(days=1)
-    sandbox.store.generate_sessions(yesterday, 700, seed=3)
+    generate_sessions(sandbox.store, yesterday, 700, seed=3)
     with serve(sandbox) as s:
         env = cli_env(tmp_path, s.url, TRUTO_RATE_LIMIT_PER_10S="500")
         args = ["audit", "--date", yesterday.isoformat(), "--out", str(tmp_path / "r"), "--json"]

@@ -1,4 +1,4 @@
-"""What the commands print, for a person and for a pipe (issue 25): each downloaded file listed once and no empty
+"""What the commands print, for a person and for a pipe: each downloaded file listed once and no empty
 folder for a missing recording; `mcp list` as tab-separated lines when piped; a cached audit's pace and ETA."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent.checkpoint import stored_bytes
-from sandbox import FaultConfig, SandboxConfig, create_sandbox
+from sandbox import FaultConfig, SandboxConfig, create_sandbox, generate_sessions
 from sandbox.profiles import Profile
 from tests.e2e import CLI, FAKE_OPENAI_KEY, FAKE_TRUTO_TOKEN, cli_env, run_cli, serve
 
@@ -58,7 +58,7 @@ def test_audit_killed_at_a_random_point_gives_the_identical_report(tmp_path: Pat
         pytest.skip("one kill point per non-default profile (each run is 20-100 s); the default profile runs three")
     sandbox = create_sandbox(sandbox_profile.config.model_copy(update={"rate_limit": 500}))
     yesterday = sandbox.clock.now().date() - timedelta(days=1)
-    sandbox.store.generate_sessions(yesterday, 400, seed=seed)
+    generate_sessions(sandbox.store, yesterday, 400, seed=seed)
     with serve(sandbox) as s:
         env = cli_env(tmp_path, s.url, TRUTO_RATE_LIMIT_PER_10S="500")
         args = ["audit", "--date", yesterday.isoformat(), "--out", str(tmp_path / "r"), "--json"]

@@ -1,4 +1,4 @@
-"""Issue 23: approval answers are validated against LangChain's HITL decision types (approve / edit with
+"""Approval answers are validated against LangChain's HITL decision types (approve / edit with
 edited_action {name, args} / reject with an optional message). Anything else is an error that names what is wrong,
 never a reject: nothing is decided, and the thread stays answerable (a later correct answer works). The same at the
 command line (`ask --decisions`, exit 2) and on the LangGraph server path (the graph's resume)."""

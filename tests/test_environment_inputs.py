@@ -1,4 +1,4 @@
-"""Issue 23, the environment and the product's own files: the embedded sandbox runs only when asked for and every
+"""The environment and the product's own files: the embedded sandbox runs only when asked for and every
 output names its source; the state store, rate store, fleet file and `--out` are input, checked before the first
 request (exit 2 local, 3 a server that does not answer; never 1)."""
 

@@ -24,6 +24,7 @@ from sandbox import (
     Sandbox,
     SandboxConfig,
     create_sandbox,
+    generate_sessions,
 )
 from tests.conftest import START, make_services
 from tools.clock import FakeClock
@@ -125,7 +126,7 @@ async def test_triage_under_faults(case: Case, world: tuple[Sandbox, FakeClock, 
 async def test_audit_under_faults(case: Case, world: tuple[Sandbox, FakeClock, Path]):
     profiled, clock, tmp = world
     sandbox = create_sandbox(profiled.config.model_copy(update=case.config), clock=clock)
-    sandbox.store.generate_sessions(YESTERDAY, 80, seed=9)
+    generate_sessions(sandbox.store, YESTERDAY, 80, seed=9)
     services = await build(sandbox, clock, tmp / "clean")
     clean = (await audit(services))["report"]
     services.report_dir = tmp / "faulty"

@@ -29,6 +29,7 @@ from sandbox import (
     Sandbox,
     SandboxTransport,
     create_sandbox,
+    generate_sessions,
 )
 from sandbox.mcp import DEMO_MCP_TOKEN
 from sandbox.testing import sandbox_client
@@ -207,7 +208,7 @@ async def test_triage_through_mcp_matches_tools(clock: FakeClock, tmp_path: Path
 async def test_audit_through_mcp_gives_the_same_report(
     services: Services, mcp_services: Services, sandbox: Sandbox, clock: FakeClock
 ):
-    sandbox.store.generate_sessions(YESTERDAY, 80, seed=4)
+    generate_sessions(sandbox.store, YESTERDAY, 80, seed=4)
     by_tools = (await run_audit(services, "tools"))["report"]
     calls_before = len(sandbox.requests)
     by_mcp_state = await run_audit(mcp_services, "mcp")

@@ -1,4 +1,4 @@
-"""A model failure is an upstream failure (issue 22): 429 and 5xx from the model retried within the run's wait budget
+"""A model failure is an upstream failure: 429 and 5xx from the model retried within the run's wait budget
 (Retry-After honoured, on the injected clock), then exit 3 with one line and the JSON error object; with
 COVIU_AGENT_PLANNER=auto a triage is planned by the rules instead, and says so. Loopback only."""
 

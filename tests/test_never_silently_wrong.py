@@ -26,6 +26,7 @@ from sandbox import (
     DEMO_WAITING_QUEUE_ID,
     Sandbox,
     SandboxTransport,
+    generate_sessions,
 )
 from tests.fakes import ScriptedChatModel
 from tools.catalog import ToolSpec
@@ -292,7 +293,7 @@ def test_malformed_lists_are_their_own_error_class() -> None:
 
 
 async def test_overlapping_pages_are_counted_once(sandbox: Sandbox, clock: FakeClock, tmp_path: Path) -> None:
-    sandbox.store.generate_sessions(YESTERDAY, 60, seed=4)
+    generate_sessions(sandbox.store, YESTERDAY, 60, seed=4)
     healthy = await healthy_report(sandbox, clock, tmp_path)
     previous: dict[str, list[Any]] = {}
 
@@ -313,7 +314,7 @@ async def test_overlapping_pages_are_counted_once(sandbox: Sandbox, clock: FakeC
 
 
 async def test_a_repeated_cursor_stops_the_audit(sandbox: Sandbox, clock: FakeClock, tmp_path: Path) -> None:
-    sandbox.store.generate_sessions(YESTERDAY, 30, seed=4)
+    generate_sessions(sandbox.store, YESTERDAY, 30, seed=4)
 
     def loop(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         if resource_of(request) == "sessions" and response.status_code == 200:

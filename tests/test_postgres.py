@@ -38,6 +38,7 @@ from sandbox import (
     Sandbox,
     SandboxConfig,
     create_sandbox,
+    generate_sessions,
 )
 from tests.e2e import serve
 
@@ -109,7 +110,7 @@ def busy_sandbox() -> Iterator[tuple[Sandbox, str, str]]:
         faults=FaultConfig(slow=1.0, slow_seconds=0.05, only_resources=[SUMMARIES]),
     )
     sandbox = create_sandbox(config=config)
-    sandbox.store.generate_sessions(day, SESSIONS, seed=7)
+    generate_sessions(sandbox.store, day, SESSIONS, seed=7)
     with serve(sandbox) as served:
         yield sandbox, served.url, day.isoformat()
 
@@ -215,7 +216,7 @@ def test_killed_audit_resumes_from_postgres(
 
 
 async def test_a_thread_lock_on_postgres_is_held_once_and_released(postgres_state: tuple[str, Any, str]) -> None:
-    """One run per thread on PostgreSQL: a session-scoped advisory lock keyed by the thread (issue 23)."""
+    """One run per thread on PostgreSQL: a session-scoped advisory lock keyed by the thread."""
     from agent.threadlock import ThreadBusy, thread_lock
     from tools.clock import FakeClock
 

@@ -317,7 +317,7 @@ def test_registry_governors_of_one_account_share_its_state_and_keep_their_own_bu
 
 
 def test_registry_builds_each_governor_with_its_own_clock_and_limit() -> None:
-    # The last caller used to re-point the one shared governor (clock, limit): no more.
+    # Each caller gets a governor with its own clock and limit: a later caller never re-points an earlier one's.
     registry = GovernorRegistry()
     first_clock, second_clock = FakeClock(), FakeClock()
     first = registry.for_account(ACCOUNT_ID, clock=first_clock, limit=30)

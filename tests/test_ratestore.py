@@ -1,4 +1,4 @@
-"""One rate budget per account across processes, paced by what the server says (issue 18).
+"""One rate budget per account across processes, paced by what the server says.
 
 A discrete-event simulation drives governors against the sandbox's own fixed-window limiter on a FakeClock:
 each simulated worker books a slot, sends, and reads the response's headers after a (random) latency, exactly

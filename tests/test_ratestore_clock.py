@@ -1,4 +1,4 @@
-"""Issue 23: clocks are bounded by what the server can say. A rate-store row written by a clock an hour ahead (a
+"""Clocks are bounded by what the server can say. A rate-store row written by a clock an hour ahead (a
 peer's skewed clock, or NTP stepping this one back) never makes a wait longer than the window it describes, and a
 pacing wait longer than pacing ever needs is claimed from the run's wait budget and said at INFO (fake clocks)."""
 

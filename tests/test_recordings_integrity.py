@@ -1,4 +1,4 @@
-"""Issue 23: downloads never follow a link and never stitch. A symlink at a recording's `.part` (or a folder that
+"""Downloads never follow a link and never stitch. A symlink at a recording's `.part` (or a folder that
 leads outside) never makes the worker write outside the download folder; a resume sends If-Range with the ETag it
 saw and checks the total and the server's digest, so a file changed upstream between an interrupted download and
 its resume starts again from zero (in-process sandbox, fake clock, every profile)."""

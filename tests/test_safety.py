@@ -1,4 +1,4 @@
-"""Issue 14: approvals that cannot be bypassed, secrets that cannot leak, text that cannot crash or forge output,
+"""Approvals that cannot be bypassed, secrets that cannot leak, text that cannot crash or forge output,
 patient files that only their owner can read."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
+import httpx
 import pytest
 import typer
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -24,11 +26,31 @@ from agent.logging import configure_logging
 from agent.redact import SafeConsole, run_guarded
 from agent.runs import run_ask
 from agent.settings import Settings
+from graphs.audit import summary_facts
+from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, Sandbox
 from tests.fakes import ScriptedChatModel
 from tests.test_assistant import Chat, call, demo, offline_settings, request_of, results
-from tools.textsafety import REDACTOR, register_secrets, safe_line, safe_text
+from tests.test_never_silently_wrong import (
+    audit,
+    ended_session,
+    healthy_report,
+    names_session,
+    resource_of,
+    rows_by_id,
+    services_for,
+)
+from tests.test_never_silently_wrong import json_response as rewrite_json
+from tools.clock import FakeClock
+from tools.textsafety import (
+    REDACTED,
+    REDACTOR,
+    Redactor,
+    register_secrets,
+    safe_line,
+    safe_text,
+)
 from workers.recordings import MANIFEST_NAME, RecordingsWorker
 
 SECRET = "truto-secret-TOKEN-7f3a9c"
@@ -373,3 +395,128 @@ def test_ask_dry_run_goes_alone() -> None:
 
     result = CliRunner().invoke(app, ["ask", "cancel x", "--dry-run", "--yes"], env={"OPENAI_API_KEY": "sk-x"})
     assert result.exit_code == 2 and "--dry-run" in result.output
+
+
+# --- secrets echoed URL-encoded ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["https://api.truto.one/mcp/0a1b2c3d4e5f60718293a4b5c6d7e8f9", "tk_live/abc+def=ghi=="],
+    ids=["mcp-url", "token-with-reserved-chars"],
+)
+@pytest.mark.parametrize("encode", [lambda s: quote(s, safe=""), quote_plus], ids=["quote", "quote-plus"])
+def test_a_secret_echoed_url_encoded_is_redacted(secret: str, encode: Any) -> None:
+    """An upstream that echoes a configured secret URL-encoded (an MCP URL in a `redirect_uri=` or `url=` parameter
+    of an error message) is redacted too, not only the secret's own text or the `/mcp/` pattern."""
+    redactor = Redactor()
+    redactor.register([secret])
+    echoed = f"invalid request: url={encode(secret)}&x=1"
+    out = redactor.text(echoed)
+    assert encode(secret) not in out
+    assert REDACTED in out
+    assert json.dumps(secret) not in redactor.text(json.dumps({"a": secret}))
+
+
+# --- a secret echoed into a report's fields ----------------------------------------------------------------------
+
+ECHOED_SECRET = "echoed-secret-5f0c2a9e"
+
+
+@pytest.fixture
+def echoed_secret() -> Any:
+    register_secrets([ECHOED_SECRET])
+    yield ECHOED_SECRET
+    REDACTOR.forget()
+
+
+@pytest.mark.profiles("default")
+async def test_a_secret_echoed_into_a_summary_never_reaches_the_report_files(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, echoed_secret: str
+) -> None:
+    """A token echoed into a summary field (here `actual_end_time`) reaches the report's `problem`: every report file
+    (Markdown, HTML and JSON) has it redacted."""
+    healthy = await healthy_report(sandbox, clock, tmp_path)
+    victim = ended_session(healthy)
+
+    def echo(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if resource_of(request) == "session_summaries" and names_session(request, victim["session_id"]):
+            return rewrite_json(response, {**response.json(), "actual_end_time": f"token {echoed_secret}"})
+        return response
+
+    report = await audit(await services_for(sandbox, clock, tmp_path, echo))
+    assert "summary_unavailable" in rows_by_id(report)[victim["session_id"]]["flags"]
+    written = sorted((tmp_path / "reports").glob("audit-*"))
+    assert {p.suffix for p in written} == {".md", ".json", ".html"}
+    for path in written:
+        assert echoed_secret not in path.read_text(encoding="utf-8"), path.name
+
+
+async def test_a_secret_echoed_into_a_summary_never_reaches_the_state_files_side_rows(
+    tmp_path: Path, echoed_secret: str
+) -> None:
+    """The audit keeps each summary's facts (with `unavailable` quoting the raw value) in side rows of the state store;
+    a run that then stops (exit 3) leaves no echoed token at rest in COVIU_AGENT_STATE there, as the checkpoint
+    writes (through the redacting serializer) leave none."""
+    path = tmp_path / "state.sqlite"
+    store = open_audit_store(str(path))
+    try:
+        facts = summary_facts({"participants": [], "actual_end_time": f"token {echoed_secret}"})
+        await store.put_rows("thread-1", "summaries", {"s-1": facts})
+    finally:
+        await store.aclose()
+    assert echoed_secret.encode() not in path.read_bytes()
+
+
+# --- approvals: duplicates in one turn, a write hidden in a batch of reads, a look-alike tool name ---
+
+
+def reads_and_the_same_cancel_twice(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    target = request_of(messages).split()[-1]
+    if not results(messages):
+        return AIMessage(
+            "",
+            tool_calls=[
+                call("list_all_coviu_sessions", {}, "r1"),
+                call("delete_a_coviu_session_by_id", {"id": target}, "d1"),
+                call("delete_a_coviu_session_by_id", {"id": target}, "d2"),
+            ],
+        )
+    return AIMessage("Done.")
+
+
+@pytest.mark.profiles("default")
+async def test_the_same_write_twice_in_a_batch_of_reads_runs_only_as_often_as_approved(
+    services: Services, sandbox: Sandbox
+) -> None:
+    """Two identical cancels in one turn are two actions: approving one and rejecting the other sends exactly one,
+    and the read in the same turn waits for the answer like everything else in the turn."""
+    target = demo(sandbox).sessions["future"]
+    chat = Chat(services, reads_and_the_same_cancel_twice)
+    await chat.say(f"cancel {target}")
+    pending = await chat.pending()
+    assert [p["name"] for p in pending] == ["delete_a_coviu_session_by_id"] * 2
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+    assert sandbox.count(resource="sessions", truto_method="list") == 0
+    await chat.decide([{"type": "approve"}, {"type": "reject", "message": "once is enough"}])
+    assert sandbox.count(resource="sessions", truto_method="delete") == 1
+    assert not await chat.pending()
+
+
+def look_alike_cancel(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+    target = request_of(messages).split()[-1]
+    if not results(messages):
+        names = ["DELETE_A_COVIU_SESSION_BY_ID", " delete_a_coviu_session_by_id", "delete_a_coviu_session_by_id\n"]
+        return AIMessage("", tool_calls=[call(n, {"id": target}, f"l{i}") for i, n in enumerate(names)])
+    return AIMessage("Done.")
+
+
+@pytest.mark.profiles("default")
+async def test_a_look_alike_tool_name_is_never_sent(services: Services, sandbox: Sandbox) -> None:
+    target = demo(sandbox).sessions["future"]
+    chat = Chat(services, look_alike_cancel)
+    state = await chat.say(f"cancel {target}")
+    assert not await chat.pending()
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+    answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert len(answers) == 3 and all(m.status == "error" for m in answers)

@@ -21,6 +21,7 @@ from sandbox import (
     Sandbox,
     SandboxConfig,
     create_sandbox,
+    generate_sessions,
 )
 from sandbox.media import EBML_MAGIC, webm_bytes
 from sandbox.testing import sandbox_client
@@ -284,7 +285,7 @@ async def test_generate_ten_thousand_sessions() -> None:
     sb = create_sandbox(SandboxConfig(rate_limit=10_000), clock=clock, seed_demo=False)
     day = date(2026, 11, 24)
     started = time.perf_counter()
-    ids = sb.store.generate_sessions(day, 10_000, seed=1)
+    ids = generate_sessions(sb.store, day, 10_000, seed=1)
     elapsed = time.perf_counter() - started
     print(f"generate_sessions(10000): {elapsed:.2f} s")
     store = sb.store
@@ -305,9 +306,9 @@ async def test_generate_ten_thousand_sessions() -> None:
     assert 850 <= missing <= 1150
     assert 380 <= pending <= 620
     # Deterministic, and a second day does not collide.
-    again = create_sandbox(clock=FakeClock(NOW), seed_demo=False).store.generate_sessions(day, 50, seed=1)
+    again = generate_sessions(create_sandbox(clock=FakeClock(NOW), seed_demo=False).store, day, 50, seed=1)
     assert again == ids[:50]
-    store.generate_sessions(day - timedelta(days=1), 10, seed=1)
+    generate_sessions(store, day - timedelta(days=1), 10, seed=1)
     async with sandbox_client(sb) as client:
         page = (
             await client.get(

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import Sandbox, SandboxConfig, create_sandbox
+from sandbox import Sandbox, SandboxConfig, create_sandbox, generate_sessions
 from sandbox.testing import sandbox_client
 from tools.clock import FakeClock
 
@@ -431,7 +431,7 @@ async def test_summary_of_completed_and_no_show_sessions(client: httpx.AsyncClie
 
 async def test_sessions_pagination_to_the_last_page(clock: FakeClock) -> None:
     sb = create_sandbox(SandboxConfig(rate_limit=10_000), clock=clock, seed_demo=False)
-    ids = sb.store.generate_sessions(NOW.date() - timedelta(days=1), 103, seed=7)
+    ids = generate_sessions(sb.store, NOW.date() - timedelta(days=1), 103, seed=7)
     async with sandbox_client(sb) as client:
         seen: list[str] = []
         cursor: str | None = None

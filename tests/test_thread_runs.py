@@ -1,4 +1,4 @@
-"""Issue 23, state: a dry run is the command's, never the thread's; one run per thread at a time (a lock on the
+"""A dry run is the command's, never the thread's; one run per thread at a time (a lock on the
 thread in the state store, stale once its holder is gone)."""
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ async def test_two_audits_of_one_day_started_together_never_damage_the_thread(
     settings: Settings, services: Services, sandbox: Sandbox, clock: FakeClock, tmp_path: Path
 ) -> None:
     """A cron's audit is in the middle of the day when a person starts the same audit: the second waits its bound
-    and exits 3 (it used to finish and delete the first one's rows: that one, and every rerun, then exited 3)."""
+    and exits 3, never finishing by deleting the first one's rows (which would fail that one and every rerun)."""
     saver = InMemorySaver()
     store = open_audit_store(settings.state)  # the side rows both runs see, as two processes do
     gated = GatedTransport(sandbox)

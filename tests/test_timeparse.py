@@ -58,3 +58,16 @@ def test_plausibility_is_by_year() -> None:
 def test_never_raises(value: object) -> None:
     result = parse_time(value)
     assert result is None or result.tzinfo is not None
+
+
+def test_times_are_written_and_shown_one_way() -> None:
+    from zoneinfo import ZoneInfo
+
+    from tools.timeparse import clinic_time, iso_z, known_zone
+
+    sydney = known_zone("Australia/Sydney")
+    assert sydney == ZoneInfo("Australia/Sydney")
+    assert known_zone("Mars/Olympus") is None and known_zone("../etc/passwd") is None and known_zone("") is None
+    assert iso_z(MOMENT) == "2026-11-25T10:00:00Z"
+    assert iso_z(MOMENT.astimezone(sydney)) == "2026-11-25T21:00:00+11:00"
+    assert clinic_time(MOMENT, sydney) == "2026-11-25 21:00 AEDT"

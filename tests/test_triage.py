@@ -205,3 +205,26 @@ def test_session_start_is_first_whole_minute_30s_ahead():
     base = datetime.fromisoformat("2026-11-25T09:00:31+00:00")
     assert session_start(base).isoformat() == "2026-11-25T09:02:00+00:00"
     assert json.dumps(session_start(base).isoformat())
+
+
+async def test_the_state_type_says_what_every_node_after_prepare_finds(services: Services) -> None:
+    """TriageState's required keys are set by `prepare` for each run: every node after it reads them directly."""
+    from typing import NotRequired, get_origin
+
+    from typing_extensions import get_type_hints
+
+    from graphs.triage import TriageState
+
+    hints = get_type_hints(TriageState, include_extras=True)
+    optional = {key for key, hint in hints.items() if get_origin(hint) is NotRequired}
+    required = set(hints) - optional
+    assert optional == {"messages", "reply"}
+    assert {"team_id", "waiting_queue_id", "patient_name", "duration_minutes", "session", "plan_steps"} <= required
+    graph = build_triage_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "typed"}}
+    seen: list[set[str]] = []
+    async for values in graph.astream(
+        {"patient_name": "Ava Jenkins"}, config, context=Context(services=services), stream_mode="values"
+    ):
+        seen.append(set(values))
+    assert len(seen) > 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`

@@ -1,4 +1,4 @@
-"""Triage with the LLM planner held to the facts (issue 22): what the user gave wins over the model's values, a dry
+"""Triage with the LLM planner held to the facts: what the user gave wins over the model's values, a dry
 run prints exactly the calls the run sends, and a triage ends with its session and both links or fails (exit 3)."""
 
 from __future__ import annotations

@@ -12,26 +12,18 @@ from typing import Any
 
 from tools.catalog import ToolSpec
 from tools.executor import ToolExecutor
-from tools.timeparse import parse_time
-
-
-def clinic_time(moment: datetime, zone: tzinfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+from tools.timeparse import clinic_time, parse_time
 
 
 def session_is_finished(session: Mapping[str, Any], now: datetime) -> tuple[bool, datetime | None]:
     """Finished when the call completed (`actual_end_time`) or its scheduled end has passed."""
-    actual = _time(session.get("actual_end_time"))
+    actual = parse_time(session.get("actual_end_time"))
     if actual is not None and actual <= now:
         return True, actual
-    end = _time(session.get("end_time"))
+    end = parse_time(session.get("end_time"))
     if end is not None and end <= now:
         return True, end
     return False, None
-
-
-def _time(value: Any) -> datetime | None:
-    return parse_time(value)
 
 
 class TemporalGuard:
@@ -68,7 +60,7 @@ class TemporalGuard:
                 return None
             if session.get("canceled_time"):
                 return f"Session {arguments['id']} is already canceled; nothing to do."
-            start = _time(session.get("start_time"))
+            start = parse_time(session.get("start_time"))
             if spec.method == "delete" and start is not None and start <= now:
                 return (
                     f"Refused: session {arguments['id']} started at {clinic_time(start, self.zone)}; Coviu does not "
@@ -100,8 +92,8 @@ class TemporalGuard:
         return None
 
     def _check_times(self, arguments: Mapping[str, Any], now: datetime) -> str | None:
-        start = _time(arguments.get("start_time"))
-        end = _time(arguments.get("end_time"))
+        start = parse_time(arguments.get("start_time"))
+        end = parse_time(arguments.get("end_time"))
         if start is not None and start <= now:
             return (
                 f"Refused: start_time {clinic_time(start, self.zone)} is not in the future (now is "

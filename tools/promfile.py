@@ -11,15 +11,12 @@ import contextlib
 import fcntl
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-
-if TYPE_CHECKING:
-    from tools.telemetry import RunRecord
 
 # Prometheus name -> (kind: counter | summary, description): what `tools.telemetry` counts (it passes its table).
 Families = Mapping[str, tuple[str, str]]
@@ -58,7 +55,22 @@ def read(path: Path) -> dict[Key, float]:
     return samples
 
 
-def merge_into(path: Path, counts: Mapping[Key, float], runs: Iterable[RunRecord], families: Families) -> None:
+class LastRun(Protocol):
+    """A finished run, as the last-run gauges keep it (tools/telemetry.py's RunRecord is one)."""
+
+    @property
+    def graph(self) -> str: ...
+    @property
+    def clinic(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def exit_code(self) -> int: ...
+
+
+def merge_into(path: Path, counts: Mapping[Key, float], runs: Iterable[LastRun], families: Families) -> None:
     """Add `counts` to the file's counters and put `runs` in its last-run gauges, atomically."""
     with _locked(path):
         samples = read(path)

@@ -174,7 +174,8 @@ class SqliteRateStore:
                     )
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # extended codes too
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
 

@@ -1,7 +1,8 @@
-"""The one reader of times from Coviu and Truto: ISO-8601, RFC-1123, epoch seconds or milliseconds.
+"""The one time module: reading times from Coviu and Truto (ISO-8601, RFC-1123, epoch seconds or milliseconds),
+writing them into state, requests and reports, showing them in the clinic's zone, and naming time zones.
 
-Never raises. A time without a zone is read as UTC and said once per run at WARNING; a value that cannot be read
-is None, and callers turn None into "unknown", never into "no".
+`parse_time` never raises. A time without a zone is read as UTC and said once per run at WARNING; a value that
+cannot be read is None, and callers turn None into "unknown", never into "no".
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,22 @@ def utc_z(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_z(moment: datetime) -> str:
+    """ISO-8601 in the moment's own offset, `Z` for UTC: a time as a request to Coviu carries it."""
+    return moment.astimezone().astimezone(moment.tzinfo).isoformat().replace("+00:00", "Z")
+
+
+def clinic_time(moment: datetime, zone: tzinfo) -> str:
+    """`2026-11-25 09:00 AEDT`: a time as the clinic reads it."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def known_zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone `name` (e.g. Australia/Sydney), or None when there is none by that name; callers say
+    which setting or flag named it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

@@ -24,6 +24,7 @@ import httpx
 
 from tools.catalog import ToolSpec
 from tools.errors import CoviuAgentError, TransportError, TrutoError
+from tools.private_files import NOFOLLOW, owner_only_opener, private_dir, write_private
 from tools.retry import call_with_retries
 from tools.toolbox import Toolbox
 
@@ -156,9 +157,8 @@ def kind_of(content_type: str | None) -> Kind:
     return "file"
 
 
-# Every file the worker opens is opened without following a symlink (a link planted at a `.part`, a target or the
-# manifest is never written through).
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Every file the worker opens is opened without following a symlink (NOFOLLOW: a link planted at a `.part`, a target
+# or the manifest is never written through; tools/private_files.py writes by rename, which replaces a link).
 
 
 def sha256_of(path: Path) -> str:
@@ -250,31 +250,9 @@ class Manifest:
         private_dir(self.directory)
         files = sorted(self.entries.values(), key=lambda e: (e.session_id or "", e.submission_id, e.kind, e.file_id))
         payload = {"updated_at": now.isoformat(), "files": [asdict(e) for e in files]}
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        write_private(temporary, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        os.replace(temporary, self.path)
+        write_private(self.path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         self._mtime = self.path.stat().st_mtime
         return self.path
-
-
-def _owner_only(path: str, flags: int) -> int:
-    """`open(..., opener=)`: new files are 0600 whatever the umask (recordings hold patient data), and a symlink
-    at the path is never followed (the open fails instead)."""
-    return os.open(path, flags | NOFOLLOW, 0o600)
-
-
-def private_dir(path: Path) -> list[Path]:
-    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are); returns the
-    ones it created, deepest first (`remove_empty` takes them back when nothing was written there)."""
-    missing = []
-    for directory in (path, *path.parents):
-        if directory.exists():
-            break
-        missing.append(directory)
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
-    return missing
 
 
 def remove_empty(directories: list[Path]) -> None:
@@ -284,13 +262,6 @@ def remove_empty(directories: list[Path]) -> None:
             directory.rmdir()
         except OSError:  # not empty (another file of the submission), or already gone
             return
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a text file readable by its owner only (0600)."""
-    with open(path, "w", encoding="utf-8", opener=_owner_only) as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 class DownloadIndex:
@@ -735,7 +706,7 @@ class RecordingsWorker:
                 bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
                 floor = ThroughputFloor(self.toolbox.clock.monotonic, path, self.stall_seconds)
                 try:
-                    handle = open(part, mode, opener=_owner_only)  # noqa: SIM115 (closed below)
+                    handle = open(part, mode, opener=owner_only_opener)  # noqa: SIM115 (closed below)
                 except OSError as exc:
                     if exc.errno == errno.ELOOP:
                         raise DownloadError(f"{part.name} is a symlink: downloads never follow one") from None
@@ -787,9 +758,7 @@ class RecordingsWorker:
                 log.error("%s", message)
                 report.errors.append(message)
                 continue
-            temporary = transcript.with_name(transcript.name + ".tmp")
-            write_private(temporary, text)
-            os.replace(temporary, transcript)
+            write_private(transcript, text)
             entry.transcript_path = transcript.relative_to(self.download_dir).as_posix()
             self.manifest.put(entry)
             self.on_event(f"transcribed {entry.path} ({self.transcriber.name})")

@@ -53,7 +53,7 @@ app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,  # Rich tracebacks show locals (secrets): a crash is one redacted line instead
     # Help and usage errors in click's plain layout: typer's Rich layout imports Rich's Markdown, Syntax and
-    # Traceback (≈ 0.18 s of CPU on every `--help`, twice the rest of the CLI's start-up; issue 18).
+    # Traceback (≈ 0.18 s of CPU on every `--help`, twice the rest of the CLI's start-up).
     rich_markup_mode=None,
     help="Run a telehealth clinic's Coviu account.",
 )

@@ -1,19 +1,18 @@
 """`coviu-agent mcp create|list|delete`: the account's Truto MCP servers (`/integrated-account/{id}/mcp`).
 
-An MCP server's URL carries its token, so it is a secret: `mcp create` prints it once (Truto shows it only at
-creation) and nothing logs it; `mcp list` never shows it. Set it as TRUTO_MCP_URL to run every command through
-MCP. Exit codes: 0 done; 2 bad input (nothing sent, or Truto refused it); 3 Truto unreachable or failing.
+agent/mcp_servers.py does the I/O. An MCP server's URL carries its token, so it is a secret: `mcp create` prints
+it once (Truto shows it only at creation) and nothing logs it; `mcp list` never shows it. Set it as TRUTO_MCP_URL
+to run every command through MCP. Exit codes: 0 done; 2 bad input (nothing sent, or Truto refused it); 3 Truto
+unreachable or failing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import typer
 
@@ -21,15 +20,12 @@ from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, loa
 from agent.errors import EXIT_BAD_INPUT, BadInput
 
 if TYPE_CHECKING:
-    from agent.services import TrutoAccount
-    from agent.settings import Settings
-    from tools.client import TrutoClient
+    pass
 
 mcp_app = typer.Typer(no_args_is_help=True, help="The account's Truto MCP servers (the MCP tool source).")
 
 _METHOD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_REFUSED = {400, 409, 422}  # Truto understood the request and said no: bad input
 
 
 def split_list(option: str, value: str | None, pattern: re.Pattern[str]) -> list[str]:
@@ -58,64 +54,8 @@ def check_expires_at(value: str | None) -> str | None:
     return moment.isoformat()
 
 
-@asynccontextmanager
-async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, TrutoAccount]]:
-    """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account it is for
-    (`agent.services.truto_account`: the embedded sandbox when asked for, else the real account)."""
-    from agent.services import truto_account
-    from tools.client import TrutoClient
-    from tools.ratelimit import RateLimitGovernor
-
-    account = truto_account(settings)
-    if account.embedded:
-        from sandbox.mcp import DEMO_MCP_TOKEN
-
-        err.print(
-            "coviu-agent: using the embedded sandbox (as asked for), which forgets its MCP servers when "
-            f"this command ends (its demo server is always there: {account.base_url}/mcp/{DEMO_MCP_TOKEN}). "
-            "For lasting ones, run `coviu-agent sandbox serve` and point TRUTO_BASE_URL at it.",
-            highlight=False,
-        )
-    client = TrutoClient(
-        base_url=account.base_url,
-        api_key=account.api_key,
-        integrated_account_id=account.account_id,
-        governor=RateLimitGovernor(),
-        transport=account.transport,
-    )
-    try:
-        yield client, account
-    finally:
-        await client.aclose()
-
-
-async def _admin(settings: Settings, verb: str, suffix: str = "", body: Any = None) -> tuple[Any, TrutoAccount]:
-    """One admin call on the account's MCP servers: Truto's answer, and the account it was for."""
-    from tools.errors import TrutoError
-
-    async with admin_client(settings) as (client, account):
-        path = f"/integrated-account/{quote(account.account_id, safe='')}/mcp{suffix}"
-        try:
-            return await client.request_json(verb, path, body=body, proxy=False), account
-        except TrutoError as exc:
-            if exc.status_code in _REFUSED:
-                raise BadInput(f"Truto refused it: {exc.describe()}") from None
-            raise
-
-
-def _public(server: Any) -> dict[str, Any]:
-    """A listed server without anything secret (defensive: Truto's list has no token or URL anyway)."""
-    if not isinstance(server, dict):
-        return {"value": server}
-    config: dict[str, Any] = server["config"] if isinstance(server.get("config"), dict) else {}
-    return {
-        "id": server.get("id"),
-        "name": server.get("name"),
-        "methods": list(config.get("methods") or []),
-        "tags": list(config.get("tags") or []),
-        "expires_at": server.get("expires_at"),
-        "created_at": server.get("created_at"),
-    }
+def _say(message: str) -> None:
+    err.print(message, highlight=False)
 
 
 @mcp_app.command("create")
@@ -144,19 +84,13 @@ def mcp_create(
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(-1 if quiet else verbose, as_json)
 
-    async def body() -> dict[str, Any]:
-        payload = {"name": name.strip(), "config": config, "expires_at": expiry}
-        created, account = await _admin(settings, "POST", body=payload)
-        if not isinstance(created, dict):
-            raise BadInput("Truto's answer has no MCP server in it")
-        url = created.get("url")
-        if not url and created.get("token"):
-            url = f"{account.base_url}/mcp/{created['token']}"
-        if not url:
-            raise BadInput("Truto's answer has no URL or token for the new MCP server")
-        return {"id": created.get("id"), "name": created.get("name", name), "url": str(url)}
+    from agent.mcp_servers import run_mcp_create
 
-    result = run_async(body, as_json=as_json)
+    made = run_async(
+        lambda: run_mcp_create(settings, name=name.strip(), config=config, expires_at=expiry, on_event=_say),
+        as_json=as_json,
+    )
+    result = {"id": made.id, "name": made.name, "url": made.url}
     from tools.textsafety import REDACTOR
 
     with REDACTOR.revealing(result["url"]):  # printed on purpose, once; every other output redacts MCP tokens
@@ -181,18 +115,10 @@ def mcp_list(
     """List the account's MCP servers (never their URLs)."""
     settings = load_settings(-1 if quiet else verbose, as_json)
 
-    async def body() -> list[dict[str, Any]]:
-        payload, _ = await _admin(settings, "GET")
-        items = payload
-        if isinstance(payload, dict):
-            items = payload.get("result")
-            if items is None:
-                items = payload.get("results", [])
-        if not isinstance(items, list):
-            raise BadInput("Truto's answer has no list of MCP servers")
-        return [_public(s) for s in items]
+    from agent.mcp_servers import run_mcp_list
 
-    servers = run_async(body, as_json=as_json)
+    listed = run_async(lambda: run_mcp_list(settings, on_event=_say), as_json=as_json)
+    servers = [dataclasses.asdict(s) for s in listed]
     if as_json:
         emit_json({"count": len(servers), "servers": servers})
         return
@@ -243,10 +169,9 @@ def mcp_delete(
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     settings = load_settings(-1 if quiet else verbose, as_json)
 
-    async def body() -> None:
-        await _admin(settings, "DELETE", f"/{quote(mcp_id, safe='')}")
+    from agent.mcp_servers import run_mcp_delete
 
-    run_async(body, as_json=as_json)
+    run_async(lambda: run_mcp_delete(settings, mcp_id, on_event=_say), as_json=as_json)
     if as_json:
         emit_json({"deleted": mcp_id})
     else:

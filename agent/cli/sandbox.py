@@ -41,7 +41,7 @@ def sandbox_serve(
     configure_cli_logging(-1 if quiet else verbose)
     from datetime import timedelta
 
-    from sandbox import create_sandbox, serve_sandbox
+    from sandbox import create_sandbox, generate_sessions, serve_sandbox
     from sandbox.profiles import ProfileError, serve_config
 
     if not 0 <= synthetic_sessions <= 100_000:
@@ -62,7 +62,7 @@ def sandbox_serve(
             )
         except WindowError as exc:
             fail(EXIT_BAD_INPUT, str(exc))
-        sandbox.store.generate_sessions(day, synthetic_sessions)
+        generate_sessions(sandbox.store, day, synthetic_sessions)
 
     from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
 

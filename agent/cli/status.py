@@ -15,37 +15,10 @@ NO_SERVER = "no --server given: crons run on a LangGraph server (`coviu-agent st
 
 
 def _server_status(url: str, as_json: bool) -> dict[str, Any]:
-    from agent.cli.schedule import _run, _summary
+    from agent.cli.common import run_async
+    from agent.schedules import run_server_status
 
-    async def read(client: Any) -> dict[str, Any]:
-        waiting = await client.threads.search(status="interrupted", limit=100)
-        recent = await client.threads.search(limit=100, sort_by="updated_at", sort_order="desc")
-        crons = await client.crons.search(limit=1000)
-        return {"waiting": list(waiting), "recent": list(recent), "crons": list(crons)}
-
-    found = _run(url, "read its threads and crons", read, as_json)
-    last: dict[str, dict[str, Any]] = {}
-    for thread in found["recent"]:
-        graph = str((thread.get("metadata") or {}).get("graph_id") or "?")
-        last.setdefault(graph, _thread(thread))
-    crons = sorted((_summary(dict(c), url) for c in found["crons"]), key=lambda c: str(c["next_run_date"] or "~"))
-    return {
-        "url": url,
-        "last_threads": last,
-        "pending_approvals": [_thread(t) for t in found["waiting"]],
-        "crons": crons,
-        "next_run": crons[0] if crons else None,
-    }
-
-
-def _thread(thread: dict[str, Any]) -> dict[str, Any]:
-    metadata = thread.get("metadata") or {}
-    return {
-        "thread_id": thread.get("thread_id"),
-        "graph": metadata.get("graph_id"),
-        "status": thread.get("status"),
-        "updated_at": str(thread.get("updated_at") or ""),
-    }
+    return run_async(lambda: run_server_status(url), as_json=as_json).as_dict()
 
 
 def status(

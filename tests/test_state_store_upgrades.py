@@ -1,4 +1,6 @@
-"""Attack tests for the governor's `acquire` (f868787) and the small state store (5214a44)."""
+"""The state store across upgrades: threads checkpointed by an earlier version resume, side rows left under an
+earlier key are cleared, an existing side table keeps working, and checkpoints written before compression read back
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -19,84 +21,6 @@ from graphs.context import Context
 from sandbox import Sandbox
 from tests.conftest import make_services
 from tools.clock import FakeClock
-from tools.errors import RateLimitBudgetError
-from tools.ratelimit import (
-    _SLOT,
-    HEADROOM_RELEASE_SECONDS,
-    RateLimitBudget,
-    RateLimitGovernor,
-    RateLimitInfo,
-)
-
-# --- the governor --------------------------------------------------------------------------------------------
-
-
-def test_a_longer_quota_down_to_its_headroom_claims_its_reset_from_the_budget() -> None:
-    # A provider quota with only the headroom left (remaining 1, reset an hour away): the next slot is its reset.
-    # That hour is the server's limit, not our pacing: it must be claimed from the run's budget (2 minutes), so
-    # the run stops at once with a RateLimitBudgetError instead of sleeping an hour unaccounted.
-    clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock, smooth=False)
-    gov.observe(RateLimitInfo(remaining=1, reset_seconds=3600.0), status_code=200)
-    assert gov.wait_seconds() == pytest.approx(3600.0)
-    with pytest.raises(RateLimitBudgetError):
-        gov.reserve("GET /sessions")
-    with pytest.raises(RateLimitBudgetError):
-        asyncio.run(gov.acquire(clock.sleep, "GET /sessions"))
-    assert clock.sleeps == [] and gov.requests_reserved == 0
-
-
-def test_a_longer_quota_down_to_its_headroom_within_the_budget_is_counted() -> None:
-    clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock, smooth=False)
-    gov.budget = RateLimitBudget(7200.0)
-    gov.observe(RateLimitInfo(remaining=1, reset_seconds=3600.0), status_code=200)
-    waited = asyncio.run(gov.acquire(clock.sleep))
-    assert waited == pytest.approx(3600.0)
-    assert gov.budget.count == 1 and gov.budget.spent == pytest.approx(3600.0)
-
-
-def test_acquire_probes_then_books_the_headroom_and_observe_answers_that_slot() -> None:
-    clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock, smooth=False)
-    gov.observe(RateLimitInfo(remaining=1, reset_seconds=4.0), status_code=200)
-
-    async def one() -> float:
-        waited = await gov.acquire(clock.sleep)
-        booked = _SLOT.get()
-        assert booked is not None and booked[2] == pytest.approx(1004.0 - HEADROOM_RELEASE_SECONDS)
-        gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200)
-        return waited
-
-    assert asyncio.run(one()) == pytest.approx(4.0 - HEADROOM_RELEASE_SECONDS)
-    assert gov.requests_reserved == 1 and gov.total_wait_seconds == pytest.approx(4.0 - HEADROOM_RELEASE_SECONDS)
-    assert gov.store.transact(gov.key, lambda s: list(s.pending)) == []
-    assert all(w > 0 for w in clock.sleeps)  # never a busy loop of zero waits
-
-
-def test_acquire_on_a_shared_wall_clock_store_never_spins() -> None:
-    # A shared store keeps Unix time (~1.8e9 s): the rounding tolerance must still let the probe land.
-    from tools.ratestore import MemoryRateStore
-
-    class Shared(MemoryRateStore):
-        shared = True
-
-    clock = FakeClock()
-    gov = RateLimitGovernor(clock=clock, smooth=False, store=Shared())
-    gov.observe(RateLimitInfo(remaining=1, reset_seconds=3.3), status_code=200)
-    calls = 0
-    original = gov.try_reserve
-
-    def counted(what: str = "", *, probe: bool = True) -> tuple[float, bool]:
-        nonlocal calls
-        calls += 1
-        assert calls < 10, "acquire spins"
-        return original(what, probe=probe)
-
-    gov.try_reserve = counted  # type: ignore[method-assign]
-    asyncio.run(gov.acquire(clock.sleep))
-    assert calls == 2 and gov.requests_reserved == 1
-
 
 # --- the state store -----------------------------------------------------------------------------------------
 

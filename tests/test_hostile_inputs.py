@@ -1,7 +1,6 @@
-"""Attack review of issues 12-14: inputs the fixes and their tests did not try.
-
-Each test names the hole it proves: the input, and the wrong output the product gave before its fix.
-"""
+"""Hostile and odd answers from upstream: error bodies on a success status, summaries of the wrong shape, 429 storms
+on the catalog fetch, pages that bring nothing new or cycle, joins in the future, writes whose answer fails the
+check, DST days, unusual separators. Each test names the input and the wrong output it must never give."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -25,14 +23,10 @@ from helpers_mock import (
     make_executor,
     truto_error,
 )
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from graphs.audit import resolve_window, summary_facts
-from graphs.audit_store import open_audit_store
-from graphs.context import Services
 from graphs.queue import summarize_queue
 from sandbox import Sandbox
-from tests.test_assistant import Chat, call, demo, request_of, results
 from tests.test_never_silently_wrong import (
     audit,
     ended_session,
@@ -50,11 +44,7 @@ from tools.executor import check_body
 from tools.paging import PageWalk, PaginationError
 from tools.ratelimit import RateLimitGovernor, parse_retry_after
 from tools.textsafety import (
-    REDACTED,
-    REDACTOR,
-    Redactor,
     has_unsafe_chars,
-    register_secrets,
     safe_json,
     safe_line,
     safe_text,
@@ -78,15 +68,15 @@ TRUTO_ERROR_BODY = {
     ids=["truto-error-body", "error-beside-an-id", "errors-beside-an-id"],
 )
 def test_a_success_status_with_an_error_is_malformed_for_a_get(body: dict[str, Any]) -> None:
-    """Hole: Truto's own error body (statusCode, error, message, truto_is_remote_error, raw_response) on a 200, or an
-    `error` beside a record's id, was accepted as the record: the audit read it as a summary with no end."""
+    """Truto's own error body (statusCode, error, message, truto_is_remote_error, raw_response) on a 200, or an
+    `error` beside a record's id, is malformed, never the record (the audit would read a summary with no end)."""
     spec = coviu_catalog().get("get_single_coviu_session_by_id")
     with pytest.raises(MalformedResponseError):
         check_body(spec, body)
 
 
 def test_a_success_status_with_an_error_is_malformed_for_a_list() -> None:
-    """Hole: `{"result": [], "error": "Unauthorized"}` on a 200 was an empty list (0 sessions, exit 0)."""
+    """`{"result": [], "error": "Unauthorized"}` on a 200 is malformed, never an empty list (0 sessions, exit 0)."""
     spec = coviu_catalog().get("list_all_coviu_sessions")
     with pytest.raises(MalformedResponseError):
         check_body(spec, {"result": [], "next_cursor": None, "error": "Unauthorized"})
@@ -126,7 +116,7 @@ async def test_a_one_off_truto_error_body_on_a_200_summary_changes_nothing(
 
 @pytest.mark.parametrize("participants", [3, True, 2.5], ids=["int", "bool", "float"])
 def test_a_summary_whose_participants_are_not_a_list_is_unavailable_not_a_crash(participants: Any) -> None:
-    """Hole: `participants: 3` raised TypeError ('int' object is not iterable) in the audit: a traceback, no report."""
+    """`participants: 3` makes the summary unavailable: no TypeError in the audit, no traceback, a report."""
     facts = summary_facts({"participants": participants, "actual_end_time": "2026-11-24T10:00:00Z"})
     assert facts["unavailable"]
     assert facts["actual_end"] is None
@@ -169,8 +159,8 @@ def catalog_storm(n: int | None, retry_after: str | None) -> MockTruto:
 
 @pytest.mark.parametrize("retry_after", ["2", None], ids=["retry-after-2", "no-header"])
 async def test_a_429_storm_on_the_catalog_fetch_waits_by_the_header(retry_after: str | None) -> None:
-    """Hole: a 429 on `GET /integrated-account/{id}/tools` carried no hold (the catalog is not paced by the governor),
-    so its retries slept 0 s: five 429s were five back-to-back requests, whatever Retry-After said."""
+    """A 429 on `GET /integrated-account/{id}/tools` (the catalog, not paced by the governor) holds its retries for
+    what Retry-After says: five 429s are never five back-to-back requests."""
     clock = FakeClock()
     governor = RateLimitGovernor(clock=clock)
     mock = catalog_storm(5, retry_after)
@@ -183,7 +173,7 @@ async def test_a_429_storm_on_the_catalog_fetch_waits_by_the_header(retry_after:
 
 
 async def test_an_endless_429_storm_on_the_catalog_fetch_ends_by_the_budget() -> None:
-    """Hole: with no hold, every retry claimed 0 s of the budget: an endless 429 storm on `/tools` was a hot loop."""
+    """Each retry of an endless 429 storm on `/tools` claims its wait from the budget: it ends, never a hot loop."""
     clock = FakeClock()
     governor = RateLimitGovernor(clock=clock)
     mock = catalog_storm(None, "1")
@@ -199,8 +189,8 @@ async def test_an_endless_429_storm_on_the_catalog_fetch_ends_by_the_budget() ->
 
 @pytest.mark.parametrize("rows", [[], [{"session_id": "s-1"}]], ids=["empty-pages", "same-page-again"])
 async def test_pages_that_bring_nothing_new_stop_the_walk_early(rows: list[Any]) -> None:
-    """Hole: pages with no new row but a fresh cursor each time were followed to the 10,000-page cap: 10,000
-    requests (over half an hour at Truto's 50 per 10 s) before triage's queue check or the audit could fail."""
+    """Pages with no new row but a fresh cursor each time stop the walk early, long before the 10,000-page cap
+    (10,000 requests: over half an hour at Truto's 50 per 10 s before triage's queue check or the audit could fail)."""
     count = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -229,8 +219,8 @@ def test_a_few_barren_pages_between_full_ones_are_fine() -> None:
 
 
 def test_a_join_time_hours_in_the_future_is_an_unknown_wait_not_zero() -> None:
-    """Hole: an account in Australia/Sydney sending naive local join times (read as UTC) puts a patient who has waited
-    40 minutes 10 h 20 min in the future: the wait became 0 min, no alert. A join time in the future is not a wait."""
+    """An account in Australia/Sydney sending naive local join times (read as UTC) puts a patient who has waited
+    40 minutes 10 h 20 min in the future: that is an unknown wait, never 0 min with no alert."""
     now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 20:00 in Sydney
     local_join = (now + timedelta(hours=11) - timedelta(minutes=40)).replace(tzinfo=None).isoformat()
     calls = [
@@ -244,131 +234,6 @@ def test_a_join_time_hours_in_the_future_is_an_unknown_wait_not_zero() -> None:
     assert summary["longest_wait_minutes"] == 3.0
 
 
-# --- secrets echoed URL-encoded ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "secret",
-    ["https://api.truto.one/mcp/0a1b2c3d4e5f60718293a4b5c6d7e8f9", "tk_live/abc+def=ghi=="],
-    ids=["mcp-url", "token-with-reserved-chars"],
-)
-@pytest.mark.parametrize("encode", [lambda s: quote(s, safe=""), quote_plus], ids=["quote", "quote-plus"])
-def test_a_secret_echoed_url_encoded_is_redacted(secret: str, encode: Any) -> None:
-    """Hole: an upstream that echoes a configured secret URL-encoded (an MCP URL in a `redirect_uri=` or `url=`
-    parameter of an error message) printed it whole: neither the secret's text nor the `/mcp/` pattern matched."""
-    redactor = Redactor()
-    redactor.register([secret])
-    echoed = f"invalid request: url={encode(secret)}&x=1"
-    out = redactor.text(echoed)
-    assert encode(secret) not in out
-    assert REDACTED in out
-    assert json.dumps(secret) not in redactor.text(json.dumps({"a": secret}))
-
-
-# --- a secret echoed into a report's fields ----------------------------------------------------------------------
-
-ECHOED_SECRET = "attack-echoed-secret-5f0c2a9e"
-
-
-@pytest.fixture
-def echoed_secret() -> Any:
-    register_secrets([ECHOED_SECRET])
-    yield ECHOED_SECRET
-    REDACTOR.forget()
-
-
-@pytest.mark.profiles("default")
-async def test_a_secret_echoed_into_a_summary_never_reaches_the_report_files(
-    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, echoed_secret: str
-) -> None:
-    """Hole: an upstream that echoes the token into a summary field (here `actual_end_time`) gets it into the report's
-    `problem`; the Markdown and HTML reports redact it, the JSON report file kept it verbatim."""
-    healthy = await healthy_report(sandbox, clock, tmp_path)
-    victim = ended_session(healthy)
-
-    def echo(request: httpx.Request, response: httpx.Response) -> httpx.Response:
-        if resource_of(request) == "session_summaries" and names_session(request, victim["session_id"]):
-            return rewrite_json(response, {**response.json(), "actual_end_time": f"token {echoed_secret}"})
-        return response
-
-    report = await audit(await services_for(sandbox, clock, tmp_path, echo))
-    assert "summary_unavailable" in rows_by_id(report)[victim["session_id"]]["flags"]
-    written = sorted((tmp_path / "reports").glob("audit-*"))
-    assert {p.suffix for p in written} == {".md", ".json", ".html"}
-    for path in written:
-        assert echoed_secret not in path.read_text(encoding="utf-8"), path.name
-
-
-async def test_a_secret_echoed_into_a_summary_never_reaches_the_state_files_side_rows(
-    tmp_path: Path, echoed_secret: str
-) -> None:
-    """Hole: the audit keeps each summary's facts (with `unavailable` quoting the raw value) in side rows of the state
-    store; a run that then stops (exit 3) leaves the echoed token at rest in COVIU_AGENT_STATE, which the checkpoint
-    writes never do (they pass the redacting serializer)."""
-    path = tmp_path / "state.sqlite"
-    store = open_audit_store(str(path))
-    try:
-        facts = summary_facts({"participants": [], "actual_end_time": f"token {echoed_secret}"})
-        await store.put_rows("thread-1", "summaries", {"s-1": facts})
-    finally:
-        await store.aclose()
-    assert echoed_secret.encode() not in path.read_bytes()
-
-
-# --- approvals: duplicates in one turn, a write hidden in a batch of reads, a look-alike tool name ---
-
-
-def reads_and_the_same_cancel_twice(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
-    target = request_of(messages).split()[-1]
-    if not results(messages):
-        return AIMessage(
-            "",
-            tool_calls=[
-                call("list_all_coviu_sessions", {}, "r1"),
-                call("delete_a_coviu_session_by_id", {"id": target}, "d1"),
-                call("delete_a_coviu_session_by_id", {"id": target}, "d2"),
-            ],
-        )
-    return AIMessage("Done.")
-
-
-@pytest.mark.profiles("default")
-async def test_the_same_write_twice_in_a_batch_of_reads_runs_only_as_often_as_approved(
-    services: Services, sandbox: Sandbox
-) -> None:
-    """Two identical cancels in one turn are two actions: approving one and rejecting the other sends exactly one,
-    and the read in the same turn waits for the answer like everything else in the turn."""
-    target = demo(sandbox).sessions["future"]
-    chat = Chat(services, reads_and_the_same_cancel_twice)
-    await chat.say(f"cancel {target}")
-    pending = await chat.pending()
-    assert [p["name"] for p in pending] == ["delete_a_coviu_session_by_id"] * 2
-    assert sandbox.count(resource="sessions", truto_method="delete") == 0
-    assert sandbox.count(resource="sessions", truto_method="list") == 0
-    await chat.decide([{"type": "approve"}, {"type": "reject", "message": "once is enough"}])
-    assert sandbox.count(resource="sessions", truto_method="delete") == 1
-    assert not await chat.pending()
-
-
-def look_alike_cancel(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
-    target = request_of(messages).split()[-1]
-    if not results(messages):
-        names = ["DELETE_A_COVIU_SESSION_BY_ID", " delete_a_coviu_session_by_id", "delete_a_coviu_session_by_id\n"]
-        return AIMessage("", tool_calls=[call(n, {"id": target}, f"l{i}") for i, n in enumerate(names)])
-    return AIMessage("Done.")
-
-
-@pytest.mark.profiles("default")
-async def test_a_look_alike_tool_name_is_never_sent(services: Services, sandbox: Sandbox) -> None:
-    target = demo(sandbox).sessions["future"]
-    chat = Chat(services, look_alike_cancel)
-    state = await chat.say(f"cancel {target}")
-    assert not await chat.pending()
-    assert sandbox.count(resource="sessions", truto_method="delete") == 0
-    answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
-    assert len(answers) == 3 and all(m.status == "error" for m in answers)
-
-
 # --- a write whose 2xx body fails the body check may have been written ----------------------------------------------
 
 NEW_SESSION = {"session_name": "Consult", "start_time": "2026-11-26T10:00:00Z", "end_time": "2026-11-26T10:30:00Z"}
@@ -380,9 +245,9 @@ NEW_SESSION = {"session_name": "Consult", "start_time": "2026-11-26T10:00:00Z", 
     ids=["list", "text", "record-with-error"],
 )
 async def test_a_create_whose_2xx_body_fails_the_check_may_have_been_written(body: Any) -> None:
-    """Hole: a create answered 2xx with a body the executor's check refuses (not an object, or an error beside the new
-    record) raised a MalformedResponseError naming no HTTP verb, so `may_have_written` was False: the graphs retried
-    the create blindly, without looking for the session the first answer may have created (a second session)."""
+    """A create answered 2xx with a body the executor's check refuses (not an object, or an error beside the new
+    record) is a MalformedResponseError naming its HTTP verb, so `may_have_written` is True: the graphs look for the
+    session the first answer may have created before any retry (never a second session)."""
     executor = make_executor(lambda request: json_response(body))
     with pytest.raises(MalformedResponseError) as caught:
         await executor.run("create_a_coviu_session", NEW_SESSION)
@@ -413,7 +278,7 @@ async def test_triage_whose_session_create_answer_fails_the_check_creates_one_se
     assert state["session"]["session_id"] in sandbox.store.sessions
 
 
-# --- attacks that found nothing (kept as regression tests) ---------------------------------------------------------
+# --- retry-after forms, reset-zero pacing, cycling cursors, mixed ids, DST days, odd end types ------------------
 
 
 @pytest.mark.parametrize(
@@ -477,14 +342,14 @@ def test_an_actual_end_of_the_wrong_type_is_unavailable(end: Any) -> None:
     assert summary_facts({"participants": [], "actual_end_time": end})["unavailable"]
 
 
-# --- text: the rest of Unicode's bidi controls, and the line separators -------------------------------------------
+# --- text: all of Unicode's bidi controls, and the line separators --------------------------------------------
 
 
 @pytest.mark.parametrize("char", ["\u061c", "\u2028", "\u2029"], ids=["arabic-letter-mark", "line-sep", "para-sep"])
 def test_the_arabic_letter_mark_and_line_separators_are_shown_escaped(char: str) -> None:
-    """Hole: the escaping covered LRM/RLM, embeddings, overrides and isolates but not U+061C ARABIC LETTER MARK (the
-    rest of Unicode's Bidi_Control set), nor U+2028/U+2029, which `str.splitlines`, editors and JavaScript take as line
-    breaks (a forged line in a log viewer); a display name holding them was accepted."""
+    """U+061C ARABIC LETTER MARK (with LRM/RLM, embeddings, overrides and isolates: Unicode's Bidi_Control set) and
+    U+2028/U+2029, which `str.splitlines`, editors and JavaScript take as line breaks (a forged line in a log viewer),
+    are shown escaped."""
     text = f"Ava{char}ALERT: forged"
     assert char not in safe_line(text) and char not in safe_text(text)
     assert has_unsafe_chars(text)
@@ -495,8 +360,8 @@ def test_the_arabic_letter_mark_and_line_separators_are_shown_escaped(char: str)
 
 
 async def test_a_create_answered_with_a_binary_body_is_malformed_and_may_have_written() -> None:
-    """Hole: a create answered 2xx with `application/octet-stream` (a proxy's error page, a misrouted download) became
-    the binary guard's metadata, a success with no record: triage then had a 'session' without an id."""
+    """A create answered 2xx with `application/octet-stream` (a proxy's error page, a misrouted download) is
+    malformed and may have written, never the binary guard's metadata as a success (a 'session' without an id)."""
     executor = make_executor(
         lambda request: httpx.Response(200, content=b"\x00\x01", headers={"content-type": "application/octet-stream"})
     )

@@ -1,0 +1,72 @@
+"""Files holding patient data or state are readable by their owner only, whatever the umask, and written whole."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.private_files import owner_only_opener, private_dir, private_file, write_private
+
+
+@pytest.fixture(autouse=True)
+def open_umask() -> Iterator[None]:
+    old = os.umask(0)  # the loosest umask: every mode below comes from the code, not the environment
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_write_private_writes_an_owner_only_file_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "report.md"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    write_private(target, "line one\nline two\n")
+    assert target.read_text(encoding="utf-8") == "line one\nline two\n"
+    assert mode(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_write_private_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    target = tmp_path / "transcript.txt"
+    target.symlink_to(outside)
+    write_private(target, "the transcript")
+    assert not target.is_symlink() and target.read_text() == "the transcript"
+    assert outside.read_text() == "not yours"
+
+
+def test_private_file_makes_an_owner_only_store_and_narrows_an_existing_one(tmp_path: Path) -> None:
+    made = private_file(tmp_path / "new" / "state.sqlite")
+    assert made.exists() and mode(made) == 0o600 and mode(made.parent) == 0o700
+    loose = tmp_path / "loose.sqlite"
+    loose.write_bytes(b"")
+    os.chmod(loose, 0o644)
+    assert mode(private_file(loose)) == 0o600
+    with pytest.raises(IsADirectoryError):
+        private_file(tmp_path)
+    assert mode(tmp_path) != 0o600
+
+
+def test_private_dir_makes_only_the_missing_directories_owner_only(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    created = private_dir(tmp_path / "a" / "b")
+    assert created == [tmp_path / "a" / "b", tmp_path / "a"]
+    assert mode(tmp_path / "a") == 0o700 and mode(tmp_path / "a" / "b") == 0o700
+    assert mode(tmp_path) == 0o755  # an existing directory is left as it was
+
+
+def test_the_opener_makes_owner_only_files_and_refuses_a_symlink(tmp_path: Path) -> None:
+    with open(tmp_path / "part", "wb", opener=owner_only_opener) as handle:
+        handle.write(b"x")
+    assert mode(tmp_path / "part") == 0o600
+    (tmp_path / "link").symlink_to(tmp_path / "part")
+    with pytest.raises(OSError), open(tmp_path / "link", "ab", opener=owner_only_opener):
+        pass

@@ -1,0 +1,47 @@
+"""Opening the shared rate-limit store waits out SQLite's busy and locked answers by their error codes."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.ratestore import SqliteRateStore
+
+
+def coded(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+class Flaky:
+    """A connection whose first `fails` statements fail with `error`."""
+
+    def __init__(self, conn: sqlite3.Connection, error: sqlite3.OperationalError, fails: int) -> None:
+        self.conn, self.error, self.fails = conn, error, fails
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if self.fails:
+            self.fails -= 1
+            raise self.error
+        return self.conn.execute(sql, *args)
+
+
+# the message says nothing of "locked": the code decides (SQLITE_BUSY_RECOVERY is an extended busy code)
+@pytest.mark.parametrize("code", [sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, 261])
+def test_a_busy_or_locked_store_is_waited_for(tmp_path: Path, code: int) -> None:
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    store._conn = Flaky(store._conn, coded("try again later", code), fails=2)  # type: ignore[assignment]
+    store._initialise(time.monotonic() + 5)
+
+
+def test_another_operational_error_is_raised_at_once_even_if_it_says_locked(tmp_path: Path) -> None:
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    error = coded("attempt to write a readonly database (file locked read-only)", sqlite3.SQLITE_READONLY)
+    store._conn = Flaky(store._conn, error, fails=1)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store._initialise(time.monotonic() + 5)
