@@ -235,6 +235,27 @@ async def test_audit_on_the_server(server: Server, staff_hook: Webhook) -> None:
         assert told and "To do" in told[-1]["message"], staff_hook.posts
 
 
+async def test_a_failed_audit_on_the_server_tells_staff_once(server: Server, staff_hook: Webhook) -> None:
+    """A server audit that fails (the account knows no such intake collection: the node raises) sends the CLI's
+    "FAILED" message through the outbox, with the command to rerun; a rerun that fails again sends nothing more."""
+    yesterday = (datetime.now(ZoneInfo(CLINIC_TZ)) - timedelta(days=1)).date()
+    unknown = {"collection_id": "no-such-collection"}
+    async with get_client(url=server.url) as client:
+        for _ in range(2):
+            thread = await client.threads.create()
+            await client.runs.wait(
+                thread["thread_id"], "audit", input={"date": yesterday.isoformat()}, context=unknown, raise_error=False
+            )
+            run = (await client.runs.list(thread["thread_id"]))[0]
+            assert run["status"] == "error", run  # the run still fails in the server's API
+    failed = [p for p in staff_hook.posts if p["title"].startswith("FAILED end-of-day audit")]
+    assert len(failed) == 1, staff_hook.posts
+    message = failed[0]["message"]
+    assert "no-such-collection" in message or "AuditFailure" in message, message
+    assert f"`coviu-agent audit --date {yesterday.isoformat()}`" in message
+    assert "Patient" not in message
+
+
 async def test_nightly_audit_cron_on_the_server(server: Server) -> None:
     async with get_client(url=server.url) as client:
         cron = await client.crons.create("audit", schedule="0 6 * * *", input={}, timezone=CLINIC_TZ)
