@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from langgraph.errors import NodeError
@@ -163,10 +164,14 @@ async def _audit_failed(state: dict[str, Any], error: NodeError, runtime: Runtim
     error, as on the CLI. A rerun that fails again finds the message's id in the outbox: told once per window."""
     failure = error.error
     if not isinstance(failure, BadInput):
-        services = await resolve_services(runtime.context)
-        if services.on_audit_failed is not None:
-            window = state.get("window") or {k: state[k] for k in ("date", "since", "until") if state.get(k)}
-            await services.on_audit_failed(window, f"{type(failure).__name__}: {failure}")
+        try:
+            services = await resolve_services(runtime.context)
+        except Exception as exc:  # services that cannot be had: the run fails with its own error, logged
+            logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(exc).__name__)
+        else:
+            if services.on_audit_failed is not None:  # never raises
+                window = state.get("window") or {k: state[k] for k in ("date", "since", "until") if state.get(k)}
+                await services.on_audit_failed(window, f"{type(failure).__name__}: {failure}")
     raise failure
 
 
@@ -191,7 +196,8 @@ set_services_provider(_provide)
 _warm_prompts()
 
 triage = for_server(build_triage_graph(), "triage")
-# a node that raises tells staff the audit failed (`_audit_failed`), then fails the run
-audit = for_server(build_audit_graph().set_node_defaults(error_handler=_audit_failed), "audit")
-audit = audit.with_config({"max_concurrency": 4})
+# a node that raises tells staff the audit failed (`_audit_failed`), then fails the run; LangGraph injects the
+# handler's `error: NodeError`, a parameter its node protocols do not list
+_audit_builder = build_audit_graph().set_node_defaults(error_handler=cast(Any, _audit_failed))
+audit = for_server(_audit_builder, "audit").with_config({"max_concurrency": 4})
 assistant = for_server(build_assistant_graph(), "assistant")
