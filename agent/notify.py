@@ -601,6 +601,30 @@ def audit_notifier(outbox: Outbox, *, clinic: str, zone: Any, rerun: Callable[[M
     return on_report
 
 
+def audit_failure_notifier(
+    outbox: Outbox, *, clinic: str, label: str, zone: Any, rerun: str = "coviu-agent audit"
+) -> Callable[[Mapping[str, Any], str], Awaitable[None]]:
+    """`Services.on_audit_failed`: an audit that produced no report (window, what failed) told to staff through the
+    outbox, with the command to rerun it (`rerun` plus the window's flags). One message per clinic and window (its
+    stable id): a rerun or retry that fails again writes no second one. Never raises (logged)."""
+
+    async def on_audit_failed(window: Mapping[str, Any], what: str) -> None:
+        try:
+            since, until = window.get("since"), window.get("until")
+            message = audit_failure_message(
+                clinic=clinic,
+                label=label,
+                subject=f"{since}|{until}" if since and until else json.dumps(dict(window), sort_keys=True),
+                what=what,
+                rerun=rerun_for_window({"window": window}, zone, rerun) if since and until else rerun,
+            )
+            await deliver(outbox, [message])
+        except Exception as exc:  # telling staff never changes the audit's own outcome
+            log.warning("the audit's failure could not be told (%s)", type(exc).__name__)
+
+    return on_audit_failed
+
+
 def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-agent audit") -> str:
     """`coviu-agent audit --date D` for a report's window (one day), else `--since ... --until ...`."""
     from datetime import datetime, timedelta

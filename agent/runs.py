@@ -486,17 +486,26 @@ async def run_audit(
         graph = compile_audit(saver)
         outbox = _audit_outbox(settings, svc, arguments, args)
         if outbox is not None:
-            from agent.notify import audit_notifier, rerun_for_window
+            from agent.notify import audit_failure_notifier, audit_notifier, rerun_for_window
 
+            clinic = _audit_clinic(settings, arguments)
             svc = dataclasses.replace(
                 svc,
                 on_report=audit_notifier(
                     outbox,
-                    clinic=_audit_clinic(settings, arguments),
+                    clinic=clinic,
                     zone=svc.zone,
                     rerun=lambda report: rerun_for_window(report, svc.zone, args.rerun),
                 ),
+                on_audit_failed=audit_failure_notifier(
+                    outbox,
+                    clinic=clinic,
+                    label=svc.clinic_name or f"team {arguments['team_id']}",
+                    zone=svc.zone,
+                    rerun=args.rerun,
+                ),
             )
+        window = {"since": arguments["since"], "until": arguments["until"]}
         context = Context(team_id=args.team_id, collection_id=args.collection_id, services=svc)
         # one run of a thread at a time: a second one (a cron and a person) waits, then exits 3, thread untouched
         async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
@@ -505,12 +514,12 @@ async def run_audit(
             except (BadInput, KeyboardInterrupt):
                 raise
             except Exception as exc:
-                if outbox is not None:
-                    await _audit_failed(outbox, settings, svc, arguments, args, f"{type(exc).__name__}: {exc}")
+                if svc.on_audit_failed is not None:
+                    await svc.on_audit_failed(window, f"{type(exc).__name__}: {exc}")
                 raise
             result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
-            if outbox is not None and not result.produced:
-                await _audit_failed(outbox, settings, svc, arguments, args, str(state.get("failure") or "no report"))
+            if svc.on_audit_failed is not None and not result.produced:
+                await svc.on_audit_failed(window, str(state.get("failure") or "no report"))
             if result.paths:
                 await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
@@ -530,28 +539,6 @@ def _audit_outbox(settings: Settings, svc: Services, arguments: Mapping[str, Any
     from graphs.audit_store import memory_store
 
     return Outbox(svc.audit_store or memory_store(), channels, svc.clock)
-
-
-async def _audit_failed(
-    outbox: Any, settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs, what: str
-) -> None:
-    """Tell staff the audit produced no report (exit 3): what failed and the command to run it again."""
-    import logging
-
-    from agent.notify import audit_failure_message, deliver, rerun_for_window
-
-    window = {"since": arguments["since"], "until": arguments["until"]}
-    try:
-        message = audit_failure_message(
-            clinic=_audit_clinic(settings, arguments),
-            label=svc.clinic_name or f"team {arguments['team_id']}",
-            subject=f"{window['since']}|{window['until']}",
-            what=what,
-            rerun=rerun_for_window({"window": window}, svc.zone, args.rerun),
-        )
-        await deliver(outbox, [message])
-    except Exception as exc:  # telling staff never changes the audit's own outcome
-        logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(exc).__name__)
 
 
 # --- tools ---------------------------------------------------------------------------------------

@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
+from langgraph.errors import NodeError
 from langgraph.graph import StateGraph
+from langgraph.runtime import Runtime
 from pydantic.json_schema import SkipJsonSchema
 
+from agent.errors import BadInput
 from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
-from graphs.context import Context, Services, set_services_provider
+from graphs.context import Context, Services, resolve_services, set_services_provider
 from graphs.triage import build_triage_graph
 from tools.ratelimit import DEFAULT_MAX_WAIT, RateLimitBudget
 from tools.timeparse import known_zone
@@ -133,20 +137,42 @@ def _with_delivery(settings: Settings, services: Services, channels: list[Channe
     state store, as the CLI's does."""
     if not channels:
         return services
-    from agent.notify import Outbox, audit_notifier, rerun_for_window
+    from agent.notify import Outbox, audit_failure_notifier, audit_notifier, rerun_for_window
     from graphs.audit_store import memory_store
 
     outbox = Outbox(services.audit_store or memory_store(), channels, services.clock)
     account = settings.truto_integrated_account_id or "sandbox"
+    clinic = f"{account}:{services.team_id}"
     return dataclasses.replace(
         services,
         on_report=audit_notifier(
             outbox,
-            clinic=f"{account}:{services.team_id}",
+            clinic=clinic,
             zone=services.zone,
             rerun=lambda report: rerun_for_window(report, services.zone, "coviu-agent audit"),
         ),
+        on_audit_failed=audit_failure_notifier(
+            outbox, clinic=clinic, label=services.clinic_name or f"team {services.team_id}", zone=services.zone
+        ),
     )
+
+
+async def _audit_failed(state: dict[str, Any], error: NodeError, runtime: Runtime[Context]) -> None:
+    """The audit's error handler on the server (every node's, LangGraph's `error_handler`): a node that raised ends
+    the run with no report, so staff get the "FAILED" message (`Services.on_audit_failed`, as the CLI's exit 3),
+    then the node's error fails the run as before. Bad input (a setting the server lacks) is the API caller's
+    error, as on the CLI. A rerun that fails again finds the message's id in the outbox: told once per window."""
+    failure = error.error
+    if not isinstance(failure, BadInput):
+        try:
+            services = await resolve_services(runtime.context)
+        except Exception as exc:  # services that cannot be had: the run fails with its own error, logged
+            logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(exc).__name__)
+        else:
+            if services.on_audit_failed is not None:  # never raises
+                window = state.get("window") or {k: state[k] for k in ("date", "since", "until") if state.get(k)}
+                await services.on_audit_failed(window, f"{type(failure).__name__}: {failure}")
+    raise failure
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:
@@ -170,5 +196,8 @@ set_services_provider(_provide)
 _warm_prompts()
 
 triage = for_server(build_triage_graph(), "triage")
-audit = for_server(build_audit_graph(), "audit").with_config({"max_concurrency": 4})
+# a node that raises tells staff the audit failed (`_audit_failed`), then fails the run; LangGraph injects the
+# handler's `error: NodeError`, a parameter its node protocols do not list
+_audit_builder = build_audit_graph().set_node_defaults(error_handler=cast(Any, _audit_failed))
+audit = for_server(_audit_builder, "audit").with_config({"max_concurrency": 4})
 assistant = for_server(build_assistant_graph(), "assistant")

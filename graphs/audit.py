@@ -977,8 +977,12 @@ def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutp
     builder.add_node(
         "fetch_summaries", fetch_summaries, destinations=("fetch_summaries", "list_submissions", "wait_and_retry")
     )
-    builder.add_node(
-        "wait_and_retry", wait_and_retry, destinations=("list_sessions", "fetch_summaries", "list_submissions")
+    # the whole state in (as `act` in triage): a failure here is told to staff with the run's window (agent/server.py)
+    builder.add_node(  # type: ignore[call-overload]
+        "wait_and_retry",
+        wait_and_retry,
+        input_schema=AuditState,
+        destinations=("list_sessions", "fetch_summaries", "list_submissions"),
     )
     builder.add_node("list_submissions", list_submissions, destinations=("write_report", "wait_and_retry"))
     builder.add_node("write_report", write_report)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds service
 
 
 OnReport = Callable[[Mapping[str, Any], Mapping[str, str], float], Awaitable[None]]
+OnAuditFailed = Callable[[Mapping[str, Any], str], Awaitable[None]]
 
 
 @dataclass
@@ -52,6 +53,9 @@ class Services:
     # Called once the audit's report files are written (report, file paths, overrun threshold): the agent layer's
     # delivery to staff (agent/notify.py, through the outbox); None: nobody is told (no channel configured).
     on_report: OnReport | None = field(default=None, repr=False)
+    # Called when an audit ends with no report (its window, what failed; the run still fails): the same delivery's
+    # "FAILED" message with the command to rerun. None: nobody is told.
+    on_audit_failed: OnAuditFailed | None = field(default=None, repr=False)
 
     @property
     def clock(self) -> Clock:

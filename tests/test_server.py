@@ -107,7 +107,11 @@ def staff_hook() -> Iterator[Webhook]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, staff_hook: Webhook) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("langgraph-dev")
+    yield from serve(tmp_path_factory.mktemp("langgraph-dev"), staff_hook)
+
+
+def serve(folder: Path, hook: Webhook, **extra: str) -> Iterator[Server]:
+    """`langgraph dev` in `folder`, its audits delivering to `hook`; stopped when the generator is closed."""
     config = server_config(folder)
     port = free_port()
     env = clean_env(
@@ -115,7 +119,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, staff_hook: Webhook) -> Ite
         COVIU_AGENT_STATE=str(folder / "state.sqlite"),
         COVIU_AGENT_REPORT_DIR=str(folder / "reports"),
         COVIU_AGENT_PLANNER="rules",
-        COVIU_AGENT_NOTIFY=staff_hook.url,
+        COVIU_AGENT_NOTIFY=hook.url,
+        **extra,
     )
     command = [
         sys.executable,
@@ -233,6 +238,34 @@ async def test_audit_on_the_server(server: Server, staff_hook: Webhook) -> None:
         # the report reached the staff's channel (through the outbox in the server's state store)
         told = [p for p in staff_hook.posts if "End-of-day audit" in p["title"]]
         assert told and "To do" in told[-1]["message"], staff_hook.posts
+
+
+async def test_a_failed_audit_on_the_server_tells_staff_once(tmp_path: Path) -> None:
+    """A server audit whose upstream fails after its retries (every sessions call answers 500: the node raises)
+    sends the CLI's "FAILED" message through the outbox, with the command to rerun; the run still fails in the
+    server's API; a rerun of the same day that fails again sends nothing more (the message's stable id)."""
+    faults = json.dumps({"server_errors": 1.0, "only_resources": ["sessions"]})
+    yesterday = (datetime.now(ZoneInfo(CLINIC_TZ)) - timedelta(days=1)).date()
+    with webhook() as hook:
+        running = serve(tmp_path, hook, COVIU_SANDBOX_FAULTS=faults)
+        server = next(running)
+        try:
+            async with get_client(url=server.url) as client:
+                for _ in range(2):
+                    thread = await client.threads.create()
+                    await client.runs.wait(
+                        thread["thread_id"], "audit", input={"date": yesterday.isoformat()}, raise_error=False
+                    )
+                    run = (await client.runs.list(thread["thread_id"]))[0]
+                    assert run["status"] == "error", run
+        finally:
+            running.close()
+    failed = [p for p in hook.posts if p["title"].startswith("FAILED end-of-day audit")]
+    assert len(failed) == 1 and len(hook.posts) == 1, hook.posts
+    message = failed[0]["message"]
+    assert "RetriesExhaustedError" in message, message
+    assert f"`coviu-agent audit --date {yesterday.isoformat()}`" in message
+    assert "Patient" not in message
 
 
 async def test_nightly_audit_cron_on_the_server(server: Server) -> None:
