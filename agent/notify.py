@@ -90,8 +90,8 @@ TOKEN_LENGTH = 12  # a path segment or query value this long is taken for a toke
 
 
 def url_secrets(url: str) -> list[str]:
-    """The parts of a channel URL a library may log on their own: its password, and its long path segments and
-    query values (tokens)."""
+    """The parts of a channel URL a library may log on their own: its password, its user and host parts that look
+    like tokens, and its long path segments and query values (tokens)."""
     from urllib.parse import parse_qsl, unquote, urlsplit
 
     try:
@@ -100,6 +100,12 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found = [unquote(password)] if password else []
+    # the user and host parts when they are tokens, not names (Telegram's bot token is the host, `id:secret`;
+    # Pushover's user key the user): long and without a dot, which a host name has
+    user, _, host = parts.netloc.rpartition("@")
+    for piece in (host, *user.split(":", 1), *host.split(":", 1)):
+        if len(piece) >= TOKEN_LENGTH and "." not in piece and not piece.startswith("["):
+            found.append(unquote(piece))
     found += [unquote(p) for p in parts.path.split("/") if len(p) >= TOKEN_LENGTH]
     found += [v for _, v in parse_qsl(parts.query) if len(v) >= TOKEN_LENGTH and "@" not in v]
     return found

@@ -65,6 +65,27 @@ def test_notify_urls_are_secrets_for_the_redaction_layer():
     assert all("pass" not in repr(c) and "pass" not in c.describe() for c in channels)
 
 
+def test_tokens_in_a_urls_host_or_user_part_are_secrets_too():
+    # Telegram's bot token is the URL's host part and Pushover's user key its user part: Apprise logs both in
+    # clear at debug level (`-vv`: "Telegram POST URL: https://api.telegram.org/bot<token>/sendMessage",
+    # "Pushover Payload: {... 'user': '<key>'}"); a bot token lets anyone post as, and read, the clinic's bot
+    from tools.textsafety import redact
+
+    bot = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    user_key = "uQiRzpo4DXghDmr9QzzfQu27cmVRsG"
+    channels_from(f"tgram://{bot}/-100123456 pover://{user_key}@azGDORePK8gMaC0QOYAMyEEuzJnyUi", None)
+    apprise_lines = (
+        f"Telegram POST URL: https://api.telegram.org/bot{bot}/sendMessage (cert_verify=True)",
+        f"Pushover Payload: {{'token': '[redacted]', 'user': '{user_key}', 'device': 'ALL_DEVICES'}}",
+    )
+    for line in apprise_lines:
+        assert bot not in redact(line) and "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in redact(line)
+        assert user_key not in redact(line)
+    # a host name is not a token: messages naming the SMTP server stay readable
+    channels_from("mailtos://u:mail-pass-77@smtp.clinic.example:587?to=a@b.example", None)
+    assert "smtp.clinic.example" in redact("could not reach smtp.clinic.example")
+
+
 def test_a_url_in_both_settings_is_one_channel_allowed_patient_data():
     url = "json://127.0.0.1:9/x"
     channels = channels_from(url, url)
