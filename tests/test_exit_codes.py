@@ -217,21 +217,22 @@ def test_dates_are_checked_as_dates(cli: Invoke) -> None:
 
 # --- help ------------------------------------------------------------------------------------------
 
-COMMANDS = [
-    ["tools"],
-    ["triage"],
-    ["audit"],
-    ["ask"],
-    ["recordings"],
-    ["queue", "watch"],
-    ["sandbox", "serve"],
-    ["mcp", "create"],
-    ["mcp", "list"],
-    ["mcp", "delete"],
-    ["schedule", "audit"],
-    ["schedule", "list"],
-    ["schedule", "delete"],
-]
+
+def _commands() -> list[list[str]]:
+    """Every command of the CLI, read from the app itself (a command added later is walked too)."""
+    import typer.main
+
+    def walk(group: Any, prefix: list[str]) -> Iterator[list[str]]:
+        for name, command in sorted(group.commands.items()):
+            if hasattr(command, "commands"):  # a group (typer's own click)
+                yield from walk(command, [*prefix, name])
+            else:
+                yield [*prefix, name]
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _commands()
 # the flag each setting backs, in every command that has the flag
 BACKED = {
     "--team-id": "COVIU_TEAM_ID",
@@ -241,6 +242,8 @@ BACKED = {
     "--timezone": "COVIU_AGENT_TIMEZONE",
     "--profile": "COVIU_SANDBOX_PROFILE",
     "--seed": "COVIU_SANDBOX_SEED",
+    "--base-url": "OPENAI_BASE_URL",
+    "--model": "COVIU_AGENT_MODEL",
 }
 
 
