@@ -437,7 +437,31 @@ async def run_audit(
     on_progress: Progress | None = None,
     on_event: Event | None = None,
 ) -> AuditResult:
-    """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go."""
+    """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go. With
+    channels, staff are told of a failure (exit 3), also one before the graph ran (Truto down at the catalog)."""
+    from agent.threadlock import ThreadBusy
+
+    try:
+        return await _audit(
+            settings, args, services=services, checkpointer=checkpointer, on_progress=on_progress, on_event=on_event
+        )
+    except (BadInput, ThreadBusy):  # nothing was attempted, or another run of the same audit goes on
+        raise
+    except Exception as exc:
+        if services is None:  # opened here (given services: the caller opened them and tells its own failure)
+            await tell_audit_failed(settings, args, None, exc)
+        raise
+
+
+async def _audit(
+    settings: Settings,
+    args: AuditArgs,
+    *,
+    services: Services | None,
+    checkpointer: BaseCheckpointSaver[str] | None,
+    on_progress: Progress | None,
+    on_event: Event | None,
+) -> AuditResult:
     from langchain_core.runnables import RunnableConfig
 
     from agent.threadlock import thread_lock
@@ -528,10 +552,42 @@ def _audit_outbox(settings: Settings, svc: Services, arguments: Mapping[str, Any
     return Outbox(svc.audit_store or memory_store(), channels, svc.clock)
 
 
+async def tell_audit_failed(settings: Settings, args: AuditArgs, clock: Any, exc: BaseException) -> None:
+    """Tell the settings' channels that an audit failed before its services or graph were up (the tool catalog or
+    the state store): the message a failure inside it sends, with the same id (so never twice). Never raises."""
+    import logging
+    from types import SimpleNamespace
+
+    from agent.notify import Outbox
+    from agent.services import clinic_ids
+    from graphs.audit_store import open_audit_store
+    from tools.clock import SystemClock
+
+    try:
+        channels = settings.channels()
+        team = args.team_id or clinic_ids(settings)[0]
+        if not channels or not team:
+            return
+        clock = clock or SystemClock()
+        since, until = audit_window(settings, args, clock.now())
+        arguments = {"team_id": team, "since": since.isoformat(), "until": until.isoformat()}
+        svc = SimpleNamespace(clinic_name=settings.coviu_clinic_name, zone=settings.zone)
+        store = open_audit_store(settings.state)
+        try:
+            await _audit_failed(
+                Outbox(store, channels, clock), settings, svc, arguments, args, f"{type(exc).__name__}: {exc}"
+            )
+        finally:
+            await store.aclose()
+    except Exception as error:  # telling staff never changes the audit's own outcome
+        logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(error).__name__)
+
+
 async def _audit_failed(
-    outbox: Any, settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs, what: str
+    outbox: Any, settings: Settings, svc: Any, arguments: Mapping[str, Any], args: AuditArgs, what: str
 ) -> None:
-    """Tell staff the audit produced no report (exit 3): what failed and the command to run it again."""
+    """Tell staff the audit produced no report (exit 3): what failed and the command to run it again. `svc`: the
+    run's Services, or what of them this reads (`clinic_name`, `zone`)."""
     import logging
 
     from agent.notify import audit_failure_message, deliver, rerun_for_window
