@@ -165,3 +165,20 @@ def test_status_with_a_server_shows_its_waiting_threads_and_next_cron(fake_serve
 def test_status_with_a_bad_or_unreachable_server(state: Path):
     assert status(state, "--server", "ftp://x").exit_code == 2
     assert status(state, "--server", "http://127.0.0.1:9").exit_code == 3
+
+
+def test_status_and_queue_status_read_the_store_without_a_truto_key(state: Path):
+    # an operator on the host, in a shell without the cron's environment: reading the local store needs no Truto
+    # account (the refusal said "TRUTO_API_KEY is not set", and the tests above set COVIU_AGENT_SANDBOX=1)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": None, "TRUTO_API_KEY": None}
+    try:
+        shown = CliRunner().invoke(app, ["status", "--json"], env=env)
+        queue = CliRunner().invoke(app, ["queue", "status", "--team-id", "t-1", "--queue-id", "q-1"], env=env)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["last_runs"] == []
+    assert queue.exit_code == 0, queue.output

@@ -24,7 +24,7 @@ def notify_test(
 
     from agent.notify import ChannelTest, send_test
 
-    settings = load_settings(-1 if quiet else verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # sends to channels only
     try:
         if fleet is not None:
             from agent.fleet import clinic_channels, clinic_settings, load_fleet

@@ -113,7 +113,7 @@ def queue_status_cmd(
         check_id("--queue-id", queue_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(-1 if quiet else verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # reads the state store only
     team, queue, _ = clinic_ids(settings)
     team, queue = team_id or team, queue_id or queue
     if not team or not queue:

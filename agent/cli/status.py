@@ -57,7 +57,7 @@ def status(
     """Show the last run of each graph per clinic, pending approvals and the next scheduled run."""
     from agent import runlog
 
-    settings = load_settings(-1 if quiet else verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # reads the state store only
     url = None
     if server is not None:
         from agent.cli.schedule import check_server
