@@ -63,6 +63,15 @@ def eval_command(
 
         if not base_url.startswith(("http://", "https://")):
             fail(EXIT_BAD_INPUT, f"--base-url: expected an http(s) URL, got {base_url!r}")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(base_url)
+            if not parts.hostname:
+                raise ValueError("no host")
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as exc:
+            fail(EXIT_BAD_INPUT, f"--base-url: not a usable URL ({exc}); expected e.g. http://127.0.0.1:8000/v1")
         if settings.openai_api_key is not None and _insecure(base_url) and not settings.truto_allow_insecure:
             fail(
                 EXIT_BAD_INPUT,
