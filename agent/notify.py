@@ -300,10 +300,12 @@ class Outbox:
             self.after_write()
         return True
 
-    async def levels(self, clinic: str, kind: str, since: float) -> dict[str, set[str]]:
-        """The levels written per subject for this clinic and kind since a time (what `queue watch` remembers)."""
+    async def levels(self, clinic: str, kind: str, since: float, *, told: bool = False) -> dict[str, set[str]]:
+        """The levels written per subject for this clinic and kind since a time (what `queue watch` remembers);
+        `told`: only those meant to be sent (not dropped in quiet hours)."""
         rows = await self.store._query(
-            "SELECT DISTINCT subject, level FROM coviu_outbox WHERE clinic = ? AND kind = ? AND created_at >= ?",
+            "SELECT DISTINCT subject, level FROM coviu_outbox WHERE clinic = ? AND kind = ? AND created_at >= ?"
+            + (" AND status <> 'quiet'" if told else ""),
             (clinic, kind, since),
         )
         out: dict[str, set[str]] = {}

@@ -780,6 +780,9 @@ async def _notify_queue(
 
     raised = await outbox.levels(clinic, "queue", now.timestamp() - QUEUE_MEMORY_SECONDS)
     events = queue_events(calls, now, args.threshold_minutes, args.escalation, raised)
+    if any(e["level"] == "seen" for e in events):  # "seen" only for a call staff were told of (not quiet hours only)
+        told = await outbox.levels(clinic, "queue", now.timestamp() - QUEUE_MEMORY_SECONDS, told=True)
+        events = [e for e in events if e["level"] != "seen" or told.get(e["call_id"], set()) - {"seen"}]
     quiet = in_quiet_hours(settings.quiet_hours, now, svc.zone)
     lines: list[str] = []
     for event in events:
