@@ -577,18 +577,23 @@ def audit_message(
     )
 
 
-def audit_failure_message(*, clinic: str, label: str, subject: str, what: str, rerun: str) -> Message:
-    """An audit that produced no report (exit 3): what failed and the command to run it again."""
+def audit_failure_message(
+    *, clinic: str, label: str, subject: str, what: str, rerun: str, resumes: bool = True
+) -> Message:
+    """An audit that produced no report (exit 3): what failed and the command to run it again; `resumes` False for
+    bad input (exit 2: an unknown account or team), which fails the same way until it is fixed."""
+    again = (
+        f"It resumes where it stopped when run again: `{rerun}`"
+        if resumes
+        else f"It fails the same way until this is fixed (an id or a setting); then run: `{rerun}`"
+    )
     return Message(
         clinic=clinic,
         kind="audit",
         subject=subject,
         level="failed",
         title=f"FAILED end-of-day audit: {label}",
-        body=(
-            f"The end-of-day audit of **{label}** did not produce a report: {redact(what)[:500]}\n\n"
-            f"It resumes where it stopped when run again: `{rerun}`"
-        ),
+        body=(f"The end-of-day audit of **{label}** did not produce a report: {redact(what)[:500]}\n\n{again}"),
         notify_type="failure",
     )
 

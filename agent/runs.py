@@ -22,7 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
+from agent.errors import (
+    EXIT_APPROVAL,
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_UPSTREAM,
+    BadInput,
+    exit_code_for,
+)
 
 if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list the commands: `--help` stays fast
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -526,7 +534,8 @@ async def _audit(
                 raise
             except Exception as exc:
                 if outbox is not None:
-                    await _audit_failed(outbox, settings, svc, arguments, args, f"{type(exc).__name__}: {exc}")
+                    what, resumes = f"{type(exc).__name__}: {exc}", exit_code_for(exc) == EXIT_UPSTREAM
+                    await _audit_failed(outbox, settings, svc, arguments, args, what, resumes)
                 raise
             result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
             if outbox is not None and not result.produced:
@@ -574,9 +583,8 @@ async def tell_audit_failed(settings: Settings, args: AuditArgs, clock: Any, exc
         svc = SimpleNamespace(clinic_name=settings.coviu_clinic_name, zone=settings.zone)
         store = open_audit_store(settings.state)
         try:
-            await _audit_failed(
-                Outbox(store, channels, clock), settings, svc, arguments, args, f"{type(exc).__name__}: {exc}"
-            )
+            what, resumes = f"{type(exc).__name__}: {exc}", exit_code_for(exc) == EXIT_UPSTREAM
+            await _audit_failed(Outbox(store, channels, clock), settings, svc, arguments, args, what, resumes)
         finally:
             await store.aclose()
     except Exception as error:  # telling staff never changes the audit's own outcome
@@ -584,7 +592,13 @@ async def tell_audit_failed(settings: Settings, args: AuditArgs, clock: Any, exc
 
 
 async def _audit_failed(
-    outbox: Any, settings: Settings, svc: Any, arguments: Mapping[str, Any], args: AuditArgs, what: str
+    outbox: Any,
+    settings: Settings,
+    svc: Any,
+    arguments: Mapping[str, Any],
+    args: AuditArgs,
+    what: str,
+    resumes: bool = True,
 ) -> None:
     """Tell staff the audit produced no report (exit 3): what failed and the command to run it again. `svc`: the
     run's Services, or what of them this reads (`clinic_name`, `zone`)."""
@@ -600,6 +614,7 @@ async def _audit_failed(
             subject=f"{window['since']}|{window['until']}",
             what=what,
             rerun=rerun_for_window({"window": window}, svc.zone, args.rerun),
+            resumes=resumes,
         )
         await deliver(outbox, [message])
     except Exception as exc:  # telling staff never changes the audit's own outcome

@@ -174,3 +174,24 @@ async def test_a_fleet_clinic_whose_truto_is_down_is_told_to_its_channel(clock: 
     assert len(hook.posts) == 1
     assert hook.posts[0]["title"].startswith("FAILED end-of-day audit")
     assert "coviu-agent audit --accounts clinic-a" in hook.posts[0]["message"]
+
+
+async def test_a_clinic_whose_account_is_unknown_is_told_it_fails_until_fixed(clock: FakeClock, tmp_path: Path):
+    # exit 2 (an account Truto does not know): a rerun never resumes it, so the message must not say it would
+    import httpx
+
+    unknown = httpx.MockTransport(lambda request: httpx.Response(404, json={"error": "integrated account not found"}))
+    with webhook() as hook:
+        runs = await run_fleet(
+            settings(
+                tmp_path, TRUTO_API_KEY="key-for-test-only", TRUTO_INTEGRATED_ACCOUNT_ID="gone", COVIU_TEAM_ID="t"
+            ),
+            [Clinic(account="gone", notify=hook.url)],  # type: ignore[arg-type]
+            AuditArgs(out_dir=tmp_path / "fleet", day="2026-11-24"),
+            transport=unknown,
+            clock=clock,
+        )
+    assert [r.exit_code for r in runs] == [2], [r.error for r in runs]
+    assert len(hook.posts) == 1 and hook.posts[0]["title"].startswith("FAILED end-of-day audit")
+    assert "resumes where it stopped" not in hook.posts[0]["message"]
+    assert "fails the same way until" in hook.posts[0]["message"]
