@@ -176,7 +176,9 @@ def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
     )
     settings = args[0] if args else None
-    return str(team or getattr(settings, "coviu_team_id", None) or "")
+    # no team known (a clinic that failed before its graph ran): its account, so that clinics stay apart
+    account = getattr(settings, "truto_integrated_account_id", None)
+    return str(team or getattr(settings, "coviu_team_id", None) or account or "")
 
 
 def run_facts(result: Any) -> dict[str, Any]:
@@ -459,6 +461,14 @@ async def run_audit(
         if services is None:  # opened here (given services: the caller opened them and tells its own failure)
             await tell_audit_failed(settings, args, None, exc)
         raise
+
+
+@observed("audit")
+async def audit_not_started(settings: Settings, args: AuditArgs, error: Exception) -> AuditResult:
+    """A fleet clinic whose services could not be opened (its account unknown, Truto down at the tool catalog):
+    raises `error`, recorded as that clinic's failed audit run (run log for `status`, textfile, traces) as a run
+    that started would be; without it the clinic's failure is nowhere but the fleet summary."""
+    raise error
 
 
 async def _audit(
