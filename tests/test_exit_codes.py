@@ -263,6 +263,11 @@ def test_every_help_has_h_v_q_and_names_the_variable_behind_each_flag(cli: Invok
             assert f"[env var: {variable}]" in described.group(2), (flag, described.group(2))
 
 
+def test_the_main_help_names_the_variable_behind_each_global_flag(cli: Invoke) -> None:
+    text = " ".join(cli("--help").output.split())
+    assert "[env var: COVIU_AGENT_LOG_FORMAT]" in text and "[env var: COVIU_AGENT_SANDBOX=1]" in text
+
+
 def test_the_default_log_level_is_warning_at_a_terminal_and_info_under_cron() -> None:
     from agent.cli.common import log_level
 
