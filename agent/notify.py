@@ -193,6 +193,9 @@ async def apprise_send(channel: Channel, payload: dict[str, Any], timeout: float
         apobj = Apprise()
         if not apobj.add(channel.url):
             return "the URL was not accepted"
+        for service in apobj:  # wait for the answer as long as the send may take, not Apprise's 4 s: a receiver
+            # that has the message and answers late would count as failed, and the retry would send it again
+            service.socket_read_timeout = max(float(service.socket_read_timeout or 0), timeout)
         attach = None
         if payload.get("attach"):
             attach = AppriseAttachment()
