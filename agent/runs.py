@@ -577,11 +577,15 @@ async def tell_audit_failed(settings: Settings, args: AuditArgs, clock: Any, exc
     import logging
     from types import SimpleNamespace
 
+    from agent.checkpoint import StateStoreUnavailable
+    from agent.local_inputs import StateStoreUnreachable
     from agent.notify import Outbox
     from agent.services import clinic_ids
     from graphs.audit_store import open_audit_store
     from tools.clock import SystemClock
 
+    if isinstance(exc, StateStoreUnavailable | StateStoreUnreachable):
+        return  # the outbox is in that store: nothing can be written (and a second connection would wait again)
     try:
         channels = settings.channels()
         team = args.team_id or clinic_ids(settings)[0]
