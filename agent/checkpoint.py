@@ -27,6 +27,7 @@ from tools.textsafety import REDACTOR, Redactor, error_record, redact
 # checkpoint; compressed about 5x (measured), so the store stays small at its peak.
 COMPRESS_FROM_BYTES = 64 * 1024
 COMPRESSED = "zlib+"
+SQLITE_BUSY_SECONDS = 30.0  # how long a checkpoint write waits for another writer of the SQLite file
 
 
 class RedactingSerializer(SerializerProtocol):
@@ -138,5 +139,9 @@ async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str
             f"COVIU_AGENT_STATE={state!r} is a directory: name a file in it, e.g. {path / 'state.sqlite'}"
         )
     private_file(path)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        yield redacting(saver)
+    import aiosqlite
+
+    # the file is shared by every writer of a run (a fleet's clinics, the audit store, the outbox, the run log):
+    # wait for another's transaction as they do (30 s), not SQLite's default 5 s (`database is locked`, exit 3)
+    async with aiosqlite.connect(str(path), timeout=SQLITE_BUSY_SECONDS) as conn:
+        yield redacting(AsyncSqliteSaver(conn))

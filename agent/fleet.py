@@ -14,6 +14,7 @@ The fleet file (TOML or JSON): `{"clinics": [{"account": "...", "team_id": "..."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from agent.errors import BadInput
-from agent.runs import AuditArgs, AuditResult, run_audit
+from agent.runs import AuditArgs, AuditResult, audit_not_started, run_audit, tell_audit_failed
 from agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -234,18 +235,25 @@ async def run_fleet(
     async def one(clinic: Clinic) -> ClinicRun:
         own = clinic_settings(settings, clinic)
         out_dir = args.out_dir / clinic.account
+        again = rerun or f"coviu-agent audit --accounts {clinic.account}"  # what staff are told to run
+        started = False
         try:
             async with open_services(
                 own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
             ) as services:
                 thread = clinic_thread(clinic, args, own, services.clock.now())
-                again = rerun or f"coviu-agent audit --accounts {clinic.account}"  # what staff are told to run
+                started = True  # from here on, run_audit tells staff of its own failure
                 result = await run_audit(
                     own,
                     dataclasses.replace(args, out_dir=out_dir, thread_id=thread, rerun=again),
                     services=services,
                 )
         except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on
+            if not started and not isinstance(exc, BadInput):  # the clinic's Truto was down at the tool catalog
+                clinic_args = dataclasses.replace(args, out_dir=out_dir, rerun=again)
+                await tell_audit_failed(own, clinic_args, clock, exc)
+                with contextlib.suppress(Exception):  # recorded (status, textfile) as the clinic's failed run
+                    await audit_not_started(own, clinic_args, exc)
             # the same exit code and message as the clinic's run alone (agent.errors.exit_code_for)
             return ClinicRun(clinic, error=for_person(exc), exit_code=exit_code_for(exc))
         return ClinicRun(clinic, result=result, exit_code=result.exit_code)

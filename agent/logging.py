@@ -50,10 +50,10 @@ class JsonLinesFormatter(RedactingFormatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # redacted before JSON escapes it (a secret's `"` or `\\` would no longer match after)
+            line["exception"] = redact(self.formatException(record.exc_info))
         return redact(json.dumps(line, ensure_ascii=False))
 
 

@@ -90,8 +90,8 @@ TOKEN_LENGTH = 12  # a path segment or query value this long is taken for a toke
 
 
 def url_secrets(url: str) -> list[str]:
-    """The parts of a channel URL a library may log on their own: its password, and its long path segments and
-    query values (tokens)."""
+    """The parts of a channel URL a library may log on their own: its password, its user and host parts that look
+    like tokens, and its long path segments and query values (tokens)."""
     from urllib.parse import parse_qsl, unquote, urlsplit
 
     try:
@@ -100,6 +100,12 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found = [unquote(password)] if password else []
+    # the user and host parts when they are tokens, not names (Telegram's bot token is the host, `id:secret`;
+    # Pushover's user key the user): long and without a dot, which a host name has
+    user, _, host = parts.netloc.rpartition("@")
+    for piece in (host, *user.split(":", 1), *host.split(":", 1)):
+        if len(piece) >= TOKEN_LENGTH and "." not in piece and not piece.startswith("["):
+            found.append(unquote(piece))
     found += [unquote(p) for p in parts.path.split("/") if len(p) >= TOKEN_LENGTH]
     found += [v for _, v in parse_qsl(parts.query) if len(v) >= TOKEN_LENGTH and "@" not in v]
     return found
@@ -187,6 +193,9 @@ async def apprise_send(channel: Channel, payload: dict[str, Any], timeout: float
         apobj = Apprise()
         if not apobj.add(channel.url):
             return "the URL was not accepted"
+        for service in apobj:  # wait for the answer as long as the send may take, not Apprise's 4 s: a receiver
+            # that has the message and answers late would count as failed, and the retry would send it again
+            service.socket_read_timeout = max(float(service.socket_read_timeout or 0), timeout)
         attach = None
         if payload.get("attach"):
             attach = AppriseAttachment()
@@ -294,10 +303,12 @@ class Outbox:
             self.after_write()
         return True
 
-    async def levels(self, clinic: str, kind: str, since: float) -> dict[str, set[str]]:
-        """The levels written per subject for this clinic and kind since a time (what `queue watch` remembers)."""
+    async def levels(self, clinic: str, kind: str, since: float, *, told: bool = False) -> dict[str, set[str]]:
+        """The levels written per subject for this clinic and kind since a time (what `queue watch` remembers);
+        `told`: only those meant to be sent (not dropped in quiet hours)."""
         rows = await self.store._query(
-            "SELECT DISTINCT subject, level FROM coviu_outbox WHERE clinic = ? AND kind = ? AND created_at >= ?",
+            "SELECT DISTINCT subject, level FROM coviu_outbox WHERE clinic = ? AND kind = ? AND created_at >= ?"
+            + (" AND status <> 'quiet'" if told else ""),
             (clinic, kind, since),
         )
         out: dict[str, set[str]] = {}
@@ -569,18 +580,23 @@ def audit_message(
     )
 
 
-def audit_failure_message(*, clinic: str, label: str, subject: str, what: str, rerun: str) -> Message:
-    """An audit that produced no report (exit 3): what failed and the command to run it again."""
+def audit_failure_message(
+    *, clinic: str, label: str, subject: str, what: str, rerun: str, resumes: bool = True
+) -> Message:
+    """An audit that produced no report (exit 3): what failed and the command to run it again; `resumes` False for
+    bad input (exit 2: an unknown account or team), which fails the same way until it is fixed."""
+    again = (
+        f"It resumes where it stopped when run again: `{rerun}`"
+        if resumes
+        else f"It fails the same way until this is fixed (an id or a setting); then run: `{rerun}`"
+    )
     return Message(
         clinic=clinic,
         kind="audit",
         subject=subject,
         level="failed",
         title=f"FAILED end-of-day audit: {label}",
-        body=(
-            f"The end-of-day audit of **{label}** did not produce a report: {redact(what)[:500]}\n\n"
-            f"It resumes where it stopped when run again: `{rerun}`"
-        ),
+        body=(f"The end-of-day audit of **{label}** did not produce a report: {redact(what)[:500]}\n\n{again}"),
         notify_type="failure",
     )
 
@@ -603,12 +619,13 @@ def audit_notifier(outbox: Outbox, *, clinic: str, zone: Any, rerun: Callable[[M
 
 def audit_failure_notifier(
     outbox: Outbox, *, clinic: str, label: str, zone: Any, rerun: str = "coviu-agent audit"
-) -> Callable[[Mapping[str, Any], str], Awaitable[None]]:
+) -> Callable[[Mapping[str, Any], str, bool], Awaitable[None]]:
     """`Services.on_audit_failed`: an audit that produced no report (window, what failed) told to staff through the
     outbox, with the command to rerun it (`rerun` plus the window's flags). One message per clinic and window (its
-    stable id): a rerun or retry that fails again writes no second one. Never raises (logged)."""
+    stable id): a rerun or retry that fails again writes no second one. `resumes`: False for bad input (an unknown
+    account or team: a rerun fails the same way until it is fixed). Never raises (logged)."""
 
-    async def on_audit_failed(window: Mapping[str, Any], what: str) -> None:
+    async def on_audit_failed(window: Mapping[str, Any], what: str, resumes: bool = True) -> None:
         try:
             since, until = window.get("since"), window.get("until")
             message = audit_failure_message(
@@ -617,6 +634,7 @@ def audit_failure_notifier(
                 subject=f"{since}|{until}" if since and until else json.dumps(dict(window), sort_keys=True),
                 what=what,
                 rerun=rerun_for_window({"window": window}, zone, rerun) if since and until else rerun,
+                resumes=resumes,
             )
             await deliver(outbox, [message])
         except Exception as exc:  # telling staff never changes the audit's own outcome

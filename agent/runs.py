@@ -26,7 +26,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
+from agent.errors import (
+    EXIT_APPROVAL,
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_UPSTREAM,
+    BadInput,
+    exit_code_for,
+)
 
 if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list the commands: `--help` stays fast
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -172,7 +180,9 @@ def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
     )
     settings = args[0] if args else None
-    return str(team or getattr(settings, "coviu_team_id", None) or "")
+    # no team known (a clinic that failed before its graph ran): its account, so that clinics stay apart
+    account = getattr(settings, "truto_integrated_account_id", None)
+    return str(team or getattr(settings, "coviu_team_id", None) or account or "")
 
 
 def run_facts(result: Any) -> dict[str, Any]:
@@ -441,7 +451,39 @@ async def run_audit(
     on_progress: Progress | None = None,
     on_event: Event | None = None,
 ) -> AuditResult:
-    """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go."""
+    """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go. With
+    channels, staff are told of a failure (exit 3), also one before the graph ran (Truto down at the catalog)."""
+    from agent.threadlock import ThreadBusy
+
+    try:
+        return await _audit(
+            settings, args, services=services, checkpointer=checkpointer, on_progress=on_progress, on_event=on_event
+        )
+    except (BadInput, ThreadBusy):  # nothing was attempted, or another run of the same audit goes on
+        raise
+    except Exception as exc:
+        if services is None:  # opened here (given services: the caller opened them and tells its own failure)
+            await tell_audit_failed(settings, args, None, exc)
+        raise
+
+
+@observed("audit")
+async def audit_not_started(settings: Settings, args: AuditArgs, error: Exception) -> AuditResult:
+    """A fleet clinic whose services could not be opened (its account unknown, Truto down at the tool catalog):
+    raises `error`, recorded as that clinic's failed audit run (run log for `status`, textfile, traces) as a run
+    that started would be; without it the clinic's failure is nowhere but the fleet summary."""
+    raise error
+
+
+async def _audit(
+    settings: Settings,
+    args: AuditArgs,
+    *,
+    services: Services | None,
+    checkpointer: BaseCheckpointSaver[str] | None,
+    on_progress: Progress | None,
+    on_event: Event | None,
+) -> AuditResult:
     from langchain_core.runnables import RunnableConfig
 
     from agent.threadlock import thread_lock
@@ -515,11 +557,12 @@ async def run_audit(
                 raise
             except Exception as exc:
                 if svc.on_audit_failed is not None:
-                    await svc.on_audit_failed(window, f"{type(exc).__name__}: {exc}")
+                    what, resumes = f"{type(exc).__name__}: {exc}", exit_code_for(exc) == EXIT_UPSTREAM
+                    await svc.on_audit_failed(window, what, resumes)
                 raise
             result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
             if svc.on_audit_failed is not None and not result.produced:
-                await svc.on_audit_failed(window, str(state.get("failure") or "no report"))
+                await svc.on_audit_failed(window, str(state.get("failure") or "no report"), True)
             if result.paths:
                 await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
@@ -539,6 +582,46 @@ def _audit_outbox(settings: Settings, svc: Services, arguments: Mapping[str, Any
     from graphs.audit_store import memory_store
 
     return Outbox(svc.audit_store or memory_store(), channels, svc.clock)
+
+
+async def tell_audit_failed(settings: Settings, args: AuditArgs, clock: Any, exc: BaseException) -> None:
+    """Tell the settings' channels that an audit failed before its services or graph were up (the tool catalog or
+    the state store): the message a failure inside it sends (`agent.notify.audit_failure_notifier`), with the same
+    id (so never twice). Never raises."""
+    import logging
+
+    from agent.checkpoint import StateStoreUnavailable
+    from agent.local_inputs import StateStoreUnreachable
+    from agent.notify import Outbox, audit_failure_notifier
+    from agent.services import clinic_ids
+    from graphs.audit_store import open_audit_store
+    from tools.clock import SystemClock
+
+    if isinstance(exc, StateStoreUnavailable | StateStoreUnreachable):
+        return  # the outbox is in that store: nothing can be written (and a second connection would wait again)
+    try:
+        channels = settings.channels()
+        team = args.team_id or clinic_ids(settings)[0]
+        if not channels or not team:
+            return
+        clock = clock or SystemClock()
+        since, until = audit_window(settings, args, clock.now())
+        arguments = {"team_id": team, "since": since.isoformat(), "until": until.isoformat()}
+        store = open_audit_store(settings.state)
+        try:
+            tell = audit_failure_notifier(
+                Outbox(store, channels, clock),
+                clinic=_audit_clinic(settings, arguments),
+                label=settings.coviu_clinic_name or f"team {team}",
+                zone=settings.zone,
+                rerun=args.rerun,
+            )
+            window = {"since": arguments["since"], "until": arguments["until"]}
+            await tell(window, f"{type(exc).__name__}: {exc}", exit_code_for(exc) == EXIT_UPSTREAM)
+        finally:
+            await store.aclose()
+    except Exception as error:  # telling staff never changes the audit's own outcome
+        logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(error).__name__)
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -715,6 +798,9 @@ async def _notify_queue(
 
     raised = await outbox.levels(clinic, "queue", now.timestamp() - QUEUE_MEMORY_SECONDS)
     events = queue_events(calls, now, args.threshold_minutes, args.escalation, raised)
+    if any(e["level"] == "seen" for e in events):  # "seen" only for a call staff were told of (not quiet hours only)
+        told = await outbox.levels(clinic, "queue", now.timestamp() - QUEUE_MEMORY_SECONDS, told=True)
+        events = [e for e in events if e["level"] != "seen" or told.get(e["call_id"], set()) - {"seen"}]
     quiet = in_quiet_hours(settings.quiet_hours, now, svc.zone)
     lines: list[str] = []
     for event in events:

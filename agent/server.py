@@ -28,7 +28,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic.json_schema import SkipJsonSchema
 
-from agent.errors import BadInput
+from agent.errors import EXIT_UPSTREAM, BadInput, exit_code_for
 from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
@@ -171,7 +171,8 @@ async def _audit_failed(state: dict[str, Any], error: NodeError, runtime: Runtim
         else:
             if services.on_audit_failed is not None:  # never raises
                 window = state.get("window") or {k: state[k] for k in ("date", "since", "until") if state.get(k)}
-                await services.on_audit_failed(window, f"{type(failure).__name__}: {failure}")
+                resumes = exit_code_for(failure) == EXIT_UPSTREAM
+                await services.on_audit_failed(window, f"{type(failure).__name__}: {failure}", resumes)
     raise failure
 
 

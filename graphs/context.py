@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds service
 
 
 OnReport = Callable[[Mapping[str, Any], Mapping[str, str], float], Awaitable[None]]
-OnAuditFailed = Callable[[Mapping[str, Any], str], Awaitable[None]]
+OnAuditFailed = Callable[[Mapping[str, Any], str, bool], Awaitable[None]]  # window, what failed, a rerun resumes
 
 
 @dataclass

@@ -131,3 +131,67 @@ async def test_a_fleet_sends_one_message_per_clinic_to_its_own_channel(
         )
     assert [r.exit_code for r in runs] == [0, 0], [r.error for r in runs]
     assert len(one.posts) == 1 and len(two.posts) == 1
+
+
+# A nightly run that cannot even start its graph (Truto down when the tool catalog is fetched, a bad token's 401
+# after retries) is the failure staff most need to hear about: the same FAILED message as a failure inside it.
+
+
+async def test_an_audit_that_fails_before_its_graph_runs_is_told_too(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import agent.services
+
+    async def truto_down(*args: object, **kwargs: object) -> Services:
+        raise RetriesExhaustedError("fetching the tool catalog", 5, ConnectionError("All connection attempts failed"))
+
+    monkeypatch.setattr(agent.services, "build_services", truto_down)
+    with webhook() as hook:
+        cfg = settings(tmp_path, COVIU_AGENT_NOTIFY=hook.url, COVIU_AGENT_SANDBOX="1")
+        with pytest.raises(RetriesExhaustedError):  # the CLI's exit 3
+            await run_audit(cfg, AuditArgs(out_dir=tmp_path / "reports", day="2026-11-24"))
+    assert len(hook.posts) == 1
+    assert hook.posts[0]["title"].startswith("FAILED end-of-day audit")
+    assert "tool catalog" in hook.posts[0]["message"]
+    assert "coviu-agent audit --date 2026-11-24" in hook.posts[0]["message"]
+
+
+async def test_a_fleet_clinic_whose_truto_is_down_is_told_to_its_channel(clock: FakeClock, tmp_path: Path):
+    import httpx
+
+    down = httpx.MockTransport(lambda request: httpx.Response(503, json={"error": "unavailable"}))
+    with webhook() as hook:
+        runs = await run_fleet(
+            settings(
+                tmp_path, TRUTO_API_KEY="key-for-test-only", TRUTO_INTEGRATED_ACCOUNT_ID="clinic-a", COVIU_TEAM_ID="t-1"
+            ),
+            [Clinic(account="clinic-a", notify=hook.url)],  # type: ignore[arg-type]
+            AuditArgs(out_dir=tmp_path / "fleet", day="2026-11-24"),
+            transport=down,
+            clock=clock,
+        )
+    assert [r.exit_code for r in runs] == [3], [r.error for r in runs]
+    assert len(hook.posts) == 1
+    assert hook.posts[0]["title"].startswith("FAILED end-of-day audit")
+    assert "coviu-agent audit --accounts clinic-a" in hook.posts[0]["message"]
+
+
+async def test_a_clinic_whose_account_is_unknown_is_told_it_fails_until_fixed(clock: FakeClock, tmp_path: Path):
+    # exit 2 (an account Truto does not know): a rerun never resumes it, so the message must not say it would
+    import httpx
+
+    unknown = httpx.MockTransport(lambda request: httpx.Response(404, json={"error": "integrated account not found"}))
+    with webhook() as hook:
+        runs = await run_fleet(
+            settings(
+                tmp_path, TRUTO_API_KEY="key-for-test-only", TRUTO_INTEGRATED_ACCOUNT_ID="gone", COVIU_TEAM_ID="t"
+            ),
+            [Clinic(account="gone", notify=hook.url)],  # type: ignore[arg-type]
+            AuditArgs(out_dir=tmp_path / "fleet", day="2026-11-24"),
+            transport=unknown,
+            clock=clock,
+        )
+    assert [r.exit_code for r in runs] == [2], [r.error for r in runs]
+    assert len(hook.posts) == 1 and hook.posts[0]["title"].startswith("FAILED end-of-day audit")
+    assert "resumes where it stopped" not in hook.posts[0]["message"]
+    assert "fails the same way until" in hook.posts[0]["message"]

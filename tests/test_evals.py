@@ -131,6 +131,8 @@ def test_eval_against_an_openai_compatible_endpoint(
     ("args", "env", "says"),
     [
         (["--base-url", "ftp://x", "--model", "m"], {}, "--base-url: expected an http(s) URL"),
+        (["--base-url", "http://[::1", "--model", "m"], {}, "--base-url"),  # said "Invalid port: ':1'" alone
+        (["--base-url", "http://127.0.0.1:99999/v1", "--model", "m"], {}, "--base-url"),
         (["--base-url", "http://127.0.0.1:9/v1", "--case", "nope"], {}, "--case: unknown case(s) nope"),
         (["--base-url", "http://127.0.0.1:9/v1", "--profile", "odd"], {}, "--profile"),
         (["--base-url", "http://10.1.2.3/v1", "--model", "m"], {"OPENAI_API_KEY": "sk-x"}, "sent in clear"),

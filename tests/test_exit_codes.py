@@ -217,21 +217,22 @@ def test_dates_are_checked_as_dates(cli: Invoke) -> None:
 
 # --- help ------------------------------------------------------------------------------------------
 
-COMMANDS = [
-    ["tools"],
-    ["triage"],
-    ["audit"],
-    ["ask"],
-    ["recordings"],
-    ["queue", "watch"],
-    ["sandbox", "serve"],
-    ["mcp", "create"],
-    ["mcp", "list"],
-    ["mcp", "delete"],
-    ["schedule", "audit"],
-    ["schedule", "list"],
-    ["schedule", "delete"],
-]
+
+def _commands() -> list[list[str]]:
+    """Every command of the CLI, read from the app itself (a command added later is walked too)."""
+    import typer.main
+
+    def walk(group: Any, prefix: list[str]) -> Iterator[list[str]]:
+        for name, command in sorted(group.commands.items()):
+            if hasattr(command, "commands"):  # a group (typer's own click)
+                yield from walk(command, [*prefix, name])
+            else:
+                yield [*prefix, name]
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _commands()
 # the flag each setting backs, in every command that has the flag
 BACKED = {
     "--team-id": "COVIU_TEAM_ID",
@@ -241,6 +242,8 @@ BACKED = {
     "--timezone": "COVIU_AGENT_TIMEZONE",
     "--profile": "COVIU_SANDBOX_PROFILE",
     "--seed": "COVIU_SANDBOX_SEED",
+    "--base-url": "OPENAI_BASE_URL",
+    "--model": "COVIU_AGENT_MODEL",
 }
 
 
@@ -258,6 +261,11 @@ def test_every_help_has_h_v_q_and_names_the_variable_behind_each_flag(cli: Invok
         server_side = command == ["schedule", "audit"] and flag in ("--team-id", "--collection-id")
         if described and not server_side:  # a cron's ids default to the server's settings, not this shell's
             assert f"[env var: {variable}]" in described.group(2), (flag, described.group(2))
+
+
+def test_the_main_help_names_the_variable_behind_each_global_flag(cli: Invoke) -> None:
+    text = " ".join(cli("--help").output.split())
+    assert "[env var: COVIU_AGENT_LOG_FORMAT]" in text and "[env var: COVIU_AGENT_SANDBOX=1]" in text
 
 
 def test_the_default_log_level_is_warning_at_a_terminal_and_info_under_cron() -> None:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.errors import BadInput
-from agent.notify import Channel, Message, Outbox, channels_from
+from agent.notify import RETRY_MAX, Channel, Message, Outbox, channels_from
 from agent.settings import Settings
 from graphs.audit_store import SqliteAuditStore
 from tests.conftest import START
@@ -65,6 +65,27 @@ def test_notify_urls_are_secrets_for_the_redaction_layer():
     assert all("pass" not in repr(c) and "pass" not in c.describe() for c in channels)
 
 
+def test_tokens_in_a_urls_host_or_user_part_are_secrets_too():
+    # Telegram's bot token is the URL's host part and Pushover's user key its user part: Apprise logs both in
+    # clear at debug level (`-vv`: "Telegram POST URL: https://api.telegram.org/bot<token>/sendMessage",
+    # "Pushover Payload: {... 'user': '<key>'}"); a bot token lets anyone post as, and read, the clinic's bot
+    from tools.textsafety import redact
+
+    bot = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    user_key = "uQiRzpo4DXghDmr9QzzfQu27cmVRsG"
+    channels_from(f"tgram://{bot}/-100123456 pover://{user_key}@azGDORePK8gMaC0QOYAMyEEuzJnyUi", None)
+    apprise_lines = (
+        f"Telegram POST URL: https://api.telegram.org/bot{bot}/sendMessage (cert_verify=True)",
+        f"Pushover Payload: {{'token': '[redacted]', 'user': '{user_key}', 'device': 'ALL_DEVICES'}}",
+    )
+    for line in apprise_lines:
+        assert bot not in redact(line) and "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in redact(line)
+        assert user_key not in redact(line)
+    # a host name is not a token: messages naming the SMTP server stay readable
+    channels_from("mailtos://u:mail-pass-77@smtp.clinic.example:587?to=a@b.example", None)
+    assert "smtp.clinic.example" in redact("could not reach smtp.clinic.example")
+
+
 def test_a_url_in_both_settings_is_one_channel_allowed_patient_data():
     url = "json://127.0.0.1:9/x"
     channels = channels_from(url, url)
@@ -86,7 +107,8 @@ def test_notify_test_reaches_email_and_webhook(tmp_path: Path):
 
     with mailbox() as box, webhook() as hook:
         env = cli_env(tmp_path, COVIU_AGENT_NOTIFY=f"{hook.url} {box.url()}", COVIU_CLINIC_NAME="Harbour Clinic")
-        result = CliRunner().invoke(app, ["notify", "test"], env=env)
+        # testing a channel needs no Truto account: no key, no sandbox (None: unset, also conftest's)
+        result = CliRunner().invoke(app, ["notify", "test"], env={**env, "COVIU_AGENT_SANDBOX": None})
         assert result.exit_code == 0, result.output
         assert len(hook.posts) == 1 and len(box.messages) == 1
     assert "Harbour Clinic" in hook.posts[0]["title"]
@@ -193,6 +215,42 @@ async def test_slow_channels_are_bounded_and_do_not_hold_up_the_others(store: Sq
     assert result.sent == 2 and result.failed == 2  # each slow channel tried once, its second row left for later
     assert len(fast.posts) == 2
     assert took < 3.5  # the channels at once, each bounded by the send timeout (not 2 x 4 s, nor 2 x 1 s + ...)
+
+
+async def test_a_receiver_that_answers_in_6_s_gets_the_message_once(store: SqliteAuditStore):
+    # Apprise gives up reading an answer after 4 s by default, after the receiver has the whole message: counted as
+    # failed, the message was retried and the receiver got it twice. A send may take SEND_TIMEOUT (20 s).
+    clock = FakeClock(START)
+    with webhook() as hook:
+        hook.delay = 6
+        outbox = Outbox(store, channels_from(hook.url, None), clock)
+        await outbox.put(message())
+        first = await outbox.flush()
+        hook.wait_answered(1)
+        hook.delay = 0
+        clock.advance(RETRY_MAX + 1)
+        await outbox.flush()
+    assert first.sent == 1 and first.failed == 0
+    assert len(hook.posts) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a receiver that takes the message but answers after the send timeout gets it again on the retry: the "
+    "outcome of a timed-out send is unknown and it is retried (at least once, not exactly once)",
+)
+async def test_a_receiver_slower_than_the_send_timeout_gets_the_message_once(store: SqliteAuditStore):
+    clock = FakeClock(START)
+    with webhook() as hook:
+        hook.delay = 2
+        outbox = Outbox(store, channels_from(hook.url, None), clock, send_timeout=1)
+        await outbox.put(message())
+        await outbox.flush()
+        hook.wait_answered(1)
+        hook.delay = 0
+        clock.advance(RETRY_MAX + 1)
+        await outbox.flush()
+    assert len(hook.posts) == 1
 
 
 async def test_a_channel_that_is_down_fails_the_send_not_the_caller(store: SqliteAuditStore):

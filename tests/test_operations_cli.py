@@ -76,3 +76,20 @@ def test_json_log_lines_are_redacted(capsys: pytest.CaptureFixture[str]):
     line = capsys.readouterr().err.strip()
     entry = json.loads(line)
     assert secret not in line and "[redacted]" in entry["message"] and "\n" not in line
+
+
+def test_a_json_log_lines_traceback_is_redacted_before_it_is_escaped(capsys: pytest.CaptureFixture[str]):
+    # a password with a quote or a backslash (a PostgreSQL URL's, unquoted) is escaped by JSON (\" and \\): redacting
+    # the JSON text after that no longer finds it; the traceback must be redacted first
+    secret = 'pa"ss\\word-0123456789'
+    configure_logging("INFO", [secret], json_lines=True)
+    try:
+        try:
+            raise ConnectionError(f"could not connect with password {secret}")
+        except ConnectionError:
+            logging.getLogger("agent.test").exception("the state store failed")
+    finally:
+        configure_logging("INFO")
+    line = capsys.readouterr().err.strip()
+    entry = json.loads(line)
+    assert secret not in entry["exception"] and "[redacted]" in entry["exception"]

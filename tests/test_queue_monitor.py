@@ -157,3 +157,23 @@ def test_escalate_minutes_below_the_threshold_is_bad_input(tmp_path: Path):
         env={"HOME": str(tmp_path), "COVIU_AGENT_SANDBOX": "1"},
     )
     assert result.exit_code == 2 and "--escalate-minutes" in result.output
+
+
+async def test_no_seen_note_for_a_call_staff_were_never_told_of(
+    services: Services, sandbox: Sandbox, clock: FakeClock, tmp_path: Path
+):
+    # a call alerted on only in quiet hours (remembered, dropped) that leaves the queue afterwards: "Seen: the caller
+    # alerted on earlier is no longer waiting" would tell staff of an alert they never got
+    with webhook() as hook:
+        quiet = settings(tmp_path, COVIU_AGENT_NOTIFY=hook.url, COVIU_AGENT_QUIET_HOURS="08:30-09:30")
+        await watch(quiet, services, tmp_path)  # 09:00 UTC: quiet, three calls remembered
+        clock.advance(45 * 60)  # 09:45: quiet hours are over
+        longest = max(
+            sandbox.store.queue_calls(DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID),
+            key=lambda c: (clock.now() - c.joined_at) if sandbox.store.is_waiting(c) else timedelta(0),
+        )
+        longest.answered_at = clock.now()  # the call that escalated in quiet hours is answered
+        check = await watch(quiet, services, tmp_path)
+    assert "seen" not in [e["level"] for e in check.events or []]
+    assert not any(p["title"].startswith("Seen") for p in hook.posts)
+    assert hook.posts and all("ESCALATION" in p["title"] for p in hook.posts)  # the calls still waiting

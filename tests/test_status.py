@@ -165,3 +165,54 @@ def test_status_with_a_server_shows_its_waiting_threads_and_next_cron(fake_serve
 def test_status_with_a_bad_or_unreachable_server(state: Path):
     assert status(state, "--server", "ftp://x").exit_code == 2
     assert status(state, "--server", "http://127.0.0.1:9").exit_code == 3
+
+
+def test_status_and_queue_status_read_the_store_without_a_truto_key(state: Path):
+    # an operator on the host, in a shell without the cron's environment: reading the local store needs no Truto
+    # account (the refusal said "TRUTO_API_KEY is not set", and the tests above set COVIU_AGENT_SANDBOX=1)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": None, "TRUTO_API_KEY": None}
+    try:
+        shown = CliRunner().invoke(app, ["status", "--json"], env=env)
+        queue = CliRunner().invoke(app, ["queue", "status", "--team-id", "t-1", "--queue-id", "q-1"], env=env)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["last_runs"] == []
+    assert queue.exit_code == 0, queue.output
+
+
+async def test_a_fleet_clinic_that_failed_before_its_audit_ran_is_in_status_and_the_textfile(
+    state: Path, clock: Any, tmp_path: Path
+):
+    # an account Truto does not know fails at the tool catalog, before run_audit: it was in the fleet summary only,
+    # so `status` and `coviu_agent_last_run_success == 0` never showed the clinic whose nightly audit fails
+    import httpx
+
+    from agent import runlog
+    from agent.fleet import Clinic, run_fleet
+    from tools import telemetry
+    from tools.promfile import read as read_textfile
+
+    unknown = httpx.MockTransport(lambda request: httpx.Response(404, json={"error": "integrated account not found"}))
+    cfg = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        COVIU_AGENT_STATE=str(state),
+        TRUTO_API_KEY="key-for-test-only",
+        TRUTO_INTEGRATED_ACCOUNT_ID="gone",
+    )
+    textfile = tmp_path / "coviu_agent.prom"
+    previous = telemetry.install(telemetry.Telemetry(metrics_file=textfile))
+    try:
+        runs = await run_fleet(
+            cfg, [Clinic(account="gone")], AuditArgs(out_dir=tmp_path / "fleet"), transport=unknown, clock=clock
+        )
+    finally:
+        telemetry.install(previous)
+    assert [r.exit_code for r in runs] == [2]
+    logged = [(r.graph, r.clinic, r.exit_code) for r in runlog.last_runs(str(state))]
+    assert logged == [("audit", "gone", 2)]
+    samples = read_textfile(textfile)
+    assert samples[("coviu_agent_last_run_success", (("clinic", "gone"), ("graph", "audit")))] == 0

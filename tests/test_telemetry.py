@@ -330,3 +330,22 @@ async def test_the_textfile_keeps_each_clinics_last_run_and_adds_up_counters(
     text = path.read_text()
     assert "# TYPE coviu_agent_last_run_success gauge" in text and "# TYPE coviu_agent_runs_total counter" in text
     assert leaks(text.splitlines()) == []
+
+
+async def test_a_corrupt_textfile_is_replaced_and_the_run_keeps_its_outcome(
+    settings: Settings, services: Services, tmp_path: Path
+):
+    # a half-written file from another exporter, a disk that filled up, a person's edit: the audit's report is
+    # written, so its exit code is its own (0), and the file is rewritten from this run's counts
+    path = tmp_path / "coviu_agent.prom"
+    path.write_text('garbage{{{ not a metric\ncoviu_agent_runs_total{clinic="x" 1\n', encoding="utf-8")
+    previous = telemetry.install(telemetry.Telemetry(metrics_file=path))
+    try:
+        result = await run_audit(settings, AuditArgs(day="yesterday"), services=services, checkpointer=InMemorySaver())
+    finally:
+        telemetry.install(previous)
+    assert result.exit_code == EXIT_OK
+    samples = read_textfile(path)
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"))
+    assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
+    assert "garbage" not in path.read_text(encoding="utf-8")

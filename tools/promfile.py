@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,7 @@ from prometheus_client.samples import Sample
 Families = Mapping[str, tuple[str, str]]
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
+log = logging.getLogger(__name__)
 LAST_RUN = {
     "coviu_agent_last_run_timestamp_seconds": "when the last run of this graph for this clinic started (Unix time)",
     "coviu_agent_last_run_duration_seconds": "how long the last run took, seconds",
@@ -73,7 +75,11 @@ class LastRun(Protocol):
 def merge_into(path: Path, counts: Mapping[Key, float], runs: Iterable[LastRun], families: Families) -> None:
     """Add `counts` to the file's counters and put `runs` in its last-run gauges, atomically."""
     with _locked(path):
-        samples = read(path)
+        try:
+            samples = read(path)
+        except ValueError as exc:  # not a textfile (a partial write by another tool, an edit): start it again
+            log.warning("the metrics file %s could not be read (%s); its counters start again", path, exc)
+            samples = {}
         for key, value in counts.items():
             samples[key] = samples.get(key, 0.0) + value
         for record in runs:

@@ -539,11 +539,13 @@ def exit_code_of(exc: BaseException) -> int:
     else 3 (a service failed)."""
     import asyncio
 
+    from tools.errors import is_bad_input
+
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         return 130
     bad_input = {"BadInput", "ToolArgumentError", "RunInputError"}
-    if any(cls.__name__ in bad_input for cls in type(exc).__mro__):
-        return 2
+    if any(cls.__name__ in bad_input for cls in type(exc).__mro__) or is_bad_input(exc):
+        return 2  # as the CLI's `agent.errors.exit_code_for`: an id the account does not know (a 404) too
     return 3
 
 

@@ -77,13 +77,16 @@ def _options(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
     log_format: str | None = typer.Option(
-        None, "--log-format", help="Log lines on stderr: 'text' or 'json', one object a line (COVIU_AGENT_LOG_FORMAT)."
+        None,
+        "--log-format",
+        metavar="text|json",
+        help="Log lines on stderr: 'text' or 'json', one object a line.  [env var: COVIU_AGENT_LOG_FORMAT]",
     ),
     sandbox: bool = typer.Option(
         False,
         "--sandbox",
         help="Run on the embedded sandbox (demo data; Truto account settings ignored), e.g. "
-        "`coviu-agent --sandbox audit`. Also COVIU_AGENT_SANDBOX=1 (with no TRUTO_API_KEY).",
+        "`coviu-agent --sandbox audit` (with no TRUTO_API_KEY).  [env var: COVIU_AGENT_SANDBOX=1]",
     ),
 ) -> None:
     """Run a telehealth clinic's Coviu account."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli.common import err, fail, load_settings, out, run_async, say
+from agent.cli.common import QUIET, VERBOSE, err, fail, load_settings, out, run_async, say
 from agent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UPSTREAM
 
 LOCAL_KEY = "not-needed"  # vLLM, llama.cpp and Ollama ignore the key; the openai client wants one
@@ -22,9 +22,9 @@ def eval_command(
     base_url: str | None = typer.Option(
         None,
         "--base-url",
-        help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default OPENAI_BASE_URL).",
+        help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.  [env var: OPENAI_BASE_URL]",
     ),
-    model: str | None = typer.Option(None, "--model", help="The model name it serves (default COVIU_AGENT_MODEL)."),
+    model: str | None = typer.Option(None, "--model", help="The model name it serves.  [env var: COVIU_AGENT_MODEL]"),
     profiles: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeatable option
         ["default"], "--profile", help="Sandbox profile(s) to run on: default, variant, random-<seed> (repeatable)."
     ),
@@ -37,13 +37,14 @@ def eval_command(
     out_path: str | None = typer.Option(
         None, "--out", help="Where to write the JSON report (default reports/eval-<model>-<UTC time>.json)."
     ),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Run the planner evals against a model and print pass rate, tool calls, tokens and seconds per case."""
     from evals.cases import CASES
     from sandbox.profiles import parse_label
 
-    settings = load_settings(verbose)
+    settings = load_settings(-1 if quiet else verbose)
     for label in profiles:
         try:
             parse_label(label)
@@ -62,6 +63,15 @@ def eval_command(
 
         if not base_url.startswith(("http://", "https://")):
             fail(EXIT_BAD_INPUT, f"--base-url: expected an http(s) URL, got {base_url!r}")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(base_url)
+            if not parts.hostname:
+                raise ValueError("no host")
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as exc:
+            fail(EXIT_BAD_INPUT, f"--base-url: not a usable URL ({exc}); expected e.g. http://127.0.0.1:8000/v1")
         if settings.openai_api_key is not None and _insecure(base_url) and not settings.truto_allow_insecure:
             fail(
                 EXIT_BAD_INPUT,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli.common import emit_json, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, emit_json, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 
 notify_app = typer.Typer(no_args_is_help=True, help="Alerts and reports to staff.")
@@ -16,14 +16,15 @@ notify_app = typer.Typer(no_args_is_help=True, help="Alerts and reports to staff
 def notify_test(
     fleet: str | None = typer.Option(None, "--fleet", help="Test every clinic's channels in this fleet file."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object: each channel and whether it got it."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Send a test message to each channel; exit 3 when one did not take it, 2 when none is configured."""
     from datetime import UTC, datetime
 
     from agent.notify import ChannelTest, send_test
 
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # sends to channels only
     try:
         if fleet is not None:
             from agent.fleet import clinic_channels, clinic_settings, load_fleet

@@ -87,12 +87,20 @@ def queue_watch(
 
 @queue_app.command("status")
 def queue_status_cmd(
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
-    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
+    queue_id: str | None = typer.Option(
+        None, "--queue-id", help="Waiting queue id.  [env var: COVIU_WAITING_QUEUE_ID]"
+    ),
     stale_after: float = typer.Option(
-        0, "--stale-after", min=0, help="Exit 3 when the last successful check is older than this many seconds."
+        0,
+        "--stale-after",
+        min=0,
+        metavar="SECONDS",
+        help="Exit 3 when the last successful check is older than this many seconds.",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """When a watcher last checked the queue (any watcher on this state store), and the outbox's counts."""
     from datetime import UTC, datetime
@@ -105,7 +113,7 @@ def queue_status_cmd(
         check_id("--queue-id", queue_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(0, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # reads the state store only
     team, queue, _ = clinic_ids(settings)
     team, queue = team_id or team, queue_id or queue
     if not team or not queue:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import emit_json, fail, load_settings, out
+from agent.cli.common import QUIET, VERBOSE, emit_json, fail, load_settings, out
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 
 NO_SERVER = "no --server given: crons run on a LangGraph server (`coviu-agent status --server URL`)"
@@ -24,12 +24,13 @@ def _server_status(url: str, as_json: bool) -> dict[str, Any]:
 def status(
     server: str | None = typer.Option(None, "--server", help="A LangGraph server's URL: its threads and crons too."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Show the last run of each graph per clinic, pending approvals and the next scheduled run."""
     from agent import runlog
 
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # reads the state store only
     url = None
     if server is not None:
         from agent.cli.schedule import check_server
