@@ -123,6 +123,7 @@ class AuditState(TypedDict, total=False):
     run_key: str
     sessions_listed: int
     summaries_cached: int
+    summaries_from_list: int
     list_cursor: str | None
     list_seen_cursors: list[str]
     submission_cursor: str | None
@@ -235,6 +236,7 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
         "run_key": run_key,
         "sessions_listed": 0,
         "summaries_cached": 0,
+        "summaries_from_list": 0,
         "list_cursor": None,
         "list_seen_cursors": [],
         "submission_cursor": None,
@@ -304,7 +306,8 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
         seen_cursors=state.get("list_seen_cursors") or [],
         seen_ids=await store.keys(run, SESSION_ROWS),
     )
-    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until)}
+    # canceled participants too: a list that carries entry times then carries every one the summary would
+    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until), "deleted_participants": True}
     unnamed: dict[str, int] = {}
 
     def take(session: Any, page: str) -> None:
@@ -330,32 +333,46 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
         )
     listed = await store.rows(run, SESSION_ROWS)
     cached: dict[str, CachedSummary] = {}
-    if not state.get("refresh"):
-        checkable = [r["session_id"] for r in listed.values() if r.get("session_id") and not r.get("problem")]
+    from_list: dict[str, Any] = {}
+    if not state.get("refresh"):  # `refresh` fetches every summary
+        # what the list already tells (an account that lists actual ends and entry times): no summary needed
+        from_list = {
+            r["session_id"]: r["listed_facts"]
+            for r in listed.values()
+            if r.get("session_id") and not r.get("problem") and r.get("listed_facts")
+        }
+        checkable = [
+            r["session_id"]
+            for r in listed.values()
+            if r.get("session_id") and not r.get("problem") and r["session_id"] not in from_list
+        ]
         cached = {
             sid: facts
             for sid, facts in (await store.cached_summaries(account_of(services), checkable)).items()
             # a cached no-show that the list now shows an end for has changed after all: fetched again
             if facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end")
         }
-        await store.put_rows(run, SUMMARY_ROWS, cached)
+        await store.put_rows(run, SUMMARY_ROWS, {**cached, **from_list})
     unchecked = sum(1 for r in listed.values() if r.get("problem"))
     log.info(
-        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable, %d summaries cached)",
+        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable, %d summaries cached, "
+        "%d told by the list)",
         len(listed),
         walk.duplicates,
         unchecked,
         len(cached),
+        len(from_list),
     )
     if services.on_progress:
         services.on_progress("sessions", len(listed), len(listed))
-        if cached:
-            services.on_progress("summaries", len(cached), 0)
+        if cached or from_list:
+            services.on_progress("summaries", len(cached) + len(from_list), 0)
     return Command(
         goto="fetch_summaries",
         update={
             "sessions_listed": len(listed),
             "summaries_cached": len(cached),
+            "summaries_from_list": len(from_list),
             "list_cursor": None,
             "list_seen_cursors": [],
             "retry": settled(state.get("retry")),
@@ -409,7 +426,23 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     }
     if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
         row["listed_actual_end"] = True
+        facts = listed_facts(session)
+        if facts is not None:
+            row["listed_facts"] = facts
     return row
+
+
+def listed_facts(session: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the summary would tell, when the listed session carries all of it: an actual end, and every participant
+    (canceled ones too: the list is asked for them) with its `entry_time` field, null or a time. Anything missing or
+    unreadable is not guessed: None, and the summary is fetched."""
+    participants = session.get("participants")
+    if not isinstance(participants, list):
+        return None
+    if not all(isinstance(p, Mapping) and "entry_time" in p for p in participants):
+        return None
+    facts = summary_facts({"actual_end_time": session.get("actual_end_time"), "participants": participants})
+    return None if facts.get("unavailable") or not facts.get("actual_end") else facts
 
 
 def _unchecked_row(
@@ -762,6 +795,8 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
         "overrun_threshold_minutes": threshold,
         "generated_at": utc_z(services.clock.now()),
         "totals": sums,
+        # summaries not fetched: the session list carried what they would tell (actual end, entry times)
+        "summaries_from_list": int(state.get("summaries_from_list") or 0),
         "sessions": rows,
     }
     log.info(
