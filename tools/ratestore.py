@@ -16,6 +16,7 @@ Times in a shared store are wall-clock Unix seconds (`Clock.now()`), the only cl
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE = "coviu_rate_limit"
+# The write-ahead log stays small: checkpointed every 64 pages (about 256 KiB) and cut back to 64 KiB after each
+# checkpoint (SQLite keeps its largest size otherwise: 4 MiB at the default 1,000 pages), and checkpointed and cut to
+# nothing when the process closes its stores (`close`, and at exit for the stores `shared_rate_store` opened).
+WAL_AUTOCHECKPOINT_PAGES = 64
+WAL_SIZE_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -139,6 +145,8 @@ class SqliteRateStore:
                     if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
                         self._conn.execute("PRAGMA journal_mode=WAL")
                     self._conn.execute("PRAGMA synchronous=NORMAL")
+                    self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                    self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                     self._conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
                     )
@@ -168,7 +176,14 @@ class SqliteRateStore:
             return result
 
     def close(self) -> None:
+        """Checkpoint the write-ahead log into the file and cut it to nothing (if another process is in the middle of
+        a transaction, this gives up after a moment: its own checkpoints keep the log small), then close."""
         with self._lock:
+            try:
+                self._conn.execute("PRAGMA busy_timeout=200")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # closed already, or busy: the log stays at most its cap
+                log.debug("rate store: the closing checkpoint did not run (%s)", type(exc).__name__)
             self._conn.close()
 
 
@@ -210,6 +225,22 @@ def sqlite_rate_path(state: str) -> Path:
 
 _OPENED: dict[str, RateStore] = {}
 _OPENED_LOCK = threading.Lock()
+
+
+def close_shared_rate_stores() -> None:
+    """Close every store `shared_rate_store` opened (at the process's exit: a SQLite store's log is checkpointed and
+    cut, so no write-ahead log is left beside the state after a run)."""
+    with _OPENED_LOCK:
+        stores = list(_OPENED.values())
+        _OPENED.clear()
+    for store in stores:
+        try:
+            store.close()
+        except Exception as exc:  # closing at exit: nothing to do about a failure but say it
+            log.debug("rate store: closing failed (%s)", type(exc).__name__)
+
+
+atexit.register(close_shared_rate_stores)
 
 
 def shared_rate_store(state: str) -> RateStore:
