@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -62,7 +62,21 @@ class AccountRate:
     headroom_held_until: float = 0.0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # the fields by hand: `dataclasses.asdict` deep-copies every list, a third of a transaction's CPU (profiled)
+        return json.dumps(
+            {
+                "sends": self.sends,
+                "hold_until": self.hold_until,
+                "hold_reason": self.hold_reason,
+                "limit": self.limit,
+                "remaining": self.remaining,
+                "pending": self.pending,
+                "observed_at": self.observed_at,
+                "reset_at": self.reset_at,
+                "headroom_held_until": self.headroom_held_until,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> AccountRate:
@@ -111,8 +125,13 @@ class MemoryRateStore:
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
         with self._lock:
             state = self._states.get(key)
-            work = AccountRate.from_json(state.to_json()) if state is not None else AccountRate()
-            result = change(work)  # on an exception the stored state is untouched
+            # a copy to change (lists copied, not a JSON round trip): on an exception the stored state is untouched
+            work = (
+                replace(state, sends=list(state.sends), pending=list(state.pending))
+                if state is not None
+                else AccountRate()
+            )
+            result = change(work)
             self._states[key] = work
             return result
 
