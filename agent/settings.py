@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from platformdirs import user_state_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,6 +43,8 @@ LONG_RUN_MAX_WAIT = 1800.0
 
 
 def default_state_path() -> str:
+    from platformdirs import user_state_dir  # only when COVIU_AGENT_STATE is not set
+
     return str(Path(user_state_dir("coviu-agent")) / "checkpoints.sqlite")
 
 
