@@ -1,0 +1,574 @@
+"""Scale past one process (issue 28): clinics per process, triage's start to its links, and a model of a thousand
+clinics. `bench/bench.py` runs these beside its other lines; this file runs them alone too:
+
+    .venv/bin/python bench/scale_bench.py --k 2 --k 5 --n 50          # small, while the machine is busy
+    .venv/bin/python bench/scale_bench.py --k 10 --k 25 --k 50 --k 100 # the real measurement (K clinics × 200)
+
+- **Clinics per process.** One sandbox serving K accounts (each with its own 50 requests / 10 s and N sessions)
+  runs on 127.0.0.1 in this process's thread; `coviu-agent audit --accounts clinic-1,...` audits them all in one
+  child process through the real path (TCP, the SQLite rate store beside the state, the product's checkpointer).
+  Wall time against one clinic's floor, 429s, the child's peak RSS (kernel accounting), the CPU seconds per 1,000
+  requests of the audit process (the child's, from the kernel) and of the sandbox (this process's CPU while the
+  child runs: the sandbox's server thread and this process's 0.2 s sampling), and the state store's files (every
+  file the run left in its state directory, and their peak while it ran).
+- **Triage's start to its links.** `coviu-agent triage ...` on the embedded sandbox from the command to the second
+  link on stdout, against `python -c "import langgraph.graph"`, alternated in the same run.
+- **A thousand accounts.** The real governor (`tools/ratelimit.py`) pacing 1,000 accounts against an in-memory
+  upstream with Truto's fixed windows, on a simulated clock: each request's two store transactions on one shared
+  SQLite rate store, then with the accounts assigned to 4 workers, each pacing its own in memory. Real seconds per
+  simulated second say whether the store keeps up (≤ 1: it does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from audit_bench import ALLOWED_RATE, RATE_LIMIT, RATE_WINDOW, ROOT, RequestTally, ServedSandbox
+
+CLI = [str(ROOT / ".venv" / "bin" / "coviu-agent")]
+
+GOAL_FLEET_RATIO = 1.10
+GOAL_RSS_MB_AT_100 = 500
+GOAL_CPU_MS_PER_REQUEST = 1.0
+GOAL_LINKS_RATIO = 1.10
+GOAL_STATE_LEFT_MB = 15  # the state store's goal (issue 18) for what a run leaves on disk
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_", "LANGSMITH_"))}
+    env.update(HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state" / "state.sqlite"), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+# ============================================================================================ clinics per process
+
+
+@dataclass
+class ScaleRun:
+    clinics: int
+    per_clinic: int
+    wall: float
+    tally: RequestTally
+    exit_code: int
+    audit_cpu: float  # seconds, user + system, of the audit process
+    sandbox_cpu: float  # seconds of this process (the sandbox's server thread) while the audit ran
+    peak_rss: float  # bytes, the audit process's
+    state_peak: int = 0  # bytes, every file in the state directory, sampled
+    state_left: int = 0  # bytes, what the run left there
+    startup_cpu: float = math.nan  # seconds of the audit process's CPU before its first request (imports, set-up)
+
+    @property
+    def requests(self) -> int:
+        return self.tally.sent
+
+    @property
+    def one_clinic_floor(self) -> float:
+        return self.tally.total_needed / self.clinics / ALLOWED_RATE
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.one_clinic_floor if self.one_clinic_floor else math.nan
+
+    @property
+    def audit_ms_per_request(self) -> float:
+        return 1000 * self.audit_cpu / self.requests if self.requests else math.nan
+
+    @property
+    def audit_ms_per_request_running(self) -> float:
+        """CPU a request once the process is up: start-up (imports, K clients and graphs) left out."""
+        if not self.requests or math.isnan(self.startup_cpu):
+            return math.nan
+        return 1000 * (self.audit_cpu - self.startup_cpu) / self.requests
+
+    @property
+    def sandbox_ms_per_request(self) -> float:
+        return 1000 * self.sandbox_cpu / self.requests if self.requests else math.nan
+
+
+def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, profile: bool = False) -> ScaleRun:
+    """One `audit --accounts` process over `clinics` accounts of one served sandbox."""
+    import psutil
+
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
+
+    tmp = work / f"fleet-{clinics}x{per_clinic}"
+    (tmp / "state").mkdir(parents=True, exist_ok=True)
+    accounts = [f"clinic-{i + 1}" for i in range(clinics)]
+    note(f"clinics per process: K = {clinics} × {per_clinic} sessions: seeding")
+    with ServedSandbox(day, 0, seed, 0.0, accounts=accounts) as served:
+        for i, account in enumerate(accounts):
+            served.sandbox.store_for(account).generate_sessions(day, per_clinic, seed=seed + i)
+        env = clean_env(
+            tmp,
+            TRUTO_BASE_URL=served.base_url,
+            TRUTO_API_KEY="sandbox",
+            TRUTO_INTEGRATED_ACCOUNT_ID=accounts[0],
+            COVIU_TEAM_ID=DEMO_TEAM_ID,
+            COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
+        )
+        command = [*CLI, "audit", "--accounts", ",".join(accounts), "--date", day.isoformat(), "--out", str(tmp)]
+        if profile:  # cProfile of the audit process, written beside the reports
+            command = [sys.executable, "-m", "cProfile", "-o", str(work / f"fleet-{clinics}.prof"), *command]
+        start = served.mark()
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        state_peak = 0
+        next_note = started + 15
+        watched = psutil.Process(proc.pid)
+        startup_cpu = math.nan  # the audit process's CPU when its first proxied request reached the sandbox
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if math.isnan(startup_cpu) and served.tally(start).sent:
+                with contextlib.suppress(psutil.Error):
+                    times = watched.cpu_times()
+                    startup_cpu = times.user + times.system
+            state_peak = max(state_peak, dir_bytes(tmp / "state"))
+            if time.perf_counter() >= next_note:
+                tally = served.tally(start)
+                note(
+                    f"  [K = {clinics}] {time.perf_counter() - started:4.0f} s, {tally.total_needed} answered, "
+                    f"{tally.rate_limited} × 429"
+                )
+                next_note += 15
+            time.sleep(0.2)
+        wall = time.perf_counter() - started
+        sandbox_cpu = time.process_time() - cpu_before
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        left = dir_bytes(tmp / "state")
+        return ScaleRun(
+            clinics=clinics,
+            per_clinic=per_clinic,
+            wall=wall,
+            tally=served.tally(start),
+            exit_code=proc.returncode,
+            audit_cpu=usage.ru_utime + usage.ru_stime,
+            sandbox_cpu=sandbox_cpu,
+            peak_rss=usage.ru_maxrss * 1024.0,
+            state_peak=max(state_peak, left),
+            state_left=left,
+            startup_cpu=startup_cpu,
+        )
+
+
+def saturation(run: ScaleRun) -> str:
+    """Which process, if any, ran out of CPU: a process near one core (Python runs on one), or the two together
+    near the machine's cores."""
+    cores = os.cpu_count() or 1
+    audit = run.audit_cpu / run.wall
+    sandbox = run.sandbox_cpu / run.wall
+    if audit >= 0.85:
+        return f"the audit process ({audit:.2f} of a core)"
+    if sandbox >= 0.85:
+        return f"the sandbox ({sandbox:.2f} of a core)"
+    if audit + sandbox >= 0.85 * cores:
+        return f"the machine ({audit + sandbox:.2f} of {cores} cores)"
+    return f"none (audit {audit:.2f}, sandbox {sandbox:.2f} of a core)"
+
+
+def report_fleet(runs: list[ScaleRun]) -> int:
+    failures = 0
+    print()
+    print(
+        "Clinics per process (issue 28): `coviu-agent audit --accounts` over K clinics, one process; each clinic "
+        f"its own {RATE_LIMIT} / {RATE_WINDOW:g} s"
+    )
+    header = (
+        "K × N",
+        "requests",
+        "429s",
+        "wall s",
+        "one-clinic floor s",
+        "ratio",
+        "peak RSS MB",
+        "audit CPU ms/req",
+        "sandbox CPU ms/req",
+        "state peak / left MB",
+        "exit",
+        "saturated",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for r in runs:
+        rows.append(
+            (
+                f"{r.clinics} × {r.per_clinic}",
+                f"{r.requests:,}",
+                str(r.tally.rate_limited),
+                f"{r.wall:.1f}",
+                f"{r.one_clinic_floor:.1f}",
+                f"{r.ratio:.3f}",
+                f"{r.peak_rss / 2**20:.0f}",
+                f"{r.audit_ms_per_request:.2f} ({r.audit_ms_per_request_running:.2f})",
+                f"{r.sandbox_ms_per_request:.2f}",
+                f"{r.state_peak / 2**20:.2f} / {r.state_left / 2**20:.2f}",
+                str(r.exit_code),
+                saturation(r),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print(
+            "  "
+            + "  ".join(
+                c.ljust(w) if i in (0, 11) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    within = [r for r in runs if r.ratio <= GOAL_FLEET_RATIO and r.exit_code == 0 and r.tally.rate_limited == 0]
+    largest = max((r.clinics for r in within), default=0)
+    beyond = [r for r in runs if r.clinics > largest]
+    reason = saturation(min(beyond, key=lambda r: r.clinics)) if beyond else "every K measured is within the goal"
+    print(
+        f"  largest K within {GOAL_FLEET_RATIO}× one clinic's floor with 0 429s: {largest or 'none'}; past it: {reason}"
+    )
+    for r in runs:
+        ok = r.audit_ms_per_request <= GOAL_CPU_MS_PER_REQUEST
+        print(
+            f"  K = {r.clinics}: audit CPU {r.audit_ms_per_request:.2f} ms a request, start-up included "
+            f"({r.startup_cpu:.2f} s before the first request; {r.audit_ms_per_request_running:.2f} ms a request "
+            f"after it) (goal ≤ {GOAL_CPU_MS_PER_REQUEST}): {'PASS' if ok else 'FAIL'}"
+        )
+        failures += not ok
+        if r.clinics >= 100:
+            ok = r.peak_rss <= GOAL_RSS_MB_AT_100 * 2**20
+            failures += not ok
+            print(
+                f"  K = {r.clinics}: peak RSS {r.peak_rss / 2**20:.0f} MB (goal ≤ {GOAL_RSS_MB_AT_100}): "
+                f"{'PASS' if ok else 'FAIL'}"
+            )
+        ok = r.state_left <= GOAL_STATE_LEFT_MB * 2**20
+        failures += not ok
+    return failures
+
+
+# ============================================================================================ triage: start to links
+
+
+@dataclass
+class LinksRun:
+    triage: list[float] = field(default_factory=list)  # seconds from the command to the second link on stdout
+    whole: list[float] = field(default_factory=list)  # seconds of the whole command
+    baseline: list[float] = field(default_factory=list)  # seconds of `python -c "import langgraph.graph"` to its print
+    baseline_whole: list[float] = field(default_factory=list)  # ... to its exit
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.triage) / statistics.median(self.baseline)
+
+    @property
+    def ratio_of_fastest(self) -> float:
+        """The fastest against the fastest: what a shared machine's noise spares."""
+        return min(self.triage) / min(self.baseline)
+
+
+def to_links(env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    command = [*CLI, "triage", "A priority patient needs a duty nurse now", "--patient-name", "Ava Jenkins"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    links = 0
+    at = math.nan
+    for line in proc.stdout:
+        if " link " in line and "https://" in line:
+            links += 1
+            if links == 2:
+                at = time.perf_counter() - started
+    code = proc.wait()
+    whole = time.perf_counter() - started
+    if code != 0 or math.isnan(at):
+        raise RuntimeError(f"coviu-agent triage exited {code} with {links} link(s)")
+    return at, whole
+
+
+def links(runs: int, work: Path) -> LinksRun:
+    """Triage on the embedded sandbox against `import langgraph.graph`, one warm-up each, then alternated."""
+    tmp = work / "links"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = clean_env(tmp, COVIU_AGENT_SANDBOX="1")
+    # timed the same way: from the command to its line on stdout (the import done), not to the process's exit
+    baseline = [sys.executable, "-c", "import langgraph.graph; print('imported', flush=True)"]
+    out = LinksRun()
+    for i in range(runs + 1):
+        at, whole = to_links(env, tmp)
+        started = time.perf_counter()
+        proc = subprocess.Popen(baseline, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        base = time.perf_counter() - started
+        if proc.wait() != 0:
+            raise RuntimeError("python -c 'import langgraph.graph' failed")
+        base_whole = time.perf_counter() - started
+        if i:  # the first is a warm-up
+            out.triage.append(at)
+            out.whole.append(whole)
+            out.baseline.append(base)
+            out.baseline_whole.append(base_whole)
+    return out
+
+
+def report_links(run: LinksRun) -> int:
+    ratio = run.ratio
+    ok = ratio <= GOAL_LINKS_RATIO
+    base = 'python -c "import langgraph.graph"'
+    whole_ratio = statistics.median(run.whole) / statistics.median(run.baseline_whole)
+    print()
+    print(
+        f"Triage, start to links (embedded sandbox, rules planner, {len(run.triage)} runs alternated): "
+        f"{statistics.median(run.triage):.3f} s [{min(run.triage):.3f}–{max(run.triage):.3f}] from the command to "
+        f"the second link; `{base}` {statistics.median(run.baseline):.3f} s "
+        f"[{min(run.baseline):.3f}–{max(run.baseline):.3f}] to its print: **{ratio:.2f}×** "
+        f"(goal ≤ {GOAL_LINKS_RATIO}): {'PASS' if ok else 'FAIL'}"
+    )
+    print(
+        f"  the fastest against the fastest {run.ratio_of_fastest:.2f}×; to their exits (interpreter shut-down "
+        f"included) {statistics.median(run.whole):.3f} s against {statistics.median(run.baseline_whole):.3f} s, "
+        f"{whole_ratio:.2f}×"
+    )
+    return 0 if ok else 1
+
+
+# ============================================================================================ a thousand accounts
+
+
+class Upstream:
+    """Truto's limit per account, in memory: fixed windows of `limit` requests opened by the first request."""
+
+    def __init__(self, limit: int = RATE_LIMIT, window: float = RATE_WINDOW) -> None:
+        self.limit, self.window = limit, window
+        self.windows: dict[str, tuple[float, int]] = {}
+        self.answered = 0
+        self.rate_limited = 0
+
+    def send(self, account: str, now: float) -> tuple[int, dict[str, str]]:
+        start, count = self.windows.get(account, (-math.inf, 0))
+        if now >= start + self.window:
+            start, count = now, 0
+        reset = str(max(1, math.ceil(start + self.window - now)))
+        if count >= self.limit:
+            self.rate_limited += 1
+            self.windows[account] = (start, count)
+            return 429, {
+                "ratelimit-limit": str(self.limit),
+                "ratelimit-remaining": "0",
+                "ratelimit-reset": reset,
+                "retry-after": reset,
+            }
+        count += 1
+        self.windows[account] = (start, count)
+        self.answered += 1
+        return 200, {
+            "ratelimit-limit": str(self.limit),
+            "ratelimit-remaining": str(self.limit - count),
+            "ratelimit-reset": reset,
+        }
+
+
+class CountingStore:
+    """A rate store that counts its transactions."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.shared = store.shared
+        self.transactions = 0
+
+    def transact(self, key: str, change: Any) -> Any:
+        self.transactions += 1
+        return self.store.transact(key, change)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@dataclass
+class SimRun:
+    label: str
+    accounts: int
+    workers: int
+    simulated: float
+    real: float
+    transactions: int
+    answered: int
+    rate_limited: int
+    busiest_worker_real: float = 0.0
+
+    @property
+    def tx_per_second_needed(self) -> float:
+        return self.transactions / self.simulated
+
+    @property
+    def real_per_simulated(self) -> float:
+        return self.busiest_worker_real / self.simulated
+
+    @property
+    def tx_per_second_capacity(self) -> float:
+        per_worker = self.transactions / self.workers
+        return per_worker / self.busiest_worker_real if self.busiest_worker_real else math.nan
+
+
+def simulate(accounts: int, seconds: float, *, store_kind: str, workers: int = 1, work: Path | None = None) -> SimRun:
+    """Pace `accounts` accounts, each wanting to send all the time, for `seconds` of simulated time, through the real
+    governor: every request a `try_reserve` and an `observe` (two store transactions) as the client does them. With
+    `workers` > 1 the accounts are assigned to workers (`agent.fleet.shard_of`), each pacing its own accounts in a
+    store of its own; the workers are simulated one after the other and the busiest one's real time is what counts
+    (they would run side by side)."""
+    import tools.ratelimit as ratelimit
+    from agent.fleet import shard_of
+    from tools.clock import FakeClock
+    from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+    from tools.ratestore import MemoryRateStore, RateStore, SqliteRateStore
+
+    names = [f"ia-{i:04d}" for i in range(accounts)]
+    by_worker: dict[int, list[str]] = {}
+    for name in names:
+        by_worker.setdefault(shard_of(name, workers), []).append(name)
+    upstream = Upstream()
+    total_tx = 0
+    busiest = 0.0
+    start_at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    for worker, mine in sorted(by_worker.items()):
+        clock = FakeClock(start_at)
+        base = clock.now().timestamp()
+        store: RateStore
+        if store_kind == "sqlite":
+            assert work is not None
+            store = SqliteRateStore(work / f"sim-{workers}-{worker}.ratelimit.sqlite")
+        else:
+            store = MemoryRateStore()
+        counting = CountingStore(store)
+        governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}  # type: ignore[arg-type]
+        for governor in governors.values():
+            governor.budget.restart()
+        # events: (simulated time, seq, account, kind): "ask" books a slot; "send" sends the booked one
+        events: list[tuple[float, int, str, str, float]] = [(0.0, i, n, "ask", 0.0) for i, n in enumerate(mine)]
+        heapq.heapify(events)
+        seq = len(events)
+        now = 0.0
+        real = 0.0
+        while events:
+            at, _, name, kind, slot = heapq.heappop(events)
+            if at >= seconds:
+                break
+            if at > now:
+                clock.advance(at - now)
+                now = at
+            governor = governors[name]
+            started = time.perf_counter()
+            if kind == "send":
+                status, headers = upstream.send(name, base + now)
+                ratelimit._SLOT.set((counting, name, slot))  # type: ignore[arg-type]  # the slot this send booked
+                governor.observe(parse_rate_limit_headers(headers, clock.now()), status_code=status)
+                nxt = (now, "ask", 0.0)
+            else:
+                wait, booked = governor.try_reserve(name)
+                booked_slot = (ratelimit._SLOT.get() or (None, None, 0.0))[2]
+                nxt = (now + wait, "send" if booked else "ask", booked_slot if booked else 0.0)
+            real += time.perf_counter() - started
+            seq += 1
+            heapq.heappush(events, (nxt[0], seq, name, nxt[1], nxt[2]))
+        store.close()
+        total_tx += counting.transactions
+        busiest = max(busiest, real)
+    return SimRun(
+        label=f"{store_kind}, {workers} worker(s)",
+        accounts=accounts,
+        workers=workers,
+        simulated=seconds,
+        real=busiest,
+        transactions=total_tx,
+        answered=upstream.answered,
+        rate_limited=upstream.rate_limited,
+        busiest_worker_real=busiest,
+    )
+
+
+def report_simulation(runs: list[SimRun]) -> None:
+    print()
+    print(
+        "A thousand accounts (issue 28): the real governor against an in-memory upstream (fixed windows of "
+        f"{RATE_LIMIT} / {RATE_WINDOW:g} s per account), simulated clock"
+    )
+    for r in runs:
+        rate = r.answered / r.simulated / r.accounts
+        print(
+            f"  {r.accounts:,} accounts, {r.label}: {r.answered:,} requests in {r.simulated:g} simulated s "
+            f"({rate:.2f} a second an account), {r.rate_limited} × 429; {r.transactions:,} store transactions "
+            f"({r.tx_per_second_needed:,.0f}/s needed); the busiest worker's real time {r.busiest_worker_real:.1f} s: "
+            f"{r.real_per_simulated:.2f} s a simulated second (≤ 1 keeps up), capacity "
+            f"{r.tx_per_second_capacity:,.0f} transactions/s a worker"
+        )
+
+
+# ============================================================================================ main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--k", type=int, action="append", help="clinics (repeatable; default 10, 25, 50, 100)")
+    parser.add_argument("--n", type=int, default=200, help="sessions per clinic (default 200)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--links-runs", type=int, default=5, help="runs of triage and of the import (default 5)")
+    parser.add_argument("--sim-accounts", type=int, default=1000)
+    parser.add_argument("--sim-seconds", type=float, default=20.0)
+    parser.add_argument("--skip-fleet", action="store_true")
+    parser.add_argument("--skip-links", action="store_true")
+    parser.add_argument("--skip-sim", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile the audit process (fleet-K.prof, kept)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="coviu-scale-"))
+    failures = 0
+    try:
+        day = datetime.now(UTC).date() - timedelta(days=1)
+        if not args.skip_fleet:
+            runs = [fleet_run(k, args.n, day, args.seed, work, args.profile) for k in (args.k or [10, 25, 50, 100])]
+            failures += report_fleet(runs)
+        if not args.skip_links:
+            failures += report_links(links(args.links_runs, work))
+        if not args.skip_sim:
+            sims = [
+                simulate(args.sim_accounts, args.sim_seconds, store_kind="sqlite", workers=1, work=work),
+                simulate(args.sim_accounts, args.sim_seconds, store_kind="memory", workers=4),
+            ]
+            report_simulation(sims)
+    finally:
+        if args.profile:
+            note(f"profiles kept in {work}")
+        else:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
