@@ -431,83 +431,101 @@ class SimRun:
         return self.busiest_worker_real / self.simulated
 
     @property
+    def shared(self) -> bool:
+        return self.label.startswith("sqlite-shared")
+
+    @property
     def tx_per_second_capacity(self) -> float:
-        per_worker = self.transactions / self.workers
-        return per_worker / self.busiest_worker_real if self.busiest_worker_real else math.nan
+        """Transactions a second one store carries: a shared store all the workers' (they contend for it), else one
+        worker's own."""
+        done = self.transactions if self.shared else self.transactions / self.workers
+        return done / self.busiest_worker_real if self.busiest_worker_real else math.nan
+
+
+SIM_START = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+
+def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[int, float, int, int]:
+    """One worker pacing its accounts for `seconds` of simulated time against an in-memory upstream: (store
+    transactions, real seconds spent in the governor and its store, requests answered, 429s)."""
+    import tools.ratelimit as ratelimit
+    from tools.clock import FakeClock
+    from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+    from tools.ratestore import MemoryRateStore, RateStore, SqliteRateStore
+
+    clock = FakeClock(SIM_START)
+    base = clock.now().timestamp()
+    upstream = Upstream()
+    store: RateStore = SqliteRateStore(path) if store_kind.startswith("sqlite") else MemoryRateStore()
+    counting = CountingStore(store)
+    governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}  # type: ignore[arg-type]
+    # events: (simulated time, seq, account, kind, slot): "ask" books a slot; "send" sends the booked one
+    events: list[tuple[float, int, str, str, float]] = [(0.0, i, n, "ask", 0.0) for i, n in enumerate(mine)]
+    heapq.heapify(events)
+    seq = len(events)
+    now = 0.0
+    real = 0.0
+    while events:
+        at, _, name, kind, slot = heapq.heappop(events)
+        if at >= seconds:
+            break
+        if at > now:
+            clock.advance(at - now)
+            now = at
+        governor = governors[name]
+        started = time.perf_counter()
+        if kind == "send":
+            status, headers = upstream.send(name, base + now)
+            ratelimit._SLOT.set((counting, name, slot))  # type: ignore[arg-type]  # the slot this send booked
+            governor.observe(parse_rate_limit_headers(headers, clock.now()), status_code=status)
+            nxt = (now, "ask", 0.0)
+        else:
+            wait, booked = governor.try_reserve(name)
+            booked_slot = (ratelimit._SLOT.get() or (None, None, 0.0))[2]
+            nxt = (now + wait, "send" if booked else "ask", booked_slot if booked else 0.0)
+        real += time.perf_counter() - started
+        seq += 1
+        heapq.heappush(events, (nxt[0], seq, name, nxt[1], nxt[2]))
+    store.close()
+    return counting.transactions, real, upstream.answered, upstream.rate_limited
 
 
 def simulate(accounts: int, seconds: float, *, store_kind: str, workers: int = 1, work: Path | None = None) -> SimRun:
     """Pace `accounts` accounts, each wanting to send all the time, for `seconds` of simulated time, through the real
-    governor: every request a `try_reserve` and an `observe` (two store transactions) as the client does them. With
-    `workers` > 1 the accounts are assigned to workers (`agent.fleet.shard_of`), each pacing its own accounts in a
-    store of its own; the workers are simulated one after the other and the busiest one's real time is what counts
-    (they would run side by side)."""
-    import tools.ratelimit as ratelimit
+    governor: every request a `try_reserve` and an `observe` (two store transactions) as the client does them. The
+    accounts are assigned to `workers` workers (`agent.fleet.shard_of`). `memory`: each worker paces its accounts in
+    its own memory (simulated one after the other; the busiest one's real time counts, as they would run side by
+    side). `sqlite`: the same, each its own SQLite file. `sqlite-shared`: the workers are processes at once on one
+    SQLite rate store (the shared store of one machine), their transactions contending for its lock."""
+    import multiprocessing
+
     from agent.fleet import shard_of
-    from tools.clock import FakeClock
-    from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
-    from tools.ratestore import MemoryRateStore, RateStore, SqliteRateStore
 
     names = [f"ia-{i:04d}" for i in range(accounts)]
     by_worker: dict[int, list[str]] = {}
     for name in names:
         by_worker.setdefault(shard_of(name, workers), []).append(name)
-    upstream = Upstream()
-    total_tx = 0
-    busiest = 0.0
-    start_at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-    for worker, mine in sorted(by_worker.items()):
-        clock = FakeClock(start_at)
-        base = clock.now().timestamp()
-        store: RateStore
-        if store_kind == "sqlite":
-            assert work is not None
-            store = SqliteRateStore(work / f"sim-{workers}-{worker}.ratelimit.sqlite")
-        else:
-            store = MemoryRateStore()
-        counting = CountingStore(store)
-        governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}  # type: ignore[arg-type]
-        for governor in governors.values():
-            governor.budget.restart()
-        # events: (simulated time, seq, account, kind): "ask" books a slot; "send" sends the booked one
-        events: list[tuple[float, int, str, str, float]] = [(0.0, i, n, "ask", 0.0) for i, n in enumerate(mine)]
-        heapq.heapify(events)
-        seq = len(events)
-        now = 0.0
-        real = 0.0
-        while events:
-            at, _, name, kind, slot = heapq.heappop(events)
-            if at >= seconds:
-                break
-            if at > now:
-                clock.advance(at - now)
-                now = at
-            governor = governors[name]
-            started = time.perf_counter()
-            if kind == "send":
-                status, headers = upstream.send(name, base + now)
-                ratelimit._SLOT.set((counting, name, slot))  # type: ignore[arg-type]  # the slot this send booked
-                governor.observe(parse_rate_limit_headers(headers, clock.now()), status_code=status)
-                nxt = (now, "ask", 0.0)
-            else:
-                wait, booked = governor.try_reserve(name)
-                booked_slot = (ratelimit._SLOT.get() or (None, None, 0.0))[2]
-                nxt = (now + wait, "send" if booked else "ask", booked_slot if booked else 0.0)
-            real += time.perf_counter() - started
-            seq += 1
-            heapq.heappush(events, (nxt[0], seq, name, nxt[1], nxt[2]))
-        store.close()
-        total_tx += counting.transactions
-        busiest = max(busiest, real)
+    assert work is not None or store_kind == "memory"
+    jobs = [
+        (mine, store_kind, str((work or Path(".")) / f"sim-{store_kind}-{workers}-{w}.ratelimit.sqlite"), seconds)
+        for w, mine in sorted(by_worker.items())
+    ]
+    if store_kind == "sqlite-shared":
+        jobs = [(mine, kind, str((work or Path(".")) / "sim-shared.ratelimit.sqlite"), s) for mine, kind, _, s in jobs]
+        with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+            results = pool.starmap(pace, jobs)
+    else:
+        results = [pace(*job) for job in jobs]
+    busiest = max(real for _, real, _, _ in results)
     return SimRun(
         label=f"{store_kind}, {workers} worker(s)",
         accounts=accounts,
         workers=workers,
         simulated=seconds,
         real=busiest,
-        transactions=total_tx,
-        answered=upstream.answered,
-        rate_limited=upstream.rate_limited,
+        transactions=sum(r[0] for r in results),
+        answered=sum(r[2] for r in results),
+        rate_limited=sum(r[3] for r in results),
         busiest_worker_real=busiest,
     )
 
@@ -525,7 +543,7 @@ def report_simulation(runs: list[SimRun]) -> None:
             f"({rate:.2f} a second an account), {r.rate_limited} × 429; {r.transactions:,} store transactions "
             f"({r.tx_per_second_needed:,.0f}/s needed); the busiest worker's real time {r.busiest_worker_real:.1f} s: "
             f"{r.real_per_simulated:.2f} s a simulated second (≤ 1 keeps up), capacity "
-            f"{r.tx_per_second_capacity:,.0f} transactions/s a worker"
+            f"{r.tx_per_second_capacity:,.0f} transactions/s {'the shared store' if r.shared else 'a worker'}"
         )
 
 
@@ -557,6 +575,8 @@ def main() -> int:
         if not args.skip_sim:
             sims = [
                 simulate(args.sim_accounts, args.sim_seconds, store_kind="sqlite", workers=1, work=work),
+                simulate(args.sim_accounts, args.sim_seconds, store_kind="sqlite-shared", workers=2, work=work),
+                simulate(args.sim_accounts, args.sim_seconds, store_kind="memory", workers=1),
                 simulate(args.sim_accounts, args.sim_seconds, store_kind="memory", workers=4),
             ]
             report_simulation(sims)
