@@ -86,6 +86,7 @@ class ScaleRun:
     state_peak: int = 0  # bytes, every file in the state directory, sampled
     state_left: int = 0  # bytes, what the run left there
     startup_cpu: float = math.nan  # seconds of the audit process's CPU before its first request (imports, set-up)
+    clinic_totals: dict[str, Any] = field(default_factory=dict)  # account: (exit, complete, totals)
 
     @property
     def requests(self) -> int:
@@ -168,6 +169,7 @@ def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, p
         sandbox_cpu = time.process_time() - cpu_before
         proc.returncode = os.waitstatus_to_exitcode(status)
         left = dir_bytes(tmp / "state")
+        clinic_totals = fleet_totals(tmp)
         return ScaleRun(
             clinics=clinics,
             per_clinic=per_clinic,
@@ -180,7 +182,161 @@ def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, p
             state_peak=max(state_peak, left),
             state_left=left,
             startup_cpu=startup_cpu,
+            clinic_totals=clinic_totals,
         )
+
+
+def fleet_totals(out: Path) -> dict[str, Any]:
+    """Each clinic's report totals from the fleet summaries written under `out` (every shard's)."""
+    import json
+
+    totals: dict[str, Any] = {}
+    for path in out.glob("fleet-*.json"):
+        for clinic in json.loads(path.read_text()).get("clinics", []):
+            totals[clinic["account"]] = (clinic["exit_code"], clinic["complete"], clinic["totals"])
+    return totals
+
+
+# ============================================================================================ workers on PostgreSQL
+
+
+@dataclass
+class WorkersRun:
+    clinics: int
+    per_clinic: int
+    shards: int
+    wall: float  # first start to last end
+    tally: RequestTally
+    exit_codes: list[int]
+    cpu: list[float]  # each worker's CPU seconds
+    peak_rss: list[float]
+    pg_transactions: int  # commits and rollbacks in the database while the workers ran
+    clinic_totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def one_clinic_floor(self) -> float:
+        return self.tally.total_needed / self.clinics / ALLOWED_RATE
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.one_clinic_floor if self.one_clinic_floor else math.nan
+
+
+def pg_transactions(admin_url: str, database: str) -> int:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (database,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def workers_run(
+    clinics: int, per_clinic: int, day: date, seed: int, work: Path, shards: int, pg_url: str
+) -> WorkersRun:
+    """The fleet split over `shards` worker processes at once (`audit --accounts ... --shard I/N`), every one of them
+    on one PostgreSQL (checkpoints, side rows, summary cache, rate store) in a database of its own for this run."""
+    import psycopg
+    from psycopg import sql
+
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
+
+    database = f"coviu_bench_{clinics}_{int(time.time())}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    state = pg_url.rsplit("/", 1)[0] + "/" + database
+    tmp = work / f"workers-{clinics}x{per_clinic}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    accounts = [f"clinic-{i + 1}" for i in range(clinics)]
+    note(f"workers: K = {clinics} × {per_clinic} sessions over {shards} processes on PostgreSQL: seeding")
+    with ServedSandbox(day, 0, seed, 0.0, accounts=accounts) as served:
+        for i, account in enumerate(accounts):
+            served.sandbox.store_for(account).generate_sessions(day, per_clinic, seed=seed + i)
+        env = clean_env(
+            tmp,
+            TRUTO_BASE_URL=served.base_url,
+            TRUTO_API_KEY="sandbox",
+            TRUTO_INTEGRATED_ACCOUNT_ID=accounts[0],
+            COVIU_TEAM_ID=DEMO_TEAM_ID,
+            COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
+        )
+        env["COVIU_AGENT_STATE"] = state
+        start = served.mark()
+        before = pg_transactions(pg_url, database)
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [
+                    *CLI,
+                    "audit",
+                    "--accounts",
+                    ",".join(accounts),
+                    "--shard",
+                    f"{i + 1}/{shards}",
+                    "--date",
+                    day.isoformat(),
+                    "--out",
+                    str(tmp),
+                ],
+                env=env,
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(shards)
+        ]
+        codes, cpu, rss = [], [], []
+        for proc in procs:
+            _, status, usage = os.wait4(proc.pid, 0)
+            codes.append(os.waitstatus_to_exitcode(status))
+            cpu.append(usage.ru_utime + usage.ru_stime)
+            rss.append(usage.ru_maxrss * 1024.0)
+        wall = time.perf_counter() - started
+        done = pg_transactions(pg_url, database) - before
+        return WorkersRun(
+            clinics=clinics,
+            per_clinic=per_clinic,
+            shards=shards,
+            wall=wall,
+            tally=served.tally(start),
+            exit_codes=codes,
+            cpu=cpu,
+            peak_rss=rss,
+            pg_transactions=done,
+            clinic_totals=fleet_totals(tmp),
+        )
+
+
+def report_workers(runs: list[WorkersRun], one_process: list[ScaleRun]) -> int:
+    failures = 0
+    print()
+    print(
+        "Workers (issue 28): the fleet split over worker processes (`audit --accounts ... --shard I/N`) at once, "
+        "sharing one PostgreSQL (checkpoints, side rows, summary cache, rate store)"
+    )
+    for r in runs:
+        same = next((o for o in one_process if o.clinics == r.clinics and o.per_clinic == r.per_clinic), None)
+        exact = "not compared (no one-process run of this K)"
+        if same is not None:
+            exact = (
+                "every clinic's report equals the one-process run's"
+                if same.clinic_totals == r.clinic_totals
+                else ("reports DIFFER from the one-process run's")
+            )
+            failures += same.clinic_totals != r.clinic_totals
+        per_request = r.pg_transactions / r.tally.sent if r.tally.sent else math.nan
+        ok = r.tally.rate_limited == 0 and not any(r.exit_codes) and len(r.clinic_totals) == r.clinics
+        failures += not ok
+        print(
+            f"  {r.clinics} clinics × {r.per_clinic} over {r.shards} workers: {r.tally.sent:,} requests, "
+            f"{r.tally.rate_limited} × 429, {r.wall:.1f} s ({r.ratio:.3f}× the one-clinic floor of "
+            f"{r.one_clinic_floor:.1f} s), exits {r.exit_codes}, {len(r.clinic_totals)} clinic reports ({exact}); "
+            f"CPU {sum(r.cpu):.1f} s ({1000 * sum(r.cpu) / max(1, r.tally.sent):.2f} ms a request), peak RSS "
+            f"{max(r.peak_rss) / 2**20:.0f} MB a worker; PostgreSQL {r.pg_transactions:,} transactions "
+            f"({per_request:.1f} a request): {'PASS' if ok else 'FAIL'}"
+        )
+    return failures
 
 
 def saturation(run: ScaleRun) -> str:
@@ -458,7 +614,7 @@ def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[i
     upstream = Upstream()
     store: RateStore = SqliteRateStore(path) if store_kind.startswith("sqlite") else MemoryRateStore()
     counting = CountingStore(store)
-    governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}  # type: ignore[arg-type]
+    governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}
     # events: (simulated time, seq, account, kind, slot): "ask" books a slot; "send" sends the booked one
     events: list[tuple[float, int, str, str, float]] = [(0.0, i, n, "ask", 0.0) for i, n in enumerate(mine)]
     heapq.heapify(events)
@@ -476,7 +632,7 @@ def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[i
         started = time.perf_counter()
         if kind == "send":
             status, headers = upstream.send(name, base + now)
-            ratelimit._SLOT.set((counting, name, slot))  # type: ignore[arg-type]  # the slot this send booked
+            ratelimit._SLOT.set((counting, name, slot))  # the slot this send booked
             governor.observe(parse_rate_limit_headers(headers, clock.now()), status_code=status)
             nxt = (now, "ask", 0.0)
         else:
@@ -562,14 +718,29 @@ def main() -> int:
     parser.add_argument("--skip-links", action="store_true")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the audit process (fleet-K.prof, kept)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes of the PostgreSQL run (default 4)")
+    parser.add_argument("--workers-k", type=int, action="append", help="clinics of the PostgreSQL run (repeatable)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("COVIU_BENCH_POSTGRES_URL", ""),
+        help="an admin URL of a PostgreSQL to run the workers on (COVIU_BENCH_POSTGRES_URL; none: not run)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coviu-scale-"))
     failures = 0
     try:
         day = datetime.now(UTC).date() - timedelta(days=1)
+        runs: list[ScaleRun] = []
         if not args.skip_fleet:
             runs = [fleet_run(k, args.n, day, args.seed, work, args.profile) for k in (args.k or [10, 25, 50, 100])]
             failures += report_fleet(runs)
+        if args.pg_url:
+            ks = args.workers_k or [max((r.clinics for r in runs), default=10)]
+            workers = [workers_run(k, args.n, day, args.seed, work, args.workers, args.pg_url) for k in ks]
+            failures += report_workers(workers, runs)
+        else:
+            print()
+            print("Workers on PostgreSQL: not run (no --pg-url / COVIU_BENCH_POSTGRES_URL)")
         if not args.skip_links:
             failures += report_links(links(args.links_runs, work))
         if not args.skip_sim:
