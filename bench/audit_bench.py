@@ -143,6 +143,8 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
             values = (await graph.aget_state(config)).values
     finally:
         await toolbox.aclose()
+        if rate_store is not None:
+            rate_store.close()  # as the CLI's process does at exit: the log checkpointed and cut
     wall = time.monotonic() - started
     report = values["report"]
     governor = toolbox.governor
@@ -436,12 +438,16 @@ class RequestTally:
 
 
 def state_store_bytes(work: Path) -> int:
-    """The state store's size on disk now: the checkpoints and the audit's side tables and summary cache (every
-    SQLite file of the child's work directory, with its WAL and shared-memory files)."""
+    """The state store's size on disk now: every file the child made in its work directory (the checkpoints, the
+    audit's side tables and summary cache, the rate store, each with its WAL and shared-memory files), but for the
+    reports and this bench's own spec and result files."""
     total = 0
-    for path in work.glob("*.sqlite*"):
+    for path in work.rglob("*"):
+        if "reports" in path.relative_to(work).parts or path.name.endswith((".spec.json", ".result.json")):
+            continue
         with contextlib.suppress(OSError):
-            total += path.stat().st_size
+            if path.is_file():
+                total += path.stat().st_size
     return total
 
 
@@ -480,7 +486,8 @@ def run_child(role: str, spec: dict[str, Any], served: ServedSandbox, label: str
         raise RuntimeError(f"{label}: the child process failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(Path(spec["result_path"]).read_text())
     result["tally"] = served.tally(start_mark)
-    result["peak_store_bytes"] = max(store_peak, state_store_bytes(work))
+    result["left_store_bytes"] = state_store_bytes(work)  # what the run left on disk
+    result["peak_store_bytes"] = max(store_peak, result["left_store_bytes"])
     return result, float(sampled)
 
 
