@@ -223,9 +223,10 @@ class PostgresAuditStore(AuditStore):
         if self._conn is None or self._conn.closed:
             from psycopg import AsyncConnection
 
+            from tools.ratestore import postgres_setup
+
             conn = await AsyncConnection.connect(self.url, autocommit=True)
-            for statement in SCHEMA:
-                await conn.execute(statement)
+            await postgres_setup(conn, SCHEMA)  # one process at a time creates the tables
             self._conn = conn
         return self._conn
 

@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE = "coviu_rate_limit"
+# Processes that start at once on a new PostgreSQL database (a fleet's workers, a server's) would create the same
+# tables at once: `CREATE TABLE IF NOT EXISTS` is not safe against that (a unique violation in pg_type, or a
+# deadlock). Every first-use set-up of the state store (checkpoints, audit tables, this table) holds this
+# advisory lock, so they take turns. It is only ever tried (`pg_try_advisory_*`, again every 50 ms, outside any
+# transaction in between), never waited on: LangGraph's migrations build an index CONCURRENTLY, which waits for every
+# open transaction to end, and one waiting on the lock would never end (a deadlock PostgreSQL does not detect).
+POSTGRES_SETUP_LOCK = 0x636F_7669  # "covi"
+POSTGRES_SETUP_SECONDS = 120.0  # how long a process waits for another's set-up
 # The write-ahead log stays small: checkpointed every 64 pages (about 256 KiB) and cut back to 64 KiB after each
 # checkpoint (SQLite keeps its largest size otherwise: 4 MiB at the default 1,000 pages), and checkpointed and cut to
 # nothing when the process closes its stores (`close`, and at exit for the stores `shared_rate_store` opened).
@@ -216,8 +224,19 @@ class PostgresRateStore:
 
         self._lock = threading.Lock()
         self._conn = psycopg.connect(url, autocommit=False)
-        with self._lock, self._conn.transaction():
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)")
+        deadline = time.monotonic() + POSTGRES_SETUP_SECONDS
+        with self._lock:
+            while True:  # one process at a time creates the table (POSTGRES_SETUP_LOCK)
+                with self._conn.transaction():
+                    row = self._conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (POSTGRES_SETUP_LOCK,)).fetchone()
+                    if row and row[0]:
+                        self._conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
+                        )
+                        break
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError("another process has been setting up the rate store for too long")
+                time.sleep(0.05)
 
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
         with self._lock, self._conn.transaction():
@@ -234,6 +253,26 @@ class PostgresRateStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+async def postgres_setup(conn: Any, statements: Any) -> None:
+    """Run set-up statements (an autocommit `psycopg.AsyncConnection`) in one transaction holding
+    POSTGRES_SETUP_LOCK, tried every 50 ms (never waited on) until `POSTGRES_SETUP_SECONDS`."""
+    import asyncio
+
+    import psycopg
+
+    deadline = time.monotonic() + POSTGRES_SETUP_SECONDS
+    while True:
+        async with conn.transaction():
+            row = await (await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (POSTGRES_SETUP_LOCK,))).fetchone()
+            if row and row[0]:
+                for statement in statements:
+                    await conn.execute(statement)
+                return
+        if time.monotonic() > deadline:
+            raise psycopg.OperationalError("another process has been setting up the state store for too long")
+        await asyncio.sleep(0.05)
 
 
 def sqlite_rate_path(state: str) -> Path:
