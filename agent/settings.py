@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     planner: Literal["llm", "rules", "auto"] = Field(default="auto", validation_alias="COVIU_AGENT_PLANNER")
 
     state: str = Field(default_factory=default_state_path, validation_alias="COVIU_AGENT_STATE")
+    # Where an account's pacing lives: `shared` (the rate store beside the state: every process of the deployment
+    # spends one budget) or `process` (this process's memory: for a worker that alone audits its accounts, e.g.
+    # `audit --fleet F --shard I/N`; docs/scale.md).
+    rate_store: Literal["shared", "process"] = Field(default="shared", validation_alias="COVIU_AGENT_RATE_STORE")
     log_level: str = Field(default="INFO", validation_alias="COVIU_AGENT_LOG_LEVEL")
 
     # Bounds (README "Bounds"): the run's total rate-limit wait (unset: each command's default: audit and
@@ -100,6 +104,14 @@ class Settings(BaseSettings):
                 f"COVIU_AGENT_TIMEZONE={value!r} is not an IANA time zone (e.g. Australia/Sydney)"
             ) from None
         return value
+
+    @field_validator("rate_store", mode="before")
+    @classmethod
+    def _known_rate_store(cls, value: object) -> object:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in ("shared", "process"):
+            raise ValueError(f"COVIU_AGENT_RATE_STORE={value!r}: expected shared or process")
+        return text
 
     @field_validator("planner", mode="before")
     @classmethod

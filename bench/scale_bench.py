@@ -211,6 +211,7 @@ class WorkersRun:
     cpu: list[float]  # each worker's CPU seconds
     peak_rss: list[float]
     pg_transactions: int  # commits and rollbacks in the database while the workers ran
+    rate_store: str = "shared"
     clinic_totals: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -233,7 +234,14 @@ def pg_transactions(admin_url: str, database: str) -> int:
 
 
 def workers_run(
-    clinics: int, per_clinic: int, day: date, seed: int, work: Path, shards: int, pg_url: str
+    clinics: int,
+    per_clinic: int,
+    day: date,
+    seed: int,
+    work: Path,
+    shards: int,
+    pg_url: str,
+    rate_store: str = "shared",
 ) -> WorkersRun:
     """The fleet split over `shards` worker processes at once (`audit --accounts ... --shard I/N`), every one of them
     on one PostgreSQL (checkpoints, side rows, summary cache, rate store) in a database of its own for this run."""
@@ -242,11 +250,11 @@ def workers_run(
 
     from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
 
-    database = f"coviu_bench_{clinics}_{int(time.time())}"
+    database = f"coviu_bench_{clinics}_{rate_store}_{int(time.time())}"
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     state = pg_url.rsplit("/", 1)[0] + "/" + database
-    tmp = work / f"workers-{clinics}x{per_clinic}"
+    tmp = work / f"workers-{clinics}x{per_clinic}-{rate_store}"
     tmp.mkdir(parents=True, exist_ok=True)
     accounts = [f"clinic-{i + 1}" for i in range(clinics)]
     note(f"workers: K = {clinics} × {per_clinic} sessions over {shards} processes on PostgreSQL: seeding")
@@ -262,6 +270,7 @@ def workers_run(
             COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
         )
         env["COVIU_AGENT_STATE"] = state
+        env["COVIU_AGENT_RATE_STORE"] = rate_store  # shared: in PostgreSQL; process: each worker's own memory
         start = served.mark()
         before = pg_transactions(pg_url, database)
         started = time.perf_counter()
@@ -282,7 +291,7 @@ def workers_run(
                 env=env,
                 cwd=tmp,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=(tmp / f"worker-{i + 1}.stderr").open("w"),
             )
             for i in range(shards)
         ]
@@ -305,6 +314,7 @@ def workers_run(
             peak_rss=rss,
             pg_transactions=done,
             clinic_totals=fleet_totals(tmp),
+            rate_store=rate_store,
         )
 
 
@@ -329,7 +339,9 @@ def report_workers(runs: list[WorkersRun], one_process: list[ScaleRun]) -> int:
         ok = r.tally.rate_limited == 0 and not any(r.exit_codes) and len(r.clinic_totals) == r.clinics
         failures += not ok
         print(
-            f"  {r.clinics} clinics × {r.per_clinic} over {r.shards} workers: {r.tally.sent:,} requests, "
+            f"  {r.clinics} clinics × {r.per_clinic} over {r.shards} workers, pacing in "
+            f"{'PostgreSQL (shared)' if r.rate_store == 'shared' else 'each worker (process)'}: "
+            f"{r.tally.sent:,} requests, "
             f"{r.tally.rate_limited} × 429, {r.wall:.1f} s ({r.ratio:.3f}× the one-clinic floor of "
             f"{r.one_clinic_floor:.1f} s), exits {r.exit_codes}, {len(r.clinic_totals)} clinic reports ({exact}); "
             f"CPU {sum(r.cpu):.1f} s ({1000 * sum(r.cpu) / max(1, r.tally.sent):.2f} ms a request), peak RSS "
@@ -736,7 +748,11 @@ def main() -> int:
             failures += report_fleet(runs)
         if args.pg_url:
             ks = args.workers_k or [max((r.clinics for r in runs), default=10)]
-            workers = [workers_run(k, args.n, day, args.seed, work, args.workers, args.pg_url) for k in ks]
+            workers = [
+                workers_run(k, args.n, day, args.seed, work, args.workers, args.pg_url, mode)
+                for k in ks
+                for mode in ("shared", "process")
+            ]
             failures += report_workers(workers, runs)
         else:
             print()

@@ -120,3 +120,24 @@ def test_shard_without_a_fleet_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp
     assert result.exit_code == 2 and "--shard" in result.output
     result = CliRunner().invoke(app, ["audit", "--accounts", "clinic-1", "--shard", "3/2"])
     assert result.exit_code == 2 and "--shard" in result.output
+
+
+def test_a_worker_may_pace_its_accounts_in_its_own_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.services import TrutoAccount, _rate_store
+    from agent.settings import Settings
+    from tools.clock import SystemClock
+    from tools.ratestore import SqliteRateStore
+
+    monkeypatch.setenv("COVIU_AGENT_STATE", str(tmp_path / "state.sqlite"))
+    account = TrutoAccount("https://api.truto.one", "key", "ia-1")
+    assert isinstance(_rate_store(Settings(), account, SystemClock()), SqliteRateStore)  # the default: shared
+    monkeypatch.setenv("COVIU_AGENT_RATE_STORE", "Process")
+    assert _rate_store(Settings(), account, SystemClock()) is None  # this process's memory
+
+
+def test_a_bad_rate_store_setting_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVIU_AGENT_STATE", str(tmp_path / "state.sqlite"))
+    monkeypatch.setenv("COVIU_AGENT_RATE_STORE", "redis")
+    monkeypatch.setenv("COVIU_AGENT_SANDBOX", "1")
+    result = CliRunner().invoke(app, ["audit", "--accounts", "clinic-1"])
+    assert result.exit_code == 2 and "COVIU_AGENT_RATE_STORE" in result.output
