@@ -615,6 +615,7 @@ def scale(args: argparse.Namespace, day: date, work: Path) -> int:
         failures += sb.report_workers(
             [sb.workers_run(largest, args.scale_n, day, args.seed, work, 4, args.pg_url)], runs
         )
+    sb.report_savings([sb.list_savings(args.scale_n, "default"), sb.list_savings(args.scale_n, "variant")])
     if not args.skip_links:
         failures += sb.report_links(sb.links(5, work))
     if not args.skip_sim:

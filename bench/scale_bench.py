@@ -715,6 +715,89 @@ def report_simulation(runs: list[SimRun]) -> None:
         )
 
 
+# ============================================================================================ fewer requests
+
+
+@dataclass
+class ListSavings:
+    profile: str
+    sessions: int
+    requests: int
+    summaries: int
+    from_list: int
+
+
+def list_savings(n: int, profile: str) -> ListSavings:
+    """A cold audit of `n` sessions on the in-process sandbox (fake clock, no limit: requests, not time) of a profile:
+    its requests, the summaries it fetched and those the session list made unnecessary."""
+    import asyncio
+
+    return asyncio.run(_list_savings(n, profile))
+
+
+async def _list_savings(n: int, profile: str) -> ListSavings:
+    from graphs.audit import build_audit_graph
+    from graphs.context import Context, Services
+    from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, SandboxTransport, create_sandbox
+    from sandbox.profiles import build_profile
+    from tools.clock import FakeClock
+    from tools.ratelimit import RateLimitBudget, RateLimitGovernor
+    from tools.toolbox import open_toolbox
+
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    clock = FakeClock(now)
+    config = build_profile(profile, rate_limit=10**6).config
+    sandbox = create_sandbox(config, clock=clock, seed_demo=False)
+    sandbox.store.generate_sessions(now.date() - timedelta(days=1), n, seed=7)
+    toolbox = await open_toolbox(
+        base_url="http://sandbox.local",
+        api_key="sandbox",
+        integrated_account_id=DEMO_ACCOUNT_ID,
+        transport=SandboxTransport(sandbox),
+        clock=clock,
+        governor=RateLimitGovernor(clock=clock),
+    )
+    toolbox.governor.budget = RateLimitBudget(10**9)
+    with tempfile.TemporaryDirectory() as tmp:
+        services = Services(
+            toolbox=toolbox,
+            team_id=DEMO_TEAM_ID,
+            collection_id=DEMO_INTAKE_COLLECTION_ID,
+            report_dir=Path(tmp) / "reports",
+        )
+        before = len(sandbox.requests)
+        config_: Any = {"configurable": {"thread_id": "cold"}, "recursion_limit": 100_000, "max_concurrency": 4}
+        try:
+            out = (
+                await build_audit_graph()
+                .compile()
+                .ainvoke(
+                    {"date": (now.date() - timedelta(days=1)).isoformat()}, config_, context=Context(services=services)
+                )
+            )
+        finally:
+            await toolbox.aclose()
+    asked = [r for r in sandbox.requests[before:] if r.resource is not None]
+    report = out["report"]
+    return ListSavings(
+        profile=profile,
+        sessions=report["totals"]["sessions"],
+        requests=len(asked),
+        summaries=sum(1 for r in asked if r.resource == "session_summaries"),
+        from_list=report["summaries_from_list"],
+    )
+
+
+def report_savings(runs: list[ListSavings]) -> None:
+    print()
+    print("Fewer requests (issue 28): a cold audit, in-process sandbox (requests, not time)")
+    for r in runs:
+        print(
+            f"  {r.profile} profile, {r.sessions} sessions: {r.requests} requests, {r.summaries} summaries fetched, "
+            f"{r.from_list} not needed (the session list carried them: {r.from_list / max(1, r.sessions):.0%})"
+        )
+
+
 # ============================================================================================ main
 
 
@@ -757,6 +840,7 @@ def main() -> int:
         else:
             print()
             print("Workers on PostgreSQL: not run (no --pg-url / COVIU_BENCH_POSTGRES_URL)")
+        report_savings([list_savings(args.n, "default"), list_savings(args.n, "variant")])
         if not args.skip_links:
             failures += report_links(links(args.links_runs, work))
         if not args.skip_sim:
