@@ -610,6 +610,7 @@ def scale(args: argparse.Namespace, day: date, work: Path) -> int:
     if not args.skip_scale:
         runs = [sb.fleet_run(k, args.scale_n, day, args.seed, work) for k in (args.scale_k or [10, 25, 50, 100])]
         failures += sb.report_fleet(runs)
+        sb.report_http_floor(sb.http_floor())
     if args.pg_url:
         largest = max((r.clinics for r in runs), default=10)
         failures += sb.report_workers(

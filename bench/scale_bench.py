@@ -26,10 +26,12 @@ import contextlib
 import heapq
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -440,6 +442,70 @@ def report_fleet(runs: list[ScaleRun]) -> int:
     return failures
 
 
+HTTP_FLOOR_CHILD = r"""
+import asyncio, sys, time, httpx
+async def main(base, sid, n):
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": "Bearer sandbox"}) as client:
+        gate = asyncio.Semaphore(8)
+        async def one():
+            async with gate:
+                query = [("integrated_account_id", "sandbox")]
+                reply = await client.get(f"/proxy/session_summaries/{sid}", params=query)
+                reply.json()
+        await asyncio.gather(*(one() for _ in range(100)))
+        started = time.process_time()
+        await asyncio.gather(*(one() for _ in range(n)))
+        print((time.process_time() - started) / n)
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def http_floor(requests: int = 2000) -> tuple[float, float]:
+    """CPU seconds a request of plain httpx (8 in flight, a summary's GET and its JSON) against the sandbox served on
+    loopback with no limit, and of the sandbox answering it: the HTTP stack's own cost, under any client."""
+    from sandbox import SandboxConfig, build_server, create_sandbox
+
+    sandbox = create_sandbox(config=SandboxConfig(rate_limit=10**6))
+    session = next(iter(sandbox.store.sessions))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = build_server(sandbox, "127.0.0.1", int(sock.getsockname()[1]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        cpu = time.process_time()
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                HTTP_FLOOR_CHILD,
+                f"http://127.0.0.1:{sock.getsockname()[1]}",
+                session,
+                str(requests),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        served = (time.process_time() - cpu) / (requests + 100)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    return float(out.stdout.strip()), served
+
+
+def report_http_floor(floor: tuple[float, float]) -> None:
+    client, served = floor
+    print(
+        f"  the HTTP stack alone (plain httpx, 8 in flight, against the sandbox with no limit): {1000 * client:.2f} ms "
+        f"CPU a request in the client, {1000 * served:.2f} ms in the sandbox"
+    )
+
+
 # ============================================================================================ triage: start to links
 
 
@@ -829,6 +895,7 @@ def main() -> int:
         if not args.skip_fleet:
             runs = [fleet_run(k, args.n, day, args.seed, work, args.profile) for k in (args.k or [10, 25, 50, 100])]
             failures += report_fleet(runs)
+            report_http_floor(http_floor())
         if args.pg_url:
             ks = args.workers_k or [max((r.clinics for r in runs), default=10)]
             workers = [
