@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import itertools
 import math
 import os
 import socket
@@ -89,6 +90,7 @@ class ScaleRun:
     state_left: int = 0  # bytes, what the run left there
     startup_cpu: float = math.nan  # seconds of the audit process's CPU before its first request (imports, set-up)
     clinic_totals: dict[str, Any] = field(default_factory=dict)  # account: (exit, complete, totals)
+    rate_store: str = "shared"
 
     @property
     def requests(self) -> int:
@@ -118,13 +120,16 @@ class ScaleRun:
         return 1000 * self.sandbox_cpu / self.requests if self.requests else math.nan
 
 
-def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, profile: bool = False) -> ScaleRun:
-    """One `audit --accounts` process over `clinics` accounts of one served sandbox."""
+def fleet_run(
+    clinics: int, per_clinic: int, day: date, seed: int, work: Path, profile: bool = False, rate_store: str = "shared"
+) -> ScaleRun:
+    """One `audit --accounts` process over `clinics` accounts of one served sandbox; `rate_store` as
+    COVIU_AGENT_RATE_STORE (shared: the SQLite rate store beside the state, the default; process: in memory)."""
     import psutil
 
     from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
 
-    tmp = work / f"fleet-{clinics}x{per_clinic}"
+    tmp = work / f"fleet-{clinics}x{per_clinic}-{rate_store}"
     (tmp / "state").mkdir(parents=True, exist_ok=True)
     accounts = [f"clinic-{i + 1}" for i in range(clinics)]
     note(f"clinics per process: K = {clinics} × {per_clinic} sessions: seeding")
@@ -139,6 +144,7 @@ def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, p
             COVIU_TEAM_ID=DEMO_TEAM_ID,
             COVIU_INTAKE_COLLECTION_ID=DEMO_INTAKE_COLLECTION_ID,
         )
+        env["COVIU_AGENT_RATE_STORE"] = rate_store
         command = [*CLI, "audit", "--accounts", ",".join(accounts), "--date", day.isoformat(), "--out", str(tmp)]
         if profile:  # cProfile of the audit process, written beside the reports
             command = [sys.executable, "-m", "cProfile", "-o", str(work / f"fleet-{clinics}.prof"), *command]
@@ -185,6 +191,7 @@ def fleet_run(clinics: int, per_clinic: int, day: date, seed: int, work: Path, p
             state_left=left,
             startup_cpu=startup_cpu,
             clinic_totals=clinic_totals,
+            rate_store=rate_store,
         )
 
 
@@ -393,7 +400,7 @@ def report_fleet(runs: list[ScaleRun]) -> int:
     for r in runs:
         rows.append(
             (
-                f"{r.clinics} × {r.per_clinic}",
+                f"{r.clinics} × {r.per_clinic}" + (" (pacing in memory)" if r.rate_store == "process" else ""),
                 f"{r.requests:,}",
                 str(r.tally.rate_limited),
                 f"{r.wall:.1f}",
@@ -415,13 +422,24 @@ def report_fleet(runs: list[ScaleRun]) -> int:
                 c.ljust(w) if i in (0, 11) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
-    within = [r for r in runs if r.ratio <= GOAL_FLEET_RATIO and r.exit_code == 0 and r.tally.rate_limited == 0]
+    shared = [r for r in runs if r.rate_store == "shared"]
+    within = [r for r in shared if r.ratio <= GOAL_FLEET_RATIO and r.exit_code == 0 and r.tally.rate_limited == 0]
     largest = max((r.clinics for r in within), default=0)
-    beyond = [r for r in runs if r.clinics > largest]
+    beyond = [r for r in shared if r.clinics > largest]
     reason = saturation(min(beyond, key=lambda r: r.clinics)) if beyond else "every K measured is within the goal"
     print(
         f"  largest K within {GOAL_FLEET_RATIO}× one clinic's floor with 0 429s: {largest or 'none'}; past it: {reason}"
     )
+    ordered = sorted(shared, key=lambda r: r.clinics)
+    for a, b in itertools.pairwise(ordered):
+        if b.requests > a.requests:
+            marginal = 1000 * (b.audit_cpu - a.audit_cpu) / (b.requests - a.requests)
+            sandbox = 1000 * (b.sandbox_cpu - a.sandbox_cpu) / (b.requests - a.requests)
+            print(
+                f"  K = {a.clinics} to {b.clinics}: {marginal:.2f} ms of the audit process's CPU for each further "
+                f"request (its clinics' set-up and reports included, its start-up not), {sandbox:.2f} ms of the "
+                "sandbox's"
+            )
     for r in runs:
         ok = r.audit_ms_per_request <= GOAL_CPU_MS_PER_REQUEST
         print(
@@ -879,6 +897,13 @@ def main() -> int:
     parser.add_argument("--skip-links", action="store_true")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the audit process (fleet-K.prof, kept)")
+    parser.add_argument(
+        "--memory-k",
+        type=int,
+        action="append",
+        default=[],
+        help="also run K clinics with COVIU_AGENT_RATE_STORE=process",
+    )
     parser.add_argument("--workers", type=int, default=4, help="worker processes of the PostgreSQL run (default 4)")
     parser.add_argument("--workers-k", type=int, action="append", help="clinics of the PostgreSQL run (repeatable)")
     parser.add_argument(
@@ -894,6 +919,7 @@ def main() -> int:
         runs: list[ScaleRun] = []
         if not args.skip_fleet:
             runs = [fleet_run(k, args.n, day, args.seed, work, args.profile) for k in (args.k or [10, 25, 50, 100])]
+            runs += [fleet_run(k, args.n, day, args.seed, work, args.profile, "process") for k in args.memory_k]
             failures += report_fleet(runs)
             report_http_floor(http_floor())
         if args.pg_url:
