@@ -12,7 +12,7 @@ export LANGGRAPH_CLI_NO_ANALYTICS := 1
 export LANGGRAPH_NO_VERSION_CHECK := true
 export LANGSMITH_TRACING := false
 
-.PHONY: install demo test check lint typecheck unit fast soak studio bench clean
+.PHONY: install demo test check lint typecheck unit fast soak studio bench eval clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
@@ -24,11 +24,12 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.installed
 
-## make demo: the main job on the embedded sandbox (triage, then the nightly audit).
+## make demo: the main job on the embedded sandbox (triage, then the nightly audit); `--sandbox` asks for it, and
+## leaves any Truto account in `.env` alone.
 demo: install
-	$(BIN)/coviu-agent tools
-	$(BIN)/coviu-agent triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
-	$(BIN)/coviu-agent audit --out reports
+	$(BIN)/coviu-agent --sandbox tools
+	$(BIN)/coviu-agent --sandbox triage "A priority patient needs a duty nurse now" --patient-name "Ava Jenkins"
+	$(BIN)/coviu-agent --sandbox audit --out reports
 
 lint: install
 	$(BIN)/ruff check .
@@ -68,14 +69,17 @@ soak: install
 		tests/test_triage.py tests/test_audit.py tests/test_assistant.py tests/test_recordings.py \
 		tests/test_fault_matrix.py tests/test_mcp.py tests/test_upstream_errors.py
 
-## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it.
+## make eval: the planner evals (evals/) on scripted models on every sandbox profile (also part of `make test`);
+## `coviu-agent eval --base-url URL --model M` runs the same cases against a real OpenAI-compatible endpoint.
+eval: install
+	$(BIN)/pytest -q tests/test_evals.py
+
+## make studio: the graphs on a local LangGraph dev server; Studio (LangSmith's web UI) connects to it. The URL printed
+## is the one the server bound; STUDIO_PORT (default: 2024, else the next free port) busy: refused. State per port.
 STUDIO_HOST ?= 127.0.0.1
-STUDIO_PORT ?= 2024
+STUDIO_PORT ?=
 studio: install
-	@echo "LangGraph Studio: https://smith.langchain.com/studio/?baseUrl=http://$(STUDIO_HOST):$(STUDIO_PORT)"
-	@echo "(The UI is served by LangSmith: it needs a LangSmith login and the internet. The server runs here;"
-	@echo " analytics, version checks and tracing are off: see README, LangGraph Studio.)"
-	$(BIN)/langgraph dev --no-browser --host $(STUDIO_HOST) --port $(STUDIO_PORT)
+	COVIU_AGENT_SANDBOX=1 $(BIN)/python -m agent.studio $(STUDIO_HOST) $(STUDIO_PORT)
 
 ## make bench: audit, naive and peer clients side by side, two processes on one account, the summary cache, triage
 ## and start-up (N=200, a few minutes; BENCH_ARGS="--n 1000 --runs 3" for more). bench/README.md has the figures.

@@ -6,7 +6,9 @@ budget, its own thread, its own summary cache rows and its own report directory 
 (`fleet-<day>.md` and `.json`) lists every clinic's totals, exit code and report files.
 
 The fleet file (TOML or JSON): `{"clinics": [{"account": "...", "team_id": "...", "collection_id": "...",
-"timezone": "Australia/Sydney", "name": "..."}]}` (TOML: `[[clinics]]` tables); only `account` is required.
+"timezone": "Australia/Sydney", "name": "...", "notify": "URL ...", "notify_patient_data": "URL ...",
+"quiet_hours": "22:00-07:00"}]}` (TOML: `[[clinics]]` tables); only `account` is required. A clinic's `notify` and
+`notify_patient_data` (Apprise URLs, secrets) replace COVIU_AGENT_NOTIFY and COVIU_AGENT_NOTIFY_PATIENT_DATA for it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from agent.errors import BadInput
 from agent.runs import AuditArgs, AuditResult, run_audit
 from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from agent.notify import Channel
 
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_CLINICS = 200
@@ -42,6 +47,18 @@ class Clinic(BaseModel):
     collection_id: str | None = None
     timezone: str | None = None
     name: str | None = None
+    notify: SecretStr | None = None  # Apprise URLs (secrets): this clinic's channels
+    notify_patient_data: SecretStr | None = None  # ... and those allowed to carry patient data
+    quiet_hours: str | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _a_span(cls, value: str | None) -> str | None:
+        if value is not None:
+            from agent.quiet import parse_quiet_hours
+
+            parse_quiet_hours(value, "quiet_hours")
+        return value
 
     @field_validator("account", "team_id", "collection_id")
     @classmethod
@@ -89,6 +106,10 @@ def load_fleet(path: Path) -> list[Clinic]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"--fleet: cannot read {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"--fleet: {str(path)!r} is not UTF-8 text (byte {exc.start}): save it as UTF-8 TOML or JSON"
+        ) from None
     try:
         data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
@@ -104,7 +125,29 @@ def load_fleet(path: Path) -> list[Clinic]:
             clinics.append(Clinic.model_validate(entry))
         except ValidationError as exc:
             raise BadInput(f"--fleet: clinics[{index}]: {_first_problem(exc)}") from None
+    for index, clinic in enumerate(clinics):  # a bad channel URL is named (by place, never by value) before any send
+        own_channels(clinic, f"--fleet: clinics[{index}]")
     return _checked(clinics, "--fleet")
+
+
+def own_channels(clinic: Clinic, where: str = "--fleet") -> list[Channel] | None:
+    """The clinic's own channels (None: it names none, and the settings' apply)."""
+    from agent.notify import channels_from
+
+    if clinic.notify is None and clinic.notify_patient_data is None:
+        return None
+    return channels_from(
+        clinic.notify.get_secret_value() if clinic.notify else None,
+        clinic.notify_patient_data.get_secret_value() if clinic.notify_patient_data else None,
+        where=f"{where}.notify",
+        patient_where=f"{where}.notify_patient_data",
+    )
+
+
+def clinic_channels(settings: Settings, clinic: Clinic, where: str = "--fleet") -> list[Channel]:
+    """The channels of one clinic: its own, else the settings'."""
+    own = own_channels(clinic, where)
+    return own if own is not None else settings.channels()
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -163,6 +206,10 @@ def clinic_settings(settings: Settings, clinic: Clinic) -> Settings:
         update["timezone"] = clinic.timezone
     if clinic.name:
         update["coviu_clinic_name"] = clinic.name
+    if clinic.notify is not None or clinic.notify_patient_data is not None:
+        update["notify"], update["notify_patient_data"] = clinic.notify, clinic.notify_patient_data
+    if clinic.quiet_hours:
+        update["quiet_hours"] = clinic.quiet_hours
     return settings.model_copy(update=update)
 
 
@@ -174,7 +221,8 @@ def clinic_thread(clinic: Clinic, args: AuditArgs, settings: Settings, now: Any)
     since, until = audit_window(settings, args, now)
     arguments = {
         "team_id": clinic.account,
-        "clinic": clinic.model_dump(),
+        # the notification settings do not change the audit's result (and are secrets)
+        "clinic": clinic.model_dump(exclude={"notify", "notify_patient_data", "quiet_hours"}),
         "since": since.isoformat(),
         "until": until.isoformat(),
         "overrun_threshold_minutes": args.overrun_threshold_minutes,
@@ -201,11 +249,13 @@ async def run_fleet(
     *,
     transport: Any = None,
     clock: Any = None,
+    rerun: str | None = None,
 ) -> list[ClinicRun]:
     """Every clinic's audit at once, each on its own services (own rate budget); one failing clinic does not stop
     the others. `write_fleet_summary` then writes the fleet summary next to the clinics' report directories."""
-    from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM
+    from agent.errors import exit_code_for
     from agent.services import open_services
+    from tools.errors import for_person
 
     if settings.uses_sandbox and transport is None:
         transport = shared_sandbox_transport(clinics)
@@ -218,26 +268,31 @@ async def run_fleet(
                 own, transport=transport, clock=clock, report_dir=out_dir, announce_sandbox=False
             ) as services:
                 thread = clinic_thread(clinic, args, own, services.clock.now())
+                again = rerun or f"coviu-agent audit --accounts {clinic.account}"  # what staff are told to run
                 result = await run_audit(
-                    own, dataclasses.replace(args, out_dir=out_dir, thread_id=thread), services=services
+                    own,
+                    dataclasses.replace(args, out_dir=out_dir, thread_id=thread, rerun=again),
+                    services=services,
                 )
-        except BadInput as exc:
-            return ClinicRun(clinic, error=str(exc), exit_code=EXIT_BAD_INPUT)
         except Exception as exc:  # one clinic's failure is reported in the fleet summary, the others go on
-            return ClinicRun(clinic, error=f"{type(exc).__name__}: {exc}", exit_code=EXIT_UPSTREAM)
+            # the same exit code and message as the clinic's run alone (agent.errors.exit_code_for)
+            return ClinicRun(clinic, error=for_person(exc), exit_code=exit_code_for(exc))
         return ClinicRun(clinic, result=result, exit_code=result.exit_code)
 
     return list(await asyncio.gather(*(one(c) for c in clinics)))
 
 
-def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
-    """The fleet's JSON summary: per clinic its window, totals, completeness, exit code and report files."""
+def fleet_summary(runs: list[ClinicRun], source: str | None = None) -> dict[str, Any]:
+    """The fleet's JSON summary: per clinic its source, window, totals, completeness, exit code and report files.
+    `source`: "sandbox" (the embedded sandbox) or "truto" (each clinic's entry names its account); by default what
+    the clinics' reports say."""
     clinics: list[dict[str, Any]] = []
     for run in runs:
         report = run.result.report if run.result else None
         clinics.append(
             {
                 "account": run.clinic.account,
+                "source": (report or {}).get("source"),
                 "name": run.clinic.name or (report or {}).get("clinic_name"),
                 "team_id": (report or {}).get("team_id"),
                 "window": (report or {}).get("window"),
@@ -250,8 +305,11 @@ def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
         )
     keys = ("sessions", "billable_minutes", "overruns", "missing_forms", "summary_unavailable")
     fleet_totals = {k: sum(int((c["totals"] or {}).get(k) or 0) for c in clinics) for k in keys}
+    if source is None:
+        source = "sandbox" if any(c["source"] == "sandbox" for c in clinics) else "truto"
     return {
         "schema_version": 1,
+        "source": source,
         "clinics": clinics,
         "totals": {**fleet_totals, "clinics": len(clinics), "failed": sum(1 for c in clinics if c["exit_code"])},
         "exit_code": max((c["exit_code"] for c in clinics), default=0),
@@ -261,8 +319,9 @@ def fleet_summary(runs: list[ClinicRun]) -> dict[str, Any]:
 def fleet_markdown(summary: dict[str, Any]) -> str:
     from reporting.audit_report import _md as md_cell  # the report's one Markdown-cell neutraliser
 
+    demo = "DEMO (embedded sandbox, not real clinics): " if summary.get("source") == "sandbox" else ""
     lines = [
-        "# Fleet audit",
+        f"# {demo}Fleet audit",
         "",
         f"{summary['totals']['clinics']} clinics, {summary['totals']['failed']} not done; "
         f"{summary['totals']['sessions']} sessions, {summary['totals']['billable_minutes']} billable minutes.",
@@ -272,7 +331,7 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     ]
     for c in summary["clinics"]:
         t = c["totals"] or {}
-        report = c["reports"].get("md") or md_cell(c["error"] or "")
+        report = c["reports"].get("md") or c["error"] or ""  # escaped once, in the row below
         lines.append(
             f"| {md_cell(c['account'])} | {md_cell(c['name'] or '')} | {t.get('sessions', '')} | "
             f"{t.get('billable_minutes', '')} | {t.get('overruns', '')} | {t.get('missing_forms', '')} | "
@@ -281,12 +340,14 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_fleet_summary(runs: list[ClinicRun], out_dir: Path, *, suffix: str = "") -> dict[str, Path]:
+def write_fleet_summary(
+    runs: list[ClinicRun], out_dir: Path, source: str | None = None, *, suffix: str = ""
+) -> dict[str, Path]:
     """`fleet-<day><suffix>.json` and `.md` in the output directory (owner-only, like the reports); a shard's
     suffix (`-shard-2-of-4`) keeps the workers' summaries apart."""
     import os
 
-    summary = fleet_summary(runs)
+    summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

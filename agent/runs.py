@@ -5,11 +5,16 @@ catalog) and `run_queue_watch`: each opens the services (`agent.services.open_se
 needs, unless the caller passes its own, and returns a typed result. The CLI parses flags, calls one of these and
 prints the result; tests call the same functions with injected services and an in-memory checkpointer. Nothing here
 prints: status lines go to the caller's `on_event`. Heavy imports (LangGraph) happen inside functions.
+
+Two run families live beside this module, each one concern: agent/schedules.py (`run_schedule_audit`,
+`run_schedule_list`, `run_schedule_delete`, `run_server_status`: crons on a LangGraph server) and
+agent/mcp_servers.py (`run_mcp_create`, `run_mcp_list`, `run_mcp_delete`: the account's Truto MCP servers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
@@ -19,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agent.errors import EXIT_APPROVAL, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM, BadInput
 
@@ -31,6 +36,8 @@ if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list th
     from graphs.context import Context, Services
     from workers.recordings import RecordingsReport, Transcriber
 
+P = ParamSpec("P")
+R = TypeVar("R")
 Event = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
 TRIAGE_RECURSION_LIMIT = 60
@@ -70,6 +77,15 @@ async def _services_and_saver(
             yield svc, saver
 
 
+def dry_run_meets_interrupted(command: str, thread: str) -> str:
+    """A dry run never resumes: an interrupted thread's next step may be a write (exit 2, nothing sent)."""
+    return (
+        f"--dry-run: thread {thread} holds an interrupted {command} run whose next steps may write; a dry run "
+        f"never resumes one and nothing was sent. Finish it with `coviu-agent {command} --thread-id {thread}` "
+        "(without --dry-run), or drop --thread-id to plan afresh"
+    )
+
+
 async def _resume_or_start(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: Any,
@@ -88,6 +104,98 @@ async def _resume_or_start(
         return dict(state), True
     state = await graph.ainvoke(dict(inputs), config, context=context, durability="sync")
     return dict(state), False
+
+
+def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """A run of `graph`, traced and counted (`tools.telemetry.run`, a no-op unless configured): its clinic, outcome,
+    exit code, duration, and (audit) sessions and flags, (triage) alerts, from its result."""
+
+    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            from tools import telemetry
+
+            with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    _log_run(args, kwargs, traced.record, None, exc)
+                    raise
+                traced.finish(**run_facts(result))
+                _log_run(args, kwargs, traced.record, result, None)
+                return result
+
+        return run
+
+    return wrap
+
+
+def _log_run(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], record: Any, result: Any, error: BaseException | None
+) -> None:
+    """One row in the run log of the settings' state store (`agent.runlog`), for `coviu-agent status`; a run given
+    its own checkpointer (a test, an embedding) keeps its own books."""
+    settings = args[0] if args else kwargs.get("settings")
+    state = getattr(settings, "state", None)
+    if kwargs.get("checkpointer") is not None or not isinstance(state, str):
+        return
+    import time
+    from datetime import UTC
+
+    from agent import runlog
+    from tools.telemetry import OUTCOMES, exit_code_of
+
+    facts = run_facts(result) if result is not None else {}
+    code = exit_code_of(error) if error is not None else int(facts.get("exit_code", EXIT_OK))
+    paths = getattr(result, "paths", None) or {}
+    now = time.time()
+    runlog.record(
+        state,
+        runlog.RunEntry(
+            graph=record.graph,
+            clinic=str(facts.get("clinic") or record.clinic or ""),
+            thread_id=getattr(result, "thread_id", None),
+            started_at=datetime.fromtimestamp(record.started, UTC).isoformat(timespec="seconds"),
+            finished_at=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            duration_seconds=round(now - record.started, 3),
+            outcome=OUTCOMES.get(code, "error"),
+            exit_code=code,
+            report_path=paths.get("md") or paths.get("json") or next(iter(paths.values()), None),
+        ),
+    )
+
+
+def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The clinic (team id) a run is for, before it starts: the request's, else the settings' (the result's wins)."""
+    request = args[1] if len(args) > 1 else None
+    team = (
+        getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
+    )
+    settings = args[0] if args else None
+    return str(team or getattr(settings, "coviu_team_id", None) or "")
+
+
+def run_facts(result: Any) -> dict[str, Any]:
+    """What a run's result says for its metrics: outcome, exit code, clinic, counts (ids and counts only)."""
+    from tools.telemetry import OUTCOMES
+
+    code = int(getattr(result, "exit_code", EXIT_OK))
+    facts: dict[str, Any] = {"outcome": OUTCOMES.get(code, "error"), "exit_code": code}
+    state = getattr(result, "state", None)
+    if isinstance(state, Mapping):
+        facts["clinic"] = state.get("team_id")
+    if isinstance(result, AuditResult) and result.report is not None:
+        from collections import Counter
+
+        sessions = list(result.report.get("sessions") or [])
+        facts["clinic"] = result.report.get("team_id") or facts.get("clinic")
+        facts["sessions"] = len(sessions)
+        facts["flags"] = dict(Counter(str(f) for row in sessions for f in row.get("flags") or []))
+    elif isinstance(result, TriageResult):
+        facts["alerts"] = len(result.state.get("alerts") or [])
+    elif isinstance(result, RecordingsRun):
+        facts["clinic"] = result.team_id
+    return facts
 
 
 # --- triage --------------------------------------------------------------------------------------
@@ -139,10 +247,11 @@ class TriageResult:
 
     @property
     def exit_code(self) -> int:
-        """0 done; 2 when the queue was never read because it does not exist (404); else 3."""
+        """0 done; 2 when the failure was our input (an invalid id, nothing sent; or an id the account does not
+        know, a 404); else 3."""
         if not self.failure:
             return EXIT_OK
-        if self.state.get("queue") is None and self.state.get("last_error_status") == 404:
+        if self.state.get("last_error_input") or self.state.get("last_error_status") == 404:
             return EXIT_BAD_INPUT
         return EXIT_UPSTREAM
 
@@ -177,6 +286,7 @@ def triage_thread(team: str | None, queue: str | None, patient: str | None, requ
     return f"triage:{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
 
+@observed("triage")
 async def run_triage(
     settings: Settings,
     args: TriageArgs,
@@ -186,10 +296,9 @@ async def run_triage(
     on_event: Event | None = None,
 ) -> TriageResult:
     """Run (or resume) one triage. The default thread resumes an interrupted run of the same request today;
-    a finished one of the same request starts a new thread beside it."""
-    from langchain_core.runnables import RunnableConfig
-
-    from graphs.context import Context
+    a finished one of the same request starts a new thread beside it. The run holds the thread's lock
+    (`agent.threadlock`): a second run of the same thread waits for it, then fails with ThreadBusy (exit 3)."""
+    from agent.threadlock import thread_lock
     from graphs.triage import compile_triage
 
     async with _services_and_saver(settings, services, checkpointer) as (svc, saver):
@@ -201,19 +310,37 @@ async def run_triage(
             args.request + ("|dry-run" if args.dry_run else ""),
             svc.clock.now().astimezone(svc.zone).date().isoformat(),
         )
-        config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
-        snapshot = await graph.aget_state(config)
-        if not snapshot.next and snapshot.values and not args.thread_id:
-            thread = f"{thread}:{uuid.uuid4().hex[:8]}"  # this request finished before: a new run beside it
-            config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
-        context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            return await _triage_on(graph, thread, args, svc, on_event)
 
-        def announce(_: Mapping[str, Any]) -> None:
-            if on_event is not None:
-                on_event(f"resuming triage thread {thread}")
 
-        state, resumed = await _resume_or_start(graph, config, args.inputs(), context, before_resume=announce)
-        figures = {"rate_limit_waits": svc.toolbox.rate_limit_waits}
+async def _triage_on(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    thread: str,
+    args: TriageArgs,
+    svc: Services,
+    on_event: Event | None,
+) -> TriageResult:
+    """Triage on its thread, whose lock the caller holds."""
+    from langchain_core.runnables import RunnableConfig
+
+    from graphs.context import Context
+
+    config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
+    snapshot = await graph.aget_state(config)
+    if not snapshot.next and snapshot.values and not args.thread_id:
+        thread = f"{thread}:{uuid.uuid4().hex[:8]}"  # this request finished before: a new run beside it
+        config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
+    if args.dry_run and (await graph.aget_state(config)).next:
+        raise BadInput(dry_run_meets_interrupted("triage", thread))
+    context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
+
+    def announce(_: Mapping[str, Any]) -> None:
+        if on_event is not None:
+            on_event(f"resuming triage thread {thread}")
+
+    state, resumed = await _resume_or_start(graph, config, args.inputs(), context, before_resume=announce)
+    figures = {"rate_limit_waits": svc.toolbox.rate_limit_waits}
     return TriageResult(thread, resumed, state, figures)
 
 
@@ -233,6 +360,7 @@ class AuditArgs:
     out_dir: Path = Path("reports")
     thread_id: str | None = None
     refresh: bool = False  # fetch every summary again, ignoring (and rewriting) the summary cache
+    rerun: str = "coviu-agent audit"  # the command staff are told to run again (its window flags are added)
 
 
 @dataclass
@@ -303,6 +431,7 @@ def check_resumable(thread: str, values: Mapping[str, Any], arguments: dict[str,
         )
 
 
+@observed("audit")
 async def run_audit(
     settings: Settings,
     args: AuditArgs,
@@ -315,6 +444,7 @@ async def run_audit(
     """Run (or resume) one audit; once its report is written, the thread's checkpoints (patient data) go."""
     from langchain_core.runnables import RunnableConfig
 
+    from agent.threadlock import thread_lock
     from graphs.audit import compile_audit
     from graphs.context import Context
 
@@ -354,12 +484,74 @@ async def run_audit(
                 on_event(f"resuming audit thread {thread}")
 
         graph = compile_audit(saver)
+        outbox = _audit_outbox(settings, svc, arguments, args)
+        if outbox is not None:
+            from agent.notify import audit_notifier, rerun_for_window
+
+            svc = dataclasses.replace(
+                svc,
+                on_report=audit_notifier(
+                    outbox,
+                    clinic=_audit_clinic(settings, arguments),
+                    zone=svc.zone,
+                    rerun=lambda report: rerun_for_window(report, svc.zone, args.rerun),
+                ),
+            )
         context = Context(team_id=args.team_id, collection_id=args.collection_id, services=svc)
-        state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
-        result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
-        if result.paths:
-            await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
+        # one run of a thread at a time: a second one (a cron and a person) waits, then exits 3, thread untouched
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            try:
+                state, resumed = await _resume_or_start(graph, config, inputs, context, before_resume=resume)
+            except (BadInput, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                if outbox is not None:
+                    await _audit_failed(outbox, settings, svc, arguments, args, f"{type(exc).__name__}: {exc}")
+                raise
+            result = AuditResult(thread, resumed, state, {"rate_limit_waits": svc.toolbox.rate_limit_waits})
+            if outbox is not None and not result.produced:
+                await _audit_failed(outbox, settings, svc, arguments, args, str(state.get("failure") or "no report"))
+            if result.paths:
+                await saver.adelete_thread(thread)  # the report is written: the checkpoints hold patient data
     return result
+
+
+def _audit_clinic(settings: Settings, arguments: Mapping[str, Any]) -> str:
+    """The clinic an audit message is about: its account and team (clinics of a fleet may share a team id)."""
+    return f"{settings.truto_integrated_account_id or 'sandbox'}:{arguments['team_id']}"
+
+
+def _audit_outbox(settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs) -> Any:
+    """The outbox the audit's messages go through, when a channel is configured (else None: nobody is told)."""
+    channels = settings.channels()
+    if not channels:
+        return None
+    from agent.notify import Outbox
+    from graphs.audit_store import memory_store
+
+    return Outbox(svc.audit_store or memory_store(), channels, svc.clock)
+
+
+async def _audit_failed(
+    outbox: Any, settings: Settings, svc: Services, arguments: Mapping[str, Any], args: AuditArgs, what: str
+) -> None:
+    """Tell staff the audit produced no report (exit 3): what failed and the command to run it again."""
+    import logging
+
+    from agent.notify import audit_failure_message, deliver, rerun_for_window
+
+    window = {"since": arguments["since"], "until": arguments["until"]}
+    try:
+        message = audit_failure_message(
+            clinic=_audit_clinic(settings, arguments),
+            label=svc.clinic_name or f"team {arguments['team_id']}",
+            subject=f"{window['since']}|{window['until']}",
+            what=what,
+            rerun=rerun_for_window({"window": window}, svc.zone, args.rerun),
+        )
+        await deliver(outbox, [message])
+    except Exception as exc:  # telling staff never changes the audit's own outcome
+        logging.getLogger(__name__).warning("the audit's failure could not be told (%s)", type(exc).__name__)
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -373,8 +565,8 @@ class ToolListing:
     tools: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
-        """The result object of `tools --json`."""
-        return {"source": self.source, "count": len(self.tools), "tools": self.tools}
+        """The result object of `tools --json` (`catalog`: "tools" or "mcp"; the CLI adds the data's `source`)."""
+        return {"catalog": self.source, "count": len(self.tools), "tools": self.tools}
 
 
 async def run_tools(settings: Settings, *, services: Services | None = None) -> ToolListing:
@@ -393,28 +585,57 @@ async def run_tools(settings: Settings, *, services: Services | None = None) -> 
 
 @dataclass(frozen=True)
 class QueueWatchArgs:
-    """`queue watch`: which queue, how often, what counts as a long wait, how many checks (0: until stopped)."""
+    """`queue watch`: which queue, how often, what counts as a long wait (and an escalation: default twice that),
+    how many checks (0: until stopped)."""
 
     interval: float = 30
     threshold_minutes: float = 15
     team_id: str | None = None
     queue_id: str | None = None
     max_checks: int = 0
+    escalate_minutes: float | None = None
+
+    @property
+    def escalation(self) -> float:
+        return self.escalate_minutes if self.escalate_minutes is not None else 2 * self.threshold_minutes
 
 
 @dataclass(frozen=True)
 class QueueCheck:
-    """One check of the queue: its summary and the alerts not raised by an earlier check."""
+    """One check of the queue: its summary and the alerts not raised by an earlier check; with notification
+    channels, the events raised (ids and levels, no names), what was delivered, and whether it is quiet hours."""
 
     team_id: str
     queue_id: str
     at: datetime
     summary: dict[str, Any]
     alerts: list[str]
+    events: list[dict[str, Any]] | None = None
+    delivery: dict[str, Any] | None = None
+    quiet: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """One line of `queue watch --json`."""
-        return {"team_id": self.team_id, "queue_id": self.queue_id, "queue": self.summary, "alerts": self.alerts}
+        out: dict[str, Any] = {
+            "team_id": self.team_id,
+            "queue_id": self.queue_id,
+            "queue": self.summary,
+            "alerts": self.alerts,
+        }
+        if self.events is not None:
+            out["events"] = self.events
+            out["delivery"] = self.delivery
+            out["quiet_hours"] = self.quiet
+            out["checked_at"] = self.at.isoformat()
+        return out
+
+
+QUEUE_MEMORY_SECONDS = 24 * 3600  # how far back `queue watch` remembers the alerts it raised (for "seen")
+QUEUE_STATUS_KIND = "queue-watch"
+
+
+def queue_status_run(team: str, queue: str) -> str:
+    return f"queue-watch:{team}:{queue}"
 
 
 async def run_queue_watch(
@@ -423,20 +644,36 @@ async def run_queue_watch(
     on_check: Callable[[QueueCheck], None],
     *,
     services: Services | None = None,
+    sender: Any = None,
 ) -> int:
     """Check the waiting queue every `interval` seconds, alerting once per call over the threshold (and once per
-    call whose wait cannot be read); each check may wait out rate limits for its own budget. Returns the checks."""
+    call whose wait cannot be read); each check may wait out rate limits for its own budget. Returns the checks.
+
+    With notification channels (COVIU_AGENT_NOTIFY...), each call's alert, escalation and "seen" note goes through
+    the outbox in the state store (once per call and level, remembered across restarts; held back as "quiet" in
+    quiet hours). Each successful check's time is kept in the store (`coviu-agent queue status`)."""
     import asyncio
 
+    from graphs.audit_store import memory_store
     from graphs.queue import QueueSummary, alert_lines, summarize_queue
     from tools.retry import call_with_retries
 
+    channels = settings.channels()  # a bad URL is named before any request
     async with _services(settings, services) as svc:
         team = args.team_id or svc.team_id
         queue = args.queue_id or svc.waiting_queue_id
         if not team or not queue:
             raise BadInput("set COVIU_TEAM_ID and COVIU_WAITING_QUEUE_ID (or pass --team-id/--queue-id)")
         executor = svc.toolbox.executor
+        store = svc.audit_store or memory_store()
+        outbox = None
+        if channels:
+            from agent.notify import Outbox
+
+            outbox = Outbox(store, channels, svc.clock, sender=sender)
+            await outbox.flush()  # what an earlier run wrote and did not send
+        clinic = f"{team}:{queue}"
+        label = svc.clinic_name or f"team {team}"
         alerted: set[str] = set()
         checks = 0
         while True:
@@ -451,16 +688,107 @@ async def run_queue_watch(
             )
             now = svc.clock.now()
             summary = summarize_queue(calls, now, args.threshold_minutes)
-            fresh = [c for c in summary["over_threshold"] if c["call_id"] not in alerted]
-            unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
-            alerted.update(c["call_id"] for c in fresh)
-            alerted.update(f"unknown:{c}" for c in unknown)
-            news: QueueSummary = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
-            on_check(QueueCheck(team, queue, now, dict(summary), alert_lines(news, args.threshold_minutes)))
+            if outbox is None:
+                fresh = [c for c in summary["over_threshold"] if c["call_id"] not in alerted]
+                unknown = [c for c in summary["unknown_wait"] if f"unknown:{c}" not in alerted]
+                alerted.update(c["call_id"] for c in fresh)
+                alerted.update(f"unknown:{c}" for c in unknown)
+                news: QueueSummary = {**summary, "over_threshold": fresh, "unknown_wait": unknown}
+                check = QueueCheck(team, queue, now, dict(summary), alert_lines(news, args.threshold_minutes))
+            else:
+                check = await _notify_queue(
+                    outbox, calls, now, summary, args, settings, svc, clinic=clinic, label=label, team=team, queue=queue
+                )
+            await _keep_status(store, team, queue, now, summary)
+            on_check(check)
             checks += 1
             if args.max_checks and checks >= args.max_checks:
                 return checks
             await asyncio.sleep(args.interval)
+
+
+async def _notify_queue(
+    outbox: Any,
+    calls: list[Any],
+    now: datetime,
+    summary: Mapping[str, Any],
+    args: QueueWatchArgs,
+    settings: Settings,
+    svc: Services,
+    *,
+    clinic: str,
+    label: str,
+    team: str,
+    queue: str,
+) -> QueueCheck:
+    """One check's events through the outbox: written (or, in quiet hours, remembered and dropped), then sent."""
+    from agent.notify import queue_message
+    from agent.quiet import in_quiet_hours
+    from graphs.queue import queue_events
+
+    raised = await outbox.levels(clinic, "queue", now.timestamp() - QUEUE_MEMORY_SECONDS)
+    events = queue_events(calls, now, args.threshold_minutes, args.escalation, raised)
+    quiet = in_quiet_hours(settings.quiet_hours, now, svc.zone)
+    lines: list[str] = []
+    for event in events:
+        message = queue_message(
+            event,
+            clinic=clinic,
+            label=label,
+            team_id=team,
+            queue_id=queue,
+            threshold_minutes=args.threshold_minutes,
+            escalate_minutes=args.escalation,
+        )
+        await outbox.put(message, status="quiet" if quiet else "pending")
+        lines.append(("(quiet hours, not sent) " if quiet else "") + message.body.split("\n\n")[0].replace("**", ""))
+    delivery = await outbox.flush()
+    return QueueCheck(
+        team,
+        queue,
+        now,
+        dict(summary),
+        [f"{e['level']}: call {e['call_id']}: {line}" for e, line in zip(events, lines, strict=True)],
+        events=[{k: e[k] for k in ("call_id", "level", "waited_minutes", "outcome")} for e in events],  # no names
+        delivery={**delivery.as_dict(), "errors": delivery.errors},
+        quiet=quiet,
+    )
+
+
+async def _keep_status(store: Any, team: str, queue: str, now: datetime, summary: Mapping[str, Any]) -> None:
+    """The last successful check's time and counts, in the state store (`coviu-agent queue status`); a store that
+    is busy does not stop the watcher."""
+    import logging
+
+    try:
+        await store.put_rows(
+            queue_status_run(team, queue),
+            QUEUE_STATUS_KIND,
+            {
+                "last_ok": {
+                    "at": now.isoformat(),
+                    "waiting": summary["waiting"],
+                    "longest_wait_minutes": summary["longest_wait_minutes"],
+                }
+            },
+        )
+    except Exception as exc:
+        logging.getLogger(__name__).warning("queue watch: could not record the check (%s)", type(exc).__name__)
+
+
+async def queue_status(settings: Settings, team: str, queue: str) -> dict[str, Any]:
+    """The last successful check of this queue (any watcher on this state store) and the outbox's counts."""
+    from agent.notify import Outbox
+    from graphs.audit_store import open_audit_store
+    from tools.clock import SystemClock
+
+    store = open_audit_store(settings.state)
+    try:
+        rows = await store.rows(queue_status_run(team, queue), QUEUE_STATUS_KIND)
+        counts = await Outbox(store, [], SystemClock()).counts(f"{team}:{queue}")
+    finally:
+        await store.aclose()
+    return {"team_id": team, "queue_id": queue, "last_ok": rows.get("last_ok"), "outbox": counts}
 
 
 # --- ask (the assistant) -------------------------------------------------------------------------
@@ -477,14 +805,37 @@ MAX_APPROVAL_ROUNDS = 50
 Decide = Callable[[dict[str, Any], bool], Awaitable[list[dict[str, Any]] | None]]
 
 
+FAILED_STATUSES = ("refused", "failed", "not_attempted")
+MAX_NOTE_CHARS = 4000  # the model's note as printed and returned
+
+
+def _target(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What an action acts on: the ids among its arguments (`id`, `session_id`, `team_id`, ...)."""
+    arguments = entry.get("arguments") or {}
+    return {k: v for k, v in arguments.items() if k == "id" or k.endswith("_id")}
+
+
+# Verbs in a made-up tool name that say it was meant to change the account (`cancel_coviu_session`, `addGuest`).
+_CHANGE_VERBS = ("create", "delete", "update", "cancel", "remove", "add", "edit", "set", "reschedule", "move", "send")
+
+
+def _sounds_like_change(entry: Mapping[str, Any]) -> bool:
+    name = str(entry.get("tool") or "")
+    words = "_".join(name.split()).replace("-", "_")
+    words = "".join(f"_{c.lower()}" if c.isupper() else c for c in words).lower()
+    return any(word in _CHANGE_VERBS for word in words.split("_"))
+
+
 @dataclass
 class AskOutcome:
-    """How a request ended: an answer, or calls waiting for approval on `thread_id` (a HITLRequest)."""
+    """How a request ended: one outcome per call the model asked for (from the tool results) and the model's note,
+    or calls waiting for approval on `thread_id` (a HITLRequest)."""
 
     thread_id: str
-    answer: str = ""
+    note: str = ""
     tool_calls: int = 0
     request: dict[str, Any] = field(default_factory=dict)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -495,13 +846,49 @@ class AskOutcome:
         return bool(self.pending)
 
     @property
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Actions that were refused, failed or not attempted, less those the model made good later in the request:
+        a later call of the same tool on the same target that was done (it corrected an invalid argument or a
+        refused start time), or, for a call of a tool that does not exist, any later call that was done. The target
+        is every id the call names (`id`, `session_id`, ...): a link done in one session never makes good a link
+        refused in another."""
+        out = []
+        for i, entry in enumerate(self.outcomes):
+            if entry.get("status") not in FAILED_STATUSES:
+                continue
+            target = _target(entry)
+            done = [o for o in self.outcomes[i + 1 :] if o.get("status") == "done"]
+            if entry.get("unknown_tool") and any(o.get("change") or not _sounds_like_change(entry) for o in done):
+                continue  # a made-up name for a change is made good only by a change done, never by a read
+            same_tool = [o for o in done if o.get("tool") == entry.get("tool")]
+            if entry.get("sent") is False and not entry.get("arguments") and same_tool:
+                continue  # unparsable arguments (no target known), then the same tool done
+            if any(_target(o) == target for o in same_tool):
+                continue
+            out.append(entry)
+        return out
+
+    @property
     def exit_code(self) -> int:
-        """0 answered; 4 calls wait for approval."""
-        return EXIT_APPROVAL if self.needs_approval else EXIT_OK
+        """0 every action the model asked for was done (or rejected by the person); 4 changes wait for approval;
+        5 an action was refused (by Coviu or its rules), failed or was not attempted (`unfinished`)."""
+        if self.needs_approval:
+            return EXIT_APPROVAL
+        return EXIT_INCOMPLETE if self.unfinished else EXIT_OK
 
     @property
     def resume(self) -> str:
         return f"coviu-agent ask --thread-id {shlex.quote(self.thread_id)} --yes"
+
+    def as_dict(self) -> dict[str, Any]:
+        """`ask --json` when the request ended (not waiting for approval)."""
+        return {
+            "thread_id": self.thread_id,
+            "outcomes": self.outcomes,
+            "note": self.note,
+            "tool_calls": self.tool_calls,
+            "exit_code": self.exit_code,
+        }
 
 
 def pending_request(snapshot: Any) -> dict[str, Any]:
@@ -513,22 +900,37 @@ def pending_request(snapshot: Any) -> dict[str, Any]:
     return {}
 
 
-def _summarize(messages: list[Any]) -> tuple[str, int]:
-    """(the last answer, tool calls made since the last user message)."""
+def _summarize(values: Mapping[str, Any], request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The request's outcomes (pending approvals added as not_attempted), the model's last text (its note) and the
+    number of tool calls answered since the last user message."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-    answer = ""
+    note = ""
     calls = 0
-    for message in reversed(messages):
+    for message in reversed(list(values.get("messages", []))):
         if isinstance(message, HumanMessage):
             break
         if isinstance(message, ToolMessage):
             calls += 1
-        elif isinstance(message, AIMessage) and not answer and not message.tool_calls:
-            answer = message.text if hasattr(message, "text") else str(message.content)
-    return answer, calls
+        elif isinstance(message, AIMessage) and not note and not message.tool_calls:
+            note = message.text if hasattr(message, "text") else str(message.content)
+    if len(note) > MAX_NOTE_CHARS:  # a model that rambles: the outcomes above say what happened
+        note = f"{note[:MAX_NOTE_CHARS]}… [{len(note) - MAX_NOTE_CHARS} more characters of the model's note cut]"
+    outcomes = [dict(o) for o in values.get("outcomes") or []]
+    for action in (request or {}).get("action_requests") or []:
+        outcomes.append(
+            {
+                "tool": action.get("name"),
+                "change": True,
+                "arguments": dict(action.get("args") or {}),
+                "status": "not_attempted",
+                "reason": "waiting for approval",
+            }
+        )
+    return {"note": note, "tool_calls": calls, "outcomes": outcomes}
 
 
+@observed("assistant")
 async def run_ask(
     settings: Settings,
     request: str,
@@ -541,29 +943,60 @@ async def run_ask(
     collection_id: str | None = None,
     recordings_dir: Path | None = None,
     checkpointer: BaseCheckpointSaver[str] | None = None,
+    dry_run: bool = False,
 ) -> AskOutcome:
     """Run (or resume) one request on the assistant graph. Tests inject `services` (with a fake model).
+
+    `dry_run` is the command's, never the thread's: no decision is taken (the first change stops the run, and is
+    the plan), and a thread interrupted mid-run (not at an approval) is not resumed (BadInput, nothing sent).
 
     `recordings_dir`: where `coviu-agent recordings` downloads, so binary tools report local paths (for services
     opened here; injected ones come with their own). The LLM refusing the configuration is bad input; the LLM
     failing after its retries is an upstream failure (tools.errors.model_failure, the one mapping)."""
+    from agent.threadlock import thread_lock
     from graphs.context import Context
 
-    if services is None and settings.openai_api_key is None:
+    if services is None and not settings.llm_configured:
         raise BadInput(NO_LLM)
     async with _services_and_saver(settings, services, checkpointer, recordings_dir=recordings_dir) as (svc, saver):
         if svc.model is None:
             raise BadInput(NO_LLM)
         context = Context(team_id=team_id, waiting_queue_id=waiting_queue_id, collection_id=collection_id, services=svc)
-        return await _ask(context, saver, request, thread_id, decide)
+        thread = thread_id or f"ask:{uuid.uuid4()}"
+        async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
+            return await _ask(
+                context,
+                saver,
+                request,
+                thread,
+                None if dry_run else decide,
+                dry_run=dry_run,
+                thread_given=thread_id is not None,
+            )
+
+
+def _nothing_to_approve(thread: str, snapshot: Any) -> str:
+    """`ask --thread-id T --yes|--no|--decisions` with no REQUEST, on a thread that waits for nothing."""
+    if not getattr(snapshot, "values", None):
+        return (
+            f"--thread-id {thread}: no such conversation in this state store (COVIU_AGENT_STATE); nothing to "
+            "approve. Check the id printed by the run that stopped for approval"
+        )
+    return (
+        f"--thread-id {thread}: this conversation is not waiting for approval (its last request has finished); "
+        f"nothing to approve. To continue it, give a new REQUEST: coviu-agent ask --thread-id {thread} '...'"
+    )
 
 
 async def _ask(
     context: Context,
     saver: BaseCheckpointSaver[str],
     request: str,
-    thread_id: str | None,
+    thread: str,
     decide: Decide | None,
+    *,
+    dry_run: bool = False,
+    thread_given: bool = False,
 ) -> AskOutcome:
     from langchain_core.messages import HumanMessage
     from langchain_core.runnables import RunnableConfig
@@ -571,10 +1004,12 @@ async def _ask(
 
     from graphs.assistant import compile_assistant
 
-    thread = thread_id or f"ask:{uuid.uuid4()}"
     graph = compile_assistant(saver)
     config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": ASK_RECURSION_LIMIT}
-    waiting = pending_request(await graph.aget_state(config))
+    snapshot = await graph.aget_state(config)
+    waiting = pending_request(snapshot)
+    if dry_run and snapshot.next and not waiting:
+        raise BadInput(dry_run_meets_interrupted("ask", thread))
     if waiting and request:
         names = ", ".join(str(a.get("name", "?")) for a in waiting["action_requests"])
         raise BadInput(
@@ -584,6 +1019,8 @@ async def _ask(
     # what an earlier run showed (exit 4) and the user may now answer with --yes / --decisions; nothing else
     listed = waiting
     if not waiting:
+        if not request.strip() and thread_given:
+            raise BadInput(_nothing_to_approve(thread, await graph.aget_state(config)))
         if not request.strip():
             raise BadInput("REQUEST: say what to do (or give --thread-id of a thread waiting for approval)")
         await graph.ainvoke({"messages": [HumanMessage(content=request)]}, config, context=context)
@@ -591,17 +1028,19 @@ async def _ask(
         snapshot = await graph.aget_state(config)
         waiting = pending_request(snapshot)
         if not waiting:
-            answer, calls = _summarize(list(snapshot.values.get("messages", [])))
-            return AskOutcome(thread, answer=answer, tool_calls=calls)
+            return AskOutcome(thread, **_summarize(snapshot.values))
         decisions = await decide(waiting, waiting == listed) if decide is not None else None
         listed = {}  # a listed request is answered once; whatever the run asks next was never shown
         if decisions is None:
-            return AskOutcome(thread, request=waiting)
+            return AskOutcome(thread, request=waiting, **_summarize(snapshot.values, waiting))
         if len(decisions) != len(waiting["action_requests"]):
             raise BadInput(
                 f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
             )
         await graph.ainvoke(Command(resume={"decisions": decisions}), config, context=context)
+        refused = pending_request(await graph.aget_state(config)).get("error")
+        if refused:  # the graph did not understand the answer: nothing decided, the thread still waits for one
+            raise BadInput(f"--decisions: {refused}; thread {thread} still waits for an answer")
     raise BadInput(f"thread {thread}: too many approval rounds in one request")
 
 
@@ -650,6 +1089,7 @@ class RecordingsRun:
         }
 
 
+@observed("recordings")
 async def run_recordings(
     settings: Settings,
     *,
@@ -687,7 +1127,8 @@ async def run_recordings(
             collection_id=collection,
             download_dir=download_dir,
             transcriber=transcriber if transcribe else None,
-            on_event=say,
+            # each file's progress is an INFO log line (cron's record); the caller lists the files once, at the end
+            on_event=None,
             stall_seconds=settings.download_stall_seconds,
         )
         report = await worker.run(since=since, until=until, session_id=session_id)

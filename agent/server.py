@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langgraph.graph import StateGraph
@@ -31,6 +31,9 @@ from graphs.audit import build_audit_graph
 from graphs.context import Context, Services, set_services_provider
 from graphs.triage import build_triage_graph
 from tools.ratelimit import DEFAULT_MAX_WAIT, RateLimitBudget
+
+if TYPE_CHECKING:
+    from agent.notify import Channel
 
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _settings: Settings | None = None
@@ -116,12 +119,36 @@ async def _provide() -> Services:
                 settings = settings.model_copy(update={"truto_integrated_account_id": account})
             report_dir = Path(os.environ.get("COVIU_AGENT_REPORT_DIR") or "reports")
             services = await build_services(settings, report_dir=report_dir)
+            # Apprise loads its plugins from disk: off the server's event loop
+            channels = await asyncio.to_thread(settings.channels)
+            services = _with_delivery(settings, services, channels)
             _by_account[key] = services
     # The run starts here (LangGraph calls this once per run; the run's context then holds the services): it gets
     # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox (and its
     # pacing), never a budget: a run starting leaves a running one's waits as they were.
     run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
     return dataclasses.replace(services, zone=run_zone, run_budget=_run_wait_budget(settings, run_zone))
+
+
+def _with_delivery(settings: Settings, services: Services, channels: list[Channel]) -> Services:
+    """The audit's report goes to the account's staff channels (COVIU_AGENT_NOTIFY...), through the outbox in the
+    state store, as the CLI's does."""
+    if not channels:
+        return services
+    from agent.notify import Outbox, audit_notifier, rerun_for_window
+    from graphs.audit_store import memory_store
+
+    outbox = Outbox(services.audit_store or memory_store(), channels, services.clock)
+    account = settings.truto_integrated_account_id or "sandbox"
+    return dataclasses.replace(
+        services,
+        on_report=audit_notifier(
+            outbox,
+            clinic=f"{account}:{services.team_id}",
+            zone=services.zone,
+            rerun=lambda report: rerun_for_window(report, services.zone, "coviu-agent audit"),
+        ),
+    )
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:

@@ -5,6 +5,7 @@ source (`/tools` + proxy, or Truto's MCP server when TRUTO_MCP_URL is set).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from agent.errors import BadInput, ConfigError
+from agent.local_inputs import check_state
 from agent.model import make_model
-from agent.settings import SANDBOX_ACCOUNT_ID, SANDBOX_API_KEY, SANDBOX_BASE_URL, Settings
+from agent.settings import NO_TRUTO_ACCOUNT, SANDBOX_ACCOUNT_ID, SANDBOX_API_KEY, SANDBOX_BASE_URL, Settings
 from graphs.audit_store import open_audit_store
 from graphs.context import Services
 from tools.clock import Clock, SystemClock
@@ -48,11 +50,13 @@ async def build_services(
     `coviu-agent recordings` downloads (binary tools then report local paths). The caller closes
     `services.toolbox` (or uses `open_services`, which does)."""
     clock = clock or SystemClock()
+    # the state store (checkpoints, summary cache, side rows, rate store beside it) before the first request
+    await asyncio.to_thread(check_state, settings.state)
     binary_locator = _download_index(recordings_dir)
     team_id, queue_id, collection_id = clinic_ids(settings)
     account = truto_account(settings, transport)
     if account.embedded and announce_sandbox:
-        sys.stderr.write("coviu-agent: TRUTO_API_KEY is not set; using the embedded Coviu sandbox (demo data).\n")
+        sys.stderr.write("coviu-agent: using the embedded Coviu sandbox (demo data, as asked for).\n")
     # /tools + proxy, or (TRUTO_MCP_URL) Truto's MCP server for the catalog and every call: one set of options
     opener: Callable[..., Awaitable[Toolbox]] = open_toolbox
     if settings.truto_mcp_url is not None:
@@ -80,6 +84,7 @@ async def build_services(
         waiting_queue_id=queue_id,
         collection_id=collection_id,
         clinic_name=settings.coviu_clinic_name,
+        source="sandbox" if account.embedded else account.account_id,
         planner=settings.effective_planner if chat_model is not None else "rules",
         fallback_to_rules=settings.planner == "auto",
         report_dir=report_dir or Path("reports"),
@@ -110,7 +115,8 @@ def _rate_store(settings: Settings, account: TrutoAccount, clock: Clock) -> Rate
 
 
 def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> TrutoAccount:
-    """The one place that picks the embedded sandbox (no TRUTO_API_KEY) or the real Truto account."""
+    """The one place that picks the embedded sandbox (asked for, no TRUTO_API_KEY) or the real Truto account;
+    neither: ConfigError (exit 2), before anything is sent."""
     if settings.uses_sandbox:
         from sandbox import DEMO_ACCOUNT_ID, SandboxTransport, config_from_env, create_sandbox
 
@@ -122,8 +128,10 @@ def truto_account(settings: Settings, transport: httpx.AsyncBaseTransport | None
                 config.accounts = [*config.accounts, account_id]
             transport = SandboxTransport(create_sandbox(config))
         return TrutoAccount(SANDBOX_BASE_URL, SANDBOX_API_KEY, account_id, transport, embedded=True)
-    if settings.truto_api_key is None or settings.truto_integrated_account_id is None:
-        raise ConfigError("set TRUTO_API_KEY and TRUTO_INTEGRATED_ACCOUNT_ID (or neither, for the embedded sandbox)")
+    if settings.truto_api_key is None:
+        raise ConfigError(NO_TRUTO_ACCOUNT)
+    if settings.truto_integrated_account_id is None:
+        raise ConfigError("TRUTO_API_KEY is set but TRUTO_INTEGRATED_ACCOUNT_ID is not")
     return TrutoAccount(
         settings.truto_base_url,
         settings.truto_api_key.get_secret_value(),

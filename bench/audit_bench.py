@@ -86,6 +86,7 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     from agent.checkpoint import open_checkpointer
     from graphs.audit import compile_audit
     from graphs.context import Context, Services
+    from tools import telemetry
     from tools.clock import SystemClock
     from tools.toolbox import open_toolbox
 
@@ -128,24 +129,34 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     node_seconds: dict[str, float] = {}
     node_steps: Counter[str] = Counter()
     last = time.monotonic()
+    # traced: OpenTelemetry on (traces and metrics over OTLP/HTTP to the parent's sink), as OTEL_* would turn it on
+    traced = None
+    if spec.get("otlp"):
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec["otlp"]
+        traced = telemetry.setup()
     try:
         # the product's checkpointer (redacted, large values compressed), as `coviu-agent audit` opens it
         async with open_checkpointer(str(work / "checkpoints.sqlite")) as saver:
             graph = compile_audit(saver)
-            async for update in graph.astream(
-                {"date": day}, config, context=Context(services=services), stream_mode="updates"
-            ):
-                now = time.monotonic()
-                for node in update:
-                    node_seconds[node] = node_seconds.get(node, 0.0) + now - last
-                    node_steps[node] += 1
-                last = now
-            values = (await graph.aget_state(config)).values
+            with telemetry.run("audit", spec["team_id"]) as run:  # what agent.runs does (a no-op when off)
+                async for update in graph.astream(
+                    {"date": day}, config, context=Context(services=services), stream_mode="updates"
+                ):
+                    now = time.monotonic()
+                    for node in update:
+                        node_seconds[node] = node_seconds.get(node, 0.0) + now - last
+                        node_steps[node] += 1
+                    last = now
+                values = (await graph.aget_state(config)).values
+                run.finish("done", 0, sessions=len(values["report"]["sessions"]))
     finally:
         await toolbox.aclose()
         if rate_store is not None:
             rate_store.close()  # as the CLI's process does at exit: the log checkpointed and cut
+        if traced is not None:
+            traced.shutdown()  # the last spans and metrics exported: part of the run's cost
     wall = time.monotonic() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     report = values["report"]
     governor = toolbox.governor
     return {
@@ -166,6 +177,7 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
         "node_steps": dict(node_steps),
         "checkpoint_bytes": sum(p.stat().st_size for p in work.glob("checkpoints.sqlite*")),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
 
 

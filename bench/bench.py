@@ -46,7 +46,7 @@ from audit_bench import (  # this folder is not a package: imported from its pat
 )
 
 CLI = [str(ROOT / ".venv" / "bin" / "coviu-agent")]
-CLIENTS = ("audit", "naive", "peer", "two-process", "cache")
+CLIENTS = ("audit", "naive", "peer", "two-process", "cache", "traced")
 
 # Goals (issue 18, "Goals"): two processes on one account, triage, start-up.
 GOAL_PAIR_429 = 0.01
@@ -60,6 +60,7 @@ GOAL_AUDIT_RATIO = 1.02  # the audit against the floor, with at most GOAL_AUDIT_
 GOAL_AUDIT_429 = 0.001
 GOAL_RSS_MB = 200  # at N = 10,000: the audit's peak RSS and its state store's peak size on disk
 GOAL_STORE_MB = 15
+GOAL_TRACING_OVERHEAD = 0.02  # issue 27: OpenTelemetry on (OTLP/HTTP to a loopback sink) costs < 2% wall and CPU
 
 
 def fixed_window_minimum(requests: int) -> float:
@@ -77,6 +78,7 @@ class Run:
     peak_rss: float = 0.0  # bytes: the child's own ru_maxrss or psutil's sampling, the larger
     peak_store: float = 0.0  # bytes: the state store's files (checkpoints, side tables, cache, rate store) at peak
     left_store: float = 0.0  # bytes: what they left on disk after the run
+    cpu: float = 0.0  # the child's user + system CPU seconds
 
     @property
     def requests(self) -> int:
@@ -141,7 +143,46 @@ def run_one(role: str, served: ServedSandbox, common: dict[str, Any], work: Path
         peak_rss=max(float(result.get("peak_rss_bytes", 0)), sampled_rss),
         peak_store=float(result.get("peak_store_bytes", 0)),
         left_store=float(result.get("left_store_bytes", 0)),
+        cpu=float(result.get("cpu_seconds", 0.0)),
     )
+
+
+class OtlpSink:
+    """A loopback OTLP/HTTP receiver that answers 200 and counts what it was sent (the traced audit's collector)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                sink.requests += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> OtlpSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def run_pair(served: ServedSandbox, common: dict[str, Any], work: Path, label: str) -> Run:
@@ -199,6 +240,13 @@ def measure(n: int, day: date, args: argparse.Namespace, work: Path) -> Measured
                     measured.rerun = run_one(
                         "audit", served, common, work / f"n{n}-rerun", f"re-run {tag}", audit_store=str(store)
                     )
+            if "traced" in only:  # the same audit with OpenTelemetry on, exporting to a loopback collector
+                with OtlpSink() as sink:
+                    measured.runs.setdefault("traced", []).append(
+                        run_one("audit", served, common, work / f"n{n}-traced-{r}", f"traced {tag}", otlp=sink.url)
+                    )
+                if r == 0:
+                    measured.notes.append(f"traced: {sink.requests} OTLP exports, {sink.bytes / 2**20:.2f} MB")
             if "naive" in only:
                 measured.runs.setdefault("naive", []).append(
                     run_one("baseline", served, common, work / f"n{n}-naive-{r}", f"naive {tag}")
@@ -241,7 +289,11 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
-    env.update(HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state.sqlite"), PYTHONPATH=str(ROOT), **extra)
+    # the embedded sandbox where no TRUTO_API_KEY is given (it runs only when asked for)
+    env.update(
+        HOME=str(tmp), COVIU_AGENT_STATE=str(tmp / "state.sqlite"), PYTHONPATH=str(ROOT), COVIU_AGENT_SANDBOX="1"
+    )
+    env.update(extra)
     return env
 
 
@@ -480,6 +532,7 @@ def report(
             "naive": "naive (serial httpx, 10 s on a 429)",
             "peer": "peer (asyncio + httpx + aiolimiter 5/s, 8 in flight)",
             "two-process": "two audits at once, one account (combined)",
+            "traced": "audit, traced (OpenTelemetry over OTLP/HTTP)",
         }
         for name, label in labels.items():
             got = m.runs.get(name)
@@ -519,6 +572,19 @@ def report(
                 f"  audit: peak RSS {rss:.0f} MB (goal ≤ {GOAL_RSS_MB} MB), state store at its peak {store:.2f} MB "
                 f"(every file: checkpoints, side tables, summary cache, rate store, their logs; goal ≤ "
                 f"{GOAL_STORE_MB} MB), {left:.2f} MB left after the run: {verdict}"
+            )
+        traced = m.runs.get("traced")
+        if audits and traced:
+            wall = statistics.median(r.wall for r in traced) / statistics.median(r.wall for r in audits) - 1
+            cpu = statistics.median(r.cpu for r in traced) / statistics.median(r.cpu for r in audits) - 1
+            judged = m.n >= 1_000  # the goal is set at N = 1,000
+            ok = wall < GOAL_TRACING_OVERHEAD and cpu < GOAL_TRACING_OVERHEAD
+            failures += judged and not ok
+            verdict = ("PASS" if ok else "FAIL") if judged else "the goal is at N = 1,000"
+            print(
+                f"  tracing (OpenTelemetry on, OTLP/HTTP to a loopback sink): wall {wall:+.2%}, CPU {cpu:+.2%} "
+                f"({spread([r.cpu for r in audits], '{:.2f}')} s off, {spread([r.cpu for r in traced], '{:.2f}')} s "
+                f"on; goal < {GOAL_TRACING_OVERHEAD:.0%} each): {verdict}"
             )
         pair = m.runs.get("two-process")
         if pair:

@@ -1,7 +1,11 @@
 """The assistant: a ReAct loop with every catalog tool bound to the LLM, made safe for a clinic.
 
-plan (LLM) → approve (a human approves every call that is not a list/get, bound to its exact arguments)
-→ the shared act → plan, bounded per request.
+plan (LLM) → screen (a change that validation or the temporal guards would refuse is answered to the model as
+refused, never shown to a person) → approve (a human approves every other call that is not a list/get, bound to its
+exact arguments) → the shared act → plan, bounded per request.
+
+Every call the model asks for ends as one entry of `outcomes` (done, refused, rejected, failed, not_attempted),
+written from the tool results, never from the model's text: `coviu-agent ask` prints these and exits by them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from graphs import context as ctx
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import (
     MAX_REFUSALS,
+    UNAPPROVED,
     ApprovalGate,
     CallOutcome,
     RetryState,
@@ -35,13 +40,14 @@ from graphs.nodes import (
     fill_ids,
     make_act_node,
     pending_tool_calls,
+    precheck_call,
     settled,
     wait_and_retry,
 )
 from graphs.planning import llm_plan
 from prompts import load_prompt
 from tools.catalog import ToolSpec
-from tools.errors import UnknownToolError
+from tools.errors import ToolArgumentError, TrutoError, UnknownToolError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class AssistantOutput(TypedDict, total=False):
 
     messages: Annotated[list[AnyMessage], add_messages]
     session_id: str | None
+    outcomes: list[dict[str, Any]]
 
 
 class AssistantState(TypedDict, total=False):
@@ -78,6 +85,7 @@ class AssistantState(TypedDict, total=False):
     last_refusal: str | None
     known_sessions: dict[str, dict[str, Any]]
     retry: RetryState
+    outcomes: list[dict[str, Any]]  # one entry per call the model asked for in this request (`action_outcome`)
 
 
 APPROVALS = ApprovalGate()  # anything but list/get, including custom methods, waits for a human
@@ -141,24 +149,46 @@ class DecisionError(ValueError):
     """A resume value that is not one decision per pending action."""
 
 
+# The keys each of LangChain's HITL decision types takes.
+DECISION_KEYS = {"approve": ("type",), "edit": ("type", "edited_action"), "reject": ("type", "message")}
+
+
+def check_decision(index: int, decision: Any) -> dict[str, Any]:
+    """One decision of LangChain's HITL types: `{"type": "approve"}`, `{"type": "edit", "edited_action": {"name": str,
+    "args": object}}` or `{"type": "reject"}` with an optional string `message`. DecisionError names what is wrong."""
+    where = f"decisions[{index}]"
+    if not isinstance(decision, Mapping):
+        raise DecisionError(f"{where}: expected an object with a type (approve, edit or reject)")
+    kind = decision.get("type")
+    if kind not in ALLOWED_DECISIONS:
+        raise DecisionError(f"{where}.type: expected approve, edit or reject, got {kind!r}")
+    # a key the type does not take is something the user meant (an edit under an approve): never dropped
+    extra = sorted(str(k) for k in decision if k not in DECISION_KEYS[str(kind)])
+    if extra:
+        takes = ", ".join(DECISION_KEYS[str(kind)])
+        raise DecisionError(f"{where}.{extra[0]}: {kind} takes only {takes} (give one type per decision)")
+    if kind == "edit":
+        action = decision.get("edited_action")
+        if not isinstance(action, Mapping):
+            raise DecisionError(f"{where}.edited_action: an edit needs the call, {{'name': str, 'args': object}}")
+        unknown = sorted(str(k) for k in action if k not in ("name", "args"))
+        if unknown:
+            raise DecisionError(f"{where}.edited_action.{unknown[0]}: an edited call has only name and args")
+        if not isinstance(action.get("name"), str) or not action["name"].strip():
+            raise DecisionError(f"{where}.edited_action.name: expected the tool's name")
+        if not isinstance(action.get("args"), Mapping):
+            raise DecisionError(f"{where}.edited_action.args: expected an object of arguments")
+    if kind == "reject" and not isinstance(decision.get("message", ""), str):
+        raise DecisionError(f"{where}.message: expected a string")
+    return dict(decision)
+
+
 def parse_decisions(answer: Any, count: int) -> list[dict[str, Any]]:
     """`{"decisions": [...]}` (HITLResponse) or the bare list: one approve/edit/reject per action, in order."""
     decisions = answer.get("decisions") if isinstance(answer, Mapping) else answer
     if not isinstance(decisions, list) or len(decisions) != count:
         raise DecisionError(f"expected {count} decision(s) (approve, edit or reject), one per pending action")
-    for i, decision in enumerate(decisions):
-        kind = decision.get("type") if isinstance(decision, Mapping) else None
-        if kind not in ALLOWED_DECISIONS:
-            raise DecisionError(f"decisions[{i}].type: expected approve, edit or reject, got {kind!r}")
-        if kind == "edit":
-            action = decision.get("edited_action")
-            if not (isinstance(action, Mapping) and isinstance(action.get("name"), str)):
-                raise DecisionError(f"decisions[{i}].edited_action: expected {{'name': str, 'args': object}}")
-            if not isinstance(action.get("args", {}), Mapping):
-                raise DecisionError(f"decisions[{i}].edited_action.args: expected an object")
-        if kind == "reject" and not isinstance(decision.get("message", ""), str):
-            raise DecisionError(f"decisions[{i}].message: expected a string")
-    return [dict(d) for d in decisions]
+    return [check_decision(i, d) for i, d in enumerate(decisions)]
 
 
 async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -174,6 +204,7 @@ async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str,
         "last_refusal": None,
         "known_sessions": {},  # facts for the temporal guards are re-read in each request, never stale
         "retry": settled(state.get("retry")),
+        "outcomes": [],
     }
 
 
@@ -228,10 +259,39 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
     history = list(state.get("messages", []))
     message = _with_call_ids(await llm_plan(services, system, history), history)
     update: dict[str, Any] = {"messages": [message], "model_calls": calls + 1}
+    if message.invalid_tool_calls:  # e.g. truncated JSON arguments: answered with the error, to be corrected
+        message, answers, failed = _answer_invalid_calls(services, message)
+        update["messages"] = [message, *answers]
+        update["outcomes"] = [*(state.get("outcomes") or []), *failed]
+        if not message.tool_calls:
+            return Command(goto="plan", update=update)  # the next model call counts toward the same bound
     if message.tool_calls:
         log.info("model asked for %s", ", ".join(str(c.get("name")) for c in message.tool_calls))
-        return Command(goto="approve", update=update)
+        return Command(goto="screen", update=update)
     return Command(goto=END, update=update)
+
+
+def _answer_invalid_calls(
+    services: Services, message: AIMessage
+) -> tuple[AIMessage, list[ToolMessage], list[dict[str, Any]]]:
+    """Calls whose arguments could not be parsed: each gets an id, an error answer and a `failed` outcome."""
+    fixed, answers, failed = [], [], []
+    for raw in message.invalid_tool_calls:
+        call_id = str(raw.get("id") or f"call_{uuid.uuid4().hex[:16]}")
+        name = str(raw.get("name") or "unknown")
+        fixed.append({**raw, "id": call_id})
+        reason = (
+            f"Invalid arguments, nothing was sent: the arguments of {name} are not a valid JSON object "
+            f"({raw.get('error') or 'could not be parsed'}). Call the tool again with complete JSON arguments."
+        )
+        answers.append(ToolMessage(content=reason, tool_call_id=call_id, name=name, status="error"))
+        try:
+            spec: ToolSpec | None = services.toolbox.executor.spec(name)
+        except UnknownToolError:
+            spec = None
+        failed.append({**action_entry(call_id, spec, {}, "failed", name=name, reason=reason), "sent": False})
+    log.info("model sent %d call(s) with unparsable arguments: answered with the error", len(answers))
+    return message.model_copy(update={"invalid_tool_calls": fixed}), answers, failed
 
 
 async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
@@ -244,15 +304,21 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
     pending = calls_needing_approval(services, state)
     if not pending:
         return Command(goto="act")
-    answer = interrupt(approval_request(pending))
-    try:
-        decisions = parse_decisions(answer, len(pending))
-    except DecisionError as exc:
-        log.info("approval answer not understood (%s): nothing approved", exc)
-        decisions = [{"type": "reject", "message": f"the answer was not understood ({exc})"} for _ in pending]
+    request = approval_request(pending)
+    answer = interrupt(request)
+    while True:
+        try:
+            decisions = parse_decisions(answer, len(pending))
+            break
+        except DecisionError as exc:
+            # A malformed answer is an error, never a reject: nothing is decided, and the same request is asked
+            # again with what was wrong (`error`), so the thread stays answerable and a correct answer then works.
+            log.warning("approval answer not understood (%s): nothing decided, asked again", exc)
+            answer = interrupt({**request, "error": f"the answer was not understood: {exc}"})
     ai_message, _ = pending_tool_calls(list(state.get("messages", [])))
     granted = APPROVALS.granted(state)
     rejected: list[ToolMessage] = []
+    outcomes = list(state.get("outcomes") or [])
     edits: dict[str, dict[str, Any]] = {}
     for item, decision in zip(pending, decisions, strict=True):
         call_id = str(item.call.get("id"))
@@ -269,6 +335,9 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
             granted.append(call_fingerprint(spec.name, fill_ids(spec, args, default_ids(state))))
         else:
             reason = str(decision.get("message") or "").strip()
+            outcomes.append(
+                action_entry(call_id, item.spec, item.arguments, "rejected", reason=reason or "rejected by the user")
+            )
             rejected.append(
                 ToolMessage(
                     content=f"{NOT_APPROVED}: {item.spec.name} was not sent."
@@ -281,7 +350,7 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
             )
     kinds = Counter(str(d["type"]) for d in decisions)
     log.info("approval decisions: %s", ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
-    update: dict[str, Any] = {"approvals": granted, "messages": []}
+    update: dict[str, Any] = {"approvals": granted, "messages": [], "outcomes": outcomes}
     if edits and ai_message is not None:
         calls = [edits.get(str(c.get("id")), dict(c)) for c in ai_message.tool_calls]
         update["messages"].append(ai_message.model_copy(update={"tool_calls": calls}))
@@ -292,10 +361,76 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
     return Command(goto="act" if others else "plan", update=update)
 
 
+def action_entry(
+    call_id: str,
+    spec: ToolSpec | None,
+    arguments: Mapping[str, Any],
+    status: str,
+    *,
+    name: str = "",
+    reason: str = "",
+    result: Any = None,
+) -> dict[str, Any]:
+    """One outcome: the call (tool, arguments, whether it changes the account), its status and what came back.
+
+    status: done (with the ids and entry URLs the server returned), refused (by Coviu or by the temporal guards
+    that know Coviu's rules; `reason` is theirs), rejected (by the person), failed (`reason` is the error),
+    not_attempted (waiting for approval, or never reached)."""
+    entry: dict[str, Any] = {
+        "call_id": call_id,
+        "tool": spec.name if spec is not None else name,
+        "change": bool(spec is not None and spec.needs_approval),
+        "arguments": dict(arguments),
+        "status": status,
+    }
+    if reason:
+        entry["reason"] = reason
+    if status == "done" and isinstance(result, Mapping):
+        ids = {k: v for k, v in result.items() if k.endswith("_id") and isinstance(v, str | int)}
+        if ids and entry["change"]:
+            entry["ids"] = ids
+        if isinstance(result.get("entry_url"), str):
+            entry["entry_urls"] = [result["entry_url"]]
+    return entry
+
+
+COVIU_REFUSES = frozenset({400, 403, 405, 409, 422})  # Coviu (through Truto) said no to this exact request
+
+
+def action_outcome(outcome: CallOutcome) -> dict[str, Any]:
+    """The outcome entry of one executed (or stopped) call, from what the tool layer returned."""
+    error = outcome.error
+    if outcome.kind == "ok":
+        status, reason = "done", ""
+    elif outcome.kind == "refused":
+        status = "not_attempted" if UNAPPROVED in outcome.text else "refused"
+        reason = outcome.text
+    elif isinstance(error, TrutoError) and error.status_code in COVIU_REFUSES:
+        status, reason = "refused", error.describe()
+    else:
+        status, reason = "failed", outcome.text or type(error).__name__
+    entry = action_entry(
+        outcome.call_id,
+        outcome.spec,
+        outcome.arguments,
+        status,
+        name=outcome.name,
+        reason=reason,
+        result=outcome.result,
+    )
+    if isinstance(error, ToolArgumentError | UnknownToolError):
+        entry["sent"] = False  # the model's call was invalid: answered with the error so it can correct it
+    if isinstance(error, UnknownToolError):
+        entry["unknown_tool"] = True
+    return entry
+
+
 def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
-    """Remember refusals (for the stop rule) and the session this conversation created."""
+    """Record the call's outcome; remember refusals (for the stop rule) and the session this conversation created."""
+    update: dict[str, Any] = {"outcomes": [*(state.get("outcomes") or []), action_outcome(outcome)]}
     if outcome.kind == "refused":
-        return {"last_refusal": outcome.text}
+        update["last_refusal"] = outcome.text
+        return update
     spec = outcome.spec
     if (
         outcome.kind == "ok"
@@ -305,8 +440,40 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
         and isinstance(outcome.result, Mapping)
         and outcome.result.get("session_id")
     ):
-        return {"session_id": str(outcome.result["session_id"])}
-    return {}
+        update["session_id"] = str(outcome.result["session_id"])
+    return update
+
+
+async def screen(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
+    """No approval for what cannot succeed: a change that validation or the temporal guards refuse is answered to
+    the model now (refused, or the error to correct) and never shown to a person; the rest goes on to `approve`."""
+    services = await resolve_services(runtime.context)
+    ids = default_ids(state)
+    known = dict(state.get("known_sessions") or {})
+    answers: list[ToolMessage] = []
+    outcomes = list(state.get("outcomes") or [])
+    refusals = int(state.get("refusals", 0))
+    last_refusal = state.get("last_refusal")
+    for item in calls_needing_approval(services, state):
+        call_id = str(item.call.get("id"))
+        stopped = await precheck_call(
+            services, item.spec.name, item.call.get("args") or {}, call_id=call_id, ids=ids, known_sessions=known
+        )
+        if stopped is None or stopped.kind == "transient":  # a transient read in the guard: act retries it
+            continue
+        if stopped.kind == "refused":
+            refusals += 1
+            last_refusal = stopped.text
+        log.info("%s %s before approval: not shown to a person", item.spec.name, stopped.kind)
+        outcomes.append(action_outcome(stopped))
+        answers.append(ToolMessage(content=stopped.text, tool_call_id=call_id, name=item.spec.name, status="error"))
+    if not answers:
+        return Command(goto="approve")
+    _, calls = pending_tool_calls(list(state.get("messages", [])))
+    answered = {m.tool_call_id for m in answers}
+    left = [c for c in calls if str(c.get("id")) not in answered]
+    update = {"messages": answers, "outcomes": outcomes, "refusals": refusals, "last_refusal": last_refusal}
+    return Command(goto="approve" if left else "plan", update=update)
 
 
 def build_act_node() -> Any:
@@ -320,7 +487,8 @@ def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInpu
         AssistantState, context_schema=Context, input_schema=AssistantInput, output_schema=AssistantOutput
     )
     builder.add_node("prepare", prepare)
-    builder.add_node("plan", plan, destinations=("approve", END))
+    builder.add_node("plan", plan, destinations=("screen", "plan", END))
+    builder.add_node("screen", screen, destinations=("approve", "plan"))
     builder.add_node("approve", approve, destinations=("act", "plan"))
     # act reads the whole state (ids, approvals): not only the keys its signature names
     builder.add_node("act", build_act_node(), input_schema=AssistantState, destinations=("plan", "wait_and_retry"))

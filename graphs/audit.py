@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,7 +43,7 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError, RunInputError
+from tools.errors import CoviuAgentError, RunInputError, for_person
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
 
@@ -161,10 +162,7 @@ def resolve_window(
     elif day.strip().lower() == "today":
         the_day = today
     else:
-        try:
-            the_day = date.fromisoformat(day.strip())
-        except ValueError:
-            raise WindowError(f"--date: expected YYYY-MM-DD, 'today' or 'yesterday', got {day!r}") from None
+        the_day = parse_day("--date", day)
     if not PLAUSIBLE_YEARS_FOR_DAYS[0] <= the_day.year <= PLAUSIBLE_YEARS_FOR_DAYS[1]:
         raise WindowError(f"--date: expected a day between the years 2000 and 2100, got {day!r}")
     start = datetime.combine(the_day, time(0), tzinfo=zone)
@@ -173,6 +171,19 @@ def resolve_window(
 
 
 PLAUSIBLE_YEARS_FOR_DAYS = (2000, 2100)
+_DAY_SHAPE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+def parse_day(flag: str, value: str) -> date:
+    """A calendar day given as YYYY-MM-DD, checked as a date: `2026-02-30` has the shape but is no day."""
+    text = value.strip()
+    shape = _DAY_SHAPE.match(text)
+    if shape is None:
+        raise WindowError(f"{flag}: expected YYYY-MM-DD, 'today' or 'yesterday', got {value!r}")
+    try:
+        return date(*(int(part) for part in shape.groups()))
+    except ValueError as exc:  # e.g. "day is out of range for month"
+        raise WindowError(f"{flag}: {text} is not a day of the calendar ({exc}); expected YYYY-MM-DD") from None
 
 
 def _parse_bound(name: str, value: str, zone: ZoneInfo) -> datetime:
@@ -249,7 +260,12 @@ def _ids(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AuditFailure(CoviuAgentError):
-    """An audit list was refused or failed for good (not transient): the run ends with exit 3, nothing written."""
+    """An audit list was refused or failed for good (not transient): the run ends, nothing written. `cause` is the
+    call's error: an invalid or unknown id is bad input (exit 2), anything else upstream (exit 3)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 async def _walk_pages(
@@ -281,7 +297,8 @@ async def _walk_pages(
         if outcome.kind == "transient":
             return outcome
         if outcome.kind in ("error", "refused"):
-            raise AuditFailure(f"the audit could not list {tool}: {outcome.text}")
+            said = for_person(outcome.error) if outcome.error is not None else outcome.text
+            raise AuditFailure(f"the audit could not list {tool}: {said}", outcome.error)
         page = walk.cursor or "first"
         for item in walk.take(outcome.result):
             take(item, page)
@@ -347,10 +364,13 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
             if r.get("session_id") and not r.get("problem") and r["session_id"] not in from_list
         ]
         cached = {
-            sid: facts
+            sid: {"actual_start": facts["actual_start"], "actual_end": facts["actual_end"]}
             for sid, facts in (await store.cached_summaries(account_of(services), checkable)).items()
-            # a cached no-show that the list now shows an end for has changed after all: fetched again
-            if facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end")
+            # reused only while the list shows what it showed when the summary was read (a corrected actual end,
+            # a new state or update time: fetched again), and a cached no-show the list now shows an end for
+            if facts.get("listed") is not None
+            and facts.get("listed") == listed.get(sid, {}).get("listed")
+            and (facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end"))
         }
         await store.put_rows(run, SUMMARY_ROWS, {**cached, **from_list})
     unchecked = sum(1 for r in listed.values() if r.get("problem"))
@@ -365,8 +385,8 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     )
     if services.on_progress:
         services.on_progress("sessions", len(listed), len(listed))
-        if cached or from_list:
-            services.on_progress("summaries", len(cached) + len(from_list), 0)
+        if cached or from_list:  # done, but not fetched: not part of the pace
+            services.on_progress("cached", len(cached) + len(from_list), 0)
     return Command(
         goto="fetch_summaries",
         update={
@@ -426,13 +446,14 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     }
     if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
         row["listed_actual_end"] = True
-        facts = listed_facts(session)
+        facts = summary_facts_from_list(session)
         if facts is not None:
             row["listed_facts"] = facts
+    row["listed"] = listed_digest(session)
     return row
 
 
-def listed_facts(session: Mapping[str, Any]) -> dict[str, Any] | None:
+def summary_facts_from_list(session: Mapping[str, Any]) -> dict[str, Any] | None:
     """What the summary would tell, when the listed session carries all of it: an actual end, and every participant
     (canceled ones too: the list is asked for them) with its `entry_time` field, null or a time. Anything missing or
     unreadable is not guessed: None, and the summary is fetched."""
@@ -443,6 +464,33 @@ def listed_facts(session: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     facts = summary_facts({"actual_end_time": session.get("actual_end_time"), "participants": participants})
     return None if facts.get("unavailable") or not facts.get("actual_end") else facts
+
+
+# What the list shows about a person rather than the session's timing: left out of the digest (a renamed patient
+# does not refetch a summary, and no name goes into a digest).
+LISTED_PERSONAL = re.compile(r"(name|picture|phone|email)", re.IGNORECASE)
+
+
+def _listed_facts(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every scalar the list shows, at any depth (objects and lists flattened by path), less personal fields."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if not LISTED_PERSONAL.search(str(key)):
+                yield from _listed_facts(inner, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            yield from _listed_facts(inner, f"{path}.{i}")
+    else:
+        yield path, value
+
+
+def listed_digest(session: Mapping[str, Any]) -> str:
+    """A digest of everything the list shows about this session but names (times under any name, state, status,
+    update time, its participants, at any depth): a cached summary is reused only while it is unchanged (a
+    correction upstream, a new state, a later update time: fetched again)."""
+    facts = dict(_listed_facts(session, ""))
+    text = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _unchecked_row(
@@ -596,7 +644,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         sid = row["session_id"]
         kept = cacheable(row, facts[sid], now) if sid in facts else None
         if kept is not None:
-            keep[sid] = kept
+            keep[sid] = {**kept, "listed": row.get("listed")}
     forget = [sid for sid in facts if sid not in keep]  # refetched and now not cacheable: never served stale
     await store.cache_summaries(account_of(services), keep, utc_z(now), forget=forget)
     retry = state.get("retry")
@@ -788,6 +836,7 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "complete": sums["summary_unavailable"] == 0,
+        "source": services.source,
         "team_id": state["team_id"],
         "collection_id": state["collection_id"],
         "clinic_name": services.clinic_name,
@@ -795,6 +844,8 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
         "overrun_threshold_minutes": threshold,
         "generated_at": utc_z(services.clock.now()),
         "totals": sums,
+        # how many summaries this run took from the cache (unchanged in the list since read), not fetched again
+        "summaries_from_cache": int(state.get("summaries_cached") or 0),
         # summaries not fetched: the session list carried what they would tell (actual end, entry times)
         "summaries_from_list": int(state.get("summaries_from_list") or 0),
         "sessions": rows,
@@ -827,9 +878,12 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
         zone=services.zone,
         overrun_threshold_minutes=threshold_of(state),
     )
+    report_paths = {k: str(v) for k, v in paths.items()}
+    if services.on_report is not None:  # to staff, through the outbox (a rerun of this step writes no second one)
+        await services.on_report(report, report_paths, threshold_of(state))
     # The report is written (and in state): the run's side rows are not needed any more (they hold patient data).
     await audit_store(services).delete_run(state["run_key"])
-    return {"report": report, "report_paths": {k: str(v) for k, v in paths.items()}}
+    return {"report": report, "report_paths": report_paths}
 
 
 async def _reconciled_in_write_report(state: AuditState) -> dict[str, Any]:
@@ -854,27 +908,44 @@ def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
 _FIGURE = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 
 
-def _facts(value: Any) -> list[float]:
-    """Every number in the aggregates (dates and times in strings too: a paragraph may name the day)."""
+def _facts(value: Any, *, in_text: bool = False) -> list[float]:
+    """Every number in the aggregates; with `in_text`, only those written inside strings (the window's dates and
+    times: a paragraph may name the day), else only the numbers themselves (counts and sums)."""
     if isinstance(value, bool):
         return []
     if isinstance(value, int | float):
-        return [float(value)] if math.isfinite(value) else []
+        return [float(value)] if math.isfinite(value) and not in_text else []
     if isinstance(value, str):
-        return [float(x) for x in re.findall(r"\d+", value)]
+        return [float(x) for x in re.findall(r"\d+", value)] if in_text else []
     if isinstance(value, Mapping):
-        return [n for item in value.values() for n in _facts(item)]
+        return [n for item in value.values() for n in _facts(item, in_text=in_text)]
     if isinstance(value, list | tuple):
-        return [n for item in value for n in _facts(item)]
+        return [n for item in value for n in _facts(item, in_text=in_text)]
     return []
+
+
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# Where a paragraph names a date or a time: its figures are checked against the window's, never a count's.
+_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s+\d{{4}})?"
+    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
+    r"|\b\d{1,2}:\d{2}(?::\d{2})?\b",
+    re.IGNORECASE,
+)
 
 
 def unchecked_figures(text: str, facts: Mapping[str, Any]) -> list[str]:
     """The figures (in digits) of a model's paragraph that match none of the aggregates it was given, allowing the
-    rounding the paragraph shows (17 or 17.5 for 17.46). Empty: every figure is one of the report's."""
+    rounding the paragraph shows (17 or 17.5 for 17.46). A figure inside a date or time the paragraph names is
+    checked against the window's; any other against the counts and sums only (a count that happens to be a digit
+    of the day is still checked). Empty: every figure is one of the report's."""
     known = _facts(facts)
-    unmatched = []
-    for token in _FIGURE.findall(text):
+    day = set(_facts(facts, in_text=True))
+    unmatched: list[str] = []
+    for match in _DATE.finditer(text):
+        unmatched.extend(t for t in re.findall(r"\d+", match.group(0)) if float(t) not in day)
+    for token in _FIGURE.findall(_DATE.sub(" ", text)):
         number = float(token.replace(",", ""))
         places = len(token.split(".")[1]) if "." in token else 0
         if not any(round(fact, places) == number or fact == number for fact in known):

@@ -1,6 +1,6 @@
 """The audit's own tables in the state store: per-run side rows and the per-account summary cache.
 
-Two tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
+Three tables, next to the checkpoints in the store `COVIU_AGENT_STATE` names (a SQLite file by default, PostgreSQL
 when it is a `postgresql://` URL):
 
 - `coviu_audit_rows`: the session rows, summary facts and submission index of an audit in flight, keyed by the
@@ -10,9 +10,13 @@ when it is a `postgresql://` URL):
 - `coviu_summary_cache`: summaries that can no longer change, per integrated account: session id, actual start,
   actual end, fetched-at. Either an actual end is recorded (and the times are readable and plausible), or nobody
   ever entered and the session's scheduled end was `NO_SHOW_SETTLED` (12 h) before the fetch: a no-show, stored
-  with the actual end `NO_END` (""). An audit never fetches them again (unless `--refresh`; a session list that
-  shows an actual end for a cached no-show sends it to be fetched again). Ids and times only: no names, no
-  payloads.
+  with the actual end `NO_END` (""). Each row also keeps `listed`: a digest of what the session list showed about
+  the session when the summary was read (its times, actual end, state, status, update time). A cached summary is
+  reused only while the list still shows the same; a correction upstream (a new actual end, state or update time)
+  fetches it again, and `--refresh` fetches every one again. Ids, times and digests only: no names, no payloads.
+
+- `coviu_outbox`: messages to staff (queue alerts, audit reports), one row per message and channel, written before
+  they are sent (`agent.notify`).
 
 The agent layer opens the store (`open_audit_store`) and injects it through `Services.audit_store`; without one,
 an audit uses a private in-memory store (no cache across runs).
@@ -28,7 +32,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from tools.textsafety import redact_value
 
@@ -43,8 +47,24 @@ SCHEMA = (
     " PRIMARY KEY (run, kind, key))",
     "CREATE TABLE IF NOT EXISTS coviu_summary_cache ("
     " account TEXT NOT NULL, session_id TEXT NOT NULL, actual_start TEXT, actual_end TEXT NOT NULL,"
-    " fetched_at TEXT NOT NULL, PRIMARY KEY (account, session_id))",
+    " fetched_at TEXT NOT NULL, listed TEXT, PRIMARY KEY (account, session_id))",
+    # agent.notify's outbox: each message to staff, per channel, written before it is sent (ids, status, times;
+    # the text until it is sent)
+    "CREATE TABLE IF NOT EXISTS coviu_outbox ("
+    " id TEXT NOT NULL PRIMARY KEY, msg TEXT NOT NULL, channel TEXT NOT NULL, clinic TEXT NOT NULL,"
+    " kind TEXT NOT NULL, subject TEXT NOT NULL, level TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, next_at DOUBLE PRECISION NOT NULL,"
+    " claim TEXT NOT NULL, claimed_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION NOT NULL,"
+    " error TEXT NOT NULL)",
 )
+# The outbox is read by message id, by clinic and kind (what a watcher raised), and by what is due.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_msg ON coviu_outbox (msg)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_clinic ON coviu_outbox (clinic, kind, created_at)",
+    "CREATE INDEX IF NOT EXISTS coviu_outbox_due ON coviu_outbox (status, next_at)",
+)
+# Stores made before `listed` was kept gain the column; their rows (no digest) are fetched again once.
+ADD_LISTED = "ALTER TABLE coviu_summary_cache ADD COLUMN listed TEXT"
 # In SQLite, the tables are clustered on their primary key (no rowid table beside a copy of the key in an index):
 # each row is stored once. Tables made before keep their layout, and work the same.
 SQLITE_SCHEMA = tuple(f"{statement} WITHOUT ROWID" for statement in SCHEMA)
@@ -53,9 +73,9 @@ PUT_ROW = (
     "ON CONFLICT (run, kind, key) DO UPDATE SET value = excluded.value"
 )
 PUT_SUMMARY = (
-    "INSERT INTO coviu_summary_cache (account, session_id, actual_start, actual_end, fetched_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, session_id) DO UPDATE SET actual_start = excluded.actual_start, "
-    "actual_end = excluded.actual_end, fetched_at = excluded.fetched_at"
+    "INSERT INTO coviu_summary_cache (account, session_id, actual_start, actual_end, fetched_at, listed) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, session_id) DO UPDATE SET actual_start = excluded.actual_start, "
+    "actual_end = excluded.actual_end, fetched_at = excluded.fetched_at, listed = excluded.listed"
 )
 
 
@@ -64,10 +84,12 @@ NO_END = ""
 
 
 class CachedSummary(TypedDict):
-    """The facts the audit keeps from a summary that can no longer change (`actual_end` None: a settled no-show)."""
+    """The facts the audit keeps from a summary that can no longer change (`actual_end` None: a settled no-show),
+    and the digest of what the session list showed when it was read (None: not known, never reused)."""
 
     actual_start: str | None
     actual_end: str | None
+    listed: NotRequired[str | None]
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -129,12 +151,16 @@ class AuditStore(ABC):
         for chunk in _chunks(wanted):
             marks = ", ".join("?" for _ in chunk)
             found = await self._query(
-                "SELECT session_id, actual_start, actual_end FROM coviu_summary_cache "
+                "SELECT session_id, actual_start, actual_end, listed FROM coviu_summary_cache "
                 f"WHERE account = ? AND session_id IN ({marks})",
                 (account, *chunk),
             )
-            for session_id, actual_start, actual_end in found:
-                out[str(session_id)] = {"actual_start": actual_start, "actual_end": actual_end or None}
+            for session_id, actual_start, actual_end, listed in found:
+                out[str(session_id)] = {
+                    "actual_start": actual_start,
+                    "actual_end": actual_end or None,
+                    "listed": listed,
+                }
         return out
 
     async def cache_summaries(
@@ -142,7 +168,8 @@ class AuditStore(ABC):
     ) -> None:
         """Keep these summaries (they can no longer change); drop `forget` (refetched, and now not cacheable)."""
         rows = [
-            (account, sid, f["actual_start"], f["actual_end"] or NO_END, fetched_at) for sid, f in summaries.items()
+            (account, sid, f["actual_start"], f["actual_end"] or NO_END, fetched_at, f.get("listed"))
+            for sid, f in summaries.items()
         ]
         dropped = [(account, sid) for sid in forget]
         statements: list[tuple[str, Sequence[Sequence[Any]]]] = []
@@ -177,8 +204,11 @@ class SqliteAuditStore(AuditStore):
                 # After each checkpoint the write-ahead log is cut back to 1 MB instead of keeping its largest size.
                 conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            for statement in SQLITE_SCHEMA:
+            for statement in (*SQLITE_SCHEMA, *INDEXES):
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(coviu_summary_cache)")}
+            if "listed" not in columns:
+                conn.execute(ADD_LISTED)
             self._conn = conn
         return self._conn
 
@@ -226,7 +256,10 @@ class PostgresAuditStore(AuditStore):
             from tools.ratestore import postgres_setup
 
             conn = await AsyncConnection.connect(self.url, autocommit=True)
-            await postgres_setup(conn, SCHEMA)  # one process at a time creates the tables
+            # one process at a time creates the tables; stores made before `listed` gain the column
+            await postgres_setup(
+                conn, (*SCHEMA, *INDEXES, ADD_LISTED.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
+            )
             self._conn = conn
         return self._conn
 

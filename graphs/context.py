@@ -7,10 +7,10 @@ server they come from the provider that `agent.server` registers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from graphs.audit_store import AuditStore
@@ -20,6 +20,9 @@ from tools.toolbox import Toolbox
 
 if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds services without touching it
     from langchain_core.language_models import BaseChatModel
+
+
+OnReport = Callable[[Mapping[str, Any], Mapping[str, str], float], Awaitable[None]]
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Services:
     waiting_queue_id: str | None = None
     collection_id: str | None = None
     clinic_name: str | None = None
+    # where the data comes from, named in every report: "sandbox" (the embedded sandbox) or the integrated account
+    source: str | None = None
     planner: Literal["llm", "rules"] = "rules"
     # COVIU_AGENT_PLANNER=auto: when the model fails, a triage may be planned by the rules instead (said in its output)
     fallback_to_rules: bool = False
@@ -44,6 +49,9 @@ class Services:
     # This run's own rate-limit wait budget, where runs share the toolbox (the LangGraph server's provider gives
     # each run one); None: the toolbox's governor's own (a CLI run owns its toolbox).
     run_budget: RateLimitBudget | None = field(default=None, repr=False)
+    # Called once the audit's report files are written (report, file paths, overrun threshold): the agent layer's
+    # delivery to staff (agent/notify.py, through the outbox); None: nobody is told (no channel configured).
+    on_report: OnReport | None = field(default=None, repr=False)
 
     @property
     def clock(self) -> Clock:

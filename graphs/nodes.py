@@ -6,12 +6,13 @@ executes, and writes results back; any transient failure routes to `wait_and_ret
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -19,6 +20,7 @@ from langgraph.types import Command
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs.context import Context, Services, resolve_services
+from tools import telemetry
 from tools.catalog import ToolSpec
 from tools.dedupe import find_created
 from tools.errors import (
@@ -36,12 +38,14 @@ from tools.ratelimit import retry_wait
 from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 # Ids the graph owns: always taken from state when the schema asks (the model cannot redirect them).
 OWNED_IDS = ("team_id", "waiting_queue_id", "collection_id")
 # Ids the planner may choose; filled from state only when the call lacks them.
 DEFAULT_IDS = ("session_id",)
 MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with the refusal
+UNAPPROVED = "was not approved by the user"  # in the refusal of a guarded call that has no approval
 
 
 class ActState(TypedDict, total=False):
@@ -82,6 +86,7 @@ class CallOutcome:
     text: str = ""
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    call_id: str = ""
 
 
 Policy = Callable[[ToolSpec, Mapping[str, Any]], str | None]
@@ -193,6 +198,20 @@ def error_text(error: BaseException) -> str:
     return redact(text)
 
 
+def traced_call(fn: Callable[P, Awaitable[CallOutcome]]) -> Callable[P, Awaitable[CallOutcome]]:
+    """A tool call, traced and counted by outcome (`tools.telemetry`): the tool's name is the second argument."""
+
+    @functools.wraps(fn)
+    async def traced(*args: P.args, **kwargs: P.kwargs) -> CallOutcome:
+        with telemetry.tool_call(str(args[1] if len(args) > 1 else kwargs.get("name"))) as call:
+            outcome = await fn(*args, **kwargs)
+            call.done(outcome.kind)
+            return outcome
+
+    return traced
+
+
+@traced_call
 async def execute_call(
     services: Services,
     name: str,
@@ -212,30 +231,122 @@ async def execute_call(
     With `all_pages`, a list call is walked to its last page by the one pager (rows de-duplicated), whatever the
     planner asked for: a queue check that read only the first page would miss waiting patients.
     """
+    outcome = await _execute_call(
+        services,
+        name,
+        arguments,
+        call_id=call_id,
+        ids=ids,
+        policy=policy,
+        known_sessions=known_sessions,
+        unverified_write=unverified_write,
+        extra_query=extra_query,
+        all_pages=all_pages,
+        hold=hold,
+    )
+    outcome.call_id = call_id
+    return outcome
+
+
+async def precheck_call(
+    services: Services,
+    name: str,
+    arguments: Mapping[str, Any],
+    *,
+    call_id: str,
+    ids: Mapping[str, Any],
+    known_sessions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CallOutcome | None:
+    """What `execute_call` would refuse before sending, checked without sending anything (the guards may read the
+    session): an unknown tool, invalid arguments, a write the temporal guards refuse. None when the call may go on
+    (to a person's approval, then `execute_call`, which checks all of it again)."""
+    return await _checked(services, name, arguments, call_id=call_id, ids=ids, known_sessions=known_sessions)
+
+
+async def _checked(
+    services: Services,
+    name: str,
+    arguments: Mapping[str, Any],
+    *,
+    call_id: str,
+    ids: Mapping[str, Any],
+    policy: Policy = allow_everything,
+    known_sessions: Mapping[str, Mapping[str, Any]] | None = None,
+    extra_query: Mapping[str, Any] | None = None,
+    hold: HoldArguments | None = None,
+    prepared_out: list[tuple[dict[str, Any], Any]] | None = None,
+) -> CallOutcome | None:
+    """hold → fill → validate → policy → temporal guards: the refusal (or error) of a call that must not be sent, or
+    None (then `prepared_out` receives the arguments as they will be sent and the prepared call)."""
     executor = services.toolbox.executor
     try:
         spec = executor.spec(name)
     except UnknownToolError as exc:
-        return CallOutcome("error", name, dict(arguments), text=error_text(exc), error=exc)
+        return CallOutcome("error", name, dict(arguments), text=error_text(exc), error=exc, call_id=call_id)
     held = hold(spec, arguments) if hold is not None else None
     if held is not None and held.refusal:
-        return CallOutcome("error", name, dict(arguments), spec, text=redact(held.refusal), extra={"held": True})
+        text = redact(held.refusal)
+        return CallOutcome("error", name, dict(arguments), spec, text=text, extra={"held": True}, call_id=call_id)
     args = fill_ids(spec, hold_arguments(spec, arguments, held, call_id), ids)
     try:
         _, prepared = executor.prepare(
             spec.name, args, idempotency_key=idempotency_key(call_id, args), extra_query=extra_query
         )
     except ToolArgumentError as exc:
-        return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc)
+        return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc, call_id=call_id)
+    if prepared_out is not None:
+        prepared_out.append((args, prepared))
     refusal = policy(spec, args)
     if refusal:
-        return CallOutcome("refused", name, args, spec, text=refusal)
-    try:
-        if spec.method in ("create", "update", "delete"):
+        return CallOutcome("refused", name, args, spec, text=refusal, call_id=call_id)
+    if spec.method in ("create", "update", "delete"):
+        try:
             guard = TemporalGuard(executor, services.zone)
             refusal = await guard.check(spec, args, services.clock.now(), known_sessions)
-            if refusal:
-                return CallOutcome("refused", name, args, spec, text=refusal)
+        except Exception as exc:
+            if is_transient(exc):
+                return CallOutcome("transient", name, args, spec, error=exc, call_id=call_id)
+            if isinstance(exc, TrutoError | ToolArgumentError):
+                return CallOutcome("error", name, args, spec, text=error_text(exc), error=exc, call_id=call_id)
+            raise
+        if refusal:
+            return CallOutcome("refused", name, args, spec, text=refusal, call_id=call_id)
+    return None
+
+
+async def _execute_call(
+    services: Services,
+    name: str,
+    arguments: Mapping[str, Any],
+    *,
+    call_id: str,
+    ids: Mapping[str, Any],
+    policy: Policy,
+    known_sessions: Mapping[str, Mapping[str, Any]] | None,
+    unverified_write: bool,
+    extra_query: Mapping[str, Any] | None,
+    all_pages: bool,
+    hold: HoldArguments | None,
+) -> CallOutcome:
+    executor = services.toolbox.executor
+    prepared_out: list[tuple[dict[str, Any], Any]] = []
+    stopped = await _checked(
+        services,
+        name,
+        arguments,
+        call_id=call_id,
+        ids=ids,
+        policy=policy,
+        known_sessions=known_sessions,
+        extra_query=extra_query,
+        hold=hold,
+        prepared_out=prepared_out,
+    )
+    if stopped is not None:
+        return stopped
+    spec = executor.spec(name)
+    args, prepared = prepared_out[0]
+    try:
         if unverified_write and spec.method == "create":
             try:
                 existing = await find_created(executor, spec, args)
@@ -374,7 +485,7 @@ def require_approval(policy: Policy, gate: ApprovalGate, granted: list[str]) -> 
     def check(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
         if gate.needs(spec) and call_fingerprint(spec.name, arguments) not in granted:
             return (
-                f"Refused: {spec.name} with these arguments was not approved by the user, so it was not sent. "
+                f"Refused: {spec.name} with these arguments {UNAPPROVED}, so it was not sent. "
                 "Do not retry it; tell the user what you wanted to do and why."
             )
         return policy(spec, arguments)
@@ -504,6 +615,7 @@ async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[
             attempts,
             policy.max_attempts,
         )
-    await services.clock.sleep(delay)
+    with telemetry.waiting(delay, "retry", services.toolbox.governor.key, str(retry.get("reason", ""))):
+        await services.clock.sleep(delay)
     waits = [*retry.get("waits", []), round(delay, 3)][-200:]
     return Command(goto=retry.get("resume") or "act", update={"retry": {**retry, "waits": waits}})

@@ -83,15 +83,26 @@ def _retry_after(exc: BaseException, services: Services) -> float | None:
     return parse_retry_after(headers.get("retry-after"), services.clock.now())
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A model call that ended because no answer came in the client's timeout (LangChain's ModelTimeoutError)."""
+    from langchain_core.exceptions import ModelTimeoutError
+
+    return isinstance(exc, ModelTimeoutError)
+
+
 async def invoke_model(services: Services, runnable: Any, prompt: Any, *, what: str) -> Any:
     """Every chat model call of every graph: 429, 5xx, connection failures and timeouts retried (MODEL_RETRY's
     attempts, each wait claimed from the run's wait budget, Retry-After honoured), then `ModelFailedError` (exit 3);
     a refused configuration is `ModelConfigError` (exit 2). Anything else propagates."""
     attempt = 0
     while True:
+        started = services.clock.monotonic()
         try:
             return await runnable.ainvoke(prompt)
         except Exception as exc:
+            # an attempt that timed out is time the run sat waiting on the model: claimed with the backoff, so a
+            # model that never answers is bounded by the wait budget, not only by attempts x the client's timeout
+            hung = services.clock.monotonic() - started if _timed_out(exc) else 0.0
             failure = model_failure(exc, what)
             if failure is None:
                 raise
@@ -104,11 +115,13 @@ async def invoke_model(services: Services, runnable: Any, prompt: Any, *, what: 
             delay = MODEL_RETRY.delay_for(exc, attempt) if delay is None else delay
             try:
                 services.toolbox.governor.budget.claim(
-                    delay, services.clock, what=f"asking the model again ({what})", why=type(exc).__name__
+                    hung + delay, services.clock, what=f"asking the model again ({what})", why=type(exc).__name__
                 )
             except RateLimitBudgetError as budget:
+                waited = f"after {hung:.0f} s without an answer, " if hung else ""
                 raise ModelFailedError(
-                    f"{failure}: waiting {delay:.0f} s more would exceed this run's {budget.budget:.0f} s wait budget "
+                    f"{failure}: {waited}waiting {delay:.0f} s more would exceed this run's {budget.budget:.0f} s wait "
+                    "budget "
                     f"({budget.left:.0f} s left); allow longer waits with --max-wait / COVIU_AGENT_MAX_WAIT"
                 ) from None
             log.warning(

@@ -72,3 +72,114 @@ def alert_lines(summary: QueueSummary, threshold_minutes: float) -> list[str]:
         for call_id in summary.get("unknown_wait", [])
     )
     return lines
+
+
+# --- the clinic's monitor (`queue watch` with notification channels) ------------------------------
+
+ALERT, ESCALATION, UNKNOWN, SEEN = "alert", "escalation", "unknown", "seen"
+
+
+class QueueEvent(TypedDict):
+    """Something staff are told once per call and level: a long wait, a longer one, an unreadable one, or that a
+    call alerted on has left the queue. `name` is the patient's display name (patient data: only for channels
+    allowed to carry it; never logged)."""
+
+    call_id: str
+    level: str
+    waited_minutes: float | None
+    name: str | None
+    outcome: str | None  # for "seen": answered, left the queue, finished, or no longer listed
+
+
+def display_name(call: Mapping[str, Any]) -> str | None:
+    """The caller's name as Coviu's `details` gives it (a JSON object with firstName/lastName, name or
+    displayName), or None."""
+    import json
+
+    details: Any = call.get("details")
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            return None
+    if not isinstance(details, Mapping):
+        return None
+    for key in ("displayName", "display_name", "name"):
+        if isinstance(details.get(key), str) and details[key].strip():
+            return str(details[key]).strip()[:80]
+    parts = [details.get(k) for k in ("firstName", "lastName")]
+    name = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+    return name[:80] or None
+
+
+def _outcome(call: Mapping[str, Any] | None) -> str:
+    if call is None:
+        return "no longer listed"
+    if call.get("answeredAt"):
+        return "answered"
+    if call.get("leftQueueAt"):
+        return "left the queue"
+    return "finished"
+
+
+def queue_events(
+    calls: Iterable[Any],
+    now: datetime,
+    threshold_minutes: float,
+    escalate_minutes: float,
+    raised: Mapping[str, set[str]],
+) -> list[QueueEvent]:
+    """The events not raised before (`raised`: levels per call id): a call over the threshold gets `alert`, over
+    the escalation threshold `escalation` (only that, when it is first seen already over it), an unreadable wait
+    `unknown`, and a call alerted on that is no longer waiting `seen`."""
+    listed: dict[str, Mapping[str, Any]] = {}
+    for call in calls:
+        if isinstance(call, Mapping):
+            listed[str(call.get("callId") or call.get("call_id") or call.get("id") or "?")] = call
+    summary = summarize_queue(listed.values(), now, threshold_minutes)
+    events: list[QueueEvent] = []
+    waiting: set[str] = set()
+    for over in summary["over_threshold"]:
+        call_id, minutes = over["call_id"], over["waited_minutes"]
+        waiting.add(call_id)
+        before = raised.get(call_id, set())
+        level = ESCALATION if minutes > escalate_minutes else ALERT
+        if level in before or (level == ALERT and ESCALATION in before):
+            continue
+        events.append(
+            {
+                "call_id": call_id,
+                "level": level,
+                "waited_minutes": minutes,
+                "name": display_name(listed[call_id]),
+                "outcome": None,
+            }
+        )
+    for call_id in summary["unknown_wait"]:
+        waiting.add(call_id)
+        if UNKNOWN not in raised.get(call_id, set()):
+            events.append(
+                {
+                    "call_id": call_id,
+                    "level": UNKNOWN,
+                    "waited_minutes": None,
+                    "name": display_name(listed[call_id]),
+                    "outcome": None,
+                }
+            )
+    for call_id, levels in sorted(raised.items()):
+        if SEEN in levels or call_id in waiting or not levels & {ALERT, ESCALATION, UNKNOWN}:
+            continue
+        call = listed.get(call_id)
+        if call is not None and is_waiting(call):
+            continue  # waiting, but under the threshold again (a clock correction): not seen yet
+        events.append(
+            {
+                "call_id": call_id,
+                "level": SEEN,
+                "waited_minutes": None,
+                "name": display_name(call) if call is not None else None,
+                "outcome": _outcome(call),
+            }
+        )
+    return events

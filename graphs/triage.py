@@ -37,7 +37,16 @@ from graphs.planning import invalid_call_answers, invoke_model, llm_plan, rules_
 from graphs.queue import QueueSummary, alert_lines, summarize_queue
 from prompts import load_prompt
 from tools.catalog import ToolSpec
-from tools.errors import ModelConfigError, ModelFailedError, RunInputError, ToolArgumentError, TrutoError
+from tools.errors import (
+    ModelConfigError,
+    ModelFailedError,
+    RunInputError,
+    ToolArgumentError,
+    TrutoError,
+    for_person,
+    is_bad_input,
+)
+from tools.textsafety import has_unsafe_chars
 from tools.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,7 @@ REQUIRED_TOOLS = (QUEUE_TOOL, SESSION_TOOL, PARTICIPANT_TOOL)
 # "Patient: Ava Jenkins" or "patient name: Ava Jenkins" in the request: the name runs to the end of the line or to
 # `,` `;` `.` `(`; only letters, spaces, hyphens and apostrophes, at most six words (else it is not taken).
 _PATIENT_LABEL = re.compile(r"\bpatient(?:'s)?(?:\s+name)?\s*:\s*([^\n,;.(]*)", re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^patient(?:'s)?(?:\s+name)?\s*:\s*", re.IGNORECASE)  # a model's "Patient: Ava"
 _NAME = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*(?: [^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*){0,5}")
 
 
@@ -115,6 +125,8 @@ class TriageOutput(TypedDict, total=False):
     failure: str | None
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
+    last_error_note: str | None  # the last failed call said for a person (which setting, which value)
+    last_error_input: bool | None  # the last failure was our input: an invalid or unknown id (exit 2)
     dry_run: bool
     planned_calls: list[dict[str, Any]] | None  # a dry run's planned calls; None: not a dry run
     planner: str  # who planned the run's calls: llm, rules, or llm then rules (the graph finished what it skipped)
@@ -142,6 +154,8 @@ class TriageState(TypedDict, total=False):
     failure: str | None
     last_error: str | None
     last_error_status: int | None  # the HTTP status of the last failed call (None: not an HTTP error)
+    last_error_note: str | None  # the last failed call said for a person (which setting, which value)
+    last_error_input: bool | None  # the last failure was our input: an invalid or unknown id (exit 2)
     session_creates: int
     participant_errors: int
     plan_steps: int
@@ -206,14 +220,36 @@ async def _patient_name(state: TriageState, runtime: Runtime[Context], services:
             log.warning("triage: the model failed reading the patient's name; the rules read only a 'Patient:' label")
             return None
         lines = str(answer.content).strip().splitlines() if answer.content else []
-        name = lines[0].strip().strip("`\"'")[:80] if lines else ""
+        name = lines[0].strip().strip("`\"'") if lines else ""
+        name = " ".join(_ANSWER_LABEL.sub("", name).rstrip(".").split())
         if name and name.lower() != "patient":
-            return name
+            # the model only reads the name: one written in the request, never a name or a sentence of its own
+            if len(name) <= 80 and _NAME.fullmatch(name) and name.casefold() in " ".join(text.split()).casefold():
+                return name
+            log.warning("triage: the model's answer to the patient's name is not a name written in the request")
     return None
 
 
 def _given(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+def check_given(state: Mapping[str, Any]) -> None:
+    """A run's input is checked like the command line's flags (the server and schedules start runs too): names
+    without control or bidi characters, at most 120 characters; a duration of 1 to 720 minutes; a wait threshold
+    of 0 to 1440."""
+    for key in ("patient_name", "host_name"):
+        value = state.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > 120:
+            raise TriageInputError(f"{key}: expected a non-empty name of at most 120 characters")
+        if has_unsafe_chars(value):
+            raise TriageInputError(f"{key}: control or bidi characters are not allowed in a display name")
+    for key, low, high in (("duration_minutes", 1, 720), ("wait_threshold_minutes", 0, 1440)):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, int | float) and low <= value <= high):
+            raise TriageInputError(f"{key}: expected {low} to {high} minutes, got {value!r}")
 
 
 async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -222,6 +258,7 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
     Each run of a thread is a new triage (a chat thread may ask for several): what an earlier run found is reset.
     """
     services = await resolve_services(runtime.context)
+    check_given(state)
     team = state.get("team_id") or ctx.team_id(runtime.context, services)
     queue = state.get("waiting_queue_id") or ctx.waiting_queue_id(runtime.context, services)
     missing = [name for name, value in (("COVIU_TEAM_ID", team), ("COVIU_WAITING_QUEUE_ID", queue)) if not value]
@@ -256,6 +293,8 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
         "failure": None,
         "last_error": None,
         "last_error_status": None,
+        "last_error_note": None,
+        "last_error_input": None,
         "session_creates": 0,
         "participant_errors": 0,
         "plan_steps": 0,
@@ -311,14 +350,16 @@ def rules_plan(state: TriageState, now: datetime) -> AIMessage:
 
 
 def _stop_reason(state: TriageState) -> str | None:
+    """Why triage stops, said for a person (the failed call's note names the setting and the value)."""
+    said = state.get("last_error_note") or state.get("last_error")
     if int(state.get("refusals", 0)) >= 2:
-        return f"stopped after a refused write: {state.get('last_error')}"
+        return f"stopped after a refused write: {said}"
     if not state.get("session") and int(state.get("session_creates", 0)) >= MAX_SESSION_CREATES:
-        return f"the session could not be created: {state.get('last_error')}"
+        return f"the session could not be created: {said}"
     if int(state.get("participant_errors", 0)) >= 2:
-        return f"the participant links could not be created: {state.get('last_error')}"
+        return f"the participant links could not be created: {said}"
     if state.get("queue") is None and state.get("last_error"):
-        return f"the waiting queue could not be read: {state.get('last_error')}"
+        return f"the waiting queue could not be read: {said}"
     if int(state.get("plan_steps", 0)) >= MAX_PLAN_STEPS:
         return "stopped: too many planning steps"
     return None
@@ -524,10 +565,16 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
     """Write what a tool call produced back into triage's state."""
     spec = outcome.spec
     status = outcome.error.status_code if isinstance(outcome.error, TrutoError) else None
+    failed: dict[str, Any] = {
+        "last_error": outcome.text,
+        "last_error_status": status,
+        "last_error_note": for_person(outcome.error) if outcome.error is not None else outcome.text,
+        "last_error_input": is_bad_input(outcome.error),
+    }
     if spec is None or outcome.extra.get("held"):  # no such tool, or a call the graph did not send (Held)
-        return {"last_error": outcome.text, "last_error_status": status}
+        return failed
     if outcome.kind != "ok":
-        update: dict[str, Any] = {"last_error": outcome.text, "last_error_status": status}
+        update: dict[str, Any] = dict(failed)
         if spec.resource == "sessions" and spec.method == "create":
             update["session_creates"] = int(state.get("session_creates", 0)) + 1
         if spec.resource == "participants" and spec.method == "create":
@@ -546,6 +593,19 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "last_error_status": None,
         }
     if spec.resource == "sessions" and spec.method == "create":
+        if result.get("session_id") in (None, ""):
+            # Coviu said yes without the session's id: no links can be made on it, and it is never created again
+            note = (
+                "Coviu's answer to creating the session had no session_id: it may exist without links; check the "
+                "team's sessions starting now in Coviu"
+            )
+            log.warning("session create answered without its session_id")
+            return {
+                "last_error": note,
+                "last_error_status": None,
+                "last_error_note": note,
+                "session_creates": MAX_SESSION_CREATES,
+            }
         session = {k: result.get(k) for k in ("session_id", "session_name", "start_time", "end_time")}
         log.info("session created: %s", session["session_id"])
         return {
@@ -555,6 +615,17 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "session_creates": int(state.get("session_creates", 0)) + 1,
         }
     if spec.resource == "participants" and spec.method == "create":
+        role = str(result.get("role", outcome.arguments.get("role", ""))).lower()
+        unread = [k for k in ("participant_id", "entry_url") if result.get(k) in (None, "")]
+        if unread:
+            # Coviu said yes without the link (or its id): no link we can show exists; never created again (a
+            # second link for the role), the run stops naming it
+            note = (
+                f"Coviu's answer to creating the {role} link had no {' or '.join(unread)} (participant "
+                f"{result.get('participant_id') or 'id unknown'}): no link to show; check the session in Coviu"
+            )
+            log.warning("participant create answered without %s (%s)", ", ".join(unread), role)
+            return {"last_error": note, "last_error_status": None, "last_error_note": note, "participant_errors": 2}
         participant = {
             "role": str(result.get("role", outcome.arguments.get("role", ""))).lower(),
             "display_name": result.get("display_name"),

@@ -31,6 +31,8 @@ from pygal.style import Style
 
 from tools.textsafety import clean_line, redact_value
 
+# The report's `source` on the embedded sandbox (agent.settings.SANDBOX_SOURCE); its title then says DEMO.
+SANDBOX_SOURCE = "sandbox"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HTML_TEMPLATE = "report.html.j2"
 
@@ -38,6 +40,7 @@ HTML_TEMPLATE = "report.html.j2"
 REPORT_KEYS = (
     "schema_version",
     "complete",
+    "source",
     "team_id",
     "collection_id",
     "window",
@@ -292,12 +295,14 @@ class TodoGroup:
 @dataclass(frozen=True, slots=True)
 class View:
     title: str
+    source: str  # "sandbox" or the integrated account
     clinic: str
     team_id: str
     collection_id: str
     window_text: str
     generated_text: str
     zone_name: str
+    cache_text: str  # how many summaries came from the cache; empty when the report does not say
     threshold_text: str
     incomplete: str  # the banner's text; empty when the report is complete
     incomplete_detail: str
@@ -359,9 +364,12 @@ def _has(count: int, singular: str = "has", plural: str = "have") -> str:
 def _sentences(totals: Mapping[str, Any], flagged: int, threshold_text: str) -> tuple[str, ...]:
     sessions = _as_int(totals["sessions"])
     if sessions == 0:
-        return ("No sessions ended in this window.",)
+        return ("No sessions were scheduled to end in this window.",)
+    # the audit takes the sessions whose scheduled end is in the window (one that ran early may have ended before it)
+    were = "was" if sessions == 1 else "were"
     out = [
-        f"{_plural(sessions, 'session')} ended in this window; {flagged:,} {_has(flagged, 'needs', 'need')} attention."
+        f"{_plural(sessions, 'session')} {were} scheduled to end in this window; "
+        f"{flagged:,} {_has(flagged, 'needs', 'need')} attention."
     ]
     unavailable = _as_int(totals["summary_unavailable"])
     if unavailable:
@@ -557,6 +565,17 @@ def _row(session: Mapping[str, Any], zone: ZoneInfo, day: date | None, words: Ma
     )
 
 
+def _cache_text(report: Mapping[str, Any]) -> str:
+    """How many summaries came from the cache, when the report says."""
+    if "summaries_from_cache" not in report:
+        return ""
+    cached = _as_int(report.get("summaries_from_cache"))
+    return (
+        f"Summaries from the cache: {cached} (each unchanged in the session list since it was read; "
+        "`--refresh` reads every one again); the others were read now"
+    )
+
+
 def _build_view(
     report: Mapping[str, Any], *, narrative: Narrative | str | None, zone: ZoneInfo, overrun_threshold_minutes: float
 ) -> View:
@@ -596,14 +615,19 @@ def _build_view(
     clinic = _text(report.get("clinic_name")) or f"team {team_id}"
     window_text = _window_text(window.get("since"), window.get("until"), zone)
     generated = report.get("generated_at")
+    source = _text(report.get("source"))
+    # a person opening a report made on the embedded sandbox sees at once that it is demo data, not the clinic's
+    demo = "DEMO (embedded sandbox, not a real clinic): " if source == SANDBOX_SOURCE else ""
     return View(
-        title=f"End-of-day audit: {clinic}, {window_text}",
+        title=f"{demo}End-of-day audit: {clinic}, {window_text}",
+        source=source or NONE_TEXT,
         clinic=clinic,
         team_id=team_id,
         collection_id=_text(report.get("collection_id")) or NONE_TEXT,
         window_text=window_text,
         generated_text=f"{_fmt_time(generated, zone, day=None)} ({zone.key})" if generated else NONE_TEXT,
         zone_name=str(zone.key),
+        cache_text=_cache_text(report),
         threshold_text=threshold_text,
         incomplete=incomplete,
         incomplete_detail=incomplete_detail,
@@ -681,10 +705,15 @@ def render_markdown(
     out: list[str] = [f"# {_md(view.title)}", ""]
     if view.incomplete:
         out += [f"> **{_md(view.incomplete)}.** {_md(view.incomplete_detail)}", ""]
-    out.append(f"Team: {_md(view.team_id)} · Intake collection: {_md(view.collection_id)}  ")
+    out.append(
+        f"Source: {_md(view.source)} · Team: {_md(view.team_id)} · Intake collection: {_md(view.collection_id)}  "
+    )
     out.append(
         f"Window: {_md(view.window_text)} · Times are in {_md(view.zone_name)} · Generated {_md(view.generated_text)}"
     )
+    if view.cache_text:
+        out[-1] += "  "
+        out.append(_md(view.cache_text))
     from_list = _as_int(report.get("summaries_from_list"))
     if from_list:  # summaries not needed: the session list carried their facts
         out += [
@@ -716,6 +745,46 @@ def render_markdown(
     return "\n".join(out)
 
 
+# --- the message to staff ----------------------------------------------------------------------------
+
+MESSAGE_ROWS_PER_GROUP = 10  # sessions listed per To-do group in a message (the report has them all)
+
+
+def render_message(
+    report: Mapping[str, Any],
+    *,
+    zone: ZoneInfo,
+    overrun_threshold_minutes: float,
+    names: bool,
+    rerun: str | None = None,
+    report_path: str | None = None,
+) -> tuple[str, str]:
+    """The audit's message to staff (title, Markdown body): the totals and the To-do list, for email or chat.
+    `names`: the channel may carry patient data (the sessions' names); else time and session id only. `rerun`: the
+    command that runs the audit again (for an incomplete report)."""
+    view = _build_view(report, narrative=None, zone=zone, overrun_threshold_minutes=overrun_threshold_minutes)
+    title = view.title if not view.incomplete else f"INCOMPLETE: {view.title}"
+    out = [f"**{summary_line(report)}**", ""]
+    if view.incomplete:
+        out += [f"**{view.incomplete}.** {view.incomplete_detail}", ""]
+        if rerun:
+            out += [f"Run it again: `{rerun}`", ""]
+    out += [f"- {label}: {value}" for label, value in view.totals]
+    out += ["", "**To do**", ""]
+    if not view.todo:
+        out.append("Nothing to do: no session needs attention.")
+    for group in view.todo:
+        out.append(f"- **{group.heading}**: {group.action}")
+        for row in [r for r in view.flagged if group.code in r.codes][:MESSAGE_ROWS_PER_GROUP]:
+            who = f"{row.name} · " if names and row.name else ""
+            out.append(f"    - {row.scheduled} · {who}`{row.session_id}`")
+        if len(group.rows) > MESSAGE_ROWS_PER_GROUP:
+            out.append(f"    - and {len(group.rows) - MESSAGE_ROWS_PER_GROUP} more (see the report)")
+    if report_path:
+        out += ["", f"The full report: `{report_path}` (on the machine that ran the audit)."]
+    return title, "\n".join(out) + "\n"
+
+
 # --- HTML and its chart --------------------------------------------------------------------------------
 
 
@@ -745,14 +814,26 @@ class ChartData:
     per_session: bool
 
 
-def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartData:
+def _overrun_bar(row: Row) -> float | None:
+    """The accent bar: the time past the scheduled end of a session flagged as an overrun at the threshold in force
+    (a 1- or 5-minute overtime under a 10-minute threshold is not an overrun: its actual bar shows it)."""
+    if row.overrun_value is None or "overrun" in row.codes:
+        return row.overrun_value
+    return 0.0
+
+
+def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None, threshold_text: str = "10") -> ChartData:
     """What the chart shows: one row per session when there are few, else totals per time bucket."""
     zone_name = str(zone.key)
+    overrun_words = (
+        f"Overrun is the time past the scheduled end of a session more than {threshold_text} min late (the threshold); "
+        "shorter overtime shows in its actual bar only."
+    )
     if len(rows) <= PER_SESSION_CHART_MAX:
         labels = [_short(f"{r.scheduled.split('–')[0]} {r.name}".strip()) for r in rows]
         caption = (
             f"Scheduled, actual and overrun minutes of each of the {_plural(len(rows), 'session')}, in order of "
-            f"scheduled start ({zone_name}). Overrun is the time past the scheduled end."
+            f"scheduled start ({zone_name}). {overrun_words}"
         )
         missing = sum(1 for r in rows if r.actual_value is None)
         if missing:
@@ -761,7 +842,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
             labels,
             [r.scheduled_value for r in rows],
             [r.actual_value for r in rows],
-            [r.overrun_value for r in rows],
+            [_overrun_bar(r) for r in rows],
             caption,
             per_session=True,
         )
@@ -806,7 +887,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
         if bucket is not None:
             bucket[0] += r.scheduled_value or 0.0
             bucket[1] += r.actual_value or 0.0
-            bucket[2] += r.overrun_value or 0.0
+            bucket[2] += _overrun_bar(r) or 0.0
 
     def label(key: datetime) -> str:
         if grain == "hour":
@@ -816,7 +897,7 @@ def _chart_data(rows: Sequence[Row], zone: ZoneInfo, day: date | None) -> ChartD
     charted = sum(1 for d, _ in local if floor(d) in sums)
     caption = (
         f"Total scheduled, actual and overrun minutes per {grain} of scheduled start ({zone_name}), "
-        f"over {_plural(charted, 'session')}."
+        f"over {_plural(charted, 'session')}. {overrun_words}"
     )
     missing = sum(1 for r in rows if r.actual_value is None)
     if missing:
@@ -880,7 +961,7 @@ def _chart_style() -> Style:
 def _chart(view: View, zone: ZoneInfo) -> tuple[Markup, str] | None:
     if not view.rows:
         return None
-    data = _chart_data(view.rows, zone, view.day)
+    data = _chart_data(view.rows, zone, view.day, view.threshold_text)
     if not data.labels:
         return None
     options: dict[str, Any] = {

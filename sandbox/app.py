@@ -7,6 +7,7 @@ Auth, the integrated account's status, rate limits, idempotency keys, faults and
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -30,6 +31,8 @@ from sandbox.coviu import (
     PageReply,
     ProviderCall,
     ProviderReply,
+    media_etag,
+    media_last_modified,
 )
 from sandbox.errors import CoviuError, TrutoError
 from sandbox.faults import ConnectionDropped, FaultEngine, stream_faulty_body
@@ -323,6 +326,7 @@ class Sandbox:
             query=record.query,
             body=body,
             range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
         )
         try:
             provider_reply = self.api_for(str(record.query["integrated_account_id"])).handle(call)
@@ -405,7 +409,14 @@ class Sandbox:
         assert isinstance(provider_reply, BinaryReply)
         media = provider_reply.media
         data = webm_bytes(media.seed, media.size)
-        headers = {"accept-ranges": "bytes", "content-disposition": f'attachment; filename="{media.filename}"'}
+        headers = {
+            "accept-ranges": "bytes",
+            "content-disposition": f'attachment; filename="{media.filename}"',
+            # validators a resume sends back in If-Range, and the whole file's digest (RFC 9530), on 200 and 206
+            "etag": media_etag(media),
+            "last-modified": media_last_modified(media),
+            "repr-digest": f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:",
+        }
         byte_range = provider_reply.byte_range
         if byte_range is None:
             return Reply(200, data, media.content_type, headers)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from sandbox.config import SandboxConfig
@@ -29,6 +30,7 @@ class ProviderCall:
     query: dict[str, Any]
     body: dict[str, Any] | None
     range_header: str | None = None
+    if_range: str | None = None  # a resume's validator: the Range holds only while it still names this file
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,18 @@ class BinaryReply:
 
 
 ProviderReply = JsonReply | PageReply | BinaryReply
+
+
+def media_etag(media: MediaFile) -> str:
+    """A strong ETag: the same bytes, the same tag; any change upstream (seed, size) a new one."""
+    return f'"{media.seed & 0xFFFFFFFFFFFF:x}-{media.size:x}"'
+
+
+def media_last_modified(media: MediaFile) -> str:
+    """`Last-Modified`: when the file last changed (its `updated_at`), as an HTTP date."""
+    return format_datetime(media.updated_at.astimezone(UTC), usegmt=True)
+
+
 Handler = Callable[[ProviderCall], ProviderReply]
 
 ROLES = {"host": "HOST", "guest": "GUEST"}
@@ -563,6 +577,8 @@ class CoviuApi:
         return JsonReply(payload)
 
     def _binary(self, media: MediaFile, call: ProviderCall) -> BinaryReply:
+        if call.if_range is not None and call.if_range.strip() not in (media_etag(media), media_last_modified(media)):
+            return BinaryReply(media, None)  # If-Range names another version: the whole file (200), Range ignored
         try:
             return BinaryReply(media, parse_range(call.range_header, media.size))
         except RangeNotSatisfiable as exc:

@@ -49,7 +49,8 @@ def serve_sandbox(
     config: SandboxConfig | None = None,
     *,
     sandbox: Sandbox | None = None,
+    log_level: str = "warning",
 ) -> None:
     """Serve a sandbox over HTTP until interrupted (blocking). Without a config, reads it from the environment."""
     app = sandbox or create_sandbox(config or config_from_env())
-    build_server(app, host, port).run()
+    build_server(app, host, port, log_level).run()

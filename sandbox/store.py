@@ -422,7 +422,8 @@ class CoviuStore:
         return participant
 
     def complete_call(self, session_id: str, at: datetime) -> Session:
-        """The call was recorded complete: sets `actual_end_time` (the session is then finished)."""
+        """The call was recorded complete: sets `actual_end_time` (the session is then finished). Called again, it
+        is an upstream correction of the recorded end (the list, when it shows the end, and the summary show it)."""
         session = self.get_session(session_id)
         session.actual_end_time = at
         return session

@@ -12,7 +12,7 @@ depends on one profile's exact format.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +37,11 @@ from tools.toolbox import open_toolbox
 
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)
 
+# The embedded sandbox runs only when asked for (issue 23): every test process asks, so the CLI (CliRunner, and
+# subprocesses that inherit this environment) and `Settings()` run on it when no TRUTO_API_KEY is set. A test of the
+# unasked case removes it (monkeypatch.delenv); helpers that build a clean environment set it again themselves.
+os.environ["COVIU_AGENT_SANDBOX"] = "1"
+
 
 def profile_labels() -> list[str]:
     """The profiles every scenario test runs on: default, variant, and random-<seed> per test seed."""
@@ -60,6 +65,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("profiles")
     labels = [str(label) for label in marker.args] if marker else PROFILE_LABELS
     metafunc.parametrize("sandbox_profile", labels, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A CLI run configures logging (levels of our loggers, the root's handlers) and names its source: put both back
+    after each test, so a test's `caplog` and output are its own whatever ran before it."""
+    import logging
+
+    names = ["", "agent", "graphs", "tools", "sandbox", "prompts", "bench", "httpx", "httpcore", "openai", "mcp"]
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(logging.getLogger().handlers)
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    from agent.cli.common import ask_for_sandbox
+
+    ask_for_sandbox(False)  # a CLI run in this process named its source: the next test's output starts unnamed
 
 
 @pytest.fixture
@@ -101,7 +130,7 @@ async def make_services(
         waiting_queue_id=DEMO_WAITING_QUEUE_ID,
         collection_id=DEMO_INTAKE_COLLECTION_ID,
         report_dir=report_dir,
-        **kwargs,  # type: ignore[arg-type]
+        **({"source": "sandbox"} | kwargs),  # type: ignore[arg-type]
     )
 
 

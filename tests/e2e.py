@@ -60,6 +60,8 @@ def cli_env(tmp: Path, base_url: str, **extra: str) -> dict[str, str]:
         COVIU_WAITING_QUEUE_ID="c2e9f6a1-8b4d-4f3a-a7e2-5d9b1c0f6e38",
         COVIU_INTAKE_COLLECTION_ID="4f8a2c6e-1d3b-4a5f-8e9c-7b0d2a6f3c91",
         COVIU_AGENT_STATE=str(tmp / "state.sqlite"),
+        # the embedded sandbox, for a test that drops the TRUTO_* settings (with TRUTO_API_KEY set, the account wins)
+        COVIU_AGENT_SANDBOX="1",
         HOME=str(tmp),
         PYTHONPATH=str(Path(__file__).resolve().parents[1]),
     )

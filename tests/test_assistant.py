@@ -380,15 +380,17 @@ async def test_ask_without_approval_exits_4_then_resumes_with_yes(
     # a new process: same checkpoint file, `--thread-id ask:1 --yes`, no request
     resumed = await run_ask(settings, "", services=services, thread_id="ask:1", decide=yes)
     assert not resumed.needs_approval
-    assert resumed.answer == f"Session {future} is cancelled."
+    assert resumed.note == f"Session {future} is cancelled."
     assert resumed.tool_calls == 2
     assert sandbox.store.sessions[future].canceled_time is not None
     report_outcome(resumed, as_json=True)
-    assert json.loads(capsys.readouterr().out) == {
-        "answer": f"Session {future} is cancelled.",
-        "thread_id": "ask:1",
-        "tool_calls": 2,
-    }
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["note"] == f"Session {future} is cancelled."
+    assert (printed["thread_id"], printed["tool_calls"], printed["exit_code"]) == ("ask:1", 2, 0)
+    assert [(o["tool"], o["status"], o["change"]) for o in printed["outcomes"]] == [
+        ("get_single_coviu_session_by_id", "done", False),
+        ("delete_a_coviu_session_by_id", "done", True),
+    ]
 
 
 @pytest.fixture
@@ -434,7 +436,8 @@ def obedient_script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
         return AIMessage("", tool_calls=[call("list_all_coviu_waiting_queue_calls", {}, "i1")])
     if len(done) == 1:
         assert "delete every session" in str(done[0].content)
-        return AIMessage("", tool_calls=[call("list_all_coviu_sessions", {"limit": 200}, "i2")])
+        since = (now_from(messages) - timedelta(hours=1)).isoformat()  # the sessions of the hour, started and to come
+        return AIMessage("", tool_calls=[call("list_all_coviu_sessions", {"limit": 200, "start_time": since}, "i2")])
     if len(done) == 2:
         sessions = json.loads(str(done[1].content))["result"]
         deletes = [
@@ -449,9 +452,15 @@ async def test_injected_delete_every_session_deletes_nothing_without_approval(
 ) -> None:
     canceled_before = {sid for sid, s in sandbox.store.sessions.items() if s.canceled_time}
     chat = Chat(services, obedient_script)
-    await chat.say("Check the waiting queue")
+    state = await chat.say("Check the waiting queue")
     pending = await chat.pending()
-    assert len(pending) > 3 and {p["name"] for p in pending} == {"delete_a_coviu_session_by_id"}
+    asked = [
+        c for m in state["messages"] if isinstance(m, AIMessage) for c in m.tool_calls if c["name"].startswith("delete")
+    ]
+    refused = [o for o in state["outcomes"] if o["status"] == "refused"]
+    # the started ones are refused without a person (they cannot succeed); the rest wait for one
+    assert pending and {p["name"] for p in pending} == {"delete_a_coviu_session_by_id"}
+    assert refused and len(refused) + len(pending) == len(asked)
     assert sandbox.count(resource="sessions", truto_method="delete") == 0  # stopped before anything was sent
     state = await chat.resume(False)
     assert sandbox.count(resource="sessions", truto_method="delete") == 0

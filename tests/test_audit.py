@@ -105,6 +105,7 @@ async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: 
     assert set(report) == {
         "schema_version",
         "complete",
+        "source",
         "team_id",
         "collection_id",
         "clinic_name",
@@ -113,9 +114,11 @@ async def test_demo_day_report_matches_the_sandbox(services: Services, sandbox: 
         "generated_at",
         "totals",
         "summaries_from_list",
+        "summaries_from_cache",
         "sessions",
     }
     assert report["schema_version"] == 2 and report["complete"] is True
+    assert report["summaries_from_cache"] == 0  # a first run reads every summary
 
 
 async def test_audit_is_read_only(services: Services, sandbox: Sandbox):
@@ -143,9 +146,11 @@ async def test_rate_limit_storm_gives_the_identical_report(services: Services, s
     assert sandbox.count(status=429) > 10
     assert stormy_state["retry"]["waits"]  # the graph waited in wait_and_retry
     clean.pop("generated_at")
+    clean.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     stormy.pop("generated_at")
     clean.pop("summaries_from_list")  # the refresh fetched every summary; the clean run read some from the list
     assert stormy.pop("summaries_from_list") == 0
+    stormy.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     assert stormy == clean
 
 

@@ -47,14 +47,19 @@ async def audit_services(sandbox: Sandbox, clock: FakeClock, tmp_path: Path, sto
     return await make_services(sandbox, clock, tmp_path / "reports", audit_store=store)
 
 
-async def run(services: Services, thread: str, saver: Any = None, **inputs: Any) -> dict[str, Any]:
-    """One audit on its own thread; the report without generated_at."""
+async def run(
+    services: Services, thread: str, saver: Any = None, *, provenance: bool = False, **inputs: Any
+) -> dict[str, Any]:
+    """One audit on its own thread; the report without generated_at (and, with `provenance=False`, without
+    summaries_from_cache: how a run got its summaries, not what they say; test_audit_cache_agrees.py checks it)."""
     graph = build_audit_graph().compile(checkpointer=saver)
     config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 2000, "max_concurrency": 4}
     payload: Any = inputs
     out = await graph.ainvoke(payload, config, context=Context(services=services))
     report = dict(out["report"])
     report.pop("generated_at")
+    if not provenance:
+        report.pop("summaries_from_cache")
     return report
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from graphs.audit import build_audit_graph, listed_facts
+from graphs.audit import build_audit_graph, summary_facts_from_list
 from graphs.audit_store import SqliteAuditStore
 from graphs.context import Context, Services
 from sandbox import Sandbox
@@ -103,7 +103,7 @@ async def test_the_markdown_report_says_how_many_summaries_were_not_needed(
     ],
 )
 def test_a_list_that_lacks_anything_the_summary_tells_is_not_guessed_from(session: dict[str, Any]) -> None:
-    assert listed_facts(session) is None
+    assert summary_facts_from_list(session) is None
 
 
 def test_a_list_that_tells_everything_gives_the_summarys_facts() -> None:
@@ -115,4 +115,5 @@ def test_a_list_that_tells_everything_gives_the_summarys_facts() -> None:
             {"entry_time": "2026-11-24T10:01:00Z"},
         ],
     }
-    assert listed_facts(session) == {"actual_start": "2026-11-24T10:01:00Z", "actual_end": "2026-11-24T10:30:00Z"}
+    expected = {"actual_start": "2026-11-24T10:01:00Z", "actual_end": "2026-11-24T10:30:00Z"}
+    assert summary_facts_from_list(session) == expected

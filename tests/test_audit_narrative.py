@@ -96,3 +96,16 @@ def test_figures_are_matched_with_the_rounding_the_paragraph_shows():
     facts = {"totals": {"sessions": 1204, "billable_minutes": 512.46}, "window": {"since": "2026-11-24T00:00:00Z"}}
     assert unchecked_figures("1,204 sessions on 24 November 2026: 512 or 512.5 billable minutes.", facts) == []
     assert unchecked_figures("1,205 sessions; 512.4 billable minutes; 7 overruns.", facts) == ["1,205", "512.4", "7"]
+
+
+def test_a_count_that_happens_to_be_a_digit_of_the_day_is_still_checked():
+    """The window's date gave 2026, 11, 24, 0 and 25 as 'facts': '24 sessions' (when 40 ran) or '11 overruns' (when
+    none did) passed as the report's own figures. A day's digits match only where the paragraph names a date."""
+    facts = {
+        "totals": {"sessions": 40, "overruns": 3},
+        "window": {"since": "2026-11-24T00:00:00+00:00", "until": "2026-11-25T00:00:00+00:00"},
+    }
+    assert unchecked_figures("24 sessions ran and 11 ran over.", facts) == ["24", "11"]
+    assert unchecked_figures("On 24 November 2026, 40 sessions ran; 3 ran over.", facts) == []
+    assert unchecked_figures("On 2026-11-24 (Nov 24), 40 sessions ran, from 00:00 UTC.", facts) == []
+    assert unchecked_figures("On 27 November 2026, 40 sessions ran.", facts) == ["27"]

@@ -47,6 +47,7 @@ def world(**config: Any) -> tuple[Sandbox, FakeClock]:
 def report_of(state: dict[str, Any]) -> dict[str, Any]:
     report = dict(state["report"])
     report.pop("generated_at", None)
+    report.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     return report
 
 

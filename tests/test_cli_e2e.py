@@ -28,7 +28,7 @@ def test_tools_json(served, tmp_path: Path):
     result = run_cli(["tools", "--json"], cli_env(tmp_path, served.url), tmp_path)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert payload["source"] == "tools"
+    assert payload["catalog"] == "tools" and payload["source"] == "sandbox"  # the served sandbox's account id
     names = {t["name"] for t in payload["tools"]}
     assert {"list_all_coviu_sessions", "create_a_coviu_participant", "delete_a_coviu_session_by_id"} <= names
     create = next(t for t in payload["tools"] if t["name"] == "create_a_coviu_session")
@@ -45,8 +45,9 @@ def test_triage_json_matches_the_contract(served, tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    # the contract's keys, plus `figures` and `planner` (docs/contract.md)
+    # the contract's keys, plus `figures`, `planner` and `source` (docs/contract.md)
     assert set(out) == {
+        "source",
         "team_id",
         "queue_id",
         "queue",
@@ -58,6 +59,7 @@ def test_triage_json_matches_the_contract(served, tmp_path: Path):
         "planner",
     }
     assert out["planner"] == "rules"
+    assert out["source"] == "sandbox"  # the served sandbox's account
     # the contract's three keys, plus `unknown_wait`: waiting calls whose join time could not be read (never "short")
     assert set(out["queue"]) == {"waiting", "longest_wait_minutes", "over_threshold", "unknown_wait"}
     assert out["queue"]["unknown_wait"] == []
@@ -172,5 +174,7 @@ def test_killed_audit_resumes_without_refetching(tmp_path: Path):
         assert clean.returncode == 0, clean.stderr
         fresh = json.loads(clean.stdout)
         report.pop("generated_at")
+        report.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
         fresh.pop("generated_at")
+        fresh.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
         assert report == fresh

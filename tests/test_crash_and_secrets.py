@@ -78,21 +78,37 @@ def test_audit_killed_at_a_random_point_gives_the_identical_report(tmp_path: Pat
         refetched = sandbox.count(resource="session_summaries") - baseline - fetched_before_kill
     report, fresh = json.loads(rerun.stdout), json.loads(clean.stdout)
     report.pop("generated_at")
+    report.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     fresh.pop("generated_at")
+    fresh.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     assert report == fresh
     total = fresh["totals"]["sessions"]
     # bounded refetching: at most the unfinished batch is fetched again (batch = 250)
     assert fetched_before_kill + refetched <= total + 250
 
 
+NOTIFY_PASSWORD = "staff-hook-password-5150"
+NOTIFY_TOKEN = "T0KENxyzSTAFF998877"
+
+
 def test_no_secret_in_output_logs_reports_or_checkpoints(tmp_path: Path):
+    from tests.receivers import webhook
+
     sandbox = create_sandbox()
-    with serve(sandbox) as s:
+    with serve(sandbox) as s, webhook() as hook:
+        # a staff channel whose URL holds a password and a token (both secrets), up for every command
+        notify = hook.url.replace("json://", f"json://staff:{NOTIFY_PASSWORD}@") + f"/{NOTIFY_TOKEN}"
         env = cli_env(
-            tmp_path, s.url, OPENAI_API_KEY=FAKE_OPENAI_KEY, COVIU_AGENT_PLANNER="rules", COVIU_AGENT_LOG_LEVEL="DEBUG"
+            tmp_path,
+            s.url,
+            OPENAI_API_KEY=FAKE_OPENAI_KEY,
+            COVIU_AGENT_PLANNER="rules",
+            COVIU_AGENT_LOG_LEVEL="DEBUG",
+            COVIU_AGENT_NOTIFY=notify,
         )
         outputs = []
         for args in (
+            ["notify", "test", "-vv"],
             ["tools", "--json"],
             ["tools", "-v"],
             ["triage", "now", "--patient-name", "Secret Scan", "-v"],
@@ -115,9 +131,11 @@ def test_no_secret_in_output_logs_reports_or_checkpoints(tmp_path: Path):
             for row in db.execute(f"select * from {table}"):
                 blobs.append(repr(row))
                 blobs.extend(expanded(row))  # large values are stored compressed: read them as they are
+    assert len(hook.posts) >= 3  # the test message, the queue's alerts and the audit's report went out
     for blob in blobs:
         assert FAKE_TRUTO_TOKEN not in blob
         assert FAKE_OPENAI_KEY not in blob
+        assert NOTIFY_PASSWORD not in blob and NOTIFY_TOKEN not in blob
 
 
 def expanded(row: tuple[object, ...]) -> list[str]:

@@ -1,7 +1,8 @@
 """The import layout: no import cycle among the project's modules, and imports only run down the layers.
 
 Layers (docs/architecture.md): agent → graphs → reporting → tools, agent → workers → tools; prompts is read by
-graphs; sandbox is the simulator and imports none of the product. Every import counts, including those inside
+graphs; sandbox is the simulator and imports none of the product; evals (the planner evals) sits beside agent, which
+runs it (`coviu-agent eval`), and nothing below imports it. Every import counts, including those inside
 functions; imports under `if TYPE_CHECKING:` run never, so they count for the layers but not for cycles.
 """
 
@@ -12,16 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agent", "tools", "graphs", "reporting", "workers", "prompts", "sandbox")
+PACKAGES = ("agent", "tools", "graphs", "reporting", "workers", "prompts", "sandbox", "evals")
 
 # package -> packages it must never import
 FORBIDDEN: dict[str, set[str]] = {
-    "tools": {"agent", "graphs", "reporting", "workers", "sandbox"},
-    "graphs": {"agent", "workers", "sandbox"},
-    "reporting": {"agent", "graphs", "workers", "sandbox"},
-    "workers": {"agent", "graphs", "reporting", "sandbox"},
-    "prompts": {"agent", "graphs", "tools", "reporting", "workers", "sandbox"},
-    "sandbox": {"agent", "graphs", "tools", "reporting", "workers"},
+    "tools": {"agent", "graphs", "reporting", "workers", "sandbox", "evals"},
+    "graphs": {"agent", "workers", "sandbox", "evals"},
+    "reporting": {"agent", "graphs", "workers", "sandbox", "evals"},
+    "workers": {"agent", "graphs", "reporting", "sandbox", "evals"},
+    "prompts": {"agent", "graphs", "tools", "reporting", "workers", "sandbox", "evals"},
+    "sandbox": {"agent", "graphs", "tools", "reporting", "workers", "evals"},
 }
 
 

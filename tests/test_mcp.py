@@ -74,7 +74,7 @@ async def make_mcp_services(
         waiting_queue_id=DEMO_WAITING_QUEUE_ID,
         collection_id=DEMO_INTAKE_COLLECTION_ID,
         report_dir=report_dir,
-        **kwargs,
+        **({"source": "sandbox"} | kwargs),
     )
 
 
@@ -215,7 +215,9 @@ async def test_audit_through_mcp_gives_the_same_report(
     assert len(sandbox.requests) > calls_before
     assert by_tools["totals"]["sessions"] > 50
     by_tools.pop("generated_at")
+    by_tools.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     by_mcp.pop("generated_at")
+    by_mcp.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     assert by_mcp == by_tools
     assert json.loads(Path(by_mcp_state["report_paths"]["json"]).read_text())["totals"] == by_tools["totals"]
     assert source_of(mcp_services).sessions_opened == 1
@@ -517,7 +519,7 @@ def test_cli_mcp_create_list_delete_and_tools(served, tmp_path: Path):
     created = run_cli(["mcp", "create", "--name", "clinic", "--methods", "read,write", "--json"], env, tmp_path)
     assert created.returncode == 0, created.stderr
     payload = json.loads(created.stdout)
-    assert set(payload) == {"id", "name", "url"} and payload["name"] == "clinic"
+    assert set(payload) == {"source", "id", "name", "url"} and payload["name"] == "clinic"
     url = payload["url"]
     token = url.rsplit("/", 1)[1]
     assert url.startswith(f"{served.url}/mcp/")
@@ -530,7 +532,7 @@ def test_cli_mcp_create_list_delete_and_tools(served, tmp_path: Path):
 
     tools = run_cli(["tools", "--json"], {**env, "TRUTO_MCP_URL": url}, tmp_path)
     assert tools.returncode == 0, tools.stderr
-    assert json.loads(tools.stdout)["source"] == "mcp" and json.loads(tools.stdout)["count"] == 19
+    assert json.loads(tools.stdout)["catalog"] == "mcp" and json.loads(tools.stdout)["count"] == 19
     assert token not in tools.stdout + tools.stderr and FAKE_TRUTO_TOKEN not in tools.stdout + tools.stderr
 
     deleted = run_cli(["mcp", "delete", payload["id"]], env, tmp_path)

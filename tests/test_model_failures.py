@@ -214,3 +214,34 @@ async def test_a_model_that_fails_mid_triage_stops_it_resumably_and_the_rerun_cr
     assert result.resumed and result.exit_code == 0, result.failure
     assert sandbox.count(resource="sessions", truto_method="create", status=200) == 1  # not created twice
     assert sandbox.count(resource="participants", truto_method="create", status=200) == 2
+
+
+class Hanging:
+    """A model that never answers: each attempt takes the client's whole timeout (60 s on the run's clock), then
+    times out."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.attempts = 0
+
+    async def ainvoke(self, prompt: Any) -> Any:
+        from langchain_core.exceptions import ModelTimeoutError
+
+        self.attempts += 1
+        self.clock.advance(60.0)
+        raise ModelTimeoutError("Request timed out.")
+
+
+@pytest.mark.profiles("default")
+async def test_a_model_that_never_answers_is_bounded_by_the_runs_wait_budget(services: Services, clock: FakeClock):
+    """Each timed-out attempt is time the run sat waiting on the model: it counts against the wait budget. Before,
+    only the backoff did, so a hung model cost 4 x 60 s whatever --max-wait said (COVIU_AGENT_MAX_WAIT=5: 3 min)."""
+    from graphs.planning import invoke_model
+
+    budget = services.toolbox.governor.budget
+    budget.restart()
+    budget.seconds = 90
+    model = Hanging(clock)
+    with pytest.raises(ModelFailedError, match="wait budget"):
+        await invoke_model(services, model, "hello", what="planning the next step")
+    assert model.attempts == 2  # 60 s, then the second 60 s leaves nothing for a third

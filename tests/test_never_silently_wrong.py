@@ -124,6 +124,7 @@ async def audit(services: Services, **inputs: Any) -> dict[str, Any]:
         await services.toolbox.aclose()
     report = dict((await graph.aget_state(config)).values["report"])
     report.pop("generated_at")
+    report.pop("summaries_from_cache", None)  # how the run got its summaries, not what they say
     return report
 
 

@@ -135,7 +135,7 @@ def audit_env(tmp: Path, base_url: str, state: str) -> dict[str, str]:
 
 def without_generated_at(report: dict[str, Any]) -> dict[str, Any]:
     """The report minus what differs between runs: the time, and the CLI's run figures (not in the file)."""
-    return {k: v for k, v in report.items() if k not in ("generated_at", "figures")}
+    return {k: v for k, v in report.items() if k not in ("generated_at", "figures", "summaries_from_cache")}
 
 
 def test_killed_audit_resumes_from_postgres(
@@ -212,3 +212,20 @@ def test_killed_audit_resumes_from_postgres(
         f"postgres resume: {expected['totals']['sessions']} summaries uninterrupted; {fetched_before_kill} before "
         f"SIGKILL, {fetched_on_rerun} on the rerun ({checkpoints} checkpoints in Postgres at the kill)\n"
     )
+
+
+async def test_a_thread_lock_on_postgres_is_held_once_and_released(postgres_state: tuple[str, Any, str]) -> None:
+    """One run per thread on PostgreSQL: a session-scoped advisory lock keyed by the thread (issue 23)."""
+    from agent.threadlock import ThreadBusy, thread_lock
+    from tools.clock import FakeClock
+
+    url, _, _ = postgres_state
+    clock = FakeClock()
+    async with thread_lock(url, "audit:team:2026-11-24:abc", clock):
+        with pytest.raises(ThreadBusy, match=r"in progress \(pid \d+, since 20"):
+            async with thread_lock(url, "audit:team:2026-11-24:abc", clock, wait_seconds=1):
+                pass
+        async with thread_lock(url, "audit:team:2026-11-25:abc", clock, wait_seconds=0):
+            pass  # another thread is not held
+    async with thread_lock(url, "audit:team:2026-11-24:abc", clock, wait_seconds=0):
+        pass  # released with its holder

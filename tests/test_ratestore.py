@@ -335,3 +335,14 @@ def test_retry_wait_is_what_is_left_of_the_hold() -> None:
     clock.advance(9.0)
     assert retry_wait(gov, 10.0) == pytest.approx(1.0)  # not the stale 10 s the error said
     assert retry_wait(None, 4.0) == 4.0
+
+
+def test_processes_naming_one_state_through_a_symlink_share_one_rate_store(tmp_path: Path) -> None:
+    from tools.ratestore import sqlite_rate_path
+
+    real = tmp_path / "data" / "state.sqlite"
+    real.parent.mkdir()
+    real.touch()
+    link = tmp_path / "state.sqlite"
+    link.symlink_to(real)
+    assert sqlite_rate_path(str(link)) == sqlite_rate_path(str(real)) == real.with_name("state.ratelimit.sqlite")

@@ -78,6 +78,7 @@ def make_report(sessions: list[dict[str, Any]], *, team_id: str = "team-1") -> d
     return {
         "schema_version": 2,
         "complete": not any("summary_unavailable" in s["flags"] for s in sessions),
+        "source": "acct-1",
         "team_id": team_id,
         "collection_id": "coll-1",
         "window": {"since": iso(SINCE), "until": iso(UNTIL)},
@@ -196,7 +197,7 @@ def test_markdown_sections_in_order(sample: dict[str, Any]) -> None:
 
 def test_markdown_summary_has_sentences_and_totals_table(sample: dict[str, Any]) -> None:
     summary = section(render_markdown(sample, narrative=None, **OPTIONS), "Summary")
-    assert "6 sessions ended in this window; 4 need attention." in summary
+    assert "6 sessions were scheduled to end in this window; 4 need attention." in summary
     assert "2 sessions have no intake form." in summary
     assert "1 session has an intake form that is not locked yet." in summary
     assert "1 session ran more than 10 minutes past the scheduled end." in summary
@@ -422,7 +423,7 @@ def test_markdown_multi_day_window_shows_dates() -> None:
 
 def test_markdown_with_no_sessions() -> None:
     markdown = render_markdown(make_report([]), narrative=None, **OPTIONS)
-    assert "No sessions ended in this window." in markdown
+    assert "No sessions were scheduled to end in this window." in markdown
     assert "Nothing to do: no session needs attention." in markdown
     assert "No sessions in this window." in markdown
 
@@ -631,3 +632,25 @@ def test_many_sessions_chart_hours_with_few_labels(count: int) -> None:
     written = re.findall(r'<text[^>]*class="major"[^>]*>([^<]*)</text>', svg)
     hours = [t for t in written if re.fullmatch(r"\d\d:00", t)]
     assert 0 < len(hours) <= report_module.CHART_X_LABELS_MAX
+
+
+def test_the_chart_marks_overruns_by_the_threshold_in_force() -> None:
+    rows = [session(0, over=1.0), session(1, over=5.0), session(2, over=25.5, flags=["overrun"])]
+    view = report_module._build_view(make_report(rows), narrative=None, **OPTIONS)
+    data = report_module._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
+    assert data.overrun == [0.0, 0.0, 25.5]  # 1 and 5 minutes late are not overruns at a 10-minute threshold
+    assert data.actual[1] == 35.0  # the overtime still shows in the actual bar
+    assert "more than 10 min late" in data.caption
+    many = [session(i, over=5.0) for i in range(30)] + [session(99, over=30.0, flags=["overrun"])]
+    view = report_module._build_view(make_report(many), narrative=None, **OPTIONS)
+    buckets = report_module._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
+    assert sum(v or 0 for v in buckets.overrun) == 30.0
+
+
+def test_the_first_sentence_says_what_the_sessions_were_selected_by() -> None:
+    # a session scheduled to end at the window's start ran early and ended the day before: it is in the count,
+    # and the words say "scheduled to end", which is what the count counts
+    early = session(0, start=SINCE - timedelta(minutes=30), over=-2.0)
+    markdown = render_markdown(make_report([early, session(1)]), narrative=None, **OPTIONS)
+    assert "2 sessions were scheduled to end in this window" in markdown
+    assert "ended in this window" not in markdown

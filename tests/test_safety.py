@@ -57,8 +57,12 @@ def two_cancels_same_id(messages: list[BaseMessage], tools: list[str]) -> AIMess
 
 
 async def test_a_reused_tool_call_id_does_not_carry_an_approval(services: Services, sandbox: Sandbox) -> None:
-    ids = demo(sandbox).sessions
-    a, b = ids["future"], ids["scheduled_today"] if "scheduled_today" in ids else ids["ontime"]
+    a = demo(sandbox).sessions["future"]
+    b = next(  # another session that can still be cancelled (one that started is refused without approval)
+        sid
+        for sid, s in sandbox.store.sessions.items()
+        if sid != a and s.canceled_time is None and s.start_time > services.clock.now()
+    )
     chat = Chat(services, two_cancels_same_id)
     await chat.say(f"cancel {a} {b}")
     assert [p["args"]["id"] for p in await chat.pending()] == [a]
@@ -117,10 +121,15 @@ async def test_a_custom_method_write_needs_approval(services: Services, sandbox:
 
 async def test_interrupt_is_a_hitl_request_and_edit_runs_the_edited_call(services: Services, sandbox: Sandbox) -> None:
     future = demo(sandbox).sessions["future"]
+    wrong = next(  # a session that could be cancelled, but not the one the person means
+        sid
+        for sid, s in sandbox.store.sessions.items()
+        if sid != future and s.canceled_time is None and s.start_time > services.clock.now()
+    )
 
     def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
         if not results(messages):
-            return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": "WRONG"}, "e1")])
+            return AIMessage("", tool_calls=[call("delete_a_coviu_session_by_id", {"id": wrong}, "e1")])
         return AIMessage("ok")
 
     chat = Chat(services, script)
@@ -131,11 +140,12 @@ async def test_interrupt_is_a_hitl_request_and_edit_runs_the_edited_call(service
         {"action_name": "delete_a_coviu_session_by_id", "allowed_decisions": ["approve", "edit", "reject"]}
     ]
     action = request["action_requests"][0]
-    assert action["name"] == "delete_a_coviu_session_by_id" and action["args"] == {"id": "WRONG"}
+    assert action["name"] == "delete_a_coviu_session_by_id" and action["args"] == {"id": wrong}
     assert "delete_a_coviu_session_by_id" in action["description"]
     edited = {"type": "edit", "edited_action": {"name": "delete_a_coviu_session_by_id", "args": {"id": future}}}
     await chat.decide([edited])
     assert sandbox.store.sessions[future].canceled_time is not None
+    assert sandbox.store.sessions[wrong].canceled_time is None
     deletes = [r for r in sandbox.requests if r.truto_method == "delete"]
     assert len(deletes) == 1 and future in json.dumps(deletes[0].query) + str(deletes[0].path)
 

@@ -36,7 +36,9 @@ def busy_state() -> AccountRate:
 
 def test_the_rate_state_is_written_as_before_and_reads_back() -> None:
     state = busy_state()
-    assert state.to_json() == json.dumps(asdict(state), separators=(",", ":"))
+    assert state.to_json() == json.dumps(asdict(state), separators=(",", ":"))  # every field, in order
+    state.hold_reason = "changed"
+    assert AccountRate.from_json(state.to_json()).hold_reason == "changed"
     assert AccountRate.from_json(state.to_json()) == state
 
 
@@ -141,3 +143,4 @@ def test_a_bad_rate_store_setting_is_named(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("COVIU_AGENT_SANDBOX", "1")
     result = CliRunner().invoke(app, ["audit", "--accounts", "clinic-1"])
     assert result.exit_code == 2 and "COVIU_AGENT_RATE_STORE" in result.output
+

@@ -28,6 +28,7 @@ from langgraph_sdk import get_client
 
 from sandbox import DEMO_TEAM_ID
 from tests.e2e import free_port
+from tests.receivers import Webhook, webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,7 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     prefixes = ("TRUTO_", "COVIU_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "LANGGRAPH_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(OFFLINE)
-    env.update(HOME=str(tmp), COVIU_AGENT_TIMEZONE=CLINIC_TZ, PYTHONPATH=str(PROJECT))
+    env.update(HOME=str(tmp), COVIU_AGENT_TIMEZONE=CLINIC_TZ, PYTHONPATH=str(PROJECT), COVIU_AGENT_SANDBOX="1")
     env.update(extra)
     return env
 
@@ -98,7 +99,14 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def staff_hook() -> Iterator[Webhook]:
+    """The staff's channel (a JSON webhook on loopback): the server's audits deliver their report to it."""
+    with webhook() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, staff_hook: Webhook) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("langgraph-dev")
     config = server_config(folder)
     port = free_port()
@@ -107,6 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         COVIU_AGENT_STATE=str(folder / "state.sqlite"),
         COVIU_AGENT_REPORT_DIR=str(folder / "reports"),
         COVIU_AGENT_PLANNER="rules",
+        COVIU_AGENT_NOTIFY=staff_hook.url,
     )
     command = [
         sys.executable,
@@ -193,7 +202,7 @@ async def test_triage_on_the_server(server: Server) -> None:
         assert state["queue"]["waiting"] >= 1 and state["alerts"]
 
 
-async def test_audit_on_the_server(server: Server) -> None:
+async def test_audit_on_the_server(server: Server, staff_hook: Webhook) -> None:
     zone = ZoneInfo(CLINIC_TZ)
     yesterday = (datetime.now(zone) - timedelta(days=1)).date()
     async with get_client(url=server.url) as client:
@@ -221,6 +230,9 @@ async def test_audit_on_the_server(server: Server) -> None:
         for path in paths.values():
             assert Path(path).is_file() and Path(path).is_relative_to(server.folder), path
         assert json.loads(Path(paths["json"]).read_text(encoding="utf-8"))["totals"] == report["totals"]
+        # the report reached the staff's channel (through the outbox in the server's state store)
+        told = [p for p in staff_hook.posts if "End-of-day audit" in p["title"]]
+        assert told and "To do" in told[-1]["message"], staff_hook.posts
 
 
 async def test_nightly_audit_cron_on_the_server(server: Server) -> None:
@@ -318,6 +330,43 @@ def test_schedule_audit_makes_one_cron_per_clinic_of_a_fleet(server: Server, tmp
         ["audit", "--cron", "0 6 * * *", "--server", server.url, "--fleet", str(fleet), "--team-id", "x"], tmp_path
     )
     assert mixed.returncode == 2 and "--fleet" in mixed.stderr
+
+
+def test_schedule_audit_again_replaces_the_clinics_cron_and_list_says_whose_and_when_locally(
+    server: Server, tmp_path: Path
+) -> None:
+    clinic = ["--integrated-account-id", "sandbox", "--team-id", DEMO_TEAM_ID, "--timezone", "Australia/Perth"]
+    first = schedule(["audit", "--cron", "0 6 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    assert again.returncode == 0, again.stderr
+    first_cron, second_cron = json.loads(first.stdout), json.loads(again.stdout)
+    assert second_cron["replaced"] == [first_cron["cron_id"]]
+
+    # a cron made by hand for the same clinic is left alone, unless --force
+    async def by_hand() -> str:
+        context = {"integrated_account_id": "sandbox", "team_id": DEMO_TEAM_ID}
+        made = await get_client(url=server.url).crons.create("audit", schedule="0 7 * * *", context=context)
+        return str(made["cron_id"])
+
+    import asyncio
+
+    manual = asyncio.run(by_hand())
+    kept = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", *clinic], tmp_path)
+    third = json.loads(kept.stdout)
+    assert third["replaced"] == [second_cron["cron_id"]]
+    forced = schedule(["audit", "--cron", "30 5 * * *", "--server", server.url, "--json", "--force", *clinic], tmp_path)
+    fourth = json.loads(forced.stdout)
+    assert sorted(fourth["replaced"]) == sorted([third["cron_id"], manual])
+
+    listed = schedule(["list", "--server", server.url, "--json"], tmp_path)
+    mine = [c for c in json.loads(listed.stdout)["crons"] if c["context"].get("team_id") == DEMO_TEAM_ID]
+    assert [c["cron_id"] for c in mine] == [fourth["cron_id"]]  # one cron for the clinic
+    assert mine[0]["clinic"] == f"integrated_account_id sandbox, team_id {DEMO_TEAM_ID}"
+    assert mine[0]["next_run_local"].endswith(" AWST") and " 05:30 " in mine[0]["next_run_local"]
+    text = schedule(["list", "--server", server.url], tmp_path).stdout
+    assert f"team_id {DEMO_TEAM_ID}" in text and "05:30 AWST" in text
+    assert schedule(["delete", fourth["cron_id"], "--server", server.url], tmp_path).returncode == 0
 
 
 def test_schedule_audit_command_exits_3_when_the_server_is_unreachable(tmp_path: Path) -> None:

@@ -289,3 +289,124 @@ async def test_a_triage_that_cannot_finish_exits_3_naming_the_step_and_what_exis
     session_id = result.state["session"]["session_id"]
     assert "the patient's link" in str(result.failure) and "the clinician's link" in str(result.failure)
     assert f"session {session_id}" in str(result.failure)
+
+
+def extracting(answer: str) -> Callable[..., AIMessage]:
+    """A model that answers the name question with `answer`, and plans like `inventing_model`."""
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if "patient's name only" in str(messages[0].content):
+            return AIMessage(answer)
+        return inventing_model(messages, tools)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("request_text", "answer", "expected"),
+    [
+        ("Ava Jenkins is waiting and needs a duty nurse now", "Ava Jenkins", "Ava Jenkins"),
+        ("Ava Jenkins is waiting and needs a duty nurse now", "Patient: Ava Jenkins.", "Ava Jenkins"),
+        ("A priority patient needs a duty nurse now", "Noah Brown", None),  # not in the request: made up
+        ("Ava Jenkins needs a nurse", "The patient's name is Ava Jenkins, as written.", None),  # a sentence
+    ],
+    ids=["as-written", "labelled", "invented", "a-sentence"],
+)
+async def test_the_patient_name_the_model_reads_is_one_written_in_the_request(
+    settings: Settings, services: Services, sandbox: Sandbox, request_text: str, answer: str, expected: str | None
+):
+    """The model only reads the name from the request: a name that is not in it (made up) or a sentence is never a
+    patient's link label; the run stops asking for the name (exit 2), nothing sent."""
+    from tools.errors import RunInputError
+
+    if expected is None:
+        with pytest.raises(RunInputError, match="patient's name"):
+            await run(settings, services, extracting(answer), request=request_text)
+        assert sandbox.count(resource="sessions", truto_method="create") == 0
+        return
+    result, _ = await run(settings, services, extracting(answer), request=request_text)
+    assert result.exit_code == EXIT_OK, result.failure
+    assert {p["role"]: p["display_name"] for p in result.state["participants"]}["guest"] == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"patient_name": "Ava\u202eJenkins"}, "patient_name"),
+        ({"patient_name": "Ava\nPatient: Bob"}, "patient_name"),
+        ({"patient_name": "A" * 300}, "patient_name"),
+        ({"patient_name": "Ava Jenkins", "host_name": "Dr\tLee"}, "host_name"),
+        ({"patient_name": "Ava Jenkins", "duration_minutes": 100000}, "duration_minutes"),
+        ({"patient_name": "Ava Jenkins", "wait_threshold_minutes": -5}, "wait_threshold_minutes"),
+    ],
+    ids=["bidi", "newline", "long", "host-tab", "duration", "threshold"],
+)
+async def test_a_server_runs_input_is_checked_like_the_command_lines(
+    settings: Settings, services: Services, sandbox: Sandbox, given: dict[str, Any], named: str
+):
+    """The CLI refuses these (exit 2); a run's input (the LangGraph server, a schedule) reached Coviu with them."""
+    from tools.errors import RunInputError
+
+    services.planner = "rules"
+    with pytest.raises(RunInputError, match=named):
+        await run_triage(
+            settings, TriageArgs(request="Queue check", **given), services=services, checkpointer=InMemorySaver()
+        )
+    assert sandbox.count(resource="sessions", truto_method="create") == 0
+
+
+@pytest.mark.parametrize("missing", ["entry_url", "participant_id"])
+async def test_a_link_the_server_did_not_return_is_never_shown_and_never_exit_0(
+    settings: Settings, services: Services, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, missing: str
+):
+    """A participant create answered 200 without the link (or its id): the reply showed `Patient link (Ava): None`
+    and exit 0. The link does not exist as far as we know: the step is not done (exit 3, naming it)."""
+    from sandbox.coviu import CoviuApi
+
+    shown = CoviuApi.participant_json
+
+    def without(self: CoviuApi, participant: Any) -> dict[str, Any]:
+        payload = shown(self, participant)
+        if str(participant.role).lower() == "guest":
+            payload.pop(missing, None)
+        return payload
+
+    monkeypatch.setattr(CoviuApi, "participant_json", without)
+    services.planner = "rules"
+    result = await run_triage(
+        settings,
+        TriageArgs(request="Queue check", patient_name="Ava Jenkins"),
+        services=services,
+        checkpointer=InMemorySaver(),
+    )
+    assert result.exit_code == EXIT_UPSTREAM, result.state.get("reply")
+    assert "None" not in result.state["reply"]
+    assert "the patient's link" in str(result.failure)
+
+
+async def test_a_session_create_answered_without_its_id_stops_at_once_saying_so(
+    settings: Settings, services: Services, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+):
+    """A 200 without `session_id`: the run went on planning links for session None until 'too many planning
+    steps', and said 'created: session None'. It stops at the session step, naming what Coviu left out."""
+    from sandbox.coviu import CoviuApi
+
+    shown = CoviuApi.session_json
+
+    def without(self: CoviuApi, session: Any, include_deleted: bool = False) -> dict[str, Any]:
+        payload = shown(self, session, include_deleted)
+        payload.pop("session_id", None)
+        return payload
+
+    monkeypatch.setattr(CoviuApi, "session_json", without)
+    services.planner = "rules"
+    result = await run_triage(
+        settings,
+        TriageArgs(request="Queue check", patient_name="Ava Jenkins"),
+        services=services,
+        checkpointer=InMemorySaver(),
+    )
+    assert result.exit_code == EXIT_UPSTREAM
+    assert "the session could not be created" in str(result.failure) and "session_id" in str(result.failure)
+    assert "None" not in str(result.failure) and "None" not in result.state["reply"]
+    assert sandbox.count(resource="sessions", truto_method="create") == 1  # never sent twice

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tools import telemetry
 from tools.clock import Clock, SystemClock
 from tools.errors import (
     MalformedResponseError,
@@ -209,20 +210,21 @@ class TrutoClient:
             verb, path, params=params, json=body if body is not None else None, headers=dict(headers or {})
         )
         self.requests_sent += 1
-        if deadline is None:
-            async with self._exchange(request, verb, path, proxy) as response:
-                yield response
-            return
-        timer = asyncio.timeout(deadline)
-        try:
-            async with timer, self._exchange(request, verb, path, proxy) as response:
-                yield response
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise
-            raise TransportError(
-                "timeout", f"no complete answer within the {deadline:g} s request deadline", method=verb, path=path
-            ) from exc
+        with telemetry.http_request(verb, path, self.integrated_account_id):
+            if deadline is None:
+                async with self._exchange(request, verb, path, proxy) as response:
+                    yield response
+                return
+            timer = asyncio.timeout(deadline)
+            try:
+                async with timer, self._exchange(request, verb, path, proxy) as response:
+                    yield response
+            except TimeoutError as exc:
+                if not timer.expired():
+                    raise
+                raise TransportError(
+                    "timeout", f"no complete answer within the {deadline:g} s request deadline", method=verb, path=path
+                ) from exc
 
     @asynccontextmanager
     async def _exchange(
@@ -232,6 +234,7 @@ class TrutoClient:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise error_from_httpx(exc, method=verb, path=path) from exc
+        telemetry.http_status(response.status_code)
         try:
             if proxy:
                 info = parse_rate_limit_headers(response.headers, self.clock.now())

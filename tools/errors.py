@@ -312,3 +312,46 @@ def model_failure(exc: BaseException, what: str = "the model call") -> CoviuAgen
     if isinstance(exc, errors.ModelAuthenticationError | errors.ModelPermissionDeniedError | errors.ModelNotFoundError):
         return ModelConfigError(f"the LLM refused the configuration ({type(exc).__name__}): {MODEL_CONFIG_HINT}")
     return ModelFailedError(f"the LLM failed ({what}): {error_record(exc)[:300]}")
+
+
+# Where each id a tool call carries comes from (for messages written for a person: which setting or flag to fix).
+ID_SOURCES = {
+    "team_id": "COVIU_TEAM_ID or --team-id",
+    "teamId": "COVIU_TEAM_ID or --team-id",
+    "waiting_queue_id": "COVIU_WAITING_QUEUE_ID or --queue-id",
+    "collection_id": "COVIU_INTAKE_COLLECTION_ID or --collection-id",
+    "collectionId": "COVIU_INTAKE_COLLECTION_ID or --collection-id",
+    "integrated account": "TRUTO_INTEGRATED_ACCOUNT_ID or --accounts/--fleet",
+}
+
+
+def is_bad_input(error: BaseException | None) -> bool:
+    """Whether a failure is the caller's input and a rerun of the same can never succeed: an invalid argument or
+    run input (nothing was sent) or an id the account does not know (a 404: a team, queue, collection or integrated
+    account). Errors that wrap another (`cause`) are judged by it. Everything else is upstream (exit 3)."""
+    if error is None:
+        return False
+    if isinstance(error, RunInputError | ToolArgumentError):
+        return True
+    if isinstance(error, TrutoError):
+        return error.status_code == 404
+    return is_bad_input(getattr(error, "cause", None))
+
+
+def for_person(error: BaseException) -> str:
+    """A failure said to a person at a terminal or in cron mail (not to the model): what was wrong, with the value,
+    which setting or flag it came from, and whether anything was sent. Secrets are redacted by the consoles.
+    An error that wraps another says it already (its message was made with this)."""
+    if isinstance(error, ToolArgumentError):
+        source = ID_SOURCES.get(error.field)
+        where = f"{error.field} (from {source})" if source else f"{error.tool}: {error.field or 'the arguments'}"
+        return f"{where}: expected {error.expected}; nothing was sent"
+    if isinstance(error, TrutoError) and error.status_code == 404:
+        what = error.provider_message or "not found"
+        hint = next((s for name, s in ID_SOURCES.items() if name in what), None)
+        check = f"check {hint}" if hint else "check the ids in your settings and flags"
+        where = f" ({error.method} {error.path})" if error.method else ""
+        return f"not found: {what}{where}; {check} (a rerun will not help)"
+    if isinstance(error, TrutoError):
+        return error.describe()
+    return str(error)

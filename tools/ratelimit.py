@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from tools import telemetry
 from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
 from tools.ratestore import AccountRate, MemoryRateStore, RateStore
@@ -43,6 +44,11 @@ VISIBLE_WAIT_SECONDS = 5.0
 HEADROOM_RELEASE_SECONDS = 0.25
 # After a 429 (something we do not see is spending the account's room), the headroom is kept for this many windows.
 HEADROOM_HOLD_WINDOWS = 30
+# Clocks of the processes sharing a store may disagree by this much before a row counts as written by a clock ahead.
+CLOCK_TOLERANCE_SECONDS = 1.0
+# A send is never booked further ahead than this many windows past the server's latest word (its reset, a hold):
+# pacing alone never needs more. A pacing wait longer than this many windows is claimed from the run's budget.
+PACING_HORIZON_WINDOWS = 2
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class RateLimitBudget:
                 self.spent += new
                 self.count += 1
                 self._covered_until = max(self._covered_until, end)
+        telemetry.rate_limit_wait(new)
         if new > 0 and wait > VISIBLE_WAIT_SECONDS:
             log.info(
                 "waiting %.0f s%s: %s (%.0f s of the %.0f s rate-limit wait budget left)",
@@ -240,7 +247,10 @@ class RateLimitGovernor:
       waits the server's limits impose: the part of a `reserve()` wait
       that comes from a 429 hold or a longer quota's `remaining: 0` is claimed from it, and a slot past the
       budget is never booked (`RateLimitBudgetError`). Its own pacing (spacing, waiting out a spent 10 s window)
-      is not a rate-limit wait, and is not counted.
+      is not a rate-limit wait, and is not counted, unless it is longer than pacing ever needs
+      (`PACING_HORIZON_WINDOWS` windows: sends booked far ahead by other runs): then it is claimed like any other.
+      Every time read from the store is first bounded by the window it describes (`_bounded`): a row written by
+      a clock ahead of ours is taken back, so no clock makes a wait longer than the server could have asked for.
     The state lives in `store` (`tools/ratestore.py`) under `key`: in memory by default, or a SQLite/PostgreSQL
     store that every process of a deployment shares, so they all spend one budget. The counters
     (`requests_reserved`, `rate_limited_count`, `total_wait_seconds`) and the budget are this governor's own.
@@ -389,6 +399,50 @@ class RateLimitGovernor:
             until, why = state.reset_at, "ratelimit-remaining 0 until ratelimit-reset"
         return max(0.0, until - now), why
 
+    def _bounded(self, state: AccountRate, now: float) -> AccountRate:
+        """The state with every time bounded by the window it describes, and stamped as written now.
+
+        A row written by a clock ahead of ours (a peer's skewed clock, or ours before NTP stepped it back) has a
+        `written_at` in our future: all its times are taken back by that much. Then, whoever wrote it: a window was
+        observed no later than now and ends no later than its observed length after that (at most a header's
+        longest reset); a hold lasts no longer than it was set for; the headroom is held for at most its windows;
+        and no send is booked further than its queue (a window per `capacity` sends booked, and
+        `PACING_HORIZON_WINDOWS` more) past the latest of now, the hold and the window's reset. A wait is then never
+        longer than what the server, or the sends ahead of it, could have asked for.
+        """
+        ahead = state.written_at - now
+        if ahead > CLOCK_TOLERANCE_SECONDS and self.store.shared:
+            log.warning(
+                "the shared rate-limit state of account %s was written by a clock %.0f s ahead of this one: its "
+                "times are taken back by that much",
+                self.key.rsplit("#", 1)[-1],  # the account id, not the base URL
+                ahead,
+            )
+            state.sends = [t - ahead for t in state.sends]
+            state.pending = [t - ahead for t in state.pending]
+            for name in ("hold_until", "hold_from", "observed_at", "reset_at", "headroom_held_until"):
+                value = getattr(state, name)
+                if value:
+                    setattr(state, name, value - ahead)
+        length = min(max(0.0, state.reset_at - state.observed_at), MAX_HEADER_SECONDS)
+        state.observed_at = min(state.observed_at, now)
+        state.reset_at = min(state.reset_at, state.observed_at + length)
+        if state.hold_from:  # (a row from before `hold_from` was kept: a hold no longer than a header may ask)
+            hold = min(max(0.0, state.hold_until - state.hold_from), MAX_HEADER_SECONDS)
+            state.hold_from = min(state.hold_from, now)
+            state.hold_until = min(state.hold_until, state.hold_from + hold)
+        else:
+            state.hold_until = min(state.hold_until, now + MAX_HEADER_SECONDS)
+        state.headroom_held_until = min(state.headroom_held_until, now + HEADROOM_HOLD_WINDOWS * self.window)
+        # sends booked ahead keep at most `capacity` a window: the queue of them reaches this far, and no further
+        queue = len(state.sends) // self._capacity(state) + PACING_HORIZON_WINDOWS
+        latest = max(now, state.hold_until, state.reset_at if state.remaining is not None else now)
+        horizon = latest + queue * self.window
+        state.sends = [min(t, horizon) for t in state.sends]  # sorted stays sorted
+        state.pending = [min(t, horizon) for t in state.pending]
+        state.written_at = now
+        return state
+
     def _prune(self, state: AccountRate, now: float) -> None:
         for times in (state.sends, state.pending):  # a request never answered (a timeout) drops out here
             cut = bisect_right(times, now - 2 * self.window)
@@ -400,6 +454,7 @@ class RateLimitGovernor:
 
         def look(state: AccountRate) -> float:
             now = self._now()
+            self._bounded(state, now)
             return max(0.0, self._next_slot(state, now, probe=True)[0] - now)
 
         return self.store.transact(self.key, look)
@@ -419,11 +474,21 @@ class RateLimitGovernor:
 
         def book(state: AccountRate) -> tuple[float, float, bool]:
             now = self._now()
+            self._bounded(state, now)
             self._prune(state, now)
             slot, ask_again = self._next_slot(state, now, probe=probe)
             server_wait, why = self._server_wait(state, now)
             if server_wait > 0:
                 self.budget.claim(server_wait, self.clock, what=what, why=why)
+            elif slot - now > PACING_HORIZON_WINDOWS * self.window:
+                # longer than pacing ever needs (sends booked far ahead by other runs): a wait like any other
+                self.budget.claim(slot - now, self.clock, what=what, why="pacing: the account's sends booked ahead")
+            elif slot - now > VISIBLE_WAIT_SECONDS:  # pacing, not budgeted, but a wait a person would notice
+                log.info(
+                    "waiting %.0f s%s: pacing (the account's sends booked ahead of this one)",
+                    slot - now,
+                    f" before {what}" if what else "",
+                )
             if not ask_again:
                 insort(state.sends, slot)
                 insort(state.pending, slot)
@@ -444,7 +509,8 @@ class RateLimitGovernor:
         while True:
             wait, booked = self.try_reserve(what)
             if wait > 0:
-                await sleep(wait)
+                with telemetry.waiting(wait, "pacing", self.key):
+                    await sleep(wait)
                 waited += wait
             if booked:
                 return waited
@@ -453,7 +519,8 @@ class RateLimitGovernor:
         """A retry path is about to sleep `seconds` on this account's limit: claim it from the budget (or raise)."""
 
         def reason(state: AccountRate) -> str:
-            return self._server_wait(state, self._now())[1]
+            now = self._now()
+            return self._server_wait(self._bounded(state, now), now)[1]
 
         why = self.store.transact(self.key, reason)
         return self.budget.claim(seconds, self.clock, what=what, why=why or "rate limited (429)")
@@ -468,6 +535,7 @@ class RateLimitGovernor:
 
         def learn(state: AccountRate) -> float:
             now = self._now()
+            self._bounded(state, now)
             if booked is not None and booked[0] is self.store and booked[1] == self.key:
                 index = bisect_left(state.pending, booked[2])  # this request is answered: no longer in flight
                 if index < len(state.pending) and state.pending[index] == booked[2]:
@@ -491,13 +559,14 @@ class RateLimitGovernor:
                 hold = max(waits) if waits else DEFAULT_RETRY_AFTER
                 state.headroom_held_until = max(state.headroom_held_until, now + HEADROOM_HOLD_WINDOWS * self.window)
                 if now + hold > state.hold_until:
-                    state.hold_until = now + hold
+                    state.hold_until, state.hold_from = now + hold, now
                     said = "Retry-After" if waits else "no usable Retry-After; default back-off"
                     state.hold_reason = f"429 rate limited ({said})"
             return max(0.0, state.hold_until - now)
 
         if status_code == 429:
             self.rate_limited_count += 1
+            telemetry.rate_limited(self.key)
         return self.store.transact(self.key, learn)
 
 

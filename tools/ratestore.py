@@ -17,6 +17,7 @@ Times in a shared store are wall-clock Unix seconds (`Clock.now()`), the only cl
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -57,6 +58,9 @@ class AccountRate:
     allow), `observed_at` when that window was first seen. `pending`: booked sends not answered yet.
     `hold_until`: a 429's hold. `limit`: the limit the headers announced. `headroom_held_until`: after a 429 (a
     sender we do not see is spending the account's room), the slot of headroom is not spent until then.
+    `hold_from`: when the hold was set. `written_at`: the writer's clock at its last change. A reader bounds every
+    time by the window it describes (`RateLimitGovernor._bounded`): a peer's clock ahead, or NTP stepping this
+    one back, never makes a wait longer than the server could have asked for.
     """
 
     sends: list[float] = field(default_factory=list)
@@ -68,23 +72,13 @@ class AccountRate:
     observed_at: float = 0.0
     reset_at: float = 0.0
     headroom_held_until: float = 0.0
+    hold_from: float = 0.0  # when the hold was set: a hold describes [hold_from, hold_until]
+    written_at: float = 0.0  # the writer's clock at its last change: a row from a clock ahead is taken back
 
     def to_json(self) -> str:
-        # the fields by hand: `dataclasses.asdict` deep-copies every list, a third of a transaction's CPU (profiled)
-        return json.dumps(
-            {
-                "sends": self.sends,
-                "hold_until": self.hold_until,
-                "hold_reason": self.hold_reason,
-                "limit": self.limit,
-                "remaining": self.remaining,
-                "pending": self.pending,
-                "observed_at": self.observed_at,
-                "reset_at": self.reset_at,
-                "headroom_held_until": self.headroom_held_until,
-            },
-            separators=(",", ":"),
-        )
+        # the instance's fields as they are (a flat dataclass: its __dict__ in field order): `dataclasses.asdict`
+        # deep-copies every list, a third of a store transaction's CPU (profiled)
+        return json.dumps(vars(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> AccountRate:
@@ -102,6 +96,8 @@ class AccountRate:
                 observed_at=float(data.get("observed_at", 0.0)),
                 reset_at=float(data.get("reset_at", 0.0)),
                 headroom_held_until=float(data.get("headroom_held_until", 0.0)),
+                hold_from=float(data.get("hold_from", 0.0)),
+                written_at=float(data.get("written_at", 0.0)),
             )
         except (ValueError, TypeError, AttributeError):
             log.warning("the shared rate-limit state was unreadable; starting it afresh")
@@ -158,10 +154,28 @@ class SqliteRateStore:
         if not self.path.exists():
             self.path.touch(mode=0o600)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._initialise(time.monotonic() + busy_timeout)
+        self._conn = self._connect(busy_timeout)
+        try:
+            self._initialise(time.monotonic() + busy_timeout)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked past the timeout, permissions, ...: not corrupt
+                raise
+            # garbage or truncated: the file only holds pacing hints, so it is set aside (kept for a look) and rebuilt
+            self._conn.close()
+            aside = set_aside(self.path)
+            log.warning(
+                "rate-limit store %s is unreadable (%s): set aside as %s and rebuilt empty (it only holds pacing "
+                "hints; the first requests are paced from scratch)",
+                self.path,
+                exc,
+                aside.name,
+            )
+            self.path.touch(mode=0o600)
+            self._conn = self._connect(busy_timeout)
+            self._initialise(time.monotonic() + busy_timeout)
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        return sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
     def _initialise(self, deadline: float) -> None:
         """WAL mode and the table. Processes opening a new file at once may find it locked: switching the journal
@@ -174,6 +188,10 @@ class SqliteRateStore:
                     self._conn.execute("PRAGMA synchronous=NORMAL")
                     self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
                     self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                    # a truncated file can open and still be unreadable further in (the store is a few pages: fast)
+                    checked = str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
+                    if checked != "ok":
+                        raise sqlite3.DatabaseError(f"quick_check: {checked[:200]}")
                     self._conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
                     )
@@ -275,9 +293,19 @@ async def postgres_setup(conn: Any, statements: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable SQLite file (and its -wal/-shm companions) to `<name>.corrupt-<unix time>`."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):  # no companion (or another process set it aside first)
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
 def sqlite_rate_path(state: str) -> Path:
-    """The rate-limit file beside a SQLite checkpoint DB: `checkpoints.sqlite` -> `checkpoints.ratelimit.sqlite`."""
-    path = Path(state).expanduser()
+    """The rate-limit file beside a SQLite checkpoint DB: `checkpoints.sqlite` -> `checkpoints.ratelimit.sqlite`
+    (beside the file itself: processes naming one store through a symlink share one pacing)."""
+    path = Path(state).expanduser().resolve()
     return path.with_name(f"{path.stem}.ratelimit.sqlite")
 
 

@@ -33,6 +33,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
     (re.compile(r"(?i)(/mcp/|%2Fmcp%2F)[A-Za-z0-9._~%-]{8,}"), rf"\1{REDACTED}"),
+    # the password of a URL's userinfo (scheme://user:password@host), whatever the scheme
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@\"'<>]*):[^/\s@\"'<>]+@"), rf"\1:{REDACTED}@"),
 )
 
 # C0 (minus \t \n), DEL, C1, the bidi controls (Unicode's Bidi_Control: ALM, LRM/RLM, embeddings/overrides,

@@ -6,6 +6,8 @@ Bytes go from Truto's proxy straight to `<path>.part` in chunks: never whole in 
 from __future__ import annotations
 
 import asyncio
+import base64
+import errno
 import hashlib
 import json
 import logging
@@ -65,6 +67,72 @@ class DownloadError(CoviuAgentError):
     """A file could not be fetched intact (size mismatch, an unexpected range)."""
 
 
+class ChangedUpstream(DownloadError):
+    """The remote file is not the one a `.part` holds the start of: its bytes are never stitched to the new ones."""
+
+
+_REPR_DIGEST = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]+):", re.IGNORECASE)
+_LEGACY_DIGEST = re.compile(r"(?:^|,)\s*sha-256\s*=\s*([A-Za-z0-9+/=]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What the server said identifies the file a `.part` holds the start of (kept beside it in `.part.meta`):
+    its ETag, Last-Modified, total length, and the whole file's SHA-256 where the server gives one (RFC 9530
+    `Repr-Digest`, or the older `Digest`). A resume sends `If-Range` with them; a change starts again from zero."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str], total: int | None) -> Validators:
+        return cls(
+            etag=headers.get("etag") or None,
+            last_modified=headers.get("last-modified") or None,
+            total=total,
+            sha256=_digest_hex(headers.get("repr-digest"), _REPR_DIGEST)
+            or _digest_hex(headers.get("digest"), _LEGACY_DIGEST),
+        )
+
+    def if_range(self) -> str | None:
+        """A strong ETag, else Last-Modified (a weak ETag may not be used in If-Range: RFC 9110 13.1.5)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def differs(self, other: Validators) -> bool:
+        """Some fact both know is not the same: another version of the file."""
+        pairs = zip(asdict(self).values(), asdict(other).values(), strict=True)
+        return any(a is not None and b is not None and a != b for a, b in pairs)
+
+    def merged(self, newer: Validators) -> Validators:
+        return Validators(**{k: v if v is not None else asdict(self)[k] for k, v in asdict(newer).items()})
+
+    @classmethod
+    def load(cls, path: Path) -> Validators | None:
+        try:
+            with os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW), "r", encoding="utf-8") as handle:
+                raw = json.load(handle)
+            return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__}) if isinstance(raw, dict) else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        write_private(path, json.dumps(asdict(self)))
+
+
+def _digest_hex(header: str | None, pattern: re.Pattern[str]) -> str | None:
+    match = pattern.search(header or "")
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match.group(1), validate=True).hex()
+    except ValueError:
+        return None
+
+
 def safe_name(identifier: str) -> str:
     """A file-system-safe name built from an id only (never a patient's name); odd ids are hashed."""
     if _SAFE_ID.match(identifier):
@@ -88,9 +156,14 @@ def kind_of(content_type: str | None) -> Kind:
     return "file"
 
 
+# Every file the worker opens is opened without following a symlink (a link planted at a `.part`, a target or the
+# manifest is never written through).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW), "rb") as handle:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -185,12 +258,14 @@ class Manifest:
 
 
 def _owner_only(path: str, flags: int) -> int:
-    """`open(..., opener=)`: new files are 0600 whatever the umask (recordings hold patient data)."""
-    return os.open(path, flags, 0o600)
+    """`open(..., opener=)`: new files are 0600 whatever the umask (recordings hold patient data), and a symlink
+    at the path is never followed (the open fails instead)."""
+    return os.open(path, flags | NOFOLLOW, 0o600)
 
 
-def private_dir(path: Path) -> None:
-    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are)."""
+def private_dir(path: Path) -> list[Path]:
+    """Create `path` and any missing parents as 0700 directories (existing ones are left as they are); returns the
+    ones it created, deepest first (`remove_empty` takes them back when nothing was written there)."""
     missing = []
     for directory in (path, *path.parents):
         if directory.exists():
@@ -199,6 +274,16 @@ def private_dir(path: Path) -> None:
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove these directories (deepest first) while they are empty: no empty folder for a missing recording."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (another file of the submission), or already gone
+            return
 
 
 def write_private(path: Path, text: str) -> None:
@@ -487,12 +572,21 @@ class RecordingsWorker:
         return report
 
     async def download(self, item: MediaItem) -> FileResult:
-        """Stream one item to disk: skip it when complete, resume a `.part` with Range, retry transient errors."""
+        """Stream one item to disk: skip it when complete, resume a `.part` with Range (and If-Range), retry
+        transient errors. Nothing is written through a symlink or outside the download folder; a resumed file
+        whose digest does not match the server's is fetched again from zero."""
         assert self.download_dir is not None and self.manifest is not None
         relative = item.relative_path()
         target = self.download_dir / relative
-        private_dir(target.parent)
+        created = private_dir(target.parent)
+        if not target.parent.resolve().is_relative_to(self.download_dir.resolve()):
+            raise DownloadError(f"{relative}: its folder leads outside {self.download_dir} (a symlink?); not written")
         part = target.with_name(target.name + ".part")
+        meta = part.with_name(part.name + ".meta")
+        for path in (target, part, meta):
+            if path.is_symlink():  # never ours: removed (the link, not what it points at), never followed
+                log.warning("removing a symlink at %s in the download folder; downloads never follow one", path.name)
+                path.unlink()
         known = self.manifest.find(item.submission_id, item.kind, item.file_id)
         expected = (
             item.size
@@ -513,23 +607,41 @@ class RecordingsWorker:
         resumed_from = part.stat().st_size if part.is_file() else 0
         ensure_free_space(part.parent, None if expected is None else expected - resumed_from, str(relative))
         state: dict[str, Any] = {}
-        try:
-            await self._read(f"downloading {relative}", lambda: self._fetch(item, part, expected, state))
-        except DownloadTooLargeError:
-            part.unlink(missing_ok=True)  # more bytes than announced: corrupt, never kept or resumed
-            raise
-        except TrutoError as exc:
-            if item.tool == AUDIO_GET and _no_recording(exc):
-                part.unlink(missing_ok=True)
-                self.on_event(f"no audio recording for submission {item.submission_id}")
-                return FileResult(item, "missing")
-            raise
-        size = part.stat().st_size
-        total = state.get("total")
-        if (total is not None and size != total) or (expected is not None and size != expected):
-            raise DownloadError(f"{relative}: got {size} bytes, expected {total if total is not None else expected}")
+        for _ in range(2):  # a resumed file whose digest is not the server's: once more, from zero
+            state.clear()
+            try:
+                await self._read(f"downloading {relative}", lambda: self._fetch(item, part, expected, state))
+            except DownloadTooLargeError:
+                part.unlink(missing_ok=True)  # more bytes than announced: corrupt, never kept or resumed
+                meta.unlink(missing_ok=True)
+                raise
+            except TrutoError as exc:
+                if item.tool == AUDIO_GET and _no_recording(exc):
+                    part.unlink(missing_ok=True)
+                    meta.unlink(missing_ok=True)
+                    remove_empty(created)
+                    self.on_event(f"no audio recording for submission {item.submission_id}")
+                    return FileResult(item, "missing")
+                raise
+            size = part.stat().st_size
+            total = state.get("total")
+            if (total is not None and size != total) or (expected is not None and size != expected):
+                raise DownloadError(
+                    f"{relative}: got {size} bytes, expected {total if total is not None else expected}"
+                )
+            digest = await asyncio.to_thread(sha256_of, part)
+            wanted = state.get("sha256")
+            if wanted is None or digest == wanted:
+                break
+            part.unlink()
+            meta.unlink(missing_ok=True)
+            if not state.get("resumed"):
+                raise DownloadError(f"{relative}: its SHA-256 is not the one the server gave; removed")
+            log.info("%s: the resumed file's SHA-256 is not the server's; downloading it again from zero", relative)
+        else:
+            raise DownloadError(f"{relative}: its SHA-256 is not the one the server gave; removed")
         os.replace(part, target)
-        digest = await asyncio.to_thread(sha256_of, target)
+        meta.unlink(missing_ok=True)
         content_type = state.get("content_type") or item.content_type
         status: Status = "resumed" if state.get("resumed") else "downloaded"
         if state.get("already_complete"):
@@ -557,16 +669,32 @@ class RecordingsWorker:
         )
 
     async def _fetch(self, item: MediaItem, part: Path, expected: int | None, state: dict[str, Any]) -> None:
-        """One attempt: GET (with `Range: bytes=<size>-` when a `.part` exists), appending chunks to `.part`."""
+        """One attempt: GET (with `Range: bytes=<size>-` and `If-Range` when a `.part` exists), appending chunks to
+        `.part`. A `.part` of another version of the file (the server's validators, total or digest differ) is
+        dropped and the file fetched from zero in the same attempt: never stitched."""
+        try:
+            await self._fetch_once(item, part, expected, state)
+        except ChangedUpstream as exc:
+            log.info("%s: %s; downloading it from zero", part.name, exc)
+            part.unlink(missing_ok=True)
+            part.with_name(part.name + ".meta").unlink(missing_ok=True)
+            state.clear()
+            await self._fetch_once(item, part, expected, state)
+
+    async def _fetch_once(self, item: MediaItem, part: Path, expected: int | None, state: dict[str, Any]) -> None:
         spec = self.toolbox.executor.validate(item.tool, item.arguments)
         record_id, query, _ = spec.split(item.arguments)
-        offset = part.stat().st_size if part.is_file() else 0
+        meta = part.with_name(part.name + ".meta")
+        offset = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
         if expected is not None and offset > expected:
             part.unlink()
             offset = 0
+        seen = Validators.load(meta) if offset else None
         headers = {"Accept": "*/*"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if seen is not None and seen.if_range():
+                headers["If-Range"] = str(seen.if_range())  # the Range holds only for the version we started
         client = self.toolbox.client
         path = client.proxy_path(spec.resource, spec.method, record_id)
         try:
@@ -579,20 +707,40 @@ class RecordingsWorker:
                     start, total = _content_range(response.headers.get("content-range"))
                     if start != offset:
                         raise DownloadError(f"asked for bytes from {offset}, the server sent from {start}")
+                    now = Validators.of(response.headers, total)
+                    if seen is not None and seen.differs(now):
+                        raise ChangedUpstream("the remote file changed since the partial download")
+                    if seen is None and now.sha256 is None:
+                        # no `.part.meta` (missing or unreadable): nothing says which version the `.part` holds,
+                        # and no digest will catch a stitch
+                        raise ChangedUpstream("nothing records which version the partial download holds")
+                    if expected is not None and total is not None and total != expected:
+                        raise ChangedUpstream(f"the remote file is {total} bytes, not the {expected} expected")
                     mode = "ab"
                     state["resumed"] = True
                     state["total"] = total
+                    now = seen.merged(now) if seen is not None else now
                 else:
                     if offset:
                         log.info(
-                            "the server ignored Range (status %d); downloading from the start", response.status_code
+                            "the server ignored Range or If-Range (status %d); downloading from the start",
+                            response.status_code,
                         )
                     length = response.headers.get("content-length")
                     state["total"] = int(length) if length and length.isdigit() else None
                     state["resumed"] = False
+                    now = Validators.of(response.headers, state["total"])
+                state["sha256"] = now.sha256
+                now.save(meta)  # before the first byte: an interrupted download knows which version it holds
                 bound = ByteBound.for_response(response, offset, expected, state, part, self.max_unannounced_bytes)
                 floor = ThroughputFloor(self.toolbox.clock.monotonic, path, self.stall_seconds)
-                with open(part, mode, opener=_owner_only) as handle:
+                try:
+                    handle = open(part, mode, opener=_owner_only)  # noqa: SIM115 (closed below)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise DownloadError(f"{part.name} is a symlink: downloads never follow one") from None
+                    raise
+                with handle:
                     # Each piece as it arrives (no chunk size: httpx would buffer pieces into chunks of that size,
                     # and the floor would only see a drip once a whole chunk had come, however long that took).
                     async for chunk in response.aiter_bytes():
@@ -610,8 +758,10 @@ class RecordingsWorker:
             total = _unsatisfied_total(exc.headers.get("content-range"))
             if total is not None and total == offset:
                 state.update({"total": total, "already_complete": True, "resumed": False})
+                state["sha256"] = seen.sha256 if seen is not None else None
                 return
             part.unlink(missing_ok=True)  # the partial file does not match the remote one: start over
+            meta.unlink(missing_ok=True)
             raise DownloadError(
                 f"range from {offset} not satisfiable (remote size {total}); restarting next run"
             ) from exc

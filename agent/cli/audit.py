@@ -1,4 +1,4 @@
-"""`coviu-agent audit`: scenario 2, the end-of-day audit (cron-safe; resumes after a crash)."""
+"""`coviu-agent audit`: the end-of-day audit (cron-safe; resumes after a crash)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async, say
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 from agent.runs import AuditArgs, audit_window, run_audit
 
@@ -16,9 +16,9 @@ def audit(
     day: str | None = typer.Option(None, "--date", help="Audit this day (YYYY-MM-DD, clinic time zone)."),
     since: str | None = typer.Option(None, "--since", help="Window start (ISO-8601)."),
     until: str | None = typer.Option(None, "--until", help="Window end, exclusive (ISO-8601)."),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
     collection_id: str | None = typer.Option(
-        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+        None, "--collection-id", help="Intake collection id.  [env var: COVIU_INTAKE_COLLECTION_ID]"
     ),
     overrun_threshold_minutes: float = typer.Option(
         10, "--overrun-threshold-minutes", help="Flag sessions that end more than this many minutes late."
@@ -30,7 +30,11 @@ def audit(
         False, "--refresh", help="Fetch every summary again, ignoring (and rewriting) the summary cache."
     ),
     max_wait: float | None = typer.Option(
-        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+        None,
+        "--max-wait",
+        min=1,
+        metavar="SECONDS",
+        help="Seconds this run may wait out rate limits in total (default 1800).  [env var: COVIU_AGENT_MAX_WAIT]",
     ),
     accounts: str | None = typer.Option(
         None, "--accounts", help="Audit these integrated accounts (a,b,c) at once: one report each + a fleet summary."
@@ -41,10 +45,13 @@ def audit(
     shard: str | None = typer.Option(
         None, "--shard", help="With --accounts/--fleet: audit only worker I of N's clinics (I/N; a stable hash)."
     ),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Scenario 2: the end-of-day audit (default: yesterday). Cron-safe; resumes after a crash."""
-    settings = load_settings(verbose, as_json)
+    """The end-of-day audit of a day (default: yesterday): missing and pending forms, overruns, billable minutes.
+
+    Cron-safe (no prompts); a rerun resumes after a crash."""
+    settings = load_settings(-1 if quiet else verbose, as_json)
     from agent.settings import LONG_RUN_MAX_WAIT
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
@@ -83,6 +90,7 @@ def audit(
         check_id("--collection-id", collection_id)
         check_id("--thread-id", thread_id)
         check_report_dir(out_dir)
+        settings.channels()  # a notification URL Apprise cannot use is named before any request
         from tools.clock import SystemClock
 
         audit_window(settings, args, SystemClock().now())  # a bad window is named before any request
@@ -146,6 +154,7 @@ def audit_fleet(
         if not 0 <= args.overrun_threshold_minutes <= 1440:
             raise BadInput(f"--overrun-threshold-minutes: expected 0 to 1440, got {args.overrun_threshold_minutes}")
         check_report_dir(out_dir)
+        settings.channels()
         clinics = parse_accounts(accounts) if accounts is not None else load_fleet(Path(fleet or ""))
         index, count = parse_shard(shard) if shard is not None else (0, 1)
     except BadInput as exc:
@@ -160,13 +169,20 @@ def audit_fleet(
             else:
                 out.print(f"shard {index + 1} of {count}: none of the fleet's clinics", highlight=False, markup=False)
             return
+    import shlex
+
+    rerun = f"coviu-agent audit --fleet {shlex.quote(fleet)}" if fleet is not None else None
+    if rerun and shard is not None:
+        rerun += f" --shard {shlex.quote(shard)}"
     runs = run_async(
-        lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir))), as_json=as_json
+        lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir)), rerun=rerun),
+        as_json=as_json,
     )
     from agent.fleet import fleet_summary
 
-    summary = fleet_summary(runs)
-    paths = write_fleet_summary(runs, Path(out_dir), suffix=suffix)
+    source = "sandbox" if settings.uses_sandbox else "truto"
+    summary = fleet_summary(runs, source)
+    paths = write_fleet_summary(runs, Path(out_dir), source, suffix=suffix)
     if as_json:
         emit_json({**summary, "summary_files": {k: str(v) for k, v in paths.items()}})
     else:
@@ -184,9 +200,7 @@ def audit_fleet(
 
 
 def check_report_dir(out_dir: str) -> None:
-    """`--out` must name a directory (existing or to be made), checked before any request is sent."""
-    if not out_dir.strip():
-        raise BadInput("--out: expected a directory for the report files, got an empty value")
-    path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"--out: expected a directory, but {out_dir!r} is a file")
+    """`--out` must name a directory that exists or can be made, and can be written: checked before any request."""
+    from agent.local_inputs import check_output_dir
+
+    check_output_dir("--out", out_dir)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def check_expires_at(value: str | None) -> str | None:
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, TrutoAccount]]:
     """A Truto client for admin routes (API token; no proxy, no governor pacing) and the account it is for
-    (`agent.services.truto_account`: the embedded sandbox without TRUTO_API_KEY, else the real account)."""
+    (`agent.services.truto_account`: the embedded sandbox when asked for, else the real account)."""
     from agent.services import truto_account
     from tools.client import TrutoClient
     from tools.ratelimit import RateLimitGovernor
@@ -71,7 +71,7 @@ async def admin_client(settings: Settings) -> AsyncIterator[tuple[TrutoClient, T
         from sandbox.mcp import DEMO_MCP_TOKEN
 
         err.print(
-            "coviu-agent: TRUTO_API_KEY is not set; using the embedded sandbox, which forgets its MCP servers when "
+            "coviu-agent: using the embedded sandbox (as asked for), which forgets its MCP servers when "
             f"this command ends (its demo server is always there: {account.base_url}/mcp/{DEMO_MCP_TOKEN}). "
             "For lasting ones, run `coviu-agent sandbox serve` and point TRUTO_BASE_URL at it.",
             highlight=False,
@@ -127,7 +127,8 @@ def mcp_create(
     tags: str | None = typer.Option(None, "--tags", help="Comma-separated tool tags (AND with --methods)."),
     expires_at: str | None = typer.Option(None, "--expires-at", help="ISO-8601 expiry (default: never)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"id", "name", "url"}.'),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Create an MCP server for this account and print its URL once (a secret: store it as TRUTO_MCP_URL)."""
     try:
@@ -141,7 +142,7 @@ def mcp_create(
         expiry = check_expires_at(expires_at)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> dict[str, Any]:
         payload = {"name": name.strip(), "config": config, "expires_at": expiry}
@@ -174,10 +175,11 @@ def mcp_create(
 @mcp_app.command("list")
 def mcp_list(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """List the account's MCP servers (never their URLs)."""
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> list[dict[str, Any]]:
         payload, _ = await _admin(settings, "GET")
@@ -194,15 +196,36 @@ def mcp_list(
     if as_json:
         emit_json({"count": len(servers), "servers": servers})
         return
+    print_servers(servers, at_terminal=sys.stdout.isatty())
+
+
+def print_servers(servers: list[dict[str, Any]], *, at_terminal: bool) -> None:
+    """A table at a terminal; piped, one tab-separated line per server (id, name, methods, tags, expiry) for
+    `cut`/`awk`, with no title. "never" for no expiry, "all" for every method."""
+
+    def row(s: dict[str, Any]) -> list[str]:
+        return [
+            str(s["id"]),
+            str(s["name"] or ""),
+            ",".join(s["methods"]) or "all",
+            ",".join(s["tags"]),
+            str(s["expires_at"]) if s["expires_at"] else "never",
+        ]
+
+    if not at_terminal:
+        from tools.textsafety import clean_line
+
+        for s in servers:  # each cell redacted and escaped to one line; tabs only between cells
+            sys.stdout.write("\t".join(clean_line(cell).replace("\t", " ") for cell in row(s)) + "\n")
+        sys.stdout.flush()
+        return
     from rich.table import Table
 
-    table = Table(title=f"{len(servers)} MCP servers")
-    for col in ("id", "name", "methods", "tags", "expires_at"):
+    table = Table(title=f"{len(servers)} MCP server{'' if len(servers) == 1 else 's'}")
+    for col in ("id", "name", "methods", "tags", "expires"):
         table.add_column(col)
     for s in servers:
-        table.add_row(
-            str(s["id"]), str(s["name"]), ",".join(s["methods"]) or "all", ",".join(s["tags"]), str(s["expires_at"])
-        )
+        table.add_row(*row(s))
     out.print(table)
 
 
@@ -210,14 +233,15 @@ def mcp_list(
 def mcp_delete(
     mcp_id: str = typer.Argument(..., metavar="ID", help="The MCP server's id (from `mcp list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Delete an MCP server: its URL stops working at once."""
     try:
         check_id("ID", mcp_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
 
     async def body() -> None:
         await _admin(settings, "DELETE", f"/{quote(mcp_id, safe='')}")

@@ -20,6 +20,7 @@ log = logging.getLogger("agent.progress")
 
 LOG_EVERY_SECONDS = 30.0
 LOG_EVERY_FRACTION = 0.10
+MIN_PACE_SECONDS = 1.0  # a pace measured over less than this is noise
 
 
 def _duration(seconds: float) -> str:
@@ -30,7 +31,9 @@ def _duration(seconds: float) -> str:
 
 
 class AuditProgress:
-    """`services.on_progress` for the audit: ("sessions", n, n) sets the total; ("summaries", k, _) adds k done."""
+    """`services.on_progress` for the audit: ("sessions", n, n) sets the total; ("cached", k, _) adds k done from
+    the summary cache (no request: they take no time, so they count in done but not in the pace or the ETA);
+    ("summaries", k, _) adds k fetched."""
 
     def __init__(
         self, console: Console, *, clock: Callable[[], float] = time.monotonic, terminal: bool | None = None
@@ -40,6 +43,7 @@ class AuditProgress:
         self.terminal = console.is_terminal if terminal is None else terminal
         self.total = 0
         self.done = 0
+        self.cached = 0
         self.started = clock()
         self._logged_at = self.started
         self._logged_step = 0
@@ -56,6 +60,15 @@ class AuditProgress:
             if self._bar is not None:
                 self._bar.update(self._task, total=total, description=f"summaries of {total} sessions")
             return
+        if kind == "cached":
+            self.cached += count
+            self.done += count
+            if self._bar is not None:  # the bar paces the summaries still to fetch
+                to_fetch = max(self.total - self.cached, 0)
+                self._bar.update(
+                    self._task, total=to_fetch, description=f"summaries to fetch ({self.cached} of {self.total} cached)"
+                )
+            return
         self.done += count
         if self._bar is not None:
             self._bar.advance(self._task, count)
@@ -63,15 +76,18 @@ class AuditProgress:
             self._maybe_log()
 
     def line(self) -> str:
-        """`250/500 summaries (50%), 4.8/s, about 52 s left`."""
-        elapsed = max(self.clock() - self.started, 1e-9)
-        rate = self.done / elapsed
+        """`250/500 summaries (50%; 100 cached), 4.8/s, about 52 s left`: the pace and the ETA of the fetched ones
+        only, once there is a second of them to measure (a burst would promise "about 0 s left")."""
+        elapsed = self.clock() - self.started
+        fetched = self.done - self.cached
         text = f"{self.done}/{self.total} summaries"
         if self.total:
-            text += f" ({100 * self.done / self.total:.0f}%)"
-        text += f", {rate:.1f}/s"
-        if self.total and rate > 0:
-            text += f", about {_duration((self.total - self.done) / rate)} left"
+            text += f" ({100 * self.done / self.total:.0f}%" + (f"; {self.cached} cached)" if self.cached else ")")
+        if fetched > 0 and elapsed >= MIN_PACE_SECONDS:
+            rate = fetched / elapsed
+            text += f", {rate:.1f}/s"
+            if self.total > self.done:
+                text += f", about {_duration((self.total - self.done) / rate)} left"
         return text
 
     def _maybe_log(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async, say
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.redact import styled
 from agent.runs import RecordingsRun, run_recordings
@@ -44,18 +44,23 @@ def recordings(
         None, "--download", help="Stream the files into this directory (without it: list them only)."
     ),
     transcribe: bool = typer.Option(False, "--transcribe", help="Transcribe downloaded audio (needs OPENAI_API_KEY)."),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
     collection_id: str | None = typer.Option(
-        None, "--collection-id", help="Intake collection id (default COVIU_INTAKE_COLLECTION_ID)."
+        None, "--collection-id", help="Intake collection id.  [env var: COVIU_INTAKE_COLLECTION_ID]"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     max_wait: float | None = typer.Option(
-        None, "--max-wait", min=1, help="Seconds this run may wait out rate limits in total (default 1800)."
+        None,
+        "--max-wait",
+        min=1,
+        metavar="SECONDS",
+        help="Seconds this run may wait out rate limits in total (default 1800).  [env var: COVIU_AGENT_MAX_WAIT]",
     ),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Download recordings and submission files to disk (default: yesterday's), resuming partial files."""
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     from agent.settings import LONG_RUN_MAX_WAIT
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
@@ -80,6 +85,10 @@ def recordings(
         target = Path(download).expanduser() if download else None
         if target is not None and target.exists() and not target.is_dir():
             raise BadInput(f"--download: {target} exists and is not a directory")
+        if target is not None:  # a directory that exists or can be made, and can be written
+            from agent.local_inputs import writable_dir
+
+            writable_dir("--download", target)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
@@ -93,7 +102,7 @@ def recordings(
             transcribe=transcribe,
             team_id=team_id,
             collection_id=collection_id,
-            on_event=say,
+            on_event=say,  # notes for a person; each file is listed once, below (its progress: INFO log lines)
         ),
         as_json=as_json,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.cli.common import err, fail
+from agent.cli.common import QUIET, VERBOSE, configure_cli_logging, err, fail
 from agent.errors import EXIT_BAD_INPUT
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded Truto + Coviu simulator.")
@@ -19,14 +19,27 @@ def sandbox_serve(
         None, "--synthetic-day", help="Their day (YYYY-MM-DD; default yesterday)."
     ),
     profile: str | None = typer.Option(
-        None, "--profile", help="Account profile: default, variant or random (env COVIU_SANDBOX_PROFILE)."
+        None,
+        "--profile",
+        envvar="COVIU_SANDBOX_PROFILE",
+        show_envvar=True,
+        help="Account profile: default, variant or random.",
     ),
     seed: int | None = typer.Option(
-        None, "--seed", help="The random profile's seed (env COVIU_SANDBOX_SEED; default: a new one, printed)."
+        None,
+        "--seed",
+        envvar="COVIU_SANDBOX_SEED",
+        show_envvar=True,
+        help="The random profile's seed (default: a new one, printed).",
     ),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Serve the simulator over HTTP (then set TRUTO_BASE_URL, TRUTO_API_KEY=sandbox, ...=sandbox)."""
-    from datetime import date, timedelta
+    """Serve the simulator over HTTP (then set TRUTO_BASE_URL, TRUTO_API_KEY=sandbox, ...=sandbox).
+
+    -v shows the HTTP server's own info lines (start-up, shutdown)."""
+    configure_cli_logging(-1 if quiet else verbose)
+    from datetime import timedelta
 
     from sandbox import create_sandbox, serve_sandbox
     from sandbox.profiles import ProfileError, serve_config
@@ -39,12 +52,16 @@ def sandbox_serve(
         fail(EXIT_BAD_INPUT, str(exc))
     sandbox = create_sandbox(config)
     if synthetic_sessions:
+        from graphs.audit import WindowError, parse_day
+
         try:
             day = (
-                date.fromisoformat(synthetic_day) if synthetic_day else (sandbox.clock.now().date() - timedelta(days=1))
+                parse_day("--synthetic-day", synthetic_day)
+                if synthetic_day
+                else (sandbox.clock.now().date() - timedelta(days=1))
             )
-        except ValueError:
-            fail(EXIT_BAD_INPUT, f"--synthetic-day: expected YYYY-MM-DD, got {synthetic_day!r}")
+        except WindowError as exc:
+            fail(EXIT_BAD_INPUT, str(exc))
         sandbox.store.generate_sessions(day, synthetic_sessions)
 
     from sandbox import DEMO_ACCOUNT_ID, DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, DEMO_WAITING_QUEUE_ID
@@ -60,4 +77,4 @@ def sandbox_serve(
         highlight=False,
     )
     err.print(f"sandbox profile: {described}", highlight=False)
-    serve_sandbox(host=host, port=port, sandbox=sandbox)
+    serve_sandbox(host=host, port=port, sandbox=sandbox, log_level="info" if verbose and not quiet else "warning")

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import check_id, emit_json, fail, load_settings, out
+from agent.cli.common import QUIET, VERBOSE, check_id, configure_cli_logging, emit_json, fail, load_settings, out
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Nightly audits as LangGraph Server crons.")
@@ -89,18 +89,74 @@ def _run(server: str, action: str, body: Any, as_json: bool) -> Any:
         fail(exc.code, str(exc), as_json=as_json)
 
 
+MARK = "coviu_agent_clinic"  # the cron's metadata key: which clinic `schedule audit` made it for
+
+
+def clinic_key(assistant: str, context: dict[str, Any]) -> str:
+    """One clinic's nightly audit: the assistant and the clinic's ids (unset: the server's own settings)."""
+    ids = [str(context.get(k) or "") for k in ("integrated_account_id", "team_id", "collection_id")]
+    return "|".join([assistant, *ids])
+
+
+def clinic_label(context: dict[str, Any]) -> str:
+    """The clinic a cron audits, for a person: its account and team, or the server's own settings."""
+    parts = [f"{k} {context[k]}" for k in ("integrated_account_id", "team_id", "collection_id") if context.get(k)]
+    return ", ".join(parts) if parts else "the server's clinic (its settings)"
+
+
+def next_run_local(next_run: Any, zone: str) -> str | None:
+    """The next run in the clinic's time zone (the server gives UTC), e.g. `2026-12-08 06:00 AEDT`."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    if not next_run:
+        return None
+    try:
+        moment = next_run if isinstance(next_run, datetime) else datetime.fromisoformat(str(next_run))
+        local = moment.astimezone(ZoneInfo(zone))
+    except (ValueError, KeyError):
+        return str(next_run)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"
+
+
 def _summary(cron: dict[str, Any], server: str) -> dict[str, Any]:
     payload = cron.get("payload") or {}
+    context = payload.get("context") or {}
+    zone = cron.get("timezone") or payload.get("timezone") or "UTC"
     return {
         "cron_id": cron.get("cron_id"),
         "assistant_id": cron.get("assistant_id"),
+        "clinic": clinic_label(context),
         "schedule": cron.get("schedule"),
-        "timezone": cron.get("timezone") or payload.get("timezone") or "UTC",
+        "timezone": zone,
         "next_run_date": cron.get("next_run_date"),
-        "context": payload.get("context") or {},
+        "next_run_local": next_run_local(cron.get("next_run_date"), zone),
+        "context": context,
         "on_run_completed": cron.get("on_run_completed"),
         "server": server,
     }
+
+
+async def create_or_replace(
+    client: Any, assistant: str, context: dict[str, Any], *, force: bool, **cron: Any
+) -> tuple[Any, list[str]]:
+    """Create this clinic's cron, then delete the crons it replaces: those `schedule audit` made for the same clinic
+    (its metadata says which), and with `force` also unmarked crons of the same clinic (made by hand or by an older
+    version). Created first, so a failure never leaves the clinic without its nightly audit."""
+    key = clinic_key(assistant, context)
+    existing = [dict(c) for c in await client.crons.search(limit=1000)]
+
+    def same_clinic(c: dict[str, Any]) -> bool:
+        mark = (c.get("metadata") or {}).get(MARK)
+        if mark is not None:
+            return bool(mark == key)
+        return force and clinic_key(assistant, (c.get("payload") or {}).get("context") or {}) == key
+
+    replaced = [str(c["cron_id"]) for c in existing if same_clinic(c)]
+    created = await client.crons.create(assistant, metadata={MARK: key}, context=context or None, **cron)
+    for cron_id in replaced:
+        await client.crons.delete(cron_id)
+    return created, replaced
 
 
 @schedule_app.command("audit")
@@ -110,8 +166,8 @@ def schedule_audit(
     timezone: str | None = typer.Option(
         None,
         "--timezone",
-        help="The clinic's time zone: of the schedule and of the audited day (default COVIU_AGENT_TIMEZONE; "
-        "the audited day then follows the server's or the assistant's setting).",
+        help="The clinic's time zone: of the schedule and of the audited day (unset: the schedule's is the "
+        "setting's; the audited day follows the server's or the assistant's setting).  [env var: COVIU_AGENT_TIMEZONE]",
     ),
     assistant: str = typer.Option("audit", "--assistant", help="Assistant id or graph id to run."),
     integrated_account_id: str | None = typer.Option(
@@ -129,10 +185,16 @@ def schedule_audit(
         "--fleet",
         help="A TOML/JSON file of clinics (as for `audit --fleet`): one cron per clinic, in each clinic's zone.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Also replace this clinic's crons made another way (by hand, or an older version)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Register a cron on a LangGraph server that runs the audit (of yesterday) on a schedule."""
+    """Create or update a clinic's nightly audit on a LangGraph server (the audit of yesterday, on a schedule).
+
+    One cron per clinic (assistant, account, team, collection): running it again replaces that clinic's cron."""
     try:
         schedule = check_cron(cron)
         url = check_server(server)
@@ -154,13 +216,14 @@ def schedule_audit(
             timezone=timezone,
             assistant=assistant,
             keep_threads=keep_threads,
+            force=force,
             as_json=as_json,
-            verbose=verbose,
+            verbose=-1 if quiet else verbose,
         )
         return
     explicit_zone = timezone is not None
     try:
-        zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+        zone = check_timezone(timezone if timezone is not None else _settings_zone(-1 if quiet else verbose, as_json))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
     given = (
@@ -172,22 +235,26 @@ def schedule_audit(
     context = {k: v for k, v in given if v}
 
     async def create(client: Any) -> Any:
-        return await client.crons.create(
+        return await create_or_replace(
+            client,
             assistant,
+            context,
+            force=force,
             schedule=schedule,
             input={},
-            context=context or None,
             timezone=zone,
             on_run_completed="keep" if keep_threads else "delete",
         )
 
-    result = _summary(dict(_run(url, "create the cron", create, as_json)), url)
+    created, replaced = _run(url, "create the cron", create, as_json)
+    result = {**_summary(dict(created), url), "replaced": replaced}
     if as_json:
         emit_json(result)
         return
+    said = f" (replaced {', '.join(replaced)})" if replaced else ""
     out.print(
-        f"cron {result['cron_id']}: {assistant} at '{result['schedule']}' ({result['timezone']}) on {url}; "
-        f"next run {result['next_run_date']}",
+        f"cron {result['cron_id']}: {assistant} for {result['clinic']} at '{result['schedule']}' "
+        f"({result['timezone']}) on {url}; next run {result['next_run_local']}{said}",
         highlight=False,
     )
 
@@ -200,6 +267,7 @@ def schedule_fleet(
     timezone: str | None,
     assistant: str,
     keep_threads: bool,
+    force: bool,
     as_json: bool,
     verbose: int,
 ) -> None:
@@ -210,7 +278,7 @@ def schedule_fleet(
 
     try:
         clinics = load_fleet(Path(path))
-        default_zone = check_timezone(timezone if timezone is not None else load_settings(verbose, as_json).timezone)
+        default_zone = check_timezone(timezone if timezone is not None else _settings_zone(verbose, as_json))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
 
@@ -225,25 +293,29 @@ def schedule_fleet(
                 ("timezone", zone),
             )
             created.append(
-                await client.crons.create(
+                await create_or_replace(
+                    client,
                     assistant,
+                    {k: v for k, v in given if v},
+                    force=force,
                     schedule=schedule,
                     input={},
-                    context={k: v for k, v in given if v},
                     timezone=zone,
                     on_run_completed="keep" if keep_threads else "delete",
                 )
             )
         return created
 
-    results = [_summary(dict(c), url) for c in _run(url, "create the crons", create_all, as_json)]
+    made = _run(url, "create the crons", create_all, as_json)
+    results = [{**_summary(dict(c), url), "replaced": replaced} for c, replaced in made]
     if as_json:
         emit_json({"crons": results})
         return
     for clinic, result in zip(clinics, results, strict=True):
+        said = f" (replaced {', '.join(result['replaced'])})" if result["replaced"] else ""
         out.print(
             f"cron {result['cron_id']}: {clinic.name or clinic.account} at '{result['schedule']}' "
-            f"({result['timezone']}); next run {result['next_run_date']}",
+            f"({result['timezone']}); next run {result['next_run_local']}{said}",
             highlight=False,
         )
 
@@ -252,8 +324,11 @@ def schedule_fleet(
 def schedule_list(
     server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """List the crons registered on a LangGraph server."""
+    configure_cli_logging(-1 if quiet else verbose)
     try:
         url = check_server(server)
     except BadInput as exc:
@@ -270,8 +345,8 @@ def schedule_list(
         out.print(f"no crons on {url}", highlight=False)
     for c in crons:
         out.print(
-            f"{c['cron_id']}  '{c['schedule']}' ({c['timezone']})  assistant {c['assistant_id']}  "
-            f"next {c['next_run_date']}",
+            f"{c['cron_id']}  {c['clinic']}  '{c['schedule']}' ({c['timezone']})  next {c['next_run_local']}  "
+            f"assistant {c['assistant_id']}",
             highlight=False,
         )
 
@@ -281,8 +356,11 @@ def schedule_delete(
     cron_id: str = typer.Argument(..., help="The cron's id (from `schedule list`)."),
     server: str = typer.Option(DEFAULT_SERVER, "--server", help="The LangGraph server's URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Delete a cron from a LangGraph server."""
+    configure_cli_logging(-1 if quiet else verbose)
     try:
         url = check_server(server)
         check_id("CRON_ID", cron_id)
@@ -297,3 +375,8 @@ def schedule_delete(
         emit_json({"deleted": cron_id, "server": url})
     else:
         out.print(f"deleted cron {cron_id} on {url}", highlight=False)
+
+
+def _settings_zone(verbose: int, as_json: bool) -> str:
+    """COVIU_AGENT_TIMEZONE (printing a schedule needs no Truto account)."""
+    return load_settings(verbose, as_json, needs_truto=False).timezone

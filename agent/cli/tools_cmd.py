@@ -6,16 +6,17 @@ from typing import Any
 
 import typer
 
-from agent.cli.common import emit_json, load_settings, out, run_async
+from agent.cli.common import QUIET, VERBOSE, emit_json, load_settings, out, run_async
 from agent.runs import run_tools
 
 
 def tools(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """List the tools Truto serves for this account: name, resource, method, required args."""
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     listing = run_async(lambda: run_tools(settings), as_json=as_json)
     if as_json:
         emit_json(listing.as_dict())

@@ -1,10 +1,10 @@
-"""`coviu-agent triage`: scenario 1 (check the queue, alert on long waits, create a session with two links)."""
+"""`coviu-agent triage`: check the queue, alert on long waits, create a session with two links."""
 
 from __future__ import annotations
 
 import typer
 
-from agent.cli.common import check_id, emit_json, err, fail, load_settings, out, run_async, say
+from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async, say
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.redact import styled
 from agent.runs import TriageArgs, run_triage
@@ -13,8 +13,10 @@ from tools.textsafety import has_unsafe_chars
 
 def triage(
     request: str = typer.Argument("", help="The request, e.g. 'A priority patient needs a duty nurse now'."),
-    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id (default COVIU_TEAM_ID)."),
-    queue_id: str | None = typer.Option(None, "--queue-id", help="Waiting queue id (default COVIU_WAITING_QUEUE_ID)."),
+    team_id: str | None = typer.Option(None, "--team-id", help="Coviu team id.  [env var: COVIU_TEAM_ID]"),
+    queue_id: str | None = typer.Option(
+        None, "--queue-id", help="Waiting queue id.  [env var: COVIU_WAITING_QUEUE_ID]"
+    ),
     patient_name: str | None = typer.Option(
         None,
         "--patient-name",
@@ -30,9 +32,10 @@ def triage(
         False, "--dry-run", help="Read the queue and print the calls triage would make; create nothing."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+    verbose: int = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Scenario 1: check the queue, alert on long waits, create a session now with two links.
+    """Check the waiting queue, alert on long waits, create a session now with its patient and clinician links.
 
     A triage needs the patient's name: --patient-name, or 'Patient: <name>' in the request.
     """
@@ -55,7 +58,7 @@ def triage(
             patient_name = patient_name or _patient_in(request)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    settings = load_settings(verbose, as_json)
+    settings = load_settings(-1 if quiet else verbose, as_json)
     if not thread_id and not patient_name and settings.effective_planner == "rules":
         # the rules planner reads only a 'Patient:' label; with an LLM the graph asks the model, then refuses alike
         fail(

@@ -1,0 +1,126 @@
+"""`coviu-agent status`: the last run of each graph per clinic, pending approvals, and (with `--server`) the
+LangGraph Server's waiting threads and the next scheduled runs. Reads only; exit 0, or 3 when a store or the
+server cannot be read, 2 for a bad `--server`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from agent.cli.common import emit_json, fail, load_settings, out
+from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
+
+NO_SERVER = "no --server given: crons run on a LangGraph server (`coviu-agent status --server URL`)"
+
+
+def _server_status(url: str, as_json: bool) -> dict[str, Any]:
+    from agent.cli.schedule import _run, _summary
+
+    async def read(client: Any) -> dict[str, Any]:
+        waiting = await client.threads.search(status="interrupted", limit=100)
+        recent = await client.threads.search(limit=100, sort_by="updated_at", sort_order="desc")
+        crons = await client.crons.search(limit=1000)
+        return {"waiting": list(waiting), "recent": list(recent), "crons": list(crons)}
+
+    found = _run(url, "read its threads and crons", read, as_json)
+    last: dict[str, dict[str, Any]] = {}
+    for thread in found["recent"]:
+        graph = str((thread.get("metadata") or {}).get("graph_id") or "?")
+        last.setdefault(graph, _thread(thread))
+    crons = sorted((_summary(dict(c), url) for c in found["crons"]), key=lambda c: str(c["next_run_date"] or "~"))
+    return {
+        "url": url,
+        "last_threads": last,
+        "pending_approvals": [_thread(t) for t in found["waiting"]],
+        "crons": crons,
+        "next_run": crons[0] if crons else None,
+    }
+
+
+def _thread(thread: dict[str, Any]) -> dict[str, Any]:
+    metadata = thread.get("metadata") or {}
+    return {
+        "thread_id": thread.get("thread_id"),
+        "graph": metadata.get("graph_id"),
+        "status": thread.get("status"),
+        "updated_at": str(thread.get("updated_at") or ""),
+    }
+
+
+def status(
+    server: str | None = typer.Option(None, "--server", help="A LangGraph server's URL: its threads and crons too."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="-v: debug logs; -vv: libraries too."),
+) -> None:
+    """Show the last run of each graph per clinic, pending approvals and the next scheduled run."""
+    from agent import runlog
+
+    settings = load_settings(verbose, as_json)
+    url = None
+    if server is not None:
+        from agent.cli.schedule import check_server
+
+        try:
+            url = check_server(server)
+        except BadInput as exc:
+            fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    try:
+        runs = runlog.last_runs(settings.state)
+        pending = runlog.pending_approvals(settings.state)
+    except Exception as exc:  # sqlite3 / psycopg errors: the store cannot be read
+        where = runlog.where(settings.state)
+        fail(EXIT_UPSTREAM, f"the state store {where} cannot be read: {type(exc).__name__}", as_json=as_json)
+    result: dict[str, Any] = {
+        "state": runlog.where(settings.state),
+        "last_runs": [r.as_dict() for r in runs],
+        "pending_approvals": [
+            {**p.as_dict(), "resume": f"coviu-agent ask --thread-id {p.thread_id} --yes"} for p in pending
+        ],
+        "server": _server_status(url, as_json) if url else None,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    say = out.print
+    say(f"state store: {result['state']}", highlight=False)
+    if not result["last_runs"]:
+        say("no runs recorded yet", highlight=False)
+    else:
+        say("last run of each graph per clinic:", highlight=False)
+    for r in result["last_runs"]:
+        report = f"  report {r['report_path']}" if r["report_path"] else ""
+        say(
+            f"  {r['graph']:<10} clinic {r['clinic'] or '(default)'}  {r['finished_at']}  {r['outcome']} "
+            f"(exit {r['exit_code']}, {r['duration_seconds']:.1f} s){report}",
+            highlight=False,
+        )
+    if result["pending_approvals"]:
+        say("waiting for approval:", highlight=False)
+    for p in result["pending_approvals"]:
+        say(f"  {p['thread_id']} since {p['finished_at']}: {p['resume']}", highlight=False)
+    server = result["server"]
+    if server is None:
+        say(f"next scheduled run: unknown; {NO_SERVER}", highlight=False)
+        return
+    say(f"LangGraph server {server['url']}:", highlight=False)
+    for graph, thread in server["last_threads"].items():
+        say(
+            f"  last {graph} thread {thread['thread_id']}: {thread['status']} at {thread['updated_at']}",
+            highlight=False,
+        )
+    for thread in server["pending_approvals"]:
+        say(f"  waiting for approval: thread {thread['thread_id']} ({thread['graph']})", highlight=False)
+    nxt = server["next_run"]
+    if nxt is None:
+        say("  no crons: nothing is scheduled", highlight=False)
+    else:
+        say(
+            f"  next scheduled run: {nxt['next_run_date']} ({nxt['assistant_id']}, '{nxt['schedule']}' "
+            f"{nxt['timezone']}); {len(server['crons'])} cron(s)",
+            highlight=False,
+        )

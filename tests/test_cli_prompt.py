@@ -1,0 +1,104 @@
+"""Ctrl-C at `ask`'s approval prompt ends the command at once (exit 130) and prints the command that answers the
+pending calls later; the thread stays waiting. Run in a pseudo-terminal, as a person would see it."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# the CLI with a scripted model: the first step asks to create a session in two days (a write that can succeed:
+# it waits for approval; a call the guards refuse is never shown)
+SCRIPT = """
+import sys
+from datetime import UTC, datetime, timedelta
+from langchain_core.messages import AIMessage
+import agent.services
+from tests.fakes import ScriptedChatModel
+
+START = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+END = START + timedelta(minutes=30)
+ARGS = {"session_name": "Intake", "start_time": START.isoformat(), "end_time": END.isoformat()}
+
+def script(messages, tools):
+    call = {"name": "create_a_coviu_session", "args": ARGS, "id": "k1", "type": "tool_call"}
+    return AIMessage("", tool_calls=[call])
+
+agent.services.make_model = lambda settings: ScriptedChatModel(script=script)
+from agent.cli import main
+sys.argv = ["coviu-agent", *sys.argv[1:]]
+main()
+"""
+
+
+def read_until(fd: int, needle: str, timeout: float) -> str:
+    seen, end = b"", time.monotonic() + timeout
+    while needle.encode() not in seen and time.monotonic() < end:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
+    env.update(
+        COVIU_AGENT_SANDBOX="1",
+        OPENAI_API_KEY="sk-test",
+        COVIU_AGENT_STATE=str(tmp_path / "state.sqlite"),
+        PYTHONPATH=str(ROOT),
+        HOME=str(tmp_path),
+    )
+    main, child = pty.openpty()
+    args = [sys.executable, "-c", SCRIPT, "ask", "book an intake session in two days", "--thread-id", "ask:ctrl-c"]
+    proc = subprocess.Popen(args, stdin=child, stdout=child, stderr=child, env=env, cwd=tmp_path)
+    os.close(child)
+    try:
+        shown = read_until(main, "Approve this one?", timeout=60)
+        assert "Approve this one?" in shown, shown
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=10)  # before: it hung until Enter was pressed
+        took = time.monotonic() - sent
+        said = read_until(main, "--no", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    assert code == 130
+    assert took < 5
+    assert "coviu-agent ask --thread-id ask:ctrl-c" in said and "--yes" in said, said
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_a_person_at_a_terminal_sees_no_info_lines_and_cron_does(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
+    env.update(COVIU_AGENT_SANDBOX="1", COVIU_AGENT_STATE=str(tmp_path / "s.sqlite"), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", "from agent.cli import main; main()", "triage", "--patient-name", "Ava Jenkins"]
+    main, child = pty.openpty()
+    proc = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, env=env, cwd=tmp_path)
+    os.close(child)
+    try:
+        shown = read_until(main, "entry", timeout=60) + read_until(main, "\x00", timeout=2)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    assert "Session" in shown or "session" in shown
+    assert " INFO " not in shown
+    cron = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert cron.returncode == 0 and " INFO " in cron.stderr  # not a terminal: the log is the record

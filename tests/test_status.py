@@ -1,0 +1,167 @@
+"""`coviu-agent status`: the run log the runs leave in the state store, and a LangGraph server's threads and crons
+(a fake server on loopback answering the SDK's calls)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from typer.testing import CliRunner
+
+from agent import runlog
+from agent.cli import app
+from agent.errors import BadInput
+from agent.runs import AuditArgs, TriageArgs, run_audit, run_triage
+from agent.settings import Settings
+from graphs.context import Services
+from sandbox import DEMO_TEAM_ID
+
+pytestmark = pytest.mark.profiles("default")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "state.db"
+
+
+@pytest.fixture
+def settings(state: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return Settings(_env_file=None, COVIU_AGENT_STATE=str(state))  # type: ignore[call-arg]
+
+
+def status(state: Path, *args: str) -> Any:
+    """`coviu-agent status ARGS` in process; the root logger is put back (the CLI points it at CliRunner's stderr,
+    which is closed after the invocation)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": "1"}
+    try:
+        return CliRunner().invoke(app, ["status", *args], env=env)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+async def test_status_shows_each_graphs_last_run_per_clinic_and_pending_approvals(
+    settings: Settings, services: Services, state: Path, tmp_path: Path
+):
+    assert json.loads(status(state, "--json").stdout)["last_runs"] == []  # nothing ran: nothing recorded
+    first = await run_audit(settings, AuditArgs(day="yesterday", out_dir=tmp_path / "r"), services=services)
+    second = await run_audit(
+        settings, AuditArgs(day="yesterday", out_dir=tmp_path / "r", refresh=True), services=services
+    )
+    await run_triage(settings, TriageArgs(patient_name="Ava Jenkins"), services=services)
+    with pytest.raises(BadInput):
+        await run_audit(settings, AuditArgs(day="no-such-day", team_id="clinic-b"), services=services)
+    entry = dict(graph="assistant", clinic="", started_at="2026-12-07T01:00:00+00:00", duration_seconds=1.0)
+    runlog.record(
+        str(state),
+        runlog.RunEntry(
+            **entry, thread_id="ask:1", finished_at="2026-12-07T01:00:01", outcome="needs_approval", exit_code=4
+        ),
+    )  # type: ignore[arg-type]
+    runlog.record(
+        str(state),
+        runlog.RunEntry(
+            **entry, thread_id="ask:2", finished_at="2026-12-07T01:00:02", outcome="needs_approval", exit_code=4
+        ),
+    )  # type: ignore[arg-type]
+    runlog.record(
+        str(state),
+        runlog.RunEntry(**entry, thread_id="ask:2", finished_at="2026-12-07T01:00:03", outcome="done", exit_code=0),
+    )  # type: ignore[arg-type]
+
+    result = status(state, "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    last = {(r["graph"], r["clinic"]): r for r in shown["last_runs"]}
+    audit = last[("audit", DEMO_TEAM_ID)]
+    assert audit["thread_id"] == second.thread_id and audit["exit_code"] == 0 and audit["outcome"] == "done"
+    assert audit["report_path"] == second.paths["md"] and first.paths["md"] == second.paths["md"]
+    assert last[("audit", "clinic-b")]["exit_code"] == 2 and last[("audit", "clinic-b")]["outcome"] == "bad_input"
+    assert last[("triage", DEMO_TEAM_ID)]["exit_code"] == 0
+    assert [p["thread_id"] for p in shown["pending_approvals"]] == ["ask:1"]  # ask:2 was answered since
+    assert shown["pending_approvals"][0]["resume"] == "coviu-agent ask --thread-id ask:1 --yes"
+    assert shown["server"] is None
+    with sqlite3.connect(state) as conn:  # the run log holds ids, times and outcomes: no patient name
+        rows = conn.execute("SELECT * FROM coviu_agent_runs").fetchall()
+    assert len(rows) == 7 and "Ava" not in repr(rows)
+
+    text = status(state)
+    assert text.exit_code == 0
+    assert f"audit      clinic {DEMO_TEAM_ID}" in text.stdout and "done (exit 0" in text.stdout
+    assert "ask:1" in text.stdout and "next scheduled run: unknown" in text.stdout
+
+
+async def test_a_run_given_its_own_checkpointer_is_not_logged(settings: Settings, services: Services, state: Path):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    await run_triage(settings, TriageArgs(patient_name="Ava Jenkins"), services=services, checkpointer=InMemorySaver())
+    assert runlog.last_runs(str(state)) == []
+
+
+class _FakeServer(BaseHTTPRequestHandler):
+    crons: ClassVar[list[dict[str, Any]]] = []
+
+    def _json(self, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._json({"ok": True})
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
+        if self.path == "/threads/search":
+            interrupted = {"thread_id": "t-wait", "status": "interrupted", "metadata": {"graph_id": "assistant"}}
+            done = {"thread_id": "t-audit", "status": "idle", "metadata": {"graph_id": "audit"}, "updated_at": "x"}
+            self._json([interrupted] if request.get("status") == "interrupted" else [done, interrupted])
+        elif self.path == "/runs/crons/search":
+            self._json(type(self).crons)
+        else:
+            self._json({})
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_server() -> Iterator[str]:
+    _FakeServer.crons = [
+        {"cron_id": "c2", "assistant_id": "audit", "schedule": "0 6 * * *", "next_run_date": "2026-12-09T06:00:00Z"},
+        {"cron_id": "c1", "assistant_id": "audit", "schedule": "0 5 * * *", "next_run_date": "2026-12-08T05:00:00Z"},
+    ]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_status_with_a_server_shows_its_waiting_threads_and_next_cron(fake_server: str, state: Path):
+    result = status(state, "--server", fake_server, "--json")
+    assert result.exit_code == 0, result.output
+    server = json.loads(result.stdout)["server"]
+    assert server["next_run"]["cron_id"] == "c1" and len(server["crons"]) == 2
+    assert [t["thread_id"] for t in server["pending_approvals"]] == ["t-wait"]
+    assert server["last_threads"]["audit"]["thread_id"] == "t-audit"
+    text = status(state, "--server", fake_server)
+    assert "next scheduled run: 2026-12-08T05:00:00Z" in text.stdout
+
+
+def test_status_with_a_bad_or_unreachable_server(state: Path):
+    assert status(state, "--server", "ftp://x").exit_code == 2
+    assert status(state, "--server", "http://127.0.0.1:9").exit_code == 3
