@@ -5,14 +5,11 @@ catalog) and `run_queue_watch`: each opens the services (`agent.services.open_se
 needs, unless the caller passes its own, and returns a typed result. The CLI parses flags, calls one of these and
 prints the result; tests call the same functions with injected services and an in-memory checkpointer. Nothing here
 prints: status lines go to the caller's `on_event`. Heavy imports (LangGraph) happen inside functions.
-
-Two run families live beside this module, each one concern: agent/schedules.py (`run_schedule_audit`,
-`run_schedule_list`, `run_schedule_delete`, `run_server_status`: crons on a LangGraph server) and
-agent/mcp_servers.py (`run_mcp_create`, `run_mcp_list`, `run_mcp_delete`: the account's Truto MCP servers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -116,13 +113,19 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
             from tools import telemetry
 
             with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
+                # The run log's write is blocking SQLite (waiting up to 30 s for the file's lock): off the event loop,
+                # where another run of this process (a fleet's clinic) may hold that lock until the loop lets it
+                # commit. On the loop, the two waited on each other: "database is locked" (issue 28).
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    _log_run(args, kwargs, traced.record, None, exc)
+                    if isinstance(exc, Exception):
+                        await asyncio.to_thread(_log_run, args, kwargs, traced.record, None, exc)
+                    else:  # cancelled or interrupted: the loop is stopping, nothing else of ours runs on it
+                        _log_run(args, kwargs, traced.record, None, exc)
                     raise
                 traced.finish(**run_facts(result))
-                _log_run(args, kwargs, traced.record, result, None)
+                await asyncio.to_thread(_log_run, args, kwargs, traced.record, result, None)
                 return result
 
         return run

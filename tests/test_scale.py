@@ -144,3 +144,26 @@ def test_a_bad_rate_store_setting_is_named(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(app, ["audit", "--accounts", "clinic-1"])
     assert result.exit_code == 2 and "COVIU_AGENT_RATE_STORE" in result.output
 
+
+def test_a_fleet_of_clinics_on_one_sqlite_state_finishes_every_clinic(tmp_path: Path) -> None:
+    # The run log's blocking SQLite write ran on the event loop: it waited for the file's lock (30 s) while another
+    # clinic's connection, holding it, waited for the loop to commit; clinics failed with "database is locked".
+    import os
+    import subprocess
+    import sys
+
+    keep = ("PATH", "HOME", "LANG", "SYSTEMROOT")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(
+        COVIU_AGENT_SANDBOX="1",
+        COVIU_AGENT_STATE=str(tmp_path / "state" / "checkpoints.sqlite"),
+        COVIU_AGENT_PLANNER="rules",
+    )
+    accounts = [f"clinic-{i}" for i in range(1, 6)]
+    command = [sys.executable, "-c", "from agent.cli import main; main()", "audit", "--accounts", ",".join(accounts)]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path), "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    summary = json.loads(done.stdout)
+    assert [c["error"] for c in summary["clinics"]] == [None] * len(accounts)
+    assert done.returncode == 0
