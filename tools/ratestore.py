@@ -77,7 +77,7 @@ class AccountRate:
 
     def to_json(self) -> str:
         # the instance's fields as they are (a flat dataclass: its __dict__ in field order): `dataclasses.asdict`
-        # deep-copies every list, a third of a store transaction's CPU (profiled)
+        # deep-copies every list, a third of a store transaction's CPU (cProfile)
         return json.dumps(vars(self), separators=(",", ":"))
 
     @classmethod
