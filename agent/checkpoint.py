@@ -162,5 +162,10 @@ async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str
     if not path.exists():
         path.touch(mode=0o600)
     os.chmod(path, 0o600)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        yield redacting(saver)
+    import aiosqlite
+
+    # Waits up to 30 s for the file's write lock, as the audit store does (aiosqlite's default is 5 s): a fleet's
+    # clinics write their checkpoints to this one file at about the same moments (issue 28: 4 of 50 clinics failed
+    # with "database is locked").
+    async with aiosqlite.connect(str(path), timeout=30) as conn:
+        yield redacting(AsyncSqliteSaver(conn))
