@@ -20,6 +20,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from tools.errors import CoviuAgentError
 from tools.private_files import private_file
+from tools.ratestore import POSTGRES_SETUP_LOCK, POSTGRES_SETUP_SECONDS, postgres_setup
 from tools.textsafety import REDACTOR, Redactor, error_record, redact
 
 # A stored value at least this big is zlib-compressed (its type gets the `zlib+` prefix). Only the audit's final
@@ -108,23 +109,43 @@ async def prepare_postgres(state: str) -> None:
     schema = search_path_schema(state)
     try:
         async with await psycopg.AsyncConnection.connect(state, autocommit=True, connect_timeout=10) as conn:
-            if schema and schema not in ("public", "$user"):
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            if schema and schema not in ("public", "$user"):  # processes starting at once take turns
+                await postgres_setup(conn, [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))])
     except psycopg.Error as exc:
         raise StateStoreUnavailable(state, exc) from None
+
+
+async def _take_setup_lock(conn: Any) -> None:
+    """Hold POSTGRES_SETUP_LOCK on `conn` (a session lock), tried every 50 ms, never waited on (tools/ratestore.py)."""
+    import asyncio
+
+    import psycopg
+
+    deadline = asyncio.get_running_loop().time() + POSTGRES_SETUP_SECONDS
+    while True:
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (POSTGRES_SETUP_LOCK,))).fetchone()
+        if row and row[0]:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise psycopg.OperationalError("another process has been setting up the state store for too long")
+        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
 async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str]]:
     """Open the checkpoint store named by COVIU_AGENT_STATE (creating it on first use)."""
     if is_postgres(state):
+        import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from psycopg import Error as PostgresError
 
         await prepare_postgres(state)
         try:
             async with AsyncPostgresSaver.from_conn_string(state) as saver:
-                await saver.setup()
+                # LangGraph's migrations, one process at a time (several starting at once on a new database collide)
+                async with await psycopg.AsyncConnection.connect(state, autocommit=True) as lock:
+                    await _take_setup_lock(lock)
+                    await saver.setup()  # the lock is released when its connection closes
                 yield redacting(saver)
         except PostgresError as exc:
             raise StateStoreUnavailable(state, exc) from None

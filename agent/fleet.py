@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import tomllib
@@ -155,6 +156,34 @@ def _first_problem(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()))
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def shard_of(account: str, shards: int) -> int:
+    """The worker (0 to shards - 1) that audits `account` when a fleet is split over `shards` workers: a stable hash
+    of the account id, the same in every process and run, so each account's pacing lives in one process (its rate
+    state in that process's memory would do; the shared store is then only for accounts that must be shared)."""
+    if shards < 1:
+        raise ValueError(f"shards: expected at least 1, got {shards}")
+    return int.from_bytes(hashlib.sha256(account.encode()).digest()[:8], "big") % shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard I/N` (1 ≤ I ≤ N ≤ 1000): this worker's index, zero-based, and the number of workers."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise BadInput(
+            f"--shard: expected I/N (this worker's number and the number of workers), got {text!r}"
+        ) from None
+    if not 1 <= i <= n <= 1000:
+        raise BadInput(f"--shard: expected 1 ≤ I ≤ N ≤ 1000, got {text!r}")
+    return i - 1, n
+
+
+def select_shard(clinics: list[Clinic], index: int, shards: int) -> list[Clinic]:
+    """The clinics worker `index` (zero-based) of `shards` audits; every clinic is in exactly one shard."""
+    return [c for c in clinics if shard_of(c.account, shards) == index]
 
 
 @dataclass
@@ -319,15 +348,18 @@ def fleet_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_fleet_summary(runs: list[ClinicRun], out_dir: Path, source: str | None = None) -> dict[str, Path]:
-    """`fleet-<day>.json` and `.md` in the output directory (owner-only, like the reports)."""
+def write_fleet_summary(
+    runs: list[ClinicRun], out_dir: Path, source: str | None = None, *, suffix: str = ""
+) -> dict[str, Path]:
+    """`fleet-<day><suffix>.json` and `.md` in the output directory (owner-only, like the reports); a shard's
+    suffix (`-shard-2-of-4`) keeps the workers' summaries apart."""
     from tools.private_files import OWNER_ONLY_DIR, write_private
 
     summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
     out_dir.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
-    paths = {"json": out_dir / f"fleet-{label}.json", "md": out_dir / f"fleet-{label}.md"}
+    paths = {"json": out_dir / f"fleet-{label}{suffix}.json", "md": out_dir / f"fleet-{label}{suffix}.md"}
     for kind, text in (("json", json.dumps(summary, indent=2, sort_keys=True)), ("md", fleet_markdown(summary))):
         write_private(paths[kind], text)
     return paths

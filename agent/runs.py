@@ -13,6 +13,7 @@ agent/mcp_servers.py (`run_mcp_create`, `run_mcp_list`, `run_mcp_delete`: the ac
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -124,13 +125,19 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
             from tools import telemetry
 
             with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
+                # The run log's write is blocking SQLite (waiting up to 30 s for the file's lock): off the event loop,
+                # where another run of this process (a fleet's clinic) may hold that lock until the loop lets it
+                # commit. On the loop, the two waited on each other: "database is locked" (issue 28).
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    _log_run(args, kwargs, traced.record, None, exc)
+                    if isinstance(exc, Exception):
+                        await asyncio.to_thread(_log_run, args, kwargs, traced.record, None, exc)
+                    else:  # cancelled or interrupted: the loop is stopping, nothing else of ours runs on it
+                        _log_run(args, kwargs, traced.record, None, exc)
                     raise
                 traced.finish(**run_facts(result))
-                _log_run(args, kwargs, traced.record, result, None)
+                await asyncio.to_thread(_log_run, args, kwargs, traced.record, result, None)
                 return result
 
         return run

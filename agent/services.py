@@ -107,8 +107,9 @@ class TrutoAccount:
 def _rate_store(settings: Settings, account: TrutoAccount, clock: Clock) -> RateStore | None:
     """Where the account's rate-limit state lives: beside the checkpoints (SQLite file or PostgreSQL), so every
     process of the deployment (CLI runs, cron jobs, server workers) spends one budget. The embedded sandbox's limit
-    is its own process's, and an injected clock (tests) is not one that other processes share: in memory then."""
-    if account.embedded or not isinstance(clock, SystemClock):
+    is its own process's, and an injected clock (tests) is not one that other processes share: in memory then; and
+    so with COVIU_AGENT_RATE_STORE=process (a worker that alone paces its accounts)."""
+    if account.embedded or not isinstance(clock, SystemClock) or settings.rate_store == "process":
         return None
     return shared_rate_store(settings.state)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from platformdirs import user_state_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,6 +79,8 @@ LONG_RUN_MAX_WAIT = 1800.0
 
 
 def default_state_path() -> str:
+    from platformdirs import user_state_dir  # only when COVIU_AGENT_STATE is not set
+
     return str(Path(user_state_dir("coviu-agent")) / "checkpoints.sqlite")
 
 
@@ -114,6 +115,10 @@ class Settings(BaseSettings):
     planner: Literal["llm", "rules", "auto"] = Field(default="auto", validation_alias="COVIU_AGENT_PLANNER")
 
     state: str = Field(default_factory=default_state_path, validation_alias="COVIU_AGENT_STATE")
+    # Where an account's pacing lives: `shared` (the rate store beside the state: every process of the deployment
+    # spends one budget) or `process` (this process's memory: for a worker that alone audits its accounts, e.g.
+    # `audit --fleet F --shard I/N`; docs/scale.md).
+    rate_store: Literal["shared", "process"] = Field(default="shared", validation_alias="COVIU_AGENT_RATE_STORE")
     log_level: str = Field(default="INFO", validation_alias="COVIU_AGENT_LOG_LEVEL")
     log_format: str = Field(default="text", validation_alias="COVIU_AGENT_LOG_FORMAT")
     # Operations (README "Operations"): a Prometheus textfile of runs and counters; OpenTelemetry reads OTEL_*.
@@ -159,6 +164,14 @@ class Settings(BaseSettings):
         if known_zone(value) is None:
             raise ValueError(f"COVIU_AGENT_TIMEZONE={value!r} is not an IANA time zone (e.g. Australia/Sydney)")
         return value
+
+    @field_validator("rate_store", mode="before")
+    @classmethod
+    def _known_rate_store(cls, value: object) -> object:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in ("shared", "process"):
+            raise ValueError(f"COVIU_AGENT_RATE_STORE={value!r}: expected shared or process")
+        return text
 
     @field_validator("planner", mode="before")
     @classmethod

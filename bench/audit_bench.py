@@ -5,7 +5,7 @@
     .venv/bin/python bench/audit_bench.py --n 10000 --skip-baseline
 
 For each N the parent process builds `create_sandbox(seed_demo=False)` (the demo clinic's team and
-collections, no demo sessions), seeds `store.generate_sessions(yesterday, N, seed)`, and serves it with
+collections, no demo sessions), seeds `generate_sessions(store, yesterday, N, seed)`, and serves it with
 uvicorn on a free 127.0.0.1 port in a background thread, with its real limit (50 requests / 10 s per
 account, real clock). The audit then runs in a child process (so its peak RSS is its own) through the
 real code path: `open_toolbox` over TCP with the system clock, the audit graph compiled with
@@ -151,6 +151,8 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
                 run.finish("done", 0, sessions=len(values["report"]["sessions"]))
     finally:
         await toolbox.aclose()
+        if rate_store is not None:
+            rate_store.close()  # as the CLI's process does at exit: the log checkpointed and cut
         if traced is not None:
             traced.shutdown()  # the last spans and metrics exported: part of the run's cost
     wall = time.monotonic() - started
@@ -448,12 +450,16 @@ class RequestTally:
 
 
 def state_store_bytes(work: Path) -> int:
-    """The state store's size on disk now: the checkpoints and the audit's side tables and summary cache (every
-    SQLite file of the child's work directory, with its WAL and shared-memory files)."""
+    """The state store's size on disk now: every file the child made in its work directory (the checkpoints, the
+    audit's side tables and summary cache, the rate store, each with its WAL and shared-memory files), but for the
+    reports and this bench's own spec and result files."""
     total = 0
-    for path in work.glob("*.sqlite*"):
+    for path in work.rglob("*"):
+        if "reports" in path.relative_to(work).parts or path.name.endswith((".spec.json", ".result.json")):
+            continue
         with contextlib.suppress(OSError):
-            total += path.stat().st_size
+            if path.is_file():
+                total += path.stat().st_size
     return total
 
 
@@ -492,7 +498,8 @@ def run_child(role: str, spec: dict[str, Any], served: ServedSandbox, label: str
         raise RuntimeError(f"{label}: the child process failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(Path(spec["result_path"]).read_text())
     result["tally"] = served.tally(start_mark)
-    result["peak_store_bytes"] = max(store_peak, state_store_bytes(work))
+    result["left_store_bytes"] = state_store_bytes(work)  # what the run left on disk
+    result["peak_store_bytes"] = max(store_peak, result["left_store_bytes"])
     return result, float(sampled)
 
 
@@ -546,7 +553,7 @@ def report(results: list[Measured], day: date, seed: int, latency: float, skip_b
     print()
     print("Audit benchmark (issue 5)")
     print(
-        f"  sandbox: create_sandbox(seed_demo=False) + store.generate_sessions({day}, N, seed={seed}), "
+        f"  sandbox: create_sandbox(seed_demo=False) + generate_sessions(store, {day}, N, seed={seed}), "
         f"served by uvicorn on 127.0.0.1, limit {RATE_LIMIT} req / {RATE_WINDOW:g} s per account, real clock"
         + (f", {latency * 1000:.0f} ms added to every proxied response" if latency else "")
     )

@@ -76,7 +76,8 @@ class Run:
     tally: RequestTally
     totals: Any = None
     peak_rss: float = 0.0  # bytes: the child's own ru_maxrss or psutil's sampling, the larger
-    peak_store: float = 0.0  # bytes: the state store's SQLite files (checkpoints, side tables, cache) at their peak
+    peak_store: float = 0.0  # bytes: the state store's files (checkpoints, side tables, cache, rate store) at peak
+    left_store: float = 0.0  # bytes: what they left on disk after the run
     cpu: float = 0.0  # the child's user + system CPU seconds
 
     @property
@@ -141,6 +142,7 @@ def run_one(role: str, served: ServedSandbox, common: dict[str, Any], work: Path
         totals=result.get("totals"),
         peak_rss=max(float(result.get("peak_rss_bytes", 0)), sampled_rss),
         peak_store=float(result.get("peak_store_bytes", 0)),
+        left_store=float(result.get("left_store_bytes", 0)),
         cpu=float(result.get("cpu_seconds", 0.0)),
     )
 
@@ -228,6 +230,8 @@ def measure(n: int, day: date, args: argparse.Namespace, work: Path) -> Measured
                     work / f"n{n}-audit-{r}",
                     f"audit {tag}",
                     audit_store=str(store) if store else "",
+                    # the rate store beside the checkpoints, as the CLI keeps it (its files count in the state store)
+                    rate_store=str(work / f"n{n}-audit-{r}" / "checkpoints.ratelimit.sqlite"),
                 )
                 measured.runs.setdefault("audit", []).append(run)
                 if "cache" in only and cache and r == 0:
@@ -560,13 +564,15 @@ def report(
             )
             rss = max(r.peak_rss for r in audits) / 2**20
             store = max(r.peak_store for r in audits) / 2**20
+            left = max(r.left_store for r in audits) / 2**20
             judged = m.n >= 10_000  # the goals are set at N = 10,000
             ok = rss <= GOAL_RSS_MB and store <= GOAL_STORE_MB
             failures += judged and not ok
             verdict = ("PASS" if ok else "FAIL") if judged else "goals are at N = 10,000"
             print(
                 f"  audit: peak RSS {rss:.0f} MB (goal ≤ {GOAL_RSS_MB} MB), state store at its peak {store:.2f} MB "
-                f"(checkpoints, side tables and summary cache; goal ≤ {GOAL_STORE_MB} MB): {verdict}"
+                f"(every file: checkpoints, side tables, summary cache, rate store, their logs; goal ≤ "
+                f"{GOAL_STORE_MB} MB), {left:.2f} MB left after the run: {verdict}"
             )
         traced = m.runs.get("traced")
         if audits and traced:
@@ -662,6 +668,34 @@ def report(
     return 1 if failures else 0
 
 
+def scale(args: argparse.Namespace, day: date, work: Path) -> int:
+    """Issue 28's lines (bench/scale_bench.py), printed after the others; 1 when a goal is missed."""
+    import scale_bench as sb
+
+    failures = 0
+    runs: list[sb.ScaleRun] = []
+    if not args.skip_scale:
+        runs = [sb.fleet_run(k, args.scale_n, day, args.seed, work) for k in (args.scale_k or [10, 25, 50, 100])]
+        failures += sb.report_fleet(runs)
+        sb.report_http_floor(sb.http_floor())
+    if args.pg_url:
+        largest = max((r.clinics for r in runs), default=10)
+        failures += sb.report_workers(
+            [sb.workers_run(largest, args.scale_n, day, args.seed, work, 4, args.pg_url)], runs
+        )
+    sb.report_savings([sb.list_savings(args.scale_n, "default"), sb.list_savings(args.scale_n, "variant")])
+    if not args.skip_links:
+        failures += sb.report_links(sb.links(5, work))
+    if not args.skip_sim:
+        sims = [
+            sb.simulate(1000, 20.0, store_kind="sqlite", workers=1, work=work),
+            sb.simulate(1000, 20.0, store_kind="sqlite-shared", workers=2, work=work),
+            sb.simulate(1000, 20.0, store_kind="memory", workers=4),
+        ]
+        sb.report_simulation(sims)
+    return 1 if failures else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="sessions (repeatable; default 200)")
@@ -675,6 +709,13 @@ def main() -> int:
     parser.add_argument("--fleet-n", type=int, default=500, help="sessions per clinic in the fleet run (default 500)")
     parser.add_argument("--skip-week", action="store_true", help="do not run the week on the summary cache")
     parser.add_argument("--week-n", type=int, default=1000, help="sessions a day in the week run (default 1000)")
+    # issue 28 (bench/scale_bench.py): clinics per process, triage's start to its links, a thousand accounts, workers
+    parser.add_argument("--skip-scale", action="store_true", help="do not run the clinics-per-process table")
+    parser.add_argument("--scale-k", type=int, action="append", help="clinics per process (default 10, 25, 50, 100)")
+    parser.add_argument("--scale-n", type=int, default=200, help="sessions per clinic there (default 200)")
+    parser.add_argument("--skip-links", action="store_true", help="do not time triage's start to its links")
+    parser.add_argument("--skip-sim", action="store_true", help="do not simulate a thousand accounts")
+    parser.add_argument("--pg-url", default=os.environ.get("COVIU_BENCH_POSTGRES_URL", ""), help="workers' PostgreSQL")
     args = parser.parse_args()
     day = datetime.now(UTC).date() - timedelta(days=1)
     work = Path(tempfile.mkdtemp(prefix="coviu-bench-"))
@@ -695,7 +736,8 @@ def main() -> int:
             triage_runs = triage(args.quick_runs, day, work)
             note("start-up: --help and tools")
             start = startup(args.quick_runs, work)
-        return report(results, triage_runs, start, args.runs, fleet_run, week_run)
+        code = report(results, triage_runs, start, args.runs, fleet_run, week_run)
+        return max(code, scale(args, day, work))
     finally:
         import shutil
 

@@ -124,6 +124,7 @@ class AuditState(TypedDict, total=False):
     run_key: str
     sessions_listed: int
     summaries_cached: int
+    summaries_from_list: int
     list_cursor: str | None
     list_seen_cursors: list[str]
     submission_cursor: str | None
@@ -247,6 +248,7 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
         "run_key": run_key,
         "sessions_listed": 0,
         "summaries_cached": 0,
+        "summaries_from_list": 0,
         "list_cursor": None,
         "list_seen_cursors": [],
         "submission_cursor": None,
@@ -322,7 +324,8 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
         seen_cursors=state.get("list_seen_cursors") or [],
         seen_ids=await store.keys(run, SESSION_ROWS),
     )
-    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until)}
+    # canceled participants too: a list that carries entry times then carries every one the summary would
+    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until), "deleted_participants": True}
     unnamed: dict[str, int] = {}
 
     def take(session: Any, page: str) -> None:
@@ -348,8 +351,19 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
         )
     listed = await store.rows(run, SESSION_ROWS)
     cached: dict[str, CachedSummary] = {}
-    if not state.get("refresh"):
-        checkable = [r["session_id"] for r in listed.values() if r.get("session_id") and not r.get("problem")]
+    from_list: dict[str, Any] = {}
+    if not state.get("refresh"):  # `refresh` fetches every summary
+        # what the list already tells (an account that lists actual ends and entry times): no summary needed
+        from_list = {
+            r["session_id"]: r["listed_facts"]
+            for r in listed.values()
+            if r.get("session_id") and not r.get("problem") and r.get("listed_facts")
+        }
+        checkable = [
+            r["session_id"]
+            for r in listed.values()
+            if r.get("session_id") and not r.get("problem") and r["session_id"] not in from_list
+        ]
         cached = {
             sid: {"actual_start": facts["actual_start"], "actual_end": facts["actual_end"]}
             for sid, facts in (await store.cached_summaries(account_of(services), checkable)).items()
@@ -359,24 +373,27 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
             and facts.get("listed") == listed.get(sid, {}).get("listed")
             and (facts["actual_end"] or not listed.get(sid, {}).get("listed_actual_end"))
         }
-        await store.put_rows(run, SUMMARY_ROWS, cached)
+        await store.put_rows(run, SUMMARY_ROWS, {**cached, **from_list})
     unchecked = sum(1 for r in listed.values() if r.get("problem"))
     log.info(
-        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable, %d summaries cached)",
+        "audit: %d sessions in the window (%d listed twice and counted once, %d unreadable, %d summaries cached, "
+        "%d told by the list)",
         len(listed),
         walk.duplicates,
         unchecked,
         len(cached),
+        len(from_list),
     )
     if services.on_progress:
         services.on_progress("sessions", len(listed), len(listed))
-        if cached:
-            services.on_progress("cached", len(cached), 0)  # done, but not fetched: not part of the pace
+        if cached or from_list:  # done, but not fetched: not part of the pace
+            services.on_progress("cached", len(cached) + len(from_list), 0)
     return Command(
         goto="fetch_summaries",
         update={
             "sessions_listed": len(listed),
             "summaries_cached": len(cached),
+            "summaries_from_list": len(from_list),
             "list_cursor": None,
             "list_seen_cursors": [],
             "retry": settled(state.get("retry")),
@@ -430,8 +447,24 @@ def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any
     }
     if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
         row["listed_actual_end"] = True
+        facts = summary_facts_from_list(session)
+        if facts is not None:
+            row["listed_facts"] = facts
     row["listed"] = listed_digest(session)
     return row
+
+
+def summary_facts_from_list(session: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the summary would tell, when the listed session carries all of it: an actual end, and every participant
+    (canceled ones too: the list is asked for them) with its `entry_time` field, null or a time. Anything missing or
+    unreadable is not guessed: None, and the summary is fetched."""
+    participants = session.get("participants")
+    if not isinstance(participants, list):
+        return None
+    if not all(isinstance(p, Mapping) and "entry_time" in p for p in participants):
+        return None
+    facts = summary_facts({"actual_end_time": session.get("actual_end_time"), "participants": participants})
+    return None if facts.get("unavailable") or not facts.get("actual_end") else facts
 
 
 # What the list shows about a person rather than the session's timing: left out of the digest (a renamed patient
@@ -814,6 +847,8 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
         "totals": sums,
         # how many summaries this run took from the cache (unchanged in the list since read), not fetched again
         "summaries_from_cache": int(state.get("summaries_cached") or 0),
+        # summaries not fetched: the session list carried what they would tell (actual end, entry times)
+        "summaries_from_list": int(state.get("summaries_from_list") or 0),
         "sessions": rows,
     }
     log.info(

@@ -253,10 +253,13 @@ class PostgresAuditStore(AuditStore):
         if self._conn is None or self._conn.closed:
             from psycopg import AsyncConnection
 
+            from tools.ratestore import postgres_setup
+
             conn = await AsyncConnection.connect(self.url, autocommit=True)
-            for statement in (*SCHEMA, *INDEXES):
-                await conn.execute(statement)
-            await conn.execute(ADD_LISTED.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
+            # one process at a time creates the tables; stores made before `listed` gain the column
+            await postgres_setup(
+                conn, (*SCHEMA, *INDEXES, ADD_LISTED.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
+            )
             self._conn = conn
         return self._conn
 

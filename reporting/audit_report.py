@@ -700,6 +700,13 @@ def render_markdown(
     if view.cache_text:
         out[-1] += "  "
         out.append(_md(view.cache_text))
+    from_list = _as_int(report.get("summaries_from_list"))
+    if from_list:  # summaries not needed: the session list carried their facts
+        out += [
+            "",
+            f"Summaries not needed: {_fmt_count(from_list)} (the session list carried the actual end and the "
+            "participants' entry times).",
+        ]
     out += ["", "## Summary", "", " ".join(_md(s) for s in view.sentences), ""]
     for paragraph in view.narrative:
         out += [_md(paragraph), ""]

@@ -16,8 +16,11 @@ from sandbox.ids import (
     DEMO_WAITING_QUEUE_ID,
 )
 from sandbox.profiles import config_from_env
-from sandbox.server import build_server, serve_sandbox
 from sandbox.transport import SandboxTransport
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sandbox.server import build_server, serve_sandbox
 
 __all__ = [
     "DEMO_ACCOUNT_ID",
@@ -39,3 +42,12 @@ __all__ = [
     "generate_sessions",
     "serve_sandbox",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`build_server` and `serve_sandbox` load uvicorn: only when the sandbox is served (not in-process)."""
+    if name in ("build_server", "serve_sandbox"):
+        from sandbox import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

@@ -71,4 +71,5 @@ class SandboxConfig(BaseModel):
     submission_layout: Literal["full", "sparse"] = "full"  # sparse: null fields left out, keys in another order
     remote_error_message: Literal["message", "raw_response"] = "message"  # raw_response: `message` is empty
     session_actual_end_listed: bool = False  # sessions (lists and gets) carry OAS's optional `actual_end_time`
+    participant_entry_listed: bool = False  # a session's participants (lists and gets) carry their `entry_time`
     faults: FaultConfig = Field(default_factory=FaultConfig)

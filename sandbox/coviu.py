@@ -284,6 +284,8 @@ class CoviuApi:
         }
         if participant.deleted_at is not None:
             payload["deleted_at"] = self._t(participant.deleted_at)
+        if self._config().participant_entry_listed:
+            payload["entry_time"] = self._t(participant.entry_time)
         return payload
 
     def summary_json(self, session: Session) -> dict[str, Any]:

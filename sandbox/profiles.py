@@ -5,7 +5,8 @@
   `/tools` and lists, `id` in the body schema, the session summary served as a custom method (POST), RFC-1123
   times, `ratelimit-reset` as a Unix time and `Retry-After` as an HTTP date, pages of 2 rows on every list with
   `limit` ignored, canceled sessions listed unless filtered, sparse submissions, remote errors with an empty
-  `message` (the text is in `raw_response`), sessions listed with their `actual_end_time` (OAS's optional field).
+  `message` (the text is in `raw_response`), sessions listed with their `actual_end_time` (OAS's optional field)
+  and their participants' `entry_time`.
 - `random`: each alternative picked by a seeded `random.Random`, so a failing seed replays (`random-<seed>`).
 
 Only the sandbox and the tests know profiles: the product reads whatever the account answers.
@@ -40,6 +41,7 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "submission_layout": ("full", "sparse"),
     "remote_error_message": ("message", "raw_response"),
     "session_actual_end_listed": (False, True),
+    "participant_entry_listed": (False, True),  # last: the earlier alternatives' draws for a seed stay as they were
 }
 
 VARIANT: dict[str, Any] = {
@@ -55,6 +57,7 @@ VARIANT: dict[str, Any] = {
     "submission_layout": "sparse",
     "remote_error_message": "raw_response",
     "session_actual_end_listed": True,
+    "participant_entry_listed": True,
 }
 
 

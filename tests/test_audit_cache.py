@@ -19,13 +19,21 @@ from graphs import audit as audit_module
 from graphs.audit import build_audit_graph
 from graphs.audit_store import SqliteAuditStore
 from graphs.context import Context, Services
-from sandbox import Sandbox, generate_sessions
+from sandbox import Sandbox, SandboxConfig, generate_sessions
 from sandbox.errors import CoviuError
+from sandbox.profiles import Profile
 from tests.conftest import make_services
 from tools.clock import FakeClock
 
 YESTERDAY = date(2026, 11, 24)
 SUMMARIES = "session_summaries"
+
+
+@pytest.fixture
+def sandbox_config(sandbox_profile: Profile) -> SandboxConfig:
+    """Session lists that never carry entry times: every summary the cache does not hold is fetched (the summaries
+    a list makes unnecessary are tests/test_audit_list_facts.py's)."""
+    return sandbox_profile.config.model_copy(update={"participant_entry_listed": False})
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from tests.test_never_silently_wrong import (
     names_session,
     resource_of,
     rows_by_id,
+    sandbox_config,  # noqa: F401  (lists without entry times: summaries read)
     services_for,
     triage,
 )

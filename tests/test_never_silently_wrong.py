@@ -25,9 +25,11 @@ from sandbox import (
     DEMO_TEAM_ID,
     DEMO_WAITING_QUEUE_ID,
     Sandbox,
+    SandboxConfig,
     SandboxTransport,
     generate_sessions,
 )
+from sandbox.profiles import Profile
 from tests.fakes import ScriptedChatModel
 from tools.catalog import ToolSpec
 from tools.clock import FakeClock
@@ -37,6 +39,14 @@ from tools.timeparse import parse_time
 from tools.toolbox import open_toolbox
 
 YESTERDAY = date(2026, 11, 24)
+
+
+@pytest.fixture
+def sandbox_config(sandbox_profile: Profile) -> SandboxConfig:
+    """Session lists that never carry entry times: every summary is fetched, so a bad summary is read (the summaries
+    a list makes unnecessary are tests/test_audit_list_facts.py's)."""
+    return sandbox_profile.config.model_copy(update={"participant_entry_listed": False})
+
 
 # A rewrite sees (request, the sandbox's response with its body read) and returns the response to deliver.
 Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]

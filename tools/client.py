@@ -9,8 +9,10 @@ on every byte), and a JSON body over a cap is stopped while streaming. A 2xx is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -110,6 +112,13 @@ def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str | int | float
     return pairs
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context (the CA bundle loaded once) for every client of the process: loading it took about 16 ms of
+    CPU a client, 1.6 s for a fleet of 100 clinics (each its own client)."""
+    return httpx.create_ssl_context()
+
+
 class TrutoClient:
     """Talks to Truto for one integrated account.
 
@@ -143,6 +152,8 @@ class TrutoClient:
             transport=transport,
             timeout=timeout,
             follow_redirects=False,
+            # an injected transport (the embedded sandbox, a test's) brings its own: no TLS context to build
+            verify=shared_ssl_context() if transport is None else True,
         )
         self.requests_sent = 0
 

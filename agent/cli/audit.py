@@ -42,6 +42,9 @@ def audit(
     fleet: str | None = typer.Option(
         None, "--fleet", help="Audit the clinics a TOML/JSON file names (account, team_id, collection_id, timezone)."
     ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="With --accounts/--fleet: audit only worker I of N's clinics (I/N; a stable hash)."
+    ),
     verbose: int = VERBOSE,
     quiet: bool = QUIET,
 ) -> None:
@@ -57,9 +60,18 @@ def audit(
             day=day, since=since, until=until, overrun_threshold_minutes=overrun_threshold_minutes, refresh=refresh
         )
         audit_fleet(
-            settings, fleet_args, accounts, fleet, out_dir, as_json=as_json, other=(team_id, collection_id, thread_id)
+            settings,
+            fleet_args,
+            accounts,
+            fleet,
+            out_dir,
+            as_json=as_json,
+            other=(team_id, collection_id, thread_id),
+            shard=shard,
         )
         return
+    if shard is not None:
+        fail(EXIT_BAD_INPUT, "--shard splits a fleet: give it with --accounts or --fleet", as_json=as_json)
     args = AuditArgs(
         day=day,
         since=since,
@@ -125,12 +137,14 @@ def audit_fleet(
     *,
     as_json: bool,
     other: tuple[str | None, ...],
+    shard: str | None = None,
 ) -> None:
     """`--accounts`/`--fleet`: every clinic's audit at once, one report each plus the fleet summary; the exit code
-    is the worst clinic's."""
+    is the worst clinic's. `--shard I/N`: only the clinics worker I of N audits (`agent.fleet.shard_of`), its
+    summary named for its shard."""
     import dataclasses
 
-    from agent.fleet import load_fleet, parse_accounts, run_fleet, write_fleet_summary
+    from agent.fleet import load_fleet, parse_accounts, parse_shard, run_fleet, select_shard, write_fleet_summary
 
     try:
         if accounts is not None and fleet is not None:
@@ -142,11 +156,24 @@ def audit_fleet(
         check_report_dir(out_dir)
         settings.channels()
         clinics = parse_accounts(accounts) if accounts is not None else load_fleet(Path(fleet or ""))
+        index, count = parse_shard(shard) if shard is not None else (0, 1)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    suffix = ""
+    if shard is not None:
+        clinics = select_shard(clinics, index, count)
+        suffix = f"-shard-{index + 1}-of-{count}"
+        if not clinics:  # a small fleet over many workers: this one has nothing to do
+            if as_json:
+                emit_json({"schema_version": 1, "clinics": [], "totals": {"clinics": 0, "failed": 0}, "exit_code": 0})
+            else:
+                out.print(f"shard {index + 1} of {count}: none of the fleet's clinics", highlight=False, markup=False)
+            return
     import shlex
 
     rerun = f"coviu-agent audit --fleet {shlex.quote(fleet)}" if fleet is not None else None
+    if rerun and shard is not None:
+        rerun += f" --shard {shlex.quote(shard)}"
     runs = run_async(
         lambda: run_fleet(settings, clinics, dataclasses.replace(args, out_dir=Path(out_dir)), rerun=rerun),
         as_json=as_json,
@@ -155,7 +182,7 @@ def audit_fleet(
 
     source = "sandbox" if settings.uses_sandbox else "truto"
     summary = fleet_summary(runs, source)
-    paths = write_fleet_summary(runs, Path(out_dir), source)
+    paths = write_fleet_summary(runs, Path(out_dir), source, suffix=suffix)
     if as_json:
         emit_json({**summary, "summary_files": {k: str(v) for k, v in paths.items()}})
     else:
