@@ -235,6 +235,24 @@ def test_counters_add_up_across_collections_as_integers(in_memory: Any):
     assert all(s.is_monotonic and all(isinstance(p.value, int) for p in s.data_points) for s in sums)  # type: ignore[union-attr]
 
 
+def test_no_exemplars_unless_the_standard_variable_asks():
+    """The SDK's default samples an exemplar for each latency recorded inside a span; here none, unless asked."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    assert isinstance(telemetry.exemplar_filter({}), AlwaysOffExemplarFilter)
+    assert telemetry.exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based"}) is None  # the SDK reads it
+    previous = telemetry.current()
+    configured = telemetry.setup(environ={"OTEL_METRICS_EXPORTER": "console"})
+    try:
+        assert configured is not None and configured.meter_provider is not None
+        config = configured.meter_provider._sdk_config  # type: ignore[attr-defined]
+        assert isinstance(config.exemplar_filter, AlwaysOffExemplarFilter)
+    finally:
+        telemetry.install(previous)
+        if configured is not None:
+            configured.shutdown()
+
+
 def test_off_unless_configured_and_a_wrong_exporter_is_named():
     assert telemetry.exporter_for("traces", {}) is None
     assert telemetry.exporter_for("traces", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"

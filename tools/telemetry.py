@@ -326,11 +326,23 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         else:
             metric_exporter = ConsoleMetricExporter()
         meter_provider = SdkMeterProvider(
-            resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exporter)]
+            resource=resource,
+            metric_readers=[PeriodicExportingMetricReader(metric_exporter)],
+            exemplar_filter=exemplar_filter(env),
         )
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, metrics_file=path)
     install(telemetry)
     return telemetry
+
+
+def exemplar_filter(environ: Mapping[str, str]) -> Any:
+    """No exemplars unless `OTEL_METRICS_EXEMPLAR_FILTER` asks (then None: the SDK reads it). The SDK's default,
+    `trace_based`, samples one for every latency recorded inside a span: most of a traced request's metric cost."""
+    if environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+        return None
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    return AlwaysOffExemplarFilter()
 
 
 # --- spans -------------------------------------------------------------------------------------------------------
