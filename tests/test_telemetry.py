@@ -183,6 +183,76 @@ def test_attributes_are_ids_or_withheld():
     assert safe == {"id": "sess_123-abc", "name": telemetry.WITHHELD, "n": 3, "key": telemetry.WITHHELD, "ok": True}
 
 
+def test_a_value_checked_before_its_secret_was_registered_is_withheld_after():
+    """Checked strings are remembered (most repeat on every request), but not past a change of the secrets."""
+    from tools.textsafety import REDACTOR, register_secrets
+
+    token = "acct-7Hq2x9Lm4Pz8"  # looks like an id until it is known to be a secret
+    try:
+        assert telemetry.safe_attributes({"coviu.account": token}) == {"coviu.account": token}
+        register_secrets([token])
+        assert telemetry.safe_attributes({"coviu.account": token}) == {"coviu.account": telemetry.WITHHELD}
+        assert telemetry.safe_text(token) == telemetry.WITHHELD
+    finally:
+        REDACTOR.forget()
+    assert telemetry.safe_text(token) == token
+
+
+def test_a_pacing_wait_is_an_event_on_the_tool_call_and_a_retry_wait_a_span(in_memory: Any):
+    spans_exporter, reader, _ = in_memory
+    with telemetry.run("audit", "team-1"), telemetry.tool_call("get_single_coviu_session_summary_by_id") as call:
+        with telemetry.waiting(0.2, telemetry.PACING, "http://x#acct-1"):
+            pass
+        with telemetry.waiting(10.0, "retry", "http://x#acct-1", "rate limited (429)"):
+            pass
+        call.done("ok")
+    spans = {s.name: s for s in spans_exporter.get_finished_spans()}
+    assert "wait pacing" not in spans and "wait retry" in spans
+    tool = spans["tool get_single_coviu_session_summary_by_id"]
+    (pacing,) = [e for e in tool.events if e.name == "wait"]
+    assert dict(pacing.attributes or {}) == {"coviu.wait.kind": "pacing", "coviu.wait.seconds": 0.2}
+    assert spans["wait retry"].parent is not None and spans["wait retry"].parent.span_id == tool.context.span_id
+    assert (spans["wait retry"].attributes or {})["coviu.wait.reason"] == "rate_limited_429"
+    waits = {a["kind"]: v for a, v in metric_points(reader)["coviu_agent.wait"]}
+    assert waits == {"pacing": 0.2, "retry": 10.0}
+
+
+def test_counters_add_up_across_collections_as_integers(in_memory: Any):
+    """Counters are summed in-process and observed at each collection: cumulative, one point per label set."""
+    _, reader, installed = in_memory
+    installed.add("coviu_agent.http.requests", 1, {"account": "a-1", "resource": "sessions", "status_code": 200})
+    installed.add("coviu_agent.http.requests", 1, {"status_code": 200, "resource": "sessions", "account": "a-1"})
+    assert metric_points(reader)["coviu_agent.http.requests"] == [
+        ({"account": "a-1", "resource": "sessions", "status_code": 200}, 2)
+    ]
+    installed.add("coviu_agent.http.requests", 1, {"account": "a-1", "resource": "sessions", "status_code": 200})
+    installed.add("coviu_agent.http.requests", 1, {"account": "a-1", "resource": "sessions", "status_code": 429})
+    points = sorted(metric_points(reader)["coviu_agent.http.requests"], key=lambda p: str(p[0]["status_code"]))
+    assert [(a["status_code"], v) for a, v in points] == [(200, 3), (429, 1)]
+    data = reader.get_metrics_data()
+    assert data is not None
+    sums = [m.data for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    assert all(s.is_monotonic and all(isinstance(p.value, int) for p in s.data_points) for s in sums)  # type: ignore[union-attr]
+
+
+def test_no_exemplars_unless_the_standard_variable_asks():
+    """The SDK's default samples an exemplar for each latency recorded inside a span; here none, unless asked."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    assert isinstance(telemetry.exemplar_filter({}), AlwaysOffExemplarFilter)
+    assert telemetry.exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based"}) is None  # the SDK reads it
+    previous = telemetry.current()
+    configured = telemetry.setup(environ={"OTEL_METRICS_EXPORTER": "console"})
+    try:
+        assert configured is not None and configured.meter_provider is not None
+        config = configured.meter_provider._sdk_config  # type: ignore[attr-defined]
+        assert isinstance(config.exemplar_filter, AlwaysOffExemplarFilter)
+    finally:
+        telemetry.install(previous)
+        if configured is not None:
+            configured.shutdown()
+
+
 def test_off_unless_configured_and_a_wrong_exporter_is_named():
     assert telemetry.exporter_for("traces", {}) is None
     assert telemetry.exporter_for("traces", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"

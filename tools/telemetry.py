@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.textsafety import redact
+from tools.textsafety import REDACTOR
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -44,6 +44,7 @@ WITHHELD = "(withheld)"
 _SAFE = re.compile(r"[A-Za-z0-9._:/#@+=-]{0,200}")
 
 AttrValue = str | bool | int | float
+PACING = "pacing"  # the governor's wait before a send (an event, not a span: `waiting`)
 # A run's outcome by its exit code (the CLI's table).
 OUTCOMES = {0: "done", 2: "bad_input", 3: "upstream_failure", 4: "needs_approval", 5: "incomplete", 130: "interrupted"}
 
@@ -71,19 +72,42 @@ METRICS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The checked form of each string seen (most repeat: accounts, resources, tools, outcomes), while the redactor's
+# secrets stay the same (its `generation`); bounded, emptied when full.
+_CHECKED: dict[str, str] = {}
+_CHECKED_GENERATION = -1
+_CHECKED_MAX = 4096
+
+
+def safe_text(value: str) -> str:
+    """`value` when, redacted, it is unchanged and looks like an id; else `(withheld)` (or its redacted form
+    when that still looks like an id). Remembered per value while the redactor's secrets stay the same."""
+    global _CHECKED_GENERATION
+    generation = REDACTOR.generation
+    if generation != _CHECKED_GENERATION or len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+        _CHECKED_GENERATION = generation
+    checked = _CHECKED.get(value)
+    if checked is None:
+        text = REDACTOR.text(value)
+        checked = _CHECKED[value] = text if _SAFE.fullmatch(text) else WITHHELD
+    return checked
+
+
 def safe_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
     """Numbers and booleans as they are; a string only when, redacted, it still looks like an id; None dropped."""
     out: dict[str, AttrValue] = {}
     for key, value in attributes.items():
         if value is None:
             continue
-        if isinstance(value, bool | int):
+        if isinstance(value, str):
+            out[key] = safe_text(value)
+        elif isinstance(value, bool | int):
             out[key] = value
         elif isinstance(value, float):
             out[key] = value if math.isfinite(value) else str(value)
         else:
-            text = redact(str(value))
-            out[key] = text if _SAFE.fullmatch(text) else WITHHELD
+            out[key] = safe_text(str(value))
     return out
 
 
@@ -166,24 +190,45 @@ class Telemetry:
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(SERVICE_NAME) if tracer_provider is not None else None
         self.instruments: dict[str, Any] = {}
+        # Counters are summed here and read by observable counters when the reader collects (every 60 s and at
+        # shutdown): a dict update per request instead of the SDK's measurement path. Histograms record as usual.
+        self.sums: dict[str, dict[tuple[tuple[str, AttrValue], ...], float]] = {}
+        self.sums_lock = threading.Lock()
         if meter_provider is not None:
             meter = meter_provider.get_meter(SERVICE_NAME)
             for name, (_, kind, description) in METRICS.items():
                 unit = "s" if "wait" in name or "duration" in name else "1"
-                make = meter.create_histogram if kind == "summary" else meter.create_counter
-                self.instruments[name] = make(name, unit=unit, description=description)
+                if kind == "summary":
+                    self.instruments[name] = meter.create_histogram(name, unit=unit, description=description)
+                else:
+                    self.sums[name] = {}
+                    self.instruments[name] = meter.create_observable_counter(
+                        name, callbacks=[self._observe(name)], unit=unit, description=description
+                    )
         self.metrics_file = metrics_file
         self.tally = _Tally() if metrics_file is not None else None
         self.node_spans: Any = None  # the LangChain handler, made on first use
 
+    def _observe(self, name: str) -> Any:
+        from opentelemetry.metrics import Observation
+
+        def observe(options: Any) -> list[Any]:
+            with self.sums_lock:
+                return [Observation(value, dict(labels)) for labels, value in self.sums[name].items()]
+
+        return observe
+
     def add(self, name: str, value: float, attributes: Mapping[str, object]) -> None:
         attrs = safe_attributes(attributes)
-        instrument = self.instruments.get(name)
-        if instrument is not None:
-            if METRICS[name][1] == "summary":
+        sums = self.sums.get(name)
+        if sums is not None:
+            labels = tuple(sorted(attrs.items()))
+            with self.sums_lock:
+                sums[labels] = sums.get(labels, 0) + value  # counts stay integers
+        else:
+            instrument = self.instruments.get(name)
+            if instrument is not None:
                 instrument.record(value, attrs)
-            else:
-                instrument.add(value, attrs)
         if self.tally is not None:
             prom, kind, _ = METRICS[name]
             if kind == "summary":
@@ -281,11 +326,23 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         else:
             metric_exporter = ConsoleMetricExporter()
         meter_provider = SdkMeterProvider(
-            resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exporter)]
+            resource=resource,
+            metric_readers=[PeriodicExportingMetricReader(metric_exporter)],
+            exemplar_filter=exemplar_filter(env),
         )
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, metrics_file=path)
     install(telemetry)
     return telemetry
+
+
+def exemplar_filter(environ: Mapping[str, str]) -> Any:
+    """No exemplars unless `OTEL_METRICS_EXEMPLAR_FILTER` asks (then None: the SDK reads it). The SDK's default,
+    `trace_based`, samples one for every latency recorded inside a span: most of a traced request's metric cost."""
+    if environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+        return None
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    return AlwaysOffExemplarFilter()
 
 
 # --- spans -------------------------------------------------------------------------------------------------------
@@ -318,23 +375,27 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
     if tracer is None:
         yield _NO_SPAN
         return
-    from opentelemetry.trace import Status, StatusCode
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
 
     nodes = telemetry.node_spans if telemetry is not None else None
     parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
-    with tracer.start_as_current_span(
-        name,
-        context=parent,
-        attributes=safe_attributes(attributes),
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as current_span:
-        try:
-            yield _SpanHandle(current_span)
-        except BaseException as exc:
-            current_span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            current_span.set_attribute("error.type", type(exc).__name__)
-            raise
+    # start_span and attach (not start_as_current_span): two context managers fewer on every request's path
+    current_span = tracer.start_span(
+        name, context=parent, attributes=safe_attributes(attributes), record_exception=False
+    )
+    token = otel_context.attach(trace.set_span_in_context(current_span, parent))
+    try:
+        yield _SpanHandle(current_span)
+    except BaseException as exc:
+        from opentelemetry.trace import Status, StatusCode
+
+        current_span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        current_span.set_attribute("error.type", type(exc).__name__)
+        raise
+    finally:
+        otel_context.detach(token)
+        current_span.end()
 
 
 def event(name: str, **attributes: object) -> None:
@@ -403,18 +464,21 @@ def rate_limited(key: str) -> None:
 
 @contextlib.contextmanager
 def waiting(seconds: float, kind: str, key: str = "", reason: str = "") -> Iterator[None]:
-    """A wait (`pacing` before a send, `retry` in `wait_and_retry`): a span around the sleep, its seconds counted."""
+    """A wait, its seconds counted: a `retry` (in `wait_and_retry`, after a 429 or a failure) is a span around the
+    sleep; `pacing` (before nearly every send when the account is busy) is a `wait` event on the current span (the
+    tool call's), its seconds an attribute: a span per request more would double what tracing costs."""
     telemetry = _CURRENT
     if telemetry is None or seconds <= 0:
         yield
         return
     why = re.sub(r"[^A-Za-z0-9]+", "_", reason).strip("_")[:60] or None  # e.g. rate_limited_429, upstream_503
-    with span(
-        f"wait {kind}",
-        **{"coviu.wait.kind": kind, "coviu.wait.seconds": round(seconds, 3)},
-        **{"coviu.wait.reason": why},
-    ):
+    attributes = {"coviu.wait.kind": kind, "coviu.wait.seconds": round(seconds, 3), "coviu.wait.reason": why}
+    if kind == PACING:
+        event("wait", **attributes)
         yield
+    else:
+        with span(f"wait {kind}", **attributes):
+            yield
     telemetry.add("coviu_agent.wait", seconds, {"account": account_of(key) if key else None, "kind": kind})
 
 

@@ -83,10 +83,17 @@ class Redactor:
         self._secrets: tuple[str, ...] = ()
         self._secret_bytes: tuple[bytes, ...] = ()
         self._revealed: tuple[str, ...] = ()
+        self._generation = 0
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return self._secrets
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever what `text` does changes (a secret registered or forgotten, a value revealed or not):
+        a cache of redacted values is good while it stays the same."""
+        return self._generation
 
     def register(self, values: Iterable[str | None]) -> None:
         """Add secret values (longest first, so a URL is replaced before the token inside it), and the forms an
@@ -99,17 +106,20 @@ class Redactor:
                         found.update((form, quote(form, safe=""), quote(form), quote_plus(form)))
             self._secrets = tuple(sorted(found, key=len, reverse=True))
             self._secret_bytes = tuple(s.encode() for s in self._secrets)
+            self._generation += 1
 
     def forget(self) -> None:
         """Drop every registered secret (tests)."""
         with self._lock:
             self._secrets, self._secret_bytes, self._revealed = (), (), ()
+            self._generation += 1
 
     @contextmanager
     def revealing(self, value: str) -> Iterator[None]:
         """Let this exact value through while it is printed on purpose (`mcp create` shows its new URL once)."""
         with self._lock:
             self._revealed = (*self._revealed, value)
+            self._generation += 1
         try:
             yield
         finally:
@@ -117,6 +127,7 @@ class Redactor:
                 items = list(self._revealed)
                 items.remove(value)
                 self._revealed = tuple(items)
+                self._generation += 1
 
     def text(self, text: str) -> str:
         """`text` with every secret value and credential-looking token replaced by `[redacted]`."""
