@@ -69,14 +69,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
-    """A CLI run configures logging (levels of our loggers, the root's handlers) and names its source: put both back
-    after each test, so a test's `caplog` and output are its own whatever ran before it."""
+    """A CLI run configures logging (levels of our loggers, the root's handlers), names its source and registers its
+    secrets: put them back after each test, so a test's `caplog`, output and redaction are its own whatever ran
+    before it (secrets piling up over the suite made redacting a 10,000-session report take minutes)."""
     import logging
 
     names = ["", "agent", "graphs", "tools", "sandbox", "prompts", "bench", "httpx", "httpcore", "openai", "mcp"]
     levels = {name: logging.getLogger(name).level for name in names}
     handlers = list(logging.getLogger().handlers)
+    from tools.textsafety import REDACTOR
+
+    secrets = REDACTOR.secrets
     yield
+    REDACTOR.keep_only(secrets)  # the secrets this test registered end with it
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler not in handlers:
