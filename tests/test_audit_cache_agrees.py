@@ -22,8 +22,11 @@ from tools.clock import FakeClock
 
 @pytest.fixture
 def sandbox_config(sandbox_profile: Profile) -> SandboxConfig:
-    """Every profile, with the session list showing each session's actual end (Coviu's OAS field)."""
-    return sandbox_profile.config.model_copy(update={"session_actual_end_listed": True})
+    """Every profile, with the session list showing each session's actual end (Coviu's OAS field) but no entry times:
+    the summaries a list makes unnecessary are tests/test_audit_list_facts.py's; here the cache decides."""
+    return sandbox_profile.config.model_copy(
+        update={"session_actual_end_listed": True, "participant_entry_listed": False}
+    )
 
 
 @pytest.fixture
