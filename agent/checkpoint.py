@@ -8,6 +8,8 @@ audit's final report) are stored zlib-compressed.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from tools.errors import CoviuAgentError
 from tools.private_files import private_file
 from tools.ratestore import POSTGRES_SETUP_LOCK, POSTGRES_SETUP_SECONDS, postgres_setup
+from tools.sqlite_wal import BUSY_SECONDS, aretry_busy, prepare_wal_file
 from tools.textsafety import REDACTOR, Redactor, error_record, redact
 
 # A stored value at least this big is zlib-compressed (its type gets the `zlib+` prefix). Only the audit's final
@@ -28,7 +31,7 @@ from tools.textsafety import REDACTOR, Redactor, error_record, redact
 # checkpoint; compressed about 5x (measured), so the store stays small at its peak.
 COMPRESS_FROM_BYTES = 64 * 1024
 COMPRESSED = "zlib+"
-SQLITE_BUSY_SECONDS = 30.0  # how long a checkpoint write waits for another writer of the SQLite file
+SQLITE_BUSY_SECONDS = BUSY_SECONDS  # how long a checkpoint write waits for another writer of the SQLite file
 
 
 class RedactingSerializer(SerializerProtocol):
@@ -164,5 +167,11 @@ async def open_checkpointer(state: str) -> AsyncIterator[BaseCheckpointSaver[str
 
     # the file is shared by every writer of a run (a fleet's clinics, the audit store, the outbox, the run log):
     # wait for another's transaction as they do (30 s), not SQLite's default 5 s (`database is locked`, exit 3)
+    # LangGraph's set-up script starts with `PRAGMA journal_mode=WAL`, which fails at once (no busy wait) on a new
+    # file that another clinic's connection holds: the file is put in WAL mode first, and the set-up retried
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    await asyncio.to_thread(prepare_wal_file, path, SQLITE_BUSY_SECONDS)
     async with aiosqlite.connect(str(path), timeout=SQLITE_BUSY_SECONDS) as conn:
-        yield redacting(AsyncSqliteSaver(conn))
+        sqlite_saver = AsyncSqliteSaver(conn)
+        await aretry_busy(sqlite_saver.setup, deadline)
+        yield redacting(sqlite_saver)

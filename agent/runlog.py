@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -17,6 +18,7 @@ from typing import Any
 
 from agent.checkpoint import _where, is_postgres
 from tools.private_files import private_file
+from tools.sqlite_wal import BUSY_SECONDS, wal_mode
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
         return
     path = Path(state).expanduser()
     private_file(path)
-    with closing(sqlite3.connect(path, timeout=30)) as conn:
+    with closing(sqlite3.connect(path, timeout=BUSY_SECONDS)) as conn:
+        wal_mode(conn, time.monotonic() + BUSY_SECONDS)  # the state file's mode, whoever opens it first
         with conn:
             conn.execute(_CREATE)
             conn.execute(_INDEX)

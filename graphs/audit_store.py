@@ -28,12 +28,14 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from tools.private_files import private_file
+from tools.sqlite_wal import BUSY_SECONDS, wal_mode
 from tools.textsafety import redact_value
 
 CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
@@ -195,12 +197,12 @@ class SqliteAuditStore(AuditStore):
                 private_file(Path(self.path).expanduser())
             conn = sqlite3.connect(
                 self.path if self.path == ":memory:" else str(Path(self.path).expanduser()),
-                timeout=30,
+                timeout=BUSY_SECONDS,
                 isolation_level=None,
                 check_same_thread=False,
             )
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
+                wal_mode(conn, time.monotonic() + BUSY_SECONDS)  # a fleet's clinics open the file at once
                 # After each checkpoint the write-ahead log is cut back to 1 MB instead of keeping its largest size.
                 conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")

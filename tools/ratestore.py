@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tools.sqlite_wal import retry_busy, wal_mode
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -178,29 +180,24 @@ class SqliteRateStore:
         return sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
     def _initialise(self, deadline: float) -> None:
-        """WAL mode and the table. Processes opening a new file at once may find it locked: switching the journal
-        mode does not wait on SQLite's busy handler, so this waits (up to the busy timeout) itself."""
-        while True:
-            try:
-                with self._lock:
-                    if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                        self._conn.execute("PRAGMA journal_mode=WAL")
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
-                    self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-                    self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-                    # a truncated file can open and still be unreadable further in (the store is a few pages: fast)
-                    checked = str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
-                    if checked != "ok":
-                        raise sqlite3.DatabaseError(f"quick_check: {checked[:200]}")
-                    self._conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
-                    )
-                return
-            except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # extended codes too
-                if not busy or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        """WAL mode and the table, retried while other processes opening the file at once hold it
+        (`tools.sqlite_wal`)."""
+
+        def initialise() -> None:
+            with self._lock:
+                wal_mode(self._conn, deadline)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                # a truncated file can open and still be unreadable further in (the store is a few pages: fast)
+                checked = str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
+                if checked != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {checked[:200]}")
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} (account TEXT PRIMARY KEY, state TEXT NOT NULL)"
+                )
+
+        retry_busy(initialise, deadline)
 
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
         with self._lock:
