@@ -353,12 +353,12 @@ def write_fleet_summary(
 ) -> dict[str, Path]:
     """`fleet-<day><suffix>.json` and `.md` in the output directory (owner-only, like the reports); a shard's
     suffix (`-shard-2-of-4`) keeps the workers' summaries apart."""
-    from tools.private_files import OWNER_ONLY_DIR, write_private
+    from tools.private_files import private_dir, write_private
 
     summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
-    out_dir.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
+    private_dir(out_dir)
     paths = {"json": out_dir / f"fleet-{label}{suffix}.json", "md": out_dir / f"fleet-{label}{suffix}.md"}
     for kind, text in (("json", json.dumps(summary, indent=2, sort_keys=True)), ("md", fleet_markdown(summary))):
         write_private(paths[kind], text)

@@ -159,8 +159,6 @@ def test_the_services_layer_does_not_import_the_cli() -> None:
     assert sorted(f"{m} imports {t}" for m in below_cli for t in graph[m] if t.startswith("agent.cli")) == []
 
 
-# Left for the rate-limit rework (its store is being restructured in parallel): the one place still setting modes.
-_MODES_ELSEWHERE = {"tools/ratestore.py"}
 _ZONES_ELSEWHERE = {"agent/fleet.py"}
 
 
@@ -173,13 +171,16 @@ def _product_sources() -> dict[str, str]:
 
 
 def test_owner_only_files_are_made_in_one_place() -> None:
-    """Reports, manifests, transcripts and state files get their 0600/0700 modes from tools/private_files.py."""
+    """Reports, manifests, transcripts, locks and state files get their 0600/0700 modes from tools/private_files.py
+    (`write_private`, `private_file`, `private_dir`, `owner_only_opener`): no module sets a mode of its own."""
+    mode_setting = ("0o600", "0o700", "chmod(", "OWNER_ONLY_FILE", "OWNER_ONLY_DIR", "touch(mode", "mode=0o")
     setting_modes = sorted(
-        name
+        f"{name} ({word})"
         for name, text in _product_sources().items()
-        if ("0o600" in text or "0o700" in text or "chmod(" in text) and name != "tools/private_files.py"
+        for word in mode_setting
+        if word in text and name != "tools/private_files.py"
     )
-    assert [name for name in setting_modes if name not in _MODES_ELSEWHERE] == []
+    assert setting_modes == []
 
 
 def test_time_zones_are_named_in_one_place() -> None:
