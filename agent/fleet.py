@@ -23,13 +23,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from agent.errors import BadInput
 from agent.runs import AuditArgs, AuditResult, audit_not_started, run_audit, tell_audit_failed
 from agent.settings import Settings
+from tools.timeparse import known_zone
 
 if TYPE_CHECKING:
     from agent.notify import Channel
@@ -71,11 +71,8 @@ class Clinic(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _a_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r}") from None
+        if value is not None and known_zone(value) is None:
+            raise ValueError(f"unknown time zone {value!r}")
         return value
 
 
