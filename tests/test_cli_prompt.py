@@ -71,7 +71,7 @@ def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command
         assert "Approve this one?" in shown, shown
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=10)  # before: it hung until Enter was pressed
+        code = proc.wait(timeout=10)  # not held until Enter is pressed
         took = time.monotonic() - sent
         said = read_until(main, "--no", timeout=5)
     finally:
