@@ -245,3 +245,25 @@ def test_every_path_the_architecture_page_names_exists() -> None:
     named = set(re.findall(rf"\b((?:{top})/[\w/.*]*)", text))
     missing = sorted(p for p in named if not any(ROOT.glob(p.rstrip(".").rstrip("/") or ".")))
     assert named and missing == []
+
+
+def test_the_recordings_worker_holds_one_concern_per_module() -> None:
+    """workers/recordings/: what is fetched (media), one file to disk (stream), the bookkeeping (manifest), audio to
+    text (transcription) and the orchestration (worker); only the worker ties them together."""
+    graph = import_graph(runtime_only=False)
+    package = "workers.recordings"
+    parts = {m.removeprefix(package + "."): graph[m] for m in graph if m.startswith(package + ".")}
+    assert sorted(parts) == ["manifest", "media", "stream", "transcription", "worker"]
+    inside = {
+        name: sorted(t.removeprefix(package + ".") for t in targets if t.startswith(package))
+        for name, targets in parts.items()
+    }
+    assert inside == {
+        "media": [],
+        "stream": ["media"],
+        "manifest": ["media"],
+        "transcription": ["manifest"],
+        "worker": ["manifest", "media", "stream", "transcription"],
+    }
+    for path in (ROOT / "workers").rglob("*.py"):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 600, path
