@@ -23,13 +23,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from agent.errors import BadInput
 from agent.runs import AuditArgs, AuditResult, audit_not_started, run_audit, tell_audit_failed
 from agent.settings import Settings
+from tools.timeparse import known_zone
 
 if TYPE_CHECKING:
     from agent.notify import Channel
@@ -71,11 +71,8 @@ class Clinic(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _a_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r}") from None
+        if value is not None and known_zone(value) is None:
+            raise ValueError(f"unknown time zone {value!r}")
         return value
 
 
@@ -353,12 +350,12 @@ def write_fleet_summary(
 ) -> dict[str, Path]:
     """`fleet-<day><suffix>.json` and `.md` in the output directory (owner-only, like the reports); a shard's
     suffix (`-shard-2-of-4`) keeps the workers' summaries apart."""
-    from tools.private_files import OWNER_ONLY_DIR, write_private
+    from tools.private_files import private_dir, write_private
 
     summary = fleet_summary(runs, source)
     windows = [c["window"]["since"][:10] for c in summary["clinics"] if c["window"]]
     label = min(windows) if windows else "unknown"
-    out_dir.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
+    private_dir(out_dir)
     paths = {"json": out_dir / f"fleet-{label}{suffix}.json", "md": out_dir / f"fleet-{label}{suffix}.md"}
     for kind, text in (("json", json.dumps(summary, indent=2, sort_keys=True)), ("md", fleet_markdown(summary))):
         write_private(paths[kind], text)

@@ -647,12 +647,13 @@ def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-
     """`coviu-agent audit --date D` for a report's window (one day), else `--since ... --until ...`."""
     from datetime import datetime, timedelta
 
+    from tools.timeparse import parse_time
+
     window = report.get("window") or {}
-    try:
-        since = datetime.fromisoformat(str(window.get("since")).replace("Z", "+00:00")).astimezone(zone)
-        until = datetime.fromisoformat(str(window.get("until")).replace("Z", "+00:00")).astimezone(zone)
-    except ValueError:
+    since_read, until_read = parse_time(window.get("since")), parse_time(window.get("until"))
+    if since_read is None or until_read is None:
         return prefix
+    since, until = since_read.astimezone(zone), until_read.astimezone(zone)
     if since.time() == until.time() == datetime.min.time() and until.date() - since.date() == timedelta(days=1):
         return f"{prefix} --date {since.date().isoformat()}"
     return f"{prefix} --since {since.isoformat()} --until {until.isoformat()}"

@@ -26,7 +26,7 @@ from typing import Any
 
 from tools.clock import Clock
 from tools.errors import CoviuAgentError
-from tools.private_files import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from tools.private_files import owner_only_opener, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,8 @@ class _FileLock:
 
     def try_acquire(self, now: datetime) -> str | None:
         """None when acquired; else who holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.path, flags, OWNER_ONLY_FILE)
+        private_dir(self.path.parent)
+        fd = owner_only_opener(str(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

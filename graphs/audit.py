@@ -46,6 +46,7 @@ from graphs.nodes import (
 from tools.errors import CoviuAgentError, RunInputError, for_person
 from tools.paging import PageWalk
 from tools.timeparse import is_plausible, parse_time, utc_z
+from tools.timeparse import utc_z_or_own as _iso_or_raw
 
 if TYPE_CHECKING:  # the renderers (jinja2, pygal) are imported where the report is written
     from reporting.audit_report import Narrative
@@ -548,16 +549,6 @@ def _sort_key(moment: datetime) -> float:
         return moment.timestamp()
     except (OverflowError, ValueError, OSError):
         return float("-inf") if moment.year < 2000 else float("inf")
-
-
-def _iso_or_raw(moment: datetime | None) -> str | None:
-    """ISO text for state; a time so far out that it cannot be normalised keeps its own offset."""
-    if moment is None:
-        return None
-    try:
-        return utc_z(moment)
-    except (OverflowError, ValueError):
-        return moment.isoformat()
 
 
 def _unavailable(problem: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from markupsafe import Markup
 from pygal.etree import etree as pygal_etree
 from pygal.style import Style
 
-from tools.private_files import OWNER_ONLY_DIR, write_private
+from tools.private_files import private_dir, write_private
 from tools.textsafety import clean_line, redact_value
 from tools.timeparse import parse_time
 
@@ -1073,7 +1073,7 @@ def write_reports(
         "html": render_html(report, **options),
     }
     out_dir = Path(out_dir)
-    out_dir.mkdir(mode=OWNER_ONLY_DIR, parents=True, exist_ok=True)
+    private_dir(out_dir)
     base = report_basename(_text(report.get("team_id")), day_label)
     paths: dict[str, Path] = {}
     for suffix, text in texts.items():

@@ -1,4 +1,4 @@
-"""Summaries the session list makes unnecessary (issue 28): an account whose session list carries the actual end and
+"""Summaries the session list makes unnecessary: an account whose session list carries the actual end and
 every participant's entry time (the `variant` profile) is audited without fetching those summaries, and the report is
 the one a full fetch (`refresh`) gives, on every profile. A list that lacks any of it is never guessed from."""
 

@@ -73,7 +73,7 @@ async def test_a_download_that_would_not_fit_is_refused_before_any_byte(
         usage = real(path)
         return type(usage)(usage.total, usage.total - 1000, 1000)
 
-    monkeypatch.setattr("workers.recordings.shutil.disk_usage", tiny)
+    monkeypatch.setattr("workers.recordings.stream.shutil.disk_usage", tiny)
     report = await worker(services.toolbox, tmp_path / "rec").run(session_id=session)
     video = next(r for r in report.results if r.item.tool == FILE_GET)
     assert video.status == "failed" and "free" in (video.error or "")

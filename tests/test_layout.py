@@ -159,9 +159,9 @@ def test_the_services_layer_does_not_import_the_cli() -> None:
     assert sorted(f"{m} imports {t}" for m in below_cli for t in graph[m] if t.startswith("agent.cli")) == []
 
 
-# Left for the rate-limit rework (its store is being restructured in parallel): the one place still setting modes.
-_MODES_ELSEWHERE = {"tools/ratestore.py"}
-_ZONES_ELSEWHERE = {"agent/fleet.py"}
+# Reworked in parallel, to go through tools/timeparse.py next: the audit's window flags (--since/--until, read with
+# the window arithmetic that moves to its own module) and Retry-After's HTTP date (the rate-limit rework).
+_TIMES_READ_ELSEWHERE = {"graphs/audit.py", "tools/ratelimit.py"}
 
 
 def _product_sources() -> dict[str, str]:
@@ -173,13 +173,16 @@ def _product_sources() -> dict[str, str]:
 
 
 def test_owner_only_files_are_made_in_one_place() -> None:
-    """Reports, manifests, transcripts and state files get their 0600/0700 modes from tools/private_files.py."""
+    """Reports, manifests, transcripts, locks and state files get their 0600/0700 modes from tools/private_files.py
+    (`write_private`, `private_file`, `private_dir`, `owner_only_opener`): no module sets a mode of its own."""
+    mode_setting = ("0o600", "0o700", "chmod(", "OWNER_ONLY_FILE", "OWNER_ONLY_DIR", "touch(mode", "mode=0o")
     setting_modes = sorted(
-        name
+        f"{name} ({word})"
         for name, text in _product_sources().items()
-        if ("0o600" in text or "0o700" in text or "chmod(" in text) and name != "tools/private_files.py"
+        for word in mode_setting
+        if word in text and name != "tools/private_files.py"
     )
-    assert [name for name in setting_modes if name not in _MODES_ELSEWHERE] == []
+    assert setting_modes == []
 
 
 def test_time_zones_are_named_in_one_place() -> None:
@@ -189,7 +192,20 @@ def test_time_zones_are_named_in_one_place() -> None:
         for name, text in _product_sources().items()
         if "ZoneInfoNotFoundError" in text and name != "tools/timeparse.py"
     )
-    assert [name for name in catching if name not in _ZONES_ELSEWHERE] == []
+    assert catching == []
+
+
+def test_times_are_read_and_written_in_one_place() -> None:
+    """Times are read (`parse_time` for what an upstream or a file holds, `parse_iso` for what a person types) and
+    written (`utc_z`, `iso_z`, `clinic_time`) by tools/timeparse.py; the sandbox keeps its own (sandbox/timefmt.py)."""
+    own_helpers = ("fromisoformat(", "strptime(", "parsedate", 'strftime("%Y-%m-%d %H:%M %Z")')
+    reading = sorted(
+        f"{name} ({word})"
+        for name, text in _product_sources().items()
+        for word in own_helpers
+        if word in text and name != "tools/timeparse.py" and name not in _TIMES_READ_ELSEWHERE
+    )
+    assert reading == []
 
 
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -229,3 +245,25 @@ def test_every_path_the_architecture_page_names_exists() -> None:
     named = set(re.findall(rf"\b((?:{top})/[\w/.*]*)", text))
     missing = sorted(p for p in named if not any(ROOT.glob(p.rstrip(".").rstrip("/") or ".")))
     assert named and missing == []
+
+
+def test_the_recordings_worker_holds_one_concern_per_module() -> None:
+    """workers/recordings/: what is fetched (media), one file to disk (stream), the bookkeeping (manifest), audio to
+    text (transcription) and the orchestration (worker); only the worker ties them together."""
+    graph = import_graph(runtime_only=False)
+    package = "workers.recordings"
+    parts = {m.removeprefix(package + "."): graph[m] for m in graph if m.startswith(package + ".")}
+    assert sorted(parts) == ["manifest", "media", "stream", "transcription", "worker"]
+    inside = {
+        name: sorted(t.removeprefix(package + ".") for t in targets if t.startswith(package))
+        for name, targets in parts.items()
+    }
+    assert inside == {
+        "media": [],
+        "stream": ["media"],
+        "manifest": ["media"],
+        "transcription": ["manifest"],
+        "worker": ["manifest", "media", "stream", "transcription"],
+    }
+    for path in (ROOT / "workers").rglob("*.py"):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 600, path

@@ -218,8 +218,8 @@ async def test_slow_channels_are_bounded_and_do_not_hold_up_the_others(store: Sq
 
 
 async def test_a_receiver_that_answers_in_6_s_gets_the_message_once(store: SqliteAuditStore):
-    # Apprise gives up reading an answer after 4 s by default, after the receiver has the whole message: counted as
-    # failed, the message was retried and the receiver got it twice. A send may take SEND_TIMEOUT (20 s).
+    # Apprise gives up reading an answer after 4 s by default, after the receiver has the whole message: left at
+    # that, the send counts as failed and a retry delivers it twice. A send may take SEND_TIMEOUT (20 s).
     clock = FakeClock(START)
     with webhook() as hook:
         hook.delay = 6

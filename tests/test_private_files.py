@@ -70,3 +70,45 @@ def test_the_opener_makes_owner_only_files_and_refuses_a_symlink(tmp_path: Path)
     (tmp_path / "link").symlink_to(tmp_path / "part")
     with pytest.raises(OSError), open(tmp_path / "link", "ab", opener=owner_only_opener):
         pass
+
+
+# --- every owner-only file of the product is made here (tests/test_layout.py checks no other module sets modes) ---
+
+
+def test_the_rate_store_is_an_owner_only_file_in_owner_only_folders(tmp_path: Path) -> None:
+    from tools.ratestore import SqliteRateStore
+
+    store = SqliteRateStore(tmp_path / "state" / "deep" / "checkpoints.ratelimit.sqlite")
+    store.close()
+    assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "deep") == 0o700
+    assert mode(tmp_path / "state" / "deep" / "checkpoints.ratelimit.sqlite") == 0o600
+    loose = tmp_path / "loose.ratelimit.sqlite"
+    loose.write_bytes(b"")
+    os.chmod(loose, 0o644)  # made by hand, or by another tool: narrowed like the checkpoint DB
+    SqliteRateStore(loose).close()
+    assert mode(loose) == 0o600
+
+
+def test_a_thread_lock_file_is_owner_only_and_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from agent.threadlock import _FileLock
+
+    lock = _FileLock(tmp_path / "locks" / "sub" / "audit.lock")
+    assert lock.try_acquire(datetime(2026, 12, 7, tzinfo=UTC)) is None
+    assert mode(tmp_path / "locks" / "sub" / "audit.lock") == 0o600
+    lock.release()
+    assert mode(tmp_path / "locks") == 0o700 and mode(tmp_path / "locks" / "sub") == 0o700
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (tmp_path / "locks" / "linked.lock").symlink_to(target)
+    with pytest.raises(OSError):
+        _FileLock(tmp_path / "locks" / "linked.lock").try_acquire(datetime(2026, 12, 7, tzinfo=UTC))
+
+
+def test_a_fleet_summary_goes_into_owner_only_folders(tmp_path: Path) -> None:
+    from agent.fleet import write_fleet_summary
+
+    paths = write_fleet_summary([], tmp_path / "reports" / "fleet")
+    assert mode(tmp_path / "reports") == 0o700 and mode(tmp_path / "reports" / "fleet") == 0o700
+    assert all(mode(path) == 0o600 for path in paths.values())

@@ -1,4 +1,4 @@
-"""The rate store's write-ahead log is part of the state store's size (issue 28): it stays under a small cap while a
+"""The rate store's write-ahead log is part of the state store's size: it stays under a small cap while a
 run books requests, and none of it is left beside the state once the process is done."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Scale past one process (issue 28): what the profile of a fleet's audit process cut (the rate store's state written
-without `dataclasses.asdict`, copied in memory without a JSON round trip; one TLS context for every client), and a
-fleet split over workers (`audit --fleet ... --shard I/N`: each clinic in exactly one worker, by a stable hash)."""
+"""Scale past one process: the costs a fleet's audit process keeps low (the rate store's state written without
+`dataclasses.asdict`, copied in memory without a JSON round trip; one TLS context for every client), and a fleet
+split over workers (`audit --fleet ... --shard I/N`: each clinic in exactly one worker, by a stable hash)."""
 
 from __future__ import annotations
 

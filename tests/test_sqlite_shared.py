@@ -1,7 +1,7 @@
 """One SQLite state file opened by many connections at once (a fleet's clinics each open the checkpointer, the audit
 store, the outbox and the run log on it). Switching a new file to WAL mode fails at once with `database is locked`
-when two connections try it together (SQLite skips its busy handler where waiting could deadlock): CI saw a fleet's
-clinic end with exit 3 for it."""
+when two connections try it together (SQLite skips its busy handler where waiting could deadlock): unhandled, a
+fleet's clinic ends with exit 3 for it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from graphs.audit_store import SqliteAuditStore
 from tools.sqlite_wal import is_busy, retry_busy
 
 CLINICS = 8  # connections opening one new file at once
-TRIALS = 40  # before the fix, about 3 trials in 20 had a clinic fail
+TRIALS = 40  # unhandled, about 3 trials in 20 have a clinic fail
 
 
 async def _open_and_read(path: Path) -> None:

@@ -25,11 +25,11 @@ from tools.clock import FakeClock
 # --- the state store -----------------------------------------------------------------------------------------
 
 
-async def test_a_thread_checkpointed_before_the_old_reconcile_node_still_resumes_to_its_report(
+async def test_a_thread_waiting_at_a_separate_reconcile_node_resumes_to_its_report(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A thread written before 5214a44 and interrupted (crash, kill) at its `reconcile` node: its checkpoint names
-    # a node the graph no longer has. Resumed, it must still reconcile and write its report (the side rows are
+    # A thread written by a version with a separate `reconcile` node and interrupted (crash, kill) there: its
+    # checkpoint names that node. Resumed, it must still reconcile and write its report (the side rows are
     # there); not end silently with no report (the CLI would then start the whole audit again).
     import dataclasses
 
@@ -70,8 +70,8 @@ async def test_a_thread_checkpointed_before_the_old_reconcile_node_still_resumes
 async def test_a_fresh_run_on_a_thread_clears_side_rows_left_under_its_pre_hash_key(
     sandbox: Sandbox, clock: FakeClock, tmp_path: Path
 ) -> None:
-    # Before 5214a44 the side rows (patient data) were keyed by the raw thread id, and a fresh run on the thread
-    # deleted them first. A run that failed before the upgrade and is started afresh after it must not leave them.
+    # Side rows (patient data) keyed by the raw thread id, as a version before hashed run keys left them: a fresh
+    # run on the thread clears them too.
     store = SqliteAuditStore(str(tmp_path / "side.sqlite"))
     services = await make_services(sandbox, clock, tmp_path / "reports", audit_store=store)
     thread = "audit:legacy"

@@ -71,3 +71,30 @@ def test_times_are_written_and_shown_one_way() -> None:
     assert iso_z(MOMENT) == "2026-11-25T10:00:00Z"
     assert iso_z(MOMENT.astimezone(sydney)) == "2026-11-25T21:00:00+11:00"
     assert clinic_time(MOMENT, sydney) == "2026-11-25 21:00 AEDT"
+
+
+def test_a_typed_iso_time_is_read_as_written_and_nothing_else_is() -> None:
+    from datetime import timedelta, timezone
+
+    from tools.timeparse import parse_iso
+
+    assert parse_iso(" 2026-11-25T10:00:00Z ") == MOMENT
+    assert parse_iso("2026-11-25T21:00:00+11:00") == MOMENT
+    assert parse_iso("2026-11-25T21:00:00+11:00").utcoffset() == timedelta(hours=11)  # type: ignore[union-attr]
+    naive = parse_iso("2026-11-25T10:00")
+    assert naive == datetime(2026, 11, 25, 10, 0) and naive.tzinfo is None  # the caller decides what it means
+    assert parse_iso("2026-11-25").date().isoformat() == "2026-11-25"  # type: ignore[union-attr]
+    for text in ("", "tomorrow", "1795600800", "Wed, 25 Nov 2026 10:00:00 GMT", "2026-02-30T00:00Z"):
+        assert parse_iso(text) is None, text
+    assert parse_iso("2026-11-25T10:00:00-05:00") == datetime(2026, 11, 25, 10, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def test_state_times_are_utc_z_and_an_unmovable_one_keeps_its_offset() -> None:
+    from datetime import timedelta, timezone
+
+    from tools.timeparse import utc_z_or_own
+
+    assert utc_z_or_own(None) is None
+    assert utc_z_or_own(MOMENT.astimezone(timezone(timedelta(hours=11)))) == "2026-11-25T10:00:00Z"
+    far = datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))  # before year 1 in UTC
+    assert utc_z_or_own(far) == "0001-01-01T00:30:00+01:00"

@@ -43,7 +43,7 @@ def private_file(path: Path) -> Path:
     one is made for it. An existing file readable by others is narrowed to 0600; a directory is an error."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a file is needed, not a directory", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
+    private_dir(path.parent)
     if not path.exists():
         path.touch(mode=OWNER_ONLY_FILE)
     os.chmod(path, OWNER_ONLY_FILE)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tools.private_files import private_file
 from tools.sqlite_wal import retry_busy, wal_mode
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,7 @@ class SqliteRateStore:
     shared = True
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():
-            self.path.touch(mode=0o600)
+        self.path = private_file(Path(path).expanduser())
         self._lock = threading.Lock()
         self._conn = self._connect(busy_timeout)
         try:
@@ -172,7 +170,7 @@ class SqliteRateStore:
                 exc,
                 aside.name,
             )
-            self.path.touch(mode=0o600)
+            private_file(self.path)
             self._conn = self._connect(busy_timeout)
             self._initialise(time.monotonic() + busy_timeout)
 

@@ -87,6 +87,16 @@ def parse_time(value: Any, *, allow_naive: bool = True) -> datetime | None:
         return None
 
 
+def parse_iso(text: str) -> datetime | None:
+    """ISO-8601 as a person types it in a flag or a file (`Z` for UTC), or None when it is not ISO-8601. Nothing is
+    assumed about a time without a zone: it comes back naive, and the caller says what that means (an error, or the
+    clinic's zone)."""
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def is_plausible(moment: datetime) -> bool:
     """Whether a time can belong to a real session at all (years 2000–2100)."""
     return PLAUSIBLE_YEARS[0] <= moment.year <= PLAUSIBLE_YEARS[1]
@@ -97,6 +107,16 @@ def utc_z(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def utc_z_or_own(moment: datetime | None) -> str | None:
+    """`utc_z` for state; a time so far out that it cannot be moved to UTC keeps its own offset (None stays None)."""
+    if moment is None:
+        return None
+    try:
+        return utc_z(moment)
+    except (OverflowError, ValueError):
+        return moment.isoformat()
 
 
 def iso_z(moment: datetime) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -45,10 +44,11 @@ def check_expires_at(value: str | None) -> str | None:
     """ISO-8601 with a zone, or None (never expires)."""
     if value is None:
         return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadInput(f"--expires-at: expected an ISO-8601 time such as 2026-12-31T00:00:00Z, got {value!r}") from None
+    from tools.timeparse import parse_iso
+
+    moment = parse_iso(value)
+    if moment is None:
+        raise BadInput(f"--expires-at: expected an ISO-8601 time such as 2026-12-31T00:00:00Z, got {value!r}")
     if moment.tzinfo is None:
         raise BadInput(f"--expires-at: {value!r} has no time zone (add Z or an offset such as +10:00)")
     return moment.isoformat()

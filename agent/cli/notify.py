@@ -23,6 +23,7 @@ def notify_test(
     from datetime import UTC, datetime
 
     from agent.notify import ChannelTest, send_test
+    from tools.timeparse import clinic_time
 
     settings = load_settings(-1 if quiet else verbose, as_json, needs_truto=False)  # sends to channels only
     try:
@@ -40,7 +41,7 @@ def notify_test(
             )
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
-    at = datetime.now(UTC).astimezone(settings.zone).strftime("%Y-%m-%d %H:%M %Z")
+    at = clinic_time(datetime.now(UTC), settings.zone)
 
     async def run() -> list[tuple[str, list[ChannelTest]]]:
         return [(clinic, await send_test(channels, clinic, at)) for clinic, channels in targets]

@@ -107,6 +107,7 @@ def queue_status_cmd(
 
     from agent.runs import queue_status
     from agent.services import clinic_ids
+    from tools.timeparse import parse_time
 
     try:
         check_id("--team-id", team_id)
@@ -120,7 +121,8 @@ def queue_status_cmd(
         fail(EXIT_BAD_INPUT, "set COVIU_TEAM_ID and COVIU_WAITING_QUEUE_ID (or pass --team-id/--queue-id)")
     status = run_async(lambda: queue_status(settings, team, queue), as_json=as_json)
     last = status["last_ok"]
-    age = (datetime.now(UTC) - datetime.fromisoformat(last["at"])).total_seconds() if last else None
+    at = parse_time(last["at"]) if last else None
+    age = (datetime.now(UTC) - at).total_seconds() if at is not None else None
     status["age_seconds"] = round(age, 1) if age is not None else None
     stale = bool(stale_after) and (age is None or age > stale_after)
     if as_json:
