@@ -394,7 +394,11 @@ def retry_update(
         "attempts": attempts,
         "delay": delay,
         # kept in state (so a resumed thread still honours it): `wait_and_retry` hands it to the governor
-        "retry_at": retry_deadline(error.retry_after, services.clock) if isinstance(error, RateLimitedError) else 0.0,
+        "retry_at": (
+            retry_deadline(error.retry_after, services.clock, error.received_at)
+            if isinstance(error, RateLimitedError)
+            else 0.0
+        ),
         "kind": "rate_limit" if rate_limited else "transient",
         "reason": _reason(error),
         "resume": resume,

@@ -131,3 +131,32 @@ def test_no_context_variable_carries_rate_limit_state() -> None:
     import tools.ratelimit as ratelimit
 
     assert not [name for name, value in vars(ratelimit).items() if isinstance(value, contextvars.ContextVar)]
+
+
+async def test_a_429_handled_late_waits_only_what_is_left_of_its_retry_after(
+    services: Services, clock: FakeClock
+) -> None:
+    """The audit hands a batch's 429 to `wait_and_retry` when the whole batch is done: its Retry-After counts from
+    when it arrived, so a hold that is over costs no wait (the stale-delay problem bench/README.md measured)."""
+    outcome = _rate_limited(services, 30.0)
+    assert isinstance(outcome.error, RateLimitedError)
+    outcome.error.received_at = clock.now()
+    clock.advance(50.0)  # the rest of the batch
+    retry = retry_update(services, None, outcome, "summaries", "fetch_summaries")
+    runtime = SimpleNamespace(context=Context(services=services))
+    command = await wait_and_retry(cast(Any, {"retry": retry}), cast(Any, runtime))
+    assert clock.sleeps == [0.0] and command.goto == "fetch_summaries"
+
+
+def test_a_429_while_opening_the_mcp_session_carries_its_retry_after() -> None:
+    """Opening the MCP session has no governor to hold: the 429's own Retry-After is what its retry waits (it was 0,
+    so `call_with_retries` asked again at once)."""
+    from mcp import types
+    from mcp.shared.exceptions import McpError
+
+    from tools.mcp_source.errors import error_from_rpc
+
+    data = {"coviu_agent": {"status": 429, "reason": "Too Many Requests", "headers": {"retry-after": "7"}}}
+    rpc = McpError(types.ErrorData(code=-32000, message="Too Many Requests", data=data))
+    error = error_from_rpc(rpc, method="POST", path="MCP initialize", host="h", opening=True)
+    assert isinstance(error, RateLimitedError) and error.retry_after == 7.0

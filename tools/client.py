@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -263,7 +264,7 @@ class TrutoClient:
             else:
                 hold = 0.0
             if response.status_code >= 400:
-                await self._raise_for_error(response, verb, path, hold)
+                await self._raise_for_error(response, verb, path, hold, self.clock.now())
             if 300 <= response.status_code < 400:
                 # Never followed: the bearer token must not leave the configured host, and a redirect is not
                 # what Truto's API answers. The Location is not repeated (it may carry anything).
@@ -294,7 +295,9 @@ class TrutoClient:
         except httpx.TransportError as exc:
             raise TransportError("connection dropped", type(exc).__name__, method=verb, path=path) from exc
 
-    async def _raise_for_error(self, response: httpx.Response, verb: str, path: str, hold: float) -> None:
+    async def _raise_for_error(
+        self, response: httpx.Response, verb: str, path: str, hold: float, received_at: datetime
+    ) -> None:
         raw = await self._read_body(response, verb, path)
         try:
             payload = json.loads(raw) if raw else {}
@@ -310,6 +313,7 @@ class TrutoClient:
             method=verb,
             path=path,
             hold=hold,
+            received_at=received_at,
         )
 
     async def request_json(

@@ -147,6 +147,12 @@ def parse_rate_limit_headers(headers: Mapping[str, str], now: datetime) -> RateL
     )
 
 
+def hold_for_429(info: RateLimitInfo) -> float:
+    """How long a 429 holds the account: the longer of its Retry-After and ratelimit-reset, else the default."""
+    waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
+    return max(waits) if waits else DEFAULT_RETRY_AFTER
+
+
 class RateLimitBudget:
     """How long one run may wait, in total, on the server's rate limits (429 holds, `remaining: 0` resets).
 
@@ -585,12 +591,15 @@ class RateLimitGovernor:
                     state.reset_at = min(state.reset_at, reset_at)
                 # else: a straggler from a window already over says nothing about this one
             if status_code == 429:
-                waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
-                hold = max(waits) if waits else DEFAULT_RETRY_AFTER
+                hold = hold_for_429(info)
                 state.headroom_held_until = max(state.headroom_held_until, now + HEADROOM_HOLD_WINDOWS * self.window)
                 if now + hold > state.hold_until:
                     state.hold_until, state.hold_from = now + hold, now
-                    said = "Retry-After" if waits else "no usable Retry-After; default back-off"
+                    said = (
+                        "Retry-After"
+                        if info.retry_after_seconds is not None or info.reset_seconds is not None
+                        else "no usable Retry-After; default back-off"
+                    )
                     state.hold_reason = f"429 rate limited ({said})"
             return max(0.0, state.hold_until - now)
 
@@ -600,10 +609,11 @@ class RateLimitGovernor:
         return self.store.transact(self.key, learn)
 
 
-def retry_deadline(retry_after: float, clock: Clock) -> float:
-    """When a 429 that said "retry after `retry_after` seconds" (its `RateLimitedError.retry_after`, read just now)
-    may be retried: Unix seconds on `clock`, so it survives a checkpoint (the graphs keep it in their retry state)."""
-    return clock.now().timestamp() + max(0.0, retry_after)
+def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | None = None) -> float:
+    """When a 429 that said "retry after `retry_after` seconds" (its `RateLimitedError.retry_after`) may be retried:
+    Unix seconds, counted from `received_at` (the error's; None: now on `clock`), so a 429 handled late (the audit's
+    batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state)."""
+    return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
 
 
 def retry_wait(governor: RateLimitGovernor | None, retry_at: float | None, clock: Clock | None = None) -> float:

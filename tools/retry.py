@@ -44,7 +44,7 @@ class RetryPolicy:
         if isinstance(error, RateLimitedError):
             if governor is None:
                 return max(0.0, error.retry_after)
-            return governor.retry_delay(retry_deadline(error.retry_after, governor.clock))
+            return governor.retry_delay(retry_deadline(error.retry_after, governor.clock, error.received_at))
         return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
 
 
@@ -82,7 +82,9 @@ async def call_with_retries(
             if not policy.should_retry(exc, attempt):
                 raise RetriesExhaustedError(what, attempt, exc) from exc
             if isinstance(exc, RateLimitedError):
-                retry_at = retry_deadline(exc.retry_after, governor.clock if governor is not None else clock)
+                retry_at = retry_deadline(
+                    exc.retry_after, governor.clock if governor is not None else clock, exc.received_at
+                )
                 if governor is not None:
                     if on_wait:
                         on_wait(governor.retry_delay(retry_at), exc)

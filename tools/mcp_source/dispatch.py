@@ -87,7 +87,13 @@ class McpDispatch:
                 result = await session.call_tool(spec.name, dict(call.arguments), meta={CALL_MARKER: marker})
             except McpError as exc:
                 raise error_from_rpc(
-                    exc, method=verb, path=path, host=self.source.host, opening=False, observe=observe
+                    exc,
+                    method=verb,
+                    path=path,
+                    host=self.source.host,
+                    opening=False,
+                    observe=observe,
+                    received_at=self.clock.now(),
                 ) from None
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
                 raise TransportError("connection closed", "the MCP session ended", method=verb, path=path) from exc
@@ -109,6 +115,7 @@ class McpDispatch:
                 observe=observe,
                 method=verb,
                 path=path,
+                received_at=self.clock.now(),
             )
         observe(headers, exchange.status or 200)
         for block in result.content:
