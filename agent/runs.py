@@ -762,6 +762,7 @@ async def run_queue_watch(
                 ),
                 clock=svc.clock,
                 governor=svc.toolbox.governor,
+                budget=svc.toolbox.budget,
             )
             now = svc.clock.now()
             summary = summarize_queue(calls, now, args.threshold_minutes)

@@ -126,10 +126,11 @@ async def _provide() -> Services:
             services = _with_delivery(settings, services, channels)
             _by_account[key] = services
     # The run starts here (LangGraph calls this once per run; the run's context then holds the services): it gets
-    # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox (and its
-    # pacing), never a budget: a run starting leaves a running one's waits as they were.
+    # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox's connection
+    # pool and governor (its pacing), never a budget: the run's toolbox (`Toolbox.for_run`) carries its own.
     run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
-    return dataclasses.replace(services, zone=run_zone, run_budget=_run_wait_budget(settings, run_zone))
+    toolbox = services.toolbox.for_run(_run_wait_budget(settings, run_zone))
+    return dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
 
 
 def _with_delivery(settings: Settings, services: Services, channels: list[Channel]) -> Services:

@@ -431,7 +431,7 @@ async def _week(per_day: int) -> WeekRun:
             clock=clock,
             governor=RateLimitGovernor(clock=clock),
         )
-        toolbox.governor.budget = RateLimitBudget(10**9)
+        toolbox.client.budget = RateLimitBudget(10**9)
         services = Services(
             toolbox=toolbox,
             team_id=DEMO_TEAM_ID,

@@ -700,9 +700,8 @@ SIM_START = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[int, float, int, int]:
     """One worker pacing its accounts for `seconds` of simulated time against an in-memory upstream: (store
     transactions, real seconds spent in the governor and its store, requests answered, 429s)."""
-    import tools.ratelimit as ratelimit
     from tools.clock import FakeClock
-    from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+    from tools.ratelimit import RateLimitGovernor, Ticket, parse_rate_limit_headers
     from tools.ratestore import MemoryRateStore, RateStore, SqliteRateStore
 
     clock = FakeClock(SIM_START)
@@ -711,14 +710,15 @@ def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[i
     store: RateStore = SqliteRateStore(path) if store_kind.startswith("sqlite") else MemoryRateStore()
     counting = CountingStore(store)
     governors = {n: RateLimitGovernor(clock=clock, store=counting, key=n) for n in mine}
-    # events: (simulated time, seq, account, kind, slot): "ask" books a slot; "send" sends the booked one
-    events: list[tuple[float, int, str, str, float]] = [(0.0, i, n, "ask", 0.0) for i, n in enumerate(mine)]
+    tickets: dict[str, Ticket] = {}  # each account's booked send, answered by its `observe`
+    # events: (simulated time, seq, account, kind): "ask" books a slot; "send" sends the booked one
+    events: list[tuple[float, int, str, str]] = [(0.0, i, n, "ask") for i, n in enumerate(mine)]
     heapq.heapify(events)
     seq = len(events)
     now = 0.0
     real = 0.0
     while events:
-        at, _, name, kind, slot = heapq.heappop(events)
+        at, _, name, kind = heapq.heappop(events)
         if at >= seconds:
             break
         if at > now:
@@ -728,23 +728,24 @@ def pace(mine: list[str], store_kind: str, path: str, seconds: float) -> tuple[i
         started = time.perf_counter()
         if kind == "send":
             status, headers = upstream.send(name, base + now)
-            ratelimit._SLOT.set((counting, name, slot))  # the slot this send booked
-            governor.observe(parse_rate_limit_headers(headers, clock.now()), status_code=status)
-            nxt = (now, "ask", 0.0)
+            info = parse_rate_limit_headers(headers, clock.now())
+            governor.observe(info, status_code=status, ticket=tickets.pop(name))  # the slot this send booked
+            nxt = (now, "ask")
         else:
-            wait, booked = governor.try_reserve(name)
-            booked_slot = (ratelimit._SLOT.get() or (None, None, 0.0))[2]
-            nxt = (now + wait, "send" if booked else "ask", booked_slot if booked else 0.0)
+            wait, ticket = governor.book(governor.budget, name)
+            if ticket is not None:
+                tickets[name] = ticket
+            nxt = (now + wait, "ask" if ticket is None else "send")
         real += time.perf_counter() - started
         seq += 1
-        heapq.heappush(events, (nxt[0], seq, name, nxt[1], nxt[2]))
+        heapq.heappush(events, (nxt[0], seq, name, nxt[1]))
     store.close()
     return counting.transactions, real, upstream.answered, upstream.rate_limited
 
 
 def simulate(accounts: int, seconds: float, *, store_kind: str, workers: int = 1, work: Path | None = None) -> SimRun:
     """Pace `accounts` accounts, each wanting to send all the time, for `seconds` of simulated time, through the real
-    governor: every request a `try_reserve` and an `observe` (two store transactions) as the client does them. The
+    governor: every request a `book` and an `observe` (two store transactions) as the client does them. The
     accounts are assigned to `workers` workers (`agent.fleet.shard_of`). `memory`: each worker paces its accounts in
     its own memory (simulated one after the other; the busiest one's real time counts, as they would run side by
     side). `sqlite`: the same, each its own SQLite file. `sqlite-shared`: the workers are processes at once on one
@@ -848,7 +849,7 @@ async def _list_savings(n: int, profile: str) -> ListSavings:
         clock=clock,
         governor=RateLimitGovernor(clock=clock),
     )
-    toolbox.governor.budget = RateLimitBudget(10**9)
+    toolbox.client.budget = RateLimitBudget(10**9)
     with tempfile.TemporaryDirectory() as tmp:
         services = Services(
             toolbox=toolbox,

@@ -60,7 +60,7 @@ async def audit_spans() -> list[Any]:
             clock=clock,
             governor=RateLimitGovernor(clock=clock),
         )
-        toolbox.governor.budget = RateLimitBudget(1800)
+        toolbox.client.budget = RateLimitBudget(1800)
         services = Services(
             toolbox=toolbox,
             team_id=DEMO_TEAM_ID,

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from graphs.audit_store import AuditStore
 from tools.clock import Clock
-from tools.ratelimit import RateLimitBudget, use_run_budget
+from tools.ratelimit import RateLimitBudget
 from tools.toolbox import Toolbox
 
 if TYPE_CHECKING:  # langchain_core is heavy: `coviu-agent tools` builds services without touching it
@@ -47,9 +47,6 @@ class Services:
     on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
     # The audit's side rows and summary cache (graphs/audit_store.py); None: a private in-memory store.
     audit_store: AuditStore | None = field(default=None, repr=False)
-    # This run's own rate-limit wait budget, where runs share the toolbox (the LangGraph server's provider gives
-    # each run one); None: the toolbox's governor's own (a CLI run owns its toolbox).
-    run_budget: RateLimitBudget | None = field(default=None, repr=False)
     # Called once the audit's report files are written (report, file paths, overrun threshold): the agent layer's
     # delivery to staff (agent/notify.py, through the outbox); None: nobody is told (no channel configured).
     on_report: OnReport | None = field(default=None, repr=False)
@@ -60,6 +57,11 @@ class Services:
     @property
     def clock(self) -> Clock:
         return self.toolbox.clock
+
+    @property
+    def budget(self) -> RateLimitBudget:
+        """This run's rate-limit wait budget: its toolbox's (a CLI run's own; on the server, `Toolbox.for_run`)."""
+        return self.toolbox.budget
 
 
 ServicesProvider = Callable[[], Awaitable[Services]]
@@ -92,8 +94,7 @@ class Context:
 
 
 async def resolve_services(context: Context | None) -> Services:
-    """The services for this run: the injected ones, or the registered provider's. Every node calls this first, so
-    it also points the node's rate-limit waits at the run's budget (`Services.run_budget`)."""
+    """The services for this run: the injected ones, or the registered provider's (kept in the run's context)."""
     if context is not None and context.services is not None:
         services = context.services
     else:
@@ -102,8 +103,6 @@ async def resolve_services(context: Context | None) -> Services:
         services = await _provider()
         if context is not None:
             context.services = services
-    # Every node starts here: it (and the tasks it starts) claims rate-limit waits from its own run's budget.
-    use_run_budget(services.run_budget)
     return services
 
 

@@ -34,7 +34,7 @@ from tools.errors import (
 )
 from tools.executor import render_for_model
 from tools.guards import TemporalGuard
-from tools.ratelimit import retry_wait
+from tools.ratelimit import retry_deadline
 from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ class RetryState(TypedDict, total=False):
     run: str
     kind: Literal["rate_limit", "transient", ""]  # a 429 waits by the budget; other failures count attempts
     attempts: int
-    delay: float
+    delay: float  # a transient failure's back-off (the policy's)
+    retry_at: float  # a 429's: when its Retry-After / ratelimit-reset allows the retry (Unix seconds)
     reason: str
     resume: str
     unverified: list[str]
@@ -383,7 +384,8 @@ def retry_update(
     previous = RetryState(**(retry or {}))
     error = outcome.error or RuntimeError("transient failure")
     attempts = int(previous.get("attempts", 0)) + (0 if isinstance(error, RateLimitedError) else 1)
-    delay = services.toolbox.retry_policy.delay_for(error, attempts, services.toolbox.governor)
+    rate_limited = isinstance(error, RateLimitedError)
+    delay = 0.0 if rate_limited else services.toolbox.retry_policy.delay_for(error, attempts)
     unverified = list(previous.get("unverified", []))
     if outcome.extra.get("may_have_written") and call_id not in unverified:
         unverified.append(call_id)
@@ -391,7 +393,13 @@ def retry_update(
         "run": str(previous.get("run", "")),
         "attempts": attempts,
         "delay": delay,
-        "kind": "rate_limit" if isinstance(error, RateLimitedError) else "transient",
+        # kept in state (so a resumed thread still honours it): `wait_and_retry` hands it to the governor
+        "retry_at": (
+            retry_deadline(error.retry_after, services.clock, error.received_at)
+            if isinstance(error, RateLimitedError)
+            else 0.0
+        ),
+        "kind": "rate_limit" if rate_limited else "transient",
         "reason": _reason(error),
         "resume": resume,
         "unverified": unverified,
@@ -414,6 +422,7 @@ def settled(retry: RetryState | None) -> RetryState:
     return {
         "attempts": 0,
         "delay": 0.0,
+        "retry_at": 0.0,
         "kind": "",
         "reason": "",
         "resume": "",
@@ -601,21 +610,19 @@ async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[
             attempts,
             RuntimeError(retry.get("reason", "transient failure")),
         )
-    governor = services.toolbox.governor
-    stored = float(retry.get("delay", 0.0))  # what the policy said when the failure was seen
-    delay = retry_wait(governor, stored) if rate_limited else stored  # a 429: what is left of the hold now
-    if rate_limited:
-        governor.claim_wait(delay, f"retrying {retry.get('resume') or 'act'}")  # said at INFO when long
-        log.debug("waiting %.1fs before retrying (%s)", delay, retry.get("reason"))
-    else:
-        log.info(
-            "waiting %.1fs before retrying (%s, attempt %d of %d)",
-            delay,
-            retry.get("reason"),
-            attempts,
-            policy.max_attempts,
+    reason = str(retry.get("reason", ""))
+    if rate_limited:  # the owner of rate limits waits: Retry-After / the account's hold, claimed from the run's budget
+        delay = await services.toolbox.governor.wait_to_retry(
+            services.budget,
+            services.clock.sleep,
+            retry_at=float(retry.get("retry_at") or 0.0) or None,
+            what=f"retrying {retry.get('resume') or 'act'}",
+            why=reason,
         )
-    with telemetry.waiting(delay, "retry", services.toolbox.governor.key, str(retry.get("reason", ""))):
-        await services.clock.sleep(delay)
+    else:
+        delay = float(retry.get("delay", 0.0))  # the policy's back-off, worked out when the failure was seen
+        log.info("waiting %.1fs before retrying (%s, attempt %d of %d)", delay, reason, attempts, policy.max_attempts)
+        with telemetry.waiting(delay, "retry", services.toolbox.governor.key, reason):
+            await services.clock.sleep(delay)
     waits = [*retry.get("waits", []), round(delay, 3)][-200:]
     return Command(goto=retry.get("resume") or "act", update={"retry": {**retry, "waits": waits}})

@@ -114,7 +114,7 @@ async def invoke_model(services: Services, runnable: Any, prompt: Any, *, what: 
             delay = _retry_after(exc, services)
             delay = MODEL_RETRY.delay_for(exc, attempt) if delay is None else delay
             try:
-                services.toolbox.governor.budget.claim(
+                services.budget.claim(
                     hung + delay, services.clock, what=f"asking the model again ({what})", why=type(exc).__name__
                 )
             except RateLimitBudgetError as budget:

@@ -150,6 +150,7 @@ def make_client(
         integrated_account_id=account,
         governor=governor,
         transport=httpx.MockTransport(handler),
+        budget=governor.budget,  # a test's governor used on its own: its budget is the run's
     )
 
 

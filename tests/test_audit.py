@@ -140,7 +140,7 @@ async def test_rate_limit_storm_gives_the_identical_report(services: Services, s
     sandbox.set_faults(FaultConfig(seed=11, rate_limit_storm=0.35, server_errors=0.05))
     # a run of its own, with room to wait: on small-page profiles the storm hits twice as many requests, and the
     # wait budget (a clear stop when spent) is not what this test is about
-    services.toolbox.governor.budget = RateLimitBudget(1800)
+    services.toolbox.client.budget = RateLimitBudget(1800)
     stormy_state = await run_audit(services, "storm", refresh=True)  # every summary again, not from the cache
     stormy = stormy_state["report"]
     assert sandbox.count(status=429) > 10

@@ -112,7 +112,7 @@ async def test_the_audit_sits_out_a_storm_of_twenty_429s_and_reports_as_if_healt
 async def test_a_retry_after_past_the_budget_ends_the_audit_at_once_naming_the_time(value: str, tmp_path: Path) -> None:
     sandbox, clock = world()
     services = await make_services(sandbox, clock, tmp_path)
-    services.toolbox.governor.budget = RateLimitBudget(1800)
+    services.toolbox.client.budget = RateLimitBudget(1800)
     sandbox.set_faults(FaultConfig(rate_limit_storm_next=1, retry_after_value=value))
     started = clock.now()
     try:

@@ -145,10 +145,10 @@ async def test_each_server_run_has_a_whole_rate_limit_budget_of_its_own(
     async def node_of(run: Context, wait: float | None) -> float:
         """A node of `run`: resolves its services (as every node does), then claims a wait; returns what is left."""
         provided = await resolve_services(run)
-        assert provided.toolbox is services.toolbox
+        assert provided.toolbox.governor is services.toolbox.governor  # one account, one pacing
         if wait is not None:
-            services.toolbox.governor.claim_wait(wait, "a 429's hold")
-        return services.toolbox.budget.left
+            provided.toolbox.governor.claim_wait(provided.budget, wait, "a 429's hold")
+        return provided.budget.left
 
     assert await asyncio.create_task(node_of(first_run, seconds)) == 0  # the first run spends all of its budget
     assert await asyncio.create_task(node_of(second_run, None)) == seconds  # a run starting now has all of its own
@@ -156,7 +156,7 @@ async def test_each_server_run_has_a_whole_rate_limit_budget_of_its_own(
     with pytest.raises(RateLimitBudgetError):  # ...and the first run's next wait still does not fit its own
         await asyncio.create_task(node_of(first_run, 1.0))
     assert await asyncio.create_task(node_of(second_run, 1.0)) == seconds - 1.0
-    assert services.toolbox.governor.budget.left == seconds  # outside a run: the toolbox's own, never charged
+    assert services.toolbox.budget.left == seconds  # outside a run: the shared toolbox's own, never charged
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ async def test_a_server_run_has_its_graphs_wait_budget_as_the_cli_gives_it(
         return await server._provide()
 
     provided = await asyncio.create_task(run_of(graph))
-    assert provided.run_budget is not None and provided.run_budget.seconds == seconds
+    assert provided.budget.seconds == seconds
     monkeypatch.setattr(settings, "max_wait", 42.0)
     provided = await asyncio.create_task(run_of(graph))
-    assert provided.run_budget is not None and provided.run_budget.seconds == 42.0
+    assert provided.budget.seconds == 42.0

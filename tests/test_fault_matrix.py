@@ -132,7 +132,7 @@ async def test_audit_under_faults(case: Case, world: tuple[Sandbox, FakeClock, P
     services.report_dir = tmp / "faulty"
     # the faulty run's own wait budget, with room: on small-page profiles a storm hits twice as many requests, and
     # the budget (a clear stop when spent, tested elsewhere) is not what this matrix is about
-    services.toolbox.governor.budget = RateLimitBudget(1800)
+    services.toolbox.client.budget = RateLimitBudget(1800)
     services.audit_store = None  # no summary cache from the clean run: the faulty run fetches every summary again
     sandbox.set_faults(case.faults)
     try:

@@ -174,8 +174,8 @@ async def test_model_429_honours_retry_after_within_the_wait_budget(
         await triage_with(settings, services, failing_model.url)
     assert clock.sleeps == [7.0] * (MODEL_RETRY.max_attempts - 1)
     # a budget too small for the next wait ends the run at once, naming the budget
-    services.toolbox.governor.budget.restart()
-    services.toolbox.governor.budget.seconds = 5
+    services.budget.restart()
+    services.budget.seconds = 5
     before = failing_model.requests
     with pytest.raises(ModelFailedError, match="wait budget"):
         await triage_with(settings, services, failing_model.url)
@@ -238,7 +238,7 @@ async def test_a_model_that_never_answers_is_bounded_by_the_runs_wait_budget(ser
     only the backoff did, so a hung model cost 4 x 60 s whatever --max-wait said (COVIU_AGENT_MAX_WAIT=5: 3 min)."""
     from graphs.planning import invoke_model
 
-    budget = services.toolbox.governor.budget
+    budget = services.budget
     budget.restart()
     budget.seconds = 90
     model = Hanging(clock)

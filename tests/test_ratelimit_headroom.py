@@ -4,7 +4,6 @@ probes before it books, and the last send is decided on the server's count at th
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 
 import pytest
@@ -14,11 +13,11 @@ from tests.test_ratestore import ACCOUNT, simulate
 from tools.clock import FakeClock
 from tools.errors import RateLimitBudgetError
 from tools.ratelimit import (
-    _SLOT,
     HEADROOM_RELEASE_SECONDS,
     RateLimitBudget,
     RateLimitGovernor,
     RateLimitInfo,
+    Ticket,
 )
 
 # --- the governor --------------------------------------------------------------------------------------------
@@ -35,7 +34,7 @@ def test_a_longer_quota_down_to_its_headroom_claims_its_reset_from_the_budget() 
     with pytest.raises(RateLimitBudgetError):
         gov.reserve("GET /sessions")
     with pytest.raises(RateLimitBudgetError):
-        asyncio.run(gov.acquire(clock.sleep, "GET /sessions"))
+        asyncio.run(gov.acquire(gov.budget, clock.sleep, "GET /sessions"))
     assert clock.sleeps == [] and gov.requests_reserved == 0
 
 
@@ -44,7 +43,7 @@ def test_a_longer_quota_down_to_its_headroom_within_the_budget_is_counted() -> N
     gov = RateLimitGovernor(clock=clock, smooth=False)
     gov.budget = RateLimitBudget(7200.0)
     gov.observe(RateLimitInfo(remaining=1, reset_seconds=3600.0), status_code=200)
-    waited = asyncio.run(gov.acquire(clock.sleep))
+    waited = asyncio.run(gov.acquire(gov.budget, clock.sleep)).waited
     assert waited == pytest.approx(3600.0)
     assert gov.budget.count == 1 and gov.budget.spent == pytest.approx(3600.0)
 
@@ -55,11 +54,10 @@ def test_acquire_probes_then_books_the_headroom_and_observe_answers_that_slot() 
     gov.observe(RateLimitInfo(remaining=1, reset_seconds=4.0), status_code=200)
 
     async def one() -> float:
-        waited = await gov.acquire(clock.sleep)
-        booked = _SLOT.get()
-        assert booked is not None and booked[2] == pytest.approx(1004.0 - HEADROOM_RELEASE_SECONDS)
-        gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200)
-        return waited
+        ticket = await gov.acquire(gov.budget, clock.sleep)
+        assert ticket.slot == pytest.approx(1004.0 - HEADROOM_RELEASE_SECONDS)
+        gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200, ticket=ticket)
+        return ticket.waited
 
     assert asyncio.run(one()) == pytest.approx(4.0 - HEADROOM_RELEASE_SECONDS)
     assert gov.requests_reserved == 1 and gov.total_wait_seconds == pytest.approx(4.0 - HEADROOM_RELEASE_SECONDS)
@@ -78,16 +76,16 @@ def test_acquire_on_a_shared_wall_clock_store_never_spins() -> None:
     gov = RateLimitGovernor(clock=clock, smooth=False, store=Shared())
     gov.observe(RateLimitInfo(remaining=1, reset_seconds=3.3), status_code=200)
     calls = 0
-    original = gov.try_reserve
+    original = gov.book
 
-    def counted(what: str = "", *, probe: bool = True) -> tuple[float, bool]:
+    def counted(budget: RateLimitBudget, what: str = "", *, probe: bool = True) -> tuple[float, Ticket | None]:
         nonlocal calls
         calls += 1
         assert calls < 10, "acquire spins"
-        return original(what, probe=probe)
+        return original(budget, what, probe=probe)
 
-    gov.try_reserve = counted  # type: ignore[method-assign]
-    asyncio.run(gov.acquire(clock.sleep))
+    gov.book = counted  # type: ignore[method-assign]
+    asyncio.run(gov.acquire(gov.budget, clock.sleep))
     assert calls == 2 and gov.requests_reserved == 1
 
 
@@ -112,18 +110,18 @@ def test_a_headroom_send_is_not_made_once_the_servers_count_says_the_slot_is_gon
     gov = RateLimitGovernor(clock=clock, smooth=False)
     for _ in range(47):  # the window opens with 47 sends of another sender on the account
         server.check(ACCOUNT, 50, 10.0)
-    first = contextvars.copy_context()
-    assert first.run(gov.reserve) == 0.0
-    first.run(gov.observe, _headers(server.check(ACCOUNT, 50, 10.0)), status_code=200)  # remaining 2
-    a, b = contextvars.copy_context(), contextvars.copy_context()
-    assert a.run(gov.reserve) == 0.0  # room 2 less the headroom: A goes now
-    wait_b, booked = b.run(gov.try_reserve)  # only the headroom is left: B is told to ask again late in the window
-    assert not booked and 0.0 < wait_b < 10.0
+    wait, first = gov.book(gov.budget, probe=False)
+    assert wait == 0.0
+    gov.observe(_headers(server.check(ACCOUNT, 50, 10.0)), status_code=200, ticket=first)  # remaining 2
+    wait_a, a = gov.book(gov.budget, probe=False)
+    assert wait_a == 0.0  # room 2 less the headroom: A goes now
+    wait_b, b = gov.book(gov.budget)  # only the headroom is left: B is told to ask again late in the window
+    assert b is None and 0.0 < wait_b < 10.0
     server.check(ACCOUNT, 50, 10.0)  # the other sender takes one more
-    a.run(gov.observe, _headers(server.check(ACCOUNT, 50, 10.0)), status_code=200)  # A's answer: remaining 0
+    gov.observe(_headers(server.check(ACCOUNT, 50, 10.0)), status_code=200, ticket=a)  # A's answer: remaining 0
     clock.advance(wait_b)
-    wait_again, booked = b.run(gov.try_reserve)  # B asks again: the count says the window is spent
-    assert booked and wait_again > 0.0
+    wait_again, b = gov.book(gov.budget)  # B asks again: the count says the window is spent
+    assert b is not None and wait_again > 0.0
     clock.advance(wait_again)
     assert server.check(ACCOUNT, 50, 10.0).allowed  # B goes at the reset, into a new window: no 429
 

@@ -8,7 +8,6 @@ runs two real processes.
 
 from __future__ import annotations
 
-import contextvars
 import heapq
 import json
 import math
@@ -25,7 +24,7 @@ import pytest
 from sandbox.ratelimit import RateLimiter
 from tools.clock import FakeClock
 from tools.errors import RateLimitBudgetError
-from tools.ratelimit import RateLimitBudget, RateLimitGovernor, RateLimitInfo, retry_wait
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, RateLimitInfo, Ticket, retry_deadline, retry_wait
 from tools.ratestore import AccountRate, MemoryRateStore, SqliteRateStore, shared_rate_store, sqlite_rate_path
 
 ACCOUNT = "ia-shared"
@@ -55,7 +54,7 @@ def simulate(
     """Run `requests_each` requests through each governor, `workers_each` in flight, against a fixed-window server.
 
     The server is the sandbox's `RateLimiter` (a window opens at its first request; whole-second `reset`, at
-    least 1, like the sandbox's headers). Every worker runs in its own context, as each asyncio task does.
+    least 1, like the sandbox's headers). Each worker holds its own booked send (its `Ticket`), as each request does.
     """
     server = RateLimiter(clock)
     result = SimResult()
@@ -63,17 +62,15 @@ def simulate(
     events: list[tuple[float, int, int, str, tuple[bool, int, float]]] = []
     seq = 0
     left = [requests_each] * len(governors)
-    workers: list[tuple[int, contextvars.Context]] = []
-    for g in range(len(governors)):
-        for _ in range(workers_each):
-            workers.append((g, contextvars.copy_context()))
+    workers = [g for g in range(len(governors)) for _ in range(workers_each)]
+    tickets: dict[int, Ticket] = {}  # each worker's booked send, answered by its `observe`
 
     def push(at: float, worker: int, what: str, value: tuple[bool, int, float] = (True, 0, 0.0)) -> None:
         nonlocal seq
         seq += 1
         heapq.heappush(events, (at, seq, worker, what, value))
 
-    for w, (g, _) in enumerate(workers):
+    for w, g in enumerate(workers):
         push(start + (start_gaps[g] if start_gaps else 0.0), w, "ready")
     for moment in foreign or []:  # a sender outside the deployment, on the same account: the server counts it
         push(start + moment, -1, "foreign")
@@ -84,15 +81,16 @@ def simulate(
         if what == "foreign":
             result.foreign_accepted += server.check(ACCOUNT, limit, window).allowed
             continue
-        g, ctx = workers[w]
+        g = workers[w]
         gov = governors[g]
         if what == "ready":
             if left[g] <= 0:
                 continue
-            wait, booked = ctx.run(gov.try_reserve)  # as `acquire` does: a slot, or "ask again then"
-            if not booked:
+            wait, ticket = gov.book(gov.budget)  # as `acquire` does: a slot, or "ask again then"
+            if ticket is None:
                 push(at + wait, w, "ready")
                 continue
+            tickets[w] = ticket
             left[g] -= 1
             result.waits.append(wait)
             push(at + wait + latency(), w, "arrive")
@@ -107,11 +105,11 @@ def simulate(
             info = RateLimitInfo(
                 limit=limit, remaining=remaining, reset_seconds=reset, retry_after_seconds=None if allowed else reset
             )
-            ctx.run(gov.observe, info, status_code=200 if allowed else 429)
+            gov.observe(info, status_code=200 if allowed else 429, ticket=tickets.pop(w))
             if not allowed:
                 result.rate_limited += 1
                 left[g] += 1
-                push(at + retry_wait(gov, reset), w, "ready")
+                push(at + retry_wait(gov, retry_deadline(reset, clock)), w, "ready")
             else:
                 result.finished_at = at - start
                 push(at, w, "ready")
@@ -195,15 +193,18 @@ def test_after_a_429_the_headroom_is_kept_for_thirty_windows() -> None:
         clock = FakeClock()
         gov = RateLimitGovernor(clock=clock, smooth=False)
         gov.observe(RateLimitInfo(remaining=2, reset_seconds=10.0), status_code=200)
-        assert gov.reserve() == 0.0  # room 2, headroom 1: one goes now
-        gov.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200)
-        assert gov.try_reserve() == (pytest.approx(9.75), False)  # the headroom: ask again just before the reset
+        wait, first = gov.book(gov.budget, probe=False)
+        assert wait == 0.0  # room 2, headroom 1: one goes now
+        gov.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200, ticket=first)
+        assert gov.book(gov.budget) == (pytest.approx(9.75), None)  # the headroom: ask again just before the reset
         clock.advance(9.75)
-        assert gov.try_reserve() == (0.0, True)  # still free: it goes
+        wait, last = gov.book(gov.budget)
+        assert (wait, last is not None) == (0.0, True)  # still free: it goes
         if refused:  # something we do not see took it
-            gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0, retry_after_seconds=1.0), status_code=429)
+            refusal = RateLimitInfo(remaining=0, reset_seconds=1.0, retry_after_seconds=1.0)
+            gov.observe(refusal, status_code=429, ticket=last)
         else:
-            gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200)
+            gov.observe(RateLimitInfo(remaining=0, reset_seconds=1.0), status_code=200, ticket=last)
         clock.advance(0.25)
         gov.observe(RateLimitInfo(remaining=1, reset_seconds=10.0), status_code=200)  # a new window, one slot left
         return gov, clock
@@ -332,9 +333,10 @@ def test_retry_wait_is_what_is_left_of_the_hold() -> None:
     clock = FakeClock()
     gov = RateLimitGovernor(clock=clock)
     gov.observe(RateLimitInfo(retry_after_seconds=10.0), status_code=429)
+    said = retry_deadline(10.0, clock)  # the error's Retry-After, as a moment
     clock.advance(9.0)
-    assert retry_wait(gov, 10.0) == pytest.approx(1.0)  # not the stale 10 s the error said
-    assert retry_wait(None, 4.0) == 4.0
+    assert retry_wait(gov, said) == pytest.approx(1.0)  # not the stale 10 s the error said
+    assert retry_wait(None, retry_deadline(4.0, clock), clock) == 4.0
 
 
 def test_processes_naming_one_state_through_a_symlink_share_one_rate_store(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ async def test_an_audit_is_traced_run_node_tool_request_and_counted(
     spans_exporter, reader, _ = in_memory
     before = sandbox.count()
     sandbox.set_faults(FaultConfig(seed=11, rate_limit_storm=0.3))
-    services.toolbox.governor.budget = RateLimitBudget(1800)
+    services.toolbox.client.budget = RateLimitBudget(1800)
     result = await run_audit(settings, AuditArgs(day="yesterday"), services=services, checkpointer=InMemorySaver())
     assert result.exit_code == EXIT_OK
     spans = list(spans_exporter.get_finished_spans())

@@ -9,6 +9,7 @@ on every byte), and a JSON body over a cap is stopped while streaming. A 2xx is 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import logging
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +33,7 @@ from tools.errors import (
     error_from_httpx,
     error_from_payload,
 )
-from tools.ratelimit import RateLimitGovernor, RateLimitInfo, parse_rate_limit_headers
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, RateLimitInfo, Ticket, parse_rate_limit_headers
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,9 @@ class TrutoClient:
     """Talks to Truto for one integrated account.
 
     One instance per process (it owns one `httpx.AsyncClient`); the transport is injected, so the
-    embedded sandbox, a mock, or the real network are all the same code path.
+    embedded sandbox, a mock, or the real network are all the same code path. `budget` is the run's rate-limit
+    wait budget, handed to the governor with every send; `for_run(budget)` is the same client (same connection
+    pool and governor) for another run, with that run's budget.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class TrutoClient:
         clock: Clock | None = None,
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
         max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+        budget: RateLimitBudget | None = None,
     ) -> None:
         if not request_deadline > 0 or max_json_bytes < 1:
             raise ValueError("request_deadline and max_json_bytes must be positive")
@@ -145,6 +150,7 @@ class TrutoClient:
         self.max_json_bytes = int(max_json_bytes)
         self.integrated_account_id = integrated_account_id
         self.governor = governor
+        self.budget: RateLimitBudget = budget if budget is not None else RateLimitBudget()
         self.clock: Clock = clock or governor.clock or SystemClock()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -156,6 +162,12 @@ class TrutoClient:
             verify=shared_ssl_context() if transport is None else True,
         )
         self.requests_sent = 0
+
+    def for_run(self, budget: RateLimitBudget) -> TrutoClient:
+        """This client for another run: the same connection pool, governor and clock, that run's `budget`."""
+        run = copy.copy(self)
+        run.budget = budget
+        return run
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -202,22 +214,23 @@ class TrutoClient:
         params = encode_query(
             {**(query or {}), **({"integrated_account_id": self.integrated_account_id} if proxy else {})}
         )
+        ticket: Ticket | None = None
         if proxy:
-            waited = await self.governor.acquire(self.clock.sleep, f"{verb} {path}")
-            if waited > 0:
-                log.debug("paced %.2fs before %s %s", waited, verb, path)
+            ticket = await self.governor.acquire(self.budget, self.clock.sleep, f"{verb} {path}")
+            if ticket.waited > 0:
+                log.debug("paced %.2fs before %s %s", ticket.waited, verb, path)
         request = self._http.build_request(
             verb, path, params=params, json=body if body is not None else None, headers=dict(headers or {})
         )
         self.requests_sent += 1
         with telemetry.http_request(verb, path, self.integrated_account_id):
             if deadline is None:
-                async with self._exchange(request, verb, path, proxy) as response:
+                async with self._exchange(request, verb, path, ticket) as response:
                     yield response
                 return
             timer = asyncio.timeout(deadline)
             try:
-                async with timer, self._exchange(request, verb, path, proxy) as response:
+                async with timer, self._exchange(request, verb, path, ticket) as response:
                     yield response
             except TimeoutError as exc:
                 if not timer.expired():
@@ -228,17 +241,18 @@ class TrutoClient:
 
     @asynccontextmanager
     async def _exchange(
-        self, request: httpx.Request, verb: str, path: str, proxy: bool
+        self, request: httpx.Request, verb: str, path: str, ticket: Ticket | None
     ) -> AsyncIterator[httpx.Response]:
+        """Send; tell the governor what the answer said (`ticket`: the paced send's slot, None when not paced)."""
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise error_from_httpx(exc, method=verb, path=path) from exc
         telemetry.http_status(response.status_code)
         try:
-            if proxy:
+            if ticket is not None:
                 info = parse_rate_limit_headers(response.headers, self.clock.now())
-                hold = self.governor.observe(info, status_code=response.status_code)
+                hold = self.governor.observe(info, status_code=response.status_code, ticket=ticket)
             elif response.status_code == 429:
                 # Not paced (the catalog is not the account's proxy), but a 429 is still the account's schedule:
                 # its Retry-After (or the default back-off) holds the governor, so the retry waits and is budgeted.
@@ -250,7 +264,7 @@ class TrutoClient:
             else:
                 hold = 0.0
             if response.status_code >= 400:
-                await self._raise_for_error(response, verb, path, hold)
+                await self._raise_for_error(response, verb, path, hold, self.clock.now())
             if 300 <= response.status_code < 400:
                 # Never followed: the bearer token must not leave the configured host, and a redirect is not
                 # what Truto's API answers. The Location is not repeated (it may carry anything).
@@ -281,7 +295,9 @@ class TrutoClient:
         except httpx.TransportError as exc:
             raise TransportError("connection dropped", type(exc).__name__, method=verb, path=path) from exc
 
-    async def _raise_for_error(self, response: httpx.Response, verb: str, path: str, hold: float) -> None:
+    async def _raise_for_error(
+        self, response: httpx.Response, verb: str, path: str, hold: float, received_at: datetime
+    ) -> None:
         raw = await self._read_body(response, verb, path)
         try:
             payload = json.loads(raw) if raw else {}
@@ -297,6 +313,7 @@ class TrutoClient:
             method=verb,
             path=path,
             hold=hold,
+            received_at=received_at,
         )
 
     async def request_json(

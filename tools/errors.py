@@ -143,10 +143,14 @@ def _missing_scopes(insight: Any) -> list[str]:
 
 
 class RateLimitedError(TrutoError):
-    """A 429. `retry_after` is how long the governor says every caller must now wait."""
+    """A 429. `retry_after` is how long the governor said every caller must wait, from `received_at` (when the answer
+    came, on the caller's clock; None: unknown, taken as when the error is handled)."""
 
-    def __init__(self, *args: Any, retry_after: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, retry_after: float = 10.0, received_at: datetime | None = None, **kwargs: Any
+    ) -> None:
         self.retry_after = retry_after
+        self.received_at = received_at
         super().__init__(*args, **kwargs)
 
 
@@ -252,9 +256,11 @@ def error_from_payload(
     method: str = "",
     path: str = "",
     hold: float = 0.0,
+    received_at: datetime | None = None,
 ) -> TrutoError:
     """The typed error for a Truto error body (`error`, `message`, `truto_is_remote_error`, `raw_response`,
-    `truto_error_insight`): the one mapping the proxy client and the MCP source share.
+    `truto_error_insight`): the one mapping the proxy client and the MCP source share. A 429 carries the governor's
+    `hold` (seconds) from `received_at`.
     """
     kwargs: dict[str, Any] = {
         "truto_is_remote_error": bool(payload.get("truto_is_remote_error", False)),
@@ -267,7 +273,7 @@ def error_from_payload(
     error = str(payload.get("error") or reason or "")
     message = str(payload.get("message") or "")
     if status == 429:
-        return RateLimitedError(status, error, message, retry_after=hold, **kwargs)
+        return RateLimitedError(status, error, message, retry_after=hold, received_at=received_at, **kwargs)
     return TrutoError(status, error, message, **kwargs)
 
 

@@ -146,6 +146,11 @@ class ProxyDispatch:
         )
 
 
+# How a source's dispatch is made for a client (the run's: its budget paces the calls): `ProxyDispatch`, or the MCP
+# source's `McpDispatch` bound to its session.
+DispatchFor = Callable[[TrutoClient], Dispatch]
+
+
 class ToolExecutor:
     """Executes tools by name: the one way any part of the app calls Coviu.
 
@@ -158,12 +163,17 @@ class ToolExecutor:
         client: TrutoClient,
         catalog: ToolCatalog,
         binary_locator: BinaryLocator | None = None,
-        dispatch: Dispatch | None = None,
+        dispatch: DispatchFor = ProxyDispatch,
     ) -> None:
         self.client = client
         self.catalog = catalog
         self.binary_locator = binary_locator
-        self.dispatch: Dispatch = dispatch or ProxyDispatch(client)
+        self._dispatch_for = dispatch
+        self.dispatch: Dispatch = dispatch(client)
+
+    def for_client(self, client: TrutoClient) -> ToolExecutor:
+        """This executor sending through `client` (a run's: `TrutoClient.for_run`), with the same catalog and source."""
+        return ToolExecutor(client, self.catalog, self.binary_locator, self._dispatch_for)
 
     def spec(self, name: str) -> ToolSpec:
         return self.catalog.get(name)

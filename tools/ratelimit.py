@@ -1,6 +1,10 @@
-"""The one place that knows about rate limits: header parsing and the per-account governor.
+"""The one place that knows about rate limits: header parsing, the run's wait budget and the per-account governor.
 
-The governor paces requests ahead of the limit and, after a 429, holds every caller until the reset.
+The governor paces requests ahead of the limit and, after a 429, holds every caller until the reset. Its API is
+explicit: `ticket = await governor.acquire(budget, sleep)` before a send, `governor.observe(info, status_code=...,
+ticket=ticket)` with its answer, and `await governor.wait_to_retry(budget, sleep, retry_at=...)` after a 429. The
+`budget` is the calling run's `RateLimitBudget`, passed in by the caller (the run's client holds it): nothing is
+looked up from the context.
 """
 
 from __future__ import annotations
@@ -11,8 +15,7 @@ import threading
 import weakref
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -144,6 +147,12 @@ def parse_rate_limit_headers(headers: Mapping[str, str], now: datetime) -> RateL
     )
 
 
+def hold_for_429(info: RateLimitInfo) -> float:
+    """How long a 429 holds the account: the longer of its Retry-After and ratelimit-reset, else the default."""
+    waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
+    return max(waits) if waits else DEFAULT_RETRY_AFTER
+
+
 class RateLimitBudget:
     """How long one run may wait, in total, on the server's rate limits (429 holds, `remaining: 0` resets).
 
@@ -211,26 +220,23 @@ class RateLimitBudget:
         return {"count": self.count, "seconds": round(self.spent, 3)}
 
 
-# The run's own rate-limit wait budget where runs share one governor (the LangGraph server keeps one toolbox per
-# account for all its runs): set at the start of every graph node (`graphs.context.resolve_services`), so the node
-# and the tasks it starts claim from their run's budget. None: the governor's own (a CLI run owns its toolbox).
-_RUN_BUDGET: ContextVar[RateLimitBudget | None] = ContextVar("coviu_run_budget", default=None)
+@dataclass(frozen=True)
+class Ticket:
+    """One booked send slot (`acquire`): handed back to `observe` with the send's answer, so the governor knows
+    that send is no longer in flight. `waited` is the seconds `acquire` slept for it."""
 
-
-def use_run_budget(budget: RateLimitBudget | None) -> None:
-    """From here on in this context (a graph node, and the tasks it starts), waits are claimed from `budget`."""
-    _RUN_BUDGET.set(budget)
-
-
-# The slot this task last booked, so `observe` knows which send a response answers: (store, key, slot).
-_SLOT: ContextVar[tuple[RateStore, str, float] | None] = ContextVar("coviu_rate_slot", default=None)
+    key: str
+    slot: float
+    waited: float = 0.0
+    store: RateStore | None = field(default=None, repr=False, compare=False)
 
 
 class RateLimitGovernor:
     """Paces one integrated account's requests, shared by every caller of every process that shares its store.
 
-    - `acquire()` waits for and books the next send slot (the way requests are paced); `reserve()` books one and
-      returns how long to wait, `try_reserve()` may instead say "ask again in this long".
+    - `acquire(budget, sleep)` waits for and books the next send slot (the way requests are paced) and returns its
+      `Ticket`; `book()` books one (or says "ask again in this long") without sleeping; `reserve()`/`try_reserve()`
+      do the same on the governor's own budget (a governor used on its own: tests, benches).
       While the server's current window has room (its smallest `ratelimit-remaining` of the window, less every
       send still unanswered, less one slot of headroom, before its `ratelimit-reset`), a send goes at once:
       an idle budget bursts (triage pays no spacing). The slot of headroom is held back until
@@ -241,10 +247,12 @@ class RateLimitGovernor:
       server's room is unknown (before its first answer, after a reset, or when the headers speak of a longer
       quota), sends are spaced evenly, at least `window / capacity` apart, and a sliding log keeps any window of
       `window_seconds` at `capacity` sends (`limit` less the headroom).
-    - `observe()` learns from each response's headers; a 429 holds every caller until the reset.
-    - `wait_seconds()` is the wait it wants right now, without booking (`retry_wait` uses it).
-    - `budget` (a `RateLimitBudget`: the calling run's where runs share this governor, else its own) bounds the
-      waits the server's limits impose: the part of a `reserve()` wait
+    - `observe(info, status_code=..., ticket=...)` learns from each response's headers (the ticket's send is no
+      longer in flight); a 429 holds every caller until the reset.
+    - `wait_seconds()` is the wait it wants right now, without booking; `wait_to_retry()` is the one call a retry
+      after a 429 makes: it waits the longer of that and the 429's own Retry-After, claimed from the run's budget.
+    - the `budget` passed in (a `RateLimitBudget`: the calling run's) bounds the
+      waits the server's limits impose: the part of a booking's wait
       that comes from a 429 hold or a longer quota's `remaining: 0` is claimed from it, and a slot past the
       budget is never booked (`RateLimitBudgetError`). Its own pacing (spacing, waiting out a spent 10 s window)
       is not a rate-limit wait, and is not counted, unless it is longer than pacing ever needs
@@ -253,7 +261,8 @@ class RateLimitGovernor:
       a clock ahead of ours is taken back, so no clock makes a wait longer than the server could have asked for.
     The state lives in `store` (`tools/ratestore.py`) under `key`: in memory by default, or a SQLite/PostgreSQL
     store that every process of a deployment shares, so they all spend one budget. The counters
-    (`requests_reserved`, `rate_limited_count`, `total_wait_seconds`) and the budget are this governor's own.
+    (`requests_reserved`, `rate_limited_count`, `total_wait_seconds`) are this governor's own; so is `budget`, the
+    one claimed from when a caller passes none (`reserve`, `try_reserve`: a governor used on its own).
     Thread-safe and asyncio-safe: every change is one store transaction, with no awaiting inside.
     """
 
@@ -281,16 +290,8 @@ class RateLimitGovernor:
         self.rate_limited_count = 0
         self.requests_reserved = 0
         self.total_wait_seconds = 0.0
-        self._budget = RateLimitBudget()
-
-    @property
-    def budget(self) -> RateLimitBudget:
-        """The budget waits are claimed from: the calling run's (`use_run_budget`), else this governor's own."""
-        return _RUN_BUDGET.get() or self._budget
-
-    @budget.setter
-    def budget(self, value: RateLimitBudget) -> None:
-        self._budget = value
+        # the budget of a governor used on its own (`reserve`, `try_reserve`); a run passes its own to `acquire`
+        self.budget = RateLimitBudget()
 
     # --- time and limits -------------------------------------------------------------------------------
 
@@ -328,8 +329,7 @@ class RateLimitGovernor:
         """The smallest gap between two sends while the server's room is unknown: the window over its capacity.
 
         Even spacing (rather than a burst of `capacity` then a pause) keeps a server's fixed windows, whose
-        starts drift with network jitter, from ever catching more than the limit when nothing says where they
-        are (measured: 58 429s in a 10,000-session audit with blind bursts, none with spacing).
+        starts drift with network jitter, from ever catching more than the limit when nothing says where they are.
         """
         return self._spacing(self.capacity)
 
@@ -460,29 +460,38 @@ class RateLimitGovernor:
         return self.store.transact(self.key, look)
 
     def reserve(self, what: str = "") -> float:
-        """Book the next slot; return the seconds to wait before sending (0 when free). The window's last slot (the
-        headroom) is booked only in the window's last moment: booked ahead, a send waits for the reset instead.
+        """Book the next slot on the governor's own budget; return the seconds to wait before sending (0 when free).
+        The window's last slot (the headroom) is booked only in the window's last moment: booked ahead, a send
+        waits for the reset instead.
 
         Raises `RateLimitBudgetError` (booking nothing) when the server-imposed part of the wait does not fit
         what is left of the budget.
         """
-        return self.try_reserve(what, probe=False)[0]
+        return self.book(self.budget, what, probe=False)[0]
 
     def try_reserve(self, what: str = "", *, probe: bool = True) -> tuple[float, bool]:
-        """Book the next slot and return `(wait, True)`; or, when the next free slot may be the window's headroom,
-        book nothing and return `(wait, False)`: wait, then ask again (the server's count decides then)."""
+        """`book` on the governor's own budget: `(wait, True)` when a slot was booked, `(wait, False)` for "ask
+        again then"."""
+        wait, ticket = self.book(self.budget, what, probe=probe)
+        return wait, ticket is not None
 
-        def book(state: AccountRate) -> tuple[float, float, bool]:
+    def book(self, budget: RateLimitBudget, what: str = "", *, probe: bool = True) -> tuple[float, Ticket | None]:
+        """Book the next slot, claiming any server-imposed wait from `budget`, and return `(wait, ticket)`; or, when
+        the next free slot may be the window's headroom, book nothing and return `(wait, None)`: wait, then ask
+        again (the server's count decides then). Raises `RateLimitBudgetError` (booking nothing) when the wait does
+        not fit what is left of `budget`."""
+
+        def take(state: AccountRate) -> tuple[float, float, bool]:
             now = self._now()
             self._bounded(state, now)
             self._prune(state, now)
             slot, ask_again = self._next_slot(state, now, probe=probe)
             server_wait, why = self._server_wait(state, now)
             if server_wait > 0:
-                self.budget.claim(server_wait, self.clock, what=what, why=why)
+                budget.claim(server_wait, self.clock, what=what, why=why)
             elif slot - now > PACING_HORIZON_WINDOWS * self.window:
                 # longer than pacing ever needs (sends booked far ahead by other runs): a wait like any other
-                self.budget.claim(slot - now, self.clock, what=what, why="pacing: the account's sends booked ahead")
+                budget.claim(slot - now, self.clock, what=what, why="pacing: the account's sends booked ahead")
             elif slot - now > VISIBLE_WAIT_SECONDS:  # pacing, not budgeted, but a wait a person would notice
                 log.info(
                     "waiting %.0f s%s: pacing (the account's sends booked ahead of this one)",
@@ -494,51 +503,78 @@ class RateLimitGovernor:
                 insort(state.pending, slot)
             return slot, now, not ask_again
 
-        slot, now, booked = self.store.transact(self.key, book)
+        slot, now, booked = self.store.transact(self.key, take)
         wait = max(0.0, slot - now)
-        if booked:
-            _SLOT.set((self.store, self.key, slot))
-            self.requests_reserved += 1
         self.total_wait_seconds += wait
-        return wait, booked
+        if not booked:
+            return wait, None
+        self.requests_reserved += 1
+        return wait, Ticket(self.key, slot, store=self.store)
 
-    async def acquire(self, sleep: Callable[[float], Awaitable[None]], what: str = "") -> float:
+    async def acquire(
+        self, budget: RateLimitBudget, sleep: Callable[[float], Awaitable[None]], what: str = ""
+    ) -> Ticket:
         """Wait for, and book, the next send slot: the way a request is paced (the Truto client, the MCP source).
-        Returns the seconds waited."""
+        Server-imposed waits are claimed from `budget` (the calling run's). Returns the slot's `Ticket`, for
+        `observe`; `ticket.waited` is the seconds slept."""
         waited = 0.0
         while True:
-            wait, booked = self.try_reserve(what)
+            wait, ticket = self.book(budget, what)
             if wait > 0:
                 with telemetry.waiting(wait, "pacing", self.key):
                     await sleep(wait)
                 waited += wait
-            if booked:
-                return waited
+            if ticket is not None:
+                return Ticket(ticket.key, ticket.slot, waited, ticket.store)
 
-    def claim_wait(self, seconds: float, what: str = "") -> float:
-        """A retry path is about to sleep `seconds` on this account's limit: claim it from the budget (or raise)."""
+    def claim_wait(self, budget: RateLimitBudget, seconds: float, what: str = "") -> float:
+        """A retry is about to sleep `seconds` on this account's limit: claim it from `budget` (or raise)."""
 
         def reason(state: AccountRate) -> str:
             now = self._now()
             return self._server_wait(self._bounded(state, now), now)[1]
 
         why = self.store.transact(self.key, reason)
-        return self.budget.claim(seconds, self.clock, what=what, why=why or "rate limited (429)")
+        return budget.claim(seconds, self.clock, what=what, why=why or "rate limited (429)")
 
-    def observe(self, info: RateLimitInfo, *, status_code: int) -> float:
+    def retry_delay(self, retry_at: float | None = None) -> float:
+        """How long a retry after a 429 waits from now: what is left of the account's hold and schedule (shared by
+        every caller and process; `wait_seconds`), and at least what is left of the 429's own Retry-After
+        (`retry_at`, Unix seconds on this governor's clock: `retry_deadline(error, clock)`)."""
+        own = max(0.0, retry_at - self.clock.now().timestamp()) if retry_at is not None else 0.0
+        return max(self.wait_seconds(), own)
+
+    async def wait_to_retry(
+        self,
+        budget: RateLimitBudget,
+        sleep: Callable[[float], Awaitable[None]],
+        *,
+        retry_at: float | None = None,
+        what: str = "",
+        why: str = "rate limited (429)",
+    ) -> float:
+        """After a 429: wait `retry_delay(retry_at)` (the server's Retry-After / ratelimit-reset, and the account's
+        hold), claimed from `budget` first (`RateLimitBudgetError`, nothing slept, when it does not fit). Returns
+        the seconds waited. The one call a retry makes (the graphs' `wait_and_retry`, `call_with_retries`)."""
+        delay = self.retry_delay(retry_at)
+        self.claim_wait(budget, delay, what)
+        with telemetry.waiting(delay, "retry", self.key, why):
+            await sleep(delay)
+        return delay
+
+    def observe(self, info: RateLimitInfo, *, status_code: int, ticket: Ticket | None = None) -> float:
         """Learn from a response. Returns the hold (seconds) now in force; > 0 after a 429.
 
-        The response answers the last slot this task booked (`reserve`): that send is no longer in flight.
+        `ticket` (from `acquire`/`book`) is the send this response answers: it is no longer in flight.
         """
-        booked = _SLOT.get()
-        _SLOT.set(None)
+        booked = ticket if ticket is not None and ticket.store is self.store and ticket.key == self.key else None
 
         def learn(state: AccountRate) -> float:
             now = self._now()
             self._bounded(state, now)
-            if booked is not None and booked[0] is self.store and booked[1] == self.key:
-                index = bisect_left(state.pending, booked[2])  # this request is answered: no longer in flight
-                if index < len(state.pending) and state.pending[index] == booked[2]:
+            if booked is not None:
+                index = bisect_left(state.pending, booked.slot)  # this request is answered: no longer in flight
+                if index < len(state.pending) and state.pending[index] == booked.slot:
                     del state.pending[index]
             if info.limit and info.limit > 0:
                 state.limit = min(info.limit, self.ceiling)
@@ -555,12 +591,15 @@ class RateLimitGovernor:
                     state.reset_at = min(state.reset_at, reset_at)
                 # else: a straggler from a window already over says nothing about this one
             if status_code == 429:
-                waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
-                hold = max(waits) if waits else DEFAULT_RETRY_AFTER
+                hold = hold_for_429(info)
                 state.headroom_held_until = max(state.headroom_held_until, now + HEADROOM_HOLD_WINDOWS * self.window)
                 if now + hold > state.hold_until:
                     state.hold_until, state.hold_from = now + hold, now
-                    said = "Retry-After" if waits else "no usable Retry-After; default back-off"
+                    said = (
+                        "Retry-After"
+                        if info.retry_after_seconds is not None or info.reset_seconds is not None
+                        else "no usable Retry-After; default back-off"
+                    )
                     state.hold_reason = f"429 rate limited ({said})"
             return max(0.0, state.hold_until - now)
 
@@ -570,17 +609,22 @@ class RateLimitGovernor:
         return self.store.transact(self.key, learn)
 
 
-def retry_wait(governor: RateLimitGovernor | None, fallback: float | None) -> float:
-    """How long a 429 waits before its retry: the one place that says it (`RetryPolicy.delay_for` and the
-    graphs' `wait_and_retry` both ask).
+def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | None = None) -> float:
+    """When a 429 that said "retry after `retry_after` seconds" (its `RateLimitedError.retry_after`) may be retried:
+    Unix seconds, counted from `received_at` (the error's; None: now on `clock`), so a 429 handled late (the audit's
+    batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state)."""
+    return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
 
-    With the account's governor: its `wait_seconds()` now, i.e. what is left of the hold (shared by every caller
-    and process) and of its schedule; the 429 may have arrived a while ago (early in an audit batch), so the
-    Retry-After it carried may be stale. Without one: `fallback` (the error's Retry-After).
-    """
+
+def retry_wait(governor: RateLimitGovernor | None, retry_at: float | None, clock: Clock | None = None) -> float:
+    """How long a 429 waits before its retry, from now: with the account's governor, `governor.retry_delay`; without
+    one, what is left until `retry_at` (on `clock`)."""
     if governor is not None:
-        return max(governor.wait_seconds(), 0.0)
-    return max(fallback or 0.0, 0.0)
+        return governor.retry_delay(retry_at)
+    if retry_at is None:
+        return 0.0
+    now = (clock or SystemClock()).now().timestamp()
+    return max(0.0, retry_at - now)
 
 
 class GovernorRegistry:

@@ -1,7 +1,8 @@
 """The retry policy every caller shares: what is retried, how long to wait, how many times.
 
-A 429 is a schedule, not a failure: it is waited out as long as the run's rate-limit wait budget
-(`RateLimitBudget`, on the account's governor) allows, however many 429s come. Attempt counts apply only to
+A 429 is a schedule, not a failure: it is waited out (the governor's `wait_to_retry`: the server's Retry-After /
+ratelimit-reset and the account's hold) as long as the run's rate-limit wait budget (`RateLimitBudget`, passed in)
+allows, however many 429s come. Attempt counts apply only to
 the other transient failures (502/504, timeouts, resets, malformed responses).
 
 Graphs apply it in their `wait_and_retry` node; non-graph callers (CLI listing, recordings) use
@@ -16,7 +17,7 @@ from typing import TypeVar
 
 from tools.clock import Clock
 from tools.errors import RateLimitedError, RetriesExhaustedError, is_transient
-from tools.ratelimit import RateLimitBudget, RateLimitGovernor, retry_wait
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, retry_deadline, retry_wait
 
 T = TypeVar("T")
 
@@ -38,22 +39,16 @@ class RetryPolicy:
         return is_transient(error) and attempt < self.max_attempts
 
     def delay_for(self, error: BaseException, attempt: int, governor: RateLimitGovernor | None = None) -> float:
+        """The wait before the next attempt, from now. A 429's: the longer of its own Retry-After and the account's
+        hold (`RateLimitGovernor.retry_delay`)."""
         if isinstance(error, RateLimitedError):
-            return retry_wait(governor, error.retry_after)
+            if governor is None:
+                return max(0.0, error.retry_after)
+            return governor.retry_delay(retry_deadline(error.retry_after, governor.clock, error.received_at))
         return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
-
-
-def claim_rate_limit_wait(
-    delay: float, clock: Clock, governor: RateLimitGovernor | None, budget: RateLimitBudget, what: str
-) -> None:
-    """Book a rate-limit wait against the run's budget before sleeping it (raises `RateLimitBudgetError`)."""
-    if governor is not None:
-        governor.claim_wait(delay, what)
-    else:
-        budget.claim(delay, clock, what=what, why="rate limited (429)")
 
 
 async def call_with_retries(
@@ -62,15 +57,18 @@ async def call_with_retries(
     *,
     clock: Clock,
     governor: RateLimitGovernor | None = None,
+    budget: RateLimitBudget | None = None,
     policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     on_wait: Callable[[float, BaseException], None] | None = None,
 ) -> T:
     """Run `fn`, retrying transient failures per `policy`; raise `RetriesExhaustedError` when spent.
 
-    429s are retried while the governor's rate-limit budget lasts (`RateLimitBudgetError` when a wait would
-    not fit). Only for idempotent calls (reads): writes go through the graphs, which check before retrying.
+    429s are retried while `budget` (the run's; without one, the governor's own) lasts (`RateLimitBudgetError`
+    when a wait would not fit): each waits what the 429's Retry-After and the governor's hold say. Only for
+    idempotent calls (reads): writes go through the graphs, which check before retrying.
     """
-    budget = governor.budget if governor is not None else RateLimitBudget()
+    if budget is None:
+        budget = governor.budget if governor is not None else RateLimitBudget()
     attempt = 0
     while True:
         try:
@@ -83,9 +81,19 @@ async def call_with_retries(
                 attempt += 1
             if not policy.should_retry(exc, attempt):
                 raise RetriesExhaustedError(what, attempt, exc) from exc
-            delay = policy.delay_for(exc, attempt, governor)
-            if rate_limited:
-                claim_rate_limit_wait(delay, clock, governor, budget, what)
+            if isinstance(exc, RateLimitedError):
+                retry_at = retry_deadline(
+                    exc.retry_after, governor.clock if governor is not None else clock, exc.received_at
+                )
+                if governor is not None:
+                    if on_wait:
+                        on_wait(governor.retry_delay(retry_at), exc)
+                    await governor.wait_to_retry(budget, clock.sleep, retry_at=retry_at, what=what)
+                    continue
+                delay = retry_wait(None, retry_at, clock)
+                budget.claim(delay, clock, what=what, why="rate limited (429)")
+            else:
+                delay = policy.delay_for(exc, attempt)
             if on_wait:
                 on_wait(delay, exc)
             await clock.sleep(delay)

@@ -5,7 +5,7 @@ It is built once per process (the CLI, the LangGraph server entry, or a test) an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Protocol
@@ -15,7 +15,7 @@ import httpx
 from tools.catalog import ToolCatalog
 from tools.client import DEFAULT_MAX_JSON_BYTES, DEFAULT_REQUEST_DEADLINE, DEFAULT_TIMEOUT, TrutoClient
 from tools.clock import Clock, SystemClock
-from tools.executor import BinaryLocator, Dispatch, ToolExecutor
+from tools.executor import BinaryLocator, DispatchFor, ProxyDispatch, ToolExecutor
 from tools.ratelimit import DEFAULT_MAX_WAIT, GOVERNORS, RateLimitBudget, RateLimitGovernor
 from tools.ratestore import RateStore
 from tools.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retries
@@ -56,8 +56,15 @@ class Toolbox:
 
     @property
     def budget(self) -> RateLimitBudget:
-        """The run's rate-limit wait budget (on the account's governor, so its pacing obeys it too)."""
-        return self.client.governor.budget
+        """The run's rate-limit wait budget: the client's, which hands it to the governor with every send."""
+        return self.client.budget
+
+    def for_run(self, budget: RateLimitBudget) -> Toolbox:
+        """This toolbox for one run with a budget of its own (the LangGraph server's runs share one toolbox per
+        account): the same connection pool, catalog, governor and resources, every wait claimed from `budget`.
+        The run's toolbox is not closed: its resources stay the shared toolbox's."""
+        client = self.client.for_run(budget)
+        return dataclasses.replace(self, client=client, executor=self.executor.for_client(client))
 
     @property
     def rate_limit_waits(self) -> dict[str, float | int]:
@@ -85,6 +92,7 @@ async def fetch_catalog(
         lambda: client.list_tools(methods=methods, tags=tags),
         clock=clock or client.clock,
         governor=client.governor,
+        budget=client.budget,
     )
     return ToolCatalog.from_truto_response(payload, source="tools")
 
@@ -104,16 +112,17 @@ async def open_toolbox(
     bounds: Bounds | None = None,
     rate_store: RateStore | None = None,
     binary_locator: BinaryLocator | None = None,
-    dispatch: Callable[[RateLimitGovernor, Clock], Dispatch] | None = None,
+    dispatch: DispatchFor = ProxyDispatch,
 ) -> Toolbox:
     """Build the client (sharing the account's governor) and fetch the catalog unless one is given.
 
     `binary_locator` finds downloaded files for binary tools; `dispatch` builds how calls are sent (default: the
-    Truto proxy) from the account's governor and the clock.
+    Truto proxy) from the client (its governor, budget and clock).
 
-    `bounds` (default: `Bounds()`) gives the run a fresh rate-limit wait budget on the governor, and the
-    client its request deadline and JSON cap. `rate_store` (`tools/ratestore.py`, e.g. `shared_rate_store(state)`)
-    is where the account's pacing state lives when every process of a deployment must share one budget.
+    `bounds` (default: `Bounds()`) gives the run a fresh rate-limit wait budget (the client's, handed to the
+    governor with every send), and the client its request deadline and JSON cap. `rate_store`
+    (`tools/ratestore.py`, e.g. `shared_rate_store(state)`) is where the account's pacing state lives when every
+    process of a deployment must share one budget.
     """
     clock = clock or SystemClock()
     bounds = bounds or Bounds()
@@ -123,7 +132,6 @@ async def open_toolbox(
         governor = GOVERNORS.for_account(
             integrated_account_id, clock=clock, limit=rate_limit, store=rate_store, base_url=base_url
         )
-    governor.budget = RateLimitBudget(bounds.max_wait, zone=bounds.zone)
     client = TrutoClient(
         base_url=base_url,
         api_key=api_key,
@@ -134,6 +142,7 @@ async def open_toolbox(
         clock=clock,
         request_deadline=bounds.request_deadline,
         max_json_bytes=bounds.max_json_bytes,
+        budget=RateLimitBudget(bounds.max_wait, zone=bounds.zone),
     )
     try:
         if catalog is None:
@@ -141,7 +150,5 @@ async def open_toolbox(
     except BaseException:
         await client.aclose()
         raise
-    executor = ToolExecutor(
-        client, catalog, binary_locator=binary_locator, dispatch=dispatch(governor, clock) if dispatch else None
-    )
+    executor = ToolExecutor(client, catalog, binary_locator=binary_locator, dispatch=dispatch)
     return Toolbox(client=client, catalog=catalog, executor=executor, clock=clock)

@@ -102,7 +102,7 @@ async def open_mcp_toolbox(
             clock=clock,
             timeout=timeout,
             catalog=catalog,
-            dispatch=lambda governor, clock: McpDispatch(source, governor, clock),
+            dispatch=lambda client: McpDispatch(source, client),
             **toolbox_options,
         )
     except BaseException:

@@ -3,6 +3,7 @@ results as `BinaryBody` metadata, never bytes), failures through errors.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -14,14 +15,14 @@ from mcp import types
 from mcp.shared.exceptions import McpError
 
 from tools.catalog import ToolSpec
-from tools.client import HTTP_VERBS, BinaryBody
+from tools.client import HTTP_VERBS, BinaryBody, TrutoClient
 from tools.clock import Clock
 from tools.errors import MalformedResponseError, TransportError
 from tools.executor import ToolCall
-from tools.mcp_source.errors import error_from_rpc, error_from_tool_result
+from tools.mcp_source.errors import Observe, error_from_rpc, error_from_tool_result
 from tools.mcp_source.http import CALL_MARKER, Exchange
 from tools.mcp_source.session import McpSource
-from tools.ratelimit import RateLimitGovernor, parse_rate_limit_headers
+from tools.ratelimit import RateLimitBudget, RateLimitGovernor, Ticket, parse_rate_limit_headers
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,11 @@ def _text(blocks: list[Any]) -> str:
 class McpDispatch:
     """`ToolExecutor`'s dispatch for the MCP source: governor, `tools/call` by name, typed errors."""
 
-    def __init__(self, source: McpSource, governor: RateLimitGovernor, clock: Clock) -> None:
+    def __init__(self, source: McpSource, client: TrutoClient) -> None:
         self.source = source
-        self.governor = governor
-        self.clock = clock
+        self.governor: RateLimitGovernor = client.governor
+        self.budget: RateLimitBudget = client.budget  # the run's (the client's: `TrutoClient.for_run`)
+        self.clock: Clock = client.clock
 
     async def __call__(self, spec: ToolSpec, call: ToolCall) -> Any:
         verb = HTTP_VERBS.get(spec.method, "POST")
@@ -77,36 +79,45 @@ class McpDispatch:
         exchange = Exchange(idempotency_key=key)
         self.source.exchanges[marker] = exchange
         try:
-            waited = await self.governor.acquire(self.clock.sleep, f"MCP {spec.name}")
-            if waited > 0:
-                log.debug("paced %.2fs before MCP %s", waited, spec.name)
+            ticket = await self.governor.acquire(self.budget, self.clock.sleep, f"MCP {spec.name}")
+            if ticket.waited > 0:
+                log.debug("paced %.2fs before MCP %s", ticket.waited, spec.name)
+            observe = functools.partial(self._observe, ticket)
             try:
                 result = await session.call_tool(spec.name, dict(call.arguments), meta={CALL_MARKER: marker})
             except McpError as exc:
                 raise error_from_rpc(
-                    exc, method=verb, path=path, host=self.source.host, opening=False, observe=self._observe
+                    exc,
+                    method=verb,
+                    path=path,
+                    host=self.source.host,
+                    opening=False,
+                    observe=observe,
+                    received_at=self.clock.now(),
                 ) from None
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
                 raise TransportError("connection closed", "the MCP session ended", method=verb, path=path) from exc
         finally:
             self.source.exchanges.pop(marker, None)
-        return self._result(result, exchange, verb, path)
+        return self._result(result, exchange, verb, path, observe)
 
-    def _observe(self, headers: Mapping[str, str], status: int) -> float:
-        return self.governor.observe(parse_rate_limit_headers(headers, self.clock.now()), status_code=status)
+    def _observe(self, ticket: Ticket, headers: Mapping[str, str], status: int) -> float:
+        info = parse_rate_limit_headers(headers, self.clock.now())
+        return self.governor.observe(info, status_code=status, ticket=ticket)
 
-    def _result(self, result: types.CallToolResult, exchange: Exchange, verb: str, path: str) -> Any:
+    def _result(self, result: types.CallToolResult, exchange: Exchange, verb: str, path: str, observe: Observe) -> Any:
         headers = exchange.headers
         if result.isError:
             raise error_from_tool_result(
                 _text(result.content),
                 http_status=exchange.status,
                 headers=headers,
-                observe=self._observe,
+                observe=observe,
                 method=verb,
                 path=path,
+                received_at=self.clock.now(),
             )
-        self._observe(headers, exchange.status or 200)
+        observe(headers, exchange.status or 200)
         for block in result.content:
             binary = _binary(block)
             if binary is not None:

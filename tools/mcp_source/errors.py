@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from mcp import types
 from mcp.shared.exceptions import McpError
 
 from tools.errors import CoviuAgentError, MalformedResponseError, TransportError, TrutoError, error_from_payload
+from tools.ratelimit import hold_for_429, parse_rate_limit_headers
 
 SHIM_KEY = "coviu_agent"  # where `McpHttp` puts an HTTP failure's details in a JSON-RPC error's `data`
 REFUSED_STATUSES = (401, 403, 404, 410)  # the token is unknown, expired or deleted
@@ -71,10 +73,18 @@ def _refused(status: int, host: str, during: str | None) -> McpRefusedError:
 
 
 def error_from_rpc(
-    error: McpError, *, method: str, path: str, host: str, opening: bool, observe: Observe | None = None
+    error: McpError,
+    *,
+    method: str,
+    path: str,
+    host: str,
+    opening: bool,
+    observe: Observe | None = None,
+    received_at: datetime | None = None,
 ) -> Exception:
     """The typed error for a JSON-RPC error: while `opening` the session (initialize, tools/list), or answering a
-    `tools/call` (whose rate-limit headers `observe` hands to the governor)."""
+    `tools/call` (whose rate-limit headers `observe` hands to the governor). Without a governor (`observe`: opening
+    the session), a 429 waits what its own headers say (`hold_for_429`)."""
     data = _shim_data(error)
     if data and "transport" in data:
         sent = False if opening else bool(data.get("sent"))
@@ -82,13 +92,29 @@ def error_from_rpc(
     if data and isinstance(data.get("status"), int):
         status = int(data["status"])
         headers = {str(k): str(v) for k, v in _dict(data.get("headers")).items()}
-        hold = observe(headers, status) if observe is not None else 0.0
+        if observe is not None:
+            hold = observe(headers, status)
+        else:
+            hold = (
+                hold_for_429(parse_rate_limit_headers(headers, received_at or datetime.now(UTC)))
+                if status == 429
+                else 0.0
+            )
         if status in REFUSED_STATUSES:
             return _refused(status, host, None if opening else path)
         # opening: the MCP layer's own answer (its body is JSON-RPC, not Truto's error body)
         payload = {"message": error.error.message} if opening else _dict(data.get("body"))
         reason = str(data.get("reason") or "")
-        return error_from_payload(status, payload, reason=reason, headers=headers, method=method, path=path, hold=hold)
+        return error_from_payload(
+            status,
+            payload,
+            reason=reason,
+            headers=headers,
+            method=method,
+            path=path,
+            hold=hold,
+            received_at=received_at,
+        )
     if opening:
         return McpRefusedError(f"the MCP server at {host} refused to start a session: {error}")
     code = error.error.code
@@ -138,6 +164,7 @@ def error_from_tool_result(
     observe: Observe,
     method: str,
     path: str,
+    received_at: datetime | None = None,
 ) -> TrutoError:
     """The typed error for an `isError` tool result: Truto's error body in its text (its `statusCode`), else the
     MCP HTTP response's own error status, else a 400 (the tool refused the call)."""
@@ -155,4 +182,6 @@ def error_from_tool_result(
         # with the provider's text in raw_response: TrutoError.provider_message reads it there)
         payload = {**payload, "message": text[:500]}
     hold = observe(headers, status)
-    return error_from_payload(status, payload, headers=headers, method=method, path=path, hold=hold)
+    return error_from_payload(
+        status, payload, headers=headers, method=method, path=path, hold=hold, received_at=received_at
+    )

@@ -111,6 +111,7 @@ class RecordingsWorker:
             fn,
             clock=self.toolbox.clock,
             governor=self.toolbox.governor,
+            budget=self.toolbox.budget,
             policy=self.toolbox.retry_policy,
             on_wait=lambda delay, exc: log.info("%s: waiting %.1fs (%s)", what, delay, exc),
         )
