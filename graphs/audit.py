@@ -223,8 +223,9 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
     """Resolve the ids and the window; a bad date fails here, before any request. A fresh run starts with no
     side rows under its key (the thread id; a new id when there is no checkpointer)."""
     services = await resolve_services(runtime.context)
-    team = state.get("team_id") or ctx.team_id(runtime.context, services)
-    collection = state.get("collection_id") or ctx.collection_id(runtime.context, services)
+    # the run's context (settings as defaults), never an earlier run's ids left in a reused thread's state
+    ids = ctx.run_ids(runtime.context, services)
+    team, collection = ids.team_id, ids.collection_id
     missing = [n for n, v in (("COVIU_TEAM_ID", team), ("COVIU_INTAKE_COLLECTION_ID", collection)) if not v]
     if missing:
         raise WindowError(f"the audit needs a team and an intake collection: set {' and '.join(missing)}")
