@@ -645,7 +645,9 @@ def audit_failure_notifier(
 
 def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-agent audit") -> str:
     """`coviu-agent audit --date D` for a report's window (one day), else `--since ... --until ...`."""
-    from datetime import datetime, timedelta
+    from datetime import datetime
+
+    from graphs.audit_window import day_of_window
 
     window = report.get("window") or {}
     try:
@@ -653,6 +655,7 @@ def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-
         until = datetime.fromisoformat(str(window.get("until")).replace("Z", "+00:00")).astimezone(zone)
     except ValueError:
         return prefix
-    if since.time() == until.time() == datetime.min.time() and until.date() - since.date() == timedelta(days=1):
-        return f"{prefix} --date {since.date().isoformat()}"
+    day = day_of_window(since, until, zone)
+    if day is not None:
+        return f"{prefix} --date {day.isoformat()}"
     return f"{prefix} --since {since.isoformat()} --until {until.isoformat()}"

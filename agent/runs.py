@@ -429,7 +429,7 @@ class AuditResult:
 
 def audit_window(settings: Settings, args: AuditArgs, now: datetime) -> tuple[datetime, datetime]:
     """The audited [since, until), checked before any request (BadInput names the flag)."""
-    from graphs.audit import WindowError, resolve_window
+    from graphs.audit_window import WindowError, resolve_window
 
     try:
         since, until, _ = resolve_window(settings.zone, now, day=args.day, since=args.since, until=args.until)
