@@ -391,8 +391,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Narrative:
-    """The optional paragraph a model wrote from the report's aggregates (graphs/audit.py `narrate`): the model's
-    name, and the text (every figure in it checked against the report's totals), or why it was left out."""
+    """The optional paragraph a model wrote from the report's aggregates (graphs/audit_narrative.py `narrate`): the
+    model's name, and the text (every figure in it checked against the report's totals), or why it was left out."""
 
     model: str
     text: str | None = None
