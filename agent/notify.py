@@ -645,8 +645,7 @@ def audit_failure_notifier(
 
 def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-agent audit") -> str:
     """`coviu-agent audit --date D` for a report's window (one day), else `--since ... --until ...`."""
-    from datetime import datetime, timedelta
-
+    from graphs.audit_window import day_of_window
     from tools.timeparse import parse_time
 
     window = report.get("window") or {}
@@ -654,6 +653,7 @@ def rerun_for_window(report: Mapping[str, Any], zone: Any, prefix: str = "coviu-
     if since_read is None or until_read is None:
         return prefix
     since, until = since_read.astimezone(zone), until_read.astimezone(zone)
-    if since.time() == until.time() == datetime.min.time() and until.date() - since.date() == timedelta(days=1):
-        return f"{prefix} --date {since.date().isoformat()}"
+    day = day_of_window(since, until, zone)
+    if day is not None:
+        return f"{prefix} --date {day.isoformat()}"
     return f"{prefix} --since {since.isoformat()} --until {until.isoformat()}"

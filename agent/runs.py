@@ -104,7 +104,11 @@ async def _resume_or_start(
     before_resume: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Finish an interrupted run of the thread (crash, kill) instead of starting a second one; else start.
-    Returns (the graph's output, whether it resumed)."""
+    Returns (the graph's output, whether it resumed). Every input key must be one the graph's input schema
+    declares (LangGraph drops any other without a word); the ids go in the run's context."""
+    undeclared = sorted(set(inputs) - declared_inputs(graph))
+    if undeclared:
+        raise TypeError(f"{graph.get_name()}: inputs {', '.join(undeclared)} are not in its input schema")
     snapshot = await graph.aget_state(config)
     if snapshot.next:
         if before_resume is not None:
@@ -113,6 +117,12 @@ async def _resume_or_start(
         return dict(state), True
     state = await graph.ainvoke(dict(inputs), config, context=context, durability="sync")
     return dict(state), False
+
+
+def declared_inputs(graph: CompiledStateGraph[Any, Any, Any, Any]) -> frozenset[str]:
+    """The keys a caller may give `graph` (its `input_schema`, a TypedDict): what the CLI and the server send."""
+    schema = graph.builder.input_schema
+    return frozenset(getattr(schema, "__required_keys__", set()) | getattr(schema, "__optional_keys__", set()))
 
 
 def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
@@ -316,33 +326,37 @@ async def run_triage(
     a finished one of the same request starts a new thread beside it. The run holds the thread's lock
     (`agent.threadlock`): a second run of the same thread waits for it, then fails with ThreadBusy (exit 3)."""
     from agent.threadlock import thread_lock
+    from graphs.context import Context, run_ids
     from graphs.triage import compile_triage
 
     async with _services_and_saver(settings, services, checkpointer) as (svc, saver):
         graph = compile_triage(saver)
+        # the ids go in the run's context, the one place the graph reads them from (settings as defaults)
+        context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
+        ids = run_ids(context, svc)
         thread = args.thread_id or triage_thread(
-            args.team_id or svc.team_id,
-            args.queue_id or svc.waiting_queue_id,
+            ids.team_id,
+            ids.waiting_queue_id,
             args.patient_name,
             args.request + ("|dry-run" if args.dry_run else ""),
             svc.clock.now().astimezone(svc.zone).date().isoformat(),
         )
         async with thread_lock(settings.state, thread, svc.clock, wait_seconds=settings.thread_lock_wait_seconds):
-            return await _triage_on(graph, thread, args, svc, on_event)
+            return await _triage_on(graph, thread, args, context, on_event)
 
 
 async def _triage_on(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     thread: str,
     args: TriageArgs,
-    svc: Services,
+    context: Context,
     on_event: Event | None,
 ) -> TriageResult:
     """Triage on its thread, whose lock the caller holds."""
     from langchain_core.runnables import RunnableConfig
 
-    from graphs.context import Context
-
+    assert context.services is not None
+    svc = context.services
     config: RunnableConfig = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
     snapshot = await graph.aget_state(config)
     if not snapshot.next and snapshot.values and not args.thread_id:
@@ -350,7 +364,6 @@ async def _triage_on(
         config = {"configurable": {"thread_id": thread}, "recursion_limit": TRIAGE_RECURSION_LIMIT}
     if args.dry_run and (await graph.aget_state(config)).next:
         raise BadInput(dry_run_meets_interrupted("triage", thread))
-    context = Context(team_id=args.team_id, waiting_queue_id=args.queue_id, services=svc)
 
     def announce(_: Mapping[str, Any]) -> None:
         if on_event is not None:
@@ -416,7 +429,7 @@ class AuditResult:
 
 def audit_window(settings: Settings, args: AuditArgs, now: datetime) -> tuple[datetime, datetime]:
     """The audited [since, until), checked before any request (BadInput names the flag)."""
-    from graphs.audit import WindowError, resolve_window
+    from graphs.audit_window import WindowError, resolve_window
 
     try:
         since, until, _ = resolve_window(settings.zone, now, day=args.day, since=args.since, until=args.until)
@@ -495,16 +508,18 @@ async def _audit(
 
     from agent.threadlock import thread_lock
     from graphs.audit import compile_audit
-    from graphs.context import Context
+    from graphs.context import Context, run_ids
 
     async with _services_and_saver(
         settings, services, checkpointer, report_dir=args.out_dir, on_progress=on_progress
     ) as (svc, saver):
         since, until = audit_window(settings, args, svc.clock.now())
+        # the ids go in the run's context, the one place the graph reads them from (settings as defaults)
+        ids = run_ids(Context(team_id=args.team_id, collection_id=args.collection_id), svc)
         # Every argument that changes the result is in the thread id: a resume never mixes two runs' flags.
         arguments = {
-            "team_id": args.team_id or svc.team_id,
-            "collection_id": args.collection_id or svc.collection_id,
+            "team_id": ids.team_id,
+            "collection_id": ids.collection_id,
             "since": since.isoformat(),
             "until": until.isoformat(),
             "overrun_threshold_minutes": args.overrun_threshold_minutes,
@@ -520,10 +535,6 @@ async def _audit(
             inputs["date"] = args.day
         if args.since and args.until:
             inputs["since"], inputs["until"] = args.since, args.until
-        if args.team_id:
-            inputs["team_id"] = args.team_id
-        if args.collection_id:
-            inputs["collection_id"] = args.collection_id
         if args.refresh:
             inputs["refresh"] = True
 

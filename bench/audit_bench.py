@@ -188,15 +188,9 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     """The same audit done naively: serial calls through plain httpx, sleep 10 s on each 429."""
     import httpx
 
-    from graphs.audit import (
-        FORM_SLACK,
-        PAGE_SIZE,
-        SESSION_LOOKBACK,
-        reconcile_row,
-        session_row,
-        summary_facts,
-        totals,
-    )
+    from graphs.audit import PAGE_SIZE
+    from graphs.audit_reconcile import reconcile_row, session_row, summary_facts, totals
+    from graphs.audit_window import FORM_SLACK, SESSION_LOOKBACK
 
     the_day = date.fromisoformat(spec["day"])
     since = datetime(the_day.year, the_day.month, the_day.day, tzinfo=UTC)
@@ -265,15 +259,9 @@ async def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     import httpx
     from aiolimiter import AsyncLimiter
 
-    from graphs.audit import (
-        FORM_SLACK,
-        PAGE_SIZE,
-        SESSION_LOOKBACK,
-        reconcile_row,
-        session_row,
-        summary_facts,
-        totals,
-    )
+    from graphs.audit import PAGE_SIZE
+    from graphs.audit_reconcile import reconcile_row, session_row, summary_facts, totals
+    from graphs.audit_window import FORM_SLACK, SESSION_LOOKBACK
 
     the_day = date.fromisoformat(spec["day"])
     since = datetime(the_day.year, the_day.month, the_day.day, tzinfo=UTC)

@@ -202,10 +202,11 @@ def parse_decisions(answer: Any, count: int) -> list[dict[str, Any]]:
 async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ids from context and settings; per-request bounds start from zero."""
     services = await resolve_services(runtime.context)
+    ids = ctx.run_ids(runtime.context, services)
     return {
-        "team_id": ctx.team_id(runtime.context, services),
-        "waiting_queue_id": ctx.waiting_queue_id(runtime.context, services),
-        "collection_id": ctx.collection_id(runtime.context, services),
+        "team_id": ids.team_id,
+        "waiting_queue_id": ids.waiting_queue_id,
+        "collection_id": ids.collection_id,
         "approvals": [],
         "model_calls": 0,
         "refusals": 0,

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import math
-import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Annotated, Any
-from zoneinfo import ZoneInfo
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
@@ -31,7 +25,29 @@ from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (graph JSON schemas)
 
 from graphs import context as ctx
+
+# The audit's other concerns, each a module; their names stay importable from here (graphs.audit) too.
+from graphs.audit_narrative import narrate
+from graphs.audit_reconcile import (
+    REPORT_SCHEMA_VERSION,
+    cacheable,
+    reconcile_row,
+    row_order,
+    session_row,
+    submission_session_id,
+    summary_facts,
+    threshold_of,
+    totals,
+    unavailable,
+)
 from graphs.audit_store import AuditStore, CachedSummary, memory_store
+from graphs.audit_window import (
+    WindowError,
+    resolve_window,
+    sessions_span,
+    submissions_span,
+    window_of,
+)
 from graphs.context import Context, Services, resolve_services
 from graphs.nodes import (
     CallOutcome,
@@ -43,13 +59,9 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError, RunInputError, for_person
+from tools.errors import CoviuAgentError, for_person
 from tools.paging import PageWalk
-from tools.timeparse import is_plausible, parse_time, utc_z
-from tools.timeparse import utc_z_or_own as _iso_or_raw
-
-if TYPE_CHECKING:  # the renderers (jinja2, pygal) are imported where the report is written
-    from reporting.audit_report import Narrative
+from tools.timeparse import utc_z
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +71,6 @@ SUBMISSIONS_TOOL = "list_all_coviu_submissions"
 PAGE_SIZE = 200
 BATCH_SIZE = 250  # summaries per step: the unit of resumption after a crash (one checkpoint per batch)
 FETCH_CONCURRENCY = 8  # summaries in flight (the governor paces them all to the account's limit)
-SESSION_LOOKBACK = timedelta(hours=24)  # longest session we expect: widen the API's start filter by this
-# A no-show (nobody entered, no end) fetched this long after its scheduled end is kept in the summary cache: by then
-# the session has long been finished (Coviu takes no participants on a finished session) and nobody will enter.
-NO_SHOW_SETTLED = timedelta(hours=12)
-FORM_SLACK = timedelta(days=7)  # forms filed up to a week before or after the window still count
-REPORT_SCHEMA_VERSION = 2
-DEFAULT_OVERRUN_THRESHOLD = 10.0
-# An actual time more than this far from the session's schedule cannot be right (never billable).
-PLAUSIBLE_DISTANCE = timedelta(days=1)
 # Permission by name: the audit's three reads, whatever their verb or custom method; nothing else.
 AUDIT_POLICY: Policy = allow_only(SESSIONS_TOOL, SUMMARY_TOOL, SUBMISSIONS_TOOL)
 
@@ -135,79 +138,6 @@ class AuditState(TypedDict, total=False):
     retry: RetryState
 
 
-class WindowError(RunInputError):
-    """A date or window the audit cannot use (exit 2, nothing sent)."""
-
-
-def resolve_window(
-    zone: ZoneInfo, now: datetime, *, day: str | None = None, since: str | None = None, until: str | None = None
-) -> tuple[datetime, datetime, str]:
-    """(since, until, label) per the contract: a clinic-local day, or an explicit [since, until)."""
-    if day is not None and not day.strip():
-        raise WindowError("--date: expected YYYY-MM-DD, 'today' or 'yesterday', got an empty value")
-    if day and (since or until):
-        raise WindowError("give either a date or since/until, not both")
-    if since or until:
-        if not (since and until):
-            raise WindowError("since and until go together: give both")
-        start = _parse_bound("since", since, zone)
-        end = _parse_bound("until", until, zone)
-        if end <= start:
-            raise WindowError(f"until ({until}) must be after since ({since})")
-        if end - start > timedelta(days=31):
-            raise WindowError("the window is longer than 31 days; audit a month at a time")
-        return start, end, start.astimezone(zone).date().isoformat()
-    today = now.astimezone(zone).date()
-    if day is None or day.strip().lower() == "yesterday":
-        the_day = today - timedelta(days=1)
-    elif day.strip().lower() == "today":
-        the_day = today
-    else:
-        the_day = parse_day("--date", day)
-    if not PLAUSIBLE_YEARS_FOR_DAYS[0] <= the_day.year <= PLAUSIBLE_YEARS_FOR_DAYS[1]:
-        raise WindowError(f"--date: expected a day between the years 2000 and 2100, got {day!r}")
-    start = datetime.combine(the_day, time(0), tzinfo=zone)
-    end = datetime.combine(the_day + timedelta(days=1), time(0), tzinfo=zone)
-    return start, end, the_day.isoformat()
-
-
-PLAUSIBLE_YEARS_FOR_DAYS = (2000, 2100)
-_DAY_SHAPE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-
-
-def parse_day(flag: str, value: str) -> date:
-    """A calendar day given as YYYY-MM-DD, checked as a date: `2026-02-30` has the shape but is no day."""
-    text = value.strip()
-    shape = _DAY_SHAPE.match(text)
-    if shape is None:
-        raise WindowError(f"{flag}: expected YYYY-MM-DD, 'today' or 'yesterday', got {value!r}")
-    try:
-        return date(*(int(part) for part in shape.groups()))
-    except ValueError as exc:  # e.g. "day is out of range for month"
-        raise WindowError(f"{flag}: {text} is not a day of the calendar ({exc}); expected YYYY-MM-DD") from None
-
-
-def _parse_bound(name: str, value: str, zone: ZoneInfo) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise WindowError(f"--{name}: expected an ISO-8601 date-time, got {value!r}") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
-    if not is_plausible(parsed):
-        raise WindowError(f"--{name}: expected a time between the years 2000 and 2100, got {value!r}")
-    return parsed
-
-
-def one_decimal(minutes: float) -> float:
-    return float(Decimal(str(minutes)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
-
-
-def threshold_of(state: Mapping[str, Any]) -> float:
-    """The overrun threshold as given: 0 means 0 (only a missing value takes the default)."""
-    value = state.get("overrun_threshold_minutes")
-    return DEFAULT_OVERRUN_THRESHOLD if value is None else float(value)
-
-
 def audit_store(services: Services) -> AuditStore:
     """The store for side rows and the summary cache: the injected one, or a private in-memory one."""
     if services.audit_store is None:
@@ -224,8 +154,9 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
     """Resolve the ids and the window; a bad date fails here, before any request. A fresh run starts with no
     side rows under its key (the thread id; a new id when there is no checkpointer)."""
     services = await resolve_services(runtime.context)
-    team = state.get("team_id") or ctx.team_id(runtime.context, services)
-    collection = state.get("collection_id") or ctx.collection_id(runtime.context, services)
+    # the run's context (settings as defaults), never an earlier run's ids left in a reused thread's state
+    ids = ctx.run_ids(runtime.context, services)
+    team, collection = ids.team_id, ids.collection_id
     missing = [n for n, v in (("COVIU_TEAM_ID", team), ("COVIU_INTAKE_COLLECTION_ID", collection)) if not v]
     if missing:
         raise WindowError(f"the audit needs a team and an intake collection: set {' and '.join(missing)}")
@@ -316,7 +247,7 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     services = await resolve_services(runtime.context)
     store = audit_store(services)
     run = state["run_key"]
-    since, until = _window(state)
+    since, until = window_of(state)
     rows: dict[str, dict[str, Any]] = {}
     walk = PageWalk(
         SESSIONS_TOOL,
@@ -326,7 +257,8 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
         seen_ids=await store.keys(run, SESSION_ROWS),
     )
     # canceled participants too: a list that carries entry times then carries every one the summary would
-    args = {"start_time": utc_z(since - SESSION_LOOKBACK), "end_time": utc_z(until), "deleted_participants": True}
+    start, end = sessions_span(since, until)
+    args = {"start_time": utc_z(start), "end_time": utc_z(end), "deleted_participants": True}
     unnamed: dict[str, int] = {}
 
     def take(session: Any, page: str) -> None:
@@ -414,147 +346,6 @@ async def listed_rows(store: AuditStore, state: Mapping[str, Any]) -> dict[str, 
     return rows
 
 
-def _row_order(row: Mapping[str, Any]) -> tuple[str, str]:
-    return (row.get("scheduled_start") or "", row.get("session_id") or "")
-
-
-def session_row(session: Any, since: datetime, until: datetime) -> dict[str, Any] | None:
-    """The derived row for one listed session; None when it is outside the window or canceled.
-
-    A listed session the audit cannot read (not an object, no id, unreadable schedule) is kept with a `problem`:
-    it cannot be checked, and the report says so instead of dropping it.
-    """
-    if not isinstance(session, Mapping):
-        return _unchecked_row(None, "", None, None, f"the session list held a {type(session).__name__}, not a session")
-    if session.get("canceled_time"):
-        return None
-    raw_id = session.get("session_id")
-    session_id = str(raw_id) if raw_id not in (None, "") else None
-    name = str(session.get("session_name") or "")
-    end = parse_time(session.get("end_time"))
-    start = parse_time(session.get("start_time"))
-    if end is None or start is None or not (is_plausible(start) and is_plausible(end)):
-        raw = {"start_time": _raw(session.get("start_time")), "end_time": _raw(session.get("end_time"))}
-        return _unchecked_row(session_id, name, None, None, f"scheduled times could not be read: {raw}")
-    if not (since <= end < until):
-        return None
-    if session_id is None:
-        return _unchecked_row(None, name, start, end, "the session list gave this session no id")
-    row: dict[str, Any] = {
-        "session_id": session_id,
-        "session_name": name,
-        "scheduled_start": utc_z(start),
-        "scheduled_end": utc_z(end),
-    }
-    if session.get("actual_end_time") not in (None, ""):  # some accounts list it (Coviu's OAS): a no-show it is not
-        row["listed_actual_end"] = True
-        facts = summary_facts_from_list(session)
-        if facts is not None:
-            row["listed_facts"] = facts
-    row["listed"] = listed_digest(session)
-    return row
-
-
-def summary_facts_from_list(session: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the summary would tell, when the listed session carries all of it: an actual end, and every participant
-    (canceled ones too: the list is asked for them) with its `entry_time` field, null or a time. Anything missing or
-    unreadable is not guessed: None, and the summary is fetched."""
-    participants = session.get("participants")
-    if not isinstance(participants, list):
-        return None
-    if not all(isinstance(p, Mapping) and "entry_time" in p for p in participants):
-        return None
-    facts = summary_facts({"actual_end_time": session.get("actual_end_time"), "participants": participants})
-    return None if facts.get("unavailable") or not facts.get("actual_end") else facts
-
-
-# What the list shows about a person rather than the session's timing: left out of the digest (a renamed patient
-# does not refetch a summary, and no name goes into a digest).
-LISTED_PERSONAL = re.compile(r"(name|picture|phone|email)", re.IGNORECASE)
-
-
-def _listed_facts(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """Every scalar the list shows, at any depth (objects and lists flattened by path), less personal fields."""
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            if not LISTED_PERSONAL.search(str(key)):
-                yield from _listed_facts(inner, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for i, inner in enumerate(value):
-            yield from _listed_facts(inner, f"{path}.{i}")
-    else:
-        yield path, value
-
-
-def listed_digest(session: Mapping[str, Any]) -> str:
-    """A digest of everything the list shows about this session but names (times under any name, state, status,
-    update time, its participants, at any depth): a cached summary is reused only while it is unchanged (a
-    correction upstream, a new state, a later update time: fetched again)."""
-    facts = dict(_listed_facts(session, ""))
-    text = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _unchecked_row(
-    session_id: str | None, name: str, start: datetime | None, end: datetime | None, problem: str
-) -> dict[str, Any]:
-    return {
-        "session_id": session_id,
-        "session_name": name,
-        "scheduled_start": utc_z(start) or None,
-        "scheduled_end": utc_z(end) or None,
-        "problem": problem,
-    }
-
-
-def _raw(value: Any) -> str | None:
-    return None if value is None else str(value)[:64]
-
-
-def summary_facts(summary: Any) -> dict[str, Any]:
-    """actual_start (earliest participant entry) and actual_end from a summary, or why they cannot be known.
-
-    `unavailable` is set when the summary is not a summary object or a time in it cannot be read: the session is
-    then "could not be checked", never "no recorded end".
-    """
-    if not isinstance(summary, Mapping):
-        return _unavailable(f"the summary is a {type(summary).__name__}, not an object")
-    participants = summary.get("participants") or []
-    if not isinstance(participants, list):
-        return _unavailable(f"the summary's participants are a {type(participants).__name__}, not a list")
-    entries = []
-    for participant in participants:
-        if not isinstance(participant, Mapping):
-            return _unavailable("a participant in the summary is not an object")
-        raw_entry = participant.get("entry_time")
-        if raw_entry in (None, ""):
-            continue
-        entered = parse_time(raw_entry)
-        if entered is None:
-            return _unavailable(f"a participant's entry_time could not be read: {_raw(raw_entry)!r}")
-        entries.append(entered)
-    raw_end = summary.get("actual_end_time")
-    actual_end = parse_time(raw_end)
-    if raw_end not in (None, "") and actual_end is None:
-        return _unavailable(f"actual_end_time could not be read: {_raw(raw_end)!r}")
-    earliest = min(entries, key=_sort_key) if entries else None
-    return {
-        "actual_start": _iso_or_raw(earliest),
-        "actual_end": _iso_or_raw(actual_end),
-    }
-
-
-def _sort_key(moment: datetime) -> float:
-    try:
-        return moment.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return float("-inf") if moment.year < 2000 else float("inf")
-
-
-def _unavailable(problem: str) -> dict[str, Any]:
-    return {"actual_start": None, "actual_end": None, "unavailable": problem}
-
-
 def _outcome_problem(outcome: CallOutcome) -> str:
     """A short, id-free reason for the report: the error's class and what it said."""
     error = outcome.error
@@ -562,30 +353,6 @@ def _outcome_problem(outcome: CallOutcome) -> str:
     status = getattr(error, "status_code", None)
     prefix = f"{label} {status}" if status else label
     return f"{prefix}: {outcome.text.removeprefix('Error: ')}"[:300]
-
-
-def cacheable(row: Mapping[str, Any], facts: Mapping[str, Any], fetched_at: datetime) -> CachedSummary | None:
-    """The facts to keep for good, or None. What can no longer change: a readable summary with an actual end and
-    plausible times, or a no-show (nobody entered, no end) fetched `NO_SHOW_SETTLED` after its scheduled end, when
-    the session has long been finished. An unavailable summary, one with implausible times, a call someone entered
-    that has no end yet, and a no-show too fresh to be sure of are fetched again."""
-    if facts.get("unavailable"):
-        return None
-    scheduled_start, scheduled_end = parse_time(row.get("scheduled_start")), parse_time(row.get("scheduled_end"))
-    if scheduled_start is None or scheduled_end is None:
-        return None
-    if not facts.get("actual_end"):
-        nobody_entered = not facts.get("actual_start")
-        if nobody_entered and fetched_at - scheduled_end >= NO_SHOW_SETTLED and not row.get("listed_actual_end"):
-            return {"actual_start": None, "actual_end": None}
-        return None
-    actual_end = parse_time(facts["actual_end"])
-    if actual_end is None:
-        return None
-    actual_start = parse_time(facts.get("actual_start")) or scheduled_start
-    if implausible_reason(scheduled_start, scheduled_end, actual_start, actual_end):
-        return None
-    return {"actual_start": facts.get("actual_start"), "actual_end": str(facts["actual_end"])}
 
 
 async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
@@ -600,7 +367,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
     done = await store.keys(run, SUMMARY_ROWS)
     todo = [
         r
-        for r in sorted(listed.values(), key=_row_order)
+        for r in sorted(listed.values(), key=row_order)
         if r.get("session_id") and not r.get("problem") and r["session_id"] not in done
     ]
     batch = todo[:BATCH_SIZE]
@@ -624,7 +391,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         elif outcome.kind == "transient":
             failed.append(outcome)
         else:
-            facts[session_id] = _unavailable(_outcome_problem(outcome))
+            facts[session_id] = unavailable(_outcome_problem(outcome))
         if services.on_progress and outcome.kind != "transient":
             services.on_progress("summaries", 1, 0)
 
@@ -650,36 +417,20 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
     return Command(goto="fetch_summaries" if more else "list_submissions", update={"retry": settled(retry)})
 
 
-def submission_session_id(submission: Mapping[str, Any]) -> str | None:
-    """The session a submission names: `session_id`, `sessionId`, or a nested `session` object."""
-    for key in ("session_id", "sessionId"):
-        value = submission.get(key)
-        if value not in (None, ""):
-            return str(value)
-    nested = submission.get("session")
-    if isinstance(nested, Mapping):
-        for key in ("session_id", "id"):
-            if nested.get(key) not in (None, ""):
-                return str(nested[key])
-    elif isinstance(nested, str) and nested:
-        return nested
-    return None
-
-
 async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:
     """All submissions in the intake collection around the window, indexed by session id (ours only), kept in the
     run's side rows."""
     services = await resolve_services(runtime.context)
     store = audit_store(services)
     run = state["run_key"]
-    since, until = _window(state)
+    since, until = window_of(state)
     wanted = {str(r["session_id"]) for r in (await listed_rows(store, state)).values() if r.get("session_id")}
     index: dict[str, list[list[Any]]] = {
         k: [list(x) for x in v] for k, v in (await store.rows(run, SUBMISSION_ROWS)).items()
     }
     changed: set[str] = set()
-    latest = min(until + FORM_SLACK, max(services.clock.now(), until))
-    args = {"from": utc_z(since - FORM_SLACK), "until": utc_z(latest)}
+    earliest, latest = submissions_span(since, until, services.clock.now())
+    args = {"from": utc_z(earliest), "until": utc_z(latest)}
     walk = PageWalk(
         SUBMISSIONS_TOOL,
         services.toolbox.executor.spec(SUBMISSIONS_TOOL).resource,
@@ -720,99 +471,6 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
     )
 
 
-def implausible_reason(
-    scheduled_start: datetime, scheduled_end: datetime, actual_start: datetime, actual_end: datetime | None
-) -> str | None:
-    """Why actual times cannot be right (outside 2000–2100, a day away from the schedule, end before start)."""
-    for label, moment in (("actual start", actual_start), ("actual end", actual_end)):
-        if moment is None:
-            continue
-        if not is_plausible(moment):
-            return f"{label} is outside the years 2000–2100"
-        if moment < scheduled_start - PLAUSIBLE_DISTANCE or moment > scheduled_end + PLAUSIBLE_DISTANCE:
-            return f"{label} is more than a day away from the schedule"
-    if actual_end is not None and actual_end < actual_start:
-        return "actual end is before actual start"
-    return None
-
-
-def reconcile_row(
-    row: Mapping[str, Any], facts: Mapping[str, Any], submissions: list[list[Any]], threshold: float
-) -> dict[str, Any]:
-    """One session's report row per the contract's definitions. Unknown is never "no": a row that could not be
-    checked gets `summary_unavailable`, times that cannot be right get `implausible_times`; neither is billable.
-    """
-    flags: list[str] = []
-    if not submissions:
-        flags.append("missing_form")
-    elif not any(locked for _, locked in submissions):
-        flags.append("pending_form")
-    out: dict[str, Any] = {
-        "session_id": row["session_id"],
-        "session_name": row["session_name"],
-        "scheduled_start": row["scheduled_start"],
-        "scheduled_end": row["scheduled_end"],
-        "actual_start": None,
-        "actual_end": None,
-        "scheduled_minutes": None,
-        "actual_minutes": None,
-        "billable_minutes": None,
-        "overrun_minutes": None,
-        "submission_ids": sorted(str(s) for s, _ in submissions),
-        "flags": flags,
-        "problem": None,
-    }
-    scheduled_start = parse_time(row["scheduled_start"])
-    scheduled_end = parse_time(row["scheduled_end"])
-    if scheduled_start is not None and scheduled_end is not None:
-        out["scheduled_minutes"] = one_decimal((scheduled_end - scheduled_start).total_seconds() / 60)
-    problem = row.get("problem") or facts.get("unavailable")
-    if problem or scheduled_start is None or scheduled_end is None:
-        flags.append("summary_unavailable")
-        out["problem"] = problem or "the session's schedule could not be read"
-        return out
-    if not facts:
-        flags.append("summary_unavailable")
-        out["problem"] = "the summary was not fetched"
-        return out
-    actual_start = parse_time(facts.get("actual_start")) or scheduled_start
-    actual_end = parse_time(facts.get("actual_end"))
-    reason = implausible_reason(scheduled_start, scheduled_end, actual_start, actual_end)
-    if reason:
-        flags.append("implausible_times")
-        out["problem"] = reason
-        out["raw_times"] = {"actual_start": facts.get("actual_start"), "actual_end": facts.get("actual_end")}
-        return out
-    out["actual_start"] = utc_z(actual_start)
-    if actual_end is None:
-        flags.append("no_actual_end")
-        return out
-    actual_minutes = one_decimal(max(0.0, (actual_end - actual_start).total_seconds() / 60))
-    overrun = one_decimal(max(0.0, (actual_end - scheduled_end).total_seconds() / 60))
-    out.update(
-        actual_end=utc_z(actual_end),
-        actual_minutes=actual_minutes,
-        billable_minutes=math.ceil(actual_minutes),
-        overrun_minutes=overrun,
-    )
-    if overrun > threshold:
-        flags.insert(len(flags), "overrun")
-    return out
-
-
-def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "sessions": len(rows),
-        "missing_forms": sum("missing_form" in r["flags"] for r in rows),
-        "pending_forms": sum("pending_form" in r["flags"] for r in rows),
-        "overruns": sum("overrun" in r["flags"] for r in rows),
-        "no_actual_end": sum("no_actual_end" in r["flags"] for r in rows),
-        "billable_minutes": sum(r["billable_minutes"] or 0 for r in rows),
-        "summary_unavailable": sum("summary_unavailable" in r["flags"] for r in rows),
-        "implausible_times": sum("implausible_times" in r["flags"] for r in rows),
-    }
-
-
 async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     """Join rows, summaries and submissions (dict lookups: O(N)) into the contract's report."""
     threshold = threshold_of(state)
@@ -822,7 +480,7 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     index = await store.rows(run, SUBMISSION_ROWS)
     rows = [
         reconcile_row(r, summaries.get(r["session_id"] or "", {}), index.get(r["session_id"] or "", []), threshold)
-        for r in sorted((await listed_rows(store, state)).values(), key=_row_order)
+        for r in sorted((await listed_rows(store, state)).values(), key=row_order)
     ]
     sums = totals(rows)
     report = {
@@ -882,117 +540,6 @@ async def _reconciled_in_write_report(state: AuditState) -> dict[str, Any]:
     """The old `reconcile` node's place: a thread checkpointed before it was folded into `write_report` resumes
     here and passes on (the side rows are still there, and `write_report` reconciles from them)."""
     return {}
-
-
-def aggregates(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The only facts the model sees: counts and sums, whatever the number of sessions."""
-    rows = report["sessions"]
-    overruns = [r["overrun_minutes"] for r in rows if "overrun" in r["flags"]]
-    return {
-        "window": report["window"],
-        "complete": report.get("complete", True),
-        "totals": report["totals"],
-        "longest_overrun_minutes": max(overruns) if overruns else 0,
-        "flagged_sessions": sum(1 for r in rows if r["flags"]),
-    }
-
-
-_FIGURE = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
-
-
-def _facts(value: Any, *, in_text: bool = False) -> list[float]:
-    """Every number in the aggregates; with `in_text`, only those written inside strings (the window's dates and
-    times: a paragraph may name the day), else only the numbers themselves (counts and sums)."""
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int | float):
-        return [float(value)] if math.isfinite(value) and not in_text else []
-    if isinstance(value, str):
-        return [float(x) for x in re.findall(r"\d+", value)] if in_text else []
-    if isinstance(value, Mapping):
-        return [n for item in value.values() for n in _facts(item, in_text=in_text)]
-    if isinstance(value, list | tuple):
-        return [n for item in value for n in _facts(item, in_text=in_text)]
-    return []
-
-
-_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
-# Where a paragraph names a date or a time: its figures are checked against the window's, never a count's.
-_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
-    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s+\d{{4}})?"
-    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
-    r"|\b\d{1,2}:\d{2}(?::\d{2})?\b",
-    re.IGNORECASE,
-)
-
-
-def unchecked_figures(text: str, facts: Mapping[str, Any]) -> list[str]:
-    """The figures (in digits) of a model's paragraph that match none of the aggregates it was given, allowing the
-    rounding the paragraph shows (17 or 17.5 for 17.46). A figure inside a date or time the paragraph names is
-    checked against the window's; any other against the counts and sums only (a count that happens to be a digit
-    of the day is still checked). Empty: every figure is one of the report's."""
-    known = _facts(facts)
-    day = set(_facts(facts, in_text=True))
-    unmatched: list[str] = []
-    for match in _DATE.finditer(text):
-        unmatched.extend(t for t in re.findall(r"\d+", match.group(0)) if float(t) not in day)
-    for token in _FIGURE.findall(_DATE.sub(" ", text)):
-        number = float(token.replace(",", ""))
-        places = len(token.split(".")[1]) if "." in token else 0
-        if not any(round(fact, places) == number or fact == number for fact in known):
-            unmatched.append(token)
-    return unmatched
-
-
-def model_name(model: Any) -> str:
-    """The configured model's name, for the report's attribution."""
-    for attribute in ("model_name", "model", "model_id"):
-        name = getattr(model, attribute, None)
-        if isinstance(name, str) and name:
-            return name
-    return str(getattr(model, "_llm_type", type(model).__name__))
-
-
-async def narrate(services: Services, context: Context | None, report: Mapping[str, Any]) -> Narrative | None:
-    """One optional paragraph from the model, built from the aggregates only, naming the model, every figure checked
-    against the report's totals (a mismatch leaves it out, said in the report and logged). A failing model never
-    costs the report: it is written without the paragraph."""
-    if ctx.planner(context, services) != "llm" or services.model is None:
-        return None
-    import json
-
-    from graphs.planning import invoke_model
-    from prompts import load_prompt
-    from reporting.audit_report import Narrative
-
-    name = model_name(services.model)
-    facts = aggregates(report)
-    prompt = load_prompt("audit", aggregates=json.dumps(facts, sort_keys=True))
-    try:
-        reply = await invoke_model(services, services.model, prompt, what="writing the audit's summary paragraph")
-    except Exception as exc:  # the narrative is optional: any model failure leaves it out
-        log.warning("audit: the report's narrative was left out: the model call failed (%s)", type(exc).__name__)
-        return Narrative(name, left_out=f"the model call failed ({type(exc).__name__})")
-    text = str(reply.content).strip()[:1500]
-    if not text:
-        return None
-    unmatched = unchecked_figures(text, facts)
-    if unmatched:
-        shown = ", ".join(unmatched[:5])
-        log.warning(
-            "audit: the model's narrative was left out: its figure(s) %s match none of the report's totals", shown
-        )
-        return Narrative(name, left_out=f"its figure(s) {shown} match none of the report's totals")
-    return Narrative(name, text=text)
-
-
-def _window(state: Mapping[str, Any]) -> tuple[datetime, datetime]:
-    since = parse_time(state["window"]["since"])
-    until = parse_time(state["window"]["until"])
-    if since is None or until is None:
-        raise WindowError("the audit window is missing from state")
-    return since, until
 
 
 def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutput]:

@@ -106,16 +106,27 @@ async def resolve_services(context: Context | None) -> Services:
     return services
 
 
-def team_id(context: Context | None, services: Services) -> str | None:
-    return (context.team_id if context else None) or services.team_id
+@dataclass(frozen=True)
+class RunIds:
+    """The clinic ids a run works on: the run's context, each unset one taken from the settings (`Services`).
+
+    The one home of a run's ids: a graph's `prepare` resolves them here, once per run, and records them in its
+    state for the nodes after it and the output. State never feeds them back: a reused thread (a chat thread, a
+    server thread) runs on the ids of the run's context, not on the ones an earlier run left in its state.
+    """
+
+    team_id: str | None
+    waiting_queue_id: str | None
+    collection_id: str | None
 
 
-def waiting_queue_id(context: Context | None, services: Services) -> str | None:
-    return (context.waiting_queue_id if context else None) or services.waiting_queue_id
-
-
-def collection_id(context: Context | None, services: Services) -> str | None:
-    return (context.collection_id if context else None) or services.collection_id
+def run_ids(context: Context | None, services: Services) -> RunIds:
+    """The run's ids: the context's, the settings' where the context leaves one unset."""
+    return RunIds(
+        team_id=(context.team_id if context else None) or services.team_id,
+        waiting_queue_id=(context.waiting_queue_id if context else None) or services.waiting_queue_id,
+        collection_id=(context.collection_id if context else None) or services.collection_id,
+    )
 
 
 def planner(context: Context | None, services: Services) -> Literal["llm", "rules"]:

@@ -263,8 +263,9 @@ async def prepare(state: TriageState, runtime: Runtime[Context]) -> dict[str, An
     """
     services = await resolve_services(runtime.context)
     check_given(state)
-    team = state.get("team_id") or ctx.team_id(runtime.context, services)
-    queue = state.get("waiting_queue_id") or ctx.waiting_queue_id(runtime.context, services)
+    # the run's context (settings as defaults), never an earlier run's ids left in a reused thread's state
+    ids = ctx.run_ids(runtime.context, services)
+    team, queue = ids.team_id, ids.waiting_queue_id
     missing = [name for name, value in (("COVIU_TEAM_ID", team), ("COVIU_WAITING_QUEUE_ID", queue)) if not value]
     if missing:
         raise TriageInputError(

@@ -29,6 +29,7 @@ from markupsafe import Markup
 from pygal.etree import etree as pygal_etree
 from pygal.style import Style
 
+from reporting.audit_flags import FLAG_ORDER, TOTALS_KEYS, Flag, count_totals
 from tools.private_files import private_dir, write_private
 from tools.textsafety import clean_line, redact_value
 from tools.timeparse import parse_time
@@ -51,16 +52,6 @@ REPORT_KEYS = (
     "sessions",
 )
 WINDOW_KEYS = ("since", "until")
-TOTALS_KEYS = (
-    "sessions",
-    "missing_forms",
-    "pending_forms",
-    "overruns",
-    "no_actual_end",
-    "billable_minutes",
-    "summary_unavailable",
-    "implausible_times",
-)
 SESSION_KEYS = (
     "session_id",
     "session_name",
@@ -75,15 +66,6 @@ SESSION_KEYS = (
     "submission_ids",
     "flags",
     "problem",
-)
-# The "To do" groups, in the order a manager works through them.
-FLAG_ORDER = (
-    "missing_form",
-    "pending_form",
-    "overrun",
-    "no_actual_end",
-    "summary_unavailable",
-    "implausible_times",
 )
 
 # Up to this many sessions the chart has one row of bars per session (labels on the vertical axis, one line
@@ -304,12 +286,12 @@ class View:
 
 def _flag_words(threshold_text: str) -> dict[str, str]:
     return {
-        "missing_form": "no intake form",
-        "pending_form": "intake form not locked",
-        "overrun": f"over time by more than {threshold_text} min",
-        "no_actual_end": "no recorded end",
-        "summary_unavailable": "could not be checked",
-        "implausible_times": "implausible times",
+        Flag.MISSING_FORM: "no intake form",
+        Flag.PENDING_FORM: "intake form not locked",
+        Flag.OVERRUN: f"over time by more than {threshold_text} min",
+        Flag.NO_ACTUAL_END: "no recorded end",
+        Flag.SUMMARY_UNAVAILABLE: "could not be checked",
+        Flag.IMPLAUSIBLE_TIMES: "implausible times",
     }
 
 
@@ -323,24 +305,14 @@ def _codes(value: Any) -> tuple[str, ...]:
 
 
 def _totals(report: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The report's totals; any the report lacks are counted from its sessions."""
+    """The totals the audit counted (`reporting.audit_flags.count_totals`, when it reconciled), read, never counted
+    again; only a report that lacks them (not written by the audit) is counted here, by that same function."""
     given = report.get("totals")
     given = given if isinstance(given, Mapping) else {}
-
-    def count(flag: str) -> int:
-        return sum(1 for s in sessions if flag in _codes(s.get("flags")))
-
-    computed: dict[str, Any] = {
-        "sessions": len(sessions),
-        "missing_forms": count("missing_form"),
-        "pending_forms": count("pending_form"),
-        "overruns": count("overrun"),
-        "no_actual_end": count("no_actual_end"),
-        "billable_minutes": sum(_number(s.get("billable_minutes")) or 0 for s in sessions),
-        "summary_unavailable": count("summary_unavailable"),
-        "implausible_times": count("implausible_times"),
-    }
-    return {key: given.get(key, computed[key]) for key in TOTALS_KEYS}
+    if all(key in given for key in TOTALS_KEYS):
+        return {key: given[key] for key in TOTALS_KEYS}
+    counted = count_totals(sessions)
+    return {key: given.get(key, counted[key]) for key in TOTALS_KEYS}
 
 
 def _has(count: int, singular: str = "has", plural: str = "have") -> str:
@@ -419,8 +391,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Narrative:
-    """The optional paragraph a model wrote from the report's aggregates (graphs/audit.py `narrate`): the model's
-    name, and the text (every figure in it checked against the report's totals), or why it was left out."""
+    """The optional paragraph a model wrote from the report's aggregates (graphs/audit_narrative.py `narrate`): the
+    model's name, and the text (every figure in it checked against the report's totals), or why it was left out."""
 
     model: str
     text: str | None = None
@@ -455,40 +427,40 @@ _TIME, _NAME, _ID = Column("Time"), Column("Name"), Column("Session ID", code=Tr
 
 
 def _todo_groups(flagged: Sequence[Row], threshold_text: str) -> tuple[TodoGroup, ...]:
-    specs: dict[str, tuple[str, str, tuple[Column, ...], Callable[[Row], tuple[str, ...]]]] = {
-        "missing_form": (
+    specs: dict[Flag, tuple[str, str, tuple[Column, ...], Callable[[Row], tuple[str, ...]]]] = {
+        Flag.MISSING_FORM: (
             "Chase intake forms",
             "No intake form names these sessions: ask the patient (or the clinician) to fill it in.",
             (_TIME, _NAME, _ID),
             lambda r: (r.scheduled, r.name, r.session_id),
         ),
-        "pending_form": (
+        Flag.PENDING_FORM: (
             "Lock pending forms",
             "An intake form exists but none is locked: review it and lock it.",
             (_TIME, _NAME, _ID, Column("Submissions", code=True)),
             lambda r: (r.scheduled, r.name, r.session_id, r.submissions_text),
         ),
-        "overrun": (
+        Flag.OVERRUN: (
             "Check overruns",
             f"These sessions ran more than {threshold_text} minutes past the scheduled end: check the billing "
             "and the schedule.",
             (_TIME, Column("Actual"), _NAME, _ID, Column("Overrun (min)", True), Column("Billable (min)", True)),
             lambda r: (r.scheduled, r.actual, r.name, r.session_id, r.overrun_minutes, r.billable_minutes),
         ),
-        "no_actual_end": (
+        Flag.NO_ACTUAL_END: (
             "Check missing ends",
             "The session's summary has no end time, so it is not billable yet: check whether the call ended.",
             (_TIME, Column("Actual"), _NAME, _ID),
             lambda r: (r.scheduled, r.actual, r.name, r.session_id),
         ),
-        "summary_unavailable": (
+        Flag.SUMMARY_UNAVAILABLE: (
             "Could not be checked",
             "The session's summary could not be read, so nothing about it is counted (not billable, not "
             '"no recorded end"): run the audit again later.',
             (_TIME, _NAME, _ID, Column("Problem")),
             lambda r: (r.scheduled, r.name, r.session_id, r.problem or NONE_TEXT),
         ),
-        "implausible_times": (
+        Flag.IMPLAUSIBLE_TIMES: (
             "Implausible times",
             "The recorded times cannot be right, so they are not billable: check the session in Coviu.",
             (_TIME, _NAME, _ID, Column("Recorded start"), Column("Recorded end")),
@@ -523,9 +495,9 @@ def _row(session: Mapping[str, Any], zone: ZoneInfo, day: date | None, words: Ma
     raw_times = session.get("raw_times")
     raw_times = raw_times if isinstance(raw_times, Mapping) else {}
     submission_ids = session.get("submission_ids")
-    if "summary_unavailable" in codes:
+    if Flag.SUMMARY_UNAVAILABLE in codes:
         actual = "not checked"
-    elif "implausible_times" in codes and session.get("actual_end") is None:
+    elif Flag.IMPLAUSIBLE_TIMES in codes and session.get("actual_end") is None:
         actual = "implausible (see To do)"
     else:
         actual = _fmt_span(session.get("actual_start"), session.get("actual_end"), zone, day=day)
@@ -803,7 +775,7 @@ class ChartData:
 def _overrun_bar(row: Row) -> float | None:
     """The accent bar: the time past the scheduled end of a session flagged as an overrun at the threshold in force
     (a 1- or 5-minute overtime under a 10-minute threshold is not an overrun: its actual bar shows it)."""
-    if row.overrun_value is None or "overrun" in row.codes:
+    if row.overrun_value is None or Flag.OVERRUN in row.codes:
         return row.overrun_value
     return 0.0
 

@@ -72,7 +72,7 @@ async def test_a_corrected_actual_end_is_fetched_again_and_billed_as_refresh_bil
 
 
 def test_the_listed_digest_sees_state_status_update_time_and_actual_end_but_not_names() -> None:
-    from graphs.audit import listed_digest
+    from graphs.audit_reconcile import listed_digest
 
     base = {"session_id": "s", "session_name": "Ava", "start_time": "a", "end_time": "b", "participants": [{}]}
     digest = listed_digest(base)
@@ -90,7 +90,7 @@ def test_the_listed_digest_sees_state_status_update_time_and_actual_end_but_not_
 def test_the_listed_digest_sees_every_fact_the_list_shows_whatever_its_name_or_depth() -> None:
     """`everything the list shows about that session`: an end under another name (`ended_at`), a duration, a fact
     nested in an object, a participant's state or removal: any change fetches the summary again. Names do not."""
-    from graphs.audit import listed_digest
+    from graphs.audit_reconcile import listed_digest
 
     guest = {"participant_id": "p", "role": "guest", "display_name": "Ava", "state": "joined"}
     base = {"session_id": "s", "session_name": "Ava", "start_time": "a", "end_time": "b", "participants": [guest]}

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from graphs.audit import build_audit_graph, summary_facts_from_list
+from graphs.audit import build_audit_graph
+from graphs.audit_reconcile import summary_facts_from_list
 from graphs.audit_store import SqliteAuditStore
 from graphs.context import Context, Services
 from sandbox import Sandbox, generate_sessions

@@ -14,7 +14,8 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs.audit import build_audit_graph, unchecked_figures
+from graphs.audit import build_audit_graph
+from graphs.audit_narrative import unchecked_figures
 from graphs.context import Context, Services
 from sandbox import Sandbox, generate_sessions
 from tests.fakes import ScriptedChatModel

@@ -17,13 +17,13 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tools import telemetry
 from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
 from tools.ratestore import AccountRate, MemoryRateStore, RateStore
+from tools.timeparse import parse_http_date
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if number is not None:
         checked = _number("Retry-After", text)
         return None if checked is None else _capped("Retry-After", text, checked)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        _ignored("Retry-After", text, "neither seconds nor an HTTP date")
-        return None
-    if when.tzinfo is None:
-        _ignored("Retry-After", text, "an HTTP date without a zone")
+    when = parse_http_date(text)
+    if when is None:
+        _ignored("Retry-After", text, "neither seconds nor an HTTP date with a zone")
         return None
     return _capped("Retry-After", text, (when - now).total_seconds())
 

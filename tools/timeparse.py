@@ -97,6 +97,18 @@ def parse_iso(text: str) -> datetime | None:
         return None
 
 
+def parse_http_date(text: str) -> datetime | None:
+    """An HTTP date (RFC 9110 §5.6.7, e.g. `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`), or None when it is not one
+    or names no zone."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else None
+
+
 def is_plausible(moment: datetime) -> bool:
     """Whether a time can belong to a real session at all (years 2000–2100)."""
     return PLAUSIBLE_YEARS[0] <= moment.year <= PLAUSIBLE_YEARS[1]

@@ -65,7 +65,7 @@ def recordings(
 
     settings.use_max_wait(max_wait, LONG_RUN_MAX_WAIT)
     try:
-        from graphs.audit import WindowError, resolve_window
+        from graphs.audit_window import WindowError, resolve_window
         from tools.clock import SystemClock
 
         if day and session_id:

@@ -52,7 +52,7 @@ def sandbox_serve(
         fail(EXIT_BAD_INPUT, str(exc))
     sandbox = create_sandbox(config)
     if synthetic_sessions:
-        from graphs.audit import WindowError, parse_day
+        from graphs.audit_window import WindowError, parse_day
 
         try:
             day = (
