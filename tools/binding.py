@@ -2,14 +2,15 @@
 
 - **Selection.** `select_tools` picks the catalog tools a request needs by a deterministic look-up of the request's
   words: resources by their names and the clinic's words for them (a "link" is a participant, "billable minutes" a
-  session summary), writes only when the request asks for that change ("cancel" → delete). The session reads are
-  always there (every change checks its session first). What selection misses is never out of reach: the model is
+  session summary), writes only when the request asks for that change ("cancel" → delete), the session reads with
+  any change (each is checked against its session first). What selection misses is never out of reach: the model is
   also given `more_tools` (every catalog name as an enum) and a call to it binds those tools for its next step; a
   catalog tool the model calls without having been given it is run as usual and stays bound. Approvals are by the
   tool's method, never by what was bound.
 - **Compact schemas.** `compact_tool` keeps a description's first sentence (the rules live in the system prompt and
   are enforced by the guards) and every constraint a schema states (type, required, enum, bounds, format, items),
-  and drops titles, defaults and examples.
+  and drops titles, defaults and examples, and the descriptions of the arguments the system prompt explains (the
+  clinic's ids, filled in by the graph; paging).
 - **A stable prefix.** Tools are bound in one order (`more_tools`, the session reads, then by name), and the system
   prompt's first message holds nothing that changes between requests, so a provider's prompt cache serves it.
 """
@@ -25,14 +26,15 @@ from tools.catalog import READ_METHODS, ToolSpec
 MORE_TOOLS = "more_tools"
 ALWAYS = ("list_all_coviu_sessions", "get_single_coviu_session_by_id")
 WRITE_METHODS = ("create", "update", "delete")
+SESSION_BOUND = frozenset({"sessions", "session_summaries", "participants"})  # what a session's reads go with
 
 # The clinic's words for each resource (a request word matches a word here exactly, or by its start when the word
 # here has 4 letters or more: "cancelled" matches "cancel"). A resource not listed is matched by its own name's words.
 RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "sessions": ("session", "appointment", "consult", "booking", "book", "meeting"),
     "session_summaries": (
-        "billable", "minute", "duration", "summary", "summaries", "ended", "end", "finished", "happened",
-        "attended", "actual", "overran", "overrun", "no-show", "noshow", "late",
+        "billable", "summary", "summaries", "ended", "finished", "happened", "attended", "actual", "overran",
+        "overrun", "no-show", "noshow", "late",
     ),
     "participants": (
         "participant", "link", "guest", "host", "invite", "join", "entry", "attendee", "people", "doctor", "dr",
@@ -52,10 +54,12 @@ VERB_WORDS: Mapping[str, tuple[str, ...]] = {
 }
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
+_QUOTED = re.compile(r"\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)|“[^”]*”|‘[^’]*’")
 
 
 def request_words(text: str) -> set[str]:
-    return {w.strip("'-") for w in _WORD.findall(text.lower())}
+    """The request's words, lower case, without what it quotes (a session named 'Intake - Jenkins' is no form)."""
+    return {w.strip("'-") for w in _WORD.findall(_QUOTED.sub(" ", text).lower())}
 
 
 def _matches(words: set[str], keys: Iterable[str]) -> bool:
@@ -63,8 +67,7 @@ def _matches(words: set[str], keys: Iterable[str]) -> bool:
 
 
 def _resource_keys(resource: str) -> tuple[str, ...]:
-    own = tuple(w.removesuffix("s") for w in resource.split("_") if len(w) > 2)
-    return RESOURCE_WORDS.get(resource, ()) + own
+    return RESOURCE_WORDS.get(resource) or tuple(w.removesuffix("s") for w in resource.split("_") if len(w) > 2)
 
 
 def bind_order(names: Iterable[str]) -> list[str]:
@@ -77,7 +80,8 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
     """The catalog tools `text` needs, in `bind_order`; `also` (tools already used in the conversation) are kept.
 
     Reads of every resource the request names; a write only of a named resource and only when the request asks for
-    that change (a change of no named resource is a session's); the session reads always."""
+    that change (a change of no named resource is a session's). The session reads come with any change (each is
+    checked against its session first), with a session's people or summary, and when nothing else is named."""
     catalog = list(catalog)
     words = request_words(text)
     resources = {spec.resource for spec in catalog if _matches(words, _resource_keys(spec.resource))}
@@ -86,7 +90,9 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
     if verbs and not writable:
         resources.add("sessions")
     known = {spec.name for spec in catalog}
-    chosen = {n for n in (*ALWAYS, *also) if n in known}
+    chosen = {n for n in also if n in known}
+    if verbs or not resources or resources & SESSION_BOUND:
+        chosen.update(n for n in ALWAYS if n in known)
     for spec in catalog:
         if spec.resource not in resources:
             continue
@@ -106,6 +112,8 @@ KEPT_KEYS = frozenset(
         "anyOf", "oneOf", "allOf", "additionalProperties", "description", "nullable", "$ref", "$defs",
     }
 )  # fmt: skip
+# Arguments the assistant's system prompt explains once (the ids the graph fills in, paging): no description each.
+EXPLAINED_IN_PROMPT = frozenset({"team_id", "waiting_queue_id", "collection_id", "limit", "next_cursor"})
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bDr)[.!?](?=\s+[A-Z`(])")
 _DEFAULT_NOTE = re.compile(r"\s*\((?:default|defaults to)\b[^()]*\)", re.IGNORECASE)
 
@@ -129,13 +137,22 @@ def compact_schema(schema: Any) -> Any:
         if key == "description":
             if isinstance(value, str) and value.strip():
                 out[key] = first_sentence(value)
-        elif key in ("properties", "$defs") and isinstance(value, Mapping):
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: _compact_property(name, sub) for name, sub in value.items()}
+        elif key == "$defs" and isinstance(value, Mapping):
             out[key] = {name: compact_schema(sub) for name, sub in value.items()}
         elif key == "required" and not value:
             continue  # an empty list says nothing
         else:
             out[key] = compact_schema(value)
     return out
+
+
+def _compact_property(name: str, schema: Any) -> Any:
+    compact = compact_schema(schema)
+    if name in EXPLAINED_IN_PROMPT and isinstance(compact, dict):
+        compact.pop("description", None)
+    return compact
 
 
 def compact_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
