@@ -56,14 +56,17 @@ def estimate_tokens(text: str) -> int:
     return len(encoding.encode(text, disallowed_special=()))
 
 
-def prompt_text(body: dict[str, Any]) -> str:
+def prompt_text(body: dict[str, Any], *, tools_first: bool = False) -> str:
     """A request's prompt in the order a provider lays it out for its prompt cache: the leading system message (the
-    instructions), the tool definitions, then the rest of the conversation. Two requests share a cached prefix
-    exactly as far as these texts agree."""
+    instructions), the tool definitions, then the rest of the conversation; or, `tools_first`, the tools before
+    every message (as Anthropic's API orders a cached prefix). Two requests share a cached prefix exactly as far as
+    these texts agree."""
     messages = list(body.get("messages") or [])
+    tools = json.dumps(body.get("tools") or [])
+    if tools_first:
+        return tools + json.dumps(messages)
     head = messages[:1] if messages and messages[0].get("role") in ("system", "developer") else []
-    rest = messages[len(head) :]
-    return json.dumps(head) + json.dumps(body.get("tools") or []) + json.dumps(rest)
+    return json.dumps(head) + tools + json.dumps(messages[len(head) :])
 
 
 def _text(content: Any) -> str:
@@ -149,7 +152,14 @@ class FakeOpenAI:
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         called = [str(c["function"]["name"]) for c in message.get("tool_calls") or []]
         self.requests.append(
-            {"model": body.get("model"), "tools": tools, "usage": usage, "prompt": text, "calls": called}
+            {
+                "model": body.get("model"),
+                "tools": tools,
+                "usage": usage,
+                "calls": called,
+                "prompt": text,
+                "prompt_tools_first": prompt_text(body, tools_first=True),
+            }
         )
         finish = "tool_calls" if message.get("tool_calls") else "stop"
         return JSONResponse(

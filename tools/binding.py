@@ -79,9 +79,10 @@ def bind_order(names: Iterable[str]) -> list[str]:
 def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] = ()) -> list[str]:
     """The catalog tools `text` needs, in `bind_order`; `also` (tools already used in the conversation) are kept.
 
-    Reads of every resource the request names; a write only of a named resource and only when the request asks for
-    that change (a change of no named resource is a session's). The session reads come with any change (each is
-    checked against its session first), with a session's people or summary, and when nothing else is named."""
+    Reads (and custom methods) of every resource the request names; a write only of a named resource and only when
+    the request asks for that change (a change of no named resource is a session's). The session reads come with
+    any change (each is checked against its session first), with a session's people or summary, and when nothing
+    else is named."""
     catalog = list(catalog)
     words = request_words(text)
     resources = {spec.resource for spec in catalog if _matches(words, _resource_keys(spec.resource))}
@@ -96,7 +97,8 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
     for spec in catalog:
         if spec.resource not in resources:
             continue
-        if spec.method in READ_METHODS or spec.method in verbs or (verbs and spec.method not in WRITE_METHODS):
+        # a custom method (e.g. `summary`) says nothing a verb could match: it comes with its resource
+        if spec.method in READ_METHODS or spec.method in verbs or spec.method not in WRITE_METHODS:
             chosen.add(spec.name)
     return bind_order(chosen)
 
