@@ -51,6 +51,24 @@ async def test_each_hero_request_gets_the_tools_its_eval_expects(
     assert len(chosen) <= len(names(services)) // 2
 
 
+@pytest.mark.parametrize(
+    ("request_text", "needed"),
+    [
+        ("Move session S to 4pm", {"update_a_coviu_session_by_id", "get_single_coviu_session_by_id"}),
+        (
+            "Where is the recording of session S?",
+            {"list_all_coviu_submissions", "get_single_coviu_audio_recording_by_id"},
+        ),
+        ("Remove Dr Lee from session S", {"delete_a_coviu_participant_by_id", "list_all_coviu_participants"}),
+        ("Did anyone attend session S?", {"get_single_coviu_session_summary_by_id"}),
+    ],
+)
+async def test_other_wordings_get_what_they_need(request_text: str, needed: set[str], services: Services) -> None:
+    chosen = select_tools(services.toolbox.catalog, request_text)
+    assert needed <= set(chosen), chosen
+    assert len(chosen) < len(names(services))
+
+
 async def test_a_tool_selection_missed_is_bound_on_request_and_a_cancel_still_waits_for_a_person(
     services: Services, sandbox: Sandbox
 ) -> None:

@@ -33,8 +33,8 @@ SESSION_BOUND = frozenset({"sessions", "session_summaries", "participants"})  # 
 RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "sessions": ("session", "appointment", "consult", "booking", "book", "meeting"),
     "session_summaries": (
-        "billable", "summary", "summaries", "ended", "finished", "happened", "attended", "actual", "overran",
-        "overrun", "no-show", "noshow", "late",
+        "billable", "summary", "summaries", "ended", "finish", "happen", "attend", "actual", "overran", "overrun",
+        "no-show", "noshow", "late",
     ),
     "participants": (
         "participant", "link", "guest", "host", "invite", "join", "entry", "attendee", "people", "doctor", "dr",
@@ -42,8 +42,8 @@ RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     ),
     "waiting_queue_calls": ("waiting", "queue", "wait"),
     "waiting_calls": ("waiting", "queue", "wait"),
-    "collections": ("collection", "intake", "form", "consent"),
-    "submissions": ("submission", "submit", "intake", "form", "consent", "locked"),
+    "collections": ("collection", "intake", "form", "consent", "recording"),
+    "submissions": ("submission", "submit", "intake", "form", "consent", "locked", "recording", "file"),
     "submission_files": ("file", "recording", "video", "download", "attachment"),
     "audio_recordings": ("audio", "recording", "download"),
 }  # fmt: skip
