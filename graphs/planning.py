@@ -13,6 +13,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
 
 from graphs.context import Services
+from tools.binding import bind_order, compact_tool, more_tools_schema
 from tools.errors import ModelFailedError, RateLimitBudgetError, model_failure
 from tools.ratelimit import parse_retry_after
 from tools.retry import RetryPolicy
@@ -135,20 +136,36 @@ async def invoke_model(services: Services, runnable: Any, prompt: Any, *, what: 
             await services.clock.sleep(delay)
 
 
+def bound_tools(services: Services, tool_names: list[str] | None, *, more_tools: bool = False) -> list[Any]:
+    """What is bound for one model call, in one order for every request (`tools/binding.py`): the named tools (None:
+    every catalog tool, as written) with compact schemas, after `more_tools` when the model may ask for more."""
+    executor = services.toolbox.executor
+    if tool_names is None:
+        return list(executor.langchain_tools())
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    tools = {t.name: compact_tool(convert_to_openai_tool(t)) for t in executor.langchain_tools(tool_names)}
+    ordered = [tools[name] for name in bind_order(tools)]
+    return [more_tools_schema(executor.catalog), *ordered] if more_tools else ordered
+
+
 async def llm_plan(
     services: Services,
-    system_prompt: str,
+    system_prompt: str | Sequence[str],
     messages: Sequence[AnyMessage],
     tool_names: list[str] | None = None,
+    *,
+    more_tools: bool = False,
 ) -> AIMessage:
-    """One model call with the account's tools bound."""
+    """One model call with the account's tools bound (`bound_tools`); the system prompt is one message, or several
+    (what stays the same from one request to the next first, so a provider's prompt cache serves it)."""
     if services.model is None:
         raise RuntimeError("the LLM planner needs a model (set OPENAI_API_KEY)")
-    tools = services.toolbox.executor.langchain_tools(tool_names)
+    tools = bound_tools(services, tool_names, more_tools=more_tools)
     bound = services.model.bind_tools(tools) if tools else services.model
-    reply = await invoke_model(
-        services, bound, [SystemMessage(content=system_prompt), *_capped(messages)], what="planning the next step"
-    )
+    systems = [system_prompt] if isinstance(system_prompt, str) else list(system_prompt)
+    prompt = [*(SystemMessage(content=text) for text in systems), *_capped(messages)]
+    reply = await invoke_model(services, bound, prompt, what="planning the next step")
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(getattr(reply, "content", reply)))
     return reply

@@ -453,17 +453,21 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
     update: dict[str, Any] = {"planned_session": None if state["session"] else session_args}
     view: TriageState = {**state, **update}  # type: ignore[typeddict-item]
     if ctx.planner(runtime.context, services) == "llm" and not state["planner_note"]:
-        system = load_prompt(
-            "triage",
-            session_name=session_args["session_name"],
-            start_time=session_args["start_time"],
-            end_time=session_args["end_time"],
-            patient_name=state["patient_name"],
-            host_name=state["host_name"],
-            now=iso_z(now),
-            timezone=services.zone.key,
-            threshold=state["wait_threshold_minutes"],
-            progress=_progress(state),
+        # the job, the same for every triage (a provider's prompt cache serves it with the tools), then its facts
+        system = (
+            load_prompt("triage"),
+            load_prompt(
+                "triage_facts",
+                session_name=session_args["session_name"],
+                start_time=session_args["start_time"],
+                end_time=session_args["end_time"],
+                patient_name=state["patient_name"],
+                host_name=state["host_name"],
+                now=iso_z(now),
+                timezone=services.zone.key,
+                threshold=state["wait_threshold_minutes"],
+                progress=_progress(state),
+            ),
         )
         failed: str | None = None
         try:

@@ -26,7 +26,9 @@ class ScriptedChatModel(BaseChatModel):
         return "scripted"
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:  # type: ignore[override]
-        self.bound_tools[:] = [getattr(t, "name", str(t)) for t in tools]
+        self.bound_tools[:] = [
+            t["function"]["name"] if isinstance(t, dict) else getattr(t, "name", str(t)) for t in tools
+        ]
         return self
 
     def _reply(self, messages: list[BaseMessage]) -> ChatResult:

@@ -71,7 +71,7 @@ def results(messages: list[BaseMessage]) -> list[ToolMessage]:
 
 def now_from(messages: list[BaseMessage]) -> datetime:
     """What a model reads from the system prompt: now, with the clinic's UTC offset."""
-    system = str(messages[0].content)
+    system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
     assert isinstance(messages[0], SystemMessage)
     match = re.search(r"Now is (\S+) ", system)
     assert match, system
@@ -194,10 +194,10 @@ async def test_books_tomorrow_10_in_clinic_zone_then_two_links(services: Service
     assert session.end_time == datetime(2026, 11, 25, 23, 45, tzinfo=UTC)
     assert UNIQUE_ENTRY in session.feature_flags
     assert session.session_id in final_answer(state)
-    system = str(chat.model.prompts[0][0].content)
+    system = str(chat.model.prompts[0][1].content)  # this request's facts follow the rules
     assert "Australia/Sydney" in system and "2026-11-25T20:00:07+11:00" in system
     assert "create_a_coviu_session" in chat.model.bound_tools
-    assert "delete_a_coviu_session_by_id" in chat.model.bound_tools  # every catalog tool is bound
+    assert "delete_a_coviu_session_by_id" not in chat.model.bound_tools  # only what the request needs is bound
 
     await chat.say("Generate two links for that session: the patient and Dr. Smith as host")
     state = await chat.answer_all(approved=True)

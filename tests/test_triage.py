@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.errors import EXIT_OK
@@ -91,7 +91,7 @@ async def test_session_is_created_with_unique_entry_flag(settings: Settings, ser
 def scripted_llm_triage(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     """A model that omits team_id, waiting_queue_id and session_id: the graph must fill them."""
     done = [m for m in messages if isinstance(m, ToolMessage)]
-    system = str(messages[0].content)
+    system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))  # the job, then its facts
     if not done:
         return AIMessage("", tool_calls=[{"name": "list_all_coviu_waiting_queue_calls", "args": {}, "id": "c1"}])
     if len(done) == 1:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.errors import EXIT_OK, EXIT_UPSTREAM
@@ -205,7 +205,7 @@ def truncating(times: int) -> Callable[[list[BaseMessage], list[str]], AIMessage
 def skipper(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
     """Skips the queue check and the clinician's link, then says it is done."""
     done = results(messages)
-    system = str(messages[0].content)
+    system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))  # the job, then its facts
     if not done:
         start = system.split("start_time `")[1].split("`")[0]
         end = system.split("end_time `")[1].split("`")[0]
