@@ -102,6 +102,7 @@ class AssistantState(TypedDict):
 # Keys `prepare` sets that an earlier version's did not (2026-12-07): a thread it checkpointed (e.g. waiting for an
 # approval) resumes with these at the values that version behaved by (`graphs.nodes.filled`, in each node after
 # `prepare` that reads them): no outcomes recorded yet, every tool bound.
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
 ADDED_KEYS: dict[str, Callable[[], Any]] = {"outcomes": list, "tools": lambda: None}
 
 

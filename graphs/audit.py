@@ -151,6 +151,7 @@ class AuditState(TypedDict):
 # Keys `prepare` sets that an earlier version's did not (`retry` until 2026-12-07: the first list wrote it;
 # `summaries_from_list` since 2026-12-07): a thread that version checkpointed resumes with these at the values it
 # behaved by (`graphs.nodes.filled`, in each node after `prepare` that reads them).
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
 ADDED_KEYS: dict[str, Callable[[], Any]] = {"retry": dict, "summaries_from_list": lambda: 0}
 
 

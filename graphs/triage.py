@@ -179,6 +179,7 @@ class TriageState(TypedDict):
 
 # Keys `prepare` sets that an earlier version's did not (2026-12-07): a thread it checkpointed resumes with these at
 # the values that version behaved by (`graphs.nodes.filled`, in each node after `prepare` that reads them).
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
 ADDED_KEYS: dict[str, Callable[[], Any]] = {
     "model_corrections": lambda: 0,
     "planner_note": lambda: None,
