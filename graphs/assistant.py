@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import (
@@ -42,6 +42,7 @@ from graphs.nodes import (
     call_fingerprint,
     default_ids,
     fill_ids,
+    filled,
     make_act_node,
     pending_tool_calls,
     precheck_call,
@@ -98,6 +99,13 @@ class AssistantState(TypedDict):
     tools: list[str] | None  # the tools bound for this request (tools/binding.py); None: every one
 
 
+# Keys `prepare` sets that an earlier version's did not (2026-12-07): a thread it checkpointed (e.g. waiting for an
+# approval) resumes with these at the values that version behaved by (`graphs.nodes.filled`, in each node after
+# `prepare` that reads them): no outcomes recorded yet, every tool bound.
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
+ADDED_KEYS: dict[str, Callable[[], Any]] = {"outcomes": list, "tools": lambda: None}
+
+
 APPROVALS = ApprovalGate()  # anything but list/get, including custom methods, waits for a human
 ALLOWED_DECISIONS: list[DecisionType] = ["approve", "edit", "reject"]
 
@@ -124,7 +132,7 @@ def _action_text(spec: ToolSpec, arguments: Mapping[str, Any]) -> str:
     return f"{text}: {spec.name} ({spec.method} {spec.resource})"
 
 
-def calls_needing_approval(services: Services, state: Mapping[str, Any]) -> list[PendingCall]:
+def calls_needing_approval(services: Services, state: AssistantState) -> list[PendingCall]:
     """Calls of the last model turn that need a human and have no unused approval, with what will be sent."""
     _, calls = pending_tool_calls(list(state.get("messages", [])))
     granted = Counter(APPROVALS.granted(state))
@@ -230,7 +238,7 @@ def request_tools(services: Services, history: list[AnyMessage]) -> list[str] | 
     return select_tools(services.toolbox.catalog, text, also=used)
 
 
-def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -> list[str]:
+def system_prompt(state: AssistantState, services: Services, now: datetime) -> list[str]:
     """The system prompt as two messages: the rules, the same for every request (a provider's prompt cache serves
     them with the tools), then this request's facts (now, the zone, the clinic's ids)."""
     local = now.astimezone(services.zone)
@@ -240,9 +248,9 @@ def system_prompt(state: Mapping[str, Any], services: Services, now: datetime) -
         weekday=local.strftime("%A %d %B %Y"),
         timezone=services.zone.key,
         example_time=local.replace(hour=10, minute=0, second=0, microsecond=0).isoformat(),
-        team_id=state.get("team_id") or "not set",
-        waiting_queue_id=state.get("waiting_queue_id") or "not set",
-        collection_id=state.get("collection_id") or "not set",
+        team_id=state["team_id"] or "not set",
+        waiting_queue_id=state["waiting_queue_id"] or "not set",
+        collection_id=state["collection_id"] or "not set",
     )
     return [load_prompt("assistant"), facts]
 
@@ -267,6 +275,7 @@ def _with_call_ids(message: AIMessage, history: list[AnyMessage]) -> AIMessage:
 async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]:
     """One model call with the request's tools bound, unless a bound says stop (then a clear final answer)."""
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     if state["refusals"] >= MAX_REFUSALS:
         refusal = state["last_refusal"] or "a write was refused twice"
         return Command(goto=END, update={"messages": [AIMessage(content=f"I stopped here. {refusal}")]})
@@ -282,7 +291,7 @@ async def plan(state: AssistantState, runtime: Runtime[Context]) -> Command[Any]
         return Command(goto=END, update={"messages": [AIMessage(content=text)]})
     system = system_prompt(state, services, services.clock.now())
     history = list(state.get("messages", []))
-    tools = state.get("tools")
+    tools = state["tools"]
     reply = await llm_plan(services, system, history, tools, more_tools=tools is not None)
     message = _with_call_ids(reply, history)
     update: dict[str, Any] = {"messages": [message], "model_calls": calls + 1}
@@ -359,6 +368,7 @@ async def approve(state: AssistantState, runtime: Runtime[Context]) -> Command[A
     edited). reject: the call is answered with an error carrying the reviewer's message; nothing is sent.
     """
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     pending = calls_needing_approval(services, state)
     if not pending:
         return Command(goto="act")
@@ -483,9 +493,9 @@ def action_outcome(outcome: CallOutcome) -> dict[str, Any]:
     return entry
 
 
-def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
+def on_result(outcome: CallOutcome, state: AssistantState, services: Services) -> dict[str, Any]:
     """Record the call's outcome; remember refusals (for the stop rule) and the session this conversation created."""
-    update: dict[str, Any] = {"outcomes": [*(state.get("outcomes") or []), action_outcome(outcome)]}
+    update: dict[str, Any] = {"outcomes": [*state["outcomes"], action_outcome(outcome)]}
     if outcome.kind == "refused":
         update["last_refusal"] = outcome.text
         return update
@@ -506,6 +516,7 @@ async def screen(state: AssistantState, runtime: Runtime[Context]) -> Command[An
     """No approval for what cannot succeed: a change that validation or the temporal guards refuse is answered to
     the model now (refused, or the error to correct) and never shown to a person; the rest goes on to `approve`."""
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     ids = default_ids(state)
     known = dict(state["known_sessions"])
     answers: list[ToolMessage] = []
@@ -536,7 +547,9 @@ async def screen(state: AssistantState, runtime: Runtime[Context]) -> Command[An
 
 def build_act_node() -> Any:
     """The shared act node as the assistant uses it: guarded calls only with an unused approval of that exact call."""
-    return make_act_node(on_result=on_result, after="plan", ids_from_state=default_ids, approved=APPROVALS)
+    return make_act_node(
+        on_result=on_result, after="plan", ids_from_state=default_ids, approved=APPROVALS, added=ADDED_KEYS
+    )
 
 
 def build_assistant_graph() -> StateGraph[AssistantState, Context, AssistantInput, AssistantOutput]:

@@ -14,7 +14,11 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import (
+    Annotated,
+    Any,
+    NotRequired,  # pydantic needs it on Python < 3.12 (graph JSON schemas)
+)
 
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
@@ -55,6 +59,7 @@ from graphs.nodes import (
     RetryState,
     allow_only,
     execute_call,
+    filled,
     retry_update,
     settled,
     wait_and_retry,
@@ -112,13 +117,18 @@ class AuditOutput(TypedDict, total=False):
     report_paths: dict[str, str]
 
 
-class AuditState(TypedDict, total=False):
+class AuditState(TypedDict):
     """The audit's state: ids, the window, cursors and counters. Per-session rows are side rows of the run
-    (`run_key`) in the audit store, never in the checkpointed state."""
+    (`run_key`) in the audit store, never in the checkpointed state.
 
-    date: str
-    since: str
-    until: str
+    `prepare` (the first node) sets every key but the input's (`date`, `since`, `until`) and the output's (`report`,
+    `report_paths`, set by `write_report`), so the nodes after it read them directly; `prepare` itself reads the
+    input with `.get` (a key may not be given).
+    """
+
+    date: NotRequired[str]
+    since: NotRequired[str]
+    until: NotRequired[str]
     overrun_threshold_minutes: float
     refresh: bool
     team_id: str
@@ -133,9 +143,16 @@ class AuditState(TypedDict, total=False):
     list_seen_cursors: list[str]
     submission_cursor: str | None
     submission_seen_cursors: list[str]
-    report: dict[str, Any]
-    report_paths: dict[str, str]
+    report: NotRequired[dict[str, Any]]
+    report_paths: NotRequired[dict[str, str]]
     retry: RetryState
+
+
+# Keys `prepare` sets that an earlier version's did not (`retry` until 2026-12-07: the first list wrote it;
+# `summaries_from_list` since 2026-12-07): a thread that version checkpointed resumes with these at the values it
+# behaved by (`graphs.nodes.filled`, in each node after `prepare` that reads them).
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
+ADDED_KEYS: dict[str, Callable[[], Any]] = {"retry": dict, "summaries_from_list": lambda: 0}
 
 
 def audit_store(services: Services) -> AuditStore:
@@ -185,11 +202,12 @@ async def prepare(state: AuditState, runtime: Runtime[Context]) -> dict[str, Any
         "list_seen_cursors": [],
         "submission_cursor": None,
         "submission_seen_cursors": [],
+        "retry": settled(state.get("retry")),
     }
 
 
-def _ids(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {"team_id": state.get("team_id"), "collection_id": state.get("collection_id")}
+def _ids(state: AuditState) -> dict[str, Any]:
+    return {"team_id": state["team_id"], "collection_id": state["collection_id"]}
 
 
 class AuditFailure(CoviuAgentError):
@@ -203,7 +221,7 @@ class AuditFailure(CoviuAgentError):
 
 async def _walk_pages(
     services: Services,
-    state: Mapping[str, Any],
+    state: AuditState,
     tool: str,
     args: dict[str, Any],
     walk: PageWalk,
@@ -245,15 +263,16 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
     resumed walk rewrites rather than repeats it). Then the summaries the cache holds join the run's summaries.
     """
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     store = audit_store(services)
     run = state["run_key"]
-    since, until = window_of(state)
+    since, until = window_of(state["window"])
     rows: dict[str, dict[str, Any]] = {}
     walk = PageWalk(
         SESSIONS_TOOL,
         services.toolbox.executor.spec(SESSIONS_TOOL).resource,
-        cursor=state.get("list_cursor"),
-        seen_cursors=state.get("list_seen_cursors") or [],
+        cursor=state["list_cursor"],
+        seen_cursors=state["list_seen_cursors"],
         seen_ids=await store.keys(run, SESSION_ROWS),
     )
     # canceled participants too: a list that carries entry times then carries every one the summary would
@@ -279,13 +298,13 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
             update={
                 "list_cursor": walk.cursor,
                 "list_seen_cursors": walk.seen_cursors,
-                "retry": retry_update(services, state.get("retry"), failed, "sessions", "list_sessions"),
+                "retry": retry_update(services, state["retry"], failed, "sessions", "list_sessions"),
             },
         )
     listed = await store.rows(run, SESSION_ROWS)
     cached: dict[str, CachedSummary] = {}
     from_list: dict[str, Any] = {}
-    if not state.get("refresh"):  # `refresh` fetches every summary
+    if not state["refresh"]:  # `refresh` fetches every summary
         # what the list already tells (an account that lists actual ends and entry times): no summary needed
         from_list = {
             r["session_id"]: r["listed_facts"]
@@ -329,19 +348,19 @@ async def list_sessions(state: AuditState, runtime: Runtime[Context]) -> Command
             "summaries_from_list": len(from_list),
             "list_cursor": None,
             "list_seen_cursors": [],
-            "retry": settled(state.get("retry")),
+            "retry": settled(state["retry"]),
         },
     )
 
 
-async def listed_rows(store: AuditStore, state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+async def listed_rows(store: AuditStore, state: AuditState) -> dict[str, dict[str, Any]]:
     """The run's session rows, checked against the count the state recorded: rows that went missing (a store
     that was not kept, e.g. an in-memory one across processes) end the run instead of a report that lacks them."""
     rows: dict[str, dict[str, Any]] = await store.rows(state["run_key"], SESSION_ROWS)
-    if len(rows) != state.get("sessions_listed", 0):
+    if len(rows) != state["sessions_listed"]:
         raise AuditFailure(
             f"the audit's session rows are gone from the state store ({len(rows)} of "
-            f"{state.get('sessions_listed', 0)}): start the audit afresh (another --thread-id)"
+            f"{state['sessions_listed']}): start the audit afresh (another --thread-id)"
         )
     return rows
 
@@ -361,6 +380,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
     and what can no longer change to the cache. Transient failures go to wait_and_retry; what succeeded is kept.
     """
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     store = audit_store(services)
     run = state["run_key"]
     listed = await listed_rows(store, state)
@@ -406,7 +426,7 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
             keep[sid] = {**kept, "listed": row.get("listed")}
     forget = [sid for sid in facts if sid not in keep]  # refetched and now not cacheable: never served stale
     await store.cache_summaries(account_of(services), keep, utc_z(now), forget=forget)
-    retry = state.get("retry")
+    retry = state["retry"]
     if failed:
         base = settled(retry) if facts else retry  # progress resets the attempt count
         return Command(
@@ -421,9 +441,10 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
     """All submissions in the intake collection around the window, indexed by session id (ours only), kept in the
     run's side rows."""
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     store = audit_store(services)
     run = state["run_key"]
-    since, until = window_of(state)
+    since, until = window_of(state["window"])
     wanted = {str(r["session_id"]) for r in (await listed_rows(store, state)).values() if r.get("session_id")}
     index: dict[str, list[list[Any]]] = {
         k: [list(x) for x in v] for k, v in (await store.rows(run, SUBMISSION_ROWS)).items()
@@ -434,8 +455,8 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
     walk = PageWalk(
         SUBMISSIONS_TOOL,
         services.toolbox.executor.spec(SUBMISSIONS_TOOL).resource,
-        cursor=state.get("submission_cursor"),
-        seen_cursors=state.get("submission_seen_cursors") or [],
+        cursor=state["submission_cursor"],
+        seen_cursors=state["submission_seen_cursors"],
         seen_ids=[str(s) for subs in index.values() for s, _ in subs if s],
     )
 
@@ -457,7 +478,7 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
                 update={
                     "submission_cursor": walk.cursor,
                     "submission_seen_cursors": walk.seen_cursors,
-                    "retry": retry_update(services, state.get("retry"), failed, "submissions", "list_submissions"),
+                    "retry": retry_update(services, state["retry"], failed, "submissions", "list_submissions"),
                 },
             )
     log.info("audit: %d sessions have submissions", len(index))
@@ -466,14 +487,14 @@ async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Comm
         update={
             "submission_cursor": None,
             "submission_seen_cursors": [],
-            "retry": settled(state.get("retry")),
+            "retry": settled(state["retry"]),
         },
     )
 
 
 async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
     """Join rows, summaries and submissions (dict lookups: O(N)) into the contract's report."""
-    threshold = threshold_of(state)
+    threshold = state["overrun_threshold_minutes"]
     store = audit_store(services)
     run = state["run_key"]
     summaries = await store.rows(run, SUMMARY_ROWS)
@@ -495,9 +516,9 @@ async def reconcile(state: AuditState, services: Services) -> dict[str, Any]:
         "generated_at": utc_z(services.clock.now()),
         "totals": sums,
         # how many summaries this run took from the cache (unchanged in the list since read), not fetched again
-        "summaries_from_cache": int(state.get("summaries_cached") or 0),
+        "summaries_from_cache": state["summaries_cached"],
         # summaries not fetched: the session list carried what they would tell (actual end, entry times)
-        "summaries_from_list": int(state.get("summaries_from_list") or 0),
+        "summaries_from_list": state["summaries_from_list"],
         "sessions": rows,
     }
     log.info(
@@ -516,6 +537,7 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
     from reporting.audit_report import write_reports
 
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     report = await reconcile(state, services)
     narrative = await narrate(services, runtime.context, report)
     # Rendering and file writes are blocking work: keep them off the event loop (a LangGraph server shares it).
@@ -526,11 +548,11 @@ async def write_report(state: AuditState, runtime: Runtime[Context]) -> dict[str
         state["day_label"],
         narrative=narrative,
         zone=services.zone,
-        overrun_threshold_minutes=threshold_of(state),
+        overrun_threshold_minutes=state["overrun_threshold_minutes"],
     )
     report_paths = {k: str(v) for k, v in paths.items()}
     if services.on_report is not None:  # to staff, through the outbox (a rerun of this step writes no second one)
-        await services.on_report(report, report_paths, threshold_of(state))
+        await services.on_report(report, report_paths, state["overrun_threshold_minutes"])
     # The report is written (and in state): the run's side rows are not needed any more (they hold patient data).
     await audit_store(services).delete_run(state["run_key"])
     return {"report": report, "report_paths": report_paths}
@@ -551,7 +573,7 @@ def build_audit_graph() -> StateGraph[AuditState, Context, AuditInput, AuditOutp
         "fetch_summaries", fetch_summaries, destinations=("fetch_summaries", "list_submissions", "wait_and_retry")
     )
     # the whole state in (as `act` in triage): a failure here is told to staff with the run's window (agent/server.py)
-    builder.add_node(  # type: ignore[call-overload]
+    builder.add_node(
         "wait_and_retry",
         wait_and_retry,
         input_schema=AuditState,

@@ -74,9 +74,8 @@ def day_of_window(since: datetime, until: datetime, zone: Any) -> date | None:
     return None
 
 
-def window_of(state: Mapping[str, Any]) -> tuple[datetime, datetime]:
+def window_of(window: Mapping[str, str]) -> tuple[datetime, datetime]:
     """The audited [since, until) a run resolved (its state's `window`)."""
-    window = state.get("window") or {}
     since, until = parse_time(window.get("since")), parse_time(window.get("until"))
     if since is None or until is None:
         raise WindowError("the audit window is missing from state")

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec
+from typing import Any, Literal, NotRequired, ParamSpec, TypeVar, cast
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -48,17 +48,38 @@ MAX_REFUSALS = 2  # a refused write gets one more try, then the graph stops with
 UNAPPROVED = "was not approved by the user"  # in the refusal of a guarded call that has no approval
 
 
-class ActState(TypedDict, total=False):
-    """What the shared `act` and `wait_and_retry` nodes read and write: every graph's state has these keys.
+class RetryingState(TypedDict):
+    """What `wait_and_retry` reads: the retry bookkeeping, always written by the node that routed there."""
+
+    retry: RetryState
+
+
+class ActState(TypedDict):
+    """What the shared `act` node reads and writes: the state of a graph that plans tool calls has these keys, set
+    by its `prepare` (`messages` is the conversation: read with `.get`, a graph's input may not carry it).
 
     Add `act` with `input_schema=<the graph's state>`: LangGraph hands a node only the keys of its annotation, and
     `act` also reads the ids the graph owns (team, queue, collection, session) through `ids_from_state`.
     """
 
-    messages: list[AnyMessage]
+    messages: NotRequired[list[AnyMessage]]
     retry: RetryState
     known_sessions: dict[str, dict[str, Any]]
     refusals: int
+
+
+# `act` on a state without ActState's bookkeeping (a caller's own partial state): none kept yet
+ACT_DEFAULTS: dict[str, Callable[[], Any]] = {"retry": dict, "known_sessions": dict, "refusals": lambda: 0}
+S = TypeVar("S", bound=ActState)  # a graph's state, as `act` hands it to the graph's own handlers
+M = TypeVar("M", bound=Mapping[str, Any])
+
+
+def filled(state: M, added: Mapping[str, Callable[[], Any]]) -> M:
+    """`state` with the keys a checkpoint written by an earlier version may lack set to their defaults (`added`: the
+    keys a graph's `prepare` sets that an earlier `prepare` did not). A thread resumes at whichever node it stopped
+    before, so each node after `prepare` that reads such a key reads its state through this first."""
+    missing = {key: make() for key, make in added.items() if key not in state}
+    return cast(M, {**state, **missing}) if missing else state
 
 
 class RetryState(TypedDict, total=False):
@@ -106,7 +127,6 @@ class Held:
 
 # (the tool, the planner's arguments) -> what the graph holds for that call; None: nothing held
 HoldArguments = Callable[[ToolSpec, Mapping[str, Any]], "Held | None"]
-HoldFromState = Callable[[ToolSpec, Mapping[str, Any], Mapping[str, Any]], "Held | None"]
 
 
 def hold_arguments(
@@ -443,7 +463,6 @@ def pending_tool_calls(messages: list[AnyMessage]) -> tuple[AIMessage | None, li
     return None, []
 
 
-ResultHandler = Callable[[CallOutcome, Mapping[str, Any], Services], dict[str, Any]]
 IdsFromState = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
@@ -504,32 +523,36 @@ def require_approval(policy: Policy, gate: ApprovalGate, granted: list[str]) -> 
 
 def make_act_node(
     *,
-    on_result: ResultHandler | None = None,
+    on_result: Callable[[CallOutcome, S, Services], dict[str, Any]] | None = None,
     policy: Policy = allow_everything,
     after: str = "plan",
     ids_from_state: IdsFromState = default_ids,
     approved: ApprovalGate | None = None,
-    hold_from_state: HoldFromState | None = None,
-) -> Callable[[ActState, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
+    hold_from_state: Callable[[ToolSpec, Mapping[str, Any], S], Held | None] | None = None,
+    added: Mapping[str, Callable[[], Any]] | None = None,
+) -> Callable[[S, Runtime[Context]], Coroutine[Any, Any, Command[Any]]]:
     """Build the shared `act` node for a graph: same path everywhere, graph-specific result handling.
 
     With `approved`, a call the gate guards runs only when its fingerprint is among the state's approvals
     (defense in depth behind a graph's approval step); an approval is used up once the call is answered.
     With `hold_from_state`, what the user gave wins over the planner's values (`Held`), whichever planner asked.
+    With `added`, keys an earlier version's checkpoint may lack are filled first (`filled`).
     """
 
-    async def act(state: ActState, runtime: Runtime[Context]) -> Command[Any]:
+    async def act(state: S, runtime: Runtime[Context]) -> Command[Any]:
         services = await resolve_services(runtime.context)
-        messages: list[AnyMessage] = list(state.get("messages", []))
-        _, calls = pending_tool_calls(messages)
-        retry = RetryState(**(state.get("retry") or {}))
+        state = filled(state, {**ACT_DEFAULTS, **(added or {})})
+        shared: ActState = state  # the keys every planning graph has (mypy reads a bound TypeVar's keys loosely)
+        _, calls = pending_tool_calls(list(shared.get("messages", [])))
+        retry = RetryState(**shared["retry"])
         new_messages: list[ToolMessage] = []
         update: dict[str, Any] = {}
-        known = dict(state.get("known_sessions") or {})
-        refusals = int(state.get("refusals", 0))
+        known = dict(shared["known_sessions"])
+        refusals = shared["refusals"]
         for call in calls:
             call_id = str(call.get("id"))
-            view = {**state, **update}
+            # the state as this call sees it (earlier calls of the turn applied): the graph's own type
+            view = cast(S, {**state, **update})
             granted = approved.granted(view) if approved is not None else []
             call_policy = policy if approved is None else require_approval(policy, approved, granted)
             outcome = await execute_call(
@@ -568,7 +591,7 @@ def make_act_node(
             if outcome.kind == "ok":
                 known.update(session_facts(outcome.result))
             if on_result is not None:
-                update.update(on_result(outcome, {**state, **update}, services))
+                update.update(on_result(outcome, cast(S, {**state, **update}), services))
         return Command(
             goto=after,
             update={
@@ -583,20 +606,22 @@ def make_act_node(
     return act
 
 
-def _hold_in(hold_from_state: HoldFromState | None, state: Mapping[str, Any]) -> HoldArguments | None:
+def _hold_in(
+    hold_from_state: Callable[[ToolSpec, Mapping[str, Any], S], Held | None] | None, state: S
+) -> HoldArguments | None:
     if hold_from_state is None:
         return None
     return lambda spec, arguments: hold_from_state(spec, arguments, state)
 
 
-async def wait_and_retry(state: ActState, runtime: Runtime[Context]) -> Command[Any]:
+async def wait_and_retry(state: RetryingState, runtime: Runtime[Context]) -> Command[Any]:
     """Every 429 and transient failure lands here: wait what the headers/governor say, then go back.
 
     429s wait as long as the run's rate-limit budget allows (`RateLimitBudgetError`, exit 3, when a wait would
     not fit); other transient failures are retried up to the policy's attempt count.
     """
     services = await resolve_services(runtime.context)
-    retry = RetryState(**(state.get("retry") or {}))
+    retry = RetryState(**state["retry"])
     token = runtime.context.run_token if runtime.context is not None else ""
     if retry.get("run") != token:  # a new run of this thread (a resume): its attempts start afresh
         retry["attempts"] = 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import (
     Annotated,
@@ -32,6 +32,7 @@ from graphs.nodes import (
     RetryState,
     default_ids,
     fill_ids,
+    filled,
     hold_arguments,
     make_act_node,
     settled,
@@ -174,6 +175,16 @@ class TriageState(TypedDict):
     model_corrections: int
     planner: str
     planner_note: str | None
+
+
+# Keys `prepare` sets that an earlier version's did not (2026-12-07): a thread it checkpointed resumes with these at
+# the values that version behaved by (`graphs.nodes.filled`, in each node after `prepare` that reads them).
+# Remove after 2027-03-01 (the entries, with their test in tests/test_state_store_upgrades.py).
+ADDED_KEYS: dict[str, Callable[[], Any]] = {
+    "model_corrections": lambda: 0,
+    "planner_note": lambda: None,
+    "planned_session": lambda: None,
+}
 
 
 def session_start(now: datetime, extra_minutes: int = 0) -> datetime:
@@ -368,62 +379,62 @@ def _stop_reason(state: TriageState) -> str | None:
     return None
 
 
-def missing_steps(state: Mapping[str, Any]) -> list[str]:
+def missing_steps(state: TriageState) -> list[str]:
     """The required steps a triage has not done yet: the queue check, the session, the patient's and the
     clinician's links."""
     missing = []
-    if state.get("queue") is None:
+    if state["queue"] is None:
         missing.append("the queue check")
-    if not state.get("session"):
+    if not state["session"]:
         missing.append("the session")
-    have = {p.get("role") for p in state.get("participants") or []}
+    have = {p.get("role") for p in state["participants"]}
     missing.extend(
         f"the {label} link" for role, label in (("guest", "patient's"), ("host", "clinician's")) if role not in have
     )
     return missing
 
 
-def created(state: Mapping[str, Any]) -> str:
+def created(state: TriageState) -> str:
     """What this triage created on the server (ids only), for a failure's message."""
     parts = []
-    session = state.get("session")
+    session = state["session"]
     if session:
         parts.append(f"session {session.get('session_id')}")
-    parts.extend(f"{p.get('role')} participant {p.get('participant_id')}" for p in state.get("participants") or [])
+    parts.extend(f"{p.get('role')} participant {p.get('participant_id')}" for p in state["participants"])
     return ", ".join(parts) or "nothing"
 
 
-def held_arguments(spec: ToolSpec, arguments: Mapping[str, Any], state: Mapping[str, Any]) -> Held | None:
+def held_arguments(spec: ToolSpec, arguments: Mapping[str, Any], state: TriageState) -> Held | None:
     """What triage holds, whichever planner asked: the session is the one this step planned (its name from the
     patient's, its times from now and the given duration), each link carries the given name for its role on this
     triage's session. A second session or a second link for a role is not sent."""
     if spec.name == SESSION_TOOL:
-        session = state.get("session")
+        session = state["session"]
         if session:
             return Held(
                 refusal=f"Already done: this triage's session {session.get('session_id')} exists; do not create "
                 "another. Create the participants on it."
             )
-        planned = state.get("planned_session")
+        planned = state["planned_session"]
         return Held(values=dict(planned), whole=True) if planned else None
     if spec.name == PARTICIPANT_TOOL:
         role = str(arguments.get("role") or "").strip().lower()
-        names = {"guest": state.get("patient_name"), "host": state.get("host_name")}
+        names = {"guest": state["patient_name"], "host": state["host_name"]}
         if role not in names:
             return Held(
                 refusal="Invalid arguments, nothing was sent: role must be 'guest' (the patient) or 'host' (the "
                 "clinician). Call the tool again."
             )
-        if any(p.get("role") == role for p in state.get("participants") or []):
+        if any(p.get("role") == role for p in state["participants"]):
             return Held(refusal=f"Already done: this triage's {role} link exists; do not create another.")
-        session_id = (state.get("session") or {}).get("session_id")
+        session_id = (state["session"] or {}).get("session_id")
         if not session_id:
             return Held(refusal="Not sent: create the session first, then its participants.")
         return Held(values={"session_id": session_id, "display_name": names[role], "role": role}, whole=True)
     return None
 
 
-def _stopped_by_model(exc: ModelFailedError | ModelConfigError, state: Mapping[str, Any]) -> Exception:
+def _stopped_by_model(exc: ModelFailedError | ModelConfigError, state: TriageState) -> Exception:
     """The model failed mid-triage (COVIU_AGENT_PLANNER=llm): the run stops here, checkpointed; the same command
     resumes it (the default thread), so nothing is created twice."""
     note = f"; not done: {', '.join(missing_steps(state))}; created: {created(state)}; the same command resumes it"
@@ -445,13 +456,15 @@ async def plan(state: TriageState, runtime: Runtime[Context]) -> Command[Any]:
     keeps sending invalid calls, hands over to the rules plan, which finishes the steps it skipped.
     """
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     reason = _stop_reason(state)
     if reason:
         return Command(goto="respond", update={"failure": reason})
     now = services.clock.now()
     session_args = _session_args(state, now)
-    update: dict[str, Any] = {"planned_session": None if state["session"] else session_args}
-    view: TriageState = {**state, **update}  # type: ignore[typeddict-item]
+    planned_session = None if state["session"] else session_args
+    update: dict[str, Any] = {"planned_session": planned_session}
+    view: TriageState = {**state, "planned_session": planned_session}
     if ctx.planner(runtime.context, services) == "llm" and not state["planner_note"]:
         # the job, the same for every triage (a provider's prompt cache serves it with the tools), then its facts
         system = (
@@ -527,7 +540,7 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
     if all(spec.is_read_only for spec in specs.values()) and len(specs) == len(message.tool_calls):
         return []
     ids = default_ids(state)
-    view: dict[str, Any] = dict(state)
+    view = state.copy()
     planned: list[dict[str, Any]] = []
     for call in message.tool_calls:
         name = str(call.get("name"))
@@ -555,10 +568,10 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
             view["session"] = {"session_id": NEW_SESSION_ID}
             ids = {**ids, "session_id": NEW_SESSION_ID}
         elif name == PARTICIPANT_TOOL:
-            view["participants"] = [*view.get("participants", []), {"role": entry["args"].get("role")}]
-    if view.get("session") and PARTICIPANT_TOOL in executor.catalog:
+            view["participants"] = [*view["participants"], {"role": entry["args"].get("role")}]
+    if view["session"] and PARTICIPANT_TOOL in executor.catalog:
         spec = executor.spec(PARTICIPANT_TOOL)
-        have = {p.get("role") for p in view.get("participants", [])}
+        have = {p.get("role") for p in view["participants"]}
         for role in ("guest", "host"):
             held = held_arguments(spec, {"role": role}, view)
             if role in have or held is None or held.refusal:
@@ -568,7 +581,7 @@ def planned_writes(services: Services, state: TriageState, message: AIMessage) -
     return planned
 
 
-def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services) -> dict[str, Any]:
+def on_result(outcome: CallOutcome, state: TriageState, services: Services) -> dict[str, Any]:
     """Write what a tool call produced back into triage's state."""
     spec = outcome.spec
     status = outcome.error.status_code if isinstance(outcome.error, TrutoError) else None
@@ -583,14 +596,14 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
     if outcome.kind != "ok":
         update: dict[str, Any] = dict(failed)
         if spec.resource == "sessions" and spec.method == "create":
-            update["session_creates"] = int(state.get("session_creates", 0)) + 1
+            update["session_creates"] = state["session_creates"] + 1
         if spec.resource == "participants" and spec.method == "create":
-            update["participant_errors"] = int(state.get("participant_errors", 0)) + 1
+            update["participant_errors"] = state["participant_errors"] + 1
         return update
     result = outcome.result if isinstance(outcome.result, Mapping) else {}
     if spec.resource == "waiting_queue_calls" and spec.method == "list":
         calls = outcome.result.get("result", []) if isinstance(outcome.result, Mapping) else outcome.result
-        threshold = float(_given(state.get("wait_threshold_minutes"), 15))
+        threshold = state["wait_threshold_minutes"]
         summary = summarize_queue(calls or [], services.clock.now(), threshold)
         log.info("queue: %d waiting, %d over %g min", summary["waiting"], len(summary["over_threshold"]), threshold)
         return {
@@ -619,7 +632,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "session": session,
             "last_error": None,
             "last_error_status": None,
-            "session_creates": int(state.get("session_creates", 0)) + 1,
+            "session_creates": state["session_creates"] + 1,
         }
     if spec.resource == "participants" and spec.method == "create":
         role = str(result.get("role", outcome.arguments.get("role", ""))).lower()
@@ -640,7 +653,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
             "entry_url": result.get("entry_url"),
         }
         log.info("participant created: %s (%s)", participant["participant_id"], participant["role"])
-        others = [p for p in state.get("participants", []) if p["role"] != participant["role"]]
+        others = [p for p in state["participants"] if p["role"] != participant["role"]]
         return {"participants": [*others, participant], "last_error": None, "last_error_status": None}
     return {}
 
@@ -648,6 +661,7 @@ def on_result(outcome: CallOutcome, state: Mapping[str, Any], services: Services
 async def respond(state: TriageState, runtime: Runtime[Context]) -> dict[str, Any]:
     """The reply: alerts, the session, and both entry URLs (or why they are missing)."""
     services = await resolve_services(runtime.context)
+    state = filled(state, ADDED_KEYS)
     lines: list[str] = []
     queue = state["queue"]
     if queue:
@@ -700,7 +714,7 @@ REQUEST_INPUTS_RESET: dict[str, Any] = dict.fromkeys(
 
 def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, TriageOutput]:
     """The triage builder; compile it with or without a checkpointer."""
-    act = make_act_node(on_result=on_result, after="plan", hold_from_state=held_arguments)
+    act = make_act_node(on_result=on_result, after="plan", hold_from_state=held_arguments, added=ADDED_KEYS)
 
     builder = StateGraph(TriageState, context_schema=Context, input_schema=TriageInput, output_schema=TriageOutput)
     builder.add_node("prepare", prepare)

@@ -207,3 +207,26 @@ def test_date_is_a_clinic_local_day():
     assert label == "2026-11-24"  # 03:00Z is 14:00 in Sydney on the 25th: yesterday is the 24th
     assert since.isoformat() == "2026-11-24T00:00:00+11:00"
     assert until - since == timedelta(days=1)
+
+
+async def test_the_state_type_says_what_every_node_after_prepare_finds(services: Services) -> None:
+    """AuditState's required keys are set by `prepare`: every node after it reads them directly."""
+    from typing import NotRequired, get_origin
+
+    from typing_extensions import get_type_hints
+
+    from graphs.audit import AuditState
+
+    hints = get_type_hints(AuditState, include_extras=True)
+    optional = {key for key, hint in hints.items() if get_origin(hint) is NotRequired}
+    required = set(hints) - optional
+    assert optional == {"date", "since", "until", "report", "report_paths"}
+    assert {"team_id", "window", "run_key", "retry", "summaries_from_list", "list_cursor"} <= required
+    graph = build_audit_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "typed"}, "recursion_limit": 2000}
+    seen: list[set[str]] = []
+    async for values in graph.astream(
+        {"date": "yesterday"}, config, context=Context(services=services), stream_mode="values"
+    ):
+        seen.append(set(values))
+    assert len(seen) > 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`

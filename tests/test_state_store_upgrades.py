@@ -86,6 +86,128 @@ async def test_a_fresh_run_on_a_thread_clears_side_rows_left_under_its_pre_hash_
         await store.aclose()
 
 
+def _without(dropped: tuple[str, ...], node: Any) -> Any:
+    """A node as an earlier version had it: its update lacks the keys that version did not set yet."""
+    import dataclasses
+
+    from langgraph.types import Command
+
+    async def old(state: Any, runtime: Any) -> Any:
+        out = await node(state, runtime)
+        if isinstance(out, Command):
+            return dataclasses.replace(out, update={k: v for k, v in dict(out.update).items() if k not in dropped})
+        return {k: v for k, v in out.items() if k not in dropped}
+
+    return old
+
+
+@pytest.mark.parametrize("stopped_before", ["list_sessions", "fetch_summaries", "write_report"])
+async def test_an_audit_checkpointed_before_prepare_set_retry_and_summaries_from_list_resumes_to_its_report(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_before: str
+) -> None:
+    # AuditState says `retry` and `summaries_from_list` are always there, and the nodes read them directly; a thread
+    # an earlier version checkpointed (its prepare set neither) must still resume, wherever it stopped.
+    import graphs.audit as audit
+
+    dropped = ("retry", "summaries_from_list")
+    original = audit.prepare, audit.list_sessions
+    monkeypatch.setattr(audit, "prepare", _without(dropped, audit.prepare))
+    monkeypatch.setattr(audit, "list_sessions", _without(("summaries_from_list",), audit.list_sessions))
+    old_builder = audit.build_audit_graph()
+    monkeypatch.setattr(audit, "prepare", original[0])
+    monkeypatch.setattr(audit, "list_sessions", original[1])
+    store = SqliteAuditStore(str(tmp_path / "side.sqlite"))
+    services = await make_services(sandbox, clock, tmp_path / "reports", audit_store=store)
+    config: Any = {"configurable": {"thread_id": f"audit:old:{stopped_before}"}, "recursion_limit": 2000}
+    saver = InMemorySaver()
+    try:
+        old = old_builder.compile(checkpointer=saver, interrupt_before=[stopped_before])
+        await old.ainvoke({"date": "yesterday"}, config, context=Context(services=services))
+        values = (await old.aget_state(config)).values
+        assert "summaries_from_list" not in values and ("retry" in values) == (stopped_before != "list_sessions")
+        resumed = build_audit_graph().compile(checkpointer=saver)
+        out = await resumed.ainvoke(None, config, context=Context(services=services))
+        fresh = await build_audit_graph().compile().ainvoke({"date": "yesterday"}, context=Context(services=services))
+    finally:
+        await services.toolbox.aclose()
+        await store.aclose()
+    assert out.get("report_paths") and out["report"]["totals"] == fresh["report"]["totals"]
+    assert out["report"]["summaries_from_list"] == (
+        fresh["report"]["summaries_from_list"] if stopped_before == "list_sessions" else 0
+    )
+
+
+async def test_a_triage_checkpointed_before_prepare_set_the_planners_keys_resumes(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TriageState's model_corrections, planner_note and planned_session are read directly after `prepare`; a thread
+    # an earlier version's prepare checkpointed without them resumes and finishes its triage.
+    import graphs.triage as triage
+
+    original = triage.prepare
+    monkeypatch.setattr(
+        triage, "prepare", _without(("model_corrections", "planner_note", "planned_session"), triage.prepare)
+    )
+    old_builder = triage.build_triage_graph()
+    monkeypatch.setattr(triage, "prepare", original)
+    services = await make_services(sandbox, clock, tmp_path / "reports")
+    config: Any = {"configurable": {"thread_id": "triage:old"}, "recursion_limit": 100}
+    saver = InMemorySaver()
+    try:
+        old = old_builder.compile(checkpointer=saver, interrupt_before=["plan"])
+        await old.ainvoke({"patient_name": "Ava Jenkins"}, config, context=Context(services=services))
+        assert "planner_note" not in (await old.aget_state(config)).values
+        out = await triage.compile_triage(saver).ainvoke(None, config, context=Context(services=services))
+    finally:
+        await services.toolbox.aclose()
+    assert not out["failure"] and {p["role"] for p in out["participants"]} == {"guest", "host"}
+
+
+async def test_an_ask_waiting_for_approval_from_before_bound_tools_and_outcomes_resumes(
+    sandbox: Sandbox, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request waiting for a person's approval, checkpointed by a version whose prepare set neither `tools` nor
+    # `outcomes`: approved, the call runs, its outcome is recorded, and the answer follows (every tool bound).
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+    from langgraph.types import Command
+
+    import graphs.assistant as assistant
+    from tests.fakes import ScriptedChatModel
+
+    def script(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        if not any(isinstance(m, ToolMessage) for m in messages):
+            args = {
+                "session_name": "Old thread",
+                "start_time": "2026-11-26T10:00:00Z",
+                "end_time": "2026-11-26T10:30:00Z",
+            }
+            return AIMessage(
+                "", tool_calls=[{"name": "create_a_coviu_session", "args": args, "id": "c1", "type": "tool_call"}]
+            )
+        return AIMessage("Booked.")
+
+    original = assistant.prepare
+    monkeypatch.setattr(assistant, "prepare", _without(("tools", "outcomes"), assistant.prepare))
+    old_builder = assistant.build_assistant_graph()
+    monkeypatch.setattr(assistant, "prepare", original)
+    services = await make_services(sandbox, clock, tmp_path / "reports")
+    services.model = ScriptedChatModel(script=script)
+    config: Any = {"configurable": {"thread_id": "ask:old"}, "recursion_limit": 100}
+    saver = InMemorySaver()
+    try:
+        old = old_builder.compile(checkpointer=saver)
+        await old.ainvoke({"messages": [HumanMessage("Book 'Old thread'")]}, config, context=Context(services=services))
+        waiting = await old.aget_state(config)
+        assert waiting.interrupts and "outcomes" not in waiting.values and "tools" not in waiting.values
+        resumed = assistant.compile_assistant(saver)
+        command = Command(resume={"decisions": [{"type": "approve"}]})
+        out = await resumed.ainvoke(command, config, context=Context(services=services))
+    finally:
+        await services.toolbox.aclose()
+    assert [o["status"] for o in out["outcomes"]] == ["done"] and out["session_id"]
+    assert str(out["messages"][-1].content) == "Booked."
+
+
 def test_an_existing_rowid_side_store_keeps_working(tmp_path: Path) -> None:
     import sqlite3
 
