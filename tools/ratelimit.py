@@ -612,6 +612,27 @@ def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | Non
     return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
 
 
+def checked_retry_at(value: object, retry_after: object, clock: Clock) -> float | None:
+    """A 429's retry moment read back from checkpointed state (`retry_deadline`'s, Unix seconds), made safe to wait
+    for: None when it is not a finite number (a state written by hand or by another version), and never further
+    from now than the 429's own `retry_after` (seconds, when the state has it; else the longest a header may ask):
+    a checkpoint written by a clock ahead of ours does not make a resumed run wait (or give up on) more than the
+    server asked for."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        moment = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(moment) or moment <= 0:
+        return None
+    longest = MAX_HEADER_SECONDS
+    hold = float(retry_after) if isinstance(retry_after, int | float) and not isinstance(retry_after, bool) else 0.0
+    if math.isfinite(hold) and hold > 0:
+        longest = min(longest, hold)
+    return min(moment, clock.now().timestamp() + longest)
+
+
 def retry_wait(governor: RateLimitGovernor | None, retry_at: float | None, clock: Clock | None = None) -> float:
     """How long a 429 waits before its retry, from now: with the account's governor, `governor.retry_delay`; without
     one, what is left until `retry_at` (on `clock`)."""
