@@ -166,3 +166,38 @@ async def test_the_prompt_prefix_is_byte_identical_for_two_requests_at_two_times
     common = os.path.commonprefix([booking, cancel])  # noqa: RUF071 (the strings' common prefix)
     assert json.dumps(load_prompt("assistant"))[1:-1] in common  # all of the rules
     assert f'"name": "{MORE_TOOLS}"' in common and "Now is" not in common
+
+
+@pytest.mark.parametrize(
+    ("request_text", "needed"),
+    [
+        # a person removed from / added to a session: the participant's write, not only the session's
+        ("Remove Ava from the 3pm", {"delete_a_coviu_participant_by_id", "list_all_coviu_participants"}),
+        ("Drop Ava from session S", {"delete_a_coviu_participant_by_id"}),
+        ("Kick Ava out of the 3pm", {"delete_a_coviu_participant_by_id"}),
+        ("Add Ava to the 3pm", {"create_a_coviu_participant"}),
+        # attendance and billing are in the session's summary
+        ("Did Ava join the 3pm?", {"get_single_coviu_session_summary_by_id"}),
+        ("Who was a no show yesterday?", {"get_single_coviu_session_summary_by_id"}),
+        ("How many minutes can we bill for session S?", {"get_single_coviu_session_summary_by_id"}),
+        ("How long did the 3pm go for?", {"get_single_coviu_session_summary_by_id"}),
+        ("Did Ava leave early?", {"get_single_coviu_session_summary_by_id"}),
+        # forms by other names
+        ("Has Ava filled in her questionnaire?", {"list_all_coviu_submissions"}),
+        # a session made longer is changed, not booked
+        ("Make the 3pm 30 minutes longer", {"update_a_coviu_session_by_id"}),
+        ("Push the 3pm back an hour", {"update_a_coviu_session_by_id"}),
+        # a summary word in a change: the variant serves the summary as a custom method, which counted as the
+        # named resource's write, so the session's update was left out
+        ("Reschedule the 3pm to 4pm, Ava is running late", {"update_a_coviu_session_by_id"}),
+    ],
+)
+async def test_wordings_that_selection_missed_get_the_tool_that_answers_them(
+    request_text: str, needed: set[str], services: Services
+) -> None:
+    """Each of these bound only the session reads (or the session's own delete/create for a person's removal or
+    addition): the model could not answer from what it had, and was offered cancelling the whole session where
+    one person was to be taken off it, or not offered the update a reschedule needs."""
+    chosen = select_tools(services.toolbox.catalog, request_text)
+    assert needed <= set(chosen), chosen
+    assert len(chosen) < len(names(services))

@@ -34,7 +34,7 @@ RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "sessions": ("session", "appointment", "consult", "booking", "book", "meeting"),
     "session_summaries": (
         "billable", "summary", "summaries", "ended", "finish", "happen", "attend", "actual", "overran", "overrun",
-        "no-show", "noshow", "late",
+        "no-show", "noshow", "late", "bill", "join", "left", "leave", "early", "long", "duration",
     ),
     "participants": (
         "participant", "link", "guest", "host", "invite", "join", "entry", "attendee", "people", "doctor", "dr",
@@ -43,23 +43,37 @@ RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "waiting_queue_calls": ("waiting", "queue", "wait"),
     "waiting_calls": ("waiting", "queue", "wait"),
     "collections": ("collection", "intake", "form", "consent", "recording"),
-    "submissions": ("submission", "submit", "intake", "form", "consent", "locked", "recording", "file"),
+    "submissions": (
+        "submission", "submit", "intake", "form", "consent", "locked", "recording", "file", "questionnaire",
+        "paperwork", "fill",
+    ),
     "submission_files": ("file", "recording", "video", "download", "attachment"),
     "audio_recordings": ("audio", "recording", "download"),
 }  # fmt: skip
 VERB_WORDS: Mapping[str, tuple[str, ...]] = {
     "create": ("book", "create", "add", "generate", "make", "new", "schedule", "invite", "set", "arrange"),
-    "update": ("change", "move", "reschedule", "rename", "update", "edit", "shift", "postpone", "bring"),
-    "delete": ("cancel", "delete", "remove", "revoke"),
+    "update": (
+        "change", "move", "reschedule", "rename", "update", "edit", "shift", "postpone", "bring", "extend", "push",
+        "swap", "delay", "longer", "shorter",
+    ),
+    "delete": ("cancel", "delete", "remove", "revoke", "drop", "kick", "uninvite", "scrap"),
+}  # fmt: skip
+# A removal from (off, out of) a session, or an addition to one, may be of one of its people ("Remove Ava from the
+# 3pm", "Add Ava to session S"): unless the request names another resource, the participant's writes come too.
+PEOPLE_WORDS: Mapping[str, frozenset[str]] = {
+    "delete": frozenset({"from", "off", "out"}),
+    "create": frozenset({"to", "into"}),
 }
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 _QUOTED = re.compile(r"\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)|“[^”]*”|‘[^’]*’")
+_NO_SHOW = re.compile(r"\bno[\s_]+shows?\b")
 
 
 def request_words(text: str) -> set[str]:
     """The request's words, lower case, without what it quotes (a session named 'Intake - Jenkins' is no form)."""
-    return {w.strip("'-") for w in _WORD.findall(_QUOTED.sub(" ", text).lower())}
+    text = _NO_SHOW.sub("no-show", _QUOTED.sub(" ", text).lower())
+    return {w.strip("'-") for w in _WORD.findall(text)}
 
 
 def _matches(words: set[str], keys: Iterable[str]) -> bool:
@@ -80,16 +94,20 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
     """The catalog tools `text` needs, in `bind_order`; `also` (tools already used in the conversation) are kept.
 
     Reads (and custom methods) of every resource the request names; a write only of a named resource and only when
-    the request asks for that change (a change of no named resource is a session's). The session reads come with
+    the request asks for that change (a change of no named resource is a session's, and a removal from or an
+    addition to a session may be one of its people's: `PEOPLE_WORDS`). The session reads come with
     any change (each is checked against its session first), with a session's people or summary, and when nothing
     else is named."""
     catalog = list(catalog)
     words = request_words(text)
     resources = {spec.resource for spec in catalog if _matches(words, _resource_keys(spec.resource))}
     verbs = {method for method, keys in VERB_WORDS.items() if _matches(words, keys)}
-    writable = {s.resource for s in catalog if s.method not in READ_METHODS and s.resource in resources}
+    # (a custom method, e.g. the session summary served as `summary`, is no write a verb asks for)
+    writable = {s.resource for s in catalog if s.method in WRITE_METHODS and s.resource in resources}
     if verbs and not writable:
         resources.add("sessions")
+    if writable <= {"sessions"} and any(words & PEOPLE_WORDS.get(verb, frozenset()) for verb in verbs):
+        resources.add("participants")
     known = {spec.name for spec in catalog}
     chosen = {n for n in also if n in known}
     if verbs or not resources or resources & SESSION_BOUND:
