@@ -201,3 +201,45 @@ async def test_wordings_that_selection_missed_get_the_tool_that_answers_them(
     chosen = select_tools(services.toolbox.catalog, request_text)
     assert needed <= set(chosen), chosen
     assert len(chosen) < len(names(services))
+
+
+def test_compaction_keeps_every_validation_keyword_an_upstream_schema_may_state() -> None:
+    """A catalog is the account's to write: whatever JSON Schema constraint it states reaches the model (the
+    validator enforces it, and a call the model could not know was wrong costs a turn). Only annotations (title,
+    default, examples, ...) go. Before, a fixed list of kept keys dropped multipleOf, patternProperties, not,
+    if/then/else, contains, prefixItems, min/maxProperties, dependentRequired; and it filtered the keys of a
+    `patternProperties` map and of an enum's or const's object values as if they were keywords."""
+    constraints = {
+        "duration_minutes": {"type": "integer", "multipleOf": 5, "title": "Minutes", "default": 30},
+        "metadata": {
+            "type": "object",
+            "patternProperties": {"^x-[a-z]+$": {"type": "string", "maxLength": 64, "examples": ["x-ab"]}},
+            "propertyNames": {"pattern": "^x-"},
+            "minProperties": 1,
+            "maxProperties": 10,
+            "dependentRequired": {"x-start": ["x-end"]},
+        },
+        "tags": {
+            "type": "array",
+            "contains": {"const": "clinic"},
+            "minContains": 1,
+            "prefixItems": [{"type": "string"}],
+        },
+        "role": {"not": {"const": "owner"}, "if": {"const": "guest"}, "then": {"type": "string"}, "else": {}},
+        "preset": {"enum": [{"type": "audio", "minimum": 1}], "const": {"title": "kept: a value, not a schema"}},
+    }
+    tool = {"type": "function", "function": {"name": "t", "description": "A tool.", "parameters": {
+        "type": "object", "properties": constraints, "required": ["duration_minutes"]}}}  # fmt: skip
+    compact = compact_tool(tool)["function"]["parameters"]["properties"]
+    assert compact["duration_minutes"] == {"type": "integer", "multipleOf": 5}
+    assert compact["metadata"] == {
+        "type": "object",
+        "patternProperties": {"^x-[a-z]+$": {"type": "string", "maxLength": 64}},
+        "propertyNames": {"pattern": "^x-"},
+        "minProperties": 1,
+        "maxProperties": 10,
+        "dependentRequired": {"x-start": ["x-end"]},
+    }
+    assert compact["tags"] == constraints["tags"]
+    assert compact["role"] == constraints["role"]
+    assert compact["preset"] == constraints["preset"]

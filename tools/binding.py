@@ -8,9 +8,9 @@
   catalog tool the model calls without having been given it is run as usual and stays bound. Approvals are by the
   tool's method, never by what was bound.
 - **Compact schemas.** `compact_tool` keeps a description's first sentence (the rules live in the system prompt and
-  are enforced by the guards) and every constraint a schema states (type, required, enum, bounds, format, items),
-  and drops titles, defaults and examples, and the descriptions of the arguments the system prompt explains (the
-  clinic's ids, filled in by the graph; paging).
+  are enforced by the guards) and every keyword a schema states (type, required, enum, bounds, format, items,
+  and any other), and drops its annotations (`ANNOTATIONS`: titles, defaults, examples, ...) and the descriptions
+  of the arguments the system prompt explains (the clinic's ids, filled in by the graph; paging).
 - **A stable prefix.** Tools are bound in one order (`more_tools`, the session reads, then by name), and the system
   prompt's first message holds nothing that changes between requests, so a provider's prompt cache serves it.
 """
@@ -123,15 +123,17 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
 
 # --- compact schemas ------------------------------------------------------------------------------------------
 
-# What a JSON schema says that the model must keep: every constraint. Anything else (title, default, examples,
-# $comment, ...) is left out of what is sent; descriptions are cut to their first sentence.
-KEPT_KEYS = frozenset(
-    {
-        "type", "properties", "required", "items", "enum", "const", "format", "pattern", "minimum", "maximum",
-        "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
-        "anyOf", "oneOf", "allOf", "additionalProperties", "description", "nullable", "$ref", "$defs",
-    }
-)  # fmt: skip
+# What a JSON schema says that the model need not see: annotations, which constrain nothing (and vendor `x-` keys).
+# Every other keyword is kept, whatever the upstream writes (a validation keyword dropped here would still be
+# enforced by the validator: the model could not know its call was wrong); descriptions are cut to their first
+# sentence.
+ANNOTATIONS = frozenset(
+    {"title", "default", "examples", "example", "$comment", "deprecated", "readOnly", "writeOnly", "$schema"}
+)
+# Keywords whose value maps names (of properties, patterns, definitions) to schemas: the names are not keywords.
+NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+# Keywords whose value is data (values, names), never a schema: kept as written.
+DATA_KEYWORDS = frozenset({"enum", "const", "required", "dependentRequired", "type", "pattern", "format"})
 # Arguments the assistant's system prompt explains once (the ids the graph fills in, paging): no description each.
 EXPLAINED_IN_PROMPT = frozenset({"team_id", "waiting_queue_id", "collection_id", "limit", "next_cursor"})
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bDr)[.!?](?=\s+[A-Z`(])")
@@ -152,17 +154,19 @@ def compact_schema(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key not in KEPT_KEYS:
+        if key in ANNOTATIONS or key.startswith("x-"):
             continue
         if key == "description":
             if isinstance(value, str) and value.strip():
                 out[key] = first_sentence(value)
-        elif key == "properties" and isinstance(value, Mapping):
-            out[key] = {name: _compact_property(name, sub) for name, sub in value.items()}
-        elif key == "$defs" and isinstance(value, Mapping):
-            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
         elif key == "required" and not value:
             continue  # an empty list says nothing
+        elif key in DATA_KEYWORDS:
+            out[key] = value
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: _compact_property(name, sub) for name, sub in value.items()}
+        elif key in NAMED_SCHEMAS and isinstance(value, Mapping):
+            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
         else:
             out[key] = compact_schema(value)
     return out
