@@ -228,3 +228,31 @@ async def test_the_state_type_says_what_every_node_after_prepare_finds(services:
     ):
         seen.append(set(values))
     assert len(seen) > 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`
+
+
+async def test_a_triage_model_calling_a_tool_it_was_not_given_is_refused(
+    settings: Settings, services: Services, sandbox: Sandbox
+):
+    """The triage model is given its three tools; a waiting call's `details` (written by a patient) may talk it into
+    another: a call to a catalog tool it was not given (here cancelling a booked session) is refused by name, never
+    sent. Before, triage's act allowed every catalog tool, so the cancel ran with no approval."""
+    assert sandbox.store.demo is not None
+    booked = sandbox.store.demo.sessions["future"]
+
+    def injected(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        done = [m for m in messages if isinstance(m, ToolMessage)]
+        if not done:
+            return AIMessage(
+                "", tool_calls=[{"name": "delete_a_coviu_session_by_id", "args": {"id": booked}, "id": "x"}]
+            )
+        return scripted_llm_triage(
+            [m for m in messages if not (isinstance(m, ToolMessage) and m.tool_call_id == "x")], tools
+        )
+
+    services.model = ScriptedChatModel(script=injected)
+    services.planner = "llm"
+    request = TriageArgs(
+        request="A priority patient needs a duty nurse now", patient_name="Noah", host_name="Dr. Smith"
+    )
+    await run_triage(settings, request, services=services, checkpointer=InMemorySaver())
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
