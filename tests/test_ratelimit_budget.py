@@ -192,3 +192,13 @@ async def test_a_resumed_429_written_by_a_clock_ahead_waits_no_longer_than_its_r
         cast(Any, {"retry": retry}), cast(Any, SimpleNamespace(context=Context(services=resumed)))
     )
     assert command.goto == "act" and clock.sleeps == [pytest.approx(30.0)]
+
+
+@pytest.mark.parametrize("wait", [float("inf"), 1e300, 1e20])
+def test_a_wait_no_header_could_ask_for_is_refused_by_the_budget_not_an_overflow(wait: float) -> None:
+    """Whoever hands the budget a wait (a model's header, a checkpoint), one that does not fit raises the budget's
+    error, naming a date; before, a wait past datetime's range raised OverflowError while the date was worked out."""
+    budget = RateLimitBudget(60)
+    with pytest.raises(RateLimitBudgetError) as info:
+        budget.claim(wait, FakeClock())
+    assert info.value.budget == 60.0 and budget.as_dict() == {"count": 0, "seconds": 0.0}

@@ -123,6 +123,16 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return _capped("Retry-After", text, (when - now).total_seconds())
 
 
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """`retry-after-ms` (OpenAI-style APIs): milliseconds. Returns seconds (>= 0), or None when unusable, with the
+    checks `Retry-After` gets (finite, non-negative, at most a header's longest wait)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    number = _number("retry-after-ms", text)
+    return None if number is None else _capped("retry-after-ms", text, number / 1000)
+
+
 def _int_or_none(header: str, value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
@@ -188,7 +198,8 @@ class RateLimitBudget:
             new = max(0.0, end - max(now, self._covered_until))
             if new > self.left + 1e-6:
                 raise RateLimitBudgetError(
-                    clock.now() + timedelta(seconds=wait),
+                    # (a wait no header could ask for is said as the longest one: the moment must be a date)
+                    clock.now() + timedelta(seconds=min(wait, MAX_HEADER_SECONDS)),
                     wait=wait,
                     left=self.left,
                     budget=self.seconds,
