@@ -556,6 +556,7 @@ def make_act_node(
                         **update,
                         "messages": new_messages,
                         "known_sessions": known,
+                        "refusals": refusals,  # this turn's calls answered so far are not run again
                         "retry": retry_update(services, retry, outcome, call_id, "act"),
                     },
                 )

@@ -256,3 +256,30 @@ async def test_a_triage_model_calling_a_tool_it_was_not_given_is_refused(
     )
     await run_triage(settings, request, services=services, checkpointer=InMemorySaver())
     assert sandbox.count(resource="sessions", truto_method="delete") == 0
+
+
+async def test_a_refusal_in_a_turn_whose_next_call_waits_on_a_429_is_still_counted(
+    services: Services, sandbox: Sandbox
+):
+    """A model turn with a refused call, then a call answered 429: the turn goes to `wait_and_retry` with the
+    refused call answered. Its refusal must be counted (the stop rule after two refusals); before, the act node's
+    update on the way to `wait_and_retry` left the count out, and the refused call never came back to be counted."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from graphs.nodes import allow_only, make_act_node
+
+    sandbox.set_faults(FaultConfig(seed=1, rate_limit_storm_next=1))
+    act = make_act_node(policy=allow_only("list_all_coviu_waiting_queue_calls"))
+    turn = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "list_all_coviu_sessions", "args": {}, "id": "refused"},  # not this act's tool: refused
+            {"name": "list_all_coviu_waiting_queue_calls", "args": {}, "id": "limited"},
+        ],
+    )
+    state = {"messages": [turn], "refusals": 0, "team_id": DEMO_TEAM_ID, "waiting_queue_id": DEMO_WAITING_QUEUE_ID}
+    command = await act(cast(Any, state), cast(Any, SimpleNamespace(context=Context(services=services))))
+    assert command.goto == "wait_and_retry"
+    assert [m.tool_call_id for m in command.update["messages"]] == ["refused"]
+    assert command.update["refusals"] == 1
