@@ -159,8 +159,6 @@ def test_the_services_layer_does_not_import_the_cli() -> None:
     assert sorted(f"{m} imports {t}" for m in below_cli for t in graph[m] if t.startswith("agent.cli")) == []
 
 
-
-
 def _product_sources() -> dict[str, str]:
     return {
         str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
