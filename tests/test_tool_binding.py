@@ -169,11 +169,22 @@ async def test_the_prompt_prefix_is_byte_identical_for_two_requests_at_two_times
 
 
 @pytest.mark.parametrize(
+    "request_text", ["Who dropped out of the 3pm?", "Was the 3pm delayed?", "Did Ava's call drop?"]
+)
+async def test_a_question_about_a_dropped_or_delayed_call_binds_no_change(
+    request_text: str, services: Services
+) -> None:
+    """A call "drops" and a session is "delayed" in a question: these words are no request to change anything."""
+    chosen = select_tools(services.toolbox.catalog, request_text)
+    assert not [n for n in chosen if n.startswith(("delete", "update", "create"))], chosen
+
+
+@pytest.mark.parametrize(
     ("request_text", "needed"),
     [
         # a person removed from / added to a session: the participant's write, not only the session's
         ("Remove Ava from the 3pm", {"delete_a_coviu_participant_by_id", "list_all_coviu_participants"}),
-        ("Drop Ava from session S", {"delete_a_coviu_participant_by_id"}),
+        ("Uninvite Ava from session S", {"delete_a_coviu_participant_by_id"}),
         ("Kick Ava out of the 3pm", {"delete_a_coviu_participant_by_id"}),
         ("Add Ava to the 3pm", {"create_a_coviu_participant"}),
         # attendance and billing are in the session's summary

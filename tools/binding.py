@@ -54,9 +54,9 @@ VERB_WORDS: Mapping[str, tuple[str, ...]] = {
     "create": ("book", "create", "add", "generate", "make", "new", "schedule", "invite", "set", "arrange"),
     "update": (
         "change", "move", "reschedule", "rename", "update", "edit", "shift", "postpone", "bring", "extend", "push",
-        "swap", "delay", "longer", "shorter",
+        "swap", "longer", "shorter",
     ),
-    "delete": ("cancel", "delete", "remove", "revoke", "drop", "kick", "uninvite", "scrap"),
+    "delete": ("cancel", "delete", "remove", "revoke", "kick", "uninvite", "scrap"),
 }  # fmt: skip
 # A removal from (off, out of) a session, or an addition to one, may be of one of its people ("Remove Ava from the
 # 3pm", "Add Ava to session S"): unless the request names another resource, the participant's writes come too.
