@@ -67,10 +67,12 @@ def day_window(the_day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 def day_of_window(since: datetime, until: datetime, zone: Any) -> date | None:
-    """The clinic day a window is (midnight to the next midnight in `zone`), or None for any other window."""
-    start, end = since.astimezone(zone), until.astimezone(zone)
-    if start.time() == end.time() == time(0) and end.date() - start.date() == timedelta(days=1):
-        return start.date()
+    """The clinic day a window is (midnight to the next midnight in `zone`: `day_window`), or None for any other
+    window. Compared as instants: where daylight saving skips midnight (Chile, Cuba, Lebanon) a day starts at 01:00."""
+    the_day = since.astimezone(zone).date()
+    start, end = day_window(the_day, zone)
+    if since.timestamp() == start.timestamp() and until.timestamp() == end.timestamp():
+        return the_day
     return None
 
 

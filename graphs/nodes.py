@@ -34,7 +34,7 @@ from tools.errors import (
 )
 from tools.executor import render_for_model
 from tools.guards import TemporalGuard
-from tools.ratelimit import retry_deadline
+from tools.ratelimit import checked_retry_at, retry_deadline
 from tools.textsafety import error_record, redact
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class RetryState(TypedDict, total=False):
     run: str
     kind: Literal["rate_limit", "transient", ""]  # a 429 waits by the budget; other failures count attempts
     attempts: int
-    delay: float  # a transient failure's back-off (the policy's)
+    delay: float  # a transient failure's back-off (the policy's); a 429's own Retry-After (seconds)
     retry_at: float  # a 429's: when its Retry-After / ratelimit-reset allows the retry (Unix seconds)
     reason: str
     resume: str
@@ -405,7 +405,12 @@ def retry_update(
     error = outcome.error or RuntimeError("transient failure")
     attempts = int(previous.get("attempts", 0)) + (0 if isinstance(error, RateLimitedError) else 1)
     rate_limited = isinstance(error, RateLimitedError)
-    delay = 0.0 if rate_limited else services.toolbox.retry_policy.delay_for(error, attempts)
+    # a 429's delay is its own Retry-After (from its arrival): what bounds `retry_at` when a resumed run reads it back
+    delay = (
+        error.retry_after
+        if isinstance(error, RateLimitedError)
+        else services.toolbox.retry_policy.delay_for(error, attempts)
+    )
     unverified = list(previous.get("unverified", []))
     if outcome.extra.get("may_have_written") and call_id not in unverified:
         unverified.append(call_id)
@@ -574,6 +579,7 @@ def make_act_node(
                         **update,
                         "messages": new_messages,
                         "known_sessions": known,
+                        "refusals": refusals,  # this turn's calls answered so far are not run again
                         "retry": retry_update(services, retry, outcome, call_id, "act"),
                     },
                 )
@@ -640,7 +646,7 @@ async def wait_and_retry(state: RetryingState, runtime: Runtime[Context]) -> Com
         delay = await services.toolbox.governor.wait_to_retry(
             services.budget,
             services.clock.sleep,
-            retry_at=float(retry.get("retry_at") or 0.0) or None,
+            retry_at=checked_retry_at(retry.get("retry_at"), retry.get("delay"), services.clock),
             what=f"retrying {retry.get('resume') or 'act'}",
             why=reason,
         )

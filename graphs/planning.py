@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMe
 from graphs.context import Services
 from tools.binding import bind_order, compact_tool, more_tools_schema
 from tools.errors import ModelFailedError, RateLimitBudgetError, model_failure
-from tools.ratelimit import parse_retry_after
+from tools.ratelimit import parse_retry_after, parse_retry_after_ms
 from tools.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,9 @@ def _retry_after(exc: BaseException, services: Services) -> float | None:
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    milliseconds = headers.get("retry-after-ms")
+    milliseconds = parse_retry_after_ms(headers.get("retry-after-ms"))
     if milliseconds is not None:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
+        return milliseconds
     return parse_retry_after(headers.get("retry-after"), services.clock.now())
 
 

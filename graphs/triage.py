@@ -30,6 +30,7 @@ from graphs.nodes import (
     CallOutcome,
     Held,
     RetryState,
+    allow_only,
     default_ids,
     fill_ids,
     filled,
@@ -714,7 +715,14 @@ REQUEST_INPUTS_RESET: dict[str, Any] = dict.fromkeys(
 
 def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, TriageOutput]:
     """The triage builder; compile it with or without a checkpointer."""
-    act = make_act_node(on_result=on_result, after="plan", hold_from_state=held_arguments, added=ADDED_KEYS)
+    # its three tools by name: a call to any other (a model talked into it by a waiting call's text) is refused
+    act = make_act_node(
+        on_result=on_result,
+        after="plan",
+        hold_from_state=held_arguments,
+        policy=allow_only(*REQUIRED_TOOLS),
+        added=ADDED_KEYS,
+    )
 
     builder = StateGraph(TriageState, context_schema=Context, input_schema=TriageInput, output_schema=TriageOutput)
     builder.add_node("prepare", prepare)

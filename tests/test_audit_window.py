@@ -52,3 +52,19 @@ def test_the_totals_are_counted_by_flag_in_the_contracts_order() -> None:
         "implausible_times": 0,
     }
     assert FLAG_ORDER[0] == "missing_form" and len(FLAG_ORDER) == len(Flag)
+
+
+@pytest.mark.parametrize(
+    ("day", "zone"),
+    [("2026-09-06", "America/Santiago"), ("2026-03-08", "America/Havana"), ("2026-03-29", "Asia/Beirut")],
+)
+def test_a_day_whose_midnight_is_skipped_by_daylight_saving_is_still_that_day(day: str, zone: str) -> None:
+    """Where the clocks spring forward at midnight (Chile, Cuba, Lebanon), the day starts at 01:00: its window was
+    not recognised as a day, so the failure message told staff to rerun with --since/--until, not --date. The window
+    read back in the clinic's zone (as agent.notify does) must be the day too."""
+    tz = ZoneInfo(zone)
+    since, until, _ = resolve_window(tz, NOW, day=day)
+    assert day_of_window(since, until, tz) == date.fromisoformat(day)
+    assert day_of_window(since.astimezone(tz), until.astimezone(tz), tz) == date.fromisoformat(day)
+    assert day_of_window(since.astimezone(UTC), until.astimezone(UTC), tz) == date.fromisoformat(day)
+    assert day_of_window(since, until - timedelta(hours=1), tz) is None

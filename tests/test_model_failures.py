@@ -183,6 +183,25 @@ async def test_model_429_honours_retry_after_within_the_wait_budget(
 
 
 @pytest.mark.profiles("default")
+@pytest.mark.parametrize(
+    "failing_model",
+    [(429, {"retry-after-ms": "inf", "retry-after": "2"}), (429, {"retry-after-ms": "1e400"}),
+     (429, {"retry-after-ms": "1e30"})],
+    indirect=True,
+    ids=["inf", "overflow", "huge"],
+)  # fmt: skip
+async def test_a_model_429_with_an_unusable_retry_after_ms_is_an_upstream_failure_not_a_crash(
+    settings: Settings, services: Services, clock: FakeClock, failing_model: ModelServer
+):
+    """`retry-after-ms` is read with the same checks as Retry-After (finite, at most a header's longest wait; else
+    Retry-After, else the back-off). Before, infinity or 1e30 ms went to the budget as they were, and wording the
+    budget error overflowed: OverflowError, a crash, instead of the model failure (exit 3)."""
+    with pytest.raises(ModelFailedError):
+        await triage_with(settings, services, failing_model.url)
+    assert all(wait <= 60 for wait in clock.sleeps)
+
+
+@pytest.mark.profiles("default")
 async def test_a_model_that_fails_mid_triage_stops_it_resumably_and_the_rerun_creates_nothing_twice(
     settings: Settings, services: Services, sandbox: Sandbox
 ):

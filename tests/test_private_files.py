@@ -72,6 +72,23 @@ def test_the_opener_makes_owner_only_files_and_refuses_a_symlink(tmp_path: Path)
         pass
 
 
+def test_the_opener_narrows_a_file_it_writes_that_others_could_read(tmp_path: Path) -> None:
+    """A `.part` left readable by others (an older version's, or copied in) is resumed in append mode: it becomes
+    the recording. Before, the opener set 0600 only on a file it created, so the finished recording kept 0644."""
+    part = tmp_path / "video.webm.part"
+    part.write_bytes(b"first half")
+    os.chmod(part, 0o644)
+    with open(part, "ab", opener=owner_only_opener) as handle:
+        handle.write(b", second half")
+    assert mode(part) == 0o600
+    shared = tmp_path / "read-only-use"
+    shared.write_bytes(b"x")
+    os.chmod(shared, 0o644)
+    with open(shared, "rb", opener=owner_only_opener):
+        pass
+    assert mode(shared) == 0o644  # only what it writes
+
+
 # --- every owner-only file of the product is made here (tests/test_layout.py checks no other module sets modes) ---
 
 

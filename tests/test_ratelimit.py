@@ -77,6 +77,17 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(earlier, CLOCK_NOW) == 0.0
 
 
+def test_parse_retry_after_reads_all_three_http_date_formats() -> None:
+    """RFC 9110 §5.6.7: a recipient MUST accept IMF-fixdate, RFC 850 and asctime dates. asctime names no zone (it is
+    GMT by definition): it was ignored as "a date without a zone", and the 429 waited the default 10 s."""
+    later = CLOCK_NOW + timedelta(seconds=30)
+    asctime = later.strftime("%a %b ") + f"{later.day:>2}" + later.strftime(" %H:%M:%S %Y")
+    rfc850 = later.strftime("%A, %d-%b-%y %H:%M:%S GMT")
+    for value in (format_datetime(later, usegmt=True), rfc850, asctime):
+        assert parse_retry_after(value, CLOCK_NOW) == pytest.approx(30.0), value
+    assert parse_retry_after("25 Nov 2026 09:00:30", CLOCK_NOW) is None  # no zone and not asctime: not a date
+
+
 @pytest.mark.parametrize("value", [None, "", "later", "Wed, 99 Nov 2026 09:00:30 GMT", "-3", "1e400"])
 def test_parse_retry_after_unusable_values(value: str | None) -> None:
     assert parse_retry_after(value, CLOCK_NOW) is None

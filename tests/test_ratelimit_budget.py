@@ -160,3 +160,45 @@ def test_a_429_while_opening_the_mcp_session_carries_its_retry_after() -> None:
     rpc = McpError(types.ErrorData(code=-32000, message="Too Many Requests", data=data))
     error = error_from_rpc(rpc, method="POST", path="MCP initialize", host="h", opening=True)
     assert isinstance(error, RateLimitedError) and error.retry_after == 7.0
+
+
+@pytest.mark.parametrize("stored", ["garbage", float("inf"), float("nan"), -1.0, None, "1e999", [1]])
+async def test_a_resumed_429_whose_retry_at_is_not_a_usable_moment_waits_on_the_governor_alone(
+    services: Services, clock: FakeClock, stored: Any
+) -> None:
+    """A checkpoint's `retry_at` that is not a finite moment (written by hand, or by another version) is not a
+    crash: the resumed run waits what the governor says. Before, a string raised ValueError and infinity or 1e300
+    raised OverflowError while the budget error was being worded."""
+    retry = retry_update(services, None, _rate_limited(services, 30.0), "call-1", "act")
+    retry["retry_at"] = stored
+    resumed = _in_another_process(services, clock)
+    command = await wait_and_retry(
+        cast(Any, {"retry": retry}), cast(Any, SimpleNamespace(context=Context(services=resumed)))
+    )
+    assert command.goto == "act" and clock.sleeps == [0.0]
+
+
+@pytest.mark.parametrize("ahead", [3600.0, 1e300])
+async def test_a_resumed_429_written_by_a_clock_ahead_waits_no_longer_than_its_retry_after(
+    services: Services, clock: FakeClock, ahead: float
+) -> None:
+    """The thread was checkpointed by a process whose clock ran an hour ahead: its `retry_at` is an hour past the
+    429's 30 s Retry-After. The resumed run waits at most those 30 s; before, it wanted the hour, which no budget
+    allowed, so every resume failed (exit 3) until the hour was over (and 1e300 raised OverflowError)."""
+    retry = retry_update(services, None, _rate_limited(services, 30.0), "call-1", "act")
+    retry["retry_at"] = float(retry["retry_at"]) + ahead
+    resumed = _in_another_process(services, clock)
+    command = await wait_and_retry(
+        cast(Any, {"retry": retry}), cast(Any, SimpleNamespace(context=Context(services=resumed)))
+    )
+    assert command.goto == "act" and clock.sleeps == [pytest.approx(30.0)]
+
+
+@pytest.mark.parametrize("wait", [float("inf"), 1e300, 1e20])
+def test_a_wait_no_header_could_ask_for_is_refused_by_the_budget_not_an_overflow(wait: float) -> None:
+    """Whoever hands the budget a wait (a model's header, a checkpoint), one that does not fit raises the budget's
+    error, naming a date; before, a wait past datetime's range raised OverflowError while the date was worked out."""
+    budget = RateLimitBudget(60)
+    with pytest.raises(RateLimitBudgetError) as info:
+        budget.claim(wait, FakeClock())
+    assert info.value.budget == 60.0 and budget.as_dict() == {"count": 0, "seconds": 0.0}

@@ -205,3 +205,28 @@ async def test_a_part_whose_version_is_unknown_is_never_resumed_without_a_digest
     video = next(r for r in report.results if r.item.tool == FILE_GET)
     assert (downloads / item.relative_path()).read_bytes() == data  # never half zeros, half the file
     assert video.status == "downloaded" and not report.errors
+
+
+def test_two_workers_saving_into_one_folder_each_keep_the_others_files(tmp_path: Path) -> None:
+    """A cron's worker and a person's `recordings --download` share a folder: each loaded the manifest, added its own
+    files and wrote the whole, so the last save dropped the other's entries (the assistant then said a downloaded
+    file was not there). `save` now merges what the file holds under a lock."""
+    import stat
+    from datetime import UTC, datetime
+
+    from workers.recordings.manifest import Manifest, ManifestEntry
+
+    def entry(submission: str) -> ManifestEntry:
+        return ManifestEntry("s1", submission, "a", "audio", "audio/webm", 3, "00", f"s1/{submission}/audio.webm")
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    cron, person = Manifest(tmp_path).load(), Manifest(tmp_path).load()
+    cron.put(entry("sub-cron"))
+    person.put(entry("sub-person"))
+    cron.save(now)
+    person.save(now)
+    cron.put(entry("sub-cron-2"))
+    cron.save(now)
+    on_disk = Manifest(tmp_path).load()
+    assert sorted(k[0] for k in on_disk.entries) == ["sub-cron", "sub-cron-2", "sub-person"]
+    assert stat.S_IMODE((tmp_path / ".manifest.lock").stat().st_mode) == 0o600  # owner-only, as the folder

@@ -166,3 +166,91 @@ async def test_the_prompt_prefix_is_byte_identical_for_two_requests_at_two_times
     common = os.path.commonprefix([booking, cancel])  # noqa: RUF071 (the strings' common prefix)
     assert json.dumps(load_prompt("assistant"))[1:-1] in common  # all of the rules
     assert f'"name": "{MORE_TOOLS}"' in common and "Now is" not in common
+
+
+@pytest.mark.parametrize(
+    "request_text", ["Who dropped out of the 3pm?", "Was the 3pm delayed?", "Did Ava's call drop?"]
+)
+async def test_a_question_about_a_dropped_or_delayed_call_binds_no_change(
+    request_text: str, services: Services
+) -> None:
+    """A call "drops" and a session is "delayed" in a question: these words are no request to change anything."""
+    chosen = select_tools(services.toolbox.catalog, request_text)
+    assert not [n for n in chosen if n.startswith(("delete", "update", "create"))], chosen
+
+
+@pytest.mark.parametrize(
+    ("request_text", "needed"),
+    [
+        # a person removed from / added to a session: the participant's write, not only the session's
+        ("Remove Ava from the 3pm", {"delete_a_coviu_participant_by_id", "list_all_coviu_participants"}),
+        ("Uninvite Ava from session S", {"delete_a_coviu_participant_by_id"}),
+        ("Kick Ava out of the 3pm", {"delete_a_coviu_participant_by_id"}),
+        ("Add Ava to the 3pm", {"create_a_coviu_participant"}),
+        # attendance and billing are in the session's summary
+        ("Did Ava join the 3pm?", {"get_single_coviu_session_summary_by_id"}),
+        ("Who was a no show yesterday?", {"get_single_coviu_session_summary_by_id"}),
+        ("How many minutes can we bill for session S?", {"get_single_coviu_session_summary_by_id"}),
+        ("How long did the 3pm go for?", {"get_single_coviu_session_summary_by_id"}),
+        ("Did Ava leave early?", {"get_single_coviu_session_summary_by_id"}),
+        # forms by other names
+        ("Has Ava filled in her questionnaire?", {"list_all_coviu_submissions"}),
+        # a session made longer is changed, not booked
+        ("Make the 3pm 30 minutes longer", {"update_a_coviu_session_by_id"}),
+        ("Push the 3pm back an hour", {"update_a_coviu_session_by_id"}),
+        # a summary word in a change: the variant serves the summary as a custom method, which counted as the
+        # named resource's write, so the session's update was left out
+        ("Reschedule the 3pm to 4pm, Ava is running late", {"update_a_coviu_session_by_id"}),
+    ],
+)
+async def test_wordings_that_selection_missed_get_the_tool_that_answers_them(
+    request_text: str, needed: set[str], services: Services
+) -> None:
+    """Each of these bound only the session reads (or the session's own delete/create for a person's removal or
+    addition): the model could not answer from what it had, and was offered cancelling the whole session where
+    one person was to be taken off it, or not offered the update a reschedule needs."""
+    chosen = select_tools(services.toolbox.catalog, request_text)
+    assert needed <= set(chosen), chosen
+    assert len(chosen) < len(names(services))
+
+
+def test_compaction_keeps_every_validation_keyword_an_upstream_schema_may_state() -> None:
+    """A catalog is the account's to write: whatever JSON Schema constraint it states reaches the model (the
+    validator enforces it, and a call the model could not know was wrong costs a turn). Only annotations (title,
+    default, examples, ...) go. Before, a fixed list of kept keys dropped multipleOf, patternProperties, not,
+    if/then/else, contains, prefixItems, min/maxProperties, dependentRequired; and it filtered the keys of a
+    `patternProperties` map and of an enum's or const's object values as if they were keywords."""
+    constraints = {
+        "duration_minutes": {"type": "integer", "multipleOf": 5, "title": "Minutes", "default": 30},
+        "metadata": {
+            "type": "object",
+            "patternProperties": {"^x-[a-z]+$": {"type": "string", "maxLength": 64, "examples": ["x-ab"]}},
+            "propertyNames": {"pattern": "^x-"},
+            "minProperties": 1,
+            "maxProperties": 10,
+            "dependentRequired": {"x-start": ["x-end"]},
+        },
+        "tags": {
+            "type": "array",
+            "contains": {"const": "clinic"},
+            "minContains": 1,
+            "prefixItems": [{"type": "string"}],
+        },
+        "role": {"not": {"const": "owner"}, "if": {"const": "guest"}, "then": {"type": "string"}, "else": {}},
+        "preset": {"enum": [{"type": "audio", "minimum": 1}], "const": {"title": "kept: a value, not a schema"}},
+    }
+    tool = {"type": "function", "function": {"name": "t", "description": "A tool.", "parameters": {
+        "type": "object", "properties": constraints, "required": ["duration_minutes"]}}}  # fmt: skip
+    compact = compact_tool(tool)["function"]["parameters"]["properties"]
+    assert compact["duration_minutes"] == {"type": "integer", "multipleOf": 5}
+    assert compact["metadata"] == {
+        "type": "object",
+        "patternProperties": {"^x-[a-z]+$": {"type": "string", "maxLength": 64}},
+        "propertyNames": {"pattern": "^x-"},
+        "minProperties": 1,
+        "maxProperties": 10,
+        "dependentRequired": {"x-start": ["x-end"]},
+    }
+    assert compact["tags"] == constraints["tags"]
+    assert compact["role"] == constraints["role"]
+    assert compact["preset"] == constraints["preset"]

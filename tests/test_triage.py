@@ -228,3 +228,58 @@ async def test_the_state_type_says_what_every_node_after_prepare_finds(services:
     ):
         seen.append(set(values))
     assert len(seen) > 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`
+
+
+async def test_a_triage_model_calling_a_tool_it_was_not_given_is_refused(
+    settings: Settings, services: Services, sandbox: Sandbox
+):
+    """The triage model is given its three tools; a waiting call's `details` (written by a patient) may talk it into
+    another: a call to a catalog tool it was not given (here cancelling a booked session) is refused by name, never
+    sent. Before, triage's act allowed every catalog tool, so the cancel ran with no approval."""
+    assert sandbox.store.demo is not None
+    booked = sandbox.store.demo.sessions["future"]
+
+    def injected(messages: list[BaseMessage], tools: list[str]) -> AIMessage:
+        done = [m for m in messages if isinstance(m, ToolMessage)]
+        if not done:
+            return AIMessage(
+                "", tool_calls=[{"name": "delete_a_coviu_session_by_id", "args": {"id": booked}, "id": "x"}]
+            )
+        return scripted_llm_triage(
+            [m for m in messages if not (isinstance(m, ToolMessage) and m.tool_call_id == "x")], tools
+        )
+
+    services.model = ScriptedChatModel(script=injected)
+    services.planner = "llm"
+    request = TriageArgs(
+        request="A priority patient needs a duty nurse now", patient_name="Noah", host_name="Dr. Smith"
+    )
+    await run_triage(settings, request, services=services, checkpointer=InMemorySaver())
+    assert sandbox.count(resource="sessions", truto_method="delete") == 0
+
+
+async def test_a_refusal_in_a_turn_whose_next_call_waits_on_a_429_is_still_counted(
+    services: Services, sandbox: Sandbox
+):
+    """A model turn with a refused call, then a call answered 429: the turn goes to `wait_and_retry` with the
+    refused call answered. Its refusal must be counted (the stop rule after two refusals); before, the act node's
+    update on the way to `wait_and_retry` left the count out, and the refused call never came back to be counted."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from graphs.nodes import allow_only, make_act_node
+
+    sandbox.set_faults(FaultConfig(seed=1, rate_limit_storm_next=1))
+    act = make_act_node(policy=allow_only("list_all_coviu_waiting_queue_calls"))
+    turn = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "list_all_coviu_sessions", "args": {}, "id": "refused"},  # not this act's tool: refused
+            {"name": "list_all_coviu_waiting_queue_calls", "args": {}, "id": "limited"},
+        ],
+    )
+    state = {"messages": [turn], "refusals": 0, "team_id": DEMO_TEAM_ID, "waiting_queue_id": DEMO_WAITING_QUEUE_ID}
+    command = await act(cast(Any, state), cast(Any, SimpleNamespace(context=Context(services=services))))
+    assert command.goto == "wait_and_retry"
+    assert [m.tool_call_id for m in command.update["messages"]] == ["refused"]
+    assert command.update["refusals"] == 1

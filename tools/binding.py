@@ -8,9 +8,9 @@
   catalog tool the model calls without having been given it is run as usual and stays bound. Approvals are by the
   tool's method, never by what was bound.
 - **Compact schemas.** `compact_tool` keeps a description's first sentence (the rules live in the system prompt and
-  are enforced by the guards) and every constraint a schema states (type, required, enum, bounds, format, items),
-  and drops titles, defaults and examples, and the descriptions of the arguments the system prompt explains (the
-  clinic's ids, filled in by the graph; paging).
+  are enforced by the guards) and every keyword a schema states (type, required, enum, bounds, format, items,
+  and any other), and drops its annotations (`ANNOTATIONS`: titles, defaults, examples, ...) and the descriptions
+  of the arguments the system prompt explains (the clinic's ids, filled in by the graph; paging).
 - **A stable prefix.** Tools are bound in one order (`more_tools`, the session reads, then by name), and the system
   prompt's first message holds nothing that changes between requests, so a provider's prompt cache serves it.
 """
@@ -34,7 +34,7 @@ RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "sessions": ("session", "appointment", "consult", "booking", "book", "meeting"),
     "session_summaries": (
         "billable", "summary", "summaries", "ended", "finish", "happen", "attend", "actual", "overran", "overrun",
-        "no-show", "noshow", "late",
+        "no-show", "noshow", "late", "bill", "join", "left", "leave", "early", "long", "duration",
     ),
     "participants": (
         "participant", "link", "guest", "host", "invite", "join", "entry", "attendee", "people", "doctor", "dr",
@@ -43,23 +43,37 @@ RESOURCE_WORDS: Mapping[str, tuple[str, ...]] = {
     "waiting_queue_calls": ("waiting", "queue", "wait"),
     "waiting_calls": ("waiting", "queue", "wait"),
     "collections": ("collection", "intake", "form", "consent", "recording"),
-    "submissions": ("submission", "submit", "intake", "form", "consent", "locked", "recording", "file"),
+    "submissions": (
+        "submission", "submit", "intake", "form", "consent", "locked", "recording", "file", "questionnaire",
+        "paperwork", "fill",
+    ),
     "submission_files": ("file", "recording", "video", "download", "attachment"),
     "audio_recordings": ("audio", "recording", "download"),
 }  # fmt: skip
 VERB_WORDS: Mapping[str, tuple[str, ...]] = {
     "create": ("book", "create", "add", "generate", "make", "new", "schedule", "invite", "set", "arrange"),
-    "update": ("change", "move", "reschedule", "rename", "update", "edit", "shift", "postpone", "bring"),
-    "delete": ("cancel", "delete", "remove", "revoke"),
+    "update": (
+        "change", "move", "reschedule", "rename", "update", "edit", "shift", "postpone", "bring", "extend", "push",
+        "swap", "longer", "shorter",
+    ),
+    "delete": ("cancel", "delete", "remove", "revoke", "kick", "uninvite", "scrap"),
+}  # fmt: skip
+# A removal from (off, out of) a session, or an addition to one, may be of one of its people ("Remove Ava from the
+# 3pm", "Add Ava to session S"): unless the request names another resource, the participant's writes come too.
+PEOPLE_WORDS: Mapping[str, frozenset[str]] = {
+    "delete": frozenset({"from", "off", "out"}),
+    "create": frozenset({"to", "into"}),
 }
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 _QUOTED = re.compile(r"\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)|“[^”]*”|‘[^’]*’")
+_NO_SHOW = re.compile(r"\bno[\s_]+shows?\b")
 
 
 def request_words(text: str) -> set[str]:
     """The request's words, lower case, without what it quotes (a session named 'Intake - Jenkins' is no form)."""
-    return {w.strip("'-") for w in _WORD.findall(_QUOTED.sub(" ", text).lower())}
+    text = _NO_SHOW.sub("no-show", _QUOTED.sub(" ", text).lower())
+    return {w.strip("'-") for w in _WORD.findall(text)}
 
 
 def _matches(words: set[str], keys: Iterable[str]) -> bool:
@@ -80,16 +94,20 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
     """The catalog tools `text` needs, in `bind_order`; `also` (tools already used in the conversation) are kept.
 
     Reads (and custom methods) of every resource the request names; a write only of a named resource and only when
-    the request asks for that change (a change of no named resource is a session's). The session reads come with
+    the request asks for that change (a change of no named resource is a session's, and a removal from or an
+    addition to a session may be one of its people's: `PEOPLE_WORDS`). The session reads come with
     any change (each is checked against its session first), with a session's people or summary, and when nothing
     else is named."""
     catalog = list(catalog)
     words = request_words(text)
     resources = {spec.resource for spec in catalog if _matches(words, _resource_keys(spec.resource))}
     verbs = {method for method, keys in VERB_WORDS.items() if _matches(words, keys)}
-    writable = {s.resource for s in catalog if s.method not in READ_METHODS and s.resource in resources}
+    # (a custom method, e.g. the session summary served as `summary`, is no write a verb asks for)
+    writable = {s.resource for s in catalog if s.method in WRITE_METHODS and s.resource in resources}
     if verbs and not writable:
         resources.add("sessions")
+    if writable <= {"sessions"} and any(words & PEOPLE_WORDS.get(verb, frozenset()) for verb in verbs):
+        resources.add("participants")
     known = {spec.name for spec in catalog}
     chosen = {n for n in also if n in known}
     if verbs or not resources or resources & SESSION_BOUND:
@@ -105,15 +123,17 @@ def select_tools(catalog: Iterable[ToolSpec], text: str, *, also: Iterable[str] 
 
 # --- compact schemas ------------------------------------------------------------------------------------------
 
-# What a JSON schema says that the model must keep: every constraint. Anything else (title, default, examples,
-# $comment, ...) is left out of what is sent; descriptions are cut to their first sentence.
-KEPT_KEYS = frozenset(
-    {
-        "type", "properties", "required", "items", "enum", "const", "format", "pattern", "minimum", "maximum",
-        "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
-        "anyOf", "oneOf", "allOf", "additionalProperties", "description", "nullable", "$ref", "$defs",
-    }
-)  # fmt: skip
+# What a JSON schema says that the model need not see: annotations, which constrain nothing (and vendor `x-` keys).
+# Every other keyword is kept, whatever the upstream writes (a validation keyword dropped here would still be
+# enforced by the validator: the model could not know its call was wrong); descriptions are cut to their first
+# sentence.
+ANNOTATIONS = frozenset(
+    {"title", "default", "examples", "example", "$comment", "deprecated", "readOnly", "writeOnly", "$schema"}
+)
+# Keywords whose value maps names (of properties, patterns, definitions) to schemas: the names are not keywords.
+NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+# Keywords whose value is data (values, names), never a schema: kept as written.
+DATA_KEYWORDS = frozenset({"enum", "const", "required", "dependentRequired", "type", "pattern", "format"})
 # Arguments the assistant's system prompt explains once (the ids the graph fills in, paging): no description each.
 EXPLAINED_IN_PROMPT = frozenset({"team_id", "waiting_queue_id", "collection_id", "limit", "next_cursor"})
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bDr)[.!?](?=\s+[A-Z`(])")
@@ -134,17 +154,19 @@ def compact_schema(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key not in KEPT_KEYS:
+        if key in ANNOTATIONS or key.startswith("x-"):
             continue
         if key == "description":
             if isinstance(value, str) and value.strip():
                 out[key] = first_sentence(value)
-        elif key == "properties" and isinstance(value, Mapping):
-            out[key] = {name: _compact_property(name, sub) for name, sub in value.items()}
-        elif key == "$defs" and isinstance(value, Mapping):
-            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
         elif key == "required" and not value:
             continue  # an empty list says nothing
+        elif key in DATA_KEYWORDS:
+            out[key] = value
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: _compact_property(name, sub) for name, sub in value.items()}
+        elif key in NAMED_SCHEMAS and isinstance(value, Mapping):
+            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
         else:
             out[key] = compact_schema(value)
     return out

@@ -19,9 +19,17 @@ NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def owner_only_opener(path: str, flags: int) -> int:
-    """`open(..., opener=)`: a new file is 0600 whatever the umask, and a symlink at the path is never followed
-    (the open fails instead)."""
-    return os.open(path, flags | NOFOLLOW, OWNER_ONLY_FILE)
+    """`open(..., opener=)`: a file opened to be written is 0600 whatever the umask (a new one, and one found
+    readable by others: a `.part` resumed becomes the recording), and a symlink at the path is never followed (the
+    open fails instead)."""
+    fd = os.open(path, flags | NOFOLLOW, OWNER_ONLY_FILE)
+    if flags & (os.O_WRONLY | os.O_RDWR):
+        try:
+            os.fchmod(fd, OWNER_ONLY_FILE)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
 
 
 def private_dir(path: Path) -> list[Path]:

@@ -123,6 +123,16 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return _capped("Retry-After", text, (when - now).total_seconds())
 
 
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """`retry-after-ms` (OpenAI-style APIs): milliseconds. Returns seconds (>= 0), or None when unusable, with the
+    checks `Retry-After` gets (finite, non-negative, at most a header's longest wait)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    number = _number("retry-after-ms", text)
+    return None if number is None else _capped("retry-after-ms", text, number / 1000)
+
+
 def _int_or_none(header: str, value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
@@ -188,7 +198,8 @@ class RateLimitBudget:
             new = max(0.0, end - max(now, self._covered_until))
             if new > self.left + 1e-6:
                 raise RateLimitBudgetError(
-                    clock.now() + timedelta(seconds=wait),
+                    # (a wait no header could ask for is said as the longest one: the moment must be a date)
+                    clock.now() + timedelta(seconds=min(wait, MAX_HEADER_SECONDS)),
                     wait=wait,
                     left=self.left,
                     budget=self.seconds,
@@ -610,6 +621,27 @@ def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | Non
     Unix seconds, counted from `received_at` (the error's; None: now on `clock`), so a 429 handled late (the audit's
     batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state)."""
     return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
+
+
+def checked_retry_at(value: object, retry_after: object, clock: Clock) -> float | None:
+    """A 429's retry moment read back from checkpointed state (`retry_deadline`'s, Unix seconds), made safe to wait
+    for: None when it is not a finite number (a state written by hand or by another version), and never further
+    from now than the 429's own `retry_after` (seconds, when the state has it; else the longest a header may ask):
+    a checkpoint written by a clock ahead of ours does not make a resumed run wait (or give up on) more than the
+    server asked for."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        moment = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(moment) or moment <= 0:
+        return None
+    longest = MAX_HEADER_SECONDS
+    hold = float(retry_after) if isinstance(retry_after, int | float) and not isinstance(retry_after, bool) else 0.0
+    if math.isfinite(hold) and hold > 0:
+        longest = min(longest, hold)
+    return min(moment, clock.now().timestamp() + longest)
 
 
 def retry_wait(governor: RateLimitGovernor | None, retry_at: float | None, clock: Clock | None = None) -> float:

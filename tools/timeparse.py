@@ -97,15 +97,19 @@ def parse_iso(text: str) -> datetime | None:
         return None
 
 
-def parse_http_date(text: str) -> datetime | None:
-    """An HTTP date (RFC 9110 §5.6.7, e.g. `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`), or None when it is not one
-    or names no zone."""
-    from email.utils import parsedate_to_datetime
+# asctime, the third HTTP-date format: no zone, GMT by definition (RFC 9110 §5.6.7), e.g. `Wed Oct 21 07:28:00 2026`
+_ASCTIME = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$")
 
+
+def parse_http_date(text: str) -> datetime | None:
+    """An HTTP date (RFC 9110 §5.6.7: IMF-fixdate `Wed, 21 Oct 2026 07:28:00 GMT`, RFC 850, or asctime, which is
+    GMT), or None when it is not one or names no zone."""
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None and _ASCTIME.fullmatch(text.strip()):
+        return when.replace(tzinfo=UTC)
     return when if when.tzinfo is not None else None
 
 

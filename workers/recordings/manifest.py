@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tools.catalog import ToolSpec
-from tools.private_files import private_dir, write_private
+from tools.private_files import owner_only_opener, private_dir, write_private
 from workers.recordings.media import AUDIO_GET, BINARY_TOOLS, Kind
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".manifest.lock"  # held while a manifest is read, merged and written (two workers on one folder)
 
 
 @dataclass
@@ -38,14 +42,28 @@ class ManifestEntry:
         return (self.submission_id, self.kind, self.file_id)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = owner_only_opener(str(path), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
+
+
 class Manifest:
-    """`DIR/manifest.json`: every file the worker has completed, merged across runs, written atomically."""
+    """`DIR/manifest.json`: every file the worker has completed, merged across runs, written atomically.
+
+    `save` merges under a lock: it reads the file as it is now, lays this worker's own `put`s over it, and writes
+    the whole, so two workers downloading into one folder (a cron and a person) each keep the other's files."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / MANIFEST_NAME
         self.entries: dict[tuple[str, str, str], ManifestEntry] = {}
         self._mtime: float | None = None
+        self._mine: dict[tuple[str, str, str], ManifestEntry] = {}  # put since the last save
 
     def load(self) -> Manifest:
         try:
@@ -76,13 +94,21 @@ class Manifest:
 
     def put(self, entry: ManifestEntry) -> None:
         self.entries[entry.key] = entry
+        self._mine[entry.key] = entry
 
     def save(self, now: datetime) -> Path:
         private_dir(self.directory)
-        files = sorted(self.entries.values(), key=lambda e: (e.session_id or "", e.submission_id, e.kind, e.file_id))
-        payload = {"updated_at": now.isoformat(), "files": [asdict(e) for e in files]}
-        write_private(self.path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        self._mtime = self.path.stat().st_mtime
+        with _locked(self.directory / LOCK_NAME):
+            self._mtime = None
+            self.load()  # what the file holds now: another worker's files too
+            self.entries.update(self._mine)
+            files = sorted(
+                self.entries.values(), key=lambda e: (e.session_id or "", e.submission_id, e.kind, e.file_id)
+            )
+            payload = {"updated_at": now.isoformat(), "files": [asdict(e) for e in files]}
+            write_private(self.path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+            self._mtime = self.path.stat().st_mtime
+        self._mine.clear()
         return self.path
 
 
