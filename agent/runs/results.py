@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_UPSTREAM
 
-if TYPE_CHECKING:  # agent.settings (pydantic-settings) is not needed to list the commands: `--help` stays fast
+if TYPE_CHECKING:  # the recordings worker is imported where it runs, not to list the commands
     from workers.recordings import RecordingsReport
 
 
