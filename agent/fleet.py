@@ -322,7 +322,7 @@ def fleet_summary(runs: list[ClinicRun], source: str | None = None) -> dict[str,
 
 
 def fleet_markdown(summary: dict[str, Any]) -> str:
-    from reporting.audit_report import _md as md_cell  # the report's one Markdown-cell neutraliser
+    from reporting.audit_report.markdown import _md as md_cell  # the report's one Markdown-cell neutraliser
 
     demo = "DEMO (embedded sandbox, not real clinics): " if summary.get("source") == "sandbox" else ""
     lines = [

@@ -4,7 +4,7 @@ session's report row with its flags (`reporting.audit_flags.Flag`) and the repor
 definitions: unknown is never "no".
 
 The nodes that fetch the records and keep them in side rows are graphs/audit.py; the report's files are
-reporting/audit_report.py, which reads the totals counted here.
+reporting/audit_report/, which reads the totals counted here.
 """
 
 from __future__ import annotations

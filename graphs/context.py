@@ -51,7 +51,7 @@ class Services:
     # The audit's side rows and summary cache (graphs/audit_store.py); None: a private in-memory store.
     audit_store: AuditStore | None = field(default=None, repr=False)
     # Called once the audit's report files are written (report, file paths, overrun threshold): the agent layer's
-    # delivery to staff (agent/notify.py, through the outbox); None: nobody is told (no channel configured).
+    # delivery to staff (agent/notify/, through the outbox); None: nobody is told (no channel configured).
     on_report: OnReport | None = field(default=None, repr=False)
     # Called when an audit ends with no report (its window, what failed; the run still fails): the same delivery's
     # "FAILED" message with the command to rerun. None: nobody is told.

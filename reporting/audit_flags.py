@@ -1,5 +1,5 @@
 """The audit's flags and counts, one definition for the reconciliation that sets them (graphs/audit_reconcile.py)
-and the report that shows them (reporting/audit_report.py).
+and the report that shows them (reporting/audit_report/).
 
 A session row's `flags` are `Flag` values (their JSON is the plain code, e.g. "missing_form"); the report's `totals`
 are counted once, by `count_totals`, when the audit reconciles: the report reads them, it never counts again.

@@ -262,3 +262,60 @@ def test_the_recordings_worker_holds_one_concern_per_module() -> None:
     }
     for path in (ROOT / "workers").rglob("*.py"):
         assert len(path.read_text(encoding="utf-8").splitlines()) <= 600, path
+
+
+MODULE_LINES_MAX = 600
+
+
+def test_no_module_of_the_agent_or_the_reports_is_over_600_lines() -> None:
+    """A file over ~600 lines holds more than one concern: agent/ (its CLI's command modules included) and reporting/
+    are split into modules of one concern each (agent/runs/, reporting/audit_report/, agent/notify/)."""
+    long = sorted(
+        f"{path.relative_to(ROOT)} ({lines} lines)"
+        for package in ("agent", "reporting")
+        for path in (ROOT / package).rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES_MAX
+    )
+    assert long == []
+
+
+def test_the_runs_the_messages_and_the_report_hold_one_concern_per_module() -> None:
+    """agent/runs/: the shared machinery (base) and the results it reads sit below every run, and no run imports
+    another; agent/notify/: channels, a message's send, the outbox, then what staff are told; reporting/audit_report/:
+    each module imports only those above it (text, view, then the writers), and only `files` ties the writers
+    together. Callers import the public names from the package."""
+    graph = import_graph(runtime_only=False)
+
+    def inside(package: str) -> dict[str, list[str]]:
+        return {
+            m.removeprefix(package + "."): sorted(
+                t.removeprefix(package + ".") for t in graph[m] if t.startswith(package + ".")
+            )
+            for m in graph
+            if m.startswith(package + ".")
+        }
+
+    assert inside("agent.runs") == {
+        "results": [],
+        "base": ["results"],
+        "triage": ["base", "results"],
+        "audit": ["base", "results"],
+        "ask": ["base"],
+        "queue_watch": ["base"],
+        "recordings": ["base", "results"],
+        "catalog": ["base"],
+    }
+    assert inside("agent.notify") == {
+        "channels": [],
+        "sending": ["channels"],
+        "outbox": ["channels", "sending"],
+        "messages": ["outbox", "sending"],
+    }
+    assert inside("reporting.audit_report") == {
+        "text": [],
+        "view": ["text"],
+        "markdown": ["text", "view"],
+        "html_page": ["text", "view"],
+        "schema": [],
+        "files": ["html_page", "markdown", "schema", "text", "view"],
+    }

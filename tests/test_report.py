@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reporting import audit_report as report_module
 from reporting.audit_report import (
     REPORT_KEYS,
     SESSION_KEYS,
@@ -26,6 +25,9 @@ from reporting.audit_report import (
     report_basename,
     write_reports,
 )
+from reporting.audit_report import files as report_files
+from reporting.audit_report import html_page as report_html
+from reporting.audit_report import view as report_view
 
 SYDNEY = ZoneInfo("Australia/Sydney")  # UTC+11 in March (daylight saving)
 # 2025-03-04 00:00 to 2025-03-05 00:00 in Sydney.
@@ -467,7 +469,7 @@ def test_html_chart_aggregates_many_sessions() -> None:
     svg = re.search(r"<svg.*?</svg>", html, re.S)
     assert svg
     bars = svg.group(0).count('class="rect reactive tooltip-trigger"')
-    assert 0 < bars <= 3 * report_module.CHART_BUCKETS_MAX
+    assert 0 < bars <= 3 * report_html.CHART_BUCKETS_MAX
     assert "per hour of scheduled start" in html
 
 
@@ -511,7 +513,7 @@ def test_write_is_atomic_when_the_rename_fails(
     def failing_replace(src: Any, dst: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module.os, "replace", failing_replace)
+    monkeypatch.setattr(report_files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_reports(sample, tmp_path, "2025-03-04", narrative=None, **OPTIONS)
     assert [p.name for p in tmp_path.iterdir()] == [old.name]  # temp file removed
@@ -552,7 +554,7 @@ def test_ten_thousand_sessions_render(tmp_path: Path) -> None:
     assert len(table_rows(section(markdown, "All sessions"))) == 10_000
     html = paths["html"].read_text(encoding="utf-8")
     svg = re.search(r"<svg.*?</svg>", html, re.S)
-    assert svg and svg.group(0).count('class="rect reactive tooltip-trigger"') <= 3 * report_module.CHART_BUCKETS_MAX
+    assert svg and svg.group(0).count('class="rect reactive tooltip-trigger"') <= 3 * report_html.CHART_BUCKETS_MAX
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == report
     assert os.path.getsize(paths["html"]) < 10_000_000
 
@@ -608,7 +610,7 @@ def test_chart_colours_are_neutral_not_red(sample: dict[str, Any]) -> None:
     colours = series_colours(chart_svg(render_html(sample, narrative=None, **OPTIONS)))
     assert len(colours) >= 3
     assert not any(is_red(c) for c in colours), colours
-    assert colours[0].lower() == report_module.CHART_COLORS[0]  # scheduled: neutral
+    assert colours[0].lower() == report_html.CHART_COLORS[0]  # scheduled: neutral
 
 
 @pytest.mark.parametrize("count", [1, 8, 24])
@@ -619,7 +621,7 @@ def test_few_sessions_chart_one_labelled_row_each(count: int) -> None:
     assert 'class="graph horizontalbar-graph' in svg
     assert svg.count('class="rect reactive tooltip-trigger"') == 3 * count
     labels = re.findall(r"<text[^>]*>([^<]*Patient[^<]*)</text>", svg)
-    assert len(labels) == count and all(len(label) <= report_module.CHART_LABEL_MAX + 6 for label in labels)
+    assert len(labels) == count and all(len(label) <= report_html.CHART_LABEL_MAX + 6 for label in labels)
 
 
 @pytest.mark.parametrize("count", [25, 500, 10_000])
@@ -628,22 +630,22 @@ def test_many_sessions_chart_hours_with_few_labels(count: int) -> None:
     svg = chart_svg(render_html(make_report(rows), narrative=None, **OPTIONS))
     assert 'class="graph bar-graph vertical"' in svg
     bars = svg.count('class="rect reactive tooltip-trigger"')
-    assert 0 < bars <= 3 * report_module.CHART_BUCKETS_MAX
+    assert 0 < bars <= 3 * report_html.CHART_BUCKETS_MAX
     written = re.findall(r'<text[^>]*class="major"[^>]*>([^<]*)</text>', svg)
     hours = [t for t in written if re.fullmatch(r"\d\d:00", t)]
-    assert 0 < len(hours) <= report_module.CHART_X_LABELS_MAX
+    assert 0 < len(hours) <= report_html.CHART_X_LABELS_MAX
 
 
 def test_the_chart_marks_overruns_by_the_threshold_in_force() -> None:
     rows = [session(0, over=1.0), session(1, over=5.0), session(2, over=25.5, flags=["overrun"])]
-    view = report_module._build_view(make_report(rows), narrative=None, **OPTIONS)
-    data = report_module._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
+    view = report_view._build_view(make_report(rows), narrative=None, **OPTIONS)
+    data = report_html._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
     assert data.overrun == [0.0, 0.0, 25.5]  # 1 and 5 minutes late are not overruns at a 10-minute threshold
     assert data.actual[1] == 35.0  # the overtime still shows in the actual bar
     assert "more than 10 min late" in data.caption
     many = [session(i, over=5.0) for i in range(30)] + [session(99, over=30.0, flags=["overrun"])]
-    view = report_module._build_view(make_report(many), narrative=None, **OPTIONS)
-    buckets = report_module._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
+    view = report_view._build_view(make_report(many), narrative=None, **OPTIONS)
+    buckets = report_html._chart_data(view.rows, SYDNEY, view.day, view.threshold_text)
     assert sum(v or 0 for v in buckets.overrun) == 30.0
 
 

@@ -182,16 +182,19 @@ def declared(schema: Any) -> set[str]:
 async def test_every_input_a_run_passes_is_declared_by_its_graph(
     settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.runs
+    import agent.runs.audit
+    import agent.runs.base
+    import agent.runs.triage
 
     given: list[Mapping[str, Any]] = []
-    start = agent.runs._resume_or_start
+    start = agent.runs.base._resume_or_start
 
     async def recording(graph: Any, config: Any, inputs: Mapping[str, Any], context: Any, **kw: Any) -> Any:
         given.append(inputs)
         return await start(graph, config, inputs, context, **kw)
 
-    monkeypatch.setattr(agent.runs, "_resume_or_start", recording)
+    monkeypatch.setattr(agent.runs.audit, "_resume_or_start", recording)
+    monkeypatch.setattr(agent.runs.triage, "_resume_or_start", recording)
     audit = AuditArgs(team_id=DEMO_TEAM_ID, collection_id=DEMO_INTAKE_COLLECTION_ID, refresh=True)
     await run_audit(settings, audit, services=services, checkpointer=InMemorySaver())
     triage = TriageArgs(request=REQUEST, team_id=DEMO_TEAM_ID, queue_id=DEMO_WAITING_QUEUE_ID, dry_run=True)
