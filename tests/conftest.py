@@ -68,6 +68,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _the_machine_as_it_was() -> Iterator[None]:
+    """No test changes the machine's shared files: run as root, a chmod through a state path of /dev/null once made
+    it 0600 for every other program (PostgreSQL's start-up among them)."""
+    import os
+    import stat
+
+    before = os.stat(os.devnull).st_mode
+    yield
+    after = os.stat(os.devnull).st_mode
+    assert after == before, f"{os.devnull} went from {stat.filemode(before)} to {stat.filemode(after)}"
+
+
+@pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
     """A CLI run configures logging (levels of our loggers, the root's handlers), names its source and registers its
     secrets: put them back after each test, so a test's `caplog`, output and redaction are its own whatever ran

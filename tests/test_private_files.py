@@ -129,3 +129,18 @@ def test_a_fleet_summary_goes_into_owner_only_folders(tmp_path: Path) -> None:
     paths = write_fleet_summary([], tmp_path / "reports" / "fleet")
     assert mode(tmp_path / "reports") == 0o700 and mode(tmp_path / "reports" / "fleet") == 0o700
     assert all(mode(path) == 0o600 for path in paths.values())
+
+
+def test_a_device_or_pipe_named_as_a_private_file_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """A state or output path naming a device or a pipe (e.g. /dev/null) is never chmod'ed: as root that would
+    change the machine's /dev/null for every program."""
+    import errno
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o644)
+    with pytest.raises(OSError) as refused:
+        private_file(pipe)
+    assert refused.value.errno == errno.EINVAL and "regular file" in str(refused.value)
+    with pytest.raises(OSError, match="regular file"):
+        os.close(owner_only_opener(str(pipe), os.O_RDWR))
+    assert stat.S_IMODE(pipe.stat().st_mode) == 0o644

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def owner_only_opener(path: str, flags: int) -> int:
     fd = os.open(path, flags | NOFOLLOW, OWNER_ONLY_FILE)
     if flags & (os.O_WRONLY | os.O_RDWR):
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a device or a pipe is not ours to narrow (/dev/null, as root)
+                raise OSError(errno.EINVAL, "a regular file is needed, not a device, pipe or socket", path)
             os.fchmod(fd, OWNER_ONLY_FILE)
         except BaseException:
             os.close(fd)
@@ -54,6 +57,8 @@ def private_file(path: Path) -> Path:
     private_dir(path.parent)
     if not path.exists():
         path.touch(mode=OWNER_ONLY_FILE)
+    if not path.is_file():  # a device, a pipe or a socket: never chmod it (run as root, /dev/null became 0600)
+        raise OSError(errno.EINVAL, "a regular file is needed, not a device, pipe or socket", str(path))
     os.chmod(path, OWNER_ONLY_FILE)
     return path
 
