@@ -64,7 +64,7 @@ from graphs.nodes import (
     settled,
     wait_and_retry,
 )
-from tools.errors import CoviuAgentError, for_person
+from tools.errors import CoviuAgentError, RateLimitedError, for_person
 from tools.paging import PageWalk
 from tools.timeparse import utc_z
 
@@ -431,10 +431,19 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         base = settled(retry) if facts else retry  # progress resets the attempt count
         return Command(
             goto="wait_and_retry",
-            update={"retry": retry_update(services, base, failed[0], "summaries", "fetch_summaries")},
+            update={"retry": retry_update(services, base, _to_wait_on(failed), "summaries", "fetch_summaries")},
         )
     more = len(todo) > len(batch)
     return Command(goto="fetch_summaries" if more else "list_submissions", update={"retry": settled(retry)})
+
+
+def _to_wait_on(failed: list[CallOutcome]) -> CallOutcome:
+    """The failure a batch waits on: the 429 asking for the longest wait (its Retry-After is the account's word; a
+    502 beside it must not replace that wait with the policy's short one), else the first failure."""
+    limited = [f for f in failed if isinstance(f.error, RateLimitedError)]
+    if limited:
+        return max(limited, key=lambda f: f.error.retry_after if isinstance(f.error, RateLimitedError) else 0.0)
+    return failed[0]
 
 
 async def list_submissions(state: AuditState, runtime: Runtime[Context]) -> Command[Any]:

@@ -230,3 +230,21 @@ async def test_the_state_type_says_what_every_node_after_prepare_finds(services:
     ):
         seen.append(set(values))
     assert len(seen) > 3 and all(required <= keys for keys in seen[1:])  # [0]: the input, before `prepare`
+
+
+def test_a_summaries_batch_with_a_502_and_a_429_waits_on_the_429s_retry_after() -> None:
+    """Summaries are fetched concurrently: when one fails with a 502 and others are told to wait (429), the batch
+    waits the longest Retry-After, not the policy's short delay for whichever failure came first."""
+    from graphs.audit import _to_wait_on
+    from graphs.nodes import CallOutcome
+    from tools.errors import RateLimitedError, TransportError
+
+    gateway = CallOutcome("transient", "get_summary", {}, error=TransportError("bad_gateway", "502"))
+    short = CallOutcome(
+        "transient", "get_summary", {}, error=RateLimitedError(429, "rate_limited", "slow down", retry_after=3.0)
+    )
+    long = CallOutcome(
+        "transient", "get_summary", {}, error=RateLimitedError(429, "rate_limited", "slow down", retry_after=30.0)
+    )
+    assert _to_wait_on([gateway, short, long]) is long
+    assert _to_wait_on([gateway]) is gateway
