@@ -51,6 +51,7 @@ NEVER = (
     "mcp",
     "reporting",
     "workers",
+    "agent.notify",  # notification channels: only when COVIU_AGENT_NOTIFY* is set
     "rich.markdown",
     "rich.traceback",
 )
