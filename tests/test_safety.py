@@ -562,6 +562,8 @@ def test_the_quick_checks_skip_only_what_cannot_match():
     for text in _TRICKY:
         assert redactor.text(text) == full(text), text
         assert redactor.needs_text(text) == (full(text) != text), text
+        assert redactor.needs(text.encode()) == (full(text) != text), text
+        assert redactor.needs(f'{{"long": "{"x" * 70_000} {text}"}}'.encode()) == (full(text) != text), text
     import tools.textsafety as textsafety
 
     saved = textsafety.REDACTOR

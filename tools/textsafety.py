@@ -47,8 +47,15 @@ _GATE_WORDS = tuple(word for words in _GATES for word in words)
 _IGNORECASE_ASCII = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 
+_IGNORECASE_SPECIAL = tuple(chr(code) for code in _IGNORECASE_ASCII)
+_IGNORECASE_SPECIAL_UTF8 = tuple(letter.encode() for letter in _IGNORECASE_SPECIAL)
+_GATES_BYTES = tuple(tuple(word.encode() for word in words) for words in _GATES)
+
+
 def _gate_text(text: str) -> str:
-    return text.lower() if text.isascii() else text.translate(_IGNORECASE_ASCII).lower()
+    if text.isascii() or not any(letter in text for letter in _IGNORECASE_SPECIAL):  # `translate` is slow
+        return text.lower()
+    return text.translate(_IGNORECASE_ASCII).lower()
 
 
 def _patterns_for(text: str) -> tuple[tuple[re.Pattern[str], str], ...]:
@@ -187,6 +194,13 @@ class Redactor:
         """Whether serialized bytes may hold something to redact (a quick check before a structural pass)."""
         if any(secret in data for secret in self._secret_bytes):
             return True
+        if not any(letter in data for letter in _IGNORECASE_SPECIAL_UTF8):
+            lower = data.lower()  # ASCII letters only, which is all the gates need here (fast on large blobs)
+            gated = [p for (p, _), words in zip(_PATTERNS, _GATES_BYTES, strict=True) if any(w in lower for w in words)]
+            if not gated:
+                return False
+            text = data.decode("utf-8", "replace")
+            return any(pattern.search(text) for pattern in gated)
         return self.needs_text(data.decode("utf-8", "replace"))
 
     def needs_text(self, text: str) -> bool:
