@@ -369,10 +369,10 @@ class Settings(BaseSettings):
         ):
             if secret is not None and secret.get_secret_value() and secret.get_secret_value() != SANDBOX_API_KEY:
                 out.append(secret.get_secret_value())
-        from agent.notify import split_urls, url_secrets
-
         for urls in (self.notify, self.notify_patient_data):  # each URL alone too (a log line may quote one)
             if urls is not None:
+                from agent.notify import split_urls, url_secrets  # only when configured: not on triage's way
+
                 for url in split_urls(urls.get_secret_value()):
                     out += [url, *url_secrets(url)]
         return out

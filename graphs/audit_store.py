@@ -36,7 +36,7 @@ from typing import Any, NotRequired, TypedDict
 
 from tools.private_files import private_file
 from tools.sqlite_wal import BUSY_SECONDS, wal_mode
-from tools.textsafety import redact_value
+from tools.textsafety import REDACTOR, redact_value
 
 CHUNK = 500  # ids per IN (...) list (SQLite's default variable limit is 999)
 WAL_SIZE_LIMIT = 1024 * 1024  # bytes the write-ahead log keeps after a checkpoint
@@ -99,6 +99,18 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
+def _redacted_json(value: Any) -> str:
+    """A row as stored: its JSON, redacted. The structural pass (`redact_value`: every string through every pattern,
+    every dict rebuilt) runs only when the JSON text says it may change something (`Redactor.may_change_json`);
+    most rows hold no secret and no credential-looking word (issue 28: a thousand rows a thousand requests)."""
+    text = json.dumps(value, separators=(",", ":"))
+    # non-ASCII is escaped in what is stored (as before); the check reads it unescaped (`may_change_json`)
+    seen = text if "\\u" not in text else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if not REDACTOR.may_change_json(seen):
+        return text
+    return json.dumps(redact_value(value), separators=(",", ":"))
+
+
 class AuditStore(ABC):
     """Side rows of audits in flight and the summary cache; one implementation per database."""
 
@@ -120,9 +132,7 @@ class AuditStore(ABC):
 
     async def put_rows(self, run: str, kind: str, rows: Mapping[str, Any]) -> None:
         """Insert or replace this run's rows of one kind (JSON values, redacted: they may quote upstream text)."""
-        params = [
-            (run, kind, key, json.dumps(redact_value(value), separators=(",", ":"))) for key, value in rows.items()
-        ]
+        params = [(run, kind, key, _redacted_json(value)) for key, value in rows.items()]
         # A transaction per ROWS_PER_WRITE rows (each is an upsert, so a crash between them loses nothing that the
         # resumed step does not write again): the write-ahead log never has to hold 10,000 rows at once.
         for start in range(0, len(params), ROWS_PER_WRITE):

@@ -520,3 +520,72 @@ async def test_a_look_alike_tool_name_is_never_sent(services: Services, sandbox:
     assert sandbox.count(resource="sessions", truto_method="delete") == 0
     answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert len(answers) == 3 and all(m.status == "error" for m in answers)
+
+
+_TRICKY = [
+    "plain text, nothing here",
+    "Authorization: Bearer abcdefghijkl",
+    "BASIC dXNlcjpwYXNzd29yZA==",
+    'a body {"api_key": "abcdefgh12345"}',
+    "refresh_token=abcdefgh12345",
+    "to\u212aen=abcdefghijk",  # the Kelvin sign: IGNORECASE matches it as a k
+    "ba\u017fic abcdefghijkl",  # the long s
+    "ba\u0131ic abcdefghijkl",  # the dotless i
+    "BAS\u0130C abcdefghijkl",  # the dotted capital I
+    "line\nsk-abcdefgh1234",
+    "https://x.example/mcp/abcdefgh123",
+    "%2Fmcp%2Fabcdefgh123",
+    "postgres://user:pa55word@db/x",
+    "Triage \u2013 Ava Jenkins",
+    "the configured tok_abcdefghijkl inside",
+]
+
+
+def test_the_quick_checks_skip_only_what_cannot_match():
+    """Issue 28 (CPU per request): a pattern is skipped when its words are absent, and a row's structural pass when
+    its JSON shows no secret and no word; what is redacted is exactly what the full passes redact."""
+    import json
+
+    from graphs.audit_store import _redacted_json
+    from tools.textsafety import _PATTERNS, REDACTED, Redactor
+
+    redactor = Redactor()
+    redactor.register(["tok_abcdefghijkl"])
+
+    def full(text: str) -> str:  # every pattern, no gate
+        for secret in redactor.secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+    for text in _TRICKY:
+        assert redactor.text(text) == full(text), text
+        assert redactor.needs_text(text) == (full(text) != text), text
+        assert redactor.needs(text.encode()) == (full(text) != text), text
+        assert redactor.needs(f'{{"long": "{"x" * 70_000} {text}"}}'.encode()) == (full(text) != text), text
+    import tools.textsafety as textsafety
+
+    saved = textsafety.REDACTOR
+    textsafety.REDACTOR = redactor
+    try:
+        import graphs.audit_store as audit_store
+
+        audit_store.REDACTOR, before = redactor, audit_store.REDACTOR
+        try:
+            for text in _TRICKY:
+                row = {"name": text, "nested": [{"k": text}], "n": 3}
+                expected = json.dumps(redactor.value(row), separators=(",", ":"))
+                assert _redacted_json(row) == expected, text
+        finally:
+            audit_store.REDACTOR = before
+    finally:
+        textsafety.REDACTOR = saved
+
+
+def test_a_secret_json_would_escape_is_not_left_to_the_quick_check():
+    from tools.textsafety import Redactor
+
+    redactor = Redactor()
+    redactor.register(['se"cret\\value'])
+    assert redactor.may_change_json('{"a":"nothing"}')  # its JSON form differs: the structural pass decides
