@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tools.catalog import ToolSpec
-from tools.private_files import owner_only_opener, private_dir, write_private
+from tools.private_files import private_dir, write_private
 from workers.recordings.media import AUDIO_GET, BINARY_TOOLS, Kind
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-LOCK_NAME = ".manifest.lock"  # held while a manifest is read, merged and written (two workers on one folder)
 
 
 @dataclass
@@ -43,8 +42,10 @@ class ManifestEntry:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = owner_only_opener(str(path), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0))
+def _locked(directory: Path) -> Iterator[None]:
+    """The manifest's folder itself is locked while a manifest is read, merged and written (two workers on one
+    folder): no lock file is left among the recordings."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -98,7 +99,7 @@ class Manifest:
 
     def save(self, now: datetime) -> Path:
         private_dir(self.directory)
-        with _locked(self.directory / LOCK_NAME):
+        with _locked(self.directory):
             self._mtime = None
             self.load()  # what the file holds now: another worker's files too
             self.entries.update(self._mine)
