@@ -113,6 +113,24 @@ def safe_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
     return out
 
 
+_CHECKED_ATTRIBUTES: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
+
+
+def checked_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
+    """`safe_attributes`, remembered per set of attributes while the redactor's secrets stay the same (most spans and
+    events repeat a few: a tool's name, a route and a status). The dict returned is shared: do not change it."""
+    key = (REDACTOR.generation, *attributes.items())
+    try:
+        checked = _CHECKED_ATTRIBUTES.get(key)
+    except TypeError:  # a value that cannot be a key
+        return safe_attributes(attributes)
+    if checked is None:
+        if len(_CHECKED_ATTRIBUTES) >= _CHECKED_MAX:
+            _CHECKED_ATTRIBUTES.clear()
+        checked = _CHECKED_ATTRIBUTES[key] = safe_attributes(attributes)
+    return checked
+
+
 def account_of(key: str) -> str:
     """The integrated account in a governor key (`base_url#account`, or the account alone)."""
     return key.rpartition("#")[2]
@@ -426,7 +444,7 @@ class _SpanHandle(_NoSpan):
 
     def set(self, **attributes: object) -> None:
         if self.span.is_recording():  # a run the sampler left out: nothing to check or keep
-            self.span.set_attributes(safe_attributes(attributes))
+            self.span.set_attributes(checked_attributes(attributes))
 
 
 @contextlib.contextmanager
@@ -447,7 +465,7 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
     # the attributes checked only when the span records (the sampler decides on the run's trace id alone)
     current_span = tracer.start_span(name, context=parent, record_exception=False)
     if current_span.is_recording():
-        current_span.set_attributes(safe_attributes(attributes))
+        current_span.set_attributes(checked_attributes(attributes))
     token = otel_context.attach(trace.set_span_in_context(current_span, parent))
     try:
         yield _SpanHandle(current_span)
@@ -469,11 +487,12 @@ def event(name: str, timestamp: int | None = None, **attributes: object) -> None
         return
     from opentelemetry import trace
 
+    current_span = trace.get_current_span()
     nodes = telemetry.node_spans
-    parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
-    current_span = trace.get_current_span(parent)
+    if nodes is not None and current_span is _RUN_SPAN.get():  # in a node, outside any tool call: the node's
+        current_span = nodes.node_span() or current_span
     if current_span.is_recording():
-        current_span.add_event(name, safe_attributes(attributes), timestamp)
+        current_span.add_event(name, checked_attributes(attributes), timestamp)
 
 
 # --- the instrumented places ----------------------------------------------------------------------------------
@@ -500,11 +519,9 @@ def http_request(verb: str, path: str, account: str) -> Iterator[None]:
         seconds = time.perf_counter() - started
         status = attrs.get("http.response.status_code", 0)
         if telemetry.tracer is not None:
+            # at the send; the method and resource in its name, the account the run's, the latency a metric's
             event(
-                f"{verb} {resource}",
-                started_ns,
-                **attrs,
-                **{"http.request.method": verb, "http.route": route_of(path), "coviu.duration_ms": seconds * 1000},
+                f"{verb} {resource}", started_ns, **{"http.route": route_of(path), "http.response.status_code": status}
             )
         labels = {"account": account, "resource": resource}
         telemetry.add("coviu_agent.http.request.duration", seconds, labels)

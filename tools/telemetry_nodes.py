@@ -68,15 +68,19 @@ class NodeSpans(AsyncCallbackHandler):
 
     def parent_context(self, run_span: trace.Span | None) -> context.Context | None:
         """The context of the node running here, when the run's own span is current (else None: the current span,
-        a tool call's or a request's, is the parent)."""
+        a tool call's or a wait's, is the parent)."""
         if run_span is None or trace.get_current_span() is not run_span:
             return None
+        node_span = self.node_span()
+        return trace.set_span_in_context(node_span) if node_span is not None else None
+
+    def node_span(self) -> trace.Span | None:
+        """The span of the graph node running here (by LangChain's record of it), if any."""
         from langchain_core.runnables.config import var_child_runnable_config
 
         config = var_child_runnable_config.get() or {}
         node_run = getattr(config.get("callbacks"), "parent_run_id", None)
-        node_span = self.open.get(node_run) if node_run is not None else None
-        return trace.set_span_in_context(node_span) if node_span is not None else None
+        return self.open.get(node_run) if node_run is not None else None
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id, None)
