@@ -290,14 +290,15 @@ class Telemetry:
         key = (name, REDACTOR.generation, *attributes.items())
         try:
             known = self.labels.get(key)
+            hashable = True
         except TypeError:  # a value that cannot be a key: checked each time
-            key, known = None, None
+            known, hashable = None, False
         if known is None:
             if len(self.labels) >= _CHECKED_MAX:
                 self.labels.clear()
             attrs = safe_attributes(attributes)
             known = (attrs, tuple(sorted(attrs.items())))
-            if key is not None:
+            if hashable:
                 self.labels[key] = known
         attrs, labels = known
         sums = self.sums.get(name)
@@ -480,8 +481,13 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
         current_span.end()
 
 
-def event(name: str, timestamp: int | None = None, **attributes: object) -> None:
-    """An event on the current span (at `timestamp`, ns since the epoch, else now)."""
+def event(name: str, **attributes: object) -> None:
+    """An event on the current span."""
+    _add_event(name, attributes)
+
+
+def _add_event(name: str, attributes: Mapping[str, object], timestamp: int | None = None) -> None:
+    """An event on the current span (a node's, in a node outside any tool call), at `timestamp` (ns) or now."""
     telemetry = _CURRENT
     if telemetry is None or telemetry.tracer is None:
         return
@@ -489,8 +495,8 @@ def event(name: str, timestamp: int | None = None, **attributes: object) -> None
 
     current_span = trace.get_current_span()
     nodes = telemetry.node_spans
-    if nodes is not None and current_span is _RUN_SPAN.get():  # in a node, outside any tool call: the node's
-        current_span = nodes.node_span() or current_span
+    if nodes is not None and (current_span is _RUN_SPAN.get() or current_span is trace.INVALID_SPAN):
+        current_span = nodes.node_span() or current_span  # in a node, outside any tool call: the node's
     if current_span.is_recording():
         current_span.add_event(name, checked_attributes(attributes), timestamp)
 
@@ -520,9 +526,8 @@ def http_request(verb: str, path: str, account: str) -> Iterator[None]:
         status = attrs.get("http.response.status_code", 0)
         if telemetry.tracer is not None:
             # at the send; the method and resource in its name, the account the run's, the latency a metric's
-            event(
-                f"{verb} {resource}", started_ns, **{"http.route": route_of(path), "http.response.status_code": status}
-            )
+            route = {"http.route": route_of(path), "http.response.status_code": status}
+            _add_event(f"{verb} {resource}", route, started_ns)
         labels = {"account": account, "resource": resource}
         telemetry.add("coviu_agent.http.request.duration", seconds, labels)
         telemetry.add("coviu_agent.http.requests", 1, {**labels, "method": verb, "status_code": status})
@@ -614,6 +619,7 @@ class Run:
         self.counts: dict[str, float] = {}
         self.flags: dict[str, int] = {}
         self.finished = False
+        self.detached: _Detached | None = None  # a run `begin_run` started
 
     def finish(
         self,
@@ -680,6 +686,61 @@ def run(graph: str, clinic: str = "") -> Iterator[Run]:
         record.duration = time.perf_counter() - started
         _count_run(telemetry, handle_run)
         telemetry.flush()
+
+
+class _Detached:
+    """What `begin_run` keeps of a run for `end_run`."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+
+def begin_run(graph: str, clinic: str = "") -> Run:
+    """A run whose start and end are seen apart, in different tasks (a LangGraph Server run, seen by its callbacks):
+    its root span is made current nowhere (its nodes' spans find it by their parent run: `NodeSpans.add_run`). End
+    it with `end_run`."""
+    telemetry = _CURRENT
+    record = RunRecord(graph=graph, clinic=clinic, started=time.time())
+    handle: _NoSpan = _NO_SPAN
+    if telemetry is not None and telemetry.tracer is not None:
+        from opentelemetry.context import Context
+
+        root = telemetry.tracer.start_span(f"run {graph}", context=Context(), record_exception=False)
+        if root.is_recording():
+            root.set_attributes(checked_attributes({"coviu.graph": graph, "coviu.clinic": clinic}))
+        handle = _SpanHandle(root)
+    run_handle = Run(record, handle)
+    run_handle.detached = _Detached(time.perf_counter())
+    return run_handle
+
+
+def end_run(handle: Run, error: BaseException | None = None) -> None:
+    """End a run `begin_run` started: its span, its metrics and the textfile (`finish` first, unless `error`)."""
+    record = handle.record
+    if error is not None and not handle.finished:
+        record.exit_code = exit_code_of(error)
+        record.outcome = OUTCOMES.get(record.exit_code, "error")
+        handle.handle.set(**{"coviu.outcome": record.outcome, "coviu.exit_code": record.exit_code})
+    started = handle.detached.started if handle.detached is not None else time.perf_counter()
+    record.duration = time.perf_counter() - started
+    root = getattr(handle.handle, "span", None)
+    if root is not None:
+        if error is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            root.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            root.set_attribute("error.type", type(error).__name__)
+        root.end()
+    telemetry = _CURRENT
+    if telemetry is not None:
+        _count_run(telemetry, handle)
+        telemetry.flush()
+
+
+def node_spans() -> Any:
+    """The handler that opens graph nodes' spans (`tools.telemetry_nodes.NodeSpans`) when tracing is on, else None."""
+    telemetry = _CURRENT
+    return _node_spans(telemetry) if telemetry is not None and telemetry.tracer is not None else None
 
 
 def exit_code_of(exc: BaseException) -> int:
