@@ -148,9 +148,9 @@ async def test_an_audit_is_traced_run_node_tool_request_and_counted(
     limited = [s for s in spans if any((e.attributes or {}).get("http.response.status_code") == 429 for e in s.events)]
     assert limited and all(any(e.name == "rate_limited" for e in s.events) for s in limited)
     assert any(s.name == "wait retry" for s in spans)
-    assert sandbox.count(status=429) == sum(
-        (e.attributes or {}).get("http.response.status_code") == 429 for e in requests
-    )
+    refused = [e for e in requests if (e.attributes or {}).get("http.response.status_code") == 429]
+    assert sandbox.count(status=429) == len(refused)
+    assert {(e.attributes or {}).get("error.type") for e in refused} == {"RateLimitedError"}  # its type, no message
 
     points = metric_points(reader)
     requests_by_status = {

@@ -518,16 +518,20 @@ def http_request(verb: str, path: str, account: str) -> Iterator[None]:
     token = _REQUEST.set(attrs)
     started_ns = time.time_ns()
     started = time.perf_counter()
+    failed: str | None = None
     try:
         yield
+    except BaseException as exc:
+        failed = type(exc).__name__  # by type only: an error's message may quote what a server said
+        raise
     finally:
         _REQUEST.reset(token)
         seconds = time.perf_counter() - started
         status = attrs.get("http.response.status_code", 0)
         if telemetry.tracer is not None:
             # at the send; the method and resource in its name, the account the run's, the latency a metric's
-            route = {"http.route": route_of(path), "http.response.status_code": status}
-            _add_event(f"{verb} {resource}", route, started_ns)
+            sent = {"http.route": route_of(path), "http.response.status_code": status, "error.type": failed}
+            _add_event(f"{verb} {resource}", sent, started_ns)
         labels = {"account": account, "resource": resource}
         telemetry.add("coviu_agent.http.request.duration", seconds, labels)
         telemetry.add("coviu_agent.http.requests", 1, {**labels, "method": verb, "status_code": status})
