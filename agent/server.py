@@ -28,12 +28,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from langchain_core.callbacks import AsyncCallbackHandler
-from langgraph.errors import NodeError
+from langgraph.errors import GraphInterrupt, NodeError
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic.json_schema import SkipJsonSchema
 
-from agent.errors import EXIT_UPSTREAM, BadInput, exit_code_for
+from agent.errors import EXIT_APPROVAL, EXIT_UPSTREAM, BadInput, exit_code_for
 from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
@@ -219,6 +219,8 @@ class ServerRuns(AsyncCallbackHandler):
     def __init__(self, graph: str) -> None:
         self.graph = graph
         self.runs: dict[UUID, tuple[Any, Settings, str | None]] = {}
+        self.root_of: dict[UUID, UUID] = {}  # each runnable of a run (a node, a model call, ...) -> the run
+        self.stopped: set[UUID] = set()  # runs a node of which stopped for approval (an interrupt)
 
     async def on_chain_start(
         self,
@@ -233,6 +235,7 @@ class ServerRuns(AsyncCallbackHandler):
         from tools import telemetry
 
         if parent_run_id is not None:  # a node (or a runnable inside one): its span, when traced
+            self.root_of[run_id] = self.root_of.get(parent_run_id, parent_run_id)
             nodes = telemetry.node_spans()
             if nodes is not None:
                 await nodes.on_chain_start(
@@ -259,7 +262,9 @@ class ServerRuns(AsyncCallbackHandler):
         run, settings, thread = entry
         state = dict(outputs) if isinstance(outputs, Mapping) else {}
         result: Any
-        if self.graph == "audit":
+        if run_id in self.stopped:  # waiting for approval (exit 4): `status` lists the thread until it is answered
+            result = _ServerResult(thread, state, EXIT_APPROVAL)
+        elif self.graph == "audit":
             result = AuditResult(thread or "", False, state)
         elif self.graph == "triage":
             result = TriageResult(thread or "", False, state)
@@ -272,6 +277,8 @@ class ServerRuns(AsyncCallbackHandler):
     async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         entry = self.runs.pop(run_id, None)
         if entry is None:
+            if isinstance(error, GraphInterrupt) and run_id in self.root_of:
+                self.stopped.add(self.root_of[run_id])
             await self._node_ended(run_id, error)
             return
         from agent.runs import _log_run
@@ -282,6 +289,10 @@ class ServerRuns(AsyncCallbackHandler):
 
     def _ended(self, run_id: UUID, run: Any, error: BaseException | None) -> None:
         from tools import telemetry
+
+        self.stopped.discard(run_id)
+        for child in [child for child, root in self.root_of.items() if root == run_id]:
+            del self.root_of[child]
 
         telemetry.end_run(run, error)
         nodes = telemetry.node_spans()

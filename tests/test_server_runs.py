@@ -76,8 +76,10 @@ async def steps(stream: AsyncIterator[Any]) -> list[Any]:
         items.append(item)
 
 
-async def run_on_server(server: Any, graph_id: str, inputs: dict[str, Any], thread: str) -> dict[str, Any]:
-    graph = getattr(server, graph_id).copy(update={"checkpointer": InMemorySaver()})
+async def run_on_server(
+    server: Any, graph_id: str, inputs: Any, thread: str, saver: InMemorySaver | None = None
+) -> dict[str, Any]:
+    graph = getattr(server, graph_id).copy(update={"checkpointer": saver or InMemorySaver()})
     config = {"configurable": {"thread_id": thread, "graph_id": graph_id}}
     context = server.ServerContext()
     await steps(graph.astream(inputs, config, context=context, stream_mode=["values", "updates"]))
@@ -174,3 +176,33 @@ async def test_the_server_sets_telemetry_up_from_its_settings_and_says_a_wrong_v
     labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"))
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
     assert [e.thread_id for e in runlog.last_runs(str(state))] == ["t-3"]
+
+
+async def test_a_server_run_stopped_for_approval_is_pending_until_answered(
+    server: Any, state: Path, services: Services, sandbox: Sandbox
+):
+    """The assistant on the server stops for approval (an interrupt, which LangGraph ends the run on without an
+    error): the run log says exit 4 for its thread, which `status` lists as waiting, until the answer's run."""
+    from langgraph.types import Command
+
+    from tests.fakes import ScriptedChatModel
+    from tests.test_assistant import cancel_script, demo
+
+    services.model = ScriptedChatModel(script=cancel_script)
+    future = demo(sandbox).sessions["future"]
+    saver = InMemorySaver()
+    ask = {"messages": [{"role": "user", "content": f"The patient for session {future} cancelled: cancel it"}]}
+    await run_on_server(server, "assistant", ask, "t-ask", saver)
+    (waiting,) = runlog.pending_approvals(str(state))
+    assert (waiting.graph, waiting.thread_id, waiting.exit_code, waiting.outcome) == (
+        "assistant",
+        "t-ask",
+        4,
+        "needs_approval",
+    )
+    assert [p["thread_id"] for p in json.loads(status(state, "--json").stdout)["pending_approvals"]] == ["t-ask"]
+    await run_on_server(server, "assistant", Command(resume={"decisions": [{"type": "approve"}]}), "t-ask", saver)
+    assert sandbox.store.sessions[future].canceled_time is not None
+    assert runlog.pending_approvals(str(state)) == []
+    (entry,) = runlog.last_runs(str(state))
+    assert (entry.thread_id, entry.exit_code) == ("t-ask", 0)
