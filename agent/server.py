@@ -9,6 +9,8 @@ by its runs; each run has a whole rate-limit wait budget of its own. The server 
 invokes the graphs itself (its own checkpointer, threads, resume and interrupts), so thread ids, resume-or-start and
 exit codes are the server's; what both share is the graphs, the services and the tool layer.
 `COVIU_AGENT_REPORT_DIR` (server only, default `./reports`) is where the audit graph writes its report files.
+Each run is observed by its graph's callbacks (`ServerRuns`): a row in the run log of COVIU_AGENT_STATE (what
+`coviu-agent status` shows) and, when `OTEL_*` or COVIU_AGENT_METRICS_FILE ask, the CLI's spans and metrics.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ import dataclasses
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from langgraph.errors import NodeError
+from langchain_core.callbacks import AsyncCallbackHandler
+from langgraph.errors import GraphInterrupt, NodeError
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic.json_schema import SkipJsonSchema
 
-from agent.errors import EXIT_UPSTREAM, BadInput, exit_code_for
+from agent.errors import EXIT_APPROVAL, EXIT_UPSTREAM, BadInput, exit_code_for
 from agent.settings import LONG_RUN_MAX_WAIT, Settings
 from graphs.assistant import build_assistant_graph
 from graphs.audit import build_audit_graph
@@ -102,15 +107,33 @@ def _run_wait_budget(settings: Settings, zone: ZoneInfo) -> RateLimitBudget:
     return RateLimitBudget(seconds, zone=zone)
 
 
+def _read_settings() -> Settings:
+    """The server's settings, and its telemetry as they and the standard `OTEL_*` variables ask (as the CLI's: off,
+    nothing of OpenTelemetry imported, unless configured). A wrong variable is said once, and telemetry stays off."""
+    settings = Settings()
+    from tools import telemetry
+
+    if telemetry.current() is None:
+        try:
+            telemetry.setup(metrics_file=settings.metrics_file)
+        except ValueError as exc:
+            logging.getLogger(__name__).error("telemetry is off: %s", exc)
+    return settings
+
+
+async def _server_settings() -> Settings:
+    """The settings, read once (under `_lock`; `.env` and the telemetry's imports stay off the event loop)."""
+    global _settings
+    if _settings is None:
+        _settings = await asyncio.to_thread(_read_settings)
+    return _settings
+
+
 async def _provide() -> Services:
     """Services for the calling run's integrated account (built on first use), in the run's time zone."""
-    global _settings
     account, zone = _run_setting("integrated_account_id"), _run_setting("timezone")
     async with _lock:
-        if _settings is None:
-            # Settings() reads `.env`: file I/O stays off the server's event loop.
-            _settings = await asyncio.to_thread(Settings)
-        settings = _settings
+        settings = await _server_settings()
         account = account or settings.truto_integrated_account_id
         key = "sandbox" if settings.uses_sandbox else str(account)
         services = _by_account.get(key)
@@ -177,10 +200,123 @@ async def _audit_failed(state: dict[str, Any], error: NodeError, runtime: Runtim
     raise failure
 
 
+@dataclass
+class _ServerResult:
+    """A run of a graph without a result type of its own (the assistant), as `agent.runs.run_facts` reads one."""
+
+    thread_id: str | None
+    state: dict[str, Any]
+    exit_code: int = 0
+
+
+class ServerRuns(AsyncCallbackHandler):
+    """Each server run of a graph, seen by its callbacks (LangGraph's server invokes the graphs itself, each step of
+    a run in a task of its own, so nothing can wrap a run as `agent.runs.observed` wraps a CLI run): the same root
+    span, node spans and run metrics (`tools.telemetry.begin_run` / `end_run`) when telemetry is configured, and a
+    row in the run log of COVIU_AGENT_STATE, which `coviu-agent status` reads."""
+
+    run_inline = True
+
+    def __init__(self, graph: str) -> None:
+        self.graph = graph
+        self.runs: dict[UUID, tuple[Any, Settings, str | None]] = {}
+        self.root_of: dict[UUID, UUID] = {}  # each runnable of a run (a node, a model call, ...) -> the run
+        self.stopped: set[UUID] = set()  # runs a node of which stopped for approval (an interrupt)
+
+    async def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from tools import telemetry
+
+        if parent_run_id is not None:  # a node (or a runnable inside one): its span, when traced
+            self.root_of[run_id] = self.root_of.get(parent_run_id, parent_run_id)
+            nodes = telemetry.node_spans()
+            if nodes is not None:
+                await nodes.on_chain_start(
+                    serialized, inputs, run_id=run_id, parent_run_id=parent_run_id, metadata=metadata, **kwargs
+                )
+            return
+        async with _lock:
+            settings = await _server_settings()
+        run = telemetry.begin_run(self.graph, settings.coviu_team_id or "")
+        nodes = telemetry.node_spans()
+        root = getattr(run.handle, "span", None)
+        if nodes is not None and root is not None:
+            nodes.add_run(run_id, root)
+        thread = (metadata or {}).get("thread_id")
+        self.runs[run_id] = (run, settings, str(thread) if thread else None)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self.runs.pop(run_id, None)
+        if entry is None:
+            await self._node_ended(run_id, None)
+            return
+        from agent.runs import AuditResult, TriageResult, log_run, run_facts
+
+        run, settings, thread = entry
+        state = dict(outputs) if isinstance(outputs, Mapping) else {}
+        result: Any
+        if run_id in self.stopped:  # waiting for approval (exit 4): `status` lists the thread until it is answered
+            result = _ServerResult(thread, state, EXIT_APPROVAL)
+        elif self.graph == "audit":
+            result = AuditResult(thread or "", False, state)
+        elif self.graph == "triage":
+            result = TriageResult(thread or "", False, state)
+        else:
+            result = _ServerResult(thread, state)
+        run.finish(**run_facts(result))
+        self._ended(run_id, run, None)
+        await asyncio.to_thread(log_run, (settings,), {}, run.record, result, None)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self.runs.pop(run_id, None)
+        if entry is None:
+            if isinstance(error, GraphInterrupt) and run_id in self.root_of:
+                self.stopped.add(self.root_of[run_id])
+            await self._node_ended(run_id, error)
+            return
+        from agent.runs import log_run
+
+        run, settings, _ = entry
+        self._ended(run_id, run, error)
+        await asyncio.to_thread(log_run, (settings,), {}, run.record, None, error)
+
+    def _ended(self, run_id: UUID, run: Any, error: BaseException | None) -> None:
+        from tools import telemetry
+
+        self.stopped.discard(run_id)
+        for child in [child for child, root in self.root_of.items() if root == run_id]:
+            del self.root_of[child]
+
+        telemetry.end_run(run, error)
+        nodes = telemetry.node_spans()
+        if nodes is not None:
+            nodes.drop_run(run_id)
+
+    async def _node_ended(self, run_id: UUID, error: BaseException | None) -> None:
+        from tools import telemetry
+
+        nodes = telemetry.node_spans()
+        if nodes is None:
+            return
+        if error is None:
+            await nodes.on_chain_end(None, run_id=run_id)
+        else:
+            await nodes.on_chain_error(error, run_id=run_id)
+
+
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:
-    """Compile a graph builder for the server: no checkpointer (the server brings its own), `ServerContext`."""
+    """Compile a graph builder for the server: no checkpointer (the server brings its own), `ServerContext`, and
+    each run observed (`ServerRuns`: telemetry and the run log)."""
     builder.context_schema = ServerContext
-    return builder.compile(name=name)
+    return builder.compile(name=name).with_config({"callbacks": [ServerRuns(name)]})
 
 
 def _warm_prompts() -> None:

@@ -6,8 +6,9 @@ The audit runs in process on the embedded sandbox's demo day (8 sessions) with a
 requests (the sandbox's fault injection), through `agent.runs.run_audit` as the CLI runs it, with the SDK's
 in-memory span exporter installed (`tools.telemetry`). The sandbox runs on a fake clock, so waits take no real time:
 a wait span's own duration is ~0 ms and `coviu.wait.seconds` says how long it would have waited. Nothing here is
-drawn by hand: every line is one exported span (name, duration, attributes, events). The catalog fetch (`GET tools`)
-is a trace of its own here because this script opens the toolbox before the run; under the CLI it is in the run.
+drawn by hand: every line is one exported span (name, duration, attributes, events). Each request is an event on the
+span it was sent from (a tool call's); the catalog fetch (`GET tools`) is in no trace here because this script opens
+the toolbox before the run (it is counted in the metrics); under the CLI it is an event in the run.
 """
 
 from __future__ import annotations

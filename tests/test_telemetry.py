@@ -130,17 +130,27 @@ async def test_an_audit_is_traced_run_node_tool_request_and_counted(
     assert run.attributes is not None
     assert run.attributes["coviu.clinic"] == DEMO_TEAM_ID and run.attributes["coviu.outcome"] == "done"
     assert run.attributes["coviu.sessions"] == len(result.report["sessions"])  # type: ignore[index]
-    # a request sits under a tool call, under a graph node, under the run
-    requests = [s for s in spans if s.name == "GET sessions"]
-    assert requests, sorted({s.name for s in spans})
-    chain = parent_chain(requests[0], by_id)
-    assert chain[1] == "tool list_all_coviu_sessions" and chain[2] == "node list_sessions" and chain[-1] == "run audit"
+    # a request is an event on its tool call's span, under a graph node, under the run (one span a request fewer)
+    assert not any(s.name.startswith(("GET ", "POST ")) for s in spans)
+    sent_from = [s for s in spans if any(e.name == "GET sessions" for e in s.events)]
+    assert sent_from, sorted({s.name for s in spans})
+    chain = parent_chain(sent_from[0], by_id)
+    assert chain[:2] == ["tool list_all_coviu_sessions", "node list_sessions"] and chain[-1] == "run audit"
+    request = next(e for e in sent_from[0].events if e.name == "GET sessions")
+    assert dict(request.attributes or {}).keys() >= {"http.route", "http.response.status_code"}
+    events = [e for s in spans for e in s.events]
     assert {s.context.trace_id for s in spans} == {run.context.trace_id}  # one trace
-    # the storm's 429s: on their requests' spans, and the waits as spans of their own
-    limited = [s for s in spans if (s.attributes or {}).get("http.response.status_code") == 429]
+    # the storm's 429s: on their requests' events and a `rate_limited` event beside them; the waits as spans
+    requests = [e for e in events if e.name.startswith(("GET ", "POST ", "PATCH "))]
+    assert len(requests) == sandbox.count() - before
+    routes = {str((e.attributes or {})["http.route"]) for e in requests}  # ids as {id}: a few routes, no id to check
+    assert "/proxy/session_summaries/{id}" in routes and all(p == "{id}" for r in routes for p in r.split("/")[3:])
+    limited = [s for s in spans if any((e.attributes or {}).get("http.response.status_code") == 429 for e in s.events)]
     assert limited and all(any(e.name == "rate_limited" for e in s.events) for s in limited)
     assert any(s.name == "wait retry" for s in spans)
-    assert sandbox.count(status=429) == len(limited)
+    refused = [e for e in requests if (e.attributes or {}).get("http.response.status_code") == 429]
+    assert sandbox.count(status=429) == len(refused)
+    assert {(e.attributes or {}).get("error.type") for e in refused} == {"RateLimitedError"}  # its type, no message
 
     points = metric_points(reader)
     requests_by_status = {
@@ -172,7 +182,7 @@ async def test_triage_with_a_patient_name_exports_ids_and_counts_only(
     assert result.exit_code == EXIT_OK
     spans = list(spans_exporter.get_finished_spans())
     assert any(s.name == "tool create_a_coviu_participant" for s in spans)
-    assert any(s.name == "POST sessions" for s in spans)
+    assert any(e.name == "POST sessions" for s in spans for e in s.events)
     assert leaks(exported_texts(spans, metric_points(reader))) == []
 
 
@@ -351,6 +361,9 @@ async def test_one_otlp_http_round_trip_to_a_loopback_receiver(
                 for span in scope.spans:
                     names.append(span.name)
                     texts += [span.name, *(f"{a.key}={a.value}" for a in span.attributes)]
+                    for event in span.events:
+                        names.append(event.name)
+                        texts += [event.name, *(f"{a.key}={a.value}" for a in event.attributes)]
     assert "run audit" in names and "node fetch_summaries" in names and "GET sessions" in names
     metric_names = {
         m.name
@@ -419,3 +432,52 @@ async def test_a_corrupt_textfile_is_replaced_and_the_run_keeps_its_outcome(
     labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"))
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
     assert "garbage" not in path.read_text(encoding="utf-8")
+
+
+def test_the_sampler_is_the_standard_variables_parent_based_ratio_by_default():
+    from opentelemetry.sdk.trace import sampling
+
+    default = telemetry.sampler({})
+    assert isinstance(default, sampling.ParentBased) and "TraceIdRatioBased{1.0}" in default.get_description()
+    tenth = telemetry.sampler({"OTEL_TRACES_SAMPLER_ARG": "0.1"})
+    assert "TraceIdRatioBased{0.1}" in tenth.get_description()
+    assert telemetry.sampler({"OTEL_TRACES_SAMPLER": "always_off"}) is sampling.ALWAYS_OFF
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER='sometimes'"):
+        telemetry.sampler({"OTEL_TRACES_SAMPLER": "sometimes"})
+    with pytest.raises(ValueError, match=r"OTEL_TRACES_SAMPLER_ARG='1\.5': expected a ratio from 0 to 1"):
+        telemetry.sampler({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"})
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG='often'"):
+        telemetry.setup(environ={"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER_ARG": "often"})
+    previous = telemetry.current()
+    configured = telemetry.setup(environ={"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER_ARG": "0.25"})
+    try:
+        assert configured is not None and configured.tracer_provider is not None
+        assert "TraceIdRatioBased{0.25}" in configured.tracer_provider.sampler.get_description()  # type: ignore[attr-defined]
+    finally:
+        telemetry.install(previous)
+        if configured is not None:
+            configured.shutdown()
+
+
+async def test_a_run_the_sampler_leaves_out_exports_no_span_and_is_still_counted(
+    settings: Settings, services: Services, sandbox: Sandbox
+):
+    from opentelemetry.sdk.trace import sampling
+
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=sampling.ParentBased(sampling.TraceIdRatioBased(0.0)))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    previous = telemetry.install(
+        telemetry.Telemetry(tracer_provider=tracer_provider, meter_provider=MeterProvider([reader]))
+    )
+    before = sandbox.count()
+    try:
+        result = await run_audit(settings, AuditArgs(day="yesterday"), services=services, checkpointer=InMemorySaver())
+    finally:
+        telemetry.install(previous)
+    assert result.exit_code == EXIT_OK
+    assert spans.get_finished_spans() == ()  # the run's children follow its decision: none recorded
+    points = metric_points(reader)
+    assert sum(v for _, v in points["coviu_agent.http.requests"]) == sandbox.count() - before
+    assert [a["outcome"] for a, _ in points["coviu_agent.runs"]] == ["done"]

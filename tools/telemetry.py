@@ -5,8 +5,10 @@ Off (the default), every call here is a no-op and nothing of OpenTelemetry is im
 `COVIU_AGENT_METRICS_FILE` (`setup`, called once when the CLI reads its settings):
 
 - traces: a run (`run`) → its graph nodes (a LangChain callback handler, while a run is open) → tool calls
-  (`tool_call`, in `graphs/nodes.py`) → HTTP requests (`http_request`, in the Truto client), with pacing and
-  429 waits as spans (`waiting`) and the budgeted rate-limit waits as events (`rate_limit_wait`);
+  (`tool_call`, in `graphs/nodes.py`), each HTTP request (`http_request`, in the Truto client) an event on the
+  span it was sent from (its method and resource, route, status, latency), retry waits as spans (`waiting`), pacing
+  waits, 429s and the budgeted rate-limit waits as events; sampled by the standard `OTEL_TRACES_SAMPLER(_ARG)`
+  (`sampler`: by default `parentbased_traceidratio` at 1.0, every run traced whole);
 - metrics: requests, 429s, latency by account and resource; wait seconds by kind; tool calls by outcome; sessions
   audited, flags by kind, alerts, runs and their duration by clinic and outcome.
 
@@ -41,7 +43,7 @@ SERVICE_NAME = "coviu-agent"
 EXPORTERS = ("otlp", "console", "none")
 WITHHELD = "(withheld)"
 # What a string attribute may look like: an id, a tool or resource name, a path of ids, an outcome.
-_SAFE = re.compile(r"[A-Za-z0-9._:/#@+=-]{0,200}")
+_SAFE = re.compile(r"[A-Za-z0-9._:/#@+={}-]{0,200}")
 
 AttrValue = str | bool | int | float
 PACING = "pacing"  # the governor's wait before a send (an event, not a span: `waiting`)
@@ -111,6 +113,24 @@ def safe_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
     return out
 
 
+_CHECKED_ATTRIBUTES: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
+
+
+def checked_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
+    """`safe_attributes`, remembered per set of attributes while the redactor's secrets stay the same (most spans and
+    events repeat a few: a tool's name, a route and a status). The dict returned is shared: do not change it."""
+    key = (REDACTOR.generation, *attributes.items())
+    try:
+        checked = _CHECKED_ATTRIBUTES.get(key)
+    except TypeError:  # a value that cannot be a key
+        return safe_attributes(attributes)
+    if checked is None:
+        if len(_CHECKED_ATTRIBUTES) >= _CHECKED_MAX:
+            _CHECKED_ATTRIBUTES.clear()
+        checked = _CHECKED_ATTRIBUTES[key] = safe_attributes(attributes)
+    return checked
+
+
 def account_of(key: str) -> str:
     """The integrated account in a governor key (`base_url#account`, or the account alone)."""
     return key.rpartition("#")[2]
@@ -122,6 +142,52 @@ def resource_of(path: str) -> str:
     if len(parts) > 2 and parts[1] == "proxy":
         return parts[2]
     return "tools" if path.endswith("/tools") else "other"
+
+
+def route_of(path: str) -> str:
+    """A request path with its ids as `{id}` (`/proxy/sessions/{id}`): few distinct values, no id to check."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "proxy":
+        return "/".join([*parts[:3], *("{id}" for _ in parts[3:])])
+    return "/tools" if path.endswith("/tools") else "other"
+
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+DEFAULT_SAMPLER = "parentbased_traceidratio"
+
+
+def sampler(environ: Mapping[str, str]) -> Any:
+    """The trace sampler the standard `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` ask for; by default
+    `parentbased_traceidratio` at `OTEL_TRACES_SAMPLER_ARG` (default 1.0: every run traced whole; 0.1: one run in
+    ten, its spans all or none; the metrics always). Raises ValueError naming the variable that is wrong."""
+    from opentelemetry.sdk.trace import sampling
+
+    name = (environ.get("OTEL_TRACES_SAMPLER") or DEFAULT_SAMPLER).strip().lower()
+    if name not in SAMPLERS:
+        raise ValueError(f"OTEL_TRACES_SAMPLER={name!r}: expected one of {', '.join(SAMPLERS)}")
+    if name.endswith("traceidratio"):
+        text = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
+        try:
+            ratio = float(text)
+        except ValueError:
+            ratio = math.nan
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={text!r}: expected a ratio from 0 to 1 (e.g. 0.1)")
+        ratio_sampler = sampling.TraceIdRatioBased(ratio)
+        return sampling.ParentBased(ratio_sampler) if name.startswith("parentbased") else ratio_sampler
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "parentbased_always_on": sampling.DEFAULT_ON,
+        "parentbased_always_off": sampling.DEFAULT_OFF,
+    }[name]
 
 
 def exporter_for(signal: str, environ: Mapping[str, str]) -> str | None:
@@ -194,6 +260,7 @@ class Telemetry:
         # shutdown): a dict update per request instead of the SDK's measurement path. Histograms record as usual.
         self.sums: dict[str, dict[tuple[tuple[str, AttrValue], ...], float]] = {}
         self.sums_lock = threading.Lock()
+        self.labels: dict[tuple[Any, ...], tuple[dict[str, AttrValue], tuple[tuple[str, AttrValue], ...]]] = {}
         if meter_provider is not None:
             meter = meter_provider.get_meter(SERVICE_NAME)
             for name, (_, kind, description) in METRICS.items():
@@ -219,10 +286,23 @@ class Telemetry:
         return observe
 
     def add(self, name: str, value: float, attributes: Mapping[str, object]) -> None:
-        attrs = safe_attributes(attributes)
+        # the checked labels of each (instrument, attributes) seen: a few dozen a run, most requests repeat one
+        key = (name, REDACTOR.generation, *attributes.items())
+        try:
+            known = self.labels.get(key)
+            hashable = True
+        except TypeError:  # a value that cannot be a key: checked each time
+            known, hashable = None, False
+        if known is None:
+            if len(self.labels) >= _CHECKED_MAX:
+                self.labels.clear()
+            attrs = safe_attributes(attributes)
+            known = (attrs, tuple(sorted(attrs.items())))
+            if hashable:
+                self.labels[key] = known
+        attrs, labels = known
         sums = self.sums.get(name)
         if sums is not None:
-            labels = tuple(sorted(attrs.items()))
             with self.sums_lock:
                 sums[labels] = sums.get(labels, 0) + value  # counts stay integers
         else:
@@ -283,6 +363,7 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
     if traces is None and metrics is None and path is None:
         install(None)
         return None
+    trace_sampler = sampler(env) if traces is not None else None  # a wrong variable named before anything starts
     from tools.textsafety import register_secrets
 
     # a collector's credentials (`key=value,...` headers) are secrets like the rest: never in a log line
@@ -307,7 +388,7 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
             span_exporter = OTLPSpanExporter()
         else:
             span_exporter = ConsoleSpanExporter()
-        tracer_provider = SdkTracerProvider(resource=resource)
+        tracer_provider = SdkTracerProvider(resource=resource, sampler=trace_sampler)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     meter_provider = None
     if metrics is not None:
@@ -363,7 +444,8 @@ class _SpanHandle(_NoSpan):
         self.span = span
 
     def set(self, **attributes: object) -> None:
-        self.span.set_attributes(safe_attributes(attributes))
+        if self.span.is_recording():  # a run the sampler left out: nothing to check or keep
+            self.span.set_attributes(checked_attributes(attributes))
 
 
 @contextlib.contextmanager
@@ -380,10 +462,11 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
 
     nodes = telemetry.node_spans if telemetry is not None else None
     parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
-    # start_span and attach (not start_as_current_span): two context managers fewer on every request's path
-    current_span = tracer.start_span(
-        name, context=parent, attributes=safe_attributes(attributes), record_exception=False
-    )
+    # start_span and attach (not start_as_current_span): two context managers fewer on every request's path;
+    # the attributes checked only when the span records (the sampler decides on the run's trace id alone)
+    current_span = tracer.start_span(name, context=parent, record_exception=False)
+    if current_span.is_recording():
+        current_span.set_attributes(checked_attributes(attributes))
     token = otel_context.attach(trace.set_span_in_context(current_span, parent))
     try:
         yield _SpanHandle(current_span)
@@ -400,14 +483,22 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
 
 def event(name: str, **attributes: object) -> None:
     """An event on the current span."""
+    _add_event(name, attributes)
+
+
+def _add_event(name: str, attributes: Mapping[str, object], timestamp: int | None = None) -> None:
+    """An event on the current span (a node's, in a node outside any tool call), at `timestamp` (ns) or now."""
     telemetry = _CURRENT
     if telemetry is None or telemetry.tracer is None:
         return
     from opentelemetry import trace
 
+    current_span = trace.get_current_span()
     nodes = telemetry.node_spans
-    parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
-    trace.get_current_span(parent).add_event(name, safe_attributes(attributes))
+    if nodes is not None and (current_span is _RUN_SPAN.get() or current_span is trace.INVALID_SPAN):
+        current_span = nodes.node_span() or current_span  # in a node, outside any tool call: the node's
+    if current_span.is_recording():
+        current_span.add_event(name, checked_attributes(attributes), timestamp)
 
 
 # --- the instrumented places ----------------------------------------------------------------------------------
@@ -415,7 +506,9 @@ def event(name: str, **attributes: object) -> None:
 
 @contextlib.contextmanager
 def http_request(verb: str, path: str, account: str) -> Iterator[None]:
-    """One request to Truto (the Truto client, after pacing): a span, the request count and latency."""
+    """One request to Truto (the Truto client, after pacing): the request count and latency, and an event named
+    `{verb} {resource}` on the span it was sent from (a tool call's): one span a request fewer than a span of its
+    own, the SDK's span being most of what tracing costs a request."""
     telemetry = _CURRENT
     if telemetry is None:
         yield
@@ -423,32 +516,32 @@ def http_request(verb: str, path: str, account: str) -> Iterator[None]:
     resource = resource_of(path)
     attrs: dict[str, AttrValue] = {"coviu.account": account, "coviu.resource": resource}
     token = _REQUEST.set(attrs)
+    started_ns = time.time_ns()
     started = time.perf_counter()
+    failed: str | None = None
     try:
-        with span(f"{verb} {resource}", **attrs, **{"http.request.method": verb, "url.path": path}):
-            yield
+        yield
+    except BaseException as exc:
+        failed = type(exc).__name__  # by type only: an error's message may quote what a server said
+        raise
     finally:
         _REQUEST.reset(token)
+        seconds = time.perf_counter() - started
         status = attrs.get("http.response.status_code", 0)
-        telemetry.add("coviu_agent.http.request.duration", time.perf_counter() - started, _labels(attrs))
-        telemetry.add("coviu_agent.http.requests", 1, {**_labels(attrs), "method": verb, "status_code": status})
-
-
-def _labels(attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]:
-    return {"account": attrs.get("coviu.account", ""), "resource": attrs.get("coviu.resource", "")}
+        if telemetry.tracer is not None:
+            # at the send; the method and resource in its name, the account the run's, the latency a metric's
+            sent = {"http.route": route_of(path), "http.response.status_code": status, "error.type": failed}
+            _add_event(f"{verb} {resource}", sent, started_ns)
+        labels = {"account": account, "resource": resource}
+        telemetry.add("coviu_agent.http.request.duration", seconds, labels)
+        telemetry.add("coviu_agent.http.requests", 1, {**labels, "method": verb, "status_code": status})
 
 
 def http_status(status_code: int) -> None:
-    """The status of the request in progress (on its span and in its count)."""
+    """The status of the request in progress (on its event and in its count)."""
     attrs = _REQUEST.get()
-    if attrs is None:
-        return
-    attrs["http.response.status_code"] = status_code
-    event_free = _CURRENT
-    if event_free is not None and event_free.tracer is not None:
-        from opentelemetry import trace
-
-        trace.get_current_span().set_attribute("http.response.status_code", status_code)
+    if attrs is not None:
+        attrs["http.response.status_code"] = status_code
 
 
 def rate_limited(key: str) -> None:
@@ -530,6 +623,7 @@ class Run:
         self.counts: dict[str, float] = {}
         self.flags: dict[str, int] = {}
         self.finished = False
+        self.detached: _Detached | None = None  # a run `begin_run` started
 
     def finish(
         self,
@@ -596,6 +690,61 @@ def run(graph: str, clinic: str = "") -> Iterator[Run]:
         record.duration = time.perf_counter() - started
         _count_run(telemetry, handle_run)
         telemetry.flush()
+
+
+class _Detached:
+    """What `begin_run` keeps of a run for `end_run`."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+
+def begin_run(graph: str, clinic: str = "") -> Run:
+    """A run whose start and end are seen apart, in different tasks (a LangGraph Server run, seen by its callbacks):
+    its root span is made current nowhere (its nodes' spans find it by their parent run: `NodeSpans.add_run`). End
+    it with `end_run`."""
+    telemetry = _CURRENT
+    record = RunRecord(graph=graph, clinic=clinic, started=time.time())
+    handle: _NoSpan = _NO_SPAN
+    if telemetry is not None and telemetry.tracer is not None:
+        from opentelemetry.context import Context
+
+        root = telemetry.tracer.start_span(f"run {graph}", context=Context(), record_exception=False)
+        if root.is_recording():
+            root.set_attributes(checked_attributes({"coviu.graph": graph, "coviu.clinic": clinic}))
+        handle = _SpanHandle(root)
+    run_handle = Run(record, handle)
+    run_handle.detached = _Detached(time.perf_counter())
+    return run_handle
+
+
+def end_run(handle: Run, error: BaseException | None = None) -> None:
+    """End a run `begin_run` started: its span, its metrics and the textfile (`finish` first, unless `error`)."""
+    record = handle.record
+    if error is not None and not handle.finished:
+        record.exit_code = exit_code_of(error)
+        record.outcome = OUTCOMES.get(record.exit_code, "error")
+        handle.handle.set(**{"coviu.outcome": record.outcome, "coviu.exit_code": record.exit_code})
+    started = handle.detached.started if handle.detached is not None else time.perf_counter()
+    record.duration = time.perf_counter() - started
+    root = getattr(handle.handle, "span", None)
+    if root is not None:
+        if error is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            root.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            root.set_attribute("error.type", type(error).__name__)
+        root.end()
+    telemetry = _CURRENT
+    if telemetry is not None:
+        _count_run(telemetry, handle)
+        telemetry.flush()
+
+
+def node_spans() -> Any:
+    """The handler that opens graph nodes' spans (`tools.telemetry_nodes.NodeSpans`) when tracing is on, else None."""
+    telemetry = _CURRENT
+    return _node_spans(telemetry) if telemetry is not None and telemetry.tracer is not None else None
 
 
 def exit_code_of(exc: BaseException) -> int:

@@ -55,7 +55,16 @@ class NodeSpans(AsyncCallbackHandler):
         if self.tracer is None or not node or kwargs.get("name") != node:
             return  # only the node itself, not the runnables inside it
         attributes = self.clean({"langgraph.node": node, "langgraph.step": (metadata or {}).get("langgraph_step")})
-        self.open[run_id] = self.tracer.start_span(f"node {node}", attributes=attributes)
+        run = self.open.get(parent_run_id) if parent_run_id is not None else None  # a run `add_run` keeps, or none:
+        parent = trace.set_span_in_context(run) if run is not None else None  # the current span (the CLI's run's)
+        self.open[run_id] = self.tracer.start_span(f"node {node}", context=parent, attributes=attributes)
+
+    def add_run(self, run_id: UUID, run_span: trace.Span) -> None:
+        """The root span of a run made current nowhere (a server run's): its nodes' spans are its children."""
+        self.open[run_id] = run_span
+
+    def drop_run(self, run_id: UUID) -> None:
+        self.open.pop(run_id, None)
 
     def _close(self, run_id: UUID, error: BaseException | None) -> None:
         node_span = self.open.pop(run_id, None)
@@ -68,15 +77,20 @@ class NodeSpans(AsyncCallbackHandler):
 
     def parent_context(self, run_span: trace.Span | None) -> context.Context | None:
         """The context of the node running here, when the run's own span is current (else None: the current span,
-        a tool call's or a request's, is the parent)."""
-        if run_span is None or trace.get_current_span() is not run_span:
+        a tool call's or a wait's, is the parent)."""
+        current = trace.get_current_span()
+        if current is not trace.INVALID_SPAN and (run_span is None or current is not run_span):
             return None
+        node_span = self.node_span()
+        return trace.set_span_in_context(node_span) if node_span is not None else None
+
+    def node_span(self) -> trace.Span | None:
+        """The span of the graph node running here (by LangChain's record of it), if any."""
         from langchain_core.runnables.config import var_child_runnable_config
 
         config = var_child_runnable_config.get() or {}
         node_run = getattr(config.get("callbacks"), "parent_run_id", None)
-        node_span = self.open.get(node_run) if node_run is not None else None
-        return trace.set_span_in_context(node_span) if node_span is not None else None
+        return self.open.get(node_run) if node_run is not None else None
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id, None)

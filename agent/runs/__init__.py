@@ -40,7 +40,15 @@ from agent.runs.audit import (
     run_audit,
     tell_audit_failed,
 )
-from agent.runs.base import Event, Progress, declared_inputs, dry_run_meets_interrupted, observed, run_facts
+from agent.runs.base import (
+    Event,
+    Progress,
+    declared_inputs,
+    dry_run_meets_interrupted,
+    log_run,
+    observed,
+    run_facts,
+)
 from agent.runs.catalog import ToolListing, run_tools
 from agent.runs.queue_watch import (
     QUEUE_MEMORY_SECONDS,
@@ -85,6 +93,7 @@ __all__ = [
     "check_resumable",
     "declared_inputs",
     "dry_run_meets_interrupted",
+    "log_run",
     "observed",
     "pending_request",
     "queue_status",

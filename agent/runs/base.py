@@ -118,12 +118,12 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
                     if isinstance(exc, Exception):
-                        await asyncio.to_thread(_log_run, args, kwargs, traced.record, None, exc)
+                        await asyncio.to_thread(log_run, args, kwargs, traced.record, None, exc)
                     else:  # cancelled or interrupted: the loop is stopping, nothing else of ours runs on it
-                        _log_run(args, kwargs, traced.record, None, exc)
+                        log_run(args, kwargs, traced.record, None, exc)
                     raise
                 traced.finish(**run_facts(result))
-                await asyncio.to_thread(_log_run, args, kwargs, traced.record, result, None)
+                await asyncio.to_thread(log_run, args, kwargs, traced.record, result, None)
                 return result
 
         return run
@@ -131,7 +131,7 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
     return wrap
 
 
-def _log_run(
+def log_run(
     args: tuple[Any, ...], kwargs: Mapping[str, Any], record: Any, result: Any, error: BaseException | None
 ) -> None:
     """One row in the run log of the settings' state store (`agent.runlog`), for `coviu-agent status`; a run given

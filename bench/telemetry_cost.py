@@ -1,0 +1,107 @@
+"""What telemetry costs one request, and once per process, without the audit around it (issue 27).
+
+    .venv/bin/python bench/telemetry_cost.py                 # 1,000 requests, 9 repeats of each mode
+    .venv/bin/python bench/telemetry_cost.py --requests 2000 --repeat 5
+
+The audit's own CPU moves by ±7% from run to run on a shared machine, more than the overhead being measured; this
+measures the instrumented path alone: per request, the tool call (`telemetry.tool_call`, a span) around one request
+to Truto (`telemetry.http_request`: an event on that span, the request count and latency), inside a run, exported
+over OTLP/HTTP to a loopback receiver in a child process (the exporter threads' CPU and the last export counted,
+the receiver's not). Modes: `traced` (the default sampler: every run traced), `sampled-out` (a run the sampler left
+out, `OTEL_TRACES_SAMPLER_ARG=0`: metrics only). And once per process: `telemetry.setup()`'s CPU (the OpenTelemetry
+SDK and OTLP exporter imports) in a fresh interpreter that has already imported the audit. Divide by the untraced
+audit's CPU (bench/bench.py's `audit` row) for the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from profile_traced import RECEIVER  # noqa: E402  (bench/ is the script's folder)
+
+SETUP = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import agent.runs, graphs.audit, langchain_core.tracers.context, langchain_core.runnables.config  # the audit's own
+from tools import telemetry
+started = time.process_time()
+configured = telemetry.setup()
+telemetry._node_spans(configured)
+print(time.process_time() - started)
+configured.shutdown()
+"""
+
+
+def requests_cpu(n: int) -> tuple[float, float]:
+    """CPU seconds per request (all threads, the shutdown's export included) and of them this thread's."""
+    from tools import telemetry
+
+    async def run() -> None:
+        with telemetry.run("audit", "team-1") as handle:
+            for i in range(n):
+                with telemetry.tool_call("get_single_coviu_session_summary_by_id") as call:
+                    with telemetry.http_request("GET", f"/proxy/session_summaries/s-{i}", "account-1"):
+                        telemetry.http_status(200)
+                    call.done("ok")
+            handle.finish("done", 0)
+
+    configured = telemetry.current()
+    started, here = time.process_time(), time.thread_time()
+    asyncio.run(run())
+    if configured is not None:
+        configured.shutdown()
+    return (time.process_time() - started) / n, (time.thread_time() - here) / n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="per run (default 1000: below the span queue's 2048)"
+    )
+    parser.add_argument("--repeat", type=int, default=9)
+    args = parser.parse_args()
+    from tools import telemetry
+
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout is not None
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.stdout.readline().strip()}"
+        setups = [
+            float(subprocess.run([sys.executable, "-c", SETUP, str(ROOT)], capture_output=True, text=True).stdout)
+            for _ in range(3)
+        ]
+        print(f"setup (imports, providers, exporters), once per process: {statistics.median(setups) * 1e3:.0f} ms CPU")
+        results: dict[str, list[tuple[float, float]]] = {"off": [], "traced": [], "sampled-out": []}
+        for i in range(args.repeat + 1):  # the first round warms up
+            for mode in results:
+                if mode != "off":
+                    os.environ["OTEL_TRACES_SAMPLER_ARG"] = "0" if mode == "sampled-out" else "1"
+                    telemetry.setup()
+                measured = requests_cpu(args.requests)
+                telemetry.install(None)
+                if i:
+                    results[mode].append(measured)
+        for mode, runs in results.items():
+            total = statistics.median(r[0] for r in runs) * 1e6
+            here = statistics.median(r[1] for r in runs) * 1e6
+            fastest = min(r[0] for r in runs) * 1e6
+            print(f"{mode:>12}: {total:6.1f} µs a request (fastest {fastest:.1f}; this thread {here:.1f})")
+    finally:
+        receiver.terminate()
+        receiver.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

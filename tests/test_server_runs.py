@@ -1,0 +1,208 @@
+"""Runs through the LangGraph Server's graphs (agent/server.py) leave what CLI runs leave: a row in the run log
+(`coviu-agent status`) and, when telemetry is configured, the run's spans (run → node → tool call, one trace) and
+run metrics.
+
+The graphs are the objects langgraph.json names, copied with a checkpointer as the server copies them, and streamed
+as the server streams them: each step of the stream in an asyncio task of its own (langgraph_api's
+`wait_if_not_done`), so nothing a step sets in its context reaches the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agent import runlog
+from agent.settings import Settings
+from graphs.context import Services
+from sandbox import DEMO_TEAM_ID, Sandbox
+from tests.test_status import status
+from tests.test_telemetry import exported_texts, leaks, metric_points, parent_chain
+from tools import telemetry
+
+pytestmark = pytest.mark.profiles("default")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "state.db"
+
+
+@pytest.fixture
+def server(state: Path, services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """agent/server.py with these settings (COVIU_AGENT_STATE in a temporary folder) and the sandbox's services."""
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    import agent.server as module
+
+    settings = Settings(_env_file=None, COVIU_AGENT_STATE=str(state))  # type: ignore[call-arg]
+    monkeypatch.setattr(module, "_settings", settings)
+    monkeypatch.setitem(module._by_account, "sandbox", services)
+    yield module
+
+
+@pytest.fixture
+def in_memory() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    previous = telemetry.install(
+        telemetry.Telemetry(tracer_provider=tracer_provider, meter_provider=MeterProvider([reader]))
+    )
+    yield spans, reader
+    telemetry.install(previous)
+
+
+async def steps(stream: AsyncIterator[Any]) -> list[Any]:
+    """Every item of `stream`, each step awaited in a task of its own, as LangGraph's server does."""
+    items: list[Any] = []
+    sentinel = object()
+    while True:
+        item = await asyncio.create_task(anext(stream, sentinel))  # type: ignore[arg-type]
+        if item is sentinel:
+            return items
+        items.append(item)
+
+
+async def run_on_server(
+    server: Any, graph_id: str, inputs: Any, thread: str, saver: InMemorySaver | None = None
+) -> dict[str, Any]:
+    graph = getattr(server, graph_id).copy(update={"checkpointer": saver or InMemorySaver()})
+    config = {"configurable": {"thread_id": thread, "graph_id": graph_id}}
+    context = server.ServerContext()
+    await steps(graph.astream(inputs, config, context=context, stream_mode=["values", "updates"]))
+    return dict((await graph.aget_state(config)).values)
+
+
+async def test_a_server_audit_and_triage_are_in_the_run_log_and_status(server: Any, state: Path, sandbox: Sandbox):
+    assert telemetry.current() is None  # the run log does not depend on telemetry
+    audit = await run_on_server(server, "audit", {"date": "yesterday"}, "t-audit-1")
+    assert audit["report"]["sessions"]
+    triage = await run_on_server(
+        server,
+        "triage",
+        {"messages": [{"role": "user", "content": "A priority patient needs a duty nurse now"}], "patient_name": "Ava"},
+        "t-1",
+    )
+    assert not triage.get("failure")
+    runs = {entry.graph: entry for entry in runlog.last_runs(str(state))}
+    assert set(runs) == {"audit", "triage"}
+    assert runs["audit"].clinic == DEMO_TEAM_ID and runs["audit"].thread_id == "t-audit-1"
+    assert (runs["audit"].outcome, runs["audit"].exit_code) == ("done", 0)
+    assert runs["audit"].report_path and Path(runs["audit"].report_path).exists()
+    assert (runs["triage"].graph, runs["triage"].clinic, runs["triage"].outcome) == ("triage", DEMO_TEAM_ID, "done")
+    shown = json.loads(status(state, "--json").stdout)["last_runs"]
+    assert {(r["graph"], r["thread_id"], r["outcome"]) for r in shown} == {
+        ("audit", "t-audit-1", "done"),
+        ("triage", "t-1", "done"),
+    }
+
+
+async def test_a_server_run_that_fails_is_logged_with_its_exit_code(server: Any, state: Path, sandbox: Sandbox):
+    with pytest.raises(Exception, match="date"):  # a date that is no date: the run fails (bad input)
+        await run_on_server(server, "audit", {"date": "the 32nd of Smarch"}, "t-bad")
+    (entry,) = runlog.last_runs(str(state))
+    assert (entry.graph, entry.outcome, entry.exit_code) == ("audit", "bad_input", 2)
+
+
+async def test_a_server_audit_is_traced_run_node_tool_and_counted(
+    server: Any, state: Path, in_memory: Any, sandbox: Sandbox
+):
+    spans_exporter, reader = in_memory
+    before = sandbox.count()
+    audit = await run_on_server(server, "audit", {"date": "yesterday"}, "t-audit-2")
+    spans = list(spans_exporter.get_finished_spans())
+    (run,) = [s for s in spans if s.name == "run audit"]
+    assert run.parent is None and (run.attributes or {})["coviu.outcome"] == "done"
+    assert (run.attributes or {})["coviu.sessions"] == len(audit["report"]["sessions"])
+    assert {s.context.trace_id for s in spans} == {run.context.trace_id}  # one trace, though each step had a task
+    by_id = {s.context.span_id: s for s in spans}
+    sent_from = [s for s in spans if any(e.name == "GET sessions" for e in s.events)]
+    assert sent_from
+    assert parent_chain(sent_from[0], by_id) == ["tool list_all_coviu_sessions", "node list_sessions", "run audit"]
+    points = metric_points(reader)
+    assert sum(v for _, v in points["coviu_agent.http.requests"]) == sandbox.count() - before
+    assert [(a["graph"], a["clinic"], a["outcome"]) for a, _ in points["coviu_agent.runs"]] == [
+        ("audit", DEMO_TEAM_ID, "done")
+    ]
+    assert points["coviu_agent.sessions.audited"] == [({"clinic": DEMO_TEAM_ID}, len(audit["report"]["sessions"]))]
+    assert leaks(exported_texts(spans, points)) == []
+    (entry,) = runlog.last_runs(str(state))
+    assert entry.thread_id == "t-audit-2"
+
+
+async def test_the_server_sets_telemetry_up_from_its_settings_and_says_a_wrong_variable(
+    server: Any, state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """The server reads its settings on its first run: the metrics textfile (COVIU_AGENT_METRICS_FILE) and the
+    standard OTEL_* variables turn telemetry on as they do for the CLI; a wrong one is logged by name, and the run
+    goes on without telemetry."""
+    from tools.promfile import read as read_textfile
+
+    textfile = tmp_path / "metrics" / "coviu.prom"
+    monkeypatch.setenv("COVIU_AGENT_STATE", str(state))
+    monkeypatch.setenv("COVIU_AGENT_METRICS_FILE", str(textfile))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
+    monkeypatch.setattr(server, "_settings", None)
+    previous = telemetry.current()
+    telemetry.install(None)
+    try:
+        triage = {"messages": [{"role": "user", "content": "A priority patient needs a duty nurse now"}]}
+        await run_on_server(server, "triage", {**triage, "patient_name": "Ava"}, "t-2")
+        assert telemetry.current() is None
+        assert "OTEL_TRACES_SAMPLER='sometimes'" in caplog.text
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER")
+        monkeypatch.setattr(server, "_settings", None)
+        await run_on_server(server, "triage", {**triage, "patient_name": "Ava"}, "t-3")
+        configured = telemetry.current()
+        assert configured is not None and configured.tracer is not None
+        configured.shutdown()
+    finally:
+        telemetry.install(previous)
+    samples = read_textfile(textfile)
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"))
+    assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
+    assert [e.thread_id for e in runlog.last_runs(str(state))] == ["t-3"]
+
+
+async def test_a_server_run_stopped_for_approval_is_pending_until_answered(
+    server: Any, state: Path, services: Services, sandbox: Sandbox
+):
+    """The assistant on the server stops for approval (an interrupt, which LangGraph ends the run on without an
+    error): the run log says exit 4 for its thread, which `status` lists as waiting, until the answer's run."""
+    from langgraph.types import Command
+
+    from tests.fakes import ScriptedChatModel
+    from tests.test_assistant import cancel_script, demo
+
+    services.model = ScriptedChatModel(script=cancel_script)
+    future = demo(sandbox).sessions["future"]
+    saver = InMemorySaver()
+    ask = {"messages": [{"role": "user", "content": f"The patient for session {future} cancelled: cancel it"}]}
+    await run_on_server(server, "assistant", ask, "t-ask", saver)
+    (waiting,) = runlog.pending_approvals(str(state))
+    assert (waiting.graph, waiting.thread_id, waiting.exit_code, waiting.outcome) == (
+        "assistant",
+        "t-ask",
+        4,
+        "needs_approval",
+    )
+    assert [p["thread_id"] for p in json.loads(status(state, "--json").stdout)["pending_approvals"]] == ["t-ask"]
+    await run_on_server(server, "assistant", Command(resume={"decisions": [{"type": "approve"}]}), "t-ask", saver)
+    assert sandbox.store.sessions[future].canceled_time is not None
+    assert runlog.pending_approvals(str(state)) == []
+    (entry,) = runlog.last_runs(str(state))
+    assert (entry.thread_id, entry.exit_code) == ("t-ask", 0)
