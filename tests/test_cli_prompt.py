@@ -52,6 +52,26 @@ def read_until(fd: int, needle: str, timeout: float) -> str:
     return seen.decode("utf-8", "replace")
 
 
+def drain_until_exit(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """What the child writes to its terminal until it exits (or `timeout` passes), read as it comes."""
+    import select
+
+    seen, end = b"", time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            seen += chunk
+            if chunk:
+                continue
+        if proc.poll() is not None:
+            break
+    return seen.decode("utf-8", "replace")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
 def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTO_", "COVIU_", "OPENAI_"))}
@@ -61,6 +81,7 @@ def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command
         COVIU_AGENT_STATE=str(tmp_path / "state.sqlite"),
         PYTHONPATH=str(ROOT),
         HOME=str(tmp_path),
+        PYTHONFAULTHANDLER="1",
     )
     main, child = pty.openpty()
     args = [sys.executable, "-c", SCRIPT, "ask", "book an intake session in two days", "--thread-id", "ask:ctrl-c"]
@@ -71,14 +92,19 @@ def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command
         assert "Approve this one?" in shown, shown
         proc.send_signal(signal.SIGINT)
         # without waiting for Enter (which never comes here): a prompt that held the exit would hang past this; the
-        # bound is loose because a loaded CI machine is slow to tear a process down, and timings are not asserted
-        code = proc.wait(timeout=60)
-        said = read_until(main, "--no", timeout=5)
+        # bound is loose because a loaded CI machine is slow to tear a process down, and timings are not asserted.
+        # The terminal is read meanwhile (a child writing to a full terminal would block), and a child still there
+        # after the bound dumps its threads (faulthandler, on SIGABRT) into what the failure shows.
+        said = drain_until_exit(main, proc, timeout=60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)
+            said += drain_until_exit(main, proc, timeout=5)
+        code = proc.poll()
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(main)
-    assert code == 130
+    assert code == 130, said
     assert "coviu-agent ask --thread-id ask:ctrl-c" in said and "--yes" in said, said
 
 
