@@ -52,6 +52,13 @@ def read_until(fd: int, needle: str, timeout: float) -> str:
     return seen.decode("utf-8", "replace")
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the child before it starts: Ctrl-C's default action. A suite started in the background (`cmd &` from a
+    script, as CI may run it) inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt: the
+    child would sit at its prompt and the test would see a hang that no person at a terminal can meet."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def drain_until_exit(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
     """What the child writes to its terminal until it exits (or `timeout` passes), read as it comes."""
     import select
@@ -85,7 +92,9 @@ def test_ctrl_c_at_the_approval_prompt_exits_130_at_once_with_the_resume_command
     )
     main, child = pty.openpty()
     args = [sys.executable, "-c", SCRIPT, "ask", "book an intake session in two days", "--thread-id", "ask:ctrl-c"]
-    proc = subprocess.Popen(args, stdin=child, stdout=child, stderr=child, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        args, stdin=child, stdout=child, stderr=child, env=env, cwd=tmp_path, preexec_fn=ctrl_c_as_at_a_terminal
+    )
     os.close(child)
     try:
         shown = read_until(main, "Approve this one?", timeout=60)
