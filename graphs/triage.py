@@ -476,7 +476,7 @@ def build_triage_graph() -> StateGraph[TriageState, Context, TriageInput, Triage
     builder.add_node("prepare", prepare)
     builder.add_node("plan", plan, destinations=("act", "respond", "plan"))
     # act reads the whole state (ids, the queue threshold, what exists): not only the keys its signature names
-    builder.add_node("act", act, input_schema=TriageState, destinations=("plan", "wait_and_retry"))  # type: ignore[call-overload]
+    builder.add_node("act", act, input_schema=TriageState, destinations=("plan", "wait_and_retry"))  # type: ignore[arg-type]
     builder.add_node("wait_and_retry", wait_and_retry, destinations=("act",))
     builder.add_node("respond", respond)
     builder.add_edge(START, "prepare")
