@@ -58,7 +58,7 @@ def read(path: Path) -> dict[Key, float]:
 
 
 class LastRun(Protocol):
-    """A finished run, as the last-run gauges keep it (tools/telemetry.py's RunRecord is one)."""
+    """A finished run, as the last-run gauges keep it (tools/telemetry_providers.py's RunRecord is one)."""
 
     @property
     def graph(self) -> str: ...

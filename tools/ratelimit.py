@@ -1,4 +1,5 @@
-"""The one place that knows about rate limits: header parsing, the run's wait budget and the per-account governor.
+"""The one place that knows about rate limits: the run's wait budget and the per-account governor; what a response
+says (header parsing, a 429's retry moment) is read in `tools/ratelimit_headers.py`, whose names it re-exports.
 
 The governor paces requests ahead of the limit and, after a 429, holds every caller until the reset. Its API is
 explicit: `ticket = await governor.acquire(budget, sleep)` before a send, `governor.observe(info, status_code=...,
@@ -14,29 +15,44 @@ import math
 import threading
 import weakref
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any
 
 from tools import telemetry
 from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
+from tools.ratelimit_headers import (
+    MAX_HEADER_SECONDS,
+    RateLimitInfo,
+    checked_retry_at,
+    parse_rate_limit_headers,
+    parse_reset,
+    parse_retry_after,
+    parse_retry_after_ms,
+    retry_deadline,
+)
 from tools.ratestore import AccountRate, MemoryRateStore, RateStore
-from tools.timeparse import parse_http_date
 
 log = logging.getLogger(__name__)
+
+# read in tools/ratelimit_headers.py; importable from here, the rate limits' one owner
+__all__ = [
+    "MAX_HEADER_SECONDS",
+    "RateLimitInfo",
+    "checked_retry_at",
+    "parse_rate_limit_headers",
+    "parse_reset",
+    "parse_retry_after",
+    "parse_retry_after_ms",
+    "retry_deadline",
+]
 
 # Truto's own documented limit per integrated account: 50 requests per 10 seconds.
 DEFAULT_LIMIT = 50
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_RETRY_AFTER = 10.0
-# A reset value at or above this is a Unix timestamp (September 2001 onwards), not a number of seconds:
-# a delay that long (31 years) never occurs, while monthly quotas (~2.6 million seconds) stay delays.
-_UNIX_THRESHOLD = 1_000_000_000
-# The longest wait a header may ask for: a monthly quota's reset. Anything longer (or negative, non-finite,
-# unparsable) is not a schedule but a broken header: ignored (said at DEBUG), and the default back-off applies.
-MAX_HEADER_SECONDS = 31 * 86_400.0
 # The run's rate-limit wait budget when the command sets none (triage, ask): two minutes.
 DEFAULT_MAX_WAIT = 120.0
 # A wait longer than this is said at INFO on stderr (what, how long, why).
@@ -52,105 +68,6 @@ CLOCK_TOLERANCE_SECONDS = 1.0
 # A send is never booked further ahead than this many windows past the server's latest word (its reset, a hold):
 # pacing alone never needs more. A pacing wait longer than this many windows is claimed from the run's budget.
 PACING_HORIZON_WINDOWS = 2
-
-
-@dataclass(frozen=True)
-class RateLimitInfo:
-    """What one response said about the limit. Seconds are relative to the response's arrival."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_seconds: float | None = None
-    retry_after_seconds: float | None = None
-
-
-def _ignored(header: str, value: str, why: str) -> None:
-    log.debug("ignoring %s: %r (%s); the default back-off applies", header, value[:40], why)
-
-
-def _number(header: str, text: str) -> float | None:
-    """A finite, non-negative number, or None (said at DEBUG)."""
-    try:
-        number = float(text)
-    except ValueError:
-        _ignored(header, text, "not a number")
-        return None
-    if not math.isfinite(number):
-        _ignored(header, text, "not finite")
-        return None
-    if number < 0:
-        _ignored(header, text, "negative")
-        return None
-    return number
-
-
-def _capped(header: str, text: str, seconds: float) -> float | None:
-    if seconds > MAX_HEADER_SECONDS:
-        _ignored(header, text, f"more than {MAX_HEADER_SECONDS:.0f} s away")
-        return None
-    return max(0.0, seconds)
-
-
-def parse_reset(value: str | None, now: datetime) -> float | None:
-    """`ratelimit-reset`: seconds until reset, or a Unix timestamp. Returns seconds from now (>= 0), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    number = _number("ratelimit-reset", text)
-    if number is None:
-        return None
-    if number >= _UNIX_THRESHOLD:
-        number = number - now.timestamp()
-    return _capped("ratelimit-reset", text, number)
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """`Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3). Returns seconds from now (>= 0), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
-        checked = _number("Retry-After", text)
-        return None if checked is None else _capped("Retry-After", text, checked)
-    when = parse_http_date(text)
-    if when is None:
-        _ignored("Retry-After", text, "neither seconds nor an HTTP date with a zone")
-        return None
-    return _capped("Retry-After", text, (when - now).total_seconds())
-
-
-def parse_retry_after_ms(value: str | None) -> float | None:
-    """`retry-after-ms` (OpenAI-style APIs): milliseconds. Returns seconds (>= 0), or None when unusable, with the
-    checks `Retry-After` gets (finite, non-negative, at most a header's longest wait)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    number = _number("retry-after-ms", text)
-    return None if number is None else _capped("retry-after-ms", text, number / 1000)
-
-
-def _int_or_none(header: str, value: str | None) -> int | None:
-    if value is None or not value.strip():
-        return None
-    number = _number(header, value.strip())
-    if number is None or number > 1e12:
-        return None
-    return int(number)
-
-
-def parse_rate_limit_headers(headers: Mapping[str, str], now: datetime) -> RateLimitInfo:
-    """Read Truto's normalised headers (any case) into seconds-from-now; unusable values are None."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    return RateLimitInfo(
-        limit=_int_or_none("ratelimit-limit", lower.get("ratelimit-limit")),
-        remaining=_int_or_none("ratelimit-remaining", lower.get("ratelimit-remaining")),
-        reset_seconds=parse_reset(lower.get("ratelimit-reset"), now),
-        retry_after_seconds=parse_retry_after(lower.get("retry-after"), now),
-    )
 
 
 def hold_for_429(info: RateLimitInfo) -> float:
@@ -614,34 +531,6 @@ class RateLimitGovernor:
             self.rate_limited_count += 1
             telemetry.rate_limited(self.key)
         return self.store.transact(self.key, learn)
-
-
-def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | None = None) -> float:
-    """When a 429 that said "retry after `retry_after` seconds" (its `RateLimitedError.retry_after`) may be retried:
-    Unix seconds, counted from `received_at` (the error's; None: now on `clock`), so a 429 handled late (the audit's
-    batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state)."""
-    return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
-
-
-def checked_retry_at(value: object, retry_after: object, clock: Clock) -> float | None:
-    """A 429's retry moment read back from checkpointed state (`retry_deadline`'s, Unix seconds), made safe to wait
-    for: None when it is not a finite number (a state written by hand or by another version), and never further
-    from now than the 429's own `retry_after` (seconds, when the state has it; else the longest a header may ask):
-    a checkpoint written by a clock ahead of ours does not make a resumed run wait (or give up on) more than the
-    server asked for."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        moment = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(moment) or moment <= 0:
-        return None
-    longest = MAX_HEADER_SECONDS
-    hold = float(retry_after) if isinstance(retry_after, int | float) and not isinstance(retry_after, bool) else 0.0
-    if math.isfinite(hold) and hold > 0:
-        longest = min(longest, hold)
-    return min(moment, clock.now().timestamp() + longest)
 
 
 def retry_wait(governor: RateLimitGovernor | None, retry_at: float | None, clock: Clock | None = None) -> float:

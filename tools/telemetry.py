@@ -14,327 +14,78 @@ Off (the default), every call here is a no-op and nothing of OpenTelemetry is im
 
 Attributes carry ids, names of tools and resources, counts and outcomes only, never a secret or a patient's name:
 every string goes through the redactor and must look like an id (`safe_attributes`), or is withheld.
+
+This module is the recording API (spans, events, runs) and `setup`; what attributes may carry is checked in
+`tools/telemetry_attributes.py`, the configuration (instruments, exporters, sampler, providers) is read in
+`tools/telemetry_providers.py`; their names are importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.textsafety import REDACTOR
+from tools.telemetry_attributes import (
+    WITHHELD,
+    AttrValue,
+    account_of,
+    checked_attributes,
+    resource_of,
+    route_of,
+    safe_attributes,
+    safe_text,
+)
+from tools.telemetry_providers import (
+    DEFAULT_SAMPLER,
+    EXPORTERS,
+    METRICS,
+    SAMPLERS,
+    SERVICE_NAME,
+    RunRecord,
+    Telemetry,
+    exemplar_filter,
+    exporter_for,
+    sampler,
+)
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.trace import Span
 
-log = logging.getLogger(__name__)
+# what attributes may carry (tools/telemetry_attributes.py) and the configuration (tools/telemetry_providers.py):
+# importable from here, with the recording API
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "EXPORTERS",
+    "METRICS",
+    "SAMPLERS",
+    "SERVICE_NAME",
+    "WITHHELD",
+    "AttrValue",
+    "RunRecord",
+    "Telemetry",
+    "account_of",
+    "checked_attributes",
+    "exemplar_filter",
+    "exporter_for",
+    "resource_of",
+    "route_of",
+    "safe_attributes",
+    "safe_text",
+    "sampler",
+]
 
-SERVICE_NAME = "coviu-agent"
-EXPORTERS = ("otlp", "console", "none")
-WITHHELD = "(withheld)"
-# What a string attribute may look like: an id, a tool or resource name, a path of ids, an outcome.
-_SAFE = re.compile(r"[A-Za-z0-9._:/#@+={}-]{0,200}")
-
-AttrValue = str | bool | int | float
 PACING = "pacing"  # the governor's wait before a send (an event, not a span: `waiting`)
 # A run's outcome by its exit code (the CLI's table).
 OUTCOMES = {0: "done", 2: "bad_input", 3: "upstream_failure", 4: "needs_approval", 5: "incomplete", 130: "interrupted"}
 
-# OpenTelemetry instrument -> (Prometheus textfile name, kind, description). Counters end `_total` in the file.
-METRICS: dict[str, tuple[str, str, str]] = {
-    "coviu_agent.http.requests": ("coviu_agent_http_requests", "counter", "Truto requests by account and resource"),
-    "coviu_agent.http.request.duration": (
-        "coviu_agent_http_request_duration_seconds",
-        "summary",
-        "Truto request latency (send to last byte), seconds",
-    ),
-    "coviu_agent.rate_limited": ("coviu_agent_rate_limited", "counter", "429 answers by account and resource"),
-    "coviu_agent.wait": ("coviu_agent_wait_seconds", "counter", "seconds slept, by kind (pacing before a send, retry)"),
-    "coviu_agent.rate_limit.wait": (
-        "coviu_agent_rate_limit_wait_seconds",
-        "counter",
-        "seconds of waits the server's limits imposed (429 holds, quota resets), booked on runs' budgets",
-    ),
-    "coviu_agent.tool.calls": ("coviu_agent_tool_calls", "counter", "tool calls by tool and outcome"),
-    "coviu_agent.sessions.audited": ("coviu_agent_sessions_audited", "counter", "sessions in audit reports"),
-    "coviu_agent.flags": ("coviu_agent_flags", "counter", "audit flags by clinic and kind"),
-    "coviu_agent.alerts": ("coviu_agent_alerts", "counter", "queue alerts raised by triage"),
-    "coviu_agent.runs": ("coviu_agent_runs", "counter", "runs by graph, clinic and outcome"),
-    "coviu_agent.run.duration": ("coviu_agent_run_duration_seconds", "summary", "run wall time, seconds"),
-}
-
-
-# The checked form of each string seen (most repeat: accounts, resources, tools, outcomes), while the redactor's
-# secrets stay the same (its `generation`); bounded, emptied when full.
-_CHECKED: dict[str, str] = {}
-_CHECKED_GENERATION = -1
-_CHECKED_MAX = 4096
-
-
-def safe_text(value: str) -> str:
-    """`value` when, redacted, it is unchanged and looks like an id; else `(withheld)` (or its redacted form
-    when that still looks like an id). Remembered per value while the redactor's secrets stay the same."""
-    global _CHECKED_GENERATION
-    generation = REDACTOR.generation
-    if generation != _CHECKED_GENERATION or len(_CHECKED) >= _CHECKED_MAX:
-        _CHECKED.clear()
-        _CHECKED_GENERATION = generation
-    checked = _CHECKED.get(value)
-    if checked is None:
-        text = REDACTOR.text(value)
-        checked = _CHECKED[value] = text if _SAFE.fullmatch(text) else WITHHELD
-    return checked
-
-
-def safe_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
-    """Numbers and booleans as they are; a string only when, redacted, it still looks like an id; None dropped."""
-    out: dict[str, AttrValue] = {}
-    for key, value in attributes.items():
-        if value is None:
-            continue
-        if isinstance(value, str):
-            out[key] = safe_text(value)
-        elif isinstance(value, bool | int):
-            out[key] = value
-        elif isinstance(value, float):
-            out[key] = value if math.isfinite(value) else str(value)
-        else:
-            out[key] = safe_text(str(value))
-    return out
-
-
-_CHECKED_ATTRIBUTES: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
-
-
-def checked_attributes(attributes: Mapping[str, object]) -> dict[str, AttrValue]:
-    """`safe_attributes`, remembered per set of attributes while the redactor's secrets stay the same (most spans and
-    events repeat a few: a tool's name, a route and a status). The dict returned is shared: do not change it."""
-    key = (REDACTOR.generation, *attributes.items())
-    try:
-        checked = _CHECKED_ATTRIBUTES.get(key)
-    except TypeError:  # a value that cannot be a key
-        return safe_attributes(attributes)
-    if checked is None:
-        if len(_CHECKED_ATTRIBUTES) >= _CHECKED_MAX:
-            _CHECKED_ATTRIBUTES.clear()
-        checked = _CHECKED_ATTRIBUTES[key] = safe_attributes(attributes)
-    return checked
-
-
-def account_of(key: str) -> str:
-    """The integrated account in a governor key (`base_url#account`, or the account alone)."""
-    return key.rpartition("#")[2]
-
-
-def resource_of(path: str) -> str:
-    """The Truto resource a request path is for (`/proxy/{resource}/...`), else `tools` (the catalog)."""
-    parts = path.split("/")
-    if len(parts) > 2 and parts[1] == "proxy":
-        return parts[2]
-    return "tools" if path.endswith("/tools") else "other"
-
-
-def route_of(path: str) -> str:
-    """A request path with its ids as `{id}` (`/proxy/sessions/{id}`): few distinct values, no id to check."""
-    parts = path.split("/")
-    if len(parts) > 2 and parts[1] == "proxy":
-        return "/".join([*parts[:3], *("{id}" for _ in parts[3:])])
-    return "/tools" if path.endswith("/tools") else "other"
-
-
-SAMPLERS = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-)
-DEFAULT_SAMPLER = "parentbased_traceidratio"
-
-
-def sampler(environ: Mapping[str, str]) -> Any:
-    """The trace sampler the standard `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` ask for; by default
-    `parentbased_traceidratio` at `OTEL_TRACES_SAMPLER_ARG` (default 1.0: every run traced whole; 0.1: one run in
-    ten, its spans all or none; the metrics always). Raises ValueError naming the variable that is wrong."""
-    from opentelemetry.sdk.trace import sampling
-
-    name = (environ.get("OTEL_TRACES_SAMPLER") or DEFAULT_SAMPLER).strip().lower()
-    if name not in SAMPLERS:
-        raise ValueError(f"OTEL_TRACES_SAMPLER={name!r}: expected one of {', '.join(SAMPLERS)}")
-    if name.endswith("traceidratio"):
-        text = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
-        try:
-            ratio = float(text)
-        except ValueError:
-            ratio = math.nan
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={text!r}: expected a ratio from 0 to 1 (e.g. 0.1)")
-        ratio_sampler = sampling.TraceIdRatioBased(ratio)
-        return sampling.ParentBased(ratio_sampler) if name.startswith("parentbased") else ratio_sampler
-    return {
-        "always_on": sampling.ALWAYS_ON,
-        "always_off": sampling.ALWAYS_OFF,
-        "parentbased_always_on": sampling.DEFAULT_ON,
-        "parentbased_always_off": sampling.DEFAULT_OFF,
-    }[name]
-
-
-def exporter_for(signal: str, environ: Mapping[str, str]) -> str | None:
-    """`otlp`, `console` or None (off) for `traces`/`metrics`, by the standard variables. Raises ValueError naming
-    the variable when it asks for an exporter this app does not ship."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    variable = f"OTEL_{signal.upper()}_EXPORTER"
-    names = [n.strip().lower() for n in environ.get(variable, "").split(",") if n.strip()]
-    for name in names:
-        if name not in EXPORTERS:
-            raise ValueError(f"{variable}={name!r}: expected one of {', '.join(EXPORTERS)} (OTLP is sent over HTTP)")
-    if names:
-        return None if names[0] == "none" else names[0]
-    if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
-        return "otlp"
-    return None
-
 
 # --- the state ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunRecord:
-    """One run as the textfile (and `coviu-agent status`) keeps it."""
-
-    graph: str
-    clinic: str
-    started: float  # Unix time
-    duration: float = 0.0
-    outcome: str = "error"
-    exit_code: int = 3
-
-
-@dataclass
-class _Tally:
-    """This process's counts since the textfile was last written (added to the file's own on each write)."""
-
-    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
-    runs: list[RunRecord] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, name: str, value: float, labels: Mapping[str, AttrValue]) -> None:
-        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
-        with self.lock:
-            self.values[key] = self.values.get(key, 0.0) + value
-
-    def take(self) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], list[RunRecord]]:
-        with self.lock:
-            values, runs = self.values, self.runs
-            self.values, self.runs = {}, []
-            return values, runs
-
-
-class Telemetry:
-    """The configured providers and instruments (built by `setup`). Use the module's functions, not this."""
-
-    def __init__(
-        self,
-        *,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-        metrics_file: Path | None = None,
-    ) -> None:
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        self.tracer = tracer_provider.get_tracer(SERVICE_NAME) if tracer_provider is not None else None
-        self.instruments: dict[str, Any] = {}
-        # Counters are summed here and read by observable counters when the reader collects (every 60 s and at
-        # shutdown): a dict update per request instead of the SDK's measurement path. Histograms record as usual.
-        self.sums: dict[str, dict[tuple[tuple[str, AttrValue], ...], float]] = {}
-        self.sums_lock = threading.Lock()
-        self.labels: dict[tuple[Any, ...], tuple[dict[str, AttrValue], tuple[tuple[str, AttrValue], ...]]] = {}
-        if meter_provider is not None:
-            meter = meter_provider.get_meter(SERVICE_NAME)
-            for name, (_, kind, description) in METRICS.items():
-                unit = "s" if "wait" in name or "duration" in name else "1"
-                if kind == "summary":
-                    self.instruments[name] = meter.create_histogram(name, unit=unit, description=description)
-                else:
-                    self.sums[name] = {}
-                    self.instruments[name] = meter.create_observable_counter(
-                        name, callbacks=[self._observe(name)], unit=unit, description=description
-                    )
-        self.metrics_file = metrics_file
-        self.tally = _Tally() if metrics_file is not None else None
-        self.node_spans: Any = None  # the LangChain handler, made on first use
-
-    def _observe(self, name: str) -> Any:
-        from opentelemetry.metrics import Observation
-
-        def observe(options: Any) -> list[Any]:
-            with self.sums_lock:
-                return [Observation(value, dict(labels)) for labels, value in self.sums[name].items()]
-
-        return observe
-
-    def add(self, name: str, value: float, attributes: Mapping[str, object]) -> None:
-        # the checked labels of each (instrument, attributes) seen: a few dozen a run, most requests repeat one
-        key = (name, REDACTOR.generation, *attributes.items())
-        try:
-            known = self.labels.get(key)
-            hashable = True
-        except TypeError:  # a value that cannot be a key: checked each time
-            known, hashable = None, False
-        if known is None:
-            if len(self.labels) >= _CHECKED_MAX:
-                self.labels.clear()
-            attrs = safe_attributes(attributes)
-            known = (attrs, tuple(sorted(attrs.items())))
-            if hashable:
-                self.labels[key] = known
-        attrs, labels = known
-        sums = self.sums.get(name)
-        if sums is not None:
-            with self.sums_lock:
-                sums[labels] = sums.get(labels, 0) + value  # counts stay integers
-        else:
-            instrument = self.instruments.get(name)
-            if instrument is not None:
-                instrument.record(value, attrs)
-        if self.tally is not None:
-            prom, kind, _ = METRICS[name]
-            if kind == "summary":
-                self.tally.add(f"{prom}_sum", value, attrs)
-                self.tally.add(f"{prom}_count", 1, attrs)
-            else:
-                self.tally.add(f"{prom}_total", value, attrs)
-
-    def shutdown(self) -> None:
-        """Export what the providers hold and stop them (the SDK also does this when the process exits)."""
-        providers: list[Any] = [self.tracer_provider, self.meter_provider]
-        for provider in providers:
-            if provider is not None:
-                provider.shutdown()
-
-    def flush(self) -> None:
-        """Write the textfile (when configured) and push what the exporters hold."""
-        if self.tally is not None and self.metrics_file is not None:
-            from tools.promfile import merge_into
-
-            values, runs = self.tally.take()
-            try:
-                families = {prom: (kind, description) for prom, kind, description in METRICS.values()}
-                merge_into(self.metrics_file, values, runs, families)
-            except OSError as exc:
-                log.warning("could not write the metrics file %s: %s", self.metrics_file, type(exc).__name__)
 
 
 _CURRENT: Telemetry | None = None
@@ -414,16 +165,6 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, metrics_file=path)
     install(telemetry)
     return telemetry
-
-
-def exemplar_filter(environ: Mapping[str, str]) -> Any:
-    """No exemplars unless `OTEL_METRICS_EXEMPLAR_FILTER` asks (then None: the SDK reads it). The SDK's default,
-    `trace_based`, samples one for every latency recorded inside a span: most of a traced request's metric cost."""
-    if environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
-        return None
-    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
-
-    return AlwaysOffExemplarFilter()
 
 
 # --- spans -------------------------------------------------------------------------------------------------------
