@@ -22,6 +22,7 @@ This module is the recording API (spans, events, runs) and `setup`; what attribu
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -43,13 +44,17 @@ from tools.telemetry_attributes import (
 )
 from tools.telemetry_providers import (
     DEFAULT_SAMPLER,
+    EXPORT_TIMEOUT,
     EXPORTERS,
     METRICS,
     SAMPLERS,
     SERVICE_NAME,
+    CollectorWatch,
     RunRecord,
     Telemetry,
+    collector_of,
     exemplar_filter,
+    export_timeout,
     exporter_for,
     sampler,
 )
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SAMPLER",
     "EXPORTERS",
+    "EXPORT_TIMEOUT",
     "METRICS",
     "SAMPLERS",
     "SERVICE_NAME",
@@ -71,7 +77,9 @@ __all__ = [
     "Telemetry",
     "account_of",
     "checked_attributes",
+    "collector_of",
     "exemplar_filter",
+    "export_timeout",
     "exporter_for",
     "resource_of",
     "route_of",
@@ -115,6 +123,8 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         install(None)
         return None
     trace_sampler = sampler(env) if traces is not None else None  # a wrong variable named before anything starts
+    # a down collector costs a command at most this (each export, retries included; the whole flush at exit)
+    timeouts = {signal: export_timeout(signal, env) for signal in ("traces", "metrics")}
     from tools.textsafety import register_secrets
 
     # a collector's credentials (`key=value,...` headers) are secrets like the rest: never in a log line
@@ -136,10 +146,11 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         if traces == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            span_exporter = OTLPSpanExporter()
+            span_exporter = OTLPSpanExporter(timeout=timeouts["traces"])
         else:
             span_exporter = ConsoleSpanExporter()
-        tracer_provider = SdkTracerProvider(resource=resource, sampler=trace_sampler)
+        # shut down by us at exit, within the deadline (below), not by the SDK's own unbounded atexit hook
+        tracer_provider = SdkTracerProvider(resource=resource, sampler=trace_sampler, shutdown_on_exit=False)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     meter_provider = None
     if metrics is not None:
@@ -154,15 +165,28 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         if metrics == "otlp":
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-            metric_exporter = OTLPMetricExporter()
+            metric_exporter = OTLPMetricExporter(timeout=timeouts["metrics"])
         else:
             metric_exporter = ConsoleMetricExporter()
         meter_provider = SdkMeterProvider(
             resource=resource,
             metric_readers=[PeriodicExportingMetricReader(metric_exporter)],
             exemplar_filter=exemplar_filter(env),
+            shutdown_on_exit=False,
         )
-    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, metrics_file=path)
+    watch = None
+    if "otlp" in (traces, metrics):
+        watch = CollectorWatch(collector_of(env))
+        watch.attach()
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        metrics_file=path,
+        deadline=max(timeouts.values()),
+        watch=watch,
+    )
+    if tracer_provider is not None or meter_provider is not None:
+        atexit.register(telemetry.shutdown)
     install(telemetry)
     return telemetry
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,87 @@ def exporter_for(signal: str, environ: Mapping[str, str]) -> str | None:
     return None
 
 
+# One OTLP export's whole time, its retries included, and the whole flush at exit: a down collector costs a command
+# this at most, never the SDK's 10 s of retries. The standard `OTEL_EXPORTER_OTLP(_TRACES|_METRICS)_TIMEOUT`
+# (seconds, as the Python SDK reads it) overrides it.
+EXPORT_TIMEOUT = 2.0
+# the OTLP exporters' loggers: their retry lines name the URL (which may carry credentials); said once, by us
+# (a filter applies on the logger a record is made on, not its parents: each module's own)
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+)
+
+
+def export_timeout(signal: str, environ: Mapping[str, str]) -> float:
+    """Seconds one export of `traces`/`metrics` may take (retries included). Raises ValueError naming the variable
+    when it is not a positive number."""
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        raw = environ.get(variable, "").strip()
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{variable}={raw!r}: expected a positive number of seconds")
+            return value
+    return EXPORT_TIMEOUT
+
+
+def collector_of(environ: Mapping[str, str]) -> str:
+    """The OTLP collector's `host:port` (never its path, user or password), for a log line."""
+    from urllib.parse import urlsplit
+
+    raw = (
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        or "http://localhost:4318"
+    )
+    try:
+        parts = urlsplit(raw.strip())
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname or '?'}:{port}"
+    except ValueError:
+        return "?"
+
+
+class CollectorWatch(logging.Filter):
+    """On the OTLP exporters' loggers: their first failure becomes one WARNING of ours naming the collector's
+    host:port; theirs (which name the whole URL, per retry) are dropped."""
+
+    def __init__(self, collector: str) -> None:
+        super().__init__()
+        self.collector = collector
+        self.unreachable = False
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.failed()
+        return False
+
+    def failed(self) -> None:
+        with self._lock:
+            first, self.unreachable = not self.unreachable, True
+        if first:
+            log.warning(
+                "telemetry: the OTLP collector at %s could not be reached; spans and metrics are dropped "
+                "(the command goes on)",
+                self.collector,
+            )
+
+    def attach(self) -> None:
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def detach(self) -> None:
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+
+
 @dataclass
 class RunRecord:
     """One run as the textfile (and `coviu-agent status`) keeps it."""
@@ -148,8 +230,13 @@ class Telemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         metrics_file: Path | None = None,
+        deadline: float = EXPORT_TIMEOUT,
+        watch: CollectorWatch | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
+        self.deadline = deadline  # seconds the flush at exit may take in all
+        self.watch = watch
+        self.stopped = False
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(SERVICE_NAME) if tracer_provider is not None else None
         self.instruments: dict[str, Any] = {}
@@ -214,12 +301,43 @@ class Telemetry:
             else:
                 self.tally.add(f"{prom}_total", value, attrs)
 
-    def shutdown(self) -> None:
-        """Export what the providers hold and stop them (the SDK also does this when the process exits)."""
-        providers: list[Any] = [self.tracer_provider, self.meter_provider]
-        for provider in providers:
-            if provider is not None:
-                provider.shutdown()
+    def shutdown(self, deadline: float | None = None) -> bool:
+        """Export what the providers hold and stop them, within `deadline` seconds in all (default: `self.deadline`;
+        `setup` calls this at exit). False (and one WARNING naming the collector) when not all was exported in time:
+        what is left is dropped, the process goes on."""
+        if self.stopped:
+            return True
+        self.stopped = True
+        budget = self.deadline if deadline is None else deadline
+        done = threading.Event()
+        exported: list[bool] = []
+
+        providers: list[Any] = [self.tracer_provider, self.meter_provider]  # the SDK's, with flush and shutdown
+
+        def flush_and_stop() -> None:
+            ends = time.monotonic() + budget
+            try:
+                for provider in providers:
+                    if provider is not None:
+                        left_ms = max(ends - time.monotonic(), 0.0) * 1000
+                        exported.append(bool(provider.force_flush(timeout_millis=left_ms)))
+                for provider in providers:
+                    if provider is not None:
+                        provider.shutdown()
+            except Exception:  # telemetry never fails the command
+                exported.append(False)
+            finally:
+                done.set()
+
+        # a daemon thread: if the exporters outlast the deadline, the process exits without them
+        threading.Thread(target=flush_and_stop, name="telemetry-shutdown", daemon=True).start()
+        finished = done.wait(budget + 0.5)  # the exporters' own timeouts are `budget`; a little slack for the stop
+        ok = finished and all(exported)
+        if not ok and self.watch is not None:
+            self.watch.failed()
+        if self.watch is not None:
+            self.watch.detach()
+        return ok
 
     def flush(self) -> None:
         """Write the textfile (when configured) and push what the exporters hold."""
