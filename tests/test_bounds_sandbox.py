@@ -25,7 +25,7 @@ from tests.e2e import serve
 from tools.client import TrutoClient
 from tools.clock import FakeClock
 from tools.errors import MalformedResponseError, RateLimitBudgetError, RetriesExhaustedError, TransportError
-from tools.ratelimit import RateLimitBudget, RateLimitGovernor
+from tools.ratelimit import MIN_429_WAIT, RateLimitBudget, RateLimitGovernor
 
 YESTERDAY = date(2026, 11, 24)
 IA = {"integrated_account_id": "sandbox"}
@@ -123,6 +123,27 @@ async def test_a_retry_after_past_the_budget_ends_the_audit_at_once_naming_the_t
     assert info.value.until == started + timedelta(seconds=int(value))
     assert clock.now() - started < timedelta(seconds=5), "nothing was waited"
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+async def test_retry_after_zero_on_every_429_costs_a_floor_wait_each(tmp_path: Path) -> None:
+    """A server answering every request 429 with `Retry-After: 0` (and `ratelimit-reset: 0`): each retry still waits
+    `MIN_429_WAIT`, so a 120 s budget allows at most 120 / MIN_429_WAIT of them, then the run ends naming the limit.
+    Before, each was retried at once: ~5 a second (586 requests in a 120 s probe; here the whole 1,000-429 storm)."""
+    sandbox, clock = world()
+    services = await make_services(sandbox, clock, tmp_path)
+    budget = 120.0
+    services.toolbox.client.budget = RateLimitBudget(budget)
+    sandbox.set_faults(FaultConfig(rate_limit_storm_next=1000, retry_after_value="0"))
+    started = clock.now()
+    try:
+        with pytest.raises(RateLimitBudgetError):
+            await audit(services)
+    finally:
+        await services.toolbox.aclose()
+    asked = sum(1 for r in sandbox.requests if r.fault == "rate_limit_storm")
+    assert MIN_429_WAIT >= 1.0
+    assert 10 <= asked <= budget / MIN_429_WAIT + 1
+    assert clock.now() - started <= timedelta(seconds=budget + 10)
 
 
 @pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-5", "soon"])

@@ -25,6 +25,7 @@ from tools.clock import Clock, SystemClock
 from tools.errors import RateLimitBudgetError
 from tools.ratelimit_headers import (
     MAX_HEADER_SECONDS,
+    MIN_429_WAIT,
     RateLimitInfo,
     checked_retry_at,
     parse_rate_limit_headers,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # read in tools/ratelimit_headers.py; importable from here, the rate limits' one owner
 __all__ = [
     "MAX_HEADER_SECONDS",
+    "MIN_429_WAIT",
     "RateLimitInfo",
     "checked_retry_at",
     "parse_rate_limit_headers",
@@ -71,9 +73,10 @@ PACING_HORIZON_WINDOWS = 2
 
 
 def hold_for_429(info: RateLimitInfo) -> float:
-    """How long a 429 holds the account: the longer of its Retry-After and ratelimit-reset, else the default."""
+    """How long a 429 holds the account: the longer of its Retry-After and ratelimit-reset, else the default; never
+    less than `MIN_429_WAIT` (a server saying 0 is asked again a second later, not at once)."""
     waits = [w for w in (info.retry_after_seconds, info.reset_seconds) if w is not None]
-    return max(waits) if waits else DEFAULT_RETRY_AFTER
+    return max(MIN_429_WAIT, *waits) if waits else DEFAULT_RETRY_AFTER
 
 
 class RateLimitBudget:

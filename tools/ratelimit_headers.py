@@ -26,6 +26,9 @@ _UNIX_THRESHOLD = 1_000_000_000
 # The longest wait a header may ask for: a monthly quota's reset. Anything longer (or negative, non-finite,
 # unparsable) is not a schedule but a broken header: ignored (said at DEBUG), and the default back-off applies.
 MAX_HEADER_SECONDS = 31 * 86_400.0
+# The least a 429 costs before its retry, whatever its headers say: a server answering `Retry-After: 0` to every
+# request would otherwise be asked again at once, ~5 times a second until the run's budget ran out (586 requests).
+MIN_429_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,9 @@ def parse_rate_limit_headers(headers: Mapping[str, str], now: datetime) -> RateL
 def retry_deadline(retry_after: float, clock: Clock, received_at: datetime | None = None) -> float:
     """When a 429 that said "retry after `retry_after` seconds" (its `RateLimitedError.retry_after`) may be retried:
     Unix seconds, counted from `received_at` (the error's; None: now on `clock`), so a 429 handled late (the audit's
-    batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state)."""
-    return (received_at or clock.now()).timestamp() + max(0.0, retry_after)
+    batch ends after it) waits only what is left, and the moment survives a checkpoint (the graphs' retry state).
+    At least `MIN_429_WAIT` after it arrived, whatever it said."""
+    return (received_at or clock.now()).timestamp() + max(MIN_429_WAIT, retry_after)
 
 
 def checked_retry_at(value: object, retry_after: object, clock: Clock) -> float | None:
