@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _settings: Settings | None = None
 _by_account: dict[str, Services] = {}
+_channels: dict[str, list[Channel]] = {}  # each account's staff channels (COVIU_AGENT_NOTIFY...)
 _lock = asyncio.Lock()
 
 
@@ -145,28 +146,33 @@ async def _provide() -> Services:
             report_dir = Path(os.environ.get("COVIU_AGENT_REPORT_DIR") or "reports")
             services = await build_services(settings, report_dir=report_dir)
             # Apprise loads its plugins from disk: off the server's event loop
-            channels = await asyncio.to_thread(settings.channels)
-            services = _with_delivery(settings, services, channels)
+            _channels[key] = await asyncio.to_thread(settings.channels)
             _by_account[key] = services
+        # the clinic staff messages name: the run's account (the settings' in the sandbox, which serves them)
+        clinic_account = (settings.truto_integrated_account_id if settings.uses_sandbox else account) or "sandbox"
+    channels = _channels.get(key, [])
     # The run starts here (LangGraph calls this once per run; the run's context then holds the services): it gets
     # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox's connection
     # pool and governor (its pacing), never a budget: the run's toolbox (`Toolbox.for_run`) carries its own.
     run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
     toolbox = services.toolbox.for_run(_run_wait_budget(settings, run_zone))
-    return dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
+    services = dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
+    # staff messages name the run's own clinic: its account and the team its context asks for
+    team = _run_setting("team_id") or services.team_id or ""
+    return _with_delivery(str(clinic_account), team, services, channels)
 
 
-def _with_delivery(settings: Settings, services: Services, channels: list[Channel]) -> Services:
+def _with_delivery(account: str, team: str, services: Services, channels: list[Channel]) -> Services:
     """The audit's report goes to the account's staff channels (COVIU_AGENT_NOTIFY...), through the outbox in the
-    state store, as the CLI's does."""
+    state store, as the CLI's does; its messages name the run's clinic (`account`, and the run's `team`)."""
     if not channels:
         return services
     from agent.notify import Outbox, audit_failure_notifier, audit_notifier, rerun_for_window
     from graphs.audit_store import memory_store
 
     outbox = Outbox(services.audit_store or memory_store(), channels, services.clock)
-    account = settings.truto_integrated_account_id or "sandbox"
-    clinic = f"{account}:{services.team_id}"
+    clinic = f"{account}:{team}"
+    named = services.clinic_name if team == services.team_id else None  # the settings' name is their team's
     return dataclasses.replace(
         services,
         on_report=audit_notifier(
@@ -176,7 +182,7 @@ def _with_delivery(settings: Settings, services: Services, channels: list[Channe
             rerun=lambda report: rerun_for_window(report, services.zone, "coviu-agent audit"),
         ),
         on_audit_failed=audit_failure_notifier(
-            outbox, clinic=clinic, label=services.clinic_name or f"team {services.team_id}", zone=services.zone
+            outbox, clinic=clinic, label=named or f"team {team}", zone=services.zone
         ),
     )
 
@@ -245,7 +251,10 @@ class ServerRuns(AsyncCallbackHandler):
             return
         async with _lock:
             settings = await _server_settings()
-        run = telemetry.begin_run(self.graph, settings.coviu_team_id or "")
+        # the settings' clinic until the run's result names its team (`run_facts`): a run's own account, from its
+        # context, is not seen by the callbacks
+        team = settings.coviu_team_id or ""
+        run = telemetry.begin_run(self.graph, settings.truto_integrated_account_id or team, team)
         nodes = telemetry.node_spans()
         root = getattr(run.handle, "span", None)
         if nodes is not None and root is not None:
