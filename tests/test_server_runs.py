@@ -173,7 +173,7 @@ async def test_the_server_sets_telemetry_up_from_its_settings_and_says_a_wrong_v
     finally:
         telemetry.install(previous)
     samples = read_textfile(textfile)
-    labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"))
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"), ("team", DEMO_TEAM_ID))
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
     assert [e.thread_id for e in runlog.last_runs(str(state))] == ["t-3"]
 
