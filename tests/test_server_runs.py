@@ -206,3 +206,35 @@ async def test_a_server_run_stopped_for_approval_is_pending_until_answered(
     assert runlog.pending_approvals(str(state)) == []
     (entry,) = runlog.last_runs(str(state))
     assert (entry.thread_id, entry.exit_code) == ("t-ask", 0)
+
+
+async def test_a_server_audits_staff_message_names_the_runs_own_clinic(
+    server: Any, services: Services, monkeypatch: pytest.MonkeyPatch
+):
+    # the server's staff messages named the settings' team whatever team the run's context asked for (issue 27)
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph.runtime import Runtime
+
+    from tests.receivers import webhook
+
+    assert services.team_id == DEMO_TEAM_ID  # the settings' team
+
+    async def provided_for(context: Any) -> Services:
+        var_child_runnable_config.set(
+            {"configurable": {"graph_id": "audit", "__pregel_runtime": Runtime(context=context)}}
+        )
+        return await server._provide()
+
+    with webhook() as hook:
+        monkeypatch.setitem(server._channels, "sandbox", Settings(COVIU_AGENT_NOTIFY=hook.url).channels())  # type: ignore[call-arg]
+        provided = await asyncio.create_task(provided_for(server.ServerContext(team_id="team-other")))
+        assert provided.on_audit_failed is not None
+        await provided.on_audit_failed({"date": "2026-11-24"}, "RetriesExhaustedError: Truto is down", True)
+        default = await asyncio.create_task(provided_for(server.ServerContext()))
+        assert default.on_audit_failed is not None
+        await default.on_audit_failed({"date": "2026-11-24"}, "RetriesExhaustedError: Truto is down", True)
+    titles = [post["title"] for post in hook.posts]
+    assert titles == [
+        "FAILED end-of-day audit: team team-other",
+        f"FAILED end-of-day audit: {services.clinic_name or f'team {DEMO_TEAM_ID}'}",
+    ]
