@@ -49,6 +49,9 @@ _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _settings: Settings | None = None
 _by_account: dict[str, Services] = {}
 _channels: dict[str, list[Channel]] = {}  # each account's staff channels (COVIU_AGENT_NOTIFY...)
+# each thread's run's clinic (its account, else its team) and team, as `_provide` resolved them from the run's
+# context, for `ServerRuns` (a callback does not see the run's context)
+_run_clinic: dict[str, tuple[str, str]] = {}
 _lock = asyncio.Lock()
 
 
@@ -85,6 +88,17 @@ def _run_setting(name: str) -> str | None:
         return None
     value = getattr(context, name, None) if isinstance(context, Context) else None
     return value if isinstance(value, str) and value else None
+
+
+def _run_thread() -> str | None:
+    """The calling run's thread id, or None."""
+    from langgraph.config import get_config
+
+    try:
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:  # outside a run
+        return None
+    return str(thread) if thread else None
 
 
 def _run_graph() -> str | None:
@@ -159,6 +173,10 @@ async def _provide() -> Services:
     services = dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
     # staff messages name the run's own clinic: its account and the team its context asks for
     team = _run_setting("team_id") or services.team_id or ""
+    thread = _run_thread()
+    if thread is not None:
+        real = settings.truto_integrated_account_id if settings.uses_sandbox else account
+        _run_clinic[thread] = (str(real or team), team)
     return _with_delivery(str(clinic_account), team, services, channels)
 
 
@@ -281,6 +299,7 @@ class ServerRuns(AsyncCallbackHandler):
         else:
             result = _ServerResult(thread, state)
         run.finish(**run_facts(result))
+        _own_clinic(run, thread)
         self._ended(run_id, run, None)
         await asyncio.to_thread(log_run, (settings,), {}, run.record, result, None)
 
@@ -293,7 +312,8 @@ class ServerRuns(AsyncCallbackHandler):
             return
         from agent.runs import log_run
 
-        run, settings, _ = entry
+        run, settings, thread = entry
+        _own_clinic(run, thread)
         self._ended(run_id, run, error)
         await asyncio.to_thread(log_run, (settings,), {}, run.record, None, error)
 
@@ -319,6 +339,14 @@ class ServerRuns(AsyncCallbackHandler):
             await nodes.on_chain_end(None, run_id=run_id)
         else:
             await nodes.on_chain_error(error, run_id=run_id)
+
+
+def _own_clinic(run: Any, thread: str | None) -> None:
+    """The run's own clinic (its context's account and team, as `_provide` resolved them) on its record and span."""
+    clinic, team = _run_clinic.pop(thread, ("", "")) if thread else ("", "")
+    if clinic:
+        run.record.clinic, run.record.team = clinic, team
+        run.handle.set(**{"coviu.clinic": clinic, "coviu.team": team})
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:

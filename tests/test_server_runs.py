@@ -238,3 +238,26 @@ async def test_a_server_audits_staff_message_names_the_runs_own_clinic(
         "FAILED end-of-day audit: team team-other",
         f"FAILED end-of-day audit: {services.clinic_name or f'team {DEMO_TEAM_ID}'}",
     ]
+
+
+async def test_server_runs_of_two_accounts_on_one_team_are_two_clinics_in_the_run_log(
+    server: Any, services: Services, state: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # a server run's clinic is the account its context names (the callbacks saw only the settings' team: every
+    # account's runs were one row, the last writer's)
+    cfg = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        COVIU_AGENT_STATE=str(state),
+        TRUTO_API_KEY="key-for-test-only",
+        TRUTO_INTEGRATED_ACCOUNT_ID="clinic-a",
+    )
+    monkeypatch.setattr(server, "_settings", cfg)
+    for account in ("clinic-a", "clinic-b"):
+        monkeypatch.setitem(server._by_account, account, services)  # the sandbox's data behind both accounts
+    for account, thread in (("clinic-b", "t-b"), ("clinic-a", "t-a")):
+        graph = server.audit.copy(update={"checkpointer": InMemorySaver()})
+        config = {"configurable": {"thread_id": thread, "graph_id": "audit"}}
+        context = server.ServerContext(integrated_account_id=account)
+        await steps(graph.astream({"date": "yesterday"}, config, context=context, stream_mode=["values", "updates"]))
+    rows = [(e.clinic, e.team_id, e.thread_id, e.exit_code) for e in runlog.last_runs(str(state))]
+    assert rows == [("clinic-a", DEMO_TEAM_ID, "t-a", 0), ("clinic-b", DEMO_TEAM_ID, "t-b", 0)]
