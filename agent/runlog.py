@@ -33,17 +33,23 @@ COLUMNS = (
     "outcome",
     "exit_code",
     "report_path",
+    "team_id",
 )
 _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     graph TEXT NOT NULL, clinic TEXT NOT NULL, thread_id TEXT, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
-    duration_seconds DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, exit_code INTEGER NOT NULL, report_path TEXT
+    duration_seconds DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, exit_code INTEGER NOT NULL, report_path TEXT,
+    team_id TEXT
 )"""
+# a run log written before clinics were their accounts (issue 27): `clinic` held the team id, there was no `team_id`
+_MIGRATE = f"ALTER TABLE {TABLE} ADD COLUMN team_id TEXT"
 _INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_by_clinic ON {TABLE} (graph, clinic, finished_at)"
 
 
 @dataclass(frozen=True)
 class RunEntry:
-    """One finished run. Times are ISO 8601 in UTC."""
+    """One finished run. Times are ISO 8601 in UTC. `clinic` is the clinic's integrated account id (its team id when
+    no account was configured); `team_id` its Coviu team (None in rows written before the run log kept it, whose
+    `clinic` may be a team id)."""
 
     graph: str
     clinic: str
@@ -54,6 +60,7 @@ class RunEntry:
     outcome: str
     exit_code: int
     report_path: str | None = None
+    team_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +79,7 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
 
         with psycopg.connect(state, autocommit=True, connect_timeout=10) as conn:
             conn.execute(_CREATE)
+            conn.execute(_MIGRATE.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
             conn.execute(_INDEX)
             yield conn, "%s"
         return
@@ -81,6 +89,12 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
         wal_mode(conn, time.monotonic() + BUSY_SECONDS)  # the state file's mode, whoever opens it first
         with conn:
             conn.execute(_CREATE)
+            if "team_id" not in {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}:
+                try:
+                    conn.execute(_MIGRATE)
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
             conn.execute(_INDEX)
         yield conn, "?"
 

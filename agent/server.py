@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _settings: Settings | None = None
 _by_account: dict[str, Services] = {}
+_channels: dict[str, list[Channel]] = {}  # each account's staff channels (COVIU_AGENT_NOTIFY...)
+# each thread's run's clinic (its account, else its team) and team, as `_provide` resolved them from the run's
+# context, for `ServerRuns` (a callback does not see the run's context)
+_run_clinic: dict[str, tuple[str, str]] = {}
 _lock = asyncio.Lock()
 
 
@@ -84,6 +88,17 @@ def _run_setting(name: str) -> str | None:
         return None
     value = getattr(context, name, None) if isinstance(context, Context) else None
     return value if isinstance(value, str) and value else None
+
+
+def _run_thread() -> str | None:
+    """The calling run's thread id, or None."""
+    from langgraph.config import get_config
+
+    try:
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:  # outside a run
+        return None
+    return str(thread) if thread else None
 
 
 def _run_graph() -> str | None:
@@ -145,28 +160,37 @@ async def _provide() -> Services:
             report_dir = Path(os.environ.get("COVIU_AGENT_REPORT_DIR") or "reports")
             services = await build_services(settings, report_dir=report_dir)
             # Apprise loads its plugins from disk: off the server's event loop
-            channels = await asyncio.to_thread(settings.channels)
-            services = _with_delivery(settings, services, channels)
+            _channels[key] = await asyncio.to_thread(settings.channels)
             _by_account[key] = services
+        # the clinic staff messages name: the run's account (the settings' in the sandbox, which serves them)
+        clinic_account = (settings.truto_integrated_account_id if settings.uses_sandbox else account) or "sandbox"
+    channels = _channels.get(key, [])
     # The run starts here (LangGraph calls this once per run; the run's context then holds the services): it gets
     # a whole rate-limit wait budget of its own, as a CLI run does. Runs of one account share the toolbox's connection
     # pool and governor (its pacing), never a budget: the run's toolbox (`Toolbox.for_run`) carries its own.
     run_zone = ZoneInfo(zone) if zone and zone != services.zone.key else services.zone
     toolbox = services.toolbox.for_run(_run_wait_budget(settings, run_zone))
-    return dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
+    services = dataclasses.replace(services, zone=run_zone, toolbox=toolbox)
+    # staff messages name the run's own clinic: its account and the team its context asks for
+    team = _run_setting("team_id") or services.team_id or ""
+    thread = _run_thread()
+    if thread is not None:
+        real = settings.truto_integrated_account_id if settings.uses_sandbox else account
+        _run_clinic[thread] = (str(real or team), team)
+    return _with_delivery(str(clinic_account), team, services, channels)
 
 
-def _with_delivery(settings: Settings, services: Services, channels: list[Channel]) -> Services:
+def _with_delivery(account: str, team: str, services: Services, channels: list[Channel]) -> Services:
     """The audit's report goes to the account's staff channels (COVIU_AGENT_NOTIFY...), through the outbox in the
-    state store, as the CLI's does."""
+    state store, as the CLI's does; its messages name the run's clinic (`account`, and the run's `team`)."""
     if not channels:
         return services
     from agent.notify import Outbox, audit_failure_notifier, audit_notifier, rerun_for_window
     from graphs.audit_store import memory_store
 
     outbox = Outbox(services.audit_store or memory_store(), channels, services.clock)
-    account = settings.truto_integrated_account_id or "sandbox"
-    clinic = f"{account}:{services.team_id}"
+    clinic = f"{account}:{team}"
+    named = services.clinic_name if team == services.team_id else None  # the settings' name is their team's
     return dataclasses.replace(
         services,
         on_report=audit_notifier(
@@ -176,7 +200,7 @@ def _with_delivery(settings: Settings, services: Services, channels: list[Channe
             rerun=lambda report: rerun_for_window(report, services.zone, "coviu-agent audit"),
         ),
         on_audit_failed=audit_failure_notifier(
-            outbox, clinic=clinic, label=services.clinic_name or f"team {services.team_id}", zone=services.zone
+            outbox, clinic=clinic, label=named or f"team {team}", zone=services.zone
         ),
     )
 
@@ -245,7 +269,10 @@ class ServerRuns(AsyncCallbackHandler):
             return
         async with _lock:
             settings = await _server_settings()
-        run = telemetry.begin_run(self.graph, settings.coviu_team_id or "")
+        # the settings' clinic until the run's result names its team (`run_facts`): a run's own account, from its
+        # context, is not seen by the callbacks
+        team = settings.coviu_team_id or ""
+        run = telemetry.begin_run(self.graph, settings.truto_integrated_account_id or team, team)
         nodes = telemetry.node_spans()
         root = getattr(run.handle, "span", None)
         if nodes is not None and root is not None:
@@ -272,6 +299,7 @@ class ServerRuns(AsyncCallbackHandler):
         else:
             result = _ServerResult(thread, state)
         run.finish(**run_facts(result))
+        _own_clinic(run, thread)
         self._ended(run_id, run, None)
         await asyncio.to_thread(log_run, (settings,), {}, run.record, result, None)
 
@@ -284,7 +312,8 @@ class ServerRuns(AsyncCallbackHandler):
             return
         from agent.runs import log_run
 
-        run, settings, _ = entry
+        run, settings, thread = entry
+        _own_clinic(run, thread)
         self._ended(run_id, run, error)
         await asyncio.to_thread(log_run, (settings,), {}, run.record, None, error)
 
@@ -310,6 +339,14 @@ class ServerRuns(AsyncCallbackHandler):
             await nodes.on_chain_end(None, run_id=run_id)
         else:
             await nodes.on_chain_error(error, run_id=run_id)
+
+
+def _own_clinic(run: Any, thread: str | None) -> None:
+    """The run's own clinic (its context's account and team, as `_provide` resolved them) on its record and span."""
+    clinic, team = _run_clinic.pop(thread, ("", "")) if thread else ("", "")
+    if clinic:
+        run.record.clinic, run.record.team = clinic, team
+        run.handle.set(**{"coviu.clinic": clinic, "coviu.team": team})
 
 
 def for_server(builder: StateGraph[Any, Any, Any, Any], name: str) -> Any:

@@ -50,9 +50,15 @@ def test_an_audit_with_json_logs_and_a_metrics_file(tmp_path: Path):
     assert logged and all(set(entry) >= {"time", "level", "logger", "message"} for entry in logged)
     assert any(entry["logger"] == "graphs.audit" for entry in logged)
     samples = read_textfile(metrics)
-    labels = (("clinic", SANDBOX_TEAM), ("graph", "audit"))
+    labels = (("clinic", SANDBOX_TEAM), ("graph", "audit"), ("team", SANDBOX_TEAM))  # no account: its team
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
-    runs = (("clinic", SANDBOX_TEAM), ("exit_code", "0"), ("graph", "audit"), ("outcome", "done"))
+    runs = (
+        ("clinic", SANDBOX_TEAM),
+        ("exit_code", "0"),
+        ("graph", "audit"),
+        ("outcome", "done"),
+        ("team", SANDBOX_TEAM),
+    )
     assert samples[("coviu_agent_runs_total", runs)] == 1
     assert any(name == "coviu_agent_http_requests_total" for name, _ in samples)
 

@@ -173,7 +173,7 @@ async def test_the_server_sets_telemetry_up_from_its_settings_and_says_a_wrong_v
     finally:
         telemetry.install(previous)
     samples = read_textfile(textfile)
-    labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"))
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "triage"), ("team", DEMO_TEAM_ID))
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
     assert [e.thread_id for e in runlog.last_runs(str(state))] == ["t-3"]
 
@@ -206,3 +206,58 @@ async def test_a_server_run_stopped_for_approval_is_pending_until_answered(
     assert runlog.pending_approvals(str(state)) == []
     (entry,) = runlog.last_runs(str(state))
     assert (entry.thread_id, entry.exit_code) == ("t-ask", 0)
+
+
+async def test_a_server_audits_staff_message_names_the_runs_own_clinic(
+    server: Any, services: Services, monkeypatch: pytest.MonkeyPatch
+):
+    # the server's staff messages named the settings' team whatever team the run's context asked for (issue 27)
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph.runtime import Runtime
+
+    from tests.receivers import webhook
+
+    assert services.team_id == DEMO_TEAM_ID  # the settings' team
+
+    async def provided_for(context: Any) -> Services:
+        var_child_runnable_config.set(
+            {"configurable": {"graph_id": "audit", "__pregel_runtime": Runtime(context=context)}}
+        )
+        return await server._provide()
+
+    with webhook() as hook:
+        monkeypatch.setitem(server._channels, "sandbox", Settings(COVIU_AGENT_NOTIFY=hook.url).channels())  # type: ignore[call-arg]
+        provided = await asyncio.create_task(provided_for(server.ServerContext(team_id="team-other")))
+        assert provided.on_audit_failed is not None
+        await provided.on_audit_failed({"date": "2026-11-24"}, "RetriesExhaustedError: Truto is down", True)
+        default = await asyncio.create_task(provided_for(server.ServerContext()))
+        assert default.on_audit_failed is not None
+        await default.on_audit_failed({"date": "2026-11-24"}, "RetriesExhaustedError: Truto is down", True)
+    titles = [post["title"] for post in hook.posts]
+    assert titles == [
+        "FAILED end-of-day audit: team team-other",
+        f"FAILED end-of-day audit: {services.clinic_name or f'team {DEMO_TEAM_ID}'}",
+    ]
+
+
+async def test_server_runs_of_two_accounts_on_one_team_are_two_clinics_in_the_run_log(
+    server: Any, services: Services, state: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # a server run's clinic is the account its context names (the callbacks saw only the settings' team: every
+    # account's runs were one row, the last writer's)
+    cfg = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        COVIU_AGENT_STATE=str(state),
+        TRUTO_API_KEY="key-for-test-only",
+        TRUTO_INTEGRATED_ACCOUNT_ID="clinic-a",
+    )
+    monkeypatch.setattr(server, "_settings", cfg)
+    for account in ("clinic-a", "clinic-b"):
+        monkeypatch.setitem(server._by_account, account, services)  # the sandbox's data behind both accounts
+    for account, thread in (("clinic-b", "t-b"), ("clinic-a", "t-a")):
+        graph = server.audit.copy(update={"checkpointer": InMemorySaver()})
+        config = {"configurable": {"thread_id": thread, "graph_id": "audit"}}
+        context = server.ServerContext(integrated_account_id=account)
+        await steps(graph.astream({"date": "yesterday"}, config, context=context, stream_mode=["values", "updates"]))
+    rows = [(e.clinic, e.team_id, e.thread_id, e.exit_code) for e in runlog.last_runs(str(state))]
+    assert rows == [("clinic-a", DEMO_TEAM_ID, "t-a", 0), ("clinic-b", DEMO_TEAM_ID, "t-b", 0)]

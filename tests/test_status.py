@@ -215,4 +215,79 @@ async def test_a_fleet_clinic_that_failed_before_its_audit_ran_is_in_status_and_
     logged = [(r.graph, r.clinic, r.exit_code) for r in runlog.last_runs(str(state))]
     assert logged == [("audit", "gone", 2)]
     samples = read_textfile(textfile)
-    assert samples[("coviu_agent_last_run_success", (("clinic", "gone"), ("graph", "audit")))] == 0
+    assert samples[("coviu_agent_last_run_success", (("clinic", "gone"), ("graph", "audit"), ("team", "")))] == 0
+
+
+async def test_two_fleet_clinics_on_one_team_are_two_rows_in_status_and_two_series_in_the_textfile(
+    state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # clinics are their integrated accounts: two accounts on one Coviu team were one row (their team id), the last
+    # writer's, so one clinic's failed night was hidden behind the other's success (issue 27)
+    from datetime import date
+
+    from agent.fleet import Clinic, run_fleet
+    from sandbox import SandboxConfig, SandboxTransport, create_sandbox, generate_sessions
+    from tools import telemetry
+    from tools.clock import FakeClock
+    from tools.promfile import read as read_textfile
+
+    for key in ("TRUTO_API_KEY", "TRUTO_INTEGRATED_ACCOUNT_ID", "TRUTO_MCP_URL", "COVIU_TEAM_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("COVIU_AGENT_TIMEZONE", "UTC")
+    monkeypatch.setenv("COVIU_AGENT_PLANNER", "rules")
+    cfg = Settings(_env_file=None, COVIU_AGENT_STATE=str(state))  # type: ignore[call-arg]
+    clock = FakeClock()
+    day = date(2026, 11, 24)
+    sandbox = create_sandbox(SandboxConfig(accounts=["clinic-a"]), clock=clock)  # "clinic-gone" is not served
+    generate_sessions(sandbox.store_for("clinic-a"), day, 3, seed=1)
+    clinics = [Clinic(account="clinic-a", team_id=DEMO_TEAM_ID), Clinic(account="clinic-gone", team_id=DEMO_TEAM_ID)]
+    textfile = tmp_path / "coviu_agent.prom"
+    previous = telemetry.install(telemetry.Telemetry(metrics_file=textfile))
+    try:
+        args = AuditArgs(day=day.isoformat(), out_dir=tmp_path / "fleet")
+        runs = await run_fleet(cfg, clinics, args, transport=SandboxTransport(sandbox), clock=clock)
+    finally:
+        telemetry.install(previous)
+    assert sorted(r.exit_code for r in runs) == [0, 2], [r.error for r in runs]
+
+    shown = json.loads(status(state, "--json").stdout)["last_runs"]
+    rows = sorted((r["clinic"], r["team_id"], r["exit_code"]) for r in shown)
+    assert rows == [("clinic-a", DEMO_TEAM_ID, 0), ("clinic-gone", DEMO_TEAM_ID, 2)]
+    text = status(state).stdout
+    assert "clinic clinic-a" in text and "clinic clinic-gone" in text
+
+    samples = read_textfile(textfile)
+    success = {dict(labels)["clinic"]: value for (name, labels), value in samples.items() if name.endswith("success")}
+    assert success == {"clinic-a": 1.0, "clinic-gone": 0.0}
+    teams = {dict(labels)["team"] for (name, labels) in samples if name == "coviu_agent_last_run_exit_code"}
+    assert teams == {DEMO_TEAM_ID}
+    runs_counted = [dict(labels) for (name, labels) in samples if name == "coviu_agent_runs_total"]
+    assert sorted((r["clinic"], r["exit_code"]) for r in runs_counted) == [("clinic-a", "0"), ("clinic-gone", "2")]
+
+
+def test_a_run_log_written_before_team_ids_is_read_and_added_to(state: Path):
+    # the run log of an earlier version: no `team_id` column, `clinic` a team id; its rows show with no team known
+    state.parent.mkdir(parents=True)
+    with sqlite3.connect(state) as conn:
+        conn.execute(
+            f"CREATE TABLE {runlog.TABLE} (graph TEXT NOT NULL, clinic TEXT NOT NULL, thread_id TEXT, started_at TEXT "
+            "NOT NULL, finished_at TEXT NOT NULL, duration_seconds DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, "
+            "exit_code INTEGER NOT NULL, report_path TEXT)"
+        )
+        conn.execute(
+            f"INSERT INTO {runlog.TABLE} VALUES ('audit', 'team-old', NULL, '2026-12-06T01:00:00+00:00', "
+            "'2026-12-06T01:00:09', 9.0, 'upstream_failure', 3, NULL)"
+        )
+    conn.close()
+    shown = status(state)
+    assert shown.exit_code == 0, shown.output
+    assert "clinic team-old (team ?)" in shown.stdout and "upstream_failure" in shown.stdout
+    entry = dict(graph="audit", thread_id=None, started_at="2026-12-07T01:00:00+00:00", duration_seconds=1.0)
+    runlog.record(
+        str(state),
+        runlog.RunEntry(
+            **entry, clinic="acct-1", team_id="team-old", finished_at="2026-12-07T01:00:01", outcome="done", exit_code=0
+        ),  # type: ignore[arg-type]
+    )
+    rows = [(r.clinic, r.team_id, r.exit_code) for r in runlog.last_runs(str(state))]
+    assert rows == [("acct-1", "team-old", 0), ("team-old", None, 3)]

@@ -393,17 +393,29 @@ async def test_the_textfile_keeps_each_clinics_last_run_and_adds_up_counters(
         telemetry.install(previous)
     assert first.exit_code == second.exit_code == EXIT_OK
     samples = read_textfile(path)
-    labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"))
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"), ("team", DEMO_TEAM_ID))  # no account: its team
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 2  # the last run was refused: bad input
     assert samples[("coviu_agent_last_run_success", labels)] == 0
-    refused = (("clinic", DEMO_TEAM_ID), ("exit_code", "2"), ("graph", "audit"), ("outcome", "bad_input"))
+    refused = (
+        ("clinic", DEMO_TEAM_ID),
+        ("exit_code", "2"),
+        ("graph", "audit"),
+        ("outcome", "bad_input"),
+        ("team", DEMO_TEAM_ID),
+    )
     assert samples[("coviu_agent_runs_total", refused)] == 1
     assert (
         samples[("coviu_agent_last_run_timestamp_seconds", labels)]
         >= after_one[("coviu_agent_last_run_timestamp_seconds", labels)]
     )
     assert after_one[("coviu_agent_last_run_duration_seconds", labels)] > 0
-    runs = (("clinic", DEMO_TEAM_ID), ("exit_code", "0"), ("graph", "audit"), ("outcome", "done"))
+    runs = (
+        ("clinic", DEMO_TEAM_ID),
+        ("exit_code", "0"),
+        ("graph", "audit"),
+        ("outcome", "done"),
+        ("team", DEMO_TEAM_ID),
+    )
     assert after_one[("coviu_agent_runs_total", runs)] == 1 and samples[("coviu_agent_runs_total", runs)] == 2
     sessions = len(second.report["sessions"])  # type: ignore[index]
     assert samples[("coviu_agent_sessions_audited_total", (("clinic", DEMO_TEAM_ID),))] == 2 * sessions
@@ -429,7 +441,7 @@ async def test_a_corrupt_textfile_is_replaced_and_the_run_keeps_its_outcome(
         telemetry.install(previous)
     assert result.exit_code == EXIT_OK
     samples = read_textfile(path)
-    labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"))
+    labels = (("clinic", DEMO_TEAM_ID), ("graph", "audit"), ("team", DEMO_TEAM_ID))
     assert samples[("coviu_agent_last_run_exit_code", labels)] == 0
     assert "garbage" not in path.read_text(encoding="utf-8")
 

@@ -1,8 +1,9 @@
 """The Prometheus textfile (node_exporter's textfile collector): runs and counters, merged across processes.
 
 Each write reads the file, adds this process's counts to its counters, replaces the last-run gauges of the
-(graph, clinic) pairs that ran, and replaces the file atomically (`prometheus_client.write_to_textfile`: a
-temporary file, then a rename), under a lock file so that concurrent runs (a fleet, two cron jobs) add up.
+(graph, clinic) pairs that ran (a clinic is its integrated account, its team id a label), and replaces the file
+atomically (`prometheus_client.write_to_textfile`: a temporary file, then a rename), under a lock file so that
+concurrent runs (a fleet, two cron jobs) add up.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class LastRun(Protocol):
     @property
     def clinic(self) -> str: ...
     @property
+    def team(self) -> str: ...
+    @property
     def started(self) -> float: ...
     @property
     def duration(self) -> float: ...
@@ -83,7 +86,13 @@ def merge_into(path: Path, counts: Mapping[Key, float], runs: Iterable[LastRun],
         for key, value in counts.items():
             samples[key] = samples.get(key, 0.0) + value
         for record in runs:
-            labels = (("clinic", record.clinic), ("graph", record.graph))
+            # one series per clinic (its integrated account: clinics of a fleet may share a team) and graph; its
+            # team is a label, and a series of the same clinic under another team (an older one) is replaced
+            for name, labels in [key for key in samples if key[0] in LAST_RUN]:
+                kept = dict(labels)
+                if kept.get("clinic") == record.clinic and kept.get("graph") == record.graph:
+                    del samples[(name, labels)]
+            labels = (("clinic", record.clinic), ("graph", record.graph), ("team", record.team))
             samples[("coviu_agent_last_run_timestamp_seconds", labels)] = record.started
             samples[("coviu_agent_last_run_duration_seconds", labels)] = round(record.duration, 3)
             samples[("coviu_agent_last_run_exit_code", labels)] = record.exit_code

@@ -396,12 +396,17 @@ class Run:
         exit_code: int,
         *,
         clinic: str | None = None,
+        team: str | None = None,
         sessions: int | None = None,
         flags: Mapping[str, int] | None = None,
         alerts: int | None = None,
     ) -> None:
         self.record.outcome, self.record.exit_code = outcome, exit_code
         self.finished = True
+        if team:  # a clinic known only by its team (no account configured) takes the run's team
+            if self.record.clinic in ("", self.record.team):
+                self.record.clinic = team
+            self.record.team = team
         if clinic:
             self.record.clinic = clinic
         if sessions is not None:
@@ -412,6 +417,7 @@ class Run:
         self.handle.set(
             **{
                 "coviu.clinic": self.record.clinic,
+                "coviu.team": self.record.team,
                 "coviu.outcome": outcome,
                 "coviu.exit_code": exit_code,
                 "coviu.sessions": sessions,
@@ -425,18 +431,18 @@ _RUN_SPAN: ContextVar[Any] = ContextVar("coviu_telemetry_run_span", default=None
 
 
 @contextlib.contextmanager
-def run(graph: str, clinic: str = "") -> Iterator[Run]:
+def run(graph: str, clinic: str = "", team: str = "") -> Iterator[Run]:
     """One run of a graph: the root span, the node spans under it, and at its end the run's metrics (and the
     textfile). Call `finish` on the handle; a run left unfinished by an exception counts as an error."""
     telemetry = _CURRENT
-    record = RunRecord(graph=graph, clinic=clinic, started=time.time())
+    record = RunRecord(graph=graph, clinic=clinic, started=time.time(), team=team)
     if telemetry is None:
         yield Run(record, _NO_SPAN)
         return
     started = time.perf_counter()
     token = _NODE_HANDLER.set(_node_spans(telemetry)) if telemetry.tracer is not None else None
     try:
-        with span(f"run {graph}", **{"coviu.graph": graph, "coviu.clinic": clinic}) as handle:
+        with span(f"run {graph}", **{"coviu.graph": graph, "coviu.clinic": clinic, "coviu.team": team}) as handle:
             handle_run = Run(record, handle)
             run_token = _RUN_SPAN.set(getattr(handle, "span", None))
             try:
@@ -464,19 +470,19 @@ class _Detached:
         self.started = started
 
 
-def begin_run(graph: str, clinic: str = "") -> Run:
+def begin_run(graph: str, clinic: str = "", team: str = "") -> Run:
     """A run whose start and end are seen apart, in different tasks (a LangGraph Server run, seen by its callbacks):
     its root span is made current nowhere (its nodes' spans find it by their parent run: `NodeSpans.add_run`). End
     it with `end_run`."""
     telemetry = _CURRENT
-    record = RunRecord(graph=graph, clinic=clinic, started=time.time())
+    record = RunRecord(graph=graph, clinic=clinic, started=time.time(), team=team)
     handle: _NoSpan = _NO_SPAN
     if telemetry is not None and telemetry.tracer is not None:
         from opentelemetry.context import Context
 
         root = telemetry.tracer.start_span(f"run {graph}", context=Context(), record_exception=False)
         if root.is_recording():
-            root.set_attributes(checked_attributes({"coviu.graph": graph, "coviu.clinic": clinic}))
+            root.set_attributes(checked_attributes({"coviu.graph": graph, "coviu.clinic": clinic, "coviu.team": team}))
         handle = _SpanHandle(root)
     run_handle = Run(record, handle)
     run_handle.detached = _Detached(time.perf_counter())
@@ -530,7 +536,8 @@ def exit_code_of(exc: BaseException) -> int:
 def _count_run(telemetry: Telemetry, handle: Run) -> None:
     record = handle.record
     labels = {"graph": record.graph, "clinic": record.clinic}
-    telemetry.add("coviu_agent.runs", 1, {**labels, "outcome": record.outcome, "exit_code": record.exit_code})
+    runs = {**labels, "team": record.team, "outcome": record.outcome, "exit_code": record.exit_code}
+    telemetry.add("coviu_agent.runs", 1, runs)
     telemetry.add("coviu_agent.run.duration", record.duration, {**labels, "outcome": record.outcome})
     if "sessions" in handle.counts:
         telemetry.add("coviu_agent.sessions.audited", handle.counts["sessions"], {"clinic": record.clinic})

@@ -194,11 +194,12 @@ class RunRecord:
     """One run as the textfile (and `coviu-agent status`) keeps it."""
 
     graph: str
-    clinic: str
+    clinic: str  # the clinic's integrated account id (its team id when no account is configured)
     started: float  # Unix time
     duration: float = 0.0
     outcome: str = "error"
     exit_code: int = 3
+    team: str = ""  # the clinic's Coviu team id (clinics of a fleet may share one)
 
 
 @dataclass

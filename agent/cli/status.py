@@ -69,7 +69,8 @@ def _print(result: dict[str, Any]) -> None:
     for r in result["last_runs"]:
         report = f"  report {r['report_path']}" if r["report_path"] else ""
         say(
-            f"  {r['graph']:<10} clinic {r['clinic'] or '(default)'}  {r['finished_at']}  {r['outcome']} "
+            f"  {r['graph']:<10} clinic {r['clinic'] or '(default)'} (team {r['team_id'] or '?'})  {r['finished_at']}  "
+            f"{r['outcome']} "
             f"(exit {r['exit_code']}, {r['duration_seconds']:.1f} s){report}",
             highlight=False,
         )

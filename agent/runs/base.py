@@ -110,7 +110,7 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
             from tools import telemetry
 
-            with telemetry.run(graph, _clinic_hint(args, kwargs)) as traced:
+            with telemetry.run(graph, *_clinic_hint(args, kwargs)) as traced:
                 # The run log's write is blocking SQLite (waiting up to 30 s for the file's lock): off the event loop,
                 # where another run of this process (a fleet's clinic) may hold that lock until the loop lets it
                 # commit. On the loop, the two waited on each other: "database is locked" (issue 28).
@@ -154,7 +154,8 @@ def log_run(
         state,
         runlog.RunEntry(
             graph=record.graph,
-            clinic=str(facts.get("clinic") or record.clinic or ""),
+            clinic=str(record.clinic or ""),
+            team_id=str(facts.get("team") or record.team or ""),
             thread_id=getattr(result, "thread_id", None),
             started_at=datetime.fromtimestamp(record.started, UTC).isoformat(timespec="seconds"),
             finished_at=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
@@ -166,16 +167,18 @@ def log_run(
     )
 
 
-def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-    """The clinic (team id) a run is for, before it starts: the request's, else the settings' (the result's wins)."""
+def _clinic_hint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """The clinic a run is for, before it starts, and its team id: the clinic is its integrated account (clinics of
+    a fleet may share a team), else (no account configured) its team; the team is the request's, else the
+    settings' (the result's wins, `Run.finish`)."""
     request = args[1] if len(args) > 1 else None
     team = (
         getattr(request, "team_id", None) or kwargs.get("team_id") or getattr(kwargs.get("services"), "team_id", None)
     )
     settings = args[0] if args else None
-    # no team known (a clinic that failed before its graph ran): its account, so that clinics stay apart
+    team = str(team or getattr(settings, "coviu_team_id", None) or "")
     account = getattr(settings, "truto_integrated_account_id", None)
-    return str(team or getattr(settings, "coviu_team_id", None) or account or "")
+    return str(account or team), team
 
 
 def run_facts(result: Any) -> dict[str, Any]:
@@ -186,16 +189,16 @@ def run_facts(result: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {"outcome": OUTCOMES.get(code, "error"), "exit_code": code}
     state = getattr(result, "state", None)
     if isinstance(state, Mapping):
-        facts["clinic"] = state.get("team_id")
+        facts["team"] = state.get("team_id")
     if isinstance(result, AuditResult) and result.report is not None:
         from collections import Counter
 
         sessions = list(result.report.get("sessions") or [])
-        facts["clinic"] = result.report.get("team_id") or facts.get("clinic")
+        facts["team"] = result.report.get("team_id") or facts.get("team")
         facts["sessions"] = len(sessions)
         facts["flags"] = dict(Counter(str(f) for row in sessions for f in row.get("flags") or []))
     elif isinstance(result, TriageResult):
         facts["alerts"] = len(result.state.get("alerts") or [])
     elif isinstance(result, RecordingsRun):
-        facts["clinic"] = result.team_id
+        facts["team"] = result.team_id
     return facts
