@@ -43,17 +43,30 @@ configured.shutdown()
 """
 
 
-def requests_cpu(n: int) -> tuple[float, float]:
-    """CPU seconds per request (all threads, the shutdown's export included) and of them this thread's."""
+def requests_cpu(n: int, fan_out: int = 0) -> tuple[float, float]:
+    """CPU seconds per request (all threads, the shutdown's export included) and of them this thread's. With
+    `fan_out`, the calls go in batches of that many, each batch one span (`telemetry.tool_calls`, as the audit's
+    summaries); else each call is a span of its own (a single call, as a page of a list)."""
     from tools import telemetry
+
+    tool = "get_single_coviu_session_summary_by_id"
+
+    def one(i: int) -> None:
+        with telemetry.tool_call(tool) as call:
+            with telemetry.http_request("GET", f"/proxy/session_summaries/s-{i}", "account-1"):
+                telemetry.http_status(200)
+            call.done("ok")
 
     async def run() -> None:
         with telemetry.run("audit", "team-1") as handle:
-            for i in range(n):
-                with telemetry.tool_call("get_single_coviu_session_summary_by_id") as call:
-                    with telemetry.http_request("GET", f"/proxy/session_summaries/s-{i}", "account-1"):
-                        telemetry.http_status(200)
-                    call.done("ok")
+            if fan_out:
+                for start in range(0, n, fan_out):
+                    with telemetry.tool_calls(tool):
+                        for i in range(start, min(start + fan_out, n)):
+                            one(i)
+            else:
+                for i in range(n):
+                    one(i)
             handle.finish("done", 0)
 
     configured = telemetry.current()
@@ -70,6 +83,7 @@ def main() -> int:
         "--requests", type=int, default=1000, help="per run (default 1000: below the span queue's 2048)"
     )
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--fan-out", type=int, default=250, help="calls a fan-out span stands for (the audit's batch)")
     args = parser.parse_args()
     from tools import telemetry
 
@@ -82,13 +96,18 @@ def main() -> int:
             for _ in range(3)
         ]
         print(f"setup (imports, providers, exporters), once per process: {statistics.median(setups) * 1e3:.0f} ms CPU")
-        results: dict[str, list[tuple[float, float]]] = {"off": [], "traced": [], "sampled-out": []}
+        results: dict[str, list[tuple[float, float]]] = {
+            "off": [],
+            "traced": [],
+            "traced fan-out": [],
+            "sampled-out": [],
+        }
         for i in range(args.repeat + 1):  # the first round warms up
             for mode in results:
                 if mode != "off":
                     os.environ["OTEL_TRACES_SAMPLER_ARG"] = "0" if mode == "sampled-out" else "1"
                     telemetry.setup()
-                measured = requests_cpu(args.requests)
+                measured = requests_cpu(args.requests, args.fan_out if mode == "traced fan-out" else 0)
                 telemetry.install(None)
                 if i:
                     results[mode].append(measured)
@@ -96,7 +115,7 @@ def main() -> int:
             total = statistics.median(r[0] for r in runs) * 1e6
             here = statistics.median(r[1] for r in runs) * 1e6
             fastest = min(r[0] for r in runs) * 1e6
-            print(f"{mode:>12}: {total:6.1f} µs a request (fastest {fastest:.1f}; this thread {here:.1f})")
+            print(f"{mode:>14}: {total:6.1f} µs a request (fastest {fastest:.1f}; this thread {here:.1f})")
     finally:
         receiver.terminate()
         receiver.wait()

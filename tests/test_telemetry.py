@@ -142,7 +142,27 @@ async def test_an_audit_is_traced_run_node_tool_request_and_counted(
     assert {s.context.trace_id for s in spans} == {run.context.trace_id}  # one trace
     # the storm's 429s: on their requests' events and a `rate_limited` event beside them; the waits as spans
     requests = [e for e in events if e.name.startswith(("GET ", "POST ", "PATCH "))]
-    assert len(requests) == sandbox.count() - before
+    # the summaries' fan-out (a batch of one tool's calls in one node step) is one span: its calls and requests
+    # counted on it, only the requests that failed events; every other request an event on its call's span
+    fan_outs = [s for s in spans if "coviu.tool.calls" in (s.attributes or {})]
+    assert [s.name for s in fan_outs] == ["tool get_single_coviu_session_summary_by_id"] * len(fan_outs) != []
+    assert all(parent_chain(s, by_id)[1] == "node fetch_summaries" for s in fan_outs)
+    assert not any(s.name == "tool get_single_coviu_session_summary_by_id" and s not in fan_outs for s in spans)
+    fan_out_attributes = [dict(s.attributes or {}) for s in fan_outs]
+    in_fan_outs = sum(int(a["coviu.http.requests"]) for a in fan_out_attributes)  # type: ignore[call-overload]
+    failed_in_fan_outs = [e for s in fan_outs for e in s.events if e.name.startswith("GET ")]
+    singles = [e for e in requests if e not in failed_in_fan_outs]
+    assert len(singles) + in_fan_outs == sandbox.count() - before
+    statuses: dict[str, int] = {}
+    for attributes in fan_out_attributes:
+        for key, value in attributes.items():
+            if key.startswith("coviu.http.status."):
+                statuses[key] = statuses.get(key, 0) + int(value)  # type: ignore[call-overload]
+    assert statuses.get("coviu.http.status.200", 0) > 0
+    assert len(failed_in_fan_outs) == sum(v for k, v in statuses.items() if k != "coviu.http.status.200")
+    calls = sum(int(a["coviu.tool.calls"]) for a in fan_out_attributes)  # type: ignore[call-overload]
+    outcomes = sum(int(v) for a in fan_out_attributes for k, v in a.items() if k.startswith("coviu.tool.outcome."))  # type: ignore[call-overload]
+    assert calls == outcomes > 0
     routes = {str((e.attributes or {})["http.route"]) for e in requests}  # ids as {id}: a few routes, no id to check
     assert "/proxy/session_summaries/{id}" in routes and all(p == "{id}" for r in routes for p in r.split("/")[3:])
     limited = [s for s in spans if any((e.attributes or {}).get("http.response.status_code") == 429 for e in s.events)]
@@ -225,6 +245,66 @@ def test_a_pacing_wait_is_an_event_on_the_tool_call_and_a_retry_wait_a_span(in_m
     assert (spans["wait retry"].attributes or {})["coviu.wait.reason"] == "rate_limited_429"
     waits = {a["kind"]: v for a, v in metric_points(reader)["coviu_agent.wait"]}
     assert waits == {"pacing": 0.2, "retry": 10.0}
+
+
+def test_a_fan_out_of_one_tool_is_one_span_counting_its_calls_with_an_event_per_failed_request(in_memory: Any):
+    """The audit's summaries (250 calls a step): one span for the batch, not one a call; what failed stays visible
+    one by one, the metrics count every call and request."""
+    spans_exporter, reader, _ = in_memory
+    tool = "get_single_coviu_session_summary_by_id"
+    with telemetry.run("audit", "team-1"), telemetry.tool_calls(tool):
+        for i, status in enumerate([200, 200, 429, 200, 502]):
+            with telemetry.tool_call(tool) as call:
+                with telemetry.waiting(0.25, telemetry.PACING, "http://x#acct-1"):
+                    pass
+                with telemetry.http_request("GET", f"/proxy/session_summaries/s-{i}", "acct-1"):
+                    telemetry.http_status(status)
+                    if status == 429:
+                        telemetry.rate_limited("http://x#acct-1")
+                        with telemetry.waiting(3.0, "retry", "http://x#acct-1", "rate limited (429)"):
+                            pass
+                call.done("ok" if status == 200 else "transient")
+    spans = list(spans_exporter.get_finished_spans())
+    assert sorted(s.name for s in spans) == ["run audit", f"tool {tool}", "wait retry"]
+    (fan_out,) = [s for s in spans if s.name == f"tool {tool}"]
+    attributes = dict(fan_out.attributes or {})
+    assert {k: v for k, v in attributes.items() if not k.startswith("coviu.http.duration")} == {
+        "coviu.tool": tool,
+        "coviu.tool.calls": 5,
+        "coviu.tool.outcome": "mixed",
+        "coviu.tool.outcome.ok": 3,
+        "coviu.tool.outcome.transient": 2,
+        "coviu.http.requests": 5,
+        "coviu.http.status.200": 3,
+        "coviu.http.status.429": 1,
+        "coviu.http.status.502": 1,
+        "coviu.wait.pacing.count": 5,
+        "coviu.wait.pacing.seconds": 1.25,
+    }
+    assert 0 <= attributes["coviu.http.duration.max"] <= attributes["coviu.http.duration.sum"]  # type: ignore[operator]
+    # the failed requests (and the 429's own event) one by one, in order; the successes only in the counts
+    assert [(e.name, (e.attributes or {}).get("http.response.status_code")) for e in fan_out.events] == [
+        ("rate_limited", 429),
+        ("GET session_summaries", 429),
+        ("GET session_summaries", 502),
+    ]
+    (retry,) = [s for s in spans if s.name == "wait retry"]
+    assert retry.parent is not None and retry.parent.span_id == fan_out.context.span_id
+    points = metric_points(reader)
+    assert sum(v for _, v in points["coviu_agent.http.requests"]) == 5
+    assert {a["outcome"]: v for a, v in points["coviu_agent.tool.calls"]} == {"ok": 3, "transient": 2}
+    assert {a["kind"]: v for a, v in points["coviu_agent.wait"]} == {"pacing": 1.25, "retry": 3.0}
+
+
+def test_a_fan_out_whose_calls_all_succeed_says_their_outcome(in_memory: Any):
+    spans_exporter, _, _ = in_memory
+    with telemetry.run("audit", "team-1"), telemetry.tool_calls("t"):
+        for _ in range(3):
+            with telemetry.tool_call("t") as call, telemetry.http_request("GET", "/proxy/x/1", "acct-1"):
+                telemetry.http_status(200)
+                call.done("ok")
+    (fan_out,) = [s for s in spans_exporter.get_finished_spans() if s.name == "tool t"]
+    assert (fan_out.attributes or {})["coviu.tool.outcome"] == "ok" and not fan_out.events
 
 
 def test_counters_add_up_across_collections_as_integers(in_memory: Any):
@@ -476,8 +556,17 @@ async def test_a_run_the_sampler_leaves_out_exports_no_span_and_is_still_counted
 ):
     from opentelemetry.sdk.trace import sampling
 
+    class Asked(sampling.ParentBased):
+        """The default sampler, recording which spans it was asked about."""
+
+        names: ClassVar[list[str]] = []
+
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+            self.names.append(name)
+            return super().should_sample(parent_context, trace_id, name, *args, **kwargs)
+
     spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(sampler=sampling.ParentBased(sampling.TraceIdRatioBased(0.0)))
+    tracer_provider = TracerProvider(sampler=Asked(sampling.TraceIdRatioBased(0.0)))
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
     previous = telemetry.install(
@@ -490,6 +579,8 @@ async def test_a_run_the_sampler_leaves_out_exports_no_span_and_is_still_counted
         telemetry.install(previous)
     assert result.exit_code == EXIT_OK
     assert spans.get_finished_spans() == ()  # the run's children follow its decision: none recorded
+    # and none of the tool calls' spans is even started (the sampler asked once a call): the run's and its nodes' only
+    assert "run audit" in Asked.names and not [n for n in Asked.names if not n.startswith(("run ", "node "))]
     points = metric_points(reader)
     assert sum(v for _, v in points["coviu_agent.http.requests"]) == sandbox.count() - before
     assert [a["outcome"] for a, _ in points["coviu_agent.runs"]] == ["done"]

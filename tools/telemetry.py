@@ -42,6 +42,7 @@ from tools.telemetry_attributes import (
     safe_attributes,
     safe_text,
 )
+from tools.telemetry_handles import _NO_SPAN, Run, ToolCall, _Detached, _FanOut, _NoSpan, _SpanHandle
 from tools.telemetry_providers import (
     DEFAULT_SAMPLER,
     EXPORT_TIMEOUT,
@@ -60,7 +61,7 @@ from tools.telemetry_providers import (
 )
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    pass
 
 # what attributes may carry (tools/telemetry_attributes.py) and the configuration (tools/telemetry_providers.py):
 # importable from here, with the recording API
@@ -73,8 +74,10 @@ __all__ = [
     "SERVICE_NAME",
     "WITHHELD",
     "AttrValue",
+    "Run",
     "RunRecord",
     "Telemetry",
+    "ToolCall",
     "account_of",
     "checked_attributes",
     "collector_of",
@@ -98,6 +101,7 @@ OUTCOMES = {0: "done", 2: "bad_input", 3: "upstream_failure", 4: "needs_approval
 
 _CURRENT: Telemetry | None = None
 _REQUEST: ContextVar[dict[str, AttrValue] | None] = ContextVar("coviu_telemetry_request", default=None)
+_FAN_OUT: ContextVar[_FanOut | None] = ContextVar("coviu_telemetry_fan_out", default=None)
 
 
 def current() -> Telemetry | None:
@@ -194,25 +198,6 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
 # --- spans -------------------------------------------------------------------------------------------------------
 
 
-class _NoSpan:
-    """What a span handle is when tracing is off."""
-
-    def set(self, **attributes: object) -> None:
-        return None
-
-
-_NO_SPAN = _NoSpan()
-
-
-class _SpanHandle(_NoSpan):
-    def __init__(self, span: Span) -> None:
-        self.span = span
-
-    def set(self, **attributes: object) -> None:
-        if self.span.is_recording():  # a run the sampler left out: nothing to check or keep
-            self.span.set_attributes(checked_attributes(attributes))
-
-
 @contextlib.contextmanager
 def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
     """A span named `name` (child of the current one) around the block; an exception marks it failed, by type only
@@ -227,6 +212,12 @@ def span(name: str, **attributes: object) -> Iterator[_NoSpan]:
 
     nodes = telemetry.node_spans if telemetry is not None else None
     parent = nodes.parent_context(_RUN_SPAN.get()) if nodes is not None else None
+    above = trace.get_current_span(parent).get_span_context()
+    if above.is_valid and not above.trace_flags.sampled:
+        # in a run the sampler left out: every sampler here leaves out its spans' children too (parent-based, or
+        # a ratio of the same trace id), so none is started (the SDK's sampling and non-recording span per call)
+        yield _NO_SPAN
+        return
     # start_span and attach (not start_as_current_span): two context managers fewer on every request's path;
     # the attributes checked only when the span records (the sampler decides on the run's trace id alone)
     current_span = tracer.start_span(name, context=parent, record_exception=False)
@@ -270,6 +261,28 @@ def _add_event(name: str, attributes: Mapping[str, object], timestamp: int | Non
 
 
 @contextlib.contextmanager
+def tool_calls(name: str) -> Iterator[None]:
+    """Many calls of one tool at once, in one node step (a fan-out: the audit's summaries, up to 250 a step) traced
+    as one span, `tool {name}`, instead of a span a call: its calls by outcome, its requests by status, their
+    latency (sum, max) and pacing (count, seconds) as attributes; each request that did not succeed (an error, a
+    4xx/5xx, a 429 with its `rate_limited` event) an event on it as on a single call's span, each retry's wait a
+    span under it. The metrics count every call and request as before. A span a call, its request an event, is
+    most of what tracing costs an audit (bench/README.md); a fan-out's calls differ only by their ids."""
+    telemetry = _CURRENT
+    if telemetry is None or telemetry.tracer is None:
+        yield
+        return
+    fan_out = _FanOut()
+    with span(f"tool {name}", **{"coviu.tool": name}) as handle:
+        token = _FAN_OUT.set(fan_out)
+        try:
+            yield
+        finally:
+            _FAN_OUT.reset(token)
+            handle.set(**fan_out.attributes())
+
+
+@contextlib.contextmanager
 def http_request(verb: str, path: str, account: str) -> Iterator[None]:
     """One request to Truto (the Truto client, after pacing): the request count and latency, and an event named
     `{verb} {resource}` on the span it was sent from (a tool call's): one span a request fewer than a span of its
@@ -293,7 +306,12 @@ def http_request(verb: str, path: str, account: str) -> Iterator[None]:
         _REQUEST.reset(token)
         seconds = time.perf_counter() - started
         status = attrs.get("http.response.status_code", 0)
-        if telemetry.tracer is not None:
+        fan_out = _FAN_OUT.get() if telemetry.tracer is not None else None
+        if fan_out is not None:  # in a fan-out: added up on its span; an event only for a request that failed
+            fan_out.statuses[status] = fan_out.statuses.get(status, 0) + 1
+            fan_out.seconds += seconds
+            fan_out.slowest = max(fan_out.slowest, seconds)
+        if telemetry.tracer is not None and (fan_out is None or failed or not 200 <= int(status) < 400):
             # at the send; the method and resource in its name, the account the run's, the latency a metric's
             sent = {"http.route": route_of(path), "http.response.status_code": status, "error.type": failed}
             _add_event(f"{verb} {resource}", sent, started_ns)
@@ -332,7 +350,12 @@ def waiting(seconds: float, kind: str, key: str = "", reason: str = "") -> Itera
     why = re.sub(r"[^A-Za-z0-9]+", "_", reason).strip("_")[:60] or None  # e.g. rate_limited_429, upstream_503
     attributes = {"coviu.wait.kind": kind, "coviu.wait.seconds": round(seconds, 3), "coviu.wait.reason": why}
     if kind == PACING:
-        event("wait", **attributes)
+        fan_out = _FAN_OUT.get()
+        if fan_out is None:
+            event("wait", **attributes)
+        else:  # in a fan-out: added up on its span
+            fan_out.paced += 1
+            fan_out.paced_seconds += seconds
         yield
     else:
         with span(f"wait {kind}", **attributes):
@@ -349,24 +372,21 @@ def rate_limit_wait(seconds: float, key: str = "") -> None:
     telemetry.add("coviu_agent.rate_limit.wait", seconds, {"account": account_of(key) if key else None})
 
 
-class ToolCall:
-    """The handle `tool_call` yields: say how the call ended."""
-
-    def __init__(self, handle: _NoSpan) -> None:
-        self.handle = handle
-        self.outcome = "error"
-
-    def done(self, outcome: str) -> None:
-        self.outcome = outcome
-        self.handle.set(**{"coviu.tool.outcome": outcome})
-
-
 @contextlib.contextmanager
 def tool_call(name: str) -> Iterator[ToolCall]:
     """One tool call (the one tool-execution path): a span named for the tool, counted by outcome."""
     telemetry = _CURRENT
     if telemetry is None:
         yield ToolCall(_NO_SPAN)
+        return
+    fan_out = _FAN_OUT.get()
+    if fan_out is not None:  # one of a fan-out's calls: counted on its span (`tool_calls`), no span of its own
+        call = ToolCall(_NO_SPAN)
+        try:
+            yield call
+        finally:
+            fan_out.outcomes[call.outcome] = fan_out.outcomes.get(call.outcome, 0) + 1
+            telemetry.add("coviu_agent.tool.calls", 1, {"tool": name, "outcome": call.outcome})
         return
     with span(f"tool {name}", **{"coviu.tool": name}) as handle:
         call = ToolCall(handle)
@@ -377,53 +397,6 @@ def tool_call(name: str) -> Iterator[ToolCall]:
 
 
 # --- runs ------------------------------------------------------------------------------------------------------
-
-
-class Run:
-    """The handle `run` yields: what the run was for, and how it ended."""
-
-    def __init__(self, record: RunRecord, handle: _NoSpan) -> None:
-        self.record = record
-        self.handle = handle
-        self.counts: dict[str, float] = {}
-        self.flags: dict[str, int] = {}
-        self.finished = False
-        self.detached: _Detached | None = None  # a run `begin_run` started
-
-    def finish(
-        self,
-        outcome: str,
-        exit_code: int,
-        *,
-        clinic: str | None = None,
-        team: str | None = None,
-        sessions: int | None = None,
-        flags: Mapping[str, int] | None = None,
-        alerts: int | None = None,
-    ) -> None:
-        self.record.outcome, self.record.exit_code = outcome, exit_code
-        self.finished = True
-        if team:  # a clinic known only by its team (no account configured) takes the run's team
-            if self.record.clinic in ("", self.record.team):
-                self.record.clinic = team
-            self.record.team = team
-        if clinic:
-            self.record.clinic = clinic
-        if sessions is not None:
-            self.counts["sessions"] = sessions
-        if alerts is not None:
-            self.counts["alerts"] = alerts
-        self.flags = dict(flags or {})
-        self.handle.set(
-            **{
-                "coviu.clinic": self.record.clinic,
-                "coviu.team": self.record.team,
-                "coviu.outcome": outcome,
-                "coviu.exit_code": exit_code,
-                "coviu.sessions": sessions,
-                "coviu.alerts": alerts,
-            }
-        )
 
 
 _NODE_HANDLER: ContextVar[Any] = ContextVar("coviu_telemetry_node_spans", default=None)
@@ -461,13 +434,6 @@ def run(graph: str, clinic: str = "", team: str = "") -> Iterator[Run]:
         record.duration = time.perf_counter() - started
         _count_run(telemetry, handle_run)
         telemetry.flush()
-
-
-class _Detached:
-    """What `begin_run` keeps of a run for `end_run`."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
 
 
 def begin_run(graph: str, clinic: str = "", team: str = "") -> Run:
