@@ -268,7 +268,7 @@ def test_a_fan_out_of_one_tool_is_one_span_counting_its_calls_with_an_event_per_
     assert sorted(s.name for s in spans) == ["run audit", f"tool {tool}", "wait retry"]
     (fan_out,) = [s for s in spans if s.name == f"tool {tool}"]
     attributes = dict(fan_out.attributes or {})
-    assert {k: v for k, v in attributes.items() if not k.startswith("coviu.http.duration")} == {
+    assert {k: v for k, v in attributes.items() if not k.startswith("coviu.http.seconds")} == {
         "coviu.tool": tool,
         "coviu.tool.calls": 5,
         "coviu.tool.outcome": "mixed",
@@ -281,7 +281,7 @@ def test_a_fan_out_of_one_tool_is_one_span_counting_its_calls_with_an_event_per_
         "coviu.wait.pacing.count": 5,
         "coviu.wait.pacing.seconds": 1.25,
     }
-    assert 0 <= attributes["coviu.http.duration.max"] <= attributes["coviu.http.duration.sum"]  # type: ignore[operator]
+    assert 0 <= attributes["coviu.http.seconds.max"] <= attributes["coviu.http.seconds.sum"]  # type: ignore[operator]
     # the failed requests (and the 429's own event) one by one, in order; the successes only in the counts
     assert [(e.name, (e.attributes or {}).get("http.response.status_code")) for e in fan_out.events] == [
         ("rate_limited", 429),

@@ -67,8 +67,8 @@ class _FanOut:
             # one outcome when all calls had it (as a single call's span says), else `mixed`: counts per outcome
             "coviu.tool.outcome": next(iter(outcomes)) if len(outcomes) == 1 else "mixed" if outcomes else None,
             "coviu.http.requests": sum(self.statuses.values()),
-            "coviu.http.duration.sum": round(self.seconds, 3),
-            "coviu.http.duration.max": round(self.slowest, 3),
+            "coviu.http.seconds.sum": round(self.seconds, 3),
+            "coviu.http.seconds.max": round(self.slowest, 3),
             "coviu.wait.pacing.count": self.paced or None,
             "coviu.wait.pacing.seconds": round(self.paced_seconds, 3) if self.paced else None,
         }
