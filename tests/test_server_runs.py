@@ -137,7 +137,9 @@ async def test_a_server_audit_is_traced_run_node_tool_and_counted(
     assert [(a["graph"], a["clinic"], a["outcome"]) for a, _ in points["coviu_agent.runs"]] == [
         ("audit", DEMO_TEAM_ID, "done")
     ]
-    assert points["coviu_agent.sessions.audited"] == [({"clinic": DEMO_TEAM_ID}, len(audit["report"]["sessions"]))]
+    assert points["coviu_agent.sessions.audited"] == [
+        ({"clinic": DEMO_TEAM_ID, "team": DEMO_TEAM_ID}, len(audit["report"]["sessions"]))
+    ]
     assert leaks(exported_texts(spans, points)) == []
     (entry,) = runlog.last_runs(str(state))
     assert entry.thread_id == "t-audit-2"

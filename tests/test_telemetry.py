@@ -180,7 +180,9 @@ async def test_an_audit_is_traced_run_node_tool_request_and_counted(
     assert sum(v for a, v in points["coviu_agent.rate_limited"]) == sandbox.count(status=429)
     assert all(a["account"] == DEMO_ACCOUNT_ID for a, _ in points["coviu_agent.rate_limited"])
     assert sum(v for a, v in points["coviu_agent.wait"] if a["kind"] == "retry") > 0
-    assert points["coviu_agent.sessions.audited"] == [({"clinic": DEMO_TEAM_ID}, len(result.report["sessions"]))]  # type: ignore[index]
+    assert points["coviu_agent.sessions.audited"] == [
+        ({"clinic": DEMO_TEAM_ID, "team": DEMO_TEAM_ID}, len(result.report["sessions"]))
+    ]  # type: ignore[index]
     flags = {a["kind"]: v for a, v in points["coviu_agent.flags"]}
     assert flags["overrun"] == result.report["totals"]["overruns"]  # type: ignore[index]
     assert flags["missing_form"] == result.report["totals"]["missing_forms"]  # type: ignore[index]
@@ -498,7 +500,10 @@ async def test_the_textfile_keeps_each_clinics_last_run_and_adds_up_counters(
     )
     assert after_one[("coviu_agent_runs_total", runs)] == 1 and samples[("coviu_agent_runs_total", runs)] == 2
     sessions = len(second.report["sessions"])  # type: ignore[index]
-    assert samples[("coviu_agent_sessions_audited_total", (("clinic", DEMO_TEAM_ID),))] == 2 * sessions
+    assert (
+        samples[("coviu_agent_sessions_audited_total", (("clinic", DEMO_TEAM_ID), ("team", DEMO_TEAM_ID)))]
+        == 2 * sessions
+    )
     requests = sum(v for (name, _), v in samples.items() if name == "coviu_agent_http_requests_total")
     assert requests > after_one[next(k for k in after_one if k[0] == "coviu_agent_http_requests_total")]
     assert sorted(p.name for p in path.parent.iterdir()) == ["coviu_agent.prom", "coviu_agent.prom.lock"]

@@ -505,12 +505,13 @@ def _count_run(telemetry: Telemetry, handle: Run) -> None:
     runs = {**labels, "team": record.team, "outcome": record.outcome, "exit_code": record.exit_code}
     telemetry.add("coviu_agent.runs", 1, runs)
     telemetry.add("coviu_agent.run.duration", record.duration, {**labels, "outcome": record.outcome})
+    clinic = {"clinic": record.clinic, "team": record.team or None}  # the clinic's team beside it, as on `runs`
     if "sessions" in handle.counts:
-        telemetry.add("coviu_agent.sessions.audited", handle.counts["sessions"], {"clinic": record.clinic})
+        telemetry.add("coviu_agent.sessions.audited", handle.counts["sessions"], clinic)
     if "alerts" in handle.counts:
-        telemetry.add("coviu_agent.alerts", handle.counts["alerts"], {"clinic": record.clinic})
+        telemetry.add("coviu_agent.alerts", handle.counts["alerts"], clinic)
     for kind, number in handle.flags.items():
-        telemetry.add("coviu_agent.flags", number, {"clinic": record.clinic, "kind": kind})
+        telemetry.add("coviu_agent.flags", number, {**clinic, "kind": kind})
     if telemetry.tally is not None:
         with telemetry.tally.lock:
             telemetry.tally.runs.append(record)
