@@ -147,6 +147,15 @@ def main() -> int:
             elsewhere = {mode: statistics.median(runs) for mode, runs in threads.items()}
             print(f"  of which in other threads: off {elsewhere['off']:.3f} s, on {elsewhere['on']:.3f} s")
             print(f"tracing: +{(on - off) / off:.1%} CPU, {(on - off) / max(requests, 1) * 1000:.3f} ms per request")
+            # each round's traced run against the untraced one beside it: less of the machine's drift than medians
+            paired = sorted(b - a for a, b in zip(cpu["off"], cpu["on"], strict=True))
+            middle = statistics.median(paired)
+            each = middle / max(requests, 1) * 1e6
+            print(
+                f"  paired (on - off, per round): median {middle * 1e3:.1f} ms ({each:.0f} µs "
+                f"a request), from {paired[0] * 1e3:.1f} to {paired[-1] * 1e3:.1f} ms; the SDK's imports not included "
+                "(bench/telemetry_cost.py measures them)"
+            )
             if args.profile:
                 profiler = cProfile.Profile()
                 profiler.enable()

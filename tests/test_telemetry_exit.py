@@ -75,8 +75,10 @@ class Provider:
         self.flushed_with.append(timeout_millis)
         return False
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: float | None = None) -> None:
         self.stopped += 1
+        if timeout_millis is not None:
+            self.flushed_with.append(timeout_millis)  # a meter provider's shutdown is its last export
 
 
 def test_shutdown_passes_the_deadline_and_says_once_the_collector_is_down(caplog: pytest.LogCaptureFixture) -> None:
@@ -88,7 +90,7 @@ def test_shutdown_passes_the_deadline_and_says_once_the_collector_is_down(caplog
         assert configured.shutdown() is False
         assert configured.shutdown() is True  # once: the atexit hook after an explicit shutdown does nothing
     assert len(tracer.flushed_with) == 1 and 0 < tracer.flushed_with[0] <= 1500
-    assert len(meter.flushed_with) == 1 and 0 <= meter.flushed_with[0] <= 1500
+    assert len(meter.flushed_with) == 1 and 0 <= meter.flushed_with[0] <= 1500  # its shutdown, no force_flush
     assert tracer.stopped == meter.stopped == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0]
@@ -117,3 +119,36 @@ def test_a_down_collector_is_one_warning_naming_host_and_port_only(tmp_path: Pat
     assert len(said) == 1 and f"127.0.0.1:{port}" in said[0] and "WARNING" in said[0]
     assert SECRET not in done.stderr + done.stdout
     assert "opentelemetry.exporter" not in done.stderr  # the SDK's per-retry lines (whole URL) are not shown
+
+
+def test_the_metrics_are_exported_once_at_exit_not_twice() -> None:
+    """The meter provider's shutdown collects and exports one last time; a force_flush before it sent it all twice."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        MetricsData,
+        PeriodicExportingMetricReader,
+    )
+
+    class Counting(MetricExporter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.exports: list[int] = []
+
+        def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            self.exports.append(len(metrics_data.resource_metrics))
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    exporter = Counting()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    configured = Telemetry(meter_provider=MeterProvider([reader], shutdown_on_exit=False))
+    configured.add("coviu_agent.runs", 1, {"graph": "audit", "clinic": "acct-1", "outcome": "done"})
+    assert configured.shutdown() is True
+    assert exporter.exports == [1]

@@ -313,18 +313,23 @@ class Telemetry:
         done = threading.Event()
         exported: list[bool] = []
 
-        providers: list[Any] = [self.tracer_provider, self.meter_provider]  # the SDK's, with flush and shutdown
+        tracer_provider: Any = self.tracer_provider  # the SDK's, with force_flush and shutdown
+        meter_provider: Any = self.meter_provider
 
         def flush_and_stop() -> None:
             ends = time.monotonic() + budget
+
+            def left_ms() -> float:
+                return max(ends - time.monotonic(), 0.0) * 1000
+
             try:
-                for provider in providers:
-                    if provider is not None:
-                        left_ms = max(ends - time.monotonic(), 0.0) * 1000
-                        exported.append(bool(provider.force_flush(timeout_millis=left_ms)))
-                for provider in providers:
-                    if provider is not None:
-                        provider.shutdown()
+                if tracer_provider is not None:
+                    exported.append(bool(tracer_provider.force_flush(timeout_millis=left_ms())))
+                    tracer_provider.shutdown()
+                if meter_provider is not None:
+                    # its shutdown collects and exports one last time (a failure is the exporter's WARNING, which
+                    # `watch` turns into ours): a force_flush first would send every metric twice
+                    meter_provider.shutdown(timeout_millis=left_ms())
             except Exception:  # telemetry never fails the command
                 exported.append(False)
             finally:
