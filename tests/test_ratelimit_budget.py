@@ -262,9 +262,11 @@ class CommitFails:
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         if sql == "COMMIT":
-            self.conn.execute("ROLLBACK")
             raise sqlite3.OperationalError("database or disk is full")
         return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
 
 
 def test_a_booking_whose_commit_failed_charges_the_run_nothing(tmp_path: Path) -> None:

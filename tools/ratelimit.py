@@ -132,8 +132,9 @@ class RateLimitBudget:
 
     def charge(self, wait: float, started: float, *, what: str = "", why: str = "rate limited") -> float:
         """Count a wait that `check` allowed at `started` (`clock.monotonic()` then) and that is now booked (its
-        transaction committed). Never raises: the slot is booked. (Another wait of the same run claimed between the
-        check and now may leave `spent` past `seconds` by at most this wait; the run's next claim is refused.)"""
+        transaction committed). Never raises: the slot is booked. (`book` is synchronous: nothing else on its event
+        loop runs between the check and the charge; another thread's claim on the same budget in between may leave
+        `spent` past `seconds` by at most this wait, and the run's next claim is refused.)"""
         if wait <= 0:
             return 0.0
         with self._lock:
