@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -19,7 +21,10 @@ from tests.helpers_mock import MockTruto, list_page, make_client, truto_error
 from tools.clock import FakeClock
 from tools.errors import RateLimitBudgetError, RateLimitedError
 from tools.ratelimit import RateLimitBudget, RateLimitGovernor, RateLimitInfo
+from tools.ratestore import AccountRate, MemoryRateStore, SqliteRateStore
 from tools.retry import call_with_retries
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.profiles("default")
 
@@ -202,3 +207,96 @@ def test_a_wait_no_header_could_ask_for_is_refused_by_the_budget_not_an_overflow
     with pytest.raises(RateLimitBudgetError) as info:
         budget.claim(wait, FakeClock())
     assert info.value.budget == 60.0 and budget.as_dict() == {"count": 0, "seconds": 0.0}
+
+
+class BusyOnceStore(MemoryRateStore):
+    """A store whose first write is answered busy, as a shared store's can be: the change ran on what was stored, is
+    rolled back, `meanwhile` runs (what the process holding the file wrote), and the change runs again on what is
+    stored then (a busy retry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: Callable[[], object] | None = None
+        self.retried = False
+
+    def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            with self._lock:
+                change(AccountRate.from_json((self._states.get(key) or AccountRate()).to_json()))  # rolled back
+            meanwhile()
+            self.retried = True
+        return super().transact(key, change)
+
+
+@pytest.mark.parametrize(
+    ("peer", "charged"),
+    [
+        (None, {"count": 1, "seconds": pytest.approx(60.0)}),  # the same state twice: the wait is charged once
+        # the retry reads the account's quota renewed by another process: no wait, nothing charged
+        (RateLimitInfo(limit=1000, remaining=400, reset_seconds=3600.0), {"count": 0, "seconds": 0.0}),
+    ],
+)
+def test_a_booking_whose_transaction_ran_twice_charges_the_run_once_for_the_wait_it_committed(
+    peer: RateLimitInfo | None, charged: dict[str, Any]
+) -> None:
+    """The store runs `book`'s change twice (a busy retry). The run is charged once, for the wait of the run that was
+    committed; before, the charge was made inside the change, so a rolled-back run's 60 s wait was charged though the
+    committed one waited nothing."""
+    clock, store = FakeClock(), BusyOnceStore()
+    governor = RateLimitGovernor(clock=clock, store=store, key="acct")
+    governor.observe(RateLimitInfo(limit=1000, remaining=0, reset_seconds=60.0), status_code=200)  # a longer quota
+    store.meanwhile = (lambda: governor.observe(peer, status_code=200)) if peer else (lambda: None)
+    budget = RateLimitBudget(120)
+    wait, ticket = governor.book(budget, "listing")
+    assert store.retried and ticket is not None
+    assert wait == (pytest.approx(60.0) if peer is None else 0.0)
+    assert budget.as_dict() == charged
+
+
+class CommitFails:
+    """A SQLite connection whose COMMIT fails (the disk is full): the change ran, nothing was written."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_booking_whose_commit_failed_charges_the_run_nothing(tmp_path: Path) -> None:
+    """The change ran (and found a 30 s hold that fits the budget), then the store's COMMIT failed: no slot was
+    booked, the error is the caller's, and the run's budget is untouched; before, the 30 s were charged for a slot
+    never booked."""
+    clock = FakeClock()
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    governor = RateLimitGovernor(clock=clock, store=store, key="acct")
+    governor.observe(RateLimitInfo(retry_after_seconds=30.0), status_code=429)
+    budget = RateLimitBudget(120)
+    real = store._conn
+    store._conn = CommitFails(real)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        governor.book(budget, "listing")
+    assert budget.as_dict() == {"count": 0, "seconds": 0.0}
+    store._conn = real
+    assert store.transact("acct", lambda state: state.sends) == []  # nothing booked
+    store.close()
+
+
+def test_a_booking_past_the_budget_is_refused_inside_its_transaction_booking_nothing() -> None:
+    """The check inside the transaction still refuses a wait past what is left (`RateLimitBudgetError`, as `claim`
+    says it) and books nothing."""
+    clock = FakeClock()
+    governor = RateLimitGovernor(clock=clock, key="acct")
+    governor.observe(RateLimitInfo(retry_after_seconds=30.0), status_code=429)
+    budget = RateLimitBudget(10)
+    with pytest.raises(RateLimitBudgetError) as info:
+        governor.book(budget, "listing")
+    assert info.value.wait == pytest.approx(30.0) and info.value.budget == 10.0
+    assert budget.as_dict() == {"count": 0, "seconds": 0.0}
+    assert governor.store.transact("acct", lambda state: state.sends) == []

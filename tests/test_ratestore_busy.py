@@ -45,3 +45,38 @@ def test_another_operational_error_is_raised_at_once_even_if_it_says_locked(tmp_
     store._conn = Flaky(store._conn, error, fails=1)  # type: ignore[assignment]
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         store._initialise(time.monotonic() + 5)
+
+
+class CommitBusy:
+    """A connection whose next COMMIT is answered busy: SQLite leaves the transaction open (it may be retried)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.failed = conn, False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise coded("database is locked", sqlite3.SQLITE_BUSY)
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_transaction_whose_commit_failed_is_rolled_back_and_the_store_still_works(tmp_path: Path) -> None:
+    """The failed COMMIT's error is the caller's, its change is not kept, and the next transaction runs; before, the
+    transaction stayed open and every later one failed: "cannot start a transaction within a transaction"."""
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    store._conn = CommitBusy(store._conn)  # type: ignore[assignment]
+
+    def book(slot: float) -> list[float]:
+        def change(state: Any) -> list[float]:
+            state.sends.append(slot)
+            return list(state.sends)
+
+        return store.transact("acct", change)
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        book(1.0)
+    assert book(2.0) == [2.0]
+    store.close()

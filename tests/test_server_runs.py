@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,36 @@ async def test_server_runs_of_two_accounts_on_one_team_are_two_clinics_in_the_ru
         await steps(graph.astream({"date": "yesterday"}, config, context=context, stream_mode=["values", "updates"]))
     rows = [(e.clinic, e.team_id, e.thread_id, e.exit_code) for e in runlog.last_runs(str(state))]
     assert rows == [("clinic-a", DEMO_TEAM_ID, "t-a", 0), ("clinic-b", DEMO_TEAM_ID, "t-b", 0)]
+
+
+async def test_a_cli_ask_and_a_server_assistant_run_of_one_clinic_are_one_graph_in_status(
+    server: Any, state: Path, services: Services, sandbox: Sandbox, tmp_path: Path
+):
+    """`coviu-agent ask` runs the graph the server serves as `assistant` (langgraph.json, the contract): a CLI run and
+    a server run of one clinic are logged under that one name, so `status` shows one row (the later run's) and the
+    textfile one series, counting both runs."""
+    from langchain_core.messages import AIMessage
+
+    from agent.runs import run_ask
+    from tests.fakes import ScriptedChatModel
+    from tools.promfile import read as read_textfile
+
+    served = "assistant"  # the graph's id on the server, and in the contract
+    assert json.loads(Path("langgraph.json").read_text())["graphs"][served]["path"] == "./agent/server.py:assistant"
+    services.model = ScriptedChatModel(script=lambda messages, tools: AIMessage("Nothing to do."))
+    textfile = tmp_path / "coviu_agent.prom"
+    previous = telemetry.install(telemetry.Telemetry(metrics_file=textfile))
+    try:
+        cli = await run_ask(server._settings, "Anything waiting?", services=services, thread_id="ask:cli")
+        assert not cli.needs_approval
+        await run_on_server(server, "assistant", {"messages": [{"role": "user", "content": "Anything?"}]}, "t-server")
+    finally:
+        telemetry.install(previous)
+    with sqlite3.connect(state) as conn:
+        logged = conn.execute(f"SELECT graph, clinic, thread_id FROM {runlog.TABLE} ORDER BY finished_at").fetchall()
+    assert logged == [(served, DEMO_TEAM_ID, "ask:cli"), (served, DEMO_TEAM_ID, "t-server")]
+    shown = json.loads(status(state, "--json").stdout)["last_runs"]
+    assert [(r["graph"], r["clinic"], r["thread_id"]) for r in shown] == [(served, DEMO_TEAM_ID, "t-server")]
+    samples = read_textfile(textfile).items()
+    counted = [(dict(labels), value) for (name, labels), value in samples if name == "coviu_agent_runs_total"]
+    assert [(labels["graph"], labels["clinic"], value) for labels, value in counted] == [(served, DEMO_TEAM_ID, 2.0)]

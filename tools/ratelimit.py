@@ -114,22 +114,59 @@ class RateLimitBudget:
             return 0.0
         with self._lock:
             now = clock.monotonic()
-            end = now + wait
-            new = max(0.0, end - max(now, self._covered_until))
-            if new > self.left + 1e-6:
-                raise RateLimitBudgetError(
-                    # (a wait no header could ask for is said as the longest one: the moment must be a date)
-                    clock.now() + timedelta(seconds=min(wait, MAX_HEADER_SECONDS)),
-                    wait=wait,
-                    left=self.left,
-                    budget=self.seconds,
-                    why=why,
-                    zone=self.zone,
-                )
-            if new > 0:
-                self.spent += new
-                self.count += 1
-                self._covered_until = max(self._covered_until, end)
+            new = self._record(now, wait, self._fitting(now, wait, clock, why))
+        self._said(new, wait, what, why)
+        return wait
+
+    def check(self, wait: float, clock: Clock, *, why: str = "rate limited") -> float:
+        """Whether a wait of `wait` seconds starting now fits what is left: raises `RateLimitBudgetError` as `claim`
+        does when it does not, and charges nothing either way. For a store transaction (`RateLimitGovernor.book`),
+        which may run its change more than once (a busy retry) or fail after it ran (its commit): it checks, and
+        the wait is charged once, with `charge`, after the transaction committed."""
+        if wait <= 0:
+            return 0.0
+        with self._lock:
+            now = clock.monotonic()
+            self._fitting(now, wait, clock, why)
+        return wait
+
+    def charge(self, wait: float, started: float, *, what: str = "", why: str = "rate limited") -> float:
+        """Count a wait that `check` allowed at `started` (`clock.monotonic()` then) and that is now booked (its
+        transaction committed). Never raises: the slot is booked. (`book` is synchronous: nothing else on its event
+        loop runs between the check and the charge; another thread's claim on the same budget in between may leave
+        `spent` past `seconds` by at most this wait, and the run's next claim is refused.)"""
+        if wait <= 0:
+            return 0.0
+        with self._lock:
+            new = self._record(started, wait, max(0.0, started + wait - max(started, self._covered_until)))
+        self._said(new, wait, what, why)
+        return wait
+
+    def _fitting(self, now: float, wait: float, clock: Clock, why: str) -> float:
+        """The part of the wait [now, now + wait] not counted yet (waits that overlap are counted once); raises
+        `RateLimitBudgetError` when it does not fit what is left. Called under `_lock`."""
+        new = max(0.0, now + wait - max(now, self._covered_until))
+        if new > self.left + 1e-6:
+            raise RateLimitBudgetError(
+                # (a wait no header could ask for is said as the longest one: the moment must be a date)
+                clock.now() + timedelta(seconds=min(wait, MAX_HEADER_SECONDS)),
+                wait=wait,
+                left=self.left,
+                budget=self.seconds,
+                why=why,
+                zone=self.zone,
+            )
+        return new
+
+    def _record(self, now: float, wait: float, new: float) -> float:
+        """Count `new` seconds of the wait [now, now + wait]. Called under `_lock`."""
+        if new > 0:
+            self.spent += new
+            self.count += 1
+            self._covered_until = max(self._covered_until, now + wait)
+        return new
+
+    def _said(self, new: float, wait: float, what: str, why: str) -> None:
         telemetry.rate_limit_wait(new)
         if new > 0 and wait > VISIBLE_WAIT_SECONDS:
             log.info(
@@ -140,7 +177,6 @@ class RateLimitBudget:
                 self.left,
                 self.seconds,
             )
-        return wait
 
     def as_dict(self) -> dict[str, float | int]:
         """The figures for `--json`: how many rate-limit waits, and their total seconds."""
@@ -406,32 +442,39 @@ class RateLimitGovernor:
         """Book the next slot, claiming any server-imposed wait from `budget`, and return `(wait, ticket)`; or, when
         the next free slot may be the window's headroom, book nothing and return `(wait, None)`: wait, then ask
         again (the server's count decides then). Raises `RateLimitBudgetError` (booking nothing) when the wait does
-        not fit what is left of `budget`."""
+        not fit what is left of `budget`. The store's transaction only checks the budget (it may run its change
+        more than once, or fail to commit after it ran); the wait is charged once, after it committed."""
 
-        def take(state: AccountRate) -> tuple[float, float, bool]:
+        def take(state: AccountRate) -> tuple[float, float, bool, tuple[float, float, str] | None]:
+            # Only checks the budget: a store may run this more than once (a busy retry) or fail after it ran (its
+            # commit), so the wait the committed run asked for is charged once, below, after the transaction.
             now = self._now()
             self._bounded(state, now)
             self._prune(state, now)
             slot, ask_again = self._next_slot(state, now, probe=probe)
             server_wait, why = self._server_wait(state, now)
-            if server_wait > 0:
-                budget.claim(server_wait, self.clock, what=what, why=why)
-            elif slot - now > PACING_HORIZON_WINDOWS * self.window:
+            if server_wait <= 0 and slot - now > PACING_HORIZON_WINDOWS * self.window:
                 # longer than pacing ever needs (sends booked far ahead by other runs): a wait like any other
-                budget.claim(slot - now, self.clock, what=what, why="pacing: the account's sends booked ahead")
-            elif slot - now > VISIBLE_WAIT_SECONDS:  # pacing, not budgeted, but a wait a person would notice
-                log.info(
-                    "waiting %.0f s%s: pacing (the account's sends booked ahead of this one)",
-                    slot - now,
-                    f" before {what}" if what else "",
-                )
+                server_wait, why = slot - now, "pacing: the account's sends booked ahead"
+            due = None
+            if server_wait > 0:
+                due = (server_wait, self.clock.monotonic(), why)
+                budget.check(server_wait, self.clock, why=why)
             if not ask_again:
                 insort(state.sends, slot)
                 insort(state.pending, slot)
-            return slot, now, not ask_again
+            return slot, now, not ask_again, due
 
-        slot, now, booked = self.store.transact(self.key, take)
+        slot, now, booked, due = self.store.transact(self.key, take)
         wait = max(0.0, slot - now)
+        if due is not None:
+            budget.charge(due[0], due[1], what=what, why=due[2])
+        elif wait > VISIBLE_WAIT_SECONDS:  # pacing, not budgeted, but a wait a person would notice
+            log.info(
+                "waiting %.0f s%s: pacing (the account's sends booked ahead of this one)",
+                wait,
+                f" before {what}" if what else "",
+            )
         self.total_wait_seconds += wait
         if not booked:
             return wait, None

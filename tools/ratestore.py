@@ -117,7 +117,11 @@ class RateStore(Protocol):
     shared: bool
 
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
-        """Load `key`'s state, apply `change` (which mutates it), save it; if `change` raises, nothing is saved."""
+        """Load `key`'s state, apply `change` (which mutates it), save it; if `change` raises, nothing is saved.
+
+        A store may run `change` more than once (a retry) or fail after it ran (its write or commit): `change` only
+        reads and changes the state, and whatever else follows from it is done once `transact` returned (the
+        governor charges a run's budget then)."""
         ...
 
     def close(self) -> None: ...
@@ -216,7 +220,15 @@ class SqliteRateStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                # a COMMIT that failed (busy, disk full) can leave the transaction open: every later BEGIN on this
+                # connection would fail ("cannot start a transaction within a transaction")
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
             return result
 
     def close(self) -> None:
