@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/telemetry_cost.py                 # 1,000 requests, 9 repeats of each mode
     .venv/bin/python bench/telemetry_cost.py --requests 2000 --repeat 5
+    .venv/bin/python bench/telemetry_cost.py --audit 1000 --rounds 9   # and the whole audit, process by process
 
 The audit's own CPU moves by ±7% from run to run on a shared machine, more than the overhead being measured; this
 measures the instrumented path alone: per request, the tool call (`telemetry.tool_call`, a span) around one request
@@ -41,6 +42,44 @@ telemetry._node_spans(configured)
 print(time.process_time() - started)
 configured.shutdown()
 """
+
+
+WHOLE = """
+import asyncio, os, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
+os.environ.setdefault("COVIU_AGENT_SANDBOX", "1")
+from profile_traced import one_audit
+with tempfile.TemporaryDirectory() as work:
+    _, _, requests = asyncio.run(one_audit(int(sys.argv[2]), 7, Path(work), sys.argv[3] or None))
+print(time.process_time(), requests)
+"""
+
+
+def whole_audits(n: int, rounds: int, url: str) -> None:
+    """The audit of N sessions in a fresh process, traced and not, in pairs: each process's whole CPU (the imports,
+    the SDK's among them, the run, the last export at exit), the sandbox in process on a fake clock (pure CPU, no
+    wire: a smaller denominator than the real audit's, so the percentage is an upper bound)."""
+    cpu: dict[str, list[float]] = {"off": [], "traced": []}
+    requests = 0
+    for i in range(rounds + 1):  # the first pair warms the file cache
+        for mode in cpu:
+            out = subprocess.run(
+                [sys.executable, "-c", WHOLE, str(ROOT), str(n), url if mode == "traced" else ""],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            if i:
+                cpu[mode].append(float(out[0]))
+                requests = int(out[1])
+    paired = sorted(b - a for a, b in zip(cpu["off"], cpu["traced"], strict=True))
+    off, diff = statistics.median(cpu["off"]), statistics.median(paired)
+    print(
+        f"whole audit, N = {n} ({requests} requests), {rounds} pairs of fresh processes: untraced "
+        f"{off:.2f} s CPU, traced {statistics.median(cpu['traced']):.2f} s; paired difference median "
+        f"{diff * 1e3:.0f} ms (from {paired[0] * 1e3:.0f} to {paired[-1] * 1e3:.0f}) = {diff / off:+.1%} of its CPU"
+    )
 
 
 def requests_cpu(n: int, fan_out: int = 0) -> tuple[float, float]:
@@ -84,6 +123,8 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--fan-out", type=int, default=250, help="calls a fan-out span stands for (the audit's batch)")
+    parser.add_argument("--audit", type=int, default=0, help="also N-session whole audits, traced and not (e.g. 1000)")
+    parser.add_argument("--rounds", type=int, default=7, help="pairs of whole audits (default 7)")
     args = parser.parse_args()
     from tools import telemetry
 
@@ -116,6 +157,8 @@ def main() -> int:
             here = statistics.median(r[1] for r in runs) * 1e6
             fastest = min(r[0] for r in runs) * 1e6
             print(f"{mode:>14}: {total:6.1f} µs a request (fastest {fastest:.1f}; this thread {here:.1f})")
+        if args.audit:
+            whole_audits(args.audit, args.rounds, os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
     finally:
         receiver.terminate()
         receiver.wait()
