@@ -38,12 +38,12 @@ def settings(state: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings(_env_file=None, COVIU_AGENT_STATE=str(state))  # type: ignore[call-arg]
 
 
-def cli(state: Path, *args: str) -> Any:
+def cli(state: Path, *args: str, **more_env: str) -> Any:
     """`coviu-agent ARGS` in process on the state store `state` and the embedded sandbox; the root logger is put back
     (the CLI points it at CliRunner's stderr, which is closed after the invocation)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": "1"}
+    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": "1", **more_env}
     try:
         return CliRunner().invoke(app, list(args), env=env)
     finally:
