@@ -34,14 +34,17 @@ COLUMNS = (
     "exit_code",
     "report_path",
     "team_id",
+    "runner",
 )
 _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     graph TEXT NOT NULL, clinic TEXT NOT NULL, thread_id TEXT, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
     duration_seconds DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, exit_code INTEGER NOT NULL, report_path TEXT,
-    team_id TEXT
+    team_id TEXT, runner TEXT
 )"""
-# a run log written before clinics were their accounts (issue 27): `clinic` held the team id, there was no `team_id`
-_MIGRATE = f"ALTER TABLE {TABLE} ADD COLUMN team_id TEXT"
+# columns a run log written by an earlier version lacks: `team_id` (before clinics were their accounts, issue 27,
+# `clinic` held the team id), `runner` (before a LangGraph server's rows were told from the CLI's)
+_ADDED = ("team_id", "runner")
+CLI, SERVER = "cli", "server"
 _INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_by_clinic ON {TABLE} (graph, clinic, finished_at)"
 
 
@@ -49,7 +52,8 @@ _INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_by_clinic ON {TABLE} (graph, clini
 class RunEntry:
     """One finished run. Times are ISO 8601 in UTC. `clinic` is the clinic's integrated account id (its team id when
     no account was configured); `team_id` its Coviu team (None in rows written before the run log kept it, whose
-    `clinic` may be a team id)."""
+    `clinic` may be a team id); `runner` who ran it and holds its thread: "cli" (this store's checkpoints) or
+    "server" (a LangGraph server's; None in rows written before the run log kept it, read as the CLI's)."""
 
     graph: str
     clinic: str
@@ -61,6 +65,12 @@ class RunEntry:
     exit_code: int
     report_path: str | None = None
     team_id: str | None = None
+    runner: str | None = None
+
+    @property
+    def on_server(self) -> bool:
+        """The thread is a LangGraph server's: the CLI's checkpoints do not hold it."""
+        return self.runner == SERVER
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +89,8 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
 
         with psycopg.connect(state, autocommit=True, connect_timeout=10) as conn:
             conn.execute(_CREATE)
-            conn.execute(_MIGRATE.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
+            for column in _ADDED:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {column} TEXT")
             conn.execute(_INDEX)
             yield conn, "%s"
         return
@@ -89,9 +100,10 @@ def _connect(state: str) -> Iterator[tuple[Any, str]]:
         wal_mode(conn, time.monotonic() + BUSY_SECONDS)  # the state file's mode, whoever opens it first
         with conn:
             conn.execute(_CREATE)
-            if "team_id" not in {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+            for column in (c for c in _ADDED if c not in have):
                 try:
-                    conn.execute(_MIGRATE)
+                    conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT")
                 except sqlite3.OperationalError as exc:  # another process added it first
                     if "duplicate column" not in str(exc):
                         raise

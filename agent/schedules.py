@@ -122,11 +122,12 @@ async def _on_server(server: str, action: str, body: Callable[[Any], Awaitable[T
     client = get_client(url=server, timeout=30.0)
     try:
         return await body(client)
-    except APIStatusError as exc:
+    except httpx.HTTPStatusError as exc:  # the SDK's APIStatusError, or httpx's own from `runs.wait`
+        code = exc.status_code if isinstance(exc, APIStatusError) else exc.response.status_code
         detail = str(exc).strip() or exc.__class__.__name__
-        hint = " (set LANGSMITH_API_KEY for a deployed server)" if exc.status_code in (401, 403) else ""
-        message = f"the LangGraph server refused to {action}: HTTP {exc.status_code}: {detail}{hint}"
-        raise (BadInput(message) if exc.status_code in _REFUSED else ScheduleServerError(message)) from None
+        hint = " (set LANGSMITH_API_KEY for a deployed server)" if code in (401, 403) else ""
+        message = f"the LangGraph server refused to {action}: HTTP {code}: {detail}{hint}"
+        raise (BadInput(message) if code in _REFUSED else ScheduleServerError(message)) from None
     except httpx.TransportError as exc:
         raise ScheduleServerError(f"lost the LangGraph server at {server} ({type(exc).__name__}: {exc})") from None
     finally:

@@ -301,7 +301,7 @@ class ServerRuns(AsyncCallbackHandler):
         run.finish(**run_facts(result))
         _own_clinic(run, thread)
         self._ended(run_id, run, None)
-        await asyncio.to_thread(log_run, (settings,), {}, run.record, result, None)
+        await asyncio.to_thread(log_run, (settings,), {}, run.record, result, None, runner="server")
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         entry = self.runs.pop(run_id, None)
@@ -315,7 +315,7 @@ class ServerRuns(AsyncCallbackHandler):
         run, settings, thread = entry
         _own_clinic(run, thread)
         self._ended(run_id, run, error)
-        await asyncio.to_thread(log_run, (settings,), {}, run.record, None, error)
+        await asyncio.to_thread(log_run, (settings,), {}, run.record, None, error, runner="server")
 
     def _ended(self, run_id: UUID, run: Any, error: BaseException | None) -> None:
         from tools import telemetry

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -28,7 +31,7 @@ from agent import runlog
 from agent.settings import Settings
 from graphs.context import Services
 from sandbox import DEMO_TEAM_ID, Sandbox
-from tests.test_status import status
+from tests.test_status import cli, status
 from tests.test_telemetry import exported_texts, leaks, metric_points, parent_chain
 from tools import telemetry
 
@@ -203,12 +206,178 @@ async def test_a_server_run_stopped_for_approval_is_pending_until_answered(
         4,
         "needs_approval",
     )
-    assert [p["thread_id"] for p in json.loads(status(state, "--json").stdout)["pending_approvals"]] == ["t-ask"]
+    (pending,) = json.loads(status(state, "--json").stdout)["pending_approvals"]
+    assert (pending["thread_id"], pending["runs_on"]) == ("t-ask", "server")
+    # the thread is the server's: status's next step answers it there, never from this store
+    assert pending["resume"] == "coviu-agent ask --server URL --thread-id t-ask"
+    assert pending["approve"] == "coviu-agent ask --server URL --thread-id t-ask --yes"
+    # what status said before (`ask --thread-id t-ask --yes`) cannot answer it: this store does not hold the thread
+    local = await asyncio.to_thread(cli_ask, state, "--thread-id", "t-ask", "--yes")
+    assert local.exit_code == 2 and "no such conversation in this state store" in local.output, local.output
+    assert sandbox.store.sessions[future].canceled_time is None
     await run_on_server(server, "assistant", Command(resume={"decisions": [{"type": "approve"}]}), "t-ask", saver)
     assert sandbox.store.sessions[future].canceled_time is not None
     assert runlog.pending_approvals(str(state)) == []
-    (entry,) = runlog.last_runs(str(state))
+    (entry,) = [e for e in runlog.last_runs(str(state)) if e.runner == "server"]  # and the refused CLI run's row
     assert (entry.thread_id, entry.exit_code) == ("t-ask", 0)
+
+
+def cli_ask(state: Path, *args: str) -> Any:
+    """`coviu-agent ask ARGS` in process (in a worker thread: the CLI runs its own event loop), with a model key set
+    so that only the thread can be what is wrong."""
+    return cli(state, "ask", *args, OPENAI_API_KEY="sk-test-not-used")
+
+
+class GraphServer(BaseHTTPRequestHandler):
+    """A LangGraph server on loopback as far as `langgraph_sdk` sees it (health, thread, thread state, threads search,
+    crons search, `runs/wait`), its threads run by the server's own graph (agent/server.py, a checkpointer of the
+    test's) on the test's event loop, as `run_on_server` runs them."""
+
+    graph: ClassVar[Any]
+    context: ClassVar[Any]
+    loop: ClassVar[asyncio.AbstractEventLoop]
+    threads: ClassVar[dict[str, dict[str, Any]]]  # thread id -> metadata (graph_id, assistant_id)
+    resumed_with: ClassVar[list[dict[str, Any]]]
+
+    def _send(self, payload: Any, status: int = 200) -> None:
+        body = json.dumps(payload, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o)).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _on_loop(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def _state(self, thread: str) -> Any:
+        return self._on_loop(self.graph.aget_state({"configurable": {"thread_id": thread}}))
+
+    def _thread(self, thread: str) -> dict[str, Any]:
+        waiting = bool(self._state(thread).interrupts)
+        metadata = self.threads[thread]
+        return {"thread_id": thread, "status": "interrupted" if waiting else "idle", "metadata": metadata}
+
+    def do_GET(self) -> None:
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts == ["ok"]:
+            self._send({"ok": True})
+        elif parts[0] == "threads" and parts[1] not in self.threads:
+            self._send({"detail": "Thread not found"}, 404)
+        elif parts[0] == "threads" and len(parts) == 2:
+            self._send(self._thread(parts[1]))
+        elif parts[0] == "threads" and parts[2] == "state":
+            snapshot = self._state(parts[1])
+            interrupts = [{"value": i.value, "id": i.id} for i in snapshot.interrupts]
+            self._send({"values": snapshot.values, "next": list(snapshot.next), "tasks": [], "interrupts": interrupts})
+        else:
+            self._send({"detail": "not found"}, 404)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts == ["threads", "search"]:
+            found = [self._thread(t) for t in self.threads]
+            self._send([t for t in found if request.get("status") in (None, t["status"])])
+        elif parts == ["runs", "crons", "search"]:
+            self._send([])
+        elif parts[0] == "threads" and parts[2:] == ["runs", "wait"] and parts[1] in self.threads:
+            from langgraph.types import Command
+
+            type(self).resumed_with.append(request)
+            config = {"configurable": {"thread_id": parts[1], "graph_id": "assistant"}}
+            stream = self.graph.astream(
+                Command(resume=request["command"]["resume"]), config, context=self.context, stream_mode="values"
+            )
+            self._send((self._on_loop(steps(stream)) or [{}])[-1])
+        else:
+            self._send({"detail": "not found"}, 404)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@contextmanager
+def graph_server(server: Any, saver: InMemorySaver, threads: dict[str, dict[str, Any]]) -> Iterator[str]:
+    GraphServer.graph = server.assistant.copy(update={"checkpointer": saver})
+    GraphServer.context = server.ServerContext()
+    GraphServer.loop = asyncio.get_running_loop()
+    GraphServer.threads = threads
+    GraphServer.resumed_with = []
+    http = ThreadingHTTPServer(("127.0.0.1", 0), GraphServer)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{http.server_address[1]}"
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
+async def test_status_names_a_server_threads_answer_and_ask_server_shows_it_then_resumes_it_on_the_server(
+    server: Any, state: Path, services: Services, sandbox: Sandbox
+):
+    """A thread that waits for approval on a LangGraph server: `status --server URL` gives the command that answers
+    it there, `ask --server URL --thread-id T` shows the pending request (exit 4) and with --yes resumes the thread
+    through langgraph_sdk (`runs.wait`, on the thread's own assistant, with the graph's `{"decisions": [...]}`)."""
+    from tests.fakes import ScriptedChatModel
+    from tests.test_assistant import cancel_script, demo
+
+    services.model = ScriptedChatModel(script=cancel_script)
+    future = demo(sandbox).sessions["future"]
+    saver = InMemorySaver()
+    ask = {"messages": [{"role": "user", "content": f"The patient for session {future} cancelled: cancel it"}]}
+    await run_on_server(server, "assistant", ask, "t-ask", saver)
+    metadata = {"graph_id": "assistant", "assistant_id": "a-clinic-a"}
+    with graph_server(server, saver, {"t-ask": metadata}) as url:
+        shown = json.loads((await asyncio.to_thread(status, state, "--server", url, "--json")).stdout)
+        review = f"coviu-agent ask --server {url} --thread-id t-ask"
+        (on_server,) = shown["server"]["pending_approvals"]
+        assert (on_server["thread_id"], on_server["resume"], on_server["approve"]) == (
+            "t-ask",
+            review,
+            f"{review} --yes",
+        )
+        (logged,) = shown["pending_approvals"]  # the run log's row of the same thread: the same command
+        assert (logged["runs_on"], logged["resume"]) == ("server", review)
+        text = (await asyncio.to_thread(status, state, "--server", url)).stdout
+        assert f"thread t-ask (assistant): review with `{review}`, then add --yes or --no" in text
+
+        listed = await asyncio.to_thread(cli_ask, state, "--server", url, "--thread-id", "t-ask")
+        assert listed.exit_code == 4, listed.output
+        request = json.loads(listed.stdout)
+        assert [a["name"] for a in request["action_requests"]] == ["delete_a_coviu_session_by_id"]
+        assert request["resume"] == f"{review} --yes" and GraphServer.resumed_with == []  # shown, nothing sent
+        assert sandbox.store.sessions[future].canceled_time is None
+
+        done = await asyncio.to_thread(cli_ask, state, "--server", url, "--thread-id", "t-ask", "--yes", "--json")
+        assert done.exit_code == 0, done.output
+        outcomes = json.loads(done.stdout)["outcomes"]
+        assert [(o["tool"], o["status"]) for o in outcomes][-1] == ("delete_a_coviu_session_by_id", "done")
+        assert sandbox.store.sessions[future].canceled_time is not None
+        (sent,) = GraphServer.resumed_with
+        assert sent["assistant_id"] == "a-clinic-a" and sent["command"] == {
+            "resume": {"decisions": [{"type": "approve"}]}
+        }
+        assert json.loads((await asyncio.to_thread(status, state, "--json")).stdout)["pending_approvals"] == []
+
+        again = await asyncio.to_thread(cli_ask, state, "--server", url, "--thread-id", "t-ask", "--yes")
+        assert again.exit_code == 2 and "not waiting for approval" in again.output  # answered once, never twice
+        unknown = await asyncio.to_thread(cli_ask, state, "--server", url, "--thread-id", "t-nope", "--no")
+        assert unknown.exit_code == 2 and "no such thread on the LangGraph server" in unknown.output
+    assert len(GraphServer.resumed_with) == 1
+
+
+def test_ask_server_refuses_what_it_cannot_answer_before_sending(state: Path):
+    for args in (
+        ["--server", "ftp://x", "--thread-id", "t"],
+        ["--server", "http://127.0.0.1:9", "book a session", "--thread-id", "t"],
+        ["--server", "http://127.0.0.1:9"],
+        ["--server", "http://127.0.0.1:9", "--thread-id", "t", "--team-id", "team-1"],
+    ):
+        refused = cli_ask(state, *args)
+        assert refused.exit_code == 2 and "--server" in refused.output, (args, refused.output)
+    unreachable = cli_ask(state, "--server", "http://127.0.0.1:9", "--thread-id", "t", "--yes")
+    assert unreachable.exit_code == 3 and "cannot reach the LangGraph server" in unreachable.output
 
 
 async def test_a_server_audits_staff_message_names_the_runs_own_clinic(

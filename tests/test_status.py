@@ -38,17 +38,22 @@ def settings(state: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings(_env_file=None, COVIU_AGENT_STATE=str(state))  # type: ignore[call-arg]
 
 
-def status(state: Path, *args: str) -> Any:
-    """`coviu-agent status ARGS` in process; the root logger is put back (the CLI points it at CliRunner's stderr,
-    which is closed after the invocation)."""
+def cli(state: Path, *args: str, **more_env: str) -> Any:
+    """`coviu-agent ARGS` in process on the state store `state` and the embedded sandbox; the root logger is put back
+    (the CLI points it at CliRunner's stderr, which is closed after the invocation)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": "1"}
+    env = {"COVIU_AGENT_STATE": str(state), "COVIU_AGENT_SANDBOX": "1", **more_env}
     try:
-        return CliRunner().invoke(app, ["status", *args], env=env)
+        return CliRunner().invoke(app, list(args), env=env)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def status(state: Path, *args: str) -> Any:
+    """`coviu-agent status ARGS` in process."""
+    return cli(state, "status", *args)
 
 
 async def test_status_shows_each_graphs_last_run_per_clinic_and_pending_approvals(
@@ -90,7 +95,7 @@ async def test_status_shows_each_graphs_last_run_per_clinic_and_pending_approval
     assert last[("audit", "clinic-b")]["exit_code"] == 2 and last[("audit", "clinic-b")]["outcome"] == "bad_input"
     assert last[("triage", DEMO_TEAM_ID)]["exit_code"] == 0
     assert [p["thread_id"] for p in shown["pending_approvals"]] == ["ask:1"]  # ask:2 was answered since
-    assert shown["pending_approvals"][0]["resume"] == "coviu-agent ask --thread-id ask:1 --yes"
+    assert shown["pending_approvals"][0]["resume"] == "coviu-agent ask --thread-id ask:1"  # review first
     assert shown["server"] is None
     with sqlite3.connect(state) as conn:  # the run log holds ids, times and outcomes: no patient name
         rows = conn.execute("SELECT * FROM coviu_agent_runs").fetchall()
@@ -100,6 +105,63 @@ async def test_status_shows_each_graphs_last_run_per_clinic_and_pending_approval
     assert text.exit_code == 0
     assert f"audit      clinic {DEMO_TEAM_ID}" in text.stdout and "done (exit 0" in text.stdout
     assert "ask:1" in text.stdout and "next scheduled run: unknown" in text.stdout
+
+
+def booking_script(messages: list[Any], tools: list[str]) -> Any:
+    """A model that asks to book an intake session in two days (a change: it waits for approval), then is done."""
+    from datetime import UTC, datetime, timedelta
+
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    from tests.test_assistant import since_request
+
+    if any(isinstance(m, ToolMessage) for m in since_request(messages)):
+        return AIMessage("Booked.")
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+    args = {
+        "session_name": "Intake",
+        "start_time": start.isoformat(),
+        "end_time": (start + timedelta(minutes=30)).isoformat(),
+    }
+    return AIMessage("", tool_calls=[{"name": "create_a_coviu_session", "args": args, "id": "k1", "type": "tool_call"}])
+
+
+def test_status_shows_a_pending_approval_with_the_command_that_shows_it_first(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # status told the operator to run `ask --thread-id T --yes`: approving blind what it had not shown. Its next step
+    # is now the command that shows the pending action (exit 4 with the request, here no terminal), then the decisions
+    import shlex
+
+    import agent.services
+    from tests.fakes import ScriptedChatModel
+
+    monkeypatch.setattr(agent.services, "make_model", lambda settings: ScriptedChatModel(script=booking_script))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    asked = cli(state, "ask", "book an intake session in two days")
+    assert asked.exit_code == 4, asked.output
+    thread = json.loads(asked.stdout)["thread_id"]
+
+    (pending,) = json.loads(status(state, "--json").stdout)["pending_approvals"]
+    review = f"coviu-agent ask --thread-id {thread}"
+    assert (pending["thread_id"], pending["runs_on"], pending["resume"]) == (thread, "cli", review)
+    assert (pending["approve"], pending["reject"]) == (f"{review} --yes", f"{review} --no")
+    text = status(state).stdout
+    assert f"review with `{review}`, then add --yes or --no" in text and "--yes`" not in text
+
+    shown = cli(state, *shlex.split(pending["resume"])[1:])  # what the operator runs, as status printed it
+    assert shown.exit_code == 4, shown.output
+    request = json.loads(shown.stdout)
+    assert [a["name"] for a in request["action_requests"]] == ["create_a_coviu_session"]
+    assert request["action_requests"][0]["args"]["session_name"] == "Intake"
+    assert [p["thread_id"] for p in json.loads(status(state, "--json").stdout)["pending_approvals"]] == [thread]
+
+    approved = cli(state, *shlex.split(pending["approve"])[1:], "--json")
+    assert approved.exit_code == 0, approved.output
+    assert [(o["tool"], o["status"]) for o in json.loads(approved.stdout)["outcomes"]] == [
+        ("create_a_coviu_session", "done")
+    ]
+    assert json.loads(status(state, "--json").stdout)["pending_approvals"] == []
 
 
 async def test_a_run_given_its_own_checkpointer_is_not_logged(settings: Settings, services: Services, state: Path):

@@ -4,7 +4,8 @@ approval.
 The pending calls are a LangChain HITLRequest (the interrupt Studio and Agent Chat UI answer too). At the command
 line: a prompt per action at a terminal; else exit 4 with the request as JSON. Then `--thread-id T --yes` approves
 exactly the listed calls (anything the run asks next stops again), `--no` rejects, `--decisions FILE` answers each
-with approve / edit / reject.
+with approve / edit / reject. A thread of a LangGraph server is answered the same way with `--server URL`
+(`agent.server_ask`): the CLI's own state store does not hold it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typer
 from agent.cli.common import QUIET, VERBOSE, check_id, emit_json, err, fail, load_settings, out, run_async
 from agent.errors import EXIT_BAD_INPUT, BadInput
 from agent.runs import NO_LLM, AskOutcome, Decide, run_ask
+from agent.runs.ask import answer_command
 
 MAX_REQUEST_CHARS = 4000
 
@@ -188,6 +190,25 @@ async def confirm(question: str) -> bool:
         sys.stderr.write("Please answer y or n.\n")
 
 
+def unanswered_message(thread: str, server: str | None = None) -> str:
+    """What a Ctrl-C at the approval prompt leaves: the thread waits; how to answer it later."""
+    return (
+        f"interrupted: the pending action(s) wait for an answer on thread {thread}; answer them later with "
+        f"`{answer_command(thread, server)}` (asks again), `--yes` or `--no`"
+    )
+
+
+def _answer_on_server(server: str, thread: str, decide: Decide, as_json: bool) -> None:
+    """`ask --server URL --thread-id T`: the server thread's pending request, answered as at the command line."""
+    from agent.server_ask import run_server_ask
+
+    def unanswered() -> str | None:
+        return unanswered_message(thread, server) if getattr(decide, "prompted", False) else None
+
+    outcome = run_async(lambda: run_server_ask(server, thread, decide), as_json=as_json, interrupted=unanswered)
+    report_outcome(outcome, as_json=as_json)
+
+
 def ask(
     request: str = typer.Argument("", help="What to do, e.g. 'Billable minutes for session S'."),
     yes: bool = typer.Option(
@@ -217,6 +238,11 @@ def ask(
         "--dry-run",
         help="Plan: reads are sent, every change is printed (with the command that would make it), none is sent.",
     ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        help="A LangGraph server's URL: answer its thread --thread-id that waits for approval (no REQUEST).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: int = VERBOSE,
     quiet: bool = QUIET,
@@ -225,6 +251,15 @@ def ask(
     try:
         if sum((yes, no, decisions_file is not None, dry_run)) > 1:
             raise BadInput("--yes, --no, --decisions and --dry-run: give one of them")
+        if server is not None:
+            from agent.cli.schedule import check_server
+
+            server = check_server(server)
+            if request.strip() or not thread_id or dry_run or team_id or queue_id or collection_id:
+                raise BadInput(
+                    "--server: answers a server thread that waits for approval: give --thread-id T (and --yes, --no "
+                    "or --decisions FILE); no REQUEST, --dry-run or ids (the thread's assistant has the clinic's)"
+                )
         decisions = load_decisions(Path(decisions_file)) if decisions_file is not None else None
         if len(request) > MAX_REQUEST_CHARS:
             raise BadInput(f"REQUEST: expected at most {MAX_REQUEST_CHARS} characters")
@@ -236,27 +271,25 @@ def ask(
         check_id("--collection-id", collection_id)
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc), as_json=as_json)
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    if server is not None and thread_id is not None:  # the server's model and account answer it: none needed here
+        load_settings(-1 if quiet else verbose, as_json, needs_truto=False)
+        _answer_on_server(
+            server, thread_id, terminal_decider(yes=yes, no=no, decisions=decisions, interactive=interactive), as_json
+        )
+        return
     settings = load_settings(-1 if quiet else verbose, as_json)
     if not settings.llm_configured:
         fail(EXIT_BAD_INPUT, NO_LLM, as_json=as_json)
     # a dry run answers no approval (no prompt either): the run stops at the first change, which is the plan
-    decide = (
-        None
-        if dry_run
-        else terminal_decider(
-            yes=yes, no=no, decisions=decisions, interactive=sys.stdin.isatty() and sys.stderr.isatty()
-        )
-    )
+    decide = None if dry_run else terminal_decider(yes=yes, no=no, decisions=decisions, interactive=interactive)
 
     thread = thread_id or f"ask:{uuid.uuid4()}"  # known here, so an interrupted prompt can name it
 
     def unanswered() -> str | None:
         if decide is None or not getattr(decide, "prompted", False):
             return None
-        return (
-            f"interrupted: the pending action(s) wait for an answer on thread {thread}; answer them later with "
-            f"`coviu-agent ask --thread-id {thread}` (asks again), `--yes` or `--no`"
-        )
+        return unanswered_message(thread)
 
     outcome = run_async(
         lambda: run_ask(

@@ -10,8 +10,28 @@ import typer
 
 from agent.cli.common import QUIET, VERBOSE, emit_json, fail, load_settings, out
 from agent.errors import EXIT_BAD_INPUT, EXIT_UPSTREAM, BadInput
+from agent.runs.ask import answer_command
 
 NO_SERVER = "no --server given: crons run on a LangGraph server (`coviu-agent status --server URL`)"
+
+
+def next_steps(thread_id: str, *, on_server: bool, server: str | None) -> dict[str, Any]:
+    """How to answer a thread waiting for approval where it lives: `resume` shows the pending actions first (asks
+    at a terminal; else prints the request as JSON, exit 4), `approve` / `reject` decide. A LangGraph server's
+    thread is not in this state store: it is answered on the server (`ask --server`; its URL, when `status` was not
+    given it, is to be filled in)."""
+    review = answer_command(thread_id, (server or "URL") if on_server else None)
+    return {
+        "runs_on": "server" if on_server else "cli",
+        "resume": review,
+        "approve": f"{review} --yes",
+        "reject": f"{review} --no",
+    }
+
+
+def _steps_line(p: dict[str, Any]) -> str:
+    fill = " (URL: the LangGraph server's)" if " --server URL " in p["resume"] else ""
+    return f"review with `{p['resume']}`, then add --yes or --no{fill}"
 
 
 def _server_status(url: str, as_json: bool) -> dict[str, Any]:
@@ -49,10 +69,13 @@ def status(
         "state": runlog.where(settings.state),
         "last_runs": [r.as_dict() for r in runs],
         "pending_approvals": [
-            {**p.as_dict(), "resume": f"coviu-agent ask --thread-id {p.thread_id} --yes"} for p in pending
+            {**p.as_dict(), **next_steps(str(p.thread_id), on_server=p.on_server, server=url)} for p in pending
         ],
         "server": _server_status(url, as_json) if url else None,
     }
+    if url:
+        for thread in result["server"]["pending_approvals"]:
+            thread.update(next_steps(str(thread["thread_id"]), on_server=True, server=url))
     if as_json:
         emit_json(result)
         return
@@ -77,7 +100,8 @@ def _print(result: dict[str, Any]) -> None:
     if result["pending_approvals"]:
         say("waiting for approval:", highlight=False)
     for p in result["pending_approvals"]:
-        say(f"  {p['thread_id']} since {p['finished_at']}: {p['resume']}", highlight=False)
+        where = " (on a LangGraph server)" if p["runs_on"] == "server" else ""
+        say(f"  {p['thread_id']}{where} since {p['finished_at']}: {_steps_line(p)}", highlight=False)
     server = result["server"]
     if server is None:
         say(f"next scheduled run: unknown; {NO_SERVER}", highlight=False)
@@ -89,7 +113,10 @@ def _print(result: dict[str, Any]) -> None:
             highlight=False,
         )
     for thread in server["pending_approvals"]:
-        say(f"  waiting for approval: thread {thread['thread_id']} ({thread['graph']})", highlight=False)
+        say(
+            f"  waiting for approval: thread {thread['thread_id']} ({thread['graph']}): {_steps_line(thread)}",
+            highlight=False,
+        )
     nxt = server["next_run"]
     if nxt is None:
         say("  no crons: nothing is scheduled", highlight=False)

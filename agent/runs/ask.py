@@ -54,16 +54,26 @@ def _sounds_like_change(entry: Mapping[str, Any]) -> bool:
     return any(word in _CHANGE_VERBS for word in words.split("_"))
 
 
+def answer_command(thread_id: str, server: str | None = None) -> str:
+    """The command that shows what a thread waits for approval of and asks it again (at a terminal; else the request
+    as JSON, exit 4); add --yes or --no to decide. `server`: the LangGraph server holding the thread, for a thread
+    that is not in this state store ("URL" when not known)."""
+    where = f"--server {shlex.quote(server)} " if server else ""
+    return f"coviu-agent ask {where}--thread-id {shlex.quote(thread_id)}"
+
+
 @dataclass
 class AskOutcome:
     """How a request ended: one outcome per call the model asked for (from the tool results) and the model's note,
-    or calls waiting for approval on `thread_id` (a HITLRequest)."""
+    or calls waiting for approval on `thread_id` (a HITLRequest). `server`: the LangGraph server holding the thread
+    (`coviu-agent ask --server`), None for this state store's."""
 
     thread_id: str
     note: str = ""
     tool_calls: int = 0
     request: dict[str, Any] = field(default_factory=dict)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    server: str | None = None
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -106,7 +116,7 @@ class AskOutcome:
 
     @property
     def resume(self) -> str:
-        return f"coviu-agent ask --thread-id {shlex.quote(self.thread_id)} --yes"
+        return f"{answer_command(self.thread_id, self.server)} --yes"
 
     def as_dict(self) -> dict[str, Any]:
         """`ask --json` when the request ended (not waiting for approval)."""
@@ -208,7 +218,8 @@ def _nothing_to_approve(thread: str, snapshot: Any) -> str:
     if not getattr(snapshot, "values", None):
         return (
             f"--thread-id {thread}: no such conversation in this state store (COVIU_AGENT_STATE); nothing to "
-            "approve. Check the id printed by the run that stopped for approval"
+            "approve. Check the id printed by the run that stopped for approval (a LangGraph server's thread: "
+            f"`{answer_command(thread, 'URL')}`)"
         )
     return (
         f"--thread-id {thread}: this conversation is not waiting for approval (its last request has finished); "

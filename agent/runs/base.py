@@ -132,10 +132,16 @@ def observed(graph: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Aw
 
 
 def log_run(
-    args: tuple[Any, ...], kwargs: Mapping[str, Any], record: Any, result: Any, error: BaseException | None
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    record: Any,
+    result: Any,
+    error: BaseException | None,
+    runner: str = "cli",
 ) -> None:
     """One row in the run log of the settings' state store (`agent.runlog`), for `coviu-agent status`; a run given
-    its own checkpointer (a test, an embedding) keeps its own books."""
+    its own checkpointer (a test, an embedding) keeps its own books. `runner`: who holds the thread, "cli" (this
+    store's checkpoints) or "server" (a LangGraph server's), so `status` says how to answer it."""
     settings = args[0] if args else kwargs.get("settings")
     state = getattr(settings, "state", None)
     if kwargs.get("checkpointer") is not None or not isinstance(state, str):
@@ -163,6 +169,7 @@ def log_run(
             outcome=OUTCOMES.get(code, "error"),
             exit_code=code,
             report_path=paths.get("md") or paths.get("json") or next(iter(paths.values()), None),
+            runner=runner,
         ),
     )
 
