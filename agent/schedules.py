@@ -105,7 +105,7 @@ def scheduled_cron(cron: dict[str, Any], server: str, replaced: list[str] | None
     )
 
 
-async def _on_server(server: str, action: str, body: Callable[[Any], Awaitable[T]]) -> T:
+async def on_server(server: str, action: str, body: Callable[[Any], Awaitable[T]]) -> T:
     """Run `body(client)` against the server; a refusal is BadInput, anything else ScheduleServerError."""
     import httpx
     from langgraph_sdk import get_client
@@ -172,7 +172,7 @@ async def run_schedule_audit(server: str, requests: Sequence[CronRequest], *, fo
             made.append(scheduled_cron(dict(created), server, replaced))
         return made
 
-    return await _on_server(server, "create the cron" if len(requests) == 1 else "create the crons", create_all)
+    return await on_server(server, "create the cron" if len(requests) == 1 else "create the crons", create_all)
 
 
 async def run_schedule_list(server: str) -> list[ScheduledCron]:
@@ -181,7 +181,7 @@ async def run_schedule_list(server: str) -> list[ScheduledCron]:
     async def search(client: Any) -> list[ScheduledCron]:
         return [scheduled_cron(dict(c), server) for c in await client.crons.search(limit=1000)]
 
-    return await _on_server(server, "list crons", search)
+    return await on_server(server, "list crons", search)
 
 
 async def run_schedule_delete(server: str, cron_id: str) -> None:
@@ -190,7 +190,7 @@ async def run_schedule_delete(server: str, cron_id: str) -> None:
     async def delete(client: Any) -> None:
         await client.crons.delete(cron_id)
 
-    await _on_server(server, "delete the cron", delete)
+    await on_server(server, "delete the cron", delete)
 
 
 @dataclass
@@ -238,4 +238,4 @@ async def run_server_status(server: str) -> ServerStatus:
         crons = sorted((scheduled_cron(dict(c), server) for c in found), key=lambda c: str(c.next_run_date or "~"))
         return ServerStatus(server, last, [_thread(t) for t in waiting], crons)
 
-    return await _on_server(server, "read its threads and crons", read)
+    return await on_server(server, "read its threads and crons", read)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.errors import BadInput
-from agent.runs.ask import MAX_APPROVAL_ROUNDS, AskOutcome, Decide, _summarize
-from agent.schedules import ScheduleServerError, _on_server
+from agent.runs.ask import MAX_APPROVAL_ROUNDS, AskOutcome, Decide, summarize_thread
+from agent.schedules import ScheduleServerError, on_server
 
 
 def server_request(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,7 +66,8 @@ async def run_server_ask(server: str, thread_id: str, decide: Decide) -> AskOutc
             decisions = await decide(waiting, waiting == listed)
             listed = {}
             if decisions is None:
-                return AskOutcome(thread_id, request=waiting, server=server, **_summarize(_values(state), waiting))
+                summary = summarize_thread(_values(state), waiting)
+                return AskOutcome(thread_id, request=waiting, server=server, **summary)
             if len(decisions) != len(waiting["action_requests"]):
                 raise BadInput(
                     f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
@@ -90,7 +91,7 @@ async def run_server_ask(server: str, thread_id: str, decide: Decide) -> AskOutc
             if waiting.get("error"):  # the graph did not understand the answer: nothing decided, the thread waits
                 raise BadInput(f"--decisions: {waiting['error']}; thread {thread_id} still waits for an answer")
             if not waiting:
-                return AskOutcome(thread_id, server=server, **_summarize(_values(state)))
+                return AskOutcome(thread_id, server=server, **summarize_thread(_values(state)))
         raise BadInput(f"thread {thread_id}: too many approval rounds in one request")
 
-    return await _on_server(server, "answer the thread", answer)
+    return await on_server(server, "answer the thread", answer)

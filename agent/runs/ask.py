@@ -138,7 +138,7 @@ def pending_request(snapshot: Any) -> dict[str, Any]:
     return {}
 
 
-def _summarize(values: Mapping[str, Any], request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def summarize_thread(values: Mapping[str, Any], request: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The request's outcomes (pending approvals added as not_attempted), the model's last text (its note) and the
     number of tool calls answered since the last user message."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -267,11 +267,11 @@ async def _ask(
         snapshot = await graph.aget_state(config)
         waiting = pending_request(snapshot)
         if not waiting:
-            return AskOutcome(thread, **_summarize(snapshot.values))
+            return AskOutcome(thread, **summarize_thread(snapshot.values))
         decisions = await decide(waiting, waiting == listed) if decide is not None else None
         listed = {}  # a listed request is answered once; whatever the run asks next was never shown
         if decisions is None:
-            return AskOutcome(thread, request=waiting, **_summarize(snapshot.values, waiting))
+            return AskOutcome(thread, request=waiting, **summarize_thread(snapshot.values, waiting))
         if len(decisions) != len(waiting["action_requests"]):
             raise BadInput(
                 f"--decisions: {len(decisions)} decision(s) for {len(waiting['action_requests'])} pending action(s)"
