@@ -102,7 +102,7 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     toolbox = await open_toolbox(
         base_url=spec["base_url"],
         api_key="sandbox",
-        integrated_account_id=ACCOUNT,
+        integrated_account_id=spec.get("account") or ACCOUNT,  # another account of the served sandbox, if given
         clock=SystemClock(),
         rate_store=rate_store,
     )

@@ -209,6 +209,55 @@ def run_pair(served: ServedSandbox, common: dict[str, Any], work: Path, label: s
     return Run(wall=wall, tally=served.tally(start))
 
 
+def tracing_pairs(n: int, rounds: int, day: date, seed: int, work: Path) -> int:
+    """Tracing's overhead on the real audit, measured side by side: each round the audit of N sessions twice at
+    once, in two child processes on two accounts of one served sandbox (the same sessions, each account its own rate
+    window), one with OpenTelemetry on (OTLP/HTTP to a loopback sink), the other off. Both run in the same moments
+    of the machine, so its load, which moves one child's CPU by several per cent from run to run, falls on both:
+    the paired difference is what tracing costs. Prints the rounds and the median; 1 when a goal is missed."""
+    from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID, generate_sessions
+
+    accounts = ("untraced", "traced")
+    common = {"day": day.isoformat(), "team_id": DEMO_TEAM_ID, "collection_id": DEMO_INTAKE_COLLECTION_ID}
+    pairs: list[dict[str, dict[str, Any]]] = []
+    with ServedSandbox(day, 0, seed, 0.0, accounts=list(accounts)) as served, OtlpSink() as sink:
+        for account in accounts:
+            generate_sessions(served.sandbox.store_for(account), day, n, seed=seed)
+        for r in range(rounds):
+            served.wait_for_fresh_window()
+            results: dict[str, dict[str, Any]] = {}
+
+            def child(account: str, r: int = r, results: dict[str, dict[str, Any]] = results) -> None:
+                spec = {**common, "base_url": served.base_url, "work_dir": str(work / f"tp{r}-{account}")}
+                spec["account"] = account
+                if account == "traced":
+                    spec["otlp"] = sink.url
+                results[account], _ = run_child("audit", spec, served, f"tracing pair {r + 1}/{rounds} {account}")
+
+            threads = [threading.Thread(target=child, args=(a,)) for a in accounts]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if len(results) != 2:
+                raise RuntimeError("tracing pairs: a child failed")
+            pairs.append(results)
+    cpu = [(p["untraced"]["cpu_seconds"], p["traced"]["cpu_seconds"]) for p in pairs]
+    wall = [(p["untraced"]["wall_seconds"], p["traced"]["wall_seconds"]) for p in pairs]
+    cpu_diff = statistics.median(b / a - 1 for a, b in cpu)
+    wall_diff = statistics.median(b / a - 1 for a, b in wall)
+    print()
+    print(f"Tracing's overhead, side by side (issue 27): N = {n:,}, {rounds} rounds of two audits at once")
+    for i, ((c0, c1), (w0, w1)) in enumerate(zip(cpu, wall, strict=True)):
+        print(f"  round {i + 1}: CPU {c0:.2f} s off, {c1:.2f} s on ({c1 / c0 - 1:+.2%}); wall {w0:.1f} s, {w1:.1f} s")
+    ok = cpu_diff < 0.02 and wall_diff < 0.02
+    print(
+        f"  median of the rounds: CPU {cpu_diff:+.2%}, wall {wall_diff:+.2%} (goal < 2% each): "
+        f"{'PASS' if ok else 'MISS'}; {sink.requests} OTLP exports, {sink.bytes / 2**20:.2f} MB"
+    )
+    return 0 if ok else 1
+
+
 def measure(n: int, day: date, args: argparse.Namespace, work: Path) -> Measured:
     from sandbox import DEMO_INTAKE_COLLECTION_ID, DEMO_TEAM_ID
 
@@ -729,6 +778,9 @@ def main() -> int:
     parser.add_argument("--skip-sim", action="store_true", help="do not simulate a thousand accounts")
     parser.add_argument("--pg-url", default=os.environ.get("COVIU_BENCH_POSTGRES_URL", ""), help="workers' PostgreSQL")
     # issue 28 (bench/token_bench.py): tokens per ask turn and per triage, every tool bound against the request's
+    parser.add_argument(
+        "--tracing-pairs", type=int, default=0, help="only tracing's overhead: K rounds of two audits at once (N=1000)"
+    )
     parser.add_argument("--tokens", action="store_true", help="print only the token table")
     parser.add_argument("--skip-tokens", action="store_true", help="do not print the token table")
     args = parser.parse_args()
@@ -736,6 +788,13 @@ def main() -> int:
         return tokens()
     day = datetime.now(UTC).date() - timedelta(days=1)
     work = Path(tempfile.mkdtemp(prefix="coviu-bench-"))
+    if args.tracing_pairs:
+        try:
+            return max(tracing_pairs(n, args.tracing_pairs, day, args.seed, work) for n in (args.n or [1000]))
+        finally:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
     try:
         results = [measure(n, day, args, work) for n in (args.n or [200])]
         fleet_run = None
