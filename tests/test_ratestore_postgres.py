@@ -37,3 +37,21 @@ def test_two_postgres_connections_share_one_budget(postgres_state: tuple[str, An
 def test_a_postgres_state_url_opens_the_postgres_store(postgres_state: tuple[str, Any, str]) -> None:  # noqa: F811
     state, _, _ = postgres_state
     assert isinstance(shared_rate_store(state), PostgresRateStore)
+
+
+def test_a_postgres_store_whose_connection_was_lost_reconnects_for_the_next_booking(
+    postgres_state: tuple[str, Any, str],  # noqa: F811
+) -> None:
+    """The server ended the store's connection while it was idle (a restart, a failover, an idle timeout): the next
+    change, whose COMMIT was never sent, runs on a new connection. Before, the closed connection was kept and every
+    later booking of the process (a server runs for days) failed: "the connection is lost"."""
+    state, admin, _ = postgres_state
+    store = PostgresRateStore(state)
+    governor = RateLimitGovernor(clock=FakeClock(), store=store, key=ACCOUNT)
+    governor.observe(RateLimitInfo(limit=100, remaining=50, reset_seconds=60.0), status_code=200)
+    pid = store._conn.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    governor.observe(RateLimitInfo(limit=100, remaining=49, reset_seconds=60.0), status_code=200)
+    assert store.transact(ACCOUNT, lambda rate: rate.remaining) == 49
+    assert store._conn.info.backend_pid != pid
+    store.close()
