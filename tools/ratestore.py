@@ -218,7 +218,11 @@ class SqliteRateStore:
                     (key, state.to_json()),
                 )
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a write that failed: full, I/O, busy): its error is the one
+                # to raise, not "no transaction is active"
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
             try:
                 conn.execute("COMMIT")
