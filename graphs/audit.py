@@ -392,6 +392,8 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         if r.get("session_id") and not r.get("problem") and r["session_id"] not in done
     ]
     batch = todo[:BATCH_SIZE]
+    if not batch:  # an empty day, or every summary cached or told by the list: no call, no (empty) fan-out span
+        return Command(goto="list_submissions", update={"retry": settled(state["retry"])})
     facts: dict[str, Any] = {}
     failed: list[CallOutcome] = []
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)

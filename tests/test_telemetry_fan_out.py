@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.test_telemetry import in_memory, metric_points  # noqa: F401  (the fixture: in-memory providers)
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.runs import AuditArgs, run_audit
+from tests.test_telemetry import in_memory, metric_points, settings  # noqa: F401  (fixtures: in-memory providers)
 from tools import telemetry
 from tools.telemetry_handles import FAN_OUT_EVENTS
 
@@ -68,3 +71,17 @@ def test_another_tools_call_inside_a_fan_out_call_is_a_span_of_its_own(in_memory
     assert attributes["coviu.tool.calls"] == 1 and attributes["coviu.http.requests"] == 1
     calls = {(a["tool"], a["outcome"]): v for a, v in metric_points(reader)["coviu_agent.tool.calls"]}
     assert calls == {(TOOL, "ok"): 1, ("get_single_coviu_session_by_id", "ok"): 1}
+
+
+async def test_an_audit_with_no_summary_to_fetch_traces_no_summary_call(
+    settings: Any,  # noqa: F811
+    services: Any,
+    in_memory: Any,  # noqa: F811
+):
+    """A day with no session (or every summary cached or told by the list): the summaries' node makes no call, and
+    its trace shows none; before, an empty fan-out span said a summary call happened (0 calls, no outcome)."""
+    spans_exporter, _, _ = in_memory
+    result = await run_audit(settings, AuditArgs(day="2026-01-05"), services=services, checkpointer=InMemorySaver())
+    assert result.exit_code == 0 and result.report["sessions"] == []  # type: ignore[index]
+    names = [s.name for s in spans_exporter.get_finished_spans()]
+    assert "node fetch_summaries" in names and f"tool {TOOL}" not in names
