@@ -392,6 +392,8 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
         if r.get("session_id") and not r.get("problem") and r["session_id"] not in done
     ]
     batch = todo[:BATCH_SIZE]
+    if not batch:  # an empty day, or every summary cached or told by the list: no call, no (empty) fan-out span
+        return Command(goto="list_submissions", update={"retry": settled(state["retry"])})
     facts: dict[str, Any] = {}
     failed: list[CallOutcome] = []
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -417,7 +419,16 @@ async def fetch_summaries(state: AuditState, runtime: Runtime[Context]) -> Comma
             services.on_progress("summaries", 1, 0)
 
     with telemetry.tool_calls(SUMMARY_TOOL):  # the batch's calls traced as one span, not 250
-        await asyncio.gather(*(one(r["session_id"]) for r in batch))
+        calls = [asyncio.ensure_future(one(r["session_id"])) for r in batch]
+        try:
+            await asyncio.gather(*calls)
+        except BaseException:
+            # a call that raised (not an outcome: the rate store failed, the run's wait budget is spent) ends the
+            # batch: the others are stopped and waited for, none sending on for a run that ended, outside its span
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
     await store.put_rows(run, SUMMARY_ROWS, facts)
     now = services.clock.now()
     keep: dict[str, CachedSummary] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from datetime import UTC, date, datetime, timedelta
@@ -248,3 +249,57 @@ def test_a_summaries_batch_with_a_502_and_a_429_waits_on_the_429s_retry_after() 
     )
     assert _to_wait_on([gateway, short, long]) is long
     assert _to_wait_on([gateway]) is gateway
+
+
+async def test_a_summary_call_that_raises_stops_its_batch_with_no_call_left_running(
+    services: Services, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+):
+    """A call that raises instead of returning an outcome (the shared rate store failed, the run's wait budget is
+    spent) ends the audit with that error, and the batch's other calls are stopped and waited for: none goes on
+    sending for a run that ended, and the batch's span counts every call it traced. Before, `gather` raised the
+    first error and left the other calls running: requests sent after the run failed, outside their span."""
+    import sqlite3
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import graphs.audit as audit_module
+    import graphs.calls as calls_module
+    from tools import telemetry
+
+    generate_sessions(sandbox.store, YESTERDAY, 20, seed=3)
+    real = calls_module._execute_call  # under the tool call's tracing
+    started: list[str] = []
+    running: set[str] = set()
+    never = asyncio.Event()
+
+    async def failing_once(services: Services, name: str, arguments: Any, **kwargs: Any) -> Any:
+        if name != audit_module.SUMMARY_TOOL:
+            return await real(services, name, arguments, **kwargs)
+        call = str(kwargs["call_id"])
+        started.append(call)
+        running.add(call)
+        try:
+            if len(started) == 1:
+                for _ in range(100):  # others in flight first
+                    await asyncio.sleep(0)
+                raise sqlite3.OperationalError("database or disk is full")
+            await never.wait()  # still in flight when the first one fails
+            return await real(services, name, arguments, **kwargs)
+        finally:
+            running.discard(call)
+
+    monkeypatch.setattr(calls_module, "_execute_call", failing_once)
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    previous = telemetry.install(telemetry.Telemetry(tracer_provider=tracer_provider))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await run_audit(services, refresh=True)
+    finally:
+        telemetry.install(previous)
+    assert len(started) >= 4 and running == set()
+    (fan_out,) = [s for s in spans.get_finished_spans() if "coviu.tool.calls" in (s.attributes or {})]
+    assert (fan_out.attributes or {})["coviu.tool.calls"] == len(started)

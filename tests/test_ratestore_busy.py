@@ -80,3 +80,40 @@ def test_a_transaction_whose_commit_failed_is_rolled_back_and_the_store_still_wo
         book(1.0)
     assert book(2.0) == [2.0]
     store.close()
+
+
+class WriteFullRolledBack:
+    """A connection whose next write fails "disk full" and, as SQLite may for SQLITE_FULL / IOERR / NOMEM / BUSY,
+    rolls the transaction back itself."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.failed = conn, False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("INSERT") and not self.failed:
+            self.failed = True
+            self.conn.execute("ROLLBACK")
+            raise coded("database or disk is full", sqlite3.SQLITE_FULL)
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_write_that_failed_and_was_rolled_back_by_sqlite_raises_its_own_error(tmp_path: Path) -> None:
+    """The caller sees why the write failed, and the store still works; before, the store's own ROLLBACK of a
+    transaction SQLite had already ended raised "cannot rollback - no transaction is active" in its place."""
+    store = SqliteRateStore(tmp_path / "rate.sqlite")
+    store._conn = WriteFullRolledBack(store._conn)  # type: ignore[assignment]
+
+    def book(slot: float) -> list[float]:
+        def change(state: Any) -> list[float]:
+            state.sends.append(slot)
+            return list(state.sends)
+
+        return store.transact("acct", change)
+
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        book(1.0)
+    assert book(2.0) == [2.0]
+    store.close()

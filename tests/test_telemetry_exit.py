@@ -152,3 +152,40 @@ def test_the_metrics_are_exported_once_at_exit_not_twice() -> None:
     configured.add("coviu_agent.runs", 1, {"graph": "audit", "clinic": "acct-1", "outcome": "done"})
     assert configured.shutdown() is True
     assert exporter.exports == [1]
+
+
+def test_a_metrics_export_that_outlives_the_deadline_is_one_warning_and_a_false_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A collector that accepts and never answers: the meter provider's shutdown gives up on its last export at the
+    deadline (the export goes on in the reader's thread). Shutdown says False, and ops are told once; before, the
+    shutdown returned in time, so it was said to have exported everything and nothing was said."""
+    import threading
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData, PeriodicExportingMetricReader
+
+    release = threading.Event()
+
+    class Hanging(MetricExporter):
+        def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            release.wait(30)  # a collector that never answers
+            raise ConnectionError("no answer")
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    reader = PeriodicExportingMetricReader(Hanging(), export_interval_millis=3_600_000)
+    watch = CollectorWatch("127.0.0.1:9")
+    configured = Telemetry(meter_provider=MeterProvider([reader], shutdown_on_exit=False), deadline=0.3, watch=watch)
+    configured.add("coviu_agent.runs", 1, {"graph": "audit", "clinic": "acct-1", "outcome": "done"})
+    try:
+        with caplog.at_level(logging.WARNING, logger="tools.telemetry"):
+            assert configured.shutdown() is False
+    finally:
+        release.set()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0]

@@ -218,7 +218,11 @@ class SqliteRateStore:
                     (key, state.to_json()),
                 )
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a write that failed: full, I/O, busy): its error is the one
+                # to raise, not "no transaction is active"
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
             try:
                 conn.execute("COMMIT")
@@ -252,6 +256,7 @@ class PostgresRateStore:
         import psycopg
 
         self._lock = threading.Lock()
+        self._url = url
         self._conn = psycopg.connect(url, autocommit=False)
         deadline = time.monotonic() + POSTGRES_SETUP_SECONDS
         with self._lock:
@@ -268,16 +273,34 @@ class PostgresRateStore:
                 time.sleep(0.05)
 
     def transact(self, key: str, change: Callable[[AccountRate], T]) -> T:
-        with self._lock, self._conn.transaction():
-            self._conn.execute(
-                f"INSERT INTO {TABLE} (account, state) VALUES (%s, %s) ON CONFLICT (account) DO NOTHING",
-                (key, AccountRate().to_json()),
-            )
-            row = self._conn.execute(f"SELECT state FROM {TABLE} WHERE account = %s FOR UPDATE", (key,)).fetchone()
-            state = AccountRate.from_json(row[0] if row else None)
-            result = change(state)  # an exception rolls the transaction back
-            self._conn.execute(f"UPDATE {TABLE} SET state = %s WHERE account = %s", (state.to_json(), key))
-            return result
+        """As the protocol says; a connection the server ended (a restart, a failover, an idle timeout) is replaced:
+        a change whose COMMIT was not sent yet runs again on the new one (once), a lost COMMIT is the caller's error
+        (it may have been written), and the next change runs on a new connection either way."""
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn.closed:
+                    self._conn = psycopg.connect(self._url, autocommit=False)
+                committing = False
+                try:
+                    with self._conn.transaction():
+                        self._conn.execute(
+                            f"INSERT INTO {TABLE} (account, state) VALUES (%s, %s) ON CONFLICT (account) DO NOTHING",
+                            (key, AccountRate().to_json()),
+                        )
+                        row = self._conn.execute(
+                            f"SELECT state FROM {TABLE} WHERE account = %s FOR UPDATE", (key,)
+                        ).fetchone()
+                        state = AccountRate.from_json(row[0] if row else None)
+                        result = change(state)  # an exception rolls the transaction back
+                        self._conn.execute(f"UPDATE {TABLE} SET state = %s WHERE account = %s", (state.to_json(), key))
+                        committing = True
+                    return result
+                except psycopg.OperationalError:
+                    if attempt == 2 or committing or not self._conn.closed:
+                        raise
+        raise AssertionError("unreachable")  # the second attempt returned or raised
 
     def close(self) -> None:
         with self._lock:

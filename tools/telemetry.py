@@ -42,7 +42,16 @@ from tools.telemetry_attributes import (
     safe_attributes,
     safe_text,
 )
-from tools.telemetry_handles import _NO_SPAN, Run, ToolCall, _Detached, _FanOut, _NoSpan, _SpanHandle
+from tools.telemetry_handles import (
+    _NO_SPAN,
+    FAN_OUT_EVENTS,
+    Run,
+    ToolCall,
+    _Detached,
+    _FanOut,
+    _NoSpan,
+    _SpanHandle,
+)
 from tools.telemetry_providers import (
     DEFAULT_SAMPLER,
     EXPORT_TIMEOUT,
@@ -254,6 +263,12 @@ def _add_event(name: str, attributes: Mapping[str, object], timestamp: int | Non
     if nodes is not None and (current_span is _RUN_SPAN.get() or current_span is trace.INVALID_SPAN):
         current_span = nodes.node_span() or current_span  # in a node, outside any tool call: the node's
     if current_span.is_recording():
+        fan_out = _FAN_OUT.get()
+        if fan_out is not None and current_span is fan_out.span:  # a fan-out's: the first FAN_OUT_EVENTS listed
+            if fan_out.events >= FAN_OUT_EVENTS:
+                fan_out.unlisted += 1
+                return
+            fan_out.events += 1
         current_span.add_event(name, checked_attributes(attributes), timestamp)
 
 
@@ -272,8 +287,9 @@ def tool_calls(name: str) -> Iterator[None]:
     if telemetry is None or telemetry.tracer is None:
         yield
         return
-    fan_out = _FanOut()
+    fan_out = _FanOut(name)
     with span(f"tool {name}", **{"coviu.tool": name}) as handle:
+        fan_out.span = getattr(handle, "span", None)
         token = _FAN_OUT.set(fan_out)
         try:
             yield
@@ -380,7 +396,7 @@ def tool_call(name: str) -> Iterator[ToolCall]:
         yield ToolCall(_NO_SPAN)
         return
     fan_out = _FAN_OUT.get()
-    if fan_out is not None:  # one of a fan-out's calls: counted on its span (`tool_calls`), no span of its own
+    if fan_out is not None and fan_out.tool == name:  # one of a fan-out's calls: counted on its span, no span
         call = ToolCall(_NO_SPAN)
         try:
             yield call
@@ -388,12 +404,18 @@ def tool_call(name: str) -> Iterator[ToolCall]:
             fan_out.outcomes[call.outcome] = fan_out.outcomes.get(call.outcome, 0) + 1
             telemetry.add("coviu_agent.tool.calls", 1, {"tool": name, "outcome": call.outcome})
         return
-    with span(f"tool {name}", **{"coviu.tool": name}) as handle:
-        call = ToolCall(handle)
-        try:
-            yield call
-        finally:
-            telemetry.add("coviu_agent.tool.calls", 1, {"tool": name, "outcome": call.outcome})
+    # another tool's call inside a fan-out's (none today): a span of its own under it, its requests its own
+    token = _FAN_OUT.set(None) if fan_out is not None else None
+    try:
+        with span(f"tool {name}", **{"coviu.tool": name}) as handle:
+            call = ToolCall(handle)
+            try:
+                yield call
+            finally:
+                telemetry.add("coviu_agent.tool.calls", 1, {"tool": name, "outcome": call.outcome})
+    finally:
+        if token is not None:
+            _FAN_OUT.reset(token)
 
 
 # --- runs ------------------------------------------------------------------------------------------------------

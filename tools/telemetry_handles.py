@@ -48,11 +48,27 @@ class ToolCall:
 
 class _FanOut:
     """What the span of a fan-out (`tool_calls`) keeps of its calls: outcomes, statuses, latency and pacing, added
-    up in the node's event loop, set on the span at its end."""
+    up in the node's event loop, set on the span at its end; and how many events it listed (`FAN_OUT_EVENTS` at
+    most) or only counted (`unlisted`)."""
 
-    __slots__ = ("outcomes", "paced", "paced_seconds", "seconds", "slowest", "statuses")
+    __slots__ = (
+        "events",
+        "outcomes",
+        "paced",
+        "paced_seconds",
+        "seconds",
+        "slowest",
+        "span",
+        "statuses",
+        "tool",
+        "unlisted",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.span: object = None  # the fan-out's span, once started (None: not recording)
+        self.events = 0
+        self.unlisted = 0
         self.outcomes: dict[str, int] = {}
         self.statuses: dict[AttrValue, int] = {}
         self.seconds = 0.0
@@ -71,10 +87,16 @@ class _FanOut:
             "coviu.http.seconds.max": round(self.slowest, 3),
             "coviu.wait.pacing.count": self.paced or None,
             "coviu.wait.pacing.seconds": round(self.paced_seconds, 3) if self.paced else None,
+            "coviu.events.unlisted": self.unlisted or None,
         }
         attributes.update({f"coviu.tool.outcome.{outcome}": n for outcome, n in sorted(outcomes.items())})
         attributes.update({f"coviu.http.status.{status or 'none'}": n for status, n in self.statuses.items()})
         return attributes
+
+
+# Events a fan-out's span lists (its failed requests, 429s, budgeted waits); the rest are counted. The SDK keeps 128
+# a span (`OTEL_SPAN_EVENT_COUNT_LIMIT`) and drops the oldest beyond: a storm's first failures would go unseen.
+FAN_OUT_EVENTS = 100
 
 
 class Run:

@@ -330,6 +330,9 @@ class Telemetry:
                     # its shutdown collects and exports one last time (a failure is the exporter's WARNING, which
                     # `watch` turns into ours): a force_flush first would send every metric twice
                     meter_provider.shutdown(timeout_millis=left_ms())
+                    # which gives up waiting at the deadline while the export goes on (a collector that never
+                    # answers): not exported, as a flush that timed out
+                    exported.append(not _still_exporting(meter_provider))
             except Exception:  # telemetry never fails the command
                 exported.append(False)
             finally:
@@ -356,6 +359,15 @@ class Telemetry:
                 merge_into(self.metrics_file, values, runs, families)
             except OSError as exc:
                 log.warning("could not write the metrics file %s: %s", self.metrics_file, type(exc).__name__)
+
+
+def _still_exporting(meter_provider: Any) -> bool:
+    """Whether a reader of `meter_provider` is still exporting after the provider's shutdown returned: the SDK's
+    periodic reader makes its last export in its own thread and stops waiting for it at the deadline, saying
+    nothing. (The SDK's attributes, read defensively: a provider without them counts as done.)"""
+    readers = getattr(meter_provider, "_metric_readers", ())
+    threads = (getattr(reader, "_daemon_thread", None) for reader in readers)
+    return any(thread is not None and thread.is_alive() for thread in threads)
 
 
 def exemplar_filter(environ: Mapping[str, str]) -> Any:
