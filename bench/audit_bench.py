@@ -133,6 +133,7 @@ async def child_audit(spec: dict[str, Any]) -> dict[str, Any]:
     traced = None
     if spec.get("otlp"):
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec["otlp"]
+        os.environ.update(spec.get("otel_env") or {})  # e.g. OTEL_METRICS_EXPORTER=none: traces alone
         traced = telemetry.setup()
     try:
         # the product's checkpointer (redacted, large values compressed), as `coviu-agent audit` opens it
