@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import os
 import re
 import time
@@ -60,6 +59,7 @@ from tools.telemetry_providers import (
     METRICS,
     SAMPLERS,
     SERVICE_NAME,
+    SPAN_EXPORT_DELAY_MS,
     CollectorWatch,
     RunRecord,
     Telemetry,
@@ -68,6 +68,7 @@ from tools.telemetry_providers import (
     export_timeout,
     exporter_for,
     sampler,
+    span_export_delay,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ __all__ = [
     "METRICS",
     "SAMPLERS",
     "SERVICE_NAME",
+    "SPAN_EXPORT_DELAY_MS",
     "WITHHELD",
     "AttrValue",
     "Run",
@@ -99,9 +101,9 @@ __all__ = [
     "safe_attributes",
     "safe_text",
     "sampler",
+    "span_export_delay",
 ]
 
-SPAN_EXPORT_DELAY_MS = 30_000  # between span exports unless `OTEL_BSP_SCHEDULE_DELAY` says (the SDK's default: 5 s)
 PACING = "pacing"  # the governor's wait before a send (an event, not a span: `waiting`)
 # A run's outcome by its exit code (the CLI's table).
 OUTCOMES = {0: "done", 2: "bad_input", 3: "upstream_failure", 4: "needs_approval", 5: "incomplete", 130: "interrupted"}
@@ -167,9 +169,7 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
             span_exporter = ConsoleSpanExporter()
         # shut down by us at exit, within the deadline (below), not by the SDK's own unbounded atexit hook
         tracer_provider = SdkTracerProvider(resource=resource, sampler=trace_sampler, shutdown_on_exit=False)
-        # spans are sent every `OTEL_BSP_SCHEDULE_DELAY` ms (the SDK's default 5 s; ours 30 s: each export costs
-        # ~0.6 ms of CPU, and a 190 s nightly audit sent 27 of them at 5 s), when 512 wait, and at exit
-        delay = span_export_delay(env)
+        delay = span_export_delay(env)  # ours 30 s, the SDK's 5 s (`SPAN_EXPORT_DELAY_MS`)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=delay))
     meter_provider = None
     if metrics is not None:
@@ -208,21 +208,6 @@ def setup(*, metrics_file: Path | str | None = None, environ: Mapping[str, str] 
         atexit.register(telemetry.shutdown)
     install(telemetry)
     return telemetry
-
-
-def span_export_delay(environ: Mapping[str, str]) -> float:
-    """Milliseconds between span exports: `OTEL_BSP_SCHEDULE_DELAY` when set, else `SPAN_EXPORT_DELAY_MS`. Raises
-    ValueError naming the variable when it is not a positive number."""
-    raw = environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip()
-    if not raw:
-        return SPAN_EXPORT_DELAY_MS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"OTEL_BSP_SCHEDULE_DELAY={raw!r}: expected a positive number of milliseconds (e.g. 5000)")
-    return value
 
 
 # --- spans -------------------------------------------------------------------------------------------------------

@@ -121,20 +121,41 @@ _EXPORTER_LOGGERS = (
 )
 
 
+def positive_number(environ: Mapping[str, str], variable: str, unit: str) -> float | None:
+    """The variable's value when set (None when not); raises ValueError naming it when it is not a positive number
+    (of `unit`, as the message says)."""
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{variable}={raw!r}: expected a positive number of {unit}")
+    return value
+
+
 def export_timeout(signal: str, environ: Mapping[str, str]) -> float:
     """Seconds one export of `traces`/`metrics` may take (retries included). Raises ValueError naming the variable
     when it is not a positive number."""
     for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
-        raw = environ.get(variable, "").strip()
-        if raw:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = math.nan
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{variable}={raw!r}: expected a positive number of seconds")
+        value = positive_number(environ, variable, "seconds")
+        if value is not None:
             return value
     return EXPORT_TIMEOUT
+
+
+# Spans are sent every this many milliseconds unless `OTEL_BSP_SCHEDULE_DELAY` says (the SDK's default is 5 s: each
+# export costs ~0.6 ms of CPU, and a 190 s nightly audit sent 27 of them), when 512 wait, and at exit.
+SPAN_EXPORT_DELAY_MS = 30_000
+
+
+def span_export_delay(environ: Mapping[str, str]) -> float:
+    """Milliseconds between span exports: `OTEL_BSP_SCHEDULE_DELAY` when set, else `SPAN_EXPORT_DELAY_MS`. Raises
+    ValueError naming the variable when it is not a positive number."""
+    value = positive_number(environ, "OTEL_BSP_SCHEDULE_DELAY", "milliseconds (e.g. 5000)")
+    return SPAN_EXPORT_DELAY_MS if value is None else value
 
 
 def collector_of(environ: Mapping[str, str]) -> str:
