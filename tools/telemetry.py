@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tools.telemetry_attributes import (
     WITHHELD,
@@ -70,9 +70,6 @@ from tools.telemetry_providers import (
     sampler,
     span_export_delay,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # what attributes may carry (tools/telemetry_attributes.py) and the configuration (tools/telemetry_providers.py):
 # importable from here, with the recording API
